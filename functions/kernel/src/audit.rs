@@ -1,0 +1,146 @@
+//! The persisted audit-event sink (`audit_events` table).
+//!
+//! In scope: recording an event, optionally inside the same atomic batch as the
+//! state change it describes ([`AuditEvent::statement`]), and reading events
+//! back newest first. Out of scope: the transparency log (the ledger function),
+//! which additionally records the trust-changing subset of these actions.
+//!
+//! Events carry who (`actor`), what (`action`, `target`), how it ended
+//! (`outcome`), and where from (`request_id`, `client_ip`). `details` is JSON
+//! written by our code; it must never contain secrets or raw credentials.
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::{Error, RequestContext, Services, Sql, Statement, Value};
+
+/// How an audited action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It happened.
+    Success,
+    /// It was attempted and failed.
+    Failure,
+    /// Policy refused it.
+    Denied,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// Who acted, e.g. `user:<id>`, `node:<id>`, `system:migrate`.
+    pub actor: String,
+    /// What happened, a dotted verb such as `schema.migrate`.
+    pub action: String,
+    /// What it was about.
+    pub target: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Structured details (no secrets).
+    pub details: Json,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredAuditEvent {
+    /// Event id.
+    pub id: String,
+    /// Milliseconds since the epoch.
+    pub time: i64,
+    /// Actor.
+    pub actor: String,
+    /// Action.
+    pub action: String,
+    /// Target.
+    pub target: Option<String>,
+    /// Outcome.
+    pub outcome: String,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// Details.
+    pub details: Json,
+}
+
+impl AuditEvent {
+    /// The INSERT for this event, to run alone or inside a batch with the change
+    /// it describes (so the change and its record commit together).
+    pub fn statement(&self, id: &str, time_ms: i64, ctx: Option<&RequestContext>) -> Statement {
+        Statement::new(
+            "INSERT INTO audit_events (id, time, actor, action, target, outcome, request_id, client_ip, details) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            vec![
+                id.into(),
+                time_ms.into(),
+                self.actor.as_str().into(),
+                self.action.as_str().into(),
+                self.target.clone().into(),
+                self.outcome.as_str().into(),
+                ctx.map(|c| c.request_id.clone()).into(),
+                ctx.and_then(|c| c.client_ip)
+                    .map(|ip| ip.to_string())
+                    .into(),
+                self.details.to_string().into(),
+            ],
+        )
+    }
+}
+
+/// Records one event on its own and returns its id.
+pub async fn record(
+    s: &Services,
+    ctx: Option<&RequestContext>,
+    event: &AuditEvent,
+) -> Result<String, Error> {
+    let id = s.new_id();
+    s.sql
+        .execute(event.statement(&id, s.clock.now_ms(), ctx))
+        .await?;
+    Ok(id)
+}
+
+/// The newest events, optionally only one action, at most `limit` (≤ 1000).
+pub async fn recent(
+    sql: &dyn Sql,
+    action: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoredAuditEvent>, Error> {
+    let limit = i64::try_from(limit.min(1000)).unwrap_or(1000);
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT id, time, actor, action, target, outcome, request_id, client_ip, details \
+             FROM audit_events WHERE (?1 IS NULL OR action = ?1) ORDER BY time DESC, id LIMIT ?2",
+            vec![action.map(str::to_owned).into(), Value::Integer(limit)],
+        ))
+        .await?;
+    let mut out = Vec::with_capacity(rows.rows.len());
+    for i in 0..rows.rows.len() {
+        let text = |c: &str| rows.get_str(i, c).map(str::to_owned);
+        out.push(StoredAuditEvent {
+            id: text("id").unwrap_or_default(),
+            time: rows.get_i64(i, "time").unwrap_or_default(),
+            actor: text("actor").unwrap_or_default(),
+            action: text("action").unwrap_or_default(),
+            target: text("target"),
+            outcome: text("outcome").unwrap_or_default(),
+            request_id: text("request_id"),
+            client_ip: text("client_ip"),
+            details: text("details")
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or(Json::Null),
+        });
+    }
+    Ok(out)
+}

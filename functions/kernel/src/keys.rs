@@ -1,0 +1,127 @@
+//! The function's P-256 signing key: loading, generation and key ids.
+//!
+//! In scope: parsing a PKCS#8 PEM key from the secret store, generating one from
+//! the [`Rng`](crate::Rng) port for development, and the key id. Out of scope:
+//! what gets signed (JWTs, checkpoints and envelopes belong to the functions that
+//! issue them) and where the key is kept (the runtime's secret store).
+//!
+//! Key id: the first 8 bytes of blake3 over the SEC1 compressed public key, as
+//! hex. Short, stable, and derived from the public key alone so any verifier can
+//! recompute it.
+
+use p256::ecdsa;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+
+use crate::{Error, Rng};
+
+/// A P-256 signing key with its key id.
+#[derive(Clone)]
+pub struct SigningKey {
+    inner: ecdsa::SigningKey,
+    kid: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material, even in debug output.
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    fn from_inner(inner: ecdsa::SigningKey) -> Self {
+        let kid = key_id(inner.verifying_key());
+        SigningKey { inner, kid }
+    }
+
+    /// Parses a PKCS#8 PEM private key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, Error> {
+        let inner = ecdsa::SigningKey::from_pkcs8_pem(pem.trim()).map_err(|_| {
+            Error::Config("signing_key is not a PKCS#8 PEM P-256 private key".into())
+        })?;
+        Ok(Self::from_inner(inner))
+    }
+
+    /// Generates a fresh key from platform randomness.
+    pub fn generate(rng: &dyn Rng) -> Self {
+        loop {
+            let mut bytes = [0u8; 32];
+            rng.fill(&mut bytes);
+            // A random 32-byte string is a valid scalar except with negligible
+            // probability (zero or >= the group order); draw again then.
+            if let Ok(inner) = ecdsa::SigningKey::from_slice(&bytes) {
+                return Self::from_inner(inner);
+            }
+        }
+    }
+
+    /// The key as PKCS#8 PEM, for the secret store.
+    pub fn to_pkcs8_pem(&self) -> Result<String, Error> {
+        self.inner
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|z| z.to_string())
+            .map_err(|_| Error::Config("cannot encode signing key".into()))
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public half.
+    pub fn verifying_key(&self) -> &ecdsa::VerifyingKey {
+        self.inner.verifying_key()
+    }
+
+    /// The underlying `p256` key, for signing code in the functions.
+    pub fn ecdsa(&self) -> &ecdsa::SigningKey {
+        &self.inner
+    }
+}
+
+/// The key id of a public key.
+pub fn key_id(key: &ecdsa::VerifyingKey) -> String {
+    let point = key.to_encoded_point(true);
+    let digest = blake3::hash(point.as_bytes());
+    digest.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Counter(std::cell::Cell<u8>);
+    impl Rng for Counter {
+        fn fill(&self, buf: &mut [u8]) {
+            for b in buf {
+                self.0.set(self.0.get().wrapping_add(1));
+                *b = self.0.get();
+            }
+        }
+    }
+
+    #[test]
+    fn pem_round_trip_keeps_kid() {
+        let key = SigningKey::generate(&Counter(std::cell::Cell::new(0)));
+        let pem = key.to_pkcs8_pem().expect("pem");
+        let back = SigningKey::from_pkcs8_pem(&pem).expect("parse");
+        assert_eq!(key.kid(), back.kid());
+        assert_eq!(key.kid().len(), 16);
+        assert!(!format!("{key:?}").contains("inner"));
+    }
+
+    #[test]
+    fn garbage_is_a_config_error() {
+        assert!(matches!(
+            SigningKey::from_pkcs8_pem(
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"
+            ),
+            Err(Error::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,46 @@
+//! The EdgeCoder function kernel: what every function (auth, mesh, ledger)
+//! shares, and the only contract between function code and the runtimes.
+//!
+//! In scope:
+//! - [`ports`]: the capabilities a runtime provides (`Sql`, `Kv`, `Clock`, `Rng`,
+//!   `ConfigSource`, `Outbound`), as traits with no platform types;
+//! - [`error`]: the crate's one error enum and RFC 9457 problem+json rendering;
+//! - [`config`]: typed settings, production-mode refusals;
+//! - [`context`] and [`http`]: request context (request id, client IP), requests,
+//!   responses, the body cap and JSON decoding;
+//! - [`router`]: the route table, dispatch and the OpenAPI document;
+//! - [`health`], [`audit`], [`migrations`], [`keys`]: readiness, the audit sink,
+//!   the shared schema and the signing key.
+//!
+//! Out of scope: any platform binding. This crate must never depend on `worker`,
+//! `spin-sdk`, `rusqlite`, `hyper` or `wasmtime` (the test suite checks it).
+
+pub mod audit;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod keys;
+pub mod migrations;
+pub mod ports;
+pub mod router;
+pub mod services;
+pub mod testroutes;
+
+pub use config::{Config, Mode};
+pub use context::RequestContext;
+pub use error::{Error, Problem};
+pub use http::{Request, Response};
+pub use keys::SigningKey;
+pub use ports::{
+    Clock, ConfigSource, Kv, Outbound, OutboundRequest, OutboundResponse, Rng, Rows, Sql,
+    Statement, Value,
+};
+pub use router::{Handler, HandlerResult, RouteDoc, Router};
+pub use services::Services;
+
+/// Re-exported so function crates and runtimes agree on one `http` version.
+pub use ::http as http_types;
+/// Re-exported so port implementations use the same `async_trait`.
+pub use async_trait::async_trait;

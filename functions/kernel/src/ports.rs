@@ -1,0 +1,258 @@
+//! Ports: the capabilities a function needs from its runtime.
+//!
+//! In scope: the traits ([`Sql`], [`Kv`], [`Clock`], [`Rng`], [`ConfigSource`],
+//! [`Outbound`]) and the plain data they exchange. Out of scope: every
+//! implementation; those live in `runtimes/` (native SQLite, D1 + Workers KV,
+//! Spin SQLite + KV) and nothing here may name a platform type.
+//!
+//! Futures are `?Send`: Workers and Spin run one request per single-threaded
+//! executor and their bindings are not `Send`.
+//!
+//! Consistency contract (DESIGN principle 5): [`Kv`] is eventually consistent and
+//! is for caches and content-addressed data only; anything single-use or
+//! monotonic goes through [`Sql`], whose only multi-statement atomic unit is
+//! [`Sql::batch`] (D1 has no `BEGIN`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::Error;
+
+/// A SQLite value, as D1, Spin and rusqlite all understand it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// 64-bit integer.
+    Integer(i64),
+    /// 64-bit float.
+    Real(f64),
+    /// UTF-8 text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Integer(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Real(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Blob(v)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// One SQL statement with its positional (`?1`, `?2`, ...) parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The SQL text.
+    pub sql: String,
+    /// Positional parameters.
+    pub params: Vec<Value>,
+}
+
+impl Statement {
+    /// A statement with parameters.
+    pub fn new(sql: impl Into<String>, params: Vec<Value>) -> Self {
+        Statement {
+            sql: sql.into(),
+            params,
+        }
+    }
+}
+
+/// What a statement produced: its rows (possibly none) and how many rows it changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rows {
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    /// Row values, each in column order.
+    pub rows: Vec<Vec<Value>>,
+    /// Rows inserted, updated or deleted by the statement.
+    pub changes: u64,
+}
+
+impl Rows {
+    /// Index of a column by name.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+
+    /// The value at `row`, `column`, if both exist.
+    pub fn get(&self, row: usize, column: &str) -> Option<&Value> {
+        let c = self.column(column)?;
+        self.rows.get(row)?.get(c)
+    }
+
+    /// An integer cell. D1 hands numbers over as JavaScript doubles, so an
+    /// integral real is accepted as an integer.
+    pub fn get_i64(&self, row: usize, column: &str) -> Option<i64> {
+        match self.get(row, column)? {
+            Value::Integer(i) => Some(*i),
+            #[allow(clippy::cast_possible_truncation)]
+            Value::Real(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                Some(*f as i64)
+            }
+            _ => None,
+        }
+    }
+
+    /// A text cell.
+    pub fn get_str(&self, row: usize, column: &str) -> Option<&str> {
+        match self.get(row, column)? {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A blob cell.
+    pub fn get_blob(&self, row: usize, column: &str) -> Option<&[u8]> {
+        match self.get(row, column)? {
+            Value::Blob(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// Strongly consistent relational storage (SQLite dialect).
+#[async_trait(?Send)]
+pub trait Sql {
+    /// Runs one statement and returns its rows (if any) and change count.
+    async fn execute(&self, stmt: Statement) -> Result<Rows, Error>;
+
+    /// Runs statements as one atomic unit: all apply or none do. The only
+    /// transaction the port offers, because it is the only one D1 offers.
+    async fn batch(&self, stmts: Vec<Statement>) -> Result<Vec<Rows>, Error>;
+}
+
+/// Eventually consistent key-value storage, for caches and immutable data.
+#[async_trait(?Send)]
+pub trait Kv {
+    /// Reads a key; expired keys read as absent.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Writes a key, optionally expiring after `ttl`. Workers KV's minimum TTL
+    /// is 60 s; shorter TTLs are rounded up to it on every runtime.
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error>;
+
+    /// Deletes a key; deleting an absent key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), Error>;
+
+    /// Up to `limit` keys starting with `prefix`, in lexicographic order.
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error>;
+}
+
+/// The minimum TTL every KV runtime honours (Workers KV's floor).
+pub const KV_MIN_TTL: Duration = Duration::from_secs(60);
+
+/// Wall-clock time. `SystemTime::now` panics on wasm32-unknown-unknown, so time
+/// always comes through here.
+pub trait Clock {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// Cryptographically secure randomness from the platform.
+pub trait Rng {
+    /// Fills `buf` with random bytes.
+    fn fill(&self, buf: &mut [u8]);
+}
+
+/// Plain settings and secrets, as the platform stores them (Workers vars and
+/// secrets, Spin variables, native environment and data-dir files).
+pub trait ConfigSource {
+    /// A non-secret setting.
+    fn var(&self, name: &str) -> Option<String>;
+    /// A secret; implementations read it from the platform's secret store.
+    fn secret(&self, name: &str) -> Option<String>;
+}
+
+/// An outbound HTTP request (email API, OIDC discovery, peers).
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    /// Method.
+    pub method: http::Method,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// An outbound HTTP response.
+#[derive(Debug, Clone)]
+pub struct OutboundResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// Outbound HTTP through the platform's client (Workers `fetch`, Spin
+/// `wasi:http/outgoing-handler`, native HTTP client).
+#[async_trait(?Send)]
+pub trait Outbound {
+    /// Sends a request; non-2xx statuses are returned, not errors.
+    async fn send(&self, req: OutboundRequest) -> Result<OutboundResponse, Error>;
+}
+
+/// Random bytes as lowercase hex, for ids.
+pub fn random_hex(rng: &dyn Rng, bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rng.fill(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integral_reals_read_as_integers() {
+        let rows = Rows {
+            columns: vec!["n".into(), "t".into()],
+            rows: vec![vec![Value::Real(42.0), Value::Text("x".into())]],
+            changes: 0,
+        };
+        assert_eq!(rows.get_i64(0, "n"), Some(42));
+        assert_eq!(rows.get_str(0, "t"), Some("x"));
+        assert_eq!(rows.get_i64(0, "t"), None);
+        assert_eq!(rows.get_i64(1, "n"), None);
+    }
+
+    #[test]
+    fn fractional_reals_are_not_integers() {
+        let rows = Rows {
+            columns: vec!["n".into()],
+            rows: vec![vec![Value::Real(1.5)]],
+            changes: 0,
+        };
+        assert_eq!(rows.get_i64(0, "n"), None);
+    }
+}

@@ -1,0 +1,332 @@
+//! The route table every function builds, its dispatcher, and the OpenAPI 3.1
+//! document generated from it.
+//!
+//! In scope: matching method and path (`{name}` parameters, via `matchit`), the
+//! request-shape refusals that come before any handler (413, 404, 405), turning
+//! handler [`Problem`]s into responses, the headers every response carries, and
+//! OpenAPI generation. Because dispatch and documentation read the same table,
+//! the document cannot list a route that is not served or miss one that is.
+//! Out of scope: what handlers do, and how runtimes read requests off the wire.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use http::{HeaderValue, Method, header};
+use serde_json::{Map, Value as Json, json};
+
+use crate::{Error, Problem, Request, Response, Services};
+
+/// What a handler returns.
+pub type HandlerResult = Result<Response, Problem>;
+/// A boxed, single-threaded handler future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult>>>;
+/// A route handler.
+pub type Handler = Rc<dyn Fn(Rc<Services>, Request) -> HandlerFuture>;
+
+/// Wraps an `async fn(Rc<Services>, Request) -> HandlerResult` as a [`Handler`].
+pub fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Rc<Services>, Request) -> Fut + 'static,
+    Fut: Future<Output = HandlerResult> + 'static,
+{
+    Rc::new(move |s, r| Box::pin(f(s, r)))
+}
+
+/// One documented response of an operation.
+#[derive(Debug, Clone)]
+pub struct ResponseDoc {
+    /// Status code.
+    pub status: u16,
+    /// What it means.
+    pub description: &'static str,
+    /// Media type of the body, if any.
+    pub media_type: Option<&'static str>,
+}
+
+/// OpenAPI facts about a route.
+#[derive(Debug, Clone)]
+pub struct RouteDoc {
+    /// Unique operation id.
+    pub operation_id: &'static str,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Grouping tag (the function name).
+    pub tag: &'static str,
+    /// JSON Schema of a JSON request body, if the route takes one.
+    pub request_schema: Option<Json>,
+    /// Documented responses.
+    pub responses: Vec<ResponseDoc>,
+}
+
+struct Route {
+    method: Method,
+    path: &'static str,
+    handler: Handler,
+    doc: RouteDoc,
+}
+
+/// A route table.
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<Route>,
+    // matchit pattern -> indices into `routes` of every method on that path.
+    paths: Vec<(&'static str, Vec<usize>)>,
+    // pattern -> index into `paths`.
+    matcher: matchit::Router<usize>,
+}
+
+impl Router {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route. Panics on a duplicate method and path, which is a
+    /// programming error caught by every test that builds the router.
+    #[must_use]
+    pub fn route(
+        mut self,
+        method: Method,
+        path: &'static str,
+        handler: Handler,
+        doc: RouteDoc,
+    ) -> Self {
+        let idx = self.routes.len();
+        match self.paths.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, idxs)) => {
+                assert!(
+                    idxs.iter().all(|&i| self.routes[i].method != method),
+                    "duplicate route {method} {path}"
+                );
+                idxs.push(idx);
+            }
+            None => {
+                // Patterns are static strings from our own code; a conflict is a
+                // bug that every test building the router catches.
+                if let Err(e) = self.matcher.insert(path, self.paths.len()) {
+                    panic!("route {path} conflicts: {e}");
+                }
+                self.paths.push((path, vec![idx]));
+            }
+        }
+        self.routes.push(Route {
+            method,
+            path,
+            handler,
+            doc,
+        });
+        self
+    }
+
+    /// Adds every route of `other`.
+    #[must_use]
+    pub fn merge(mut self, other: Router) -> Self {
+        for r in other.routes {
+            self = self.route(r.method, r.path, r.handler, r.doc);
+        }
+        self
+    }
+
+    /// Every `(method, path)` served, in insertion order.
+    pub fn endpoints(&self) -> Vec<(Method, &'static str)> {
+        self.routes
+            .iter()
+            .map(|r| (r.method.clone(), r.path))
+            .collect()
+    }
+
+    /// Dispatches a request: size cap, route match, method match, handler. Never
+    /// panics on input and always returns a response; failures are problem+json.
+    pub async fn handle(&self, services: Rc<Services>, mut req: Request) -> Response {
+        let request_id = req.ctx.request_id.clone();
+        let path = req.path.clone();
+        let result = self.dispatch(services, &mut req).await;
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(problem) => {
+                let internal = problem.internal.clone();
+                let mut resp = problem.into_response(Some(&path), Some(&request_id));
+                if let Some(msg) = internal {
+                    resp.extensions_mut().insert(InternalError(msg));
+                }
+                resp
+            }
+        };
+        finish_headers(&mut resp, &request_id);
+        resp
+    }
+
+    async fn dispatch(&self, services: Rc<Services>, req: &mut Request) -> HandlerResult {
+        let limit = services.config.max_body_bytes;
+        if req.body.len() > limit || crate::http::declared_length_exceeds(&req.headers, limit) {
+            return Err(Error::PayloadTooLarge { limit }.into());
+        }
+        let Ok(found) = self.matcher.at(&req.path) else {
+            return Err(Error::NotFound.into());
+        };
+        let (_, idxs) = &self.paths[*found.value];
+        req.params = found
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let wanted = if req.method == Method::HEAD {
+            Method::GET
+        } else {
+            req.method.clone()
+        };
+        let Some(route) = idxs
+            .iter()
+            .map(|&i| &self.routes[i])
+            .find(|r| r.method == wanted)
+        else {
+            let mut allow: Vec<Method> = idxs
+                .iter()
+                .map(|&i| self.routes[i].method.clone())
+                .collect();
+            if allow.contains(&Method::GET) {
+                allow.push(Method::HEAD);
+            }
+            return Err(Error::MethodNotAllowed { allow }.into());
+        };
+        let is_head = req.method == Method::HEAD;
+        let mut resp = (route.handler)(services, req.clone()).await?;
+        if is_head {
+            resp.body_mut().clear();
+        }
+        Ok(resp)
+    }
+
+    /// The OpenAPI 3.1 document for this table.
+    pub fn openapi(&self, title: &str, version: &str) -> Json {
+        let mut paths = Map::new();
+        for (path, idxs) in &self.paths {
+            let mut item = Map::new();
+            for &i in idxs {
+                let r = &self.routes[i];
+                item.insert(r.method.as_str().to_ascii_lowercase(), operation(r));
+            }
+            paths.insert((*path).to_owned(), Json::Object(item));
+        }
+        json!({
+            "openapi": "3.1.0",
+            "info": {
+                "title": title,
+                "version": version,
+                "description": "EdgeCoder Edge: identity, mesh coordination and ledger functions. Errors are RFC 9457 problem details with a stable `code`."
+            },
+            "paths": paths,
+            "components": {
+                "schemas": {
+                    "Problem": {
+                        "type": "object",
+                        "required": ["type", "title", "status", "code"],
+                        "properties": {
+                            "type": {"type": "string", "format": "uri"},
+                            "title": {"type": "string"},
+                            "status": {"type": "integer"},
+                            "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                            "detail": {"type": "string"},
+                            "instance": {"type": "string"},
+                            "request_id": {"type": "string"}
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn operation(r: &Route) -> Json {
+    let mut responses = Map::new();
+    for d in &r.doc.responses {
+        let mut resp = Map::new();
+        resp.insert("description".into(), json!(d.description));
+        if let Some(mt) = d.media_type {
+            let schema = if mt == crate::error::PROBLEM_JSON {
+                json!({"$ref": "#/components/schemas/Problem"})
+            } else {
+                json!({"type": "object"})
+            };
+            resp.insert("content".into(), json!({ mt: {"schema": schema} }));
+        }
+        responses.insert(d.status.to_string(), Json::Object(resp));
+    }
+    let mut op = Map::new();
+    op.insert("operationId".into(), json!(r.doc.operation_id));
+    op.insert("summary".into(), json!(r.doc.summary));
+    op.insert("tags".into(), json!([r.doc.tag]));
+    let params: Vec<Json> = r
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    if !params.is_empty() {
+        op.insert("parameters".into(), Json::Array(params));
+    }
+    if let Some(schema) = &r.doc.request_schema {
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {"application/json": {"schema": schema}}}),
+        );
+    }
+    op.insert("responses".into(), Json::Object(responses));
+    Json::Object(op)
+}
+
+/// A problem response outside a route (e.g. a body the runtime refused while
+/// reading), with the same headers as routed responses.
+pub fn problem_response(err: Error, path: &str, request_id: &str) -> Response {
+    let mut resp = Problem::from(err).into_response(Some(path), Some(request_id));
+    finish_headers(&mut resp, request_id);
+    resp
+}
+
+/// Why a response is a 5xx, for the runtime's log only (never sent). Found in
+/// the response's extensions.
+#[derive(Debug, Clone)]
+pub struct InternalError(pub String);
+
+/// Headers on every response: the request id, no MIME sniffing, and no caching
+/// unless a handler chose otherwise (API answers are per-caller).
+fn finish_headers(resp: &mut Response, request_id: &str) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+}
+
+/// A documented response shorthand.
+pub fn response_doc(
+    status: u16,
+    description: &'static str,
+    media_type: Option<&'static str>,
+) -> ResponseDoc {
+    ResponseDoc {
+        status,
+        description,
+        media_type,
+    }
+}
+
+/// The problem+json responses every route can produce, for documentation.
+pub fn common_problem_docs() -> Vec<ResponseDoc> {
+    let p = Some(crate::error::PROBLEM_JSON);
+    vec![
+        response_doc(404, "not_found: no such route", p),
+        response_doc(
+            405,
+            "method_not_allowed: the path exists for other methods",
+            p,
+        ),
+        response_doc(413, "payload_too_large: body over the cap", p),
+    ]
+}

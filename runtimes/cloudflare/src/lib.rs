@@ -1,0 +1,374 @@
+//! The EdgeCoder Cloudflare Worker: every function behind one Worker, over D1,
+//! Workers KV and Worker secrets.
+//!
+//! In scope: the `fetch` entry point and the kernel's ports over the Workers
+//! platform: `Sql` over the `DB` D1 binding (`batch` is D1's atomic batch), `Kv`
+//! over the `KV` namespace, `Clock` from `Date.now()`, `Rng` from
+//! `crypto.getRandomValues` (via getrandom), `ConfigSource` from
+//! `EDGECODER_<NAME>` vars and secrets, `Outbound` over `fetch`. The client IP is
+//! `CF-Connecting-IP`, which Cloudflare's edge sets and clients cannot forge.
+//! Out of scope: function logic, and migrations, which operators apply with
+//! `wrangler d1 migrations apply` (the readiness check reports pending ones).
+//!
+//! Numbers cross the JavaScript boundary as doubles: integers beyond ±2^53 are
+//! not representable in D1 parameters or results, so schemas keep large or
+//! random identifiers as text.
+
+#![cfg(target_arch = "wasm32")]
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use edgecoder_gateway::Selection;
+use edgecoder_kernel::http_types::{HeaderMap, HeaderName, HeaderValue, Method};
+use edgecoder_kernel::router::{InternalError, problem_response};
+use edgecoder_kernel::{
+    Clock, Config, ConfigSource, Error, Kv, Outbound, OutboundRequest, OutboundResponse, Request,
+    Rng, Rows, Services, Sql, Statement, Value, async_trait,
+};
+use js_sys::futures::JsFuture;
+use js_sys::{Array, ArrayBuffer, Function, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use worker::{D1Database, D1PreparedStatement, Env, KvStore, event};
+
+const D1_BINDING: &str = "DB";
+const KV_BINDING: &str = "KV";
+
+struct D1(D1Database);
+
+fn js_param(v: &Value) -> JsValue {
+    match v {
+        Value::Null => JsValue::NULL,
+        // Doubles are what D1 takes; see the module note on integer range.
+        #[allow(clippy::cast_precision_loss)]
+        Value::Integer(i) => JsValue::from_f64(*i as f64),
+        Value::Real(f) => JsValue::from_f64(*f),
+        Value::Text(s) => JsValue::from_str(s),
+        Value::Blob(b) => Uint8Array::from(b.as_slice()).buffer().into(),
+    }
+}
+
+fn from_js(v: &JsValue) -> Value {
+    if v.is_null() || v.is_undefined() {
+        Value::Null
+    } else if let Some(s) = v.as_string() {
+        Value::Text(s)
+    } else if let Some(f) = v.as_f64() {
+        #[allow(clippy::cast_possible_truncation)]
+        if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+            Value::Integer(f as i64)
+        } else {
+            Value::Real(f)
+        }
+    } else if let Some(b) = v.dyn_ref::<ArrayBuffer>() {
+        Value::Blob(Uint8Array::new(b).to_vec())
+    } else if let Some(b) = v.dyn_ref::<Uint8Array>() {
+        Value::Blob(b.to_vec())
+    } else if let Some(a) = v.dyn_ref::<Array>() {
+        // D1 hands BLOB columns back as arrays of byte values.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Value::Blob(a.iter().map(|x| x.as_f64().unwrap_or(0.0) as u8).collect())
+    } else {
+        Value::Null
+    }
+}
+
+fn prepare(db: &D1Database, stmt: &Statement) -> Result<D1PreparedStatement, Error> {
+    let params: Vec<JsValue> = stmt.params.iter().map(js_param).collect();
+    db.prepare(&stmt.sql).bind(&params).map_err(Error::storage)
+}
+
+fn js_error(e: &JsValue) -> Error {
+    // D1 puts the SQLite message in `cause`; keep both for the log.
+    let message = |v: &JsValue| {
+        v.dyn_ref::<js_sys::Error>()
+            .map(|e| String::from(e.message()))
+            .or_else(|| v.as_string())
+    };
+    let outer = message(e).unwrap_or_else(|| "D1 error".into());
+    let cause = Reflect::get(e, &JsValue::from_str("cause"))
+        .ok()
+        .and_then(|c| message(&c));
+    Error::Storage(match cause {
+        Some(c) => format!("{outer}: {c}"),
+        None => outer,
+    })
+}
+
+// Calls a promise-returning method by name. The worker crate's typed D1 results
+// go through serde, which blurs integers, reals and blobs; reading the
+// JavaScript result object directly keeps each value's type.
+async fn call(this: &JsValue, method: &str, args: &Array) -> Result<JsValue, Error> {
+    let f: Function = Reflect::get(this, &JsValue::from_str(method))
+        .map_err(|e| js_error(&e))?
+        .dyn_into()
+        .map_err(|_| Error::Storage(format!("D1 has no {method}()")))?;
+    let promise: Promise = f
+        .apply(this, args)
+        .map_err(|e| js_error(&e))?
+        .dyn_into()
+        .map_err(|_| Error::Storage(format!("D1 {method}() returned no promise")))?;
+    JsFuture::from(promise).await.map_err(|e| js_error(&e))
+}
+
+fn rows(result: &JsValue) -> Rows {
+    let get = |obj: &JsValue, key: &str| {
+        Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    };
+    let mut out = Rows::default();
+    let results = get(result, "results");
+    if let Some(list) = results.dyn_ref::<Array>() {
+        for (i, row) in list.iter().enumerate() {
+            let Some(obj) = row.dyn_ref::<Object>() else {
+                continue;
+            };
+            let entries = Object::entries(obj);
+            let pair = |e: JsValue, n: u32| Reflect::get_u32(&e, n).unwrap_or(JsValue::UNDEFINED);
+            if i == 0 {
+                out.columns = entries
+                    .iter()
+                    .map(|e| pair(e, 0).as_string().unwrap_or_default())
+                    .collect();
+            }
+            out.rows
+                .push(entries.iter().map(|e| from_js(&pair(e, 1))).collect());
+        }
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let changes = get(&get(result, "meta"), "changes").as_f64().unwrap_or(0.0) as u64;
+    out.changes = changes;
+    out
+}
+
+#[async_trait(?Send)]
+impl Sql for D1 {
+    async fn execute(&self, stmt: Statement) -> Result<Rows, Error> {
+        let prepared = prepare(&self.0, &stmt)?;
+        let result = call(prepared.inner().as_ref(), "all", &Array::new()).await?;
+        Ok(rows(&result))
+    }
+
+    async fn batch(&self, stmts: Vec<Statement>) -> Result<Vec<Rows>, Error> {
+        let list = Array::new();
+        for s in &stmts {
+            list.push(prepare(&self.0, s)?.inner().as_ref());
+        }
+        let results = call(self.0.as_ref(), "batch", &Array::of1(&list)).await?;
+        let results: Array = results
+            .dyn_into()
+            .map_err(|_| Error::Storage("D1 batch() returned no array".into()))?;
+        Ok(results.iter().map(|r| rows(&r)).collect())
+    }
+}
+
+struct WorkersKv(KvStore);
+
+#[async_trait(?Send)]
+impl Kv for WorkersKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.0.get(key).bytes().await.map_err(Error::storage)
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
+        let mut put = self.0.put_bytes(key, value).map_err(Error::storage)?;
+        if let Some(ttl) = ttl {
+            put = put.expiration_ttl(ttl.max(edgecoder_kernel::ports::KV_MIN_TTL).as_secs());
+        }
+        put.execute().await.map_err(Error::storage)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.0.delete(key).await.map_err(Error::storage)
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+        let limit = u64::try_from(limit.min(1000)).unwrap_or(1000);
+        let resp = self
+            .0
+            .list()
+            .prefix(prefix.to_owned())
+            .limit(limit)
+            .execute()
+            .await
+            .map_err(Error::storage)?;
+        Ok(resp.keys.into_iter().map(|k| k.name).collect())
+    }
+}
+
+struct DateClock;
+
+impl Clock for DateClock {
+    fn now_ms(&self) -> i64 {
+        #[allow(clippy::cast_possible_truncation)]
+        let now = js_sys::Date::now() as i64;
+        now
+    }
+}
+
+struct CryptoRng;
+
+impl Rng for CryptoRng {
+    fn fill(&self, buf: &mut [u8]) {
+        if let Err(e) = getrandom::fill(buf) {
+            panic!("crypto.getRandomValues unavailable: {e}");
+        }
+    }
+}
+
+struct WorkerConfig<'a>(&'a Env);
+
+impl ConfigSource for WorkerConfig<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0
+            .var(&format!("EDGECODER_{}", name.to_ascii_uppercase()))
+            .ok()
+            .map(|v| v.to_string())
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        self.0
+            .secret(&format!("EDGECODER_{}", name.to_ascii_uppercase()))
+            .ok()
+            .map(|v| v.to_string())
+    }
+}
+
+struct Fetch;
+
+#[async_trait(?Send)]
+impl Outbound for Fetch {
+    async fn send(&self, req: OutboundRequest) -> Result<OutboundResponse, Error> {
+        let headers = worker::Headers::new();
+        for (k, v) in &req.headers {
+            headers
+                .set(k, v)
+                .map_err(|e| Error::Outbound(e.to_string()))?;
+        }
+        let mut init = worker::RequestInit::new();
+        init.with_method(worker::Method::from(req.method.as_str().to_owned()))
+            .with_headers(headers)
+            .with_redirect(worker::RequestRedirect::Manual);
+        if !req.body.is_empty() {
+            init.with_body(Some(Uint8Array::from(req.body.as_slice()).into()));
+        }
+        let request = worker::Request::new_with_init(&req.url, &init)
+            .map_err(|e| Error::Outbound(e.to_string()))?;
+        let mut resp = worker::Fetch::Request(request)
+            .send()
+            .await
+            .map_err(|e| Error::Outbound(e.to_string()))?;
+        let status = resp.status_code();
+        let headers = resp.headers().entries().collect();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Outbound(e.to_string()))?;
+        Ok(OutboundResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn to_worker(resp: edgecoder_kernel::Response) -> worker::Result<worker::Response> {
+    let status = resp.status().as_u16();
+    let headers = worker::Headers::new();
+    for (name, value) in resp.headers() {
+        if let Ok(v) = value.to_str() {
+            headers.append(name.as_str(), v)?;
+        }
+    }
+    let body = resp.into_body();
+    let out = if body.is_empty() {
+        worker::Response::empty()?
+    } else {
+        worker::Response::from_bytes(body)?
+    };
+    Ok(out.with_status(status).with_headers(headers))
+}
+
+#[event(fetch)]
+async fn fetch(
+    mut req: worker::Request,
+    env: Env,
+    _ctx: worker::Context,
+) -> worker::Result<worker::Response> {
+    let client_ip = req
+        .headers()
+        .get("cf-connecting-ip")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok());
+    let rng = CryptoRng;
+    let request_id = edgecoder_kernel::ports::random_hex(&rng, 16);
+    let url = req.url()?;
+    let path = url.path().to_owned();
+
+    let config = match Config::load(&WorkerConfig(&env)) {
+        Ok(c) => c,
+        Err(e) => {
+            worker::console_error!("refusing to serve: {e}");
+            return to_worker(problem_response(e, &path, &request_id));
+        }
+    };
+    let (sql, kv) = match (env.d1(D1_BINDING), env.kv(KV_BINDING)) {
+        (Ok(db), Ok(kv)) => (D1(db), WorkersKv(kv)),
+        _ => {
+            let e = Error::Config(format!(
+                "the {D1_BINDING} (D1) and {KV_BINDING} (KV) bindings are required"
+            ));
+            worker::console_error!("refusing to serve: {e}");
+            return to_worker(problem_response(e, &path, &request_id));
+        }
+    };
+    let services = Rc::new(Services {
+        sql: Rc::new(sql),
+        kv: Rc::new(kv),
+        clock: Rc::new(DateClock),
+        rng: Rc::new(CryptoRng),
+        outbound: Rc::new(Fetch),
+        config,
+    });
+    let limit = services.config.max_body_bytes;
+    let ctx = edgecoder_kernel::RequestContext {
+        request_id,
+        client_ip,
+    };
+
+    let mut headers = HeaderMap::new();
+    for (k, v) in req.headers().entries() {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    let method = Method::from_bytes(req.method().as_ref().as_bytes()).unwrap_or(Method::GET);
+    let path_and_query = match url.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    if edgecoder_kernel::http::declared_length_exceeds(&headers, limit) {
+        return to_worker(problem_response(
+            Error::PayloadTooLarge { limit },
+            &path,
+            &ctx.request_id,
+        ));
+    }
+    let body = if method == Method::GET || method == Method::HEAD {
+        Vec::new()
+    } else {
+        req.bytes().await.unwrap_or_default()
+    };
+    let mut kreq = Request::new(method, &path_and_query, ctx);
+    kreq.headers = headers;
+    kreq.body = body;
+    let router = edgecoder_gateway::router(Selection::All, &services.config);
+    let resp = router.handle(Rc::clone(&services), kreq).await;
+    if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
+        worker::console_error!("{} {path}: {msg}", resp.status());
+    }
+    to_worker(resp)
+}

@@ -1,0 +1,107 @@
+//! The data directory: databases and the native secret store.
+//!
+//! Layout (created on first run; directories 0700, files 0600):
+//!
+//! ```text
+//! <data-dir>/
+//!   edgecoder.sqlite   the shared schema (migrations/), all functions
+//!   kv.sqlite          the KV port's store
+//!   secrets/
+//!     signing_key      P-256 PKCS#8 PEM; generated in development mode only
+//! ```
+//!
+//! In scope: creating the layout with owner-only permissions and the
+//! development key. Out of scope: what is stored (kernel and functions).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use edgecoder_kernel::{Rng, SigningKey};
+
+/// Paths inside a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Creates the directory tree if needed (mode 0700).
+    pub fn create(root: &Path) -> Result<DataDir> {
+        for dir in [root.to_path_buf(), root.join("secrets")] {
+            if !dir.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
+        let dd = DataDir {
+            root: root.to_path_buf(),
+        };
+        // Pre-create the database files so SQLite (and its -wal/-shm siblings,
+        // which copy the main file's mode) never make world-readable files.
+        for f in [dd.sql_path(), dd.kv_path()] {
+            touch_private(&f)?;
+        }
+        Ok(dd)
+    }
+
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The shared SQL database.
+    pub fn sql_path(&self) -> PathBuf {
+        self.root.join("edgecoder.sqlite")
+    }
+
+    /// The KV database.
+    pub fn kv_path(&self) -> PathBuf {
+        self.root.join("kv.sqlite")
+    }
+
+    /// The secrets directory.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+
+    /// Writes a development signing key if none exists; returns whether it did.
+    pub fn ensure_dev_signing_key(&self, rng: &dyn Rng) -> Result<bool> {
+        let path = self.secrets_dir().join("signing_key");
+        if path.exists() {
+            return Ok(false);
+        }
+        let pem = SigningKey::generate(rng).to_pkcs8_pem()?;
+        write_private(&path, pem.as_bytes())?;
+        Ok(true)
+    }
+}
+
+fn touch_private(path: &Path) -> Result<()> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Writes a new file readable by the owner only; refuses to overwrite.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}

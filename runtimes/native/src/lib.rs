@@ -1,0 +1,76 @@
+//! The native EdgeCoder runtime behind the `edgecoder` binary.
+//!
+//! In scope: implementing the kernel's ports over embedded SQLite, the OS and a
+//! blocking HTTP client; the data directory; applying migrations; serving every
+//! function on one HTTP port. Out of scope: any function logic (the
+//! `functions/` crates) and TLS termination (put a reverse proxy in front and
+//! list it in `trusted_proxies`).
+
+pub mod datadir;
+pub mod platform;
+pub mod server;
+pub mod sqlite;
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use edgecoder_kernel::{Config, Mode, Services, migrations};
+
+use crate::datadir::DataDir;
+use crate::platform::{NativeConfig, OsRng, SystemClock, UreqOutbound};
+use crate::sqlite::{Db, SqliteKv};
+
+/// An opened data directory with validated configuration.
+pub struct Runtime {
+    /// The data directory.
+    pub dir: DataDir,
+    /// The shared SQL database.
+    pub db: Db,
+    /// The KV store.
+    pub kv: SqliteKv,
+    /// Validated settings.
+    pub config: Config,
+}
+
+impl Runtime {
+    /// Opens `data_dir` in `mode` (creating it, and a development signing key in
+    /// development mode) and validates the configuration. In production mode a
+    /// missing required secret is an error: the caller must not serve.
+    pub fn open(data_dir: &Path, mode: Mode, mut settings: NativeConfig) -> Result<Runtime> {
+        let dir = DataDir::create(data_dir)?;
+        if mode == Mode::Development && dir.ensure_dev_signing_key(&OsRng)? {
+            tracing::info!(path = %dir.secrets_dir().join("signing_key").display(), "generated a development signing key");
+        }
+        settings.set("mode", mode.as_str());
+        let source = NativeConfig::clone(&settings).with_secrets_dir(&dir.secrets_dir());
+        let config = Config::load(&source).context("refusing to start")?;
+        let db = Db::open(&dir.sql_path())?;
+        let kv = SqliteKv::open(&dir.kv_path(), Arc::new(SystemClock))?;
+        Ok(Runtime {
+            dir,
+            db,
+            kv,
+            config,
+        })
+    }
+
+    /// Port bundle for work outside a request (migrations, CLI commands).
+    pub fn services(&self) -> Services {
+        Services {
+            sql: Rc::new(self.db.clone()),
+            kv: Rc::new(self.kv.handle()),
+            clock: Rc::new(SystemClock),
+            rng: Rc::new(OsRng),
+            outbound: Rc::new(UreqOutbound::default()),
+            config: self.config.clone(),
+        }
+    }
+
+    /// Applies pending migrations; returns the names applied.
+    pub async fn migrate(&self) -> Result<Vec<&'static str>> {
+        let applied = migrations::apply(&self.services(), "system:migrate").await?;
+        Ok(applied)
+    }
+}

@@ -1,0 +1,200 @@
+//! `edgecoder`: run EdgeCoder Edge locally on embedded SQLite.
+//!
+//! Commands: `serve` (every function on one port), `migrate` (apply the shared
+//! migrations), `keygen` (a P-256 signing key for a secret store), `audit`
+//! (print recent audit events).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use edgecoder_kernel::{Mode, SigningKey, audit};
+use edgecoder_native::platform::{NativeConfig, OsRng};
+use edgecoder_native::server::{self, Shared};
+use edgecoder_native::{Runtime, datadir};
+
+#[derive(Parser)]
+#[command(
+    name = "edgecoder",
+    version,
+    about = "EdgeCoder Edge: identity, mesh and ledger functions on embedded SQLite"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Development,
+    Production,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Development => Mode::Development,
+            ModeArg::Production => Mode::Production,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Data directory (databases and secrets); created on first run.
+    #[arg(long, env = "EDGECODER_DATA_DIR", default_value = ".edgecoder")]
+    data_dir: PathBuf,
+    /// Development generates missing keys and allows development-only settings;
+    /// production requires every secret to be provisioned.
+    #[arg(
+        long,
+        env = "EDGECODER_MODE",
+        value_enum,
+        default_value = "development"
+    )]
+    mode: ModeArg,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every function on one port.
+    Serve {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Address to listen on.
+        #[arg(long, env = "EDGECODER_LISTEN", default_value = "127.0.0.1:8787")]
+        listen: SocketAddr,
+        /// Request-handling threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Apply pending migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Generate a P-256 signing key (PKCS#8 PEM) for a secret store.
+    Keygen {
+        /// Write the key to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print recent audit events as JSON lines.
+    Audit {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only this action (e.g. `schema.migrate`).
+        #[arg(long)]
+        action: Option<String>,
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDGECODER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve {
+            data,
+            listen,
+            threads,
+        } => rt.block_on(serve(data, listen, threads)),
+        Command::Migrate { data } => rt.block_on(async {
+            let runtime = open(&data)?;
+            let applied = runtime.migrate().await?;
+            if applied.is_empty() {
+                println!("migrations: up to date");
+            }
+            for name in applied {
+                println!("applied {name}");
+            }
+            Ok(())
+        }),
+        Command::Keygen { out } => {
+            let pem = SigningKey::generate(&OsRng).to_pkcs8_pem()?;
+            match out {
+                Some(path) => {
+                    datadir::write_private(&path, pem.as_bytes())?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{pem}"),
+            }
+            Ok(())
+        }
+        Command::Audit {
+            data,
+            action,
+            limit,
+        } => rt.block_on(async {
+            let runtime = open(&data)?;
+            let events = audit::recent(&runtime.db, action.as_deref(), limit).await?;
+            for e in events {
+                println!("{}", serde_json::to_string(&e)?);
+            }
+            Ok(())
+        }),
+    }
+}
+
+fn open(data: &DataArgs) -> Result<Runtime> {
+    Runtime::open(&data.data_dir, data.mode.into(), NativeConfig::new(None))
+}
+
+async fn serve(data: DataArgs, listen: SocketAddr, threads: usize) -> Result<()> {
+    let runtime = open(&data)?;
+    for warning in &runtime.config.warnings {
+        tracing::warn!("{warning}");
+    }
+    for name in runtime.migrate().await.context("applying migrations")? {
+        tracing::info!(migration = name, "applied migration");
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() && runtime.config.mode == Mode::Development {
+        tracing::warn!(%local, "development mode listening on a non-loopback address");
+    }
+    // Harnesses and scripts wait for this exact line to learn the port.
+    println!("edgecoder listening on http://{local}");
+    tracing::info!(data_dir = %runtime.dir.root().display(), mode = runtime.config.mode.as_str(), "serving auth, mesh and ledger");
+    let shared = Arc::new(Shared {
+        db: runtime.db.clone(),
+        kv: runtime.kv.handle(),
+        config: runtime.config.clone(),
+    });
+    server::serve(listener, shared, threads, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers we could never shut down cleanly; serve until
+        // killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

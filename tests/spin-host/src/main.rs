@@ -1,0 +1,187 @@
+//! `edgecoder-spin-host`: serves a Spin application (spin.toml) over HTTP with
+//! components run in-process by wasmtime 48.
+//!
+//! In scope: what the EdgeCoder conformance suite needs from Spin and nothing
+//! more: HTTP trigger routing as Spin does it, per-request instances through
+//! `wasi:http/incoming-handler`, the `spin-client-addr` header, and the
+//! `fermyon:spin` key-value, sqlite and variables interfaces with Spin's
+//! least-privilege rules. The Spin CLI is on no registry this project can
+//! reach, so this host stands in for `spin up` in tests; operators use Spin.
+//!
+//! Out of scope: other triggers, outbound-host allow lists (outbound HTTP is
+//! refused: the host grants no outbound hosts), TLS, and Spin's runtime-config.
+
+mod host;
+mod manifest;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+use crate::host::State;
+use crate::manifest::App;
+
+#[derive(Parser)]
+#[command(about = "Serve a Spin application's components under wasmtime, for tests")]
+struct Args {
+    /// The application manifest.
+    #[arg(long, default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Where SQLite databases and key-value stores live.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Application variable values, `name=value` (like SPIN_VARIABLE_NAME).
+    #[arg(long = "var")]
+    vars: Vec<String>,
+}
+
+struct Served {
+    component: Arc<manifest::Component>,
+    pre: ProxyPre<State>,
+}
+
+struct Server {
+    app: App,
+    served: Vec<Served>,
+    data_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut overrides = HashMap::new();
+    for (k, v) in std::env::vars() {
+        if let Some(name) = k.strip_prefix("SPIN_VARIABLE_") {
+            overrides.insert(name.to_ascii_lowercase(), v);
+        }
+    }
+    for kv in &args.vars {
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--var takes name=value"))?;
+        overrides.insert(k.to_owned(), v.to_owned());
+    }
+    let app = App::load(&args.manifest, &overrides)?;
+    std::fs::create_dir_all(&args.data_dir)?;
+
+    let mut config = Config::new();
+    config.async_support(true);
+    let engine = Engine::new(&config)?;
+    let mut linker: Linker<State> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    host::add_to_linker(&mut linker)?;
+
+    // Components sharing one source are compiled once.
+    let mut compiled: HashMap<PathBuf, Component> = HashMap::new();
+    let mut served = Vec::new();
+    for c in &app.components {
+        let component = match compiled.get(&c.source) {
+            Some(comp) => comp.clone(),
+            None => {
+                let comp = Component::from_file(&engine, &c.source)
+                    .with_context(|| format!("loading {}", c.source.display()))?;
+                compiled.insert(c.source.clone(), comp.clone());
+                comp
+            }
+        };
+        let pre = ProxyPre::new(linker.instantiate_pre(&component)?)
+            .with_context(|| format!("component {} is not a wasi:http proxy", c.id))?;
+        served.push(Served {
+            component: Arc::new(c.clone()),
+            pre,
+        });
+    }
+    let server = Arc::new(Server {
+        app,
+        served,
+        data_dir: args.data_dir,
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    println!("spin-host listening on http://{}", listener.local_addr()?);
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let server = Arc::clone(&server);
+                async move { server.handle(req, peer).await }
+            });
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                eprintln!("connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+impl Server {
+    async fn handle(
+        &self,
+        mut req: hyper::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> Result<hyper::Response<HyperOutgoingBody>> {
+        let path = req.uri().path().to_owned();
+        let Some(route) = self.app.route(&path) else {
+            let body = http_body_util::Full::new(hyper::body::Bytes::from_static(b"Not Found"));
+            use http_body_util::BodyExt;
+            return Ok(hyper::Response::builder()
+                .status(404)
+                .body(body.map_err(|never| match never {}).boxed_unsync())?);
+        };
+        let served = &self.served[route.component];
+        // Spin sets these itself; a client cannot supply them.
+        let headers = req.headers_mut();
+        headers.insert("spin-client-addr", peer.to_string().parse()?);
+        headers.insert("spin-path-info", path.strip_prefix(&route.prefix).unwrap_or("").parse()?);
+        headers.insert(
+            "spin-matched-route",
+            format!("{}{}", route.prefix, if route.wildcard { "/..." } else { "" }).parse()?,
+        );
+
+        let mut store = Store::new(
+            served.pre.engine(),
+            State {
+                wasi: WasiCtx::builder().inherit_stderr().build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                component: Arc::clone(&served.component),
+                data_dir: self.data_dir.clone(),
+            },
+        );
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let wasi_req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = served.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, wasi_req, out)
+                .await
+        });
+        match receiver.await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => match task.await {
+                Ok(Ok(())) => bail!("component never set a response"),
+                Ok(Err(e)) => Err(e.context("component trapped before responding")),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Helpers the runtime harnesses share: free ports, child processes that die
+//! with the test, waiting for readiness, and locating workspace paths.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The cargo target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A child process killed (with its process group) when dropped, whose output
+/// is collected for failure messages.
+pub struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    /// The base URL.
+    pub base: String,
+}
+
+impl Server {
+    /// Spawns `cmd` with piped output. `base` is where it will listen.
+    pub fn spawn(mut cmd: Command, base: String) -> Server {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        // Own process group, so wrangler's workerd children die with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Server {
+            child,
+            lines: rx,
+            log: Vec::new(),
+            base,
+        }
+    }
+
+    /// Output seen so far.
+    pub fn output(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+
+    /// Waits until `path` answers 200, the process exits, or `timeout` passes.
+    pub fn wait_ready(&mut self, path: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let client = crate::Client::new(&self.base);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "exited with {status} before ready:\n{}",
+                    self.output()
+                ));
+            }
+            if let Ok(r) = client.get(path)
+                && r.status == 200
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after {timeout:?}:\n{}", self.output()));
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status (SIGKILL after `grace`).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().ok();
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The whole group: wrangler leaves workerd running otherwise.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

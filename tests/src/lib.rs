@@ -1,0 +1,462 @@
+//! The black-box conformance suite: HTTP checks that every runtime must pass.
+//!
+//! In scope: [`run_suite`] against any base URL, and small process helpers the
+//! runtime harnesses in `tests/tests/` share. The suite knows nothing about the
+//! runtime it talks to; the harness starts one (native binary, `wrangler dev`,
+//! the Spin component under wasmtime) and hands over its URL.
+//!
+//! The suite expects a development deployment with `insecure_test_routes` on
+//! (the echo routes) and the default body cap. Every response is checked for
+//! the invariants that hold everywhere: no 5xx, an `x-request-id`, and a
+//! well-formed problem+json body on every 4xx.
+
+pub mod harness;
+
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+/// The body cap the suite assumes (the kernel's default).
+pub const BODY_CAP: usize = 256 * 1024;
+
+/// The functions every runtime serves.
+pub const FUNCTIONS: [&str; 3] = ["auth", "mesh", "ledger"];
+
+/// A response as the suite sees it.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Result<Json, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("body is not JSON: {e}"))
+    }
+
+    /// The media type without parameters.
+    pub fn media_type(&self) -> String {
+        self.header("content-type")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    }
+}
+
+/// A tiny HTTP client bound to a base URL.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:8787`).
+    pub fn new(base: &str) -> Client {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .max_redirects(0)
+            .build()
+            .into();
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            agent,
+        }
+    }
+
+    /// Sends a request.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, String> {
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        if let Some(ct) = content_type {
+            builder = builder.header("content-type", ct);
+        }
+        let req = builder.body(body.to_vec()).map_err(|e| e.to_string())?;
+        let mut resp = self
+            .agent
+            .run(req)
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        let body = if method == "HEAD" {
+            Vec::new()
+        } else {
+            resp.body_mut()
+                .with_config()
+                .limit(16 * 1024 * 1024)
+                .read_to_vec()
+                .map_err(|e| format!("{method} {path}: reading body: {e}"))?
+        };
+        let reply = Reply {
+            status: resp.status().as_u16(),
+            headers,
+            body,
+        };
+        invariants(method, path, &reply)?;
+        Ok(reply)
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Result<Reply, String> {
+        self.send("GET", path, None, &[])
+    }
+}
+
+/// What holds for every response of every runtime.
+fn invariants(method: &str, path: &str, r: &Reply) -> Result<(), String> {
+    let at = format!("{method} {path} -> {}", r.status);
+    if r.status >= 500 && !path.ends_with("/health/ready") {
+        return Err(format!(
+            "{at}: server error: {}",
+            String::from_utf8_lossy(&r.body)
+        ));
+    }
+    if r.header("x-request-id").is_none_or(str::is_empty) {
+        return Err(format!("{at}: no x-request-id"));
+    }
+    if (400..500).contains(&r.status) && method != "HEAD" {
+        problem_shape(&at, r)?;
+    }
+    Ok(())
+}
+
+fn problem_shape(at: &str, r: &Reply) -> Result<(), String> {
+    if r.media_type() != "application/problem+json" {
+        return Err(format!(
+            "{at}: content-type {:?}, want application/problem+json",
+            r.media_type()
+        ));
+    }
+    let v = r.json().map_err(|e| format!("{at}: {e}"))?;
+    let code = v["code"].as_str().unwrap_or("");
+    let snake = !code.is_empty()
+        && code.starts_with(|c: char| c.is_ascii_lowercase())
+        && code
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !snake {
+        return Err(format!("{at}: code {code:?} is not snake_case"));
+    }
+    if v["status"].as_u64() != Some(u64::from(r.status)) {
+        return Err(format!("{at}: body status {} != {}", v["status"], r.status));
+    }
+    if !v["title"].is_string() || !v["type"].is_string() {
+        return Err(format!("{at}: problem lacks title or type"));
+    }
+    Ok(())
+}
+
+/// Expects a problem response with `status` and `code`.
+pub fn expect_problem(r: &Reply, status: u16, code: &str) -> Result<(), String> {
+    if r.status != status {
+        return Err(format!(
+            "status {} want {status}; body {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ));
+    }
+    let got = r.json()?;
+    if got["code"] != code {
+        return Err(format!("code {} want {code}", got["code"]));
+    }
+    Ok(())
+}
+
+type Check = fn(&Client) -> Result<(), String>;
+
+/// Every check, by name.
+pub fn checks() -> Vec<(&'static str, Check)> {
+    vec![
+        ("health_is_pass_health_json", health_is_pass_health_json),
+        ("head_health_has_no_body", head_health_has_no_body),
+        (
+            "ready_checks_sql_kv_and_migrations",
+            ready_checks_sql_kv_and_migrations,
+        ),
+        ("openapi_lists_every_route", openapi_lists_every_route),
+        ("unknown_route_is_not_found", unknown_route_is_not_found),
+        (
+            "wrong_method_is_method_not_allowed",
+            wrong_method_is_method_not_allowed,
+        ),
+        (
+            "body_over_cap_is_payload_too_large",
+            body_over_cap_is_payload_too_large,
+        ),
+        (
+            "malformed_json_is_invalid_json",
+            malformed_json_is_invalid_json,
+        ),
+        (
+            "non_json_content_type_is_unsupported_media_type",
+            non_json_content_type_is_unsupported_media_type,
+        ),
+        (
+            "wrong_shape_is_invalid_request",
+            wrong_shape_is_invalid_request,
+        ),
+        ("valid_json_round_trips", valid_json_round_trips),
+        ("request_ids_are_unique", request_ids_are_unique),
+    ]
+}
+
+/// The outcome of a suite run.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Names of passed checks.
+    pub passed: Vec<&'static str>,
+    /// Failed checks and why.
+    pub failed: Vec<(&'static str, String)>,
+}
+
+/// Runs every check against `base`, printing one line per check and a
+/// `N passed, N failed` summary tagged with `runtime`.
+pub fn run_suite(runtime: &str, base: &str) -> Report {
+    let client = Client::new(base);
+    let mut report = Report::default();
+    for (name, check) in checks() {
+        match check(&client) {
+            Ok(()) => {
+                println!("conformance[{runtime}] {name} ... ok");
+                report.passed.push(name);
+            }
+            Err(why) => {
+                println!("conformance[{runtime}] {name} ... FAILED: {why}");
+                report.failed.push((name, why));
+            }
+        }
+    }
+    println!(
+        "conformance[{runtime}]: {} passed, {} failed",
+        report.passed.len(),
+        report.failed.len()
+    );
+    report
+}
+
+fn health_is_pass_health_json(c: &Client) -> Result<(), String> {
+    for f in FUNCTIONS {
+        let r = c.get(&format!("/{f}/health"))?;
+        if r.status != 200 || r.media_type() != "application/health+json" {
+            return Err(format!("/{f}/health: {} {}", r.status, r.media_type()));
+        }
+        let v = r.json()?;
+        if v["status"] != "pass" || v["serviceId"] != format!("edgecoder-{f}") {
+            return Err(format!("/{f}/health body {v}"));
+        }
+    }
+    Ok(())
+}
+
+fn head_health_has_no_body(c: &Client) -> Result<(), String> {
+    let r = c.send("HEAD", "/auth/health", None, &[])?;
+    if r.status != 200 {
+        return Err(format!("HEAD /auth/health: {}", r.status));
+    }
+    Ok(())
+}
+
+fn ready_checks_sql_kv_and_migrations(c: &Client) -> Result<(), String> {
+    for f in FUNCTIONS {
+        let r = c.get(&format!("/{f}/health/ready"))?;
+        let v = r.json()?;
+        if r.status != 200 || v["status"] != "pass" || r.media_type() != "application/health+json" {
+            return Err(format!("/{f}/health/ready: {} {v}", r.status));
+        }
+        for check in ["sql:roundtrip", "kv:roundtrip", "migrations:current"] {
+            if v["checks"][check][0]["status"] != "pass" {
+                return Err(format!(
+                    "/{f}/health/ready: check {check} is {}",
+                    v["checks"][check]
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn openapi_lists_every_route(c: &Client) -> Result<(), String> {
+    let r = c.get("/openapi.json")?;
+    if r.status != 200 || r.media_type() != "application/json" {
+        return Err(format!("/openapi.json: {} {}", r.status, r.media_type()));
+    }
+    let v = r.json()?;
+    if v["openapi"] != "3.1.0" {
+        return Err(format!("openapi version {}", v["openapi"]));
+    }
+    for f in FUNCTIONS {
+        for (path, method) in [
+            (format!("/{f}/health"), "get"),
+            (format!("/{f}/health/ready"), "get"),
+            (format!("/{f}/_test/echo"), "post"),
+        ] {
+            if !v["paths"][&path][method].is_object() {
+                return Err(format!("{method} {path} missing from /openapi.json"));
+            }
+        }
+    }
+    if !v["paths"]["/openapi.json"]["get"].is_object() {
+        return Err("/openapi.json does not document itself".into());
+    }
+    Ok(())
+}
+
+fn unknown_route_is_not_found(c: &Client) -> Result<(), String> {
+    for path in ["/nope", "/auth/nope", "/mesh/health/extra", "/ledger/", "/"] {
+        let r = c.get(path)?;
+        expect_problem(&r, 404, "not_found").map_err(|e| format!("GET {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn wrong_method_is_method_not_allowed(c: &Client) -> Result<(), String> {
+    for f in FUNCTIONS {
+        let r = c.send(
+            "POST",
+            &format!("/{f}/health"),
+            Some("application/json"),
+            b"{}",
+        )?;
+        expect_problem(&r, 405, "method_not_allowed")?;
+        let allow = r.header("allow").unwrap_or("");
+        if !allow.contains("GET") {
+            return Err(format!("Allow header {allow:?} lacks GET"));
+        }
+        let r = c.send("DELETE", &format!("/{f}/_test/echo"), None, &[])?;
+        expect_problem(&r, 405, "method_not_allowed")?;
+    }
+    Ok(())
+}
+
+fn body_over_cap_is_payload_too_large(c: &Client) -> Result<(), String> {
+    // Valid JSON, so nothing but its size can be the reason for refusal.
+    let mut body = b"{\"message\":\"".to_vec();
+    body.resize(BODY_CAP, b'a');
+    body.extend_from_slice(b"\"}");
+    for f in FUNCTIONS {
+        let r = c.send(
+            "POST",
+            &format!("/{f}/_test/echo"),
+            Some("application/json"),
+            &body,
+        )?;
+        expect_problem(&r, 413, "payload_too_large").map_err(|e| format!("/{f}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn malformed_json_is_invalid_json(c: &Client) -> Result<(), String> {
+    for body in [&b"{\"message\": "[..], b"{message: 1}", b"", b"\xff\xfe"] {
+        let r = c.send("POST", "/auth/_test/echo", Some("application/json"), body)?;
+        expect_problem(&r, 400, "invalid_json")?;
+    }
+    let r = c.send(
+        "POST",
+        "/ledger/_test/echo",
+        Some("application/json"),
+        b"[1,2",
+    )?;
+    expect_problem(&r, 400, "invalid_json")
+}
+
+fn non_json_content_type_is_unsupported_media_type(c: &Client) -> Result<(), String> {
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let r = c.send("POST", "/mesh/_test/echo", ct, b"{\"message\":\"hi\"}")?;
+        expect_problem(&r, 415, "unsupported_media_type").map_err(|e| format!("{ct:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn wrong_shape_is_invalid_request(c: &Client) -> Result<(), String> {
+    for body in [
+        &b"{\"message\": 12345}"[..],
+        b"{}",
+        b"{\"message\":\"hi\",\"extra\":true}",
+        b"[]",
+    ] {
+        let r = c.send("POST", "/auth/_test/echo", Some("application/json"), body)?;
+        expect_problem(&r, 400, "invalid_request")?;
+        let detail = r.json()?["detail"].as_str().unwrap_or("").to_owned();
+        if detail.contains("12345") || detail.contains("extra") {
+            return Err(format!("detail echoes input: {detail}"));
+        }
+    }
+    let long = format!("{{\"message\":\"{}\"}}", "x".repeat(2000));
+    let r = c.send(
+        "POST",
+        "/auth/_test/echo",
+        Some("application/json"),
+        long.as_bytes(),
+    )?;
+    expect_problem(&r, 400, "invalid_request")
+}
+
+fn valid_json_round_trips(c: &Client) -> Result<(), String> {
+    for f in FUNCTIONS {
+        let r = c.send(
+            "POST",
+            &format!("/{f}/_test/echo"),
+            Some("application/json; charset=utf-8"),
+            "{\"message\":\"héllo <b>\"}".as_bytes(),
+        )?;
+        if r.status != 200
+            || r.json()?["message"] != "héllo <b>"
+            || r.media_type() != "application/json"
+        {
+            return Err(format!(
+                "/{f}/_test/echo: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        if r.header("x-content-type-options") != Some("nosniff") {
+            return Err("missing x-content-type-options: nosniff".into());
+        }
+    }
+    Ok(())
+}
+
+fn request_ids_are_unique(c: &Client) -> Result<(), String> {
+    let a = c.get("/auth/health")?;
+    let b = c.get("/auth/health")?;
+    let (a, b) = (a.header("x-request-id"), b.header("x-request-id"));
+    if a == b {
+        return Err(format!("request ids repeat: {a:?}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Conformance against the native runtime: the real `edgecoder` binary over
+//! embedded SQLite in a temporary data directory, plus what only the native
+//! runtime promises (data kept across restarts, graceful shutdown, production
+//! mode refusing to start without its secrets, owner-only files).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use edgecoder_conformance::harness::{Server, free_port, target_dir, workspace_root};
+use edgecoder_conformance::{Client, run_suite};
+
+fn binary() -> PathBuf {
+    // Build (or confirm up to date) the binary under test; a stale binary would
+    // make this suite test old code.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", "edgecoder", "--bin", "edgecoder"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building edgecoder failed");
+    target_dir().join("debug").join("edgecoder")
+}
+
+fn start(bin: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data_dir)
+    .env_remove("EDGECODER_MODE")
+    .env("EDGECODER_INSECURE_TEST_ROUTES", "true")
+    .env("EDGECODER_LOG", "warn");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
+    if let Err(e) = server.wait_ready("/auth/health", Duration::from_secs(30)) {
+        panic!("edgecoder did not start: {e}");
+    }
+    server
+}
+
+fn migrate_events(bin: &Path, data_dir: &Path) -> usize {
+    let out = Command::new(bin)
+        .args(["audit", "--action", "schema.migrate", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("edgecoder audit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn native_conformance() {
+    let bin = binary();
+    let dir = tempfile_dir("conformance");
+    let server = start(&bin, &dir, &[]);
+    let report = run_suite("native", &server.base);
+    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+}
+
+#[test]
+fn native_state_survives_restart_and_shutdown_is_graceful() {
+    let bin = binary();
+    let dir = tempfile_dir("restart");
+    let mut first = start(&bin, &dir, &[("EDGECODER_LOG", "info")]);
+    let key_before = std::fs::read(dir.join("secrets/signing_key")).expect("dev key written");
+    let status = first
+        .terminate(Duration::from_secs(15))
+        .expect("exit status");
+    assert!(
+        status.success(),
+        "SIGTERM must shut down cleanly, got {status}: {}",
+        first.output()
+    );
+    assert!(
+        first.output().contains("shutting down"),
+        "{}",
+        first.output()
+    );
+
+    let second = start(&bin, &dir, &[]);
+    // Same key, migrations applied once (recorded in the audit log once), ready.
+    assert_eq!(
+        std::fs::read(dir.join("secrets/signing_key")).expect("key"),
+        key_before
+    );
+    assert_eq!(migrate_events(&bin, &dir), 1);
+    let r = Client::new(&second.base)
+        .get("/ledger/health/ready")
+        .expect("ready");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn native_files_are_owner_only() {
+    let bin = binary();
+    let dir = tempfile_dir("perms");
+    let _server = start(&bin, &dir, &[]);
+    for rel in [
+        "",
+        "secrets",
+        "secrets/signing_key",
+        "edgecoder.sqlite",
+        "kv.sqlite",
+    ] {
+        let mode = std::fs::metadata(dir.join(rel))
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
+        let want = if rel.is_empty() || rel == "secrets" {
+            0o700
+        } else {
+            0o600
+        };
+        assert_eq!(mode, want, "{rel:?} has mode {mode:o}");
+    }
+}
+
+#[test]
+fn native_production_mode_refuses_to_start_without_signing_key() {
+    let bin = binary();
+    let dir = tempfile_dir("production");
+    let out = Command::new(&bin)
+        .args([
+            "serve",
+            "--mode",
+            "production",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env_remove("EDGECODER_SIGNING_KEY")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "must refuse to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("signing_key"), "{stderr}");
+    assert!(
+        !dir.join("secrets/signing_key").exists(),
+        "production must not invent keys"
+    );
+}
+
+#[test]
+fn native_production_mode_refuses_insecure_test_routes() {
+    let bin = binary();
+    let dir = tempfile_dir("production-insecure");
+    std::fs::create_dir_all(dir.join("secrets")).expect("mkdir");
+    let key = Command::new(&bin)
+        .args(["keygen", "--out"])
+        .arg(dir.join("secrets/signing_key"))
+        .status()
+        .expect("keygen");
+    assert!(key.success());
+    let out = Command::new(&bin)
+        .args([
+            "serve",
+            "--mode",
+            "production",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("EDGECODER_INSECURE_TEST_ROUTES", "true")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "must refuse to start");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("insecure_test_routes"));
+}
+
+fn tempfile_dir(tag: &str) -> PathBuf {
+    let base = std::env::temp_dir().join(format!(
+        "edgecoder-test-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&base);
+    base
+}
