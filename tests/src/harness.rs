@@ -94,8 +94,19 @@ impl Server {
 
     /// Waits until `path` answers 200, the process exits, or `timeout` passes.
     pub fn wait_ready(&mut self, path: &str, timeout: Duration) -> Result<(), String> {
+        self.wait_status(path, 200, timeout)
+    }
+
+    /// Waits until `path` answers `status`, the process exits, or `timeout`
+    /// passes.
+    pub fn wait_status(
+        &mut self,
+        path: &str,
+        status: u16,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
-        let client = crate::Client::new(&self.base);
+        let client = crate::Client::unchecked(&self.base);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
@@ -104,7 +115,7 @@ impl Server {
                 ));
             }
             if let Ok(r) = client.get(path)
-                && r.status == 200
+                && r.status == status
             {
                 return Ok(());
             }

@@ -74,14 +74,19 @@ impl WasiHttpView for State {
 
 fn open_sqlite(path: PathBuf) -> Result<Connection, String> {
     let conn = Connection::open(&path).map_err(|e| e.to_string())?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| e.to_string())?;
     Ok(conn)
 }
 
 // Labels become file names: only the characters Spin allows in labels.
 fn safe_label(label: &str) -> bool {
-    !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !label.is_empty()
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl key_value::Host for State {}
@@ -94,29 +99,55 @@ impl key_value::HostStore for State {
         if !safe_label(&label) {
             return Err(key_value::Error::NoSuchStore);
         }
-        let conn = open_sqlite(self.data_dir.join(format!("kv-{label}.sqlite"))).map_err(key_value::Error::Other)?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS spin_key_value (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
-            .map_err(|e| key_value::Error::Other(e.to_string()))?;
+        let conn = open_sqlite(self.data_dir.join(format!("kv-{label}.sqlite")))
+            .map_err(key_value::Error::Other)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS spin_key_value (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        )
+        .map_err(|e| key_value::Error::Other(e.to_string()))?;
         self.table
             .push(KvStore { conn })
             .map_err(|e| key_value::Error::Other(e.to_string()))
     }
 
-    fn get(&mut self, store: Resource<KvStore>, key: String) -> Result<Option<Vec<u8>>, key_value::Error> {
-        let s = self.table.get(&store).map_err(|e| key_value::Error::Other(e.to_string()))?;
+    fn get(
+        &mut self,
+        store: Resource<KvStore>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, key_value::Error> {
+        let s = self
+            .table
+            .get(&store)
+            .map_err(|e| key_value::Error::Other(e.to_string()))?;
         let mut stmt = s
             .conn
             .prepare_cached("SELECT value FROM spin_key_value WHERE key = ?1")
             .map_err(|e| key_value::Error::Other(e.to_string()))?;
-        let mut rows = stmt.query([&key]).map_err(|e| key_value::Error::Other(e.to_string()))?;
-        match rows.next().map_err(|e| key_value::Error::Other(e.to_string()))? {
-            Some(row) => Ok(Some(row.get(0).map_err(|e| key_value::Error::Other(e.to_string()))?)),
+        let mut rows = stmt
+            .query([&key])
+            .map_err(|e| key_value::Error::Other(e.to_string()))?;
+        match rows
+            .next()
+            .map_err(|e| key_value::Error::Other(e.to_string()))?
+        {
+            Some(row) => Ok(Some(
+                row.get(0)
+                    .map_err(|e| key_value::Error::Other(e.to_string()))?,
+            )),
             None => Ok(None),
         }
     }
 
-    fn set(&mut self, store: Resource<KvStore>, key: String, value: Vec<u8>) -> Result<(), key_value::Error> {
-        let s = self.table.get(&store).map_err(|e| key_value::Error::Other(e.to_string()))?;
+    fn set(
+        &mut self,
+        store: Resource<KvStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), key_value::Error> {
+        let s = self
+            .table
+            .get(&store)
+            .map_err(|e| key_value::Error::Other(e.to_string()))?;
         s.conn
             .execute(
                 "INSERT INTO spin_key_value (key, value) VALUES (?1, ?2)
@@ -128,7 +159,10 @@ impl key_value::HostStore for State {
     }
 
     fn delete(&mut self, store: Resource<KvStore>, key: String) -> Result<(), key_value::Error> {
-        let s = self.table.get(&store).map_err(|e| key_value::Error::Other(e.to_string()))?;
+        let s = self
+            .table
+            .get(&store)
+            .map_err(|e| key_value::Error::Other(e.to_string()))?;
         s.conn
             .execute("DELETE FROM spin_key_value WHERE key = ?1", [&key])
             .map_err(|e| key_value::Error::Other(e.to_string()))?;
@@ -140,7 +174,10 @@ impl key_value::HostStore for State {
     }
 
     fn get_keys(&mut self, store: Resource<KvStore>) -> Result<Vec<String>, key_value::Error> {
-        let s = self.table.get(&store).map_err(|e| key_value::Error::Other(e.to_string()))?;
+        let s = self
+            .table
+            .get(&store)
+            .map_err(|e| key_value::Error::Other(e.to_string()))?;
         let mut stmt = s
             .conn
             .prepare_cached("SELECT key FROM spin_key_value ORDER BY key")
@@ -187,7 +224,8 @@ impl sqlite::HostConnection for State {
         if !safe_label(&database) {
             return Err(sqlite::Error::NoSuchDatabase);
         }
-        let conn = open_sqlite(self.data_dir.join(format!("sqlite-{database}.sqlite"))).map_err(sqlite::Error::Io)?;
+        let conn = open_sqlite(self.data_dir.join(format!("sqlite-{database}.sqlite")))
+            .map_err(sqlite::Error::Io)?;
         self.table.push(SqlConnection { conn }).map_err(io)
     }
 
@@ -197,10 +235,15 @@ impl sqlite::HostConnection for State {
         statement: String,
         parameters: Vec<sqlite::Value>,
     ) -> Result<sqlite::QueryResult, sqlite::Error> {
-        let c = self.table.get(&connection).map_err(|_| sqlite::Error::InvalidConnection)?;
+        let c = self
+            .table
+            .get(&connection)
+            .map_err(|_| sqlite::Error::InvalidConnection)?;
         let mut stmt = c.conn.prepare(&statement).map_err(io)?;
         let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
-        let mut rows = stmt.query(params_from_iter(parameters.iter().map(Param))).map_err(io)?;
+        let mut rows = stmt
+            .query(params_from_iter(parameters.iter().map(Param)))
+            .map_err(io)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(io)? {
             let mut values = Vec::with_capacity(columns.len());
@@ -209,7 +252,9 @@ impl sqlite::HostConnection for State {
                     ValueRef::Null => sqlite::Value::Null,
                     ValueRef::Integer(v) => sqlite::Value::Integer(v),
                     ValueRef::Real(v) => sqlite::Value::Real(v),
-                    ValueRef::Text(t) => sqlite::Value::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Text(t) => {
+                        sqlite::Value::Text(String::from_utf8_lossy(t).into_owned())
+                    }
                     ValueRef::Blob(b) => sqlite::Value::Blob(b.to_vec()),
                 });
             }
@@ -228,7 +273,9 @@ impl variables::Host for State {
     fn get(&mut self, name: String) -> Result<String, variables::Error> {
         let valid = !name.is_empty()
             && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
             return Err(variables::Error::InvalidName(name));
         }

@@ -19,12 +19,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::error::Context;
 use wasmtime::{Config, Engine, Store};
+use wasmtime::{Result, bail, format_err as anyhow};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -72,15 +73,15 @@ async fn main() -> Result<()> {
         }
     }
     for kv in &args.vars {
-        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--var takes name=value"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--var takes name=value"))?;
         overrides.insert(k.to_owned(), v.to_owned());
     }
     let app = App::load(&args.manifest, &overrides)?;
     std::fs::create_dir_all(&args.data_dir)?;
 
-    let mut config = Config::new();
-    config.async_support(true);
-    let engine = Engine::new(&config)?;
+    let engine = Engine::new(&Config::new())?;
     let mut linker: Linker<State> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -122,7 +123,10 @@ async fn main() -> Result<()> {
                 let server = Arc::clone(&server);
                 async move { server.handle(req, peer).await }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
                 eprintln!("connection from {peer}: {e}");
             }
         });
@@ -147,10 +151,18 @@ impl Server {
         // Spin sets these itself; a client cannot supply them.
         let headers = req.headers_mut();
         headers.insert("spin-client-addr", peer.to_string().parse()?);
-        headers.insert("spin-path-info", path.strip_prefix(&route.prefix).unwrap_or("").parse()?);
+        headers.insert(
+            "spin-path-info",
+            path.strip_prefix(&route.prefix).unwrap_or("").parse()?,
+        );
         headers.insert(
             "spin-matched-route",
-            format!("{}{}", route.prefix, if route.wildcard { "/..." } else { "" }).parse()?,
+            format!(
+                "{}{}",
+                route.prefix,
+                if route.wildcard { "/..." } else { "" }
+            )
+            .parse()?,
         );
 
         let mut store = Store::new(
@@ -164,7 +176,10 @@ impl Server {
             },
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let wasi_req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let wasi_req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = served.pre.clone();
         let task = tokio::spawn(async move {
@@ -176,11 +191,11 @@ impl Server {
         });
         match receiver.await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => Err(wasmtime::Error::new(e)),
             Err(_) => match task.await {
                 Ok(Ok(())) => bail!("component never set a response"),
                 Ok(Err(e)) => Err(e.context("component trapped before responding")),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(wasmtime::Error::new(e)),
             },
         }
     }

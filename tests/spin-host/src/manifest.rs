@@ -10,8 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
+use wasmtime::error::Context;
+use wasmtime::{Result, bail, format_err as anyhow};
 
 #[derive(Deserialize)]
 struct RawManifest {
@@ -94,8 +95,10 @@ impl App {
     /// `SPIN_VARIABLE_*` provider) and then defaults. Sources are relative to
     /// the manifest's directory.
     pub fn load(path: &Path, overrides: &HashMap<String, String>) -> Result<App> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let raw: RawManifest = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let raw: RawManifest =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         if raw.spin_manifest_version != 2 {
             bail!("only spin_manifest_version = 2 is supported");
         }
@@ -129,9 +132,9 @@ impl App {
         }
         let mut routes = Vec::new();
         for t in raw.trigger.http {
-            let component = *index
-                .get(&t.component)
-                .ok_or_else(|| anyhow!("route {} names unknown component {}", t.route, t.component))?;
+            let component = *index.get(&t.component).ok_or_else(|| {
+                anyhow!("route {} names unknown component {}", t.route, t.component)
+            })?;
             let (prefix, wildcard) = match t.route.strip_suffix("/...") {
                 Some(p) => (p.to_owned(), true),
                 None => (t.route.trim_end_matches('/').to_owned(), false),
@@ -149,7 +152,11 @@ impl App {
     /// matching wildcard prefix.
     pub fn route(&self, path: &str) -> Option<&Route> {
         let trimmed = path.trim_end_matches('/');
-        if let Some(r) = self.routes.iter().find(|r| !r.wildcard && r.prefix == trimmed) {
+        if let Some(r) = self
+            .routes
+            .iter()
+            .find(|r| !r.wildcard && r.prefix == trimmed)
+        {
             return Some(r);
         }
         self.routes
@@ -170,7 +177,9 @@ fn expand(template: &str, vars: &HashMap<String, String>) -> Result<String> {
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| anyhow!("unclosed template in {template:?}"))?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| anyhow!("unclosed template in {template:?}"))?;
         let name = after[..end].trim();
         let value = vars
             .get(name)

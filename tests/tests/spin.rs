@@ -1,0 +1,234 @@
+//! Conformance against the Spin component: `edgecoder_spin.wasm` built for
+//! wasm32-wasip2, instantiated per request by wasmtime 48 in
+//! `edgecoder-spin-host`, routed and granted stores exactly as `spin.toml`
+//! says, with `fermyon:spin` key-value, sqlite and variables over SQLite.
+//!
+//! Also checks the artefact itself with `wasm-tools`: it must import only the
+//! WASI and `fermyon:spin` interfaces it needs. `#[ignore]`d for a bare
+//! `cargo test` (it needs the wasm target and wasm-tools); `scripts/test` runs
+//! it every time with `--ignored`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use edgecoder_conformance::harness::{Server, free_port, target_dir, workspace_root};
+use edgecoder_conformance::{Client, run_suite};
+
+fn cargo(args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(args)
+        .status()
+        .expect("cargo");
+    assert!(status.success(), "cargo {args:?} failed");
+}
+
+/// Builds (or confirms up to date) the component and the host.
+fn build() -> (PathBuf, PathBuf) {
+    cargo(&[
+        "build",
+        "--quiet",
+        "-p",
+        "edgecoder-spin",
+        "--target",
+        "wasm32-wasip2",
+        "--profile",
+        "wasm-release",
+    ]);
+    cargo(&["build", "--quiet", "-p", "edgecoder-spin-host"]);
+    (
+        target_dir().join("wasm32-wasip2/wasm-release/edgecoder_spin.wasm"),
+        target_dir().join("debug/edgecoder-spin-host"),
+    )
+}
+
+fn start(host: &Path, tag: &str, vars: &[&str]) -> Server {
+    start_expecting(host, tag, vars, 200)
+}
+
+fn start_expecting(host: &Path, tag: &str, vars: &[&str], status: u16) -> Server {
+    let port = free_port();
+    let data = std::env::temp_dir().join(format!("edgecoder-spin-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let mut cmd = Command::new(host);
+    cmd.current_dir(workspace_root())
+        .args([
+            "--manifest",
+            "spin.toml",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data);
+    for v in vars {
+        cmd.args(["--var", v]);
+    }
+    let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
+    if let Err(e) = server.wait_status("/openapi.json", status, Duration::from_secs(120)) {
+        panic!("spin host did not start: {e}");
+    }
+    server
+}
+
+const DEV: [&str; 3] = [
+    "mode=development",
+    "signing_key=",
+    "insecure_test_routes=true",
+];
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target and wasm-tools; scripts/test runs it"]
+fn spin_conformance() {
+    let (_, host) = build();
+    let server = start(&host, "conformance", &DEV);
+    let report = run_suite("spin", &server.base);
+    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target and wasm-tools; scripts/test runs it"]
+fn spin_production_mode_without_signing_key_refuses_to_serve() {
+    let (_, host) = build();
+    let server = start_expecting(
+        &host,
+        "production",
+        &["mode=production", "signing_key="],
+        503,
+    );
+    let client = Client::unchecked(&server.base);
+    for path in ["/auth/health", "/ledger/health/ready", "/mesh/_test/echo"] {
+        let r = client.get(path).expect("request");
+        // A 5xx here is the point: the deployment is broken, not the request.
+        assert_eq!(r.status, 503, "{path}");
+        assert_eq!(r.json().expect("json")["code"], "service_misconfigured");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            !body.contains("signing_key"),
+            "must not describe secrets to clients: {body}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target and wasm-tools; scripts/test runs it"]
+fn spin_component_imports_only_what_it_needs() {
+    let (wasm, _) = build();
+    let tools = std::env::var_os("WASM_TOOLS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("wasm-tools"));
+    let out = Command::new(&tools)
+        .args(["component", "wit"])
+        .arg(&wasm)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run through scripts/test)", tools.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wit = String::from_utf8_lossy(&out.stdout);
+    let imports: BTreeSet<String> = wit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("import "))
+        .map(|i| {
+            // `wasi:io/streams@0.2.12;` -> `wasi:io/streams`
+            i.trim_end_matches(';')
+                .split('@')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    let allowed: BTreeSet<&str> = [
+        "fermyon:spin/key-value",
+        "fermyon:spin/sqlite",
+        "fermyon:spin/variables",
+        "wasi:http/types",
+        "wasi:http/outgoing-handler",
+        "wasi:io/poll",
+        "wasi:io/error",
+        "wasi:io/streams",
+        "wasi:clocks/monotonic-clock",
+        "wasi:clocks/wall-clock",
+        "wasi:random/random",
+        "wasi:random/insecure-seed",
+        "wasi:cli/environment",
+        "wasi:cli/exit",
+        "wasi:cli/stdin",
+        "wasi:cli/stdout",
+        "wasi:cli/stderr",
+        "wasi:cli/terminal-input",
+        "wasi:cli/terminal-output",
+        "wasi:cli/terminal-stdin",
+        "wasi:cli/terminal-stdout",
+        "wasi:cli/terminal-stderr",
+    ]
+    .into_iter()
+    .collect();
+    let extra: Vec<&String> = imports
+        .iter()
+        .filter(|i| !allowed.contains(i.as_str()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "unexpected imports (filesystem, sockets, other Spin APIs?): {extra:?}"
+    );
+    for needed in [
+        "fermyon:spin/key-value",
+        "fermyon:spin/sqlite",
+        "fermyon:spin/variables",
+    ] {
+        assert!(imports.contains(needed), "{needed} missing: {imports:?}");
+    }
+    assert!(
+        wit.contains("export wasi:http/incoming-handler@0.2"),
+        "must export wasi:http/incoming-handler@0.2.x:\n{wit}"
+    );
+}
+
+#[test]
+fn spin_manifest_grants_each_function_only_its_own_stores() {
+    let text = std::fs::read_to_string(workspace_root().join("spin.toml")).expect("spin.toml");
+    let manifest: toml::Table = toml::from_str(&text).expect("toml");
+    let components = manifest["component"].as_table().expect("components");
+    for f in ["auth", "mesh", "ledger"] {
+        let c = components[f].as_table().expect("component");
+        for key in ["sqlite_databases", "key_value_stores"] {
+            let granted: Vec<&str> = c[key]
+                .as_array()
+                .expect("list")
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            assert_eq!(granted, vec![f], "{f}.{key}");
+        }
+        assert_eq!(c["variables"]["function"].as_str(), Some(f));
+        assert!(
+            c.get("allowed_outbound_hosts").is_none(),
+            "{f} needs no outbound hosts yet"
+        );
+    }
+    let gw = components["gateway"].as_table().expect("gateway");
+    assert!(gw.get("sqlite_databases").is_none() && gw.get("key_value_stores").is_none());
+    let routes: Vec<(String, String)> = manifest["trigger"]["http"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .map(|r| {
+            (
+                r["route"].as_str().unwrap_or("").to_owned(),
+                r["component"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for f in ["auth", "mesh", "ledger"] {
+        assert!(
+            routes.contains(&(format!("/{f}/..."), f.to_owned())),
+            "{routes:?}"
+        );
+    }
+    assert!(routes.contains(&("/...".to_owned(), "gateway".to_owned())));
+}

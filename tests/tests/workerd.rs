@@ -1,0 +1,118 @@
+//! Conformance against workerd: the Worker built by `scripts/build-worker.sh`,
+//! served by `wrangler dev` with local D1 and KV, after `wrangler d1
+//! migrations apply --local`, exactly as an operator runs it.
+//!
+//! Needs the tools `scripts/setup-tools.sh` installs (wrangler, Node 22,
+//! worker-build and its helpers), so these tests are `#[ignore]`d for a bare
+//! `cargo test`; `scripts/test` runs them every time with `--ignored`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use edgecoder_conformance::harness::{Server, free_port, workspace_root};
+use edgecoder_conformance::{Client, run_suite};
+
+fn tool(var: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{var} is not set: run these through scripts/test, which installs the tools")
+    })
+}
+
+fn wrangler(args: &[&str], persist: &Path) -> Command {
+    let node = tool("NODE22_BIN");
+    let path = format!(
+        "{}:{}",
+        node.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new(tool("WRANGLER_BIN"));
+    cmd.current_dir(workspace_root())
+        .args(args)
+        .arg("--persist-to")
+        .arg(persist)
+        .env("PATH", path)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+        .env("CI", "true");
+    cmd
+}
+
+fn persist_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgecoder-workerd-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn apply_migrations(persist: &Path) {
+    let out = wrangler(
+        &["d1", "migrations", "apply", "edgecoder", "--local"],
+        persist,
+    )
+    .output()
+    .expect("wrangler d1 migrations apply");
+    assert!(
+        out.status.success(),
+        "migrations failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start(persist: &Path) -> Server {
+    let port = free_port();
+    let mut cmd = wrangler(
+        &[
+            "dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--var",
+            "EDGECODER_MODE:development",
+            "--var",
+            "EDGECODER_INSECURE_TEST_ROUTES:true",
+            "--show-interactive-dev-session=false",
+        ],
+        persist,
+    );
+    cmd.arg("--log-level").arg("warn");
+    let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
+    // Includes wrangler's custom build (incremental) and workerd start.
+    if let Err(e) = server.wait_ready("/auth/health", Duration::from_secs(300)) {
+        panic!("wrangler dev did not start: {e}");
+    }
+    server
+}
+
+#[test]
+#[ignore = "needs wrangler and the built Worker; scripts/test runs it"]
+fn workerd_conformance() {
+    let persist = persist_dir("conformance");
+    apply_migrations(&persist);
+    let server = start(&persist);
+    let report = run_suite("workerd", &server.base);
+    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+}
+
+#[test]
+#[ignore = "needs wrangler and the built Worker; scripts/test runs it"]
+fn workerd_ready_fails_with_pending_migrations() {
+    // No `migrations apply`: SQL and KV work, the schema is behind.
+    let persist = persist_dir("unmigrated");
+    let server = start(&persist);
+    let client = Client::new(&server.base);
+    let r = client.get("/mesh/health/ready").expect("ready");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json().expect("json");
+    assert_eq!(v["status"], "fail");
+    assert_eq!(v["checks"]["sql:roundtrip"][0]["status"], "pass");
+    assert_eq!(v["checks"]["kv:roundtrip"][0]["status"], "pass");
+    assert_eq!(v["checks"]["migrations:current"][0]["status"], "fail");
+    let out = v["checks"]["migrations:current"][0]["output"]
+        .as_str()
+        .unwrap_or("");
+    assert!(out.contains("0001_foundation.sql"), "{out}");
+    // Liveness does not touch storage and stays up.
+    assert_eq!(client.get("/mesh/health").expect("health").status, 200);
+}
