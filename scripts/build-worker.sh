@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ec_setup_all >&2
 ec_cargo_tool wasm-tools "$WASM_TOOLS_VERSION" wasm-tools locked
 cd runtimes/cloudflare
-worker-build --profile wasm-release >&2
+worker-build --profile worker-release >&2
 # The profile keeps symbols so wasm-bindgen can read the target-features
 # section; once bindgen has run, the name section is dead weight in the upload.
 wasm-tools strip --delete name build/index_bg.wasm -o build/index_bg.wasm

@@ -17,7 +17,9 @@ fn binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", "edgecoder", "--bin", "edgecoder"])
+        // The same package selection as `cargo test`, so features unify the
+        // same way and nothing is rebuilt.
+        .args(["build", "--quiet", "--bins"])
         .status()
         .expect("cargo build");
     assert!(status.success(), "building edgecoder failed");
@@ -107,6 +109,11 @@ fn native_state_survives_restart_and_shutdown_is_graceful() {
 fn native_files_are_owner_only() {
     let bin = binary();
     let dir = tempfile_dir("perms");
+    // An operator created the directories beforehand with a loose umask.
+    std::fs::create_dir_all(dir.join("secrets")).expect("mkdir");
+    for d in [&dir, &dir.join("secrets")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     let _server = start(&bin, &dir, &[]);
     for rel in [
         "",
@@ -191,4 +198,27 @@ fn tempfile_dir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&base);
     base
+}
+
+#[test]
+fn native_migrate_applies_once_and_is_idempotent() {
+    let bin = binary();
+    let dir = tempfile_dir("migrate");
+    let run = || {
+        let out = Command::new(&bin)
+            .args(["migrate", "--data-dir"])
+            .arg(&dir)
+            .env_remove("EDGECODER_MODE")
+            .output()
+            .expect("edgecoder migrate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run().contains("applied 0001_foundation.sql"));
+    assert!(run().contains("up to date"));
+    assert_eq!(migrate_events(&bin, &dir), 1);
 }

@@ -38,7 +38,8 @@ fn build() -> (PathBuf, PathBuf) {
         "--profile",
         "wasm-release",
     ]);
-    cargo(&["build", "--quiet", "-p", "edgecoder-spin-host"]);
+    // The same package selection as `cargo test`, so nothing is rebuilt.
+    cargo(&["build", "--quiet", "--bins"]);
     (
         target_dir().join("wasm32-wasip2/wasm-release/edgecoder_spin.wasm"),
         target_dir().join("debug/edgecoder-spin-host"),

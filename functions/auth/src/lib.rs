@@ -18,6 +18,8 @@ pub fn router(config: &Config) -> Router {
             NAME,
             "/auth/_test/echo",
             "auth_test_echo",
+            "/auth/_test/ports",
+            "auth_test_ports",
         ));
     }
     r

@@ -100,7 +100,7 @@ fn openapi_route(router: Router, doc: Rc<Json>) -> Router {
             async move { Ok(json_response(StatusCode::OK, JSON, doc.as_ref())) }
         }),
         RouteDoc {
-            operation_id: "openapi",
+            operation_id: "openapi".into(),
             summary: "This OpenAPI 3.1 document",
             tag: "meta",
             request_schema: None,

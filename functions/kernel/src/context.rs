@@ -24,22 +24,25 @@ pub struct RequestContext {
 }
 
 /// The client address on the native runtime, from the socket peer and, only when
-/// the peer is a trusted proxy, the `X-Forwarded-For` chain.
-pub fn client_ip_behind_proxies(
+/// the peer is a trusted proxy, the `X-Forwarded-For` chain. `forwarded_for`
+/// is every `X-Forwarded-For` field line in order (a proxy may append its own
+/// line rather than extend the client's), read as one list. IPv4-mapped IPv6
+/// addresses are compared as IPv4.
+pub fn client_ip_behind_proxies<'a>(
     peer: IpAddr,
-    forwarded_for: Option<&str>,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
     trusted: &[IpNet],
 ) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let Some(chain) = forwarded_for else {
-        return peer;
-    };
+    let lines: Vec<&str> = forwarded_for.into_iter().collect();
+    let chain = lines.join(",");
     let mut client = peer;
     for hop in chain.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
+        match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) => {
                 client = ip;
                 if !is_trusted(&ip) {
@@ -63,7 +66,7 @@ mod tests {
 
     #[test]
     fn untrusted_peer_cannot_spoof() {
-        let got = client_ip_behind_proxies(ip("203.0.113.9"), Some("1.2.3.4"), &[]);
+        let got = client_ip_behind_proxies(ip("203.0.113.9"), ["1.2.3.4"], &[]);
         assert_eq!(got, ip("203.0.113.9"));
     }
 
@@ -72,7 +75,7 @@ mod tests {
         let trusted = vec!["10.0.0.0/8".parse().expect("net")];
         let got = client_ip_behind_proxies(
             ip("10.0.0.2"),
-            Some("6.6.6.6, 198.51.100.7, 10.0.0.5"),
+            ["6.6.6.6, 198.51.100.7, 10.0.0.5"],
             &trusted,
         );
         assert_eq!(got, ip("198.51.100.7"));
@@ -81,7 +84,33 @@ mod tests {
     #[test]
     fn malformed_hop_stops_the_walk() {
         let trusted = vec!["10.0.0.0/8".parse().expect("net")];
-        let got = client_ip_behind_proxies(ip("10.0.0.2"), Some("6.6.6.6, garbage"), &trusted);
+        let got = client_ip_behind_proxies(ip("10.0.0.2"), ["6.6.6.6, garbage"], &trusted);
         assert_eq!(got, ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn a_second_field_line_from_the_proxy_is_read_after_the_clients() {
+        let trusted = vec!["10.0.0.0/8".parse().expect("net")];
+        // The client forged the first line; the proxy appended its own.
+        let got = client_ip_behind_proxies(ip("10.0.0.2"), ["6.6.6.6", "198.51.100.7"], &trusted);
+        assert_eq!(got, ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_proxies() {
+        let trusted = vec!["127.0.0.1/32".parse().expect("net")];
+        let got = client_ip_behind_proxies(ip("::ffff:127.0.0.1"), ["198.51.100.7"], &trusted);
+        assert_eq!(got, ip("198.51.100.7"));
+        let untrusted = client_ip_behind_proxies(ip("::ffff:203.0.113.1"), [], &trusted);
+        assert_eq!(untrusted, ip("203.0.113.1"));
+    }
+
+    #[test]
+    fn trusted_peer_without_header_is_the_client() {
+        let trusted = vec!["10.0.0.0/8".parse().expect("net")];
+        assert_eq!(
+            client_ip_behind_proxies(ip("10.0.0.2"), [], &trusted),
+            ip("10.0.0.2")
+        );
     }
 }

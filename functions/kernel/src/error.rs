@@ -15,6 +15,9 @@ use serde::Serialize;
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Longest `instance` (request path) echoed in a problem, in characters.
+pub const MAX_INSTANCE_CHARS: usize = 256;
+
 /// Where problem type URIs live; `{PROBLEM_TYPE_BASE}{code}` names each one.
 pub const PROBLEM_TYPE_BASE: &str = "https://edgecoder.dev/problems/";
 
@@ -37,6 +40,12 @@ pub enum Error {
         /// The cap in bytes.
         limit: usize,
     },
+    /// The client did not send the body within the runtime's read timeout.
+    #[error("request body not received in time")]
+    RequestTimeout,
+    /// The KV key is empty or longer than the platforms allow.
+    #[error("invalid KV key")]
+    InvalidKvKey,
     /// A JSON route got a body that is not JSON.
     #[error("content type must be application/json")]
     UnsupportedMediaType,
@@ -128,6 +137,12 @@ impl Problem {
         instance: Option<&str>,
         request_id: Option<&str>,
     ) -> crate::Response {
+        // The instance is the request path: bounded, so a huge path is not
+        // reflected back in full.
+        let instance = instance.map(|p| match p.char_indices().nth(MAX_INSTANCE_CHARS) {
+            Some((cut, _)) => &p[..cut],
+            None => p,
+        });
         let body = ProblemBody {
             type_: format!("{PROBLEM_TYPE_BASE}{}", self.code),
             title: self.title,
@@ -177,6 +192,22 @@ impl From<Error> for Problem {
                 "Payload too large",
             )
             .with_detail(format!("The request body must be at most {limit} bytes.")),
+            Error::RequestTimeout => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request timeout",
+            )
+            .with_detail("The request body was not received in time."),
+            // Keys are built by our code, so a bad one is our bug, not the
+            // client's: a 5xx with the cause in the operator's log.
+            Error::InvalidKvKey => Problem {
+                internal: Some("KV key empty or over 512 bytes".into()),
+                ..Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "Internal error",
+                )
+            },
             Error::UnsupportedMediaType => Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

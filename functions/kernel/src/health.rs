@@ -8,6 +8,10 @@
 //! provider, peers), which belong to the functions that use them.
 //!
 //! Check outputs are fixed phrases or migration names, never driver messages.
+//!
+//! Readiness is unauthenticated and writes to KV, which is metered on Workers,
+//! so each instance reuses its last answer for [`READY_CACHE_MS`]: a flood of
+//! probes costs one round trip per instance per interval.
 
 use std::rc::Rc;
 
@@ -21,7 +25,7 @@ use crate::{HandlerResult, Request, Router, Services, Statement, migrations, por
 /// The two health routes of a function mounted at `/{name}`.
 pub fn routes(name: &'static str, live_path: &'static str, ready_path: &'static str) -> Router {
     let live_doc = RouteDoc {
-        operation_id: leak(format!("{name}_health")),
+        operation_id: format!("{name}_health"),
         summary: "Liveness: the function is up (no storage touched)",
         tag: name,
         request_schema: None,
@@ -41,7 +45,7 @@ pub fn routes(name: &'static str, live_path: &'static str, ready_path: &'static 
             .filter(|d| d.status == 405),
     );
     let ready_doc = RouteDoc {
-        operation_id: leak(format!("{name}_health_ready")),
+        operation_id: format!("{name}_health_ready"),
         summary: "Readiness: SQL round trip, KV round trip, migrations current",
         tag: name,
         request_schema: None,
@@ -60,12 +64,6 @@ pub fn routes(name: &'static str, live_path: &'static str, ready_path: &'static 
             handler(move |s, r| ready(name, s, r)),
             ready_doc,
         )
-}
-
-// Route docs are built once per router; the handful of ids live as long as the
-// process (or the request, on Workers and Spin).
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
 }
 
 fn service_id(name: &str) -> String {
@@ -93,7 +91,36 @@ fn check(ok: bool, output: &str) -> Json {
     }
 }
 
+/// How long an instance reuses its last readiness answer.
+pub const READY_CACHE_MS: i64 = 5_000;
+
+thread_local! {
+    // function name -> (computed at, status, body)
+    static LAST_READY: std::cell::RefCell<Vec<(&'static str, i64, StatusCode, Json)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 async fn ready(name: &'static str, s: Rc<Services>, _r: Request) -> HandlerResult {
+    let now = s.clock.now_ms();
+    let cached = LAST_READY.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(n, at, _, _)| *n == name && (0..READY_CACHE_MS).contains(&(now - at)))
+            .map(|(_, _, status, body)| (*status, body.clone()))
+    });
+    if let Some((status, body)) = cached {
+        return Ok(json_response(status, HEALTH_JSON, &body));
+    }
+    let (status, body) = check_ready(name, &s).await;
+    LAST_READY.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|(n, _, _, _)| *n != name);
+        c.push((name, now, status, body.clone()));
+    });
+    Ok(json_response(status, HEALTH_JSON, &body))
+}
+
+async fn check_ready(name: &'static str, s: &Services) -> (StatusCode, Json) {
     let sql_ok = s
         .sql
         .execute(Statement::new("SELECT 1 AS one", vec![]))
@@ -101,7 +128,7 @@ async fn ready(name: &'static str, s: Rc<Services>, _r: Request) -> HandlerResul
         .map(|rows| rows.get_i64(0, "one") == Some(1))
         .unwrap_or(false);
 
-    let kv_ok = kv_round_trip(&s).await;
+    let kv_ok = kv_round_trip(s).await;
 
     let (mig_ok, mig_out) = match migrations::pending(s.sql.as_ref()).await {
         Ok(p) if p.is_empty() => (true, String::new()),
@@ -131,7 +158,7 @@ async fn ready(name: &'static str, s: Rc<Services>, _r: Request) -> HandlerResul
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    Ok(json_response(status, HEALTH_JSON, &body))
+    (status, body)
 }
 
 async fn kv_round_trip(s: &Services) -> bool {

@@ -42,8 +42,8 @@ impl Request {
     /// A request with no body, headers or context; runtimes fill in the rest.
     pub fn new(method: Method, path_and_query: &str, ctx: RequestContext) -> Self {
         let (path, query) = match path_and_query.split_once('?') {
-            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-            None => (path_and_query.to_owned(), None),
+            Some((p, q)) => (normalize_path(p), Some(q.to_owned())),
+            None => (normalize_path(path_and_query), None),
         };
         Request {
             method,
@@ -99,6 +99,33 @@ impl Request {
             ))
         })
     }
+}
+
+/// Resolves `.` and `..` segments (also percent-encoded as `%2e`) the way URL
+/// parsers do, so every runtime routes the same path: Workers hands us URLs
+/// already resolved, native and Spin hand us the raw request target.
+pub fn normalize_path(raw: &str) -> String {
+    let is_dot = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
+    let is_dot_dot = |s: &str| {
+        matches!(s.len(), 2 | 4 | 6) && s.to_ascii_lowercase().replace("%2e", ".") == ".."
+    };
+    let segments: Vec<&str> = raw.split('/').skip(1).collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        if is_dot(seg) || is_dot_dot(seg) {
+            if is_dot_dot(seg) {
+                out.pop();
+            }
+            // A trailing dot segment leaves a directory path (`/a/b/..` -> `/a/`).
+            if i == last {
+                out.push("");
+            }
+        } else {
+            out.push(seg);
+        }
+    }
+    format!("/{}", out.join("/"))
 }
 
 /// Whether a `Content-Type` names JSON (`application/json` or `application/*+json`).
@@ -176,6 +203,22 @@ mod tests {
         let r = req(None, b"");
         assert_eq!(r.path, "/x");
         assert_eq!(r.query.as_deref(), Some("y=1"));
+    }
+
+    #[test]
+    fn dot_segments_resolve_like_a_url_parser() {
+        for (raw, want) in [
+            ("/auth/health", "/auth/health"),
+            ("/auth/../auth/health", "/auth/health"),
+            ("/auth/./health", "/auth/health"),
+            ("/auth/%2e%2E/mesh/health", "/mesh/health"),
+            ("/../../auth/health", "/auth/health"),
+            ("/auth/health/..", "/auth/"),
+            ("/", "/"),
+            ("/auth//health", "/auth//health"),
+        ] {
+            assert_eq!(normalize_path(raw), want, "{raw}");
+        }
     }
 
     #[test]

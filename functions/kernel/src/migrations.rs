@@ -16,7 +16,8 @@
 use serde_json::json;
 
 use crate::audit::{AuditEvent, Outcome};
-use crate::{Error, Services, Sql, Statement};
+use crate::ports::random_hex;
+use crate::{Clock, Error, Rng, Sql, Statement};
 
 /// One migration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +68,15 @@ pub async fn pending(sql: &dyn Sql) -> Result<Vec<Migration>, Error> {
 /// `d1_migrations` row and a `schema.migrate` audit event (the first migration
 /// creates the audit table earlier in its own batch). Returns the names applied.
 /// Safe to race: a loser's batch rolls back and finds nothing left to do.
-pub async fn apply(s: &Services, actor: &str) -> Result<Vec<&'static str>, Error> {
-    s.sql.execute(Statement::new(CREATE_TABLE, vec![])).await?;
+pub async fn apply(
+    sql: &dyn Sql,
+    clock: &dyn Clock,
+    rng: &dyn Rng,
+    actor: &str,
+) -> Result<Vec<&'static str>, Error> {
+    sql.execute(Statement::new(CREATE_TABLE, vec![])).await?;
     let mut applied = Vec::new();
-    for m in pending(s.sql.as_ref()).await? {
+    for m in pending(sql).await? {
         let mut batch: Vec<Statement> = split_statements(m.sql)
             .into_iter()
             .map(|sql| Statement::new(sql, vec![]))
@@ -86,14 +92,10 @@ pub async fn apply(s: &Services, actor: &str) -> Result<Vec<&'static str>, Error
             outcome: Outcome::Success,
             details: json!({ "migration": m.name }),
         };
-        batch.push(event.statement(&s.new_id(), s.clock.now_ms(), None));
-        if let Err(e) = s.sql.batch(batch).await {
+        batch.push(event.statement(&random_hex(rng, 16), clock.now_ms(), None));
+        if let Err(e) = sql.batch(batch).await {
             // Someone else may have applied it between our read and our write.
-            if pending(s.sql.as_ref())
-                .await?
-                .iter()
-                .any(|p| p.name == m.name)
-            {
+            if pending(sql).await?.iter().any(|p| p.name == m.name) {
                 return Err(e);
             }
             continue;
@@ -109,9 +111,10 @@ pub fn split_statements(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut i = 0;
-    // Depth of CREATE TRIGGER ... BEGIN ... END bodies, whose inner `;` do not end
-    // the statement.
+    // Inside `CREATE [TEMP] TRIGGER ... BEGIN ... END` a `;` does not end the
+    // statement until the BEGIN (and any CASE ... END within) has closed.
     let mut in_trigger = false;
+    let mut depth: u32 = 0;
     let mut words: Vec<String> = Vec::new();
     while i < bytes.len() {
         let c = bytes[i];
@@ -150,11 +153,11 @@ pub fn split_statements(text: &str) -> Vec<String> {
                 i += 2;
             }
             b';' => {
-                let ends = !in_trigger || words.last().is_some_and(|w| w == "END");
-                if ends {
-                    push_statement(&mut out, &text[start..=i]);
+                if !in_trigger || depth == 0 {
+                    push_statement(&mut out, &text[start..=i.min(text.len() - 1)]);
                     start = i + 1;
                     in_trigger = false;
+                    depth = 0;
                     words.clear();
                 }
                 i += 1;
@@ -165,8 +168,16 @@ pub fn split_statements(text: &str) -> Vec<String> {
                     i += 1;
                 }
                 let w = text[s..i].to_ascii_uppercase();
-                if w == "TRIGGER" && words.first().is_some_and(|f| f == "CREATE") {
+                let is_trigger_keyword = w == "TRIGGER"
+                    && words.first().is_some_and(|f| f == "CREATE")
+                    && (words.len() == 1
+                        || (words.len() == 2 && matches!(words[1].as_str(), "TEMP" | "TEMPORARY")));
+                if is_trigger_keyword {
                     in_trigger = true;
+                } else if in_trigger && (w == "BEGIN" || w == "CASE") {
+                    depth += 1;
+                } else if in_trigger && w == "END" {
+                    depth = depth.saturating_sub(1);
                 }
                 words.push(w);
             }
@@ -225,6 +236,21 @@ mod tests {
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(got[0].ends_with("END"));
         assert_eq!(got[1], "SELECT 1");
+    }
+
+    #[test]
+    fn case_inside_a_trigger_does_not_end_it() {
+        let sql = "CREATE TEMP TRIGGER t AFTER INSERT ON a BEGIN \
+                   UPDATE b SET n = CASE WHEN n > 0 THEN n ELSE 0 END; END;\nSELECT 1;";
+        let got = split_statements(sql);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].ends_with("END; END"), "{got:?}");
+    }
+
+    #[test]
+    fn a_column_named_trigger_is_not_a_trigger() {
+        let got = split_statements("CREATE TABLE x (trigger TEXT); CREATE TABLE y (z TEXT);");
+        assert_eq!(got.len(), 2, "{got:?}");
     }
 
     #[test]

@@ -120,6 +120,17 @@ impl Rows {
         }
     }
 
+    /// A real cell; integers are accepted, since D1 returns whole-number reals
+    /// as integers.
+    pub fn get_f64(&self, row: usize, column: &str) -> Option<f64> {
+        match self.get(row, column)? {
+            Value::Real(f) => Some(*f),
+            #[allow(clippy::cast_precision_loss)]
+            Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
     /// A text cell.
     pub fn get_str(&self, row: usize, column: &str) -> Option<&str> {
         match self.get(row, column)? {
@@ -161,12 +172,28 @@ pub trait Kv {
     /// Deletes a key; deleting an absent key is not an error.
     async fn delete(&self, key: &str) -> Result<(), Error>;
 
-    /// Up to `limit` keys starting with `prefix`, in lexicographic order.
+    /// Up to `limit` (at most [`KV_LIST_MAX`]) keys starting with `prefix`, in
+    /// lexicographic order.
     async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error>;
 }
 
 /// The minimum TTL every KV runtime honours (Workers KV's floor).
 pub const KV_MIN_TTL: Duration = Duration::from_secs(60);
+
+/// The longest KV key in bytes (Workers KV's limit), enforced on every runtime.
+pub const KV_MAX_KEY_BYTES: usize = 512;
+
+/// The most keys one [`Kv::list`] returns (Workers KV's page size), on every
+/// runtime.
+pub const KV_LIST_MAX: usize = 1000;
+
+/// Refuses keys that some platform would refuse, so every runtime fails alike.
+pub fn validate_kv_key(key: &str) -> Result<(), Error> {
+    if key.is_empty() || key.len() > KV_MAX_KEY_BYTES || key == "." || key == ".." {
+        return Err(Error::InvalidKvKey);
+    }
+    Ok(())
+}
 
 /// Wall-clock time. `SystemTime::now` panics on wasm32-unknown-unknown, so time
 /// always comes through here.

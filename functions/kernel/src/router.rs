@@ -48,7 +48,7 @@ pub struct ResponseDoc {
 #[derive(Debug, Clone)]
 pub struct RouteDoc {
     /// Unique operation id.
-    pub operation_id: &'static str,
+    pub operation_id: String,
     /// One-line summary.
     pub summary: &'static str,
     /// Grouping tag (the function name).

@@ -18,6 +18,8 @@ pub fn router(config: &Config) -> Router {
             NAME,
             "/ledger/_test/echo",
             "ledger_test_echo",
+            "/ledger/_test/ports",
+            "ledger_test_ports",
         ));
     }
     r

@@ -18,6 +18,8 @@ pub fn router(config: &Config) -> Router {
             NAME,
             "/mesh/_test/echo",
             "mesh_test_echo",
+            "/mesh/_test/ports",
+            "mesh_test_ports",
         ));
     }
     r

@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use edgecoder_gateway::Selection;
 use edgecoder_kernel::http_types::{HeaderMap, HeaderName, HeaderValue, Method};
+use edgecoder_kernel::ports::{KV_LIST_MAX, validate_kv_key};
 use edgecoder_kernel::router::{InternalError, problem_response};
 use edgecoder_kernel::{
     Clock, Config, ConfigSource, Error, Kv, Outbound, OutboundRequest, OutboundResponse, Request,
     Rng, Rows, Services, Sql, Statement, Value, async_trait,
 };
+use futures_util::StreamExt;
 use js_sys::futures::JsFuture;
 use js_sys::{Array, ArrayBuffer, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
@@ -36,16 +38,27 @@ const KV_BINDING: &str = "KV";
 
 struct D1(D1Database);
 
-fn js_param(v: &Value) -> JsValue {
-    match v {
+/// The largest integer a JavaScript double holds exactly (2^53 - 1).
+const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+
+fn js_param(v: &Value) -> Result<JsValue, Error> {
+    Ok(match v {
         Value::Null => JsValue::NULL,
-        // Doubles are what D1 takes; see the module note on integer range.
+        // Doubles are what D1 takes; refusing what a double would round keeps
+        // a silently different value out of the database.
         #[allow(clippy::cast_precision_loss)]
-        Value::Integer(i) => JsValue::from_f64(*i as f64),
+        Value::Integer(i) if (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(i) => {
+            JsValue::from_f64(*i as f64)
+        }
+        Value::Integer(_) => {
+            return Err(Error::Storage(
+                "integer parameter beyond ±2^53 cannot cross into D1".into(),
+            ));
+        }
         Value::Real(f) => JsValue::from_f64(*f),
         Value::Text(s) => JsValue::from_str(s),
         Value::Blob(b) => Uint8Array::from(b.as_slice()).buffer().into(),
-    }
+    })
 }
 
 fn from_js(v: &JsValue) -> Value {
@@ -74,7 +87,7 @@ fn from_js(v: &JsValue) -> Value {
 }
 
 fn prepare(db: &D1Database, stmt: &Statement) -> Result<D1PreparedStatement, Error> {
-    let params: Vec<JsValue> = stmt.params.iter().map(js_param).collect();
+    let params: Vec<JsValue> = stmt.params.iter().map(js_param).collect::<Result<_, _>>()?;
     db.prepare(&stmt.sql).bind(&params).map_err(Error::storage)
 }
 
@@ -166,10 +179,12 @@ struct WorkersKv(KvStore);
 #[async_trait(?Send)]
 impl Kv for WorkersKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        validate_kv_key(key)?;
         self.0.get(key).bytes().await.map_err(Error::storage)
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
+        validate_kv_key(key)?;
         let mut put = self.0.put_bytes(key, value).map_err(Error::storage)?;
         if let Some(ttl) = ttl {
             put = put.expiration_ttl(ttl.max(edgecoder_kernel::ports::KV_MIN_TTL).as_secs());
@@ -178,11 +193,12 @@ impl Kv for WorkersKv {
     }
 
     async fn delete(&self, key: &str) -> Result<(), Error> {
+        validate_kv_key(key)?;
         self.0.delete(key).await.map_err(Error::storage)
     }
 
     async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
-        let limit = u64::try_from(limit.min(1000)).unwrap_or(1000);
+        let limit = u64::try_from(limit.min(KV_LIST_MAX)).unwrap_or(0);
         let resp = self
             .0
             .list()
@@ -288,6 +304,29 @@ fn to_worker(resp: edgecoder_kernel::Response) -> worker::Result<worker::Respons
     Ok(out.with_status(status).with_headers(headers))
 }
 
+thread_local! {
+    // An isolate serves many requests with the same bindings and vars; build
+    // the route table (and its OpenAPI document) once per isolate and shape.
+    static ROUTER: std::cell::RefCell<Option<(bool, Rc<edgecoder_kernel::Router>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn cached_router(config: &Config) -> Rc<edgecoder_kernel::Router> {
+    ROUTER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        match &*cell {
+            Some((test_routes, router)) if *test_routes == config.insecure_test_routes => {
+                Rc::clone(router)
+            }
+            _ => {
+                let router = Rc::new(edgecoder_gateway::router(Selection::All, config));
+                *cell = Some((config.insecure_test_routes, Rc::clone(&router)));
+                router
+            }
+        }
+    })
+}
+
 #[event(fetch)]
 async fn fetch(
     mut req: worker::Request,
@@ -345,7 +384,11 @@ async fn fetch(
             headers.append(k, v);
         }
     }
-    let method = Method::from_bytes(req.method().as_ref().as_bytes()).unwrap_or(Method::GET);
+    // The raw method string: the worker crate's enum maps unknown methods to GET.
+    let Ok(method) = Method::from_bytes(req.inner().method().as_bytes()) else {
+        let e = Error::InvalidRequest("The request method is not a valid token.".into());
+        return to_worker(problem_response(e, &path, &ctx.request_id));
+    };
     let path_and_query = match url.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
@@ -357,15 +400,33 @@ async fn fetch(
             &ctx.request_id,
         ));
     }
-    let body = if method == Method::GET || method == Method::HEAD {
-        Vec::new()
-    } else {
-        req.bytes().await.unwrap_or_default()
-    };
+    // Read at most the cap + 1 bytes, whatever Content-Length said (or did
+    // not say, for a chunked upload).
+    let mut body = Vec::new();
+    if let Ok(mut stream) = req.stream() {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    body.extend_from_slice(&bytes);
+                    if body.len() > limit {
+                        return to_worker(problem_response(
+                            Error::PayloadTooLarge { limit },
+                            &path,
+                            &ctx.request_id,
+                        ));
+                    }
+                }
+                Err(_) => {
+                    let e = Error::InvalidRequest("The request body could not be read.".into());
+                    return to_worker(problem_response(e, &path, &ctx.request_id));
+                }
+            }
+        }
+    }
     let mut kreq = Request::new(method, &path_and_query, ctx);
     kreq.headers = headers;
     kreq.body = body;
-    let router = edgecoder_gateway::router(Selection::All, &services.config);
+    let router = cached_router(&services.config);
     let resp = router.handle(Rc::clone(&services), kreq).await;
     if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
         worker::console_error!("{} {path}: {msg}", resp.status());

@@ -28,7 +28,9 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Creates the directory tree if needed (mode 0700).
+    /// Creates the directory tree if needed. Directories are made (or reset
+    /// to) 0700 and secret files 0600, also when someone created them
+    /// beforehand with looser modes.
     pub fn create(root: &Path) -> Result<DataDir> {
         for dir in [root.to_path_buf(), root.join("secrets")] {
             if !dir.exists() {
@@ -37,6 +39,15 @@ impl DataDir {
                     .mode(0o700)
                     .create(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting {}", dir.display()))?;
+        }
+        for entry in fs::read_dir(root.join("secrets"))? {
+            let path = entry?.path();
+            if path.is_file() {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("restricting {}", path.display()))?;
             }
         }
         let dd = DataDir {

@@ -70,7 +70,14 @@ impl Runtime {
 
     /// Applies pending migrations; returns the names applied.
     pub async fn migrate(&self) -> Result<Vec<&'static str>> {
-        let applied = migrations::apply(&self.services(), "system:migrate").await?;
+        let s = self.services();
+        let applied = migrations::apply(
+            s.sql.as_ref(),
+            s.clock.as_ref(),
+            s.rng.as_ref(),
+            "system:migrate",
+        )
+        .await?;
         Ok(applied)
     }
 }

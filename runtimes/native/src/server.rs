@@ -39,6 +39,12 @@ use crate::sqlite::{Db, SqliteKv};
 /// the client sees the answer instead of a reset. Larger bodies are cut off.
 const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
+/// How long a client may take to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections served at once; further clients wait in the accept backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -85,8 +91,18 @@ pub async fn serve(
     let pool = LocalPoolHandle::new(threads.max(1));
     let tracker = TaskTracker::new();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        // Stop accepting while every slot is busy, so slow clients cannot
+        // exhaust memory or file descriptors.
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -102,6 +118,7 @@ pub async fn serve(
                 let handle = pool.spawn_pinned(move || connection(stream, peer, shared, stop));
                 tracker.spawn(async move {
                     let _ = handle.await;
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,
@@ -161,10 +178,12 @@ async fn handle(
     shared: Arc<Shared>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (router, services) = pipeline(&shared);
-    let forwarded = req
+    let forwarded: Vec<&str> = req
         .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     let client_ip = edgecoder_kernel::context::client_ip_behind_proxies(
         peer.ip(),
         forwarded,
@@ -194,15 +213,18 @@ async fn handle(
         drain(body, DRAIN_LIMIT).await;
         too_large(&ctx)
     } else {
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => {
+        match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+            Err(_) => problem_response(Error::RequestTimeout, parts.uri.path(), &ctx.request_id),
+            Ok(Ok(collected)) => {
                 let mut kreq = Request::new(parts.method.clone(), &path_and_query, ctx.clone());
                 kreq.headers = parts.headers.clone();
                 kreq.body = collected.to_bytes().to_vec();
                 router.handle(Rc::clone(&services), kreq).await
             }
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => too_large(&ctx),
-            Err(_) => {
+            // The rest of the body is still unread; `Limited` consumed it, so
+            // only the socket's remainder (if any) is lost on close.
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => too_large(&ctx),
+            Ok(Err(_)) => {
                 // The client went away or sent a broken chunked body.
                 problem_response(
                     Error::InvalidRequest("The request body could not be read.".into()),

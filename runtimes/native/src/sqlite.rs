@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use edgecoder_kernel::ports::KV_MIN_TTL;
+use edgecoder_kernel::ports::{KV_LIST_MAX, KV_MIN_TTL, validate_kv_key};
 use edgecoder_kernel::{Clock, Error, Kv, Rows, Sql, Statement, Value, async_trait};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params_from_iter};
@@ -69,6 +69,9 @@ impl rusqlite::ToSql for Param<'_> {
 }
 
 fn run(conn: &Connection, stmt: &Statement) -> Result<Rows, Error> {
+    // `changes()` keeps the last DML's count across DDL and SELECTs; only
+    // believe it when this statement moved the connection's running total.
+    let total_before = conn.total_changes();
     let mut prepared = conn.prepare(&stmt.sql).map_err(Error::storage)?;
     let columns: Vec<String> = prepared
         .column_names()
@@ -93,7 +96,7 @@ fn run(conn: &Connection, stmt: &Statement) -> Result<Rows, Error> {
         out.push(values);
     }
     drop(rows);
-    let changes = if prepared.readonly() {
+    let changes = if conn.total_changes() == total_before {
         0
     } else {
         conn.changes()
@@ -162,6 +165,7 @@ impl SqliteKv {
 #[async_trait(?Send)]
 impl Kv for SqliteKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        validate_kv_key(key)?;
         let now = self.clock.now_ms();
         let conn = self.db.lock()?;
         let mut stmt = conn
@@ -179,6 +183,7 @@ impl Kv for SqliteKv {
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
+        validate_kv_key(key)?;
         let now = self.clock.now_ms();
         let expires_at = ttl.map(|t| {
             let t = t.max(KV_MIN_TTL);
@@ -202,6 +207,7 @@ impl Kv for SqliteKv {
     }
 
     async fn delete(&self, key: &str) -> Result<(), Error> {
+        validate_kv_key(key)?;
         let conn = self.db.lock()?;
         conn.execute("DELETE FROM kv WHERE key = ?1", rusqlite::params![key])
             .map_err(Error::storage)?;
@@ -210,7 +216,7 @@ impl Kv for SqliteKv {
 
     async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
         let now = self.clock.now_ms();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit.min(KV_LIST_MAX)).unwrap_or(0);
         let conn = self.db.lock()?;
         let mut stmt = conn
             .prepare_cached(
@@ -227,5 +233,82 @@ impl Kv for SqliteKv {
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::storage)?;
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    struct ManualClock(AtomicI64);
+    impl Clock for ManualClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn kv_entries_expire_after_their_ttl_and_short_ttls_round_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+        let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), clock.clone()).expect("open");
+        block(async {
+            kv.put("k", b"v", Some(Duration::from_secs(1)))
+                .await
+                .expect("put");
+            kv.put("forever", b"v", None).await.expect("put");
+            // Rounded up to the 60 s floor: still there after 59 s.
+            clock.0.fetch_add(59_000, Ordering::SeqCst);
+            assert_eq!(kv.get("k").await.expect("get"), Some(b"v".to_vec()));
+            clock.0.fetch_add(1_000, Ordering::SeqCst);
+            assert_eq!(kv.get("k").await.expect("get"), None);
+            assert_eq!(
+                kv.list("", 10).await.expect("list"),
+                vec!["forever".to_owned()]
+            );
+        });
+    }
+
+    #[test]
+    fn batch_is_all_or_nothing_and_reports_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db.sqlite")).expect("open");
+        block(async {
+            db.execute(Statement::new(
+                "CREATE TABLE t (k TEXT PRIMARY KEY)",
+                vec![],
+            ))
+            .await
+            .expect("ddl");
+            let failed = db
+                .batch(vec![
+                    Statement::new("INSERT INTO t VALUES ('a')", vec![]),
+                    Statement::new("INSERT INTO t VALUES ('a')", vec![]),
+                ])
+                .await;
+            assert!(failed.is_err());
+            let n = db
+                .execute(Statement::new("SELECT count(*) AS n FROM t", vec![]))
+                .await
+                .expect("count");
+            assert_eq!(n.get_i64(0, "n"), Some(0));
+            let ok = db
+                .batch(vec![
+                    Statement::new("INSERT INTO t VALUES ('a')", vec![]),
+                    Statement::new("UPDATE t SET k = 'b' WHERE k = 'a' RETURNING k", vec![]),
+                ])
+                .await
+                .expect("batch");
+            assert_eq!(ok[0].changes, 1);
+            assert_eq!(ok[1].get_str(0, "k"), Some("b"));
+        });
     }
 }

@@ -12,22 +12,28 @@
 //! `/openapi.json` and the not-found fallback.
 //!
 //! Migrations: each function component applies the embedded migrations to its
-//! own database when a request finds some pending (idempotent, recorded in
-//! `d1_migrations`, audited), so `spin deploy` needs no separate step.
+//! own database before the first statement a request runs (idempotent,
+//! recorded in `d1_migrations`, audited), so `spin deploy` needs no separate
+//! step. Liveness touches no storage, so it neither opens nor migrates.
 //!
 //! Platform gaps bridged here: Spin's SQLite has no transactions API, so
-//! `batch` runs `BEGIN IMMEDIATE` ... `COMMIT` on the component's one connection;
-//! it reports no change counts, so they come from `SELECT changes()`; Spin KV has
-//! no expiry, so values carry an expiry header and expired keys read as absent.
-//! The client address comes from `spin-client-addr`, which the Spin host sets.
+//! `batch` runs `BEGIN IMMEDIATE` ... `COMMIT` on the component's own
+//! connection (atomic on local SQLite; a remote libSQL backend must keep one
+//! connection per component instance for the same guarantee); it reports no
+//! change counts, so they come from `total_changes()` / `changes()`; Spin KV
+//! has no expiry, so values carry an expiry header and expired keys read as
+//! absent. The client address comes from `spin-client-addr`, which the Spin
+//! host sets.
 
 #![cfg(target_arch = "wasm32")]
 
+use std::cell::{Cell, OnceCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgecoder_gateway::Selection;
 use edgecoder_kernel::http_types::{HeaderMap, HeaderName, HeaderValue, Method};
+use edgecoder_kernel::ports::{KV_LIST_MAX, validate_kv_key};
 use edgecoder_kernel::router::{InternalError, problem_response};
 use edgecoder_kernel::{
     Clock, Config, ConfigSource, Error, Kv, Outbound, OutboundRequest, OutboundResponse, Request,
@@ -37,7 +43,12 @@ use futures::StreamExt;
 use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
 use spin_sdk::{key_value, sqlite, variables};
 
-struct SpinSql(sqlite::Connection);
+/// One Spin SQLite connection; every statement also reads the connection's
+/// running change total, because Spin's query result carries no change count.
+struct RawSpinSql {
+    conn: sqlite::Connection,
+    total: Cell<i64>,
+}
 
 fn to_spin(v: &Value) -> sqlite::Value {
     match v {
@@ -59,61 +70,65 @@ fn from_spin(v: sqlite::Value) -> Value {
     }
 }
 
-fn first_keyword(sql: &str) -> String {
-    let stmt = migrations::split_statements(sql)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    // Skip leading comments the splitter keeps attached.
-    stmt.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("--"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or("")
-        .to_ascii_uppercase()
+fn totals(conn: &sqlite::Connection) -> Result<(i64, i64), Error> {
+    let r = conn
+        .execute("SELECT total_changes(), changes()", &[])
+        .map_err(Error::storage)?;
+    let cell = |i: usize| match r.rows.first().and_then(|row| row.values.get(i)) {
+        Some(sqlite::Value::Integer(n)) => *n,
+        _ => 0,
+    };
+    Ok((cell(0), cell(1)))
 }
 
-impl SpinSql {
+impl RawSpinSql {
+    fn open(label: &str) -> Result<RawSpinSql, Error> {
+        let conn = sqlite::Connection::open(label)
+            .map_err(|e| Error::Config(format!("sqlite database {label:?}: {e}")))?;
+        let (total, _) = totals(&conn)?;
+        Ok(RawSpinSql {
+            conn,
+            total: Cell::new(total),
+        })
+    }
+
     fn run(&self, stmt: &Statement) -> Result<Rows, Error> {
         let params: Vec<sqlite::Value> = stmt.params.iter().map(to_spin).collect();
-        let result = self.0.execute(&stmt.sql, &params).map_err(Error::storage)?;
-        let mut rows = Rows {
+        let result = self
+            .conn
+            .execute(&stmt.sql, &params)
+            .map_err(Error::storage)?;
+        // `changes()` keeps the last DML's count across DDL and SELECTs; only
+        // believe it when this statement moved the running total.
+        let (total, last) = totals(&self.conn)?;
+        let changes = if total == self.total.get() {
+            0
+        } else {
+            u64::try_from(last).unwrap_or(0)
+        };
+        self.total.set(total);
+        Ok(Rows {
             columns: result.columns,
             rows: result
                 .rows
                 .into_iter()
                 .map(|r| r.values.into_iter().map(from_spin).collect())
                 .collect(),
-            changes: 0,
-        };
-        let modifies = matches!(
-            first_keyword(&stmt.sql).as_str(),
-            "INSERT" | "UPDATE" | "DELETE" | "REPLACE"
-        );
-        if rows.columns.is_empty() && modifies {
-            let c = self
-                .0
-                .execute("SELECT changes()", &[])
-                .map_err(Error::storage)?;
-            if let Some(sqlite::Value::Integer(n)) = c.rows.first().and_then(|r| r.values.first()) {
-                rows.changes = u64::try_from(*n).unwrap_or(0);
-            }
-        } else if modifies {
-            // With RETURNING, each changed row comes back once.
-            rows.changes = rows.rows.len() as u64;
-        }
-        Ok(rows)
+            changes,
+        })
     }
 }
 
 #[async_trait(?Send)]
-impl Sql for SpinSql {
+impl Sql for RawSpinSql {
     async fn execute(&self, stmt: Statement) -> Result<Rows, Error> {
         self.run(&stmt)
     }
 
     async fn batch(&self, stmts: Vec<Statement>) -> Result<Vec<Rows>, Error> {
-        self.0
+        // Spin has no batch API; this is atomic because the component holds
+        // its own connection for the whole request.
+        self.conn
             .execute("BEGIN IMMEDIATE", &[])
             .map_err(Error::storage)?;
         let mut out = Vec::with_capacity(stmts.len());
@@ -121,28 +136,82 @@ impl Sql for SpinSql {
             match self.run(stmt) {
                 Ok(rows) => out.push(rows),
                 Err(e) => {
-                    let _ = self.0.execute("ROLLBACK", &[]);
+                    let _ = self.conn.execute("ROLLBACK", &[]);
                     return Err(e);
                 }
             }
         }
-        if let Err(e) = self.0.execute("COMMIT", &[]) {
-            let _ = self.0.execute("ROLLBACK", &[]);
+        if let Err(e) = self.conn.execute("COMMIT", &[]) {
+            let _ = self.conn.execute("ROLLBACK", &[]);
             return Err(Error::storage(e));
         }
         Ok(out)
     }
 }
 
+/// The function's database, opened on first use (so liveness never touches
+/// it) and brought up to date with the embedded migrations before the first
+/// statement of each instance runs.
+struct SpinSql {
+    label: &'static str,
+    raw: OnceCell<RawSpinSql>,
+    migrated: Cell<bool>,
+}
+
+impl SpinSql {
+    async fn ready(&self) -> Result<&RawSpinSql, Error> {
+        if self.raw.get().is_none() {
+            let _ = self.raw.set(RawSpinSql::open(self.label)?);
+        }
+        let raw = self
+            .raw
+            .get()
+            .ok_or_else(|| Error::Storage("sqlite connection unavailable".into()))?;
+        if !self.migrated.get() {
+            self.migrated.set(true);
+            if !migrations::pending(raw).await?.is_empty() {
+                let applied =
+                    migrations::apply(raw, &WasiClock, &WasiRng, "system:spin-migrate").await?;
+                eprintln!("{}: applied migrations {applied:?}", self.label);
+            }
+        }
+        Ok(raw)
+    }
+}
+
+#[async_trait(?Send)]
+impl Sql for SpinSql {
+    async fn execute(&self, stmt: Statement) -> Result<Rows, Error> {
+        self.ready().await?.execute(stmt).await
+    }
+
+    async fn batch(&self, stmts: Vec<Statement>) -> Result<Vec<Rows>, Error> {
+        self.ready().await?.batch(stmts).await
+    }
+}
+
 /// Spin KV values are stored as `0x01 ‖ expires_at_ms (i64 BE, 0 = never) ‖ value`.
 const KV_FORMAT: u8 = 1;
 
+/// The function's key-value store, opened on first use.
 struct SpinKv {
-    store: key_value::Store,
+    label: &'static str,
+    store: OnceCell<key_value::Store>,
     clock: WasiClock,
 }
 
 impl SpinKv {
+    fn store(&self) -> Result<&key_value::Store, Error> {
+        if self.store.get().is_none() {
+            let store = key_value::Store::open(self.label)
+                .map_err(|e| Error::Config(format!("key-value store {:?}: {e}", self.label)))?;
+            let _ = self.store.set(store);
+        }
+        self.store
+            .get()
+            .ok_or_else(|| Error::Storage("key-value store unavailable".into()))
+    }
+
     fn decode(&self, raw: &[u8]) -> Option<Vec<u8>> {
         let (&format, rest) = raw.split_first()?;
         if format != KV_FORMAT || rest.len() < 8 {
@@ -160,21 +229,25 @@ impl SpinKv {
 #[async_trait(?Send)]
 impl Kv for SpinKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        let raw = self.store.get(key).map_err(Error::storage)?;
-        match raw {
-            Some(raw) => match self.decode(&raw) {
-                Some(v) => Ok(Some(v)),
-                None => {
-                    // Expired (or foreign): sweep it.
-                    let _ = self.store.delete(key);
-                    Ok(None)
+        validate_kv_key(key)?;
+        let store = self.store()?;
+        let Some(raw) = store.get(key).map_err(Error::storage)? else {
+            return Ok(None);
+        };
+        match self.decode(&raw) {
+            Some(v) => Ok(Some(v)),
+            None => {
+                // Sweep what has expired; leave anything we cannot read alone.
+                if raw.first() == Some(&KV_FORMAT) && raw.len() >= 9 {
+                    let _ = store.delete(key);
                 }
-            },
-            None => Ok(None),
+                Ok(None)
+            }
         }
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
+        validate_kv_key(key)?;
         let expires_at = ttl.map_or(0, |t| {
             let t = t.max(edgecoder_kernel::ports::KV_MIN_TTL);
             self.clock
@@ -185,16 +258,20 @@ impl Kv for SpinKv {
         raw.push(KV_FORMAT);
         raw.extend_from_slice(&expires_at.to_be_bytes());
         raw.extend_from_slice(value);
-        self.store.set(key, &raw).map_err(Error::storage)
+        self.store()?.set(key, &raw).map_err(Error::storage)
     }
 
     async fn delete(&self, key: &str) -> Result<(), Error> {
-        self.store.delete(key).map_err(Error::storage)
+        validate_kv_key(key)?;
+        self.store()?.delete(key).map_err(Error::storage)
     }
 
     async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+        // Spin lists every key of the store; each function's store is its own
+        // and small, and expiry needs a read per candidate.
+        let limit = limit.min(KV_LIST_MAX);
         let mut keys: Vec<String> = self
-            .store
+            .store()?
             .get_keys()
             .map_err(Error::storage)?
             .into_iter()
@@ -308,19 +385,18 @@ async fn respond(out: ResponseOutparam, resp: edgecoder_kernel::Response) {
 
 fn services(selection: Selection, config: Config) -> Result<Services, Error> {
     let (sql, kv): (Rc<dyn Sql>, Rc<dyn Kv>) = match selection {
-        Selection::Only(f) => {
-            let conn = sqlite::Connection::open(f.name())
-                .map_err(|e| Error::Config(format!("sqlite database {:?}: {e}", f.name())))?;
-            let store = key_value::Store::open(f.name())
-                .map_err(|e| Error::Config(format!("key-value store {:?}: {e}", f.name())))?;
-            (
-                Rc::new(SpinSql(conn)),
-                Rc::new(SpinKv {
-                    store,
-                    clock: WasiClock,
-                }),
-            )
-        }
+        Selection::Only(f) => (
+            Rc::new(SpinSql {
+                label: f.name(),
+                raw: OnceCell::new(),
+                migrated: Cell::new(false),
+            }),
+            Rc::new(SpinKv {
+                label: f.name(),
+                store: OnceCell::new(),
+                clock: WasiClock,
+            }),
+        ),
         // The gateway holds no stores; anything reaching for one is a bug.
         _ => (Rc::new(NoStorage), Rc::new(NoStorage)),
     };
@@ -379,9 +455,6 @@ async fn prepare(selection_name: Option<String>) -> Result<(Selection, Rc<Servic
     let selection = Selection::from_name(selection_name.as_deref().unwrap_or(""))?;
     let config = Config::load(&SpinConfig)?;
     let services = services(selection, config)?;
-    if selection.uses_storage() && !migrations::pending(services.sql.as_ref()).await?.is_empty() {
-        migrations::apply(&services, "system:spin-migrate").await?;
-    }
     Ok((selection, Rc::new(services)))
 }
 

@@ -1,0 +1,99 @@
+//! The native `Outbound` port against a real local HTTP server: statuses are
+//! returned, not errors; redirects are not followed; bodies and headers arrive.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::thread;
+
+use edgecoder_kernel::http_types::Method;
+use edgecoder_kernel::{Outbound, OutboundRequest};
+use edgecoder_native::platform::UreqOutbound;
+
+/// Serves one request with `response`, returning what it received.
+fn serve_once(response: &'static str) -> (String, thread::JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut head = String::new();
+        let mut content_length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read");
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                content_length = v.trim().parse().expect("length");
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0u8; content_length];
+        reader.read_exact(&mut body).expect("body");
+        let mut stream = stream;
+        stream.write_all(response.as_bytes()).expect("write");
+        format!("{head}{}", String::from_utf8_lossy(&body))
+    });
+    (format!("http://{addr}"), handle)
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn posts_body_and_headers_and_returns_error_statuses() {
+    let (base, server) = serve_once(
+        "HTTP/1.1 422 Unprocessable\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"e\":\"bad\"}",
+    );
+    let resp = run(UreqOutbound::default().send(OutboundRequest {
+        method: Method::POST,
+        url: format!("{base}/emails"),
+        headers: vec![("authorization".into(), "Bearer k".into())],
+        body: b"{\"to\":\"a\"}".to_vec(),
+    }))
+    .expect("send");
+    assert_eq!(resp.status, 422);
+    assert_eq!(resp.body, b"{\"e\":\"bad\"}");
+    let seen = server.join().expect("server");
+    assert!(seen.starts_with("POST /emails HTTP/1.1"), "{seen}");
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("authorization: bearer k"),
+        "{seen}"
+    );
+    assert!(seen.ends_with("{\"to\":\"a\"}"), "{seen}");
+}
+
+#[test]
+fn does_not_follow_redirects() {
+    let (base, server) = serve_once(
+        "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:1/\r\ncontent-length: 0\r\n\r\n",
+    );
+    let resp = run(UreqOutbound::default().send(OutboundRequest {
+        method: Method::GET,
+        url: format!("{base}/discovery"),
+        headers: vec![],
+        body: vec![],
+    }))
+    .expect("send");
+    assert_eq!(resp.status, 302);
+    server.join().expect("server");
+}
+
+#[test]
+fn unreachable_host_is_an_outbound_error() {
+    let err = run(UreqOutbound::default().send(OutboundRequest {
+        method: Method::GET,
+        url: "http://127.0.0.1:1/".into(),
+        headers: vec![],
+        body: vec![],
+    }))
+    .expect_err("must fail");
+    assert!(matches!(err, edgecoder_kernel::Error::Outbound(_)));
+}
