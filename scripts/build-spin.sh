@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup-tools.sh
 . scripts/setup-tools.sh
 ec_targets >&2
-ec_cargo_tool wasm-tools "$WASM_TOOLS_VERSION" wasm-tools locked
+ec_wasm_tools
 cargo build -p edgecoder-spin --target wasm32-wasip2 --profile wasm-release >&2
 wasm-tools validate --features all target/wasm32-wasip2/wasm-release/edgecoder_spin.wasm

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup-tools.sh
 . scripts/setup-tools.sh
 ec_setup_all >&2
-ec_cargo_tool wasm-tools "$WASM_TOOLS_VERSION" wasm-tools locked
+ec_wasm_tools
 cd runtimes/cloudflare
 worker-build --profile worker-release >&2
 # The profile keeps symbols so wasm-bindgen can read the target-features

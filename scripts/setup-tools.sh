@@ -8,7 +8,8 @@
 # which this kind of machine cannot reach.
 #
 # Source this file (`. scripts/setup-tools.sh`) to get PATH and the
-# WASM_BINDGEN_BIN / WASM_OPT_BIN / ESBUILD_BIN / NODE22_BIN variables exported.
+# WASM_BINDGEN_BIN / WASM_OPT_BIN / ESBUILD_BIN / NODE22_BIN variables exported;
+# run it with `--env` to install and print the harnesses' tool paths.
 set -euo pipefail
 
 EC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,17 +33,28 @@ ec_targets() {
   done
 }
 
-# cargo install into a versioned root, once.
+# cargo install into a root keyed by version (and extra flags), once.
 ec_cargo_tool() {
   local crate="$1" version="$2" bin="$3" locked="$4"
+  shift 4
   local root="$EC_TOOLS/$crate-$version"
+  if [[ $# -gt 0 ]]; then
+    root="$root-$(printf '%s ' "$@" | sha256sum | cut -c1-8)"
+  fi
   if [[ ! -x "$root/bin/$bin" ]]; then
-    ec_log "cargo install $crate $version (cached in $root)"
-    local args=(install "$crate" --version "=$version" --root "$root")
+    ec_log "cargo install $crate $version $* (cached in $root)"
+    local args=(install "$crate" --version "=$version" --root "$root" "$@")
     [[ "$locked" == locked ]] && args+=(--locked)
     cargo "${args[@]}"
   fi
   export PATH="$root/bin:$PATH"
+}
+
+# Only the wasm-tools subcommands we use (validate, component wit, strip),
+# which builds far less than the default feature set.
+ec_wasm_tools() {
+  ec_cargo_tool wasm-tools "$WASM_TOOLS_VERSION" wasm-tools locked \
+    --no-default-features --features validate,component,strip
 }
 
 # wasm-bindgen-cli must be exactly the lockfile's wasm-bindgen version; it is
@@ -77,7 +89,7 @@ ec_setup_all() {
   ec_targets
   ec_npm_tools
   ec_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build locked
-  ec_cargo_tool wasm-tools "$WASM_TOOLS_VERSION" wasm-tools locked
+  ec_wasm_tools
   local wbg
   wbg="$(ec_wasm_bindgen_version)"
   if [[ -z "$wbg" ]]; then
@@ -89,6 +101,12 @@ ec_setup_all() {
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-  ec_setup_all
+  ec_setup_all >&2
   ec_log "tools ready under $EC_TOOLS"
+  # `--env`: print what the test harnesses need, as NAME=VALUE lines.
+  if [[ "${1:-}" == "--env" ]]; then
+    printf 'NODE22_BIN=%s\n' "$NODE22_BIN"
+    printf 'WRANGLER_BIN=%s\n' "$WRANGLER_BIN"
+    printf 'WASM_TOOLS_BIN=%s\n' "$(command -v wasm-tools)"
+  fi
 fi

@@ -1,11 +1,12 @@
 //! Helpers the runtime harnesses share: free ports, child processes that die
 //! with the test, waiting for readiness, and locating workspace paths.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,35 @@ pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A tool path the harnesses need (`NODE22_BIN`, `WRANGLER_BIN`,
+/// `WASM_TOOLS_BIN`): from the environment when `scripts/test` set it,
+/// otherwise from `scripts/setup-tools.sh --env`, which installs what is
+/// missing (once per test binary), so a bare `cargo test` works too.
+pub fn tool(name: &str) -> PathBuf {
+    if let Some(v) = std::env::var_os(name) {
+        return PathBuf::from(v);
+    }
+    static TOOLS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    let tools = TOOLS.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(workspace_root().join("scripts/setup-tools.sh"))
+            .arg("--env")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("running scripts/setup-tools.sh: {e}"));
+        assert!(out.status.success(), "scripts/setup-tools.sh --env failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    });
+    tools
+        .get(name)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("scripts/setup-tools.sh --env did not report {name}"))
 }
 
 /// A port free right now on 127.0.0.1.

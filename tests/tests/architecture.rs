@@ -32,16 +32,7 @@ fn function_crates_have_no_platform_dependencies() {
         let out = Command::new(&cargo)
             .current_dir(workspace_root())
             .args([
-                "tree",
-                "--offline",
-                "-p",
-                krate,
-                "--target",
-                "all",
-                "-e",
-                "all",
-                "--prefix",
-                "none",
+                "tree", "-p", krate, "--target", "all", "-e", "all", "--prefix", "none",
             ])
             .output()
             .expect("cargo tree");

@@ -4,16 +4,15 @@
 //! says, with `fermyon:spin` key-value, sqlite and variables over SQLite.
 //!
 //! Also checks the artefact itself with `wasm-tools`: it must import only the
-//! WASI and `fermyon:spin` interfaces it needs. `#[ignore]`d for a bare
-//! `cargo test` (it needs the wasm target and wasm-tools); `scripts/test` runs
-//! it every time with `--ignored`.
+//! WASI and `fermyon:spin` interfaces it needs (wasm-tools and the wasm target
+//! come from `scripts/setup-tools.sh`, which the harness runs if needed).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use edgecoder_conformance::harness::{Server, free_port, target_dir, workspace_root};
+use edgecoder_conformance::harness::{Server, free_port, target_dir, tool, workspace_root};
 use edgecoder_conformance::{Client, run_suite};
 
 fn cargo(args: &[&str]) {
@@ -28,6 +27,8 @@ fn cargo(args: &[&str]) {
 
 /// Builds (or confirms up to date) the component and the host.
 fn build() -> (PathBuf, PathBuf) {
+    // Makes sure the setup ran (it adds the wasm32-wasip2 target).
+    let _ = tool("WASM_TOOLS_BIN");
     cargo(&[
         "build",
         "--quiet",
@@ -81,7 +82,6 @@ const DEV: [&str; 3] = [
 ];
 
 #[test]
-#[ignore = "needs the wasm32-wasip2 target and wasm-tools; scripts/test runs it"]
 fn spin_conformance() {
     let (_, host) = build();
     let server = start(&host, "conformance", &DEV);
@@ -90,7 +90,6 @@ fn spin_conformance() {
 }
 
 #[test]
-#[ignore = "needs the wasm32-wasip2 target and wasm-tools; scripts/test runs it"]
 fn spin_production_mode_without_signing_key_refuses_to_serve() {
     let (_, host) = build();
     let server = start_expecting(
@@ -114,12 +113,9 @@ fn spin_production_mode_without_signing_key_refuses_to_serve() {
 }
 
 #[test]
-#[ignore = "needs the wasm32-wasip2 target and wasm-tools; scripts/test runs it"]
 fn spin_component_imports_only_what_it_needs() {
     let (wasm, _) = build();
-    let tools = std::env::var_os("WASM_TOOLS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("wasm-tools"));
+    let tools = tool("WASM_TOOLS_BIN");
     let out = Command::new(&tools)
         .args(["component", "wit"])
         .arg(&wasm)

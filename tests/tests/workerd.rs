@@ -2,22 +2,15 @@
 //! served by `wrangler dev` with local D1 and KV, after `wrangler d1
 //! migrations apply --local`, exactly as an operator runs it.
 //!
-//! Needs the tools `scripts/setup-tools.sh` installs (wrangler, Node 22,
-//! worker-build and its helpers), so these tests are `#[ignore]`d for a bare
-//! `cargo test`; `scripts/test` runs them every time with `--ignored`.
+//! Uses the tools `scripts/setup-tools.sh` installs (wrangler, Node 22,
+//! worker-build and its helpers); the harness installs them if needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use edgecoder_conformance::harness::{Server, free_port, workspace_root};
+use edgecoder_conformance::harness::{Server, free_port, tool, workspace_root};
 use edgecoder_conformance::{Client, run_suite};
-
-fn tool(var: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{var} is not set: run these through scripts/test, which installs the tools")
-    })
-}
 
 fn wrangler(args: &[&str], persist: &Path) -> Command {
     let node = tool("NODE22_BIN");
@@ -86,7 +79,6 @@ fn start(persist: &Path) -> Server {
 }
 
 #[test]
-#[ignore = "needs wrangler and the built Worker; scripts/test runs it"]
 fn workerd_conformance() {
     let persist = persist_dir("conformance");
     apply_migrations(&persist);
@@ -96,7 +88,6 @@ fn workerd_conformance() {
 }
 
 #[test]
-#[ignore = "needs wrangler and the built Worker; scripts/test runs it"]
 fn workerd_ready_fails_with_pending_migrations() {
     // No `migrations apply`: SQL and KV work, the schema is behind.
     let persist = persist_dir("unmigrated");

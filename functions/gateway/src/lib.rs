@@ -147,6 +147,62 @@ mod tests {
         }
     }
 
+    struct DevWithTestRoutes;
+    impl ConfigSource for DevWithTestRoutes {
+        fn var(&self, name: &str) -> Option<String> {
+            match name {
+                "mode" => Some("development".into()),
+                "insecure_test_routes" => Some("true".into()),
+                _ => None,
+            }
+        }
+        fn secret(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn every_function_route_is_under_its_prefix() {
+        let cfg = Config::load(&DevWithTestRoutes).expect("config");
+        for f in Function::ALL {
+            for (_, path) in router(Selection::Only(f), &cfg).endpoints() {
+                assert!(path.starts_with(&format!("/{}/", f.name())), "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn test_routes_only_when_enabled() {
+        let off = router(Selection::All, &Config::load(&Dev).expect("config")).endpoints();
+        let on = router(
+            Selection::All,
+            &Config::load(&DevWithTestRoutes).expect("config"),
+        )
+        .endpoints();
+        for f in Function::ALL {
+            let name = f.name();
+            for path in [
+                format!("/{name}/_test/echo"),
+                format!("/{name}/_test/ports"),
+            ] {
+                assert!(
+                    !off.iter().any(|(_, p)| *p == path),
+                    "{path} mounted by default"
+                );
+                assert!(
+                    on.iter().any(|(m, p)| *p == path && *m == Method::POST),
+                    "{path} missing"
+                );
+            }
+            for path in [format!("/{name}/health"), format!("/{name}/health/ready")] {
+                assert!(
+                    off.iter().any(|(m, p)| *p == path && *m == Method::GET),
+                    "{path} missing"
+                );
+            }
+        }
+    }
+
     #[test]
     fn openapi_lists_every_served_route() {
         let cfg = Config::load(&Dev).expect("config");

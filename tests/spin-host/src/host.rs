@@ -19,7 +19,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::manifest::Component;
 
 wasmtime::component::bindgen!({
-    path: "wit",
+    path: "../../wit/fermyon-spin",
     world: "edgecoder-spin-host",
     with: {
         "fermyon:spin/key-value.store": KvStore,

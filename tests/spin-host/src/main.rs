@@ -8,8 +8,10 @@
 //! least-privilege rules. The Spin CLI is on no registry this project can
 //! reach, so this host stands in for `spin up` in tests; operators use Spin.
 //!
-//! Out of scope: other triggers, outbound-host allow lists (outbound HTTP is
-//! refused: the host grants no outbound hosts), TLS, and Spin's runtime-config.
+//! Out of scope: other triggers, TLS, Spin's runtime-config, and
+//! `allowed_outbound_hosts` enforcement: outbound HTTP goes through wasmtime's
+//! default client unfiltered (no function calls out yet; the issue that adds
+//! outbound calls must add the allow-list check here before relying on it).
 
 mod host;
 mod manifest;
