@@ -11,8 +11,11 @@
 //! `wrangler d1 migrations apply` (the readiness check reports pending ones).
 //!
 //! Numbers cross the JavaScript boundary as doubles: integers beyond ±2^53 are
-//! not representable in D1 parameters or results, so schemas keep large or
-//! random identifiers as text.
+//! refused as parameters (never silently rounded), and whole-number REAL
+//! results read as integers (`Rows::get_f64` accepts both), so schemas keep
+//! large or random identifiers as text. Column names come from D1's row
+//! objects: a query must not repeat a column name or use an integer-like one,
+//! and a query with no rows reports no columns.
 
 #![cfg(target_arch = "wasm32")]
 
