@@ -54,6 +54,34 @@ pub fn tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("scripts/setup-tools.sh --env did not report {name}"))
 }
 
+/// Builds the workspace's binaries (the same package selection as `cargo
+/// test`, so nothing is rebuilt) and returns the `edgecoder` binary.
+pub fn edgecoder_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "--bins"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the binaries failed");
+    target_dir().join("debug").join("edgecoder")
+}
+
+/// A fresh signing key as one line of base64 DER, from `edgecoder keygen`,
+/// for runtimes whose settings cannot hold a PEM's newlines.
+pub fn signing_key_base64() -> String {
+    let out = Command::new(edgecoder_binary())
+        .args(["keygen", "--base64"])
+        .output()
+        .expect("edgecoder keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -299,6 +299,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             "sql_and_kv_ports_keep_their_contract",
             sql_and_kv_ports_keep_their_contract,
         ),
+        (
+            "jwks_publishes_the_signing_key",
+            jwks_publishes_the_signing_key,
+        ),
     ]
 }
 
@@ -633,4 +637,40 @@ fn parse_raw(raw: &[u8]) -> Option<Reply> {
         headers,
         body,
     })
+}
+
+fn jwks_publishes_the_signing_key(c: &Client) -> Result<(), String> {
+    let r = c.get("/.well-known/jwks.json")?;
+    if r.status != 200 || r.media_type() != "application/jwk-set+json" {
+        return Err(format!("jwks: {} {}", r.status, r.media_type()));
+    }
+    if !r.header("cache-control").unwrap_or("").contains("max-age") {
+        return Err("jwks is not cacheable".into());
+    }
+    let v = r.json()?;
+    let keys = v["keys"].as_array().ok_or("no keys array")?;
+    if keys.len() != 1 {
+        return Err(format!("want exactly the signing key, got {}", keys.len()));
+    }
+    let k = &keys[0];
+    let b64url_32 = |f: &str| {
+        k[f].as_str()
+            .is_some_and(|s| s.len() == 43 && !s.contains(['+', '/', '=']))
+    };
+    let kid_ok = k["kid"]
+        .as_str()
+        .is_some_and(|s| s.len() == 16 && s.chars().all(|c| c.is_ascii_hexdigit()));
+    if k["kty"] != "EC"
+        || k["crv"] != "P-256"
+        || k["alg"] != "ES256"
+        || !b64url_32("x")
+        || !b64url_32("y")
+        || !kid_ok
+    {
+        return Err(format!("bad JWK {k}"));
+    }
+    if k.get("d").is_some() {
+        return Err("the JWK Set leaks the private key".into());
+    }
+    Ok(())
 }

@@ -8,22 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use edgecoder_conformance::harness::{Server, free_port, target_dir, workspace_root};
+use edgecoder_conformance::harness::{Server, edgecoder_binary, free_port};
 use edgecoder_conformance::{Client, run_suite};
 
 fn binary() -> PathBuf {
     // Build (or confirm up to date) the binary under test; a stale binary would
     // make this suite test old code.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace_root())
-        // The same package selection as `cargo test`, so features unify the
-        // same way and nothing is rebuilt.
-        .args(["build", "--quiet", "--bins"])
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building edgecoder failed");
-    target_dir().join("debug").join("edgecoder")
+    edgecoder_binary()
 }
 
 fn start(bin: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use edgecoder_conformance::harness::{Server, free_port, target_dir, tool, workspace_root};
+use edgecoder_conformance::harness::{
+    Server, free_port, signing_key_base64, target_dir, tool, workspace_root,
+};
 use edgecoder_conformance::{Client, run_suite};
 
 fn cargo(args: &[&str]) {
@@ -75,16 +77,20 @@ fn start_expecting(host: &Path, tag: &str, vars: &[&str], status: u16) -> Server
     server
 }
 
-const DEV: [&str; 3] = [
-    "mode=development",
-    "signing_key=",
-    "insecure_test_routes=true",
-];
+fn dev_vars() -> Vec<String> {
+    vec![
+        "mode=development".into(),
+        format!("signing_key={}", signing_key_base64()),
+        "insecure_test_routes=true".into(),
+    ]
+}
 
 #[test]
 fn spin_conformance() {
     let (_, host) = build();
-    let server = start(&host, "conformance", &DEV);
+    let vars = dev_vars();
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let server = start(&host, "conformance", &vars);
     let report = run_suite("spin", &server.base);
     assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
 }
@@ -228,4 +234,5 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
         );
     }
     assert!(routes.contains(&("/...".to_owned(), "gateway".to_owned())));
+    assert!(routes.contains(&("/.well-known/jwks.json".to_owned(), "auth".to_owned())));
 }

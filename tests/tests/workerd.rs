@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use edgecoder_conformance::harness::{Server, free_port, tool, workspace_root};
+use edgecoder_conformance::harness::{Server, free_port, signing_key_base64, tool, workspace_root};
 use edgecoder_conformance::{Client, run_suite};
 
 fn wrangler(args: &[&str], persist: &Path) -> Command {
@@ -65,6 +65,8 @@ fn start(persist: &Path) -> Server {
             "EDGECODER_MODE:development",
             "--var",
             "EDGECODER_INSECURE_TEST_ROUTES:true",
+            "--var",
+            &format!("EDGECODER_SIGNING_KEY:{}", signing_key_base64()),
             "--show-interactive-dev-session=false",
         ],
         persist,

@@ -13,7 +13,7 @@
 //! | name | kind | default | meaning |
 //! |---|---|---|---|
 //! | `mode` | var | `production` | `production` or `development` |
-//! | `signing_key` | secret | — | P-256 PKCS#8 PEM; required in production |
+//! | `signing_key` | secret | — | P-256 PKCS#8 PEM (or one-line base64 DER); required in production |
 //! | `max_body_bytes` | var | 262144 | request body cap, applied before parsing |
 //! | `trusted_proxies` | var | empty | comma-separated IPs/CIDRs allowed to set `X-Forwarded-For` (native only) |
 //! | `insecure_test_routes` | var | false | mounts the conformance echo route; refused in production |
@@ -111,7 +111,7 @@ impl Config {
             None => false,
         };
         let signing_key = match src.secret("signing_key") {
-            Some(pem) if !pem.trim().is_empty() => Some(SigningKey::from_pkcs8_pem(&pem)?),
+            Some(v) if !v.trim().is_empty() => Some(SigningKey::from_secret(&v)?),
             _ => None,
         };
 

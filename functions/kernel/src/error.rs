@@ -43,6 +43,9 @@ pub enum Error {
     /// The client did not send the body within the runtime's read timeout.
     #[error("request body not received in time")]
     RequestTimeout,
+    /// A bearer token was refused; the reason goes to the log only.
+    #[error("invalid access token: {0}")]
+    InvalidToken(&'static str),
     /// The KV key is empty or longer than the platforms allow.
     #[error("invalid KV key")]
     InvalidKvKey,
@@ -192,6 +195,21 @@ impl From<Error> for Problem {
                 "Payload too large",
             )
             .with_detail(format!("The request body must be at most {limit} bytes.")),
+            // RFC 6750 §3: the challenge names the error; the reason (expired,
+            // unknown key, ...) is not the client's business.
+            Error::InvalidToken(reason) => Problem {
+                internal: Some(format!("token refused: {reason}")),
+                ..Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "Invalid access token",
+                )
+                .with_detail("The access token is missing, malformed, expired or not ours.")
+                .with_header(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                )
+            },
             Error::RequestTimeout => Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",

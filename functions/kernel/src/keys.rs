@@ -36,6 +36,35 @@ impl SigningKey {
         SigningKey { inner, kid }
     }
 
+    /// Parses a key as the secret stores hold it: PKCS#8 PEM, or the same DER
+    /// as one line of standard base64 (for stores and command lines that do
+    /// not keep newlines, such as `wrangler dev --var`).
+    pub fn from_secret(value: &str) -> Result<Self, Error> {
+        let value = value.trim();
+        if value.starts_with("-----BEGIN") {
+            return Self::from_pkcs8_pem(value);
+        }
+        use base64::Engine as _;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .map_err(|_| {
+                Error::Config("signing_key is neither PKCS#8 PEM nor base64 DER".into())
+            })?;
+        let inner = ecdsa::SigningKey::from_pkcs8_der(&der)
+            .map_err(|_| Error::Config("signing_key is not a PKCS#8 P-256 private key".into()))?;
+        Ok(Self::from_inner(inner))
+    }
+
+    /// The key as one line of base64 PKCS#8 DER (see [`SigningKey::from_secret`]).
+    pub fn to_pkcs8_base64(&self) -> Result<String, Error> {
+        use base64::Engine as _;
+        let der = self
+            .inner
+            .to_pkcs8_der()
+            .map_err(|_| Error::Config("cannot encode signing key".into()))?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(der.as_bytes()))
+    }
+
     /// Parses a PKCS#8 PEM private key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, Error> {
         let inner = ecdsa::SigningKey::from_pkcs8_pem(pem.trim()).map_err(|_| {
@@ -111,6 +140,16 @@ mod tests {
         let pem = key.to_pkcs8_pem().expect("pem");
         let back = SigningKey::from_pkcs8_pem(&pem).expect("parse");
         assert_eq!(key.kid(), back.kid());
+        let one_line = key.to_pkcs8_base64().expect("base64");
+        assert!(!one_line.contains('\n'));
+        assert_eq!(
+            SigningKey::from_secret(&one_line).expect("parse").kid(),
+            key.kid()
+        );
+        assert_eq!(
+            SigningKey::from_secret(&pem).expect("parse").kid(),
+            key.kid()
+        );
         assert_eq!(key.kid().len(), 16);
         assert!(!format!("{key:?}").contains("inner"));
     }

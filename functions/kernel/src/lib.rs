@@ -27,6 +27,7 @@ pub mod ports;
 pub mod router;
 pub mod services;
 pub mod testroutes;
+pub mod tokens;
 
 pub use config::{Config, Mode};
 pub use context::RequestContext;

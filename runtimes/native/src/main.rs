@@ -80,6 +80,9 @@ enum Command {
         /// Write the key to this file (mode 0600) instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// One line of base64 DER instead of PEM, for stores without newlines.
+        #[arg(long)]
+        base64: bool,
     },
     /// Print recent audit events as JSON lines.
     Audit {
@@ -124,8 +127,13 @@ fn main() -> Result<()> {
             }
             Ok(())
         }),
-        Command::Keygen { out } => {
-            let pem = SigningKey::generate(&OsRng).to_pkcs8_pem()?;
+        Command::Keygen { out, base64 } => {
+            let key = SigningKey::generate(&OsRng);
+            let pem = if base64 {
+                key.to_pkcs8_base64()? + "\n"
+            } else {
+                key.to_pkcs8_pem()?
+            };
             match out {
                 Some(path) => {
                     datadir::write_private(&path, pem.as_bytes())?;

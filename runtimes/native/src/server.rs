@@ -236,10 +236,16 @@ async fn handle(
     };
 
     let status = resp.status();
-    if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
+    if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>()
+        && status.is_server_error()
+    {
         tracing::error!(request_id = %ctx.request_id, %method, path = %parts.uri.path(), %status, cause = %msg, "request failed");
     } else {
-        tracing::info!(request_id = %ctx.request_id, %method, path = %parts.uri.path(), %status, client_ip = %client_ip, "request");
+        let cause = resp
+            .extensions()
+            .get::<InternalError>()
+            .map(|InternalError(m)| m.as_str());
+        tracing::info!(request_id = %ctx.request_id, %method, path = %parts.uri.path(), %status, client_ip = %client_ip, cause, "request");
     }
     let (rparts, rbody) = resp.into_parts();
     Ok(hyper::Response::from_parts(
