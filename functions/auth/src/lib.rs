@@ -10,6 +10,9 @@
 //! Out of scope: platform bindings. Like every function crate this one is pure
 //! logic over the kernel's ports; `runtimes/` serve it.
 
+mod error;
+pub mod password;
+
 use std::rc::Rc;
 
 use edgecoder_kernel::http::json_response;
@@ -18,6 +21,8 @@ use edgecoder_kernel::router::{RouteDoc, handler, response_doc};
 use edgecoder_kernel::{
     Config, HandlerResult, Request, Router, Services, health, testroutes, tokens,
 };
+
+pub use error::Error;
 
 /// The function's name and path prefix.
 pub const NAME: &str = "auth";
