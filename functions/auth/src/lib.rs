@@ -60,7 +60,7 @@ pub fn router(config: &Config) -> Router {
 }
 
 async fn jwks(s: Rc<Services>, _req: Request) -> HandlerResult {
-    let keys = s.config.signing_key.iter().map(|k| k.verifying_key());
+    let keys = s.config.verification_keys(s.clock.now_ms());
     let mut resp = json_response(StatusCode::OK, JWK_SET_JSON, &tokens::jwks(keys));
     // Verifiers cache the set; a rotated key must be published longer than
     // this before it signs (the rotation procedure says so).

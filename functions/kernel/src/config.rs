@@ -14,9 +14,15 @@
 //! |---|---|---|---|
 //! | `mode` | var | `production` | `production` or `development` |
 //! | `signing_key` | secret | — | P-256 PKCS#8 PEM (or one-line base64 DER); required in production |
-//! | `max_body_bytes` | var | 262144 | request body cap, applied before parsing |
-//! | `trusted_proxies` | var | empty | comma-separated IPs/CIDRs allowed to set `X-Forwarded-For` (native only) |
-//! | `insecure_test_routes` | var | false | mounts the conformance echo route; refused in production |
+//! | `previous_signing_key` | secret | — | the key `signing_key` replaced, same format; only its public half is used |
+//! | `previous_key_retired_at` | var | — | Unix seconds when `signing_key` took over; required with `previous_signing_key` |
+//!
+//! Key rotation: put the new key in `signing_key`, the old one in
+//! `previous_signing_key` and the switch time in `previous_key_retired_at`.
+//! The old public key stays published (JWKS) and trusted until every token it
+//! signed has expired, then drops out by itself; remove the two settings at
+//! leisure. Outside verifiers that cache the JWKS (up to 5 minutes) should
+//! refetch it when they meet an unknown `kid`.
 
 use ipnet::IpNet;
 
@@ -57,6 +63,8 @@ pub struct Config {
     pub insecure_test_routes: bool,
     /// The function's signing key, when configured.
     pub signing_key: Option<SigningKey>,
+    /// The key the signing key replaced, and when (Unix seconds).
+    pub previous_key: Option<(p256::ecdsa::VerifyingKey, i64)>,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
 }
@@ -115,6 +123,29 @@ impl Config {
             _ => None,
         };
 
+        let previous_key = match (
+            src.secret("previous_signing_key")
+                .filter(|v| !v.trim().is_empty()),
+            src.var("previous_key_retired_at")
+                .filter(|v| !v.trim().is_empty()),
+        ) {
+            (None, None) => None,
+            (Some(key), Some(at)) => {
+                let key = SigningKey::from_secret(&key).map_err(|_| {
+                    Error::Config("previous_signing_key is not a P-256 private key".into())
+                })?;
+                let at = at.trim().parse::<i64>().map_err(|_| {
+                    Error::Config("previous_key_retired_at must be Unix seconds".into())
+                })?;
+                Some((*key.verifying_key(), at))
+            }
+            _ => {
+                return Err(Error::Config(
+                    "previous_signing_key and previous_key_retired_at go together".into(),
+                ));
+            }
+        };
+
         let mut warnings = Vec::new();
         if mode == Mode::Production {
             if signing_key.is_none() {
@@ -141,8 +172,30 @@ impl Config {
             trusted_proxies,
             insecure_test_routes,
             signing_key,
+            previous_key,
             warnings,
         })
+    }
+}
+
+impl Config {
+    /// The public keys that verify access tokens at `now_ms`: the signing
+    /// key, and the previous one while tokens it signed may still be alive.
+    pub fn verification_keys(&self, now_ms: i64) -> Vec<&p256::ecdsa::VerifyingKey> {
+        let mut keys: Vec<&p256::ecdsa::VerifyingKey> = self
+            .signing_key
+            .iter()
+            .map(SigningKey::verifying_key)
+            .collect();
+        if let Some((key, retired_at)) = &self.previous_key {
+            let last_valid_ms =
+                (retired_at + crate::tokens::MAX_ACCESS_TOKEN_SECS + crate::tokens::LEEWAY_SECS)
+                    .saturating_mul(1000);
+            if now_ms <= last_valid_ms {
+                keys.push(key);
+            }
+        }
+        keys
     }
 }
 
@@ -204,6 +257,42 @@ mod tests {
         let cfg = Config::load(&src).expect("ok");
         assert_eq!(cfg.warnings.len(), 2);
         assert_eq!(cfg.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn previous_key_is_trusted_until_its_tokens_have_expired() {
+        let old = pem();
+        let new = {
+            struct R;
+            impl crate::Rng for R {
+                fn fill(&self, buf: &mut [u8]) {
+                    buf.fill(9);
+                }
+            }
+            SigningKey::generate(&R).to_pkcs8_pem().expect("pem")
+        };
+        let src = Map(HashMap::from([
+            ("signing_key", new),
+            ("previous_signing_key", old),
+            ("previous_key_retired_at", "1000".to_owned()),
+        ]));
+        let cfg = Config::load(&src).expect("ok");
+        let window_end_ms = (1000 + 15 * 60 + 30) * 1000;
+        assert_eq!(cfg.verification_keys(window_end_ms).len(), 2);
+        assert_eq!(cfg.verification_keys(window_end_ms + 1).len(), 1);
+        assert_eq!(
+            cfg.verification_keys(window_end_ms + 1)[0],
+            cfg.signing_key.as_ref().expect("key").verifying_key()
+        );
+    }
+
+    #[test]
+    fn previous_key_without_its_retirement_time_is_refused() {
+        let src = Map(HashMap::from([
+            ("signing_key", pem()),
+            ("previous_signing_key", pem()),
+        ]));
+        assert!(Config::load(&src).is_err());
     }
 
     #[test]

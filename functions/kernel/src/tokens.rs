@@ -171,6 +171,12 @@ impl Verifier {
         }
     }
 
+    /// A verifier trusting the keys `config` publishes at `now_ms` (the
+    /// signing key, and the previous one during its grace window).
+    pub fn from_config(config: &crate::Config, issuer: &str, audience: &str, now_ms: i64) -> Self {
+        Self::new(issuer, audience, config.verification_keys(now_ms))
+    }
+
     /// Verifies `token` at `now_ms`; the error names the refusal for the log.
     pub fn check(&self, token: &str, now_ms: i64) -> Result<Verified, Refusal> {
         if token.len() > MAX_TOKEN_BYTES {
@@ -414,6 +420,37 @@ mod tests {
             verifier(&k).check(&"a".repeat(MAX_TOKEN_BYTES + 1), NOW),
             Err(Refusal::Malformed)
         );
+    }
+
+    #[test]
+    fn tokens_of_a_rotated_key_verify_until_they_expire() {
+        struct Src(Vec<(&'static str, String)>);
+        impl crate::ConfigSource for Src {
+            fn var(&self, n: &str) -> Option<String> {
+                self.0.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())
+            }
+            fn secret(&self, n: &str) -> Option<String> {
+                self.var(n)
+            }
+        }
+        let (old, new) = (key(1), key(2));
+        let switch_secs = NOW / 1000;
+        let cfg = crate::Config::load(&Src(vec![
+            ("signing_key", new.to_pkcs8_pem().expect("pem")),
+            ("previous_signing_key", old.to_pkcs8_pem().expect("pem")),
+            ("previous_key_retired_at", switch_secs.to_string()),
+        ]))
+        .expect("config");
+        // Signed by the old key just before the switch, for the full lifetime.
+        let t = issue(&old, claims(), NOW - 1000, MAX_ACCESS_TOKEN_SECS).expect("issue");
+        let during = NOW + 10 * 60 * 1000;
+        let v = Verifier::from_config(&cfg, "https://edge.example", "edgecoder", during);
+        assert!(v.check(&t, during).is_ok());
+        let after = (switch_secs + MAX_ACCESS_TOKEN_SECS + LEEWAY_SECS) * 1000 + 1;
+        let v = Verifier::from_config(&cfg, "https://edge.example", "edgecoder", after);
+        assert_eq!(v.check(&t, after), Err(Refusal::UnknownKey));
+        let fresh = issue(&new, claims(), after, 60).expect("issue");
+        assert!(v.check(&fresh, after).is_ok());
     }
 
     #[test]
