@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench -p edgecoder-auth --bench credentials`.
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use edgecoder_auth::password;
 use edgecoder_kernel::tokens::{self, AccessClaims, Verifier};
