@@ -217,3 +217,44 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The bootstrap secret every conformance deployment is configured with.
+pub const BOOTSTRAP_SECRET: &str = "conformance-bootstrap-secret-0123456789abcdef";
+/// The service credential every conformance deployment is configured with.
+pub const SERVICE_TOKEN: &str = "conformance-service-token-0123456789abcdef";
+/// The browser origin allowed to use cookie authentication.
+pub const ALLOWED_ORIGIN: &str = "http://localhost:5173";
+/// The issuer conformance deployments use (local, so cookies omit `Secure`).
+pub const ISSUER: &str = "http://localhost:8080";
+
+/// The settings (by their snake_case names) a conformance deployment runs
+/// with; each harness passes them the way its runtime takes settings.
+pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("mode", "development".into()),
+        ("insecure_test_routes", "true".into()),
+        ("signing_key", signing_key.into()),
+        ("issuer", ISSUER.into()),
+        ("allowed_origins", ALLOWED_ORIGIN.into()),
+        ("bootstrap_secret", BOOTSTRAP_SECRET.into()),
+        ("service_token", SERVICE_TOKEN.into()),
+    ]
+}
+
+/// The environment-variable / Worker-binding name of a setting.
+pub fn env_name(setting: &str) -> String {
+    format!("EDGECODER_{}", setting.to_ascii_uppercase())
+}
+
+/// What the suite needs to know about a deployment started with
+/// [`dev_settings`].
+pub fn conformance_target(base: &str, signing_key: &str) -> crate::Target {
+    crate::Target {
+        base: base.to_owned(),
+        signing_key: signing_key.to_owned(),
+        issuer: ISSUER.to_owned(),
+        bootstrap_secret: BOOTSTRAP_SECRET.to_owned(),
+        service_token: SERVICE_TOKEN.to_owned(),
+        allowed_origin: ALLOWED_ORIGIN.to_owned(),
+    }
+}

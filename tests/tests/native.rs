@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use edgecoder_conformance::harness::{Server, edgecoder_binary, free_port};
+use edgecoder_conformance::harness::{
+    Server, conformance_target, dev_settings, edgecoder_binary, env_name, free_port,
+    signing_key_base64,
+};
 use edgecoder_conformance::{Client, run_suite};
 
 fn binary() -> PathBuf {
@@ -58,8 +61,14 @@ fn migrate_events(bin: &Path, data_dir: &Path) -> usize {
 fn native_conformance() {
     let bin = binary();
     let dir = tempfile_dir("conformance");
-    let server = start(&bin, &dir, &[]);
-    let report = run_suite("native", &server.base);
+    let key = signing_key_base64();
+    let env: Vec<(String, String)> = dev_settings(&key)
+        .into_iter()
+        .map(|(k, v)| (env_name(k), v))
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = start(&bin, &dir, &env);
+    let report = run_suite("native", &conformance_target(&server.base, &key));
     assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
 }
 

@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use edgecoder_conformance::harness::{
-    Server, free_port, signing_key_base64, target_dir, tool, workspace_root,
+    Server, conformance_target, dev_settings, free_port, signing_key_base64, target_dir, tool,
+    workspace_root,
 };
 use edgecoder_conformance::{Client, run_suite};
 
@@ -77,21 +78,21 @@ fn start_expecting(host: &Path, tag: &str, vars: &[&str], status: u16) -> Server
     server
 }
 
-fn dev_vars() -> Vec<String> {
-    vec![
-        "mode=development".into(),
-        format!("signing_key={}", signing_key_base64()),
-        "insecure_test_routes=true".into(),
-    ]
+fn dev_vars(key: &str) -> Vec<String> {
+    dev_settings(key)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
 #[test]
 fn spin_conformance() {
     let (_, host) = build();
-    let vars = dev_vars();
+    let key = signing_key_base64();
+    let vars = dev_vars(&key);
     let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
     let server = start(&host, "conformance", &vars);
-    let report = run_suite("spin", &server.base);
+    let report = run_suite("spin", &conformance_target(&server.base, &key));
     assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
 }
 

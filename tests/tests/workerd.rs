@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use edgecoder_conformance::harness::{Server, free_port, signing_key_base64, tool, workspace_root};
+use edgecoder_conformance::harness::{
+    Server, conformance_target, dev_settings, env_name, free_port, signing_key_base64, tool,
+    workspace_root,
+};
 use edgecoder_conformance::{Client, run_suite};
 
 fn wrangler(args: &[&str], persist: &Path) -> Command {
@@ -52,25 +55,25 @@ fn apply_migrations(persist: &Path) {
     );
 }
 
-fn start(persist: &Path) -> Server {
+fn start(persist: &Path, key: &str) -> Server {
     let port = free_port();
-    let mut cmd = wrangler(
-        &[
-            "dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--var",
-            "EDGECODER_MODE:development",
-            "--var",
-            "EDGECODER_INSECURE_TEST_ROUTES:true",
-            "--var",
-            &format!("EDGECODER_SIGNING_KEY:{}", signing_key_base64()),
-            "--show-interactive-dev-session=false",
-        ],
-        persist,
-    );
+    let mut args: Vec<String> = [
+        "dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--show-interactive-dev-session=false",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for (k, v) in dev_settings(key) {
+        args.push("--var".into());
+        args.push(format!("{}:{v}", env_name(k)));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = wrangler(&args, persist);
     cmd.arg("--log-level").arg("warn");
     let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
     // Includes wrangler's custom build (incremental) and workerd start.
@@ -84,8 +87,9 @@ fn start(persist: &Path) -> Server {
 fn workerd_conformance() {
     let persist = persist_dir("conformance");
     apply_migrations(&persist);
-    let server = start(&persist);
-    let report = run_suite("workerd", &server.base);
+    let key = signing_key_base64();
+    let server = start(&persist, &key);
+    let report = run_suite("workerd", &conformance_target(&server.base, &key));
     assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
 }
 
@@ -93,7 +97,7 @@ fn workerd_conformance() {
 fn workerd_ready_fails_with_pending_migrations() {
     // No `migrations apply`: SQL and KV work, the schema is behind.
     let persist = persist_dir("unmigrated");
-    let server = start(&persist);
+    let server = start(&persist, &signing_key_base64());
     let client = Client::new(&server.base);
     let r = client.get("/mesh/health/ready").expect("ready");
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));

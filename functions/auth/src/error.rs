@@ -1,7 +1,11 @@
 //! The auth function's one error enum and its problem+json mapping.
+//!
+//! Every variant maps to a stable `code`. Credential failures are deliberately
+//! coarse (`invalid_credentials`, `token_invalid`, `invalid_refresh_token`):
+//! the client learns that it failed, never which part.
 
 use edgecoder_kernel::Problem;
-use edgecoder_kernel::http_types::StatusCode;
+use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
 
 /// What can go wrong in the auth function.
 #[derive(Debug, thiserror::Error)]
@@ -15,37 +19,241 @@ pub enum Error {
     /// The password hasher failed (parameters or encoding; not the client's fault).
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// Wrong password or unknown account (indistinguishable on purpose).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// An emailed one-time token is unknown, used or expired.
+    #[error("token invalid")]
+    TokenInvalid,
+    /// A refresh token is unknown, rotated, revoked or expired.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// Too many attempts; retry after this many seconds.
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until the next attempt may succeed.
+        retry_after_secs: i64,
+    },
+    /// No bearer credential on a route that needs one.
+    #[error("authentication required")]
+    AuthenticationRequired,
+    /// The access token's session was revoked.
+    #[error("session revoked")]
+    SessionRevoked,
+    /// The last authentication is older than the step-up window.
+    #[error("step-up required")]
+    StepUpRequired,
+    /// The caller lacks the role the route needs.
+    #[error("forbidden")]
+    Forbidden,
+    /// The action needs a verified email address.
+    #[error("email not verified")]
+    EmailUnverified,
+    /// A cookie-authenticated request without an allowed `Origin`.
+    #[error("csrf rejected")]
+    CsrfRejected,
+    /// A node id outside `^[a-z0-9][a-z0-9._-]{2,62}$`.
+    #[error("invalid node id")]
+    InvalidNodeId,
+    /// The node id is enrolled by someone else.
+    #[error("node owned by another user")]
+    NodeOwnedByAnotherUser,
+    /// No such node enrollment visible to the caller.
+    #[error("node not found")]
+    NodeNotFound,
+    /// No such session of the caller.
+    #[error("session not found")]
+    SessionNotFound,
+    /// No such user.
+    #[error("user not found")]
+    UserNotFound,
+    /// A role name that cannot be granted.
+    #[error("invalid role")]
+    InvalidRole,
+    /// Revoking this would leave no `system_admin`.
+    #[error("last admin")]
+    LastAdmin,
+    /// An enrollment token that cannot be redeemed (unknown, used, expired,
+    /// superseded, deleted, or for another node id or kind).
+    #[error("enrollment token invalid")]
+    EnrollmentTokenInvalid,
+    /// The bootstrap secret is wrong, unset, or an admin already exists.
+    #[error("bootstrap refused")]
+    BootstrapRefused,
+    /// A service route called without the service credential.
+    #[error("service unauthorized")]
+    ServiceUnauthorized,
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
 }
 
+fn problem(status: StatusCode, code: &'static str, title: &'static str, detail: &str) -> Problem {
+    Problem::new(status, code, title).with_detail(detail)
+}
+
 impl From<Error> for Problem {
     fn from(e: Error) -> Problem {
+        use StatusCode as S;
         match e {
-            Error::WeakPassword(rule) => Problem::new(
-                StatusCode::BAD_REQUEST,
+            Error::WeakPassword(rule) => problem(
+                S::BAD_REQUEST,
                 "weak_password",
                 "Weak password",
-            )
-            .with_detail(match rule {
-                "too_short" => "The password must be at least 12 characters long.",
-                "too_long" => "The password must be at most 256 bytes long.",
-                "contains_email" => "The password must not contain the email address's local part.",
-                _ => "The password does not meet the policy.",
-            }),
-            Error::InvalidEmail => {
-                Problem::new(StatusCode::BAD_REQUEST, "invalid_email", "Invalid email")
-                    .with_detail("The email address is not valid.")
-            }
+                match rule {
+                    "too_short" => "The password must be at least 12 characters long.",
+                    "too_long" => "The password must be at most 256 bytes long.",
+                    "contains_email" => {
+                        "The password must not contain the email address's local part."
+                    }
+                    _ => "The password does not meet the policy.",
+                },
+            ),
+            Error::InvalidEmail => problem(
+                S::BAD_REQUEST,
+                "invalid_email",
+                "Invalid email",
+                "The email address is not valid.",
+            ),
             Error::Hashing(m) => Problem {
                 internal: Some(format!("argon2: {m}")),
-                ..Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "Internal error",
-                )
+                ..Problem::new(S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error")
             },
+            Error::InvalidCredentials => problem(
+                S::UNAUTHORIZED,
+                "invalid_credentials",
+                "Invalid credentials",
+                "The email address or password is wrong.",
+            ),
+            Error::TokenInvalid => problem(
+                S::BAD_REQUEST,
+                "token_invalid",
+                "Invalid token",
+                "The token is unknown, already used or expired.",
+            ),
+            Error::InvalidRefreshToken => problem(
+                S::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "Invalid refresh token",
+                "The refresh token is unknown, already used, revoked or expired. Sign in again.",
+            ),
+            Error::RateLimited { retry_after_secs } => {
+                let secs = retry_after_secs.max(1);
+                let p = problem(
+                    S::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many requests",
+                    &format!("Too many attempts. Retry after {secs} seconds."),
+                );
+                match HeaderValue::from_str(&secs.to_string()) {
+                    Ok(v) => p.with_header(header::RETRY_AFTER, v),
+                    Err(_) => p,
+                }
+            }
+            Error::AuthenticationRequired => problem(
+                S::UNAUTHORIZED,
+                "authentication_required",
+                "Authentication required",
+                "Send an access token as `Authorization: Bearer <token>`.",
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"edgecoder\""),
+            ),
+            Error::SessionRevoked => problem(
+                S::UNAUTHORIZED,
+                "invalid_token",
+                "Invalid access token",
+                "The session this token belongs to was signed out.",
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"edgecoder\", error=\"invalid_token\""),
+            ),
+            Error::StepUpRequired => problem(
+                S::FORBIDDEN,
+                "step_up_required",
+                "Step-up required",
+                "This operation needs a recent sign-in. Call POST /auth/step-up and retry with the new token.",
+            ),
+            Error::Forbidden => problem(
+                S::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "Your roles do not allow this operation.",
+            ),
+            Error::EmailUnverified => problem(
+                S::FORBIDDEN,
+                "email_unverified",
+                "Email not verified",
+                "Verify the account's email address first.",
+            ),
+            Error::CsrfRejected => problem(
+                S::FORBIDDEN,
+                "csrf_rejected",
+                "Cross-site request refused",
+                "Cookie-authenticated requests must come from an allowed Origin.",
+            ),
+            Error::InvalidNodeId => problem(
+                S::BAD_REQUEST,
+                "invalid_node_id",
+                "Invalid node id",
+                "A node id is 3 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit.",
+            ),
+            Error::NodeOwnedByAnotherUser => problem(
+                S::CONFLICT,
+                "node_owned_by_another_user",
+                "Node owned by another user",
+                "This node id is enrolled by another account.",
+            ),
+            Error::NodeNotFound => problem(
+                S::NOT_FOUND,
+                "node_not_found",
+                "Node not found",
+                "No such node enrollment.",
+            ),
+            Error::SessionNotFound => problem(
+                S::NOT_FOUND,
+                "session_not_found",
+                "Session not found",
+                "No such active session.",
+            ),
+            Error::UserNotFound => problem(
+                S::NOT_FOUND,
+                "user_not_found",
+                "User not found",
+                "No such user.",
+            ),
+            Error::InvalidRole => problem(
+                S::BAD_REQUEST,
+                "invalid_role",
+                "Invalid role",
+                "Grantable roles are coordinator_owner and system_admin.",
+            ),
+            Error::LastAdmin => problem(
+                S::CONFLICT,
+                "last_admin",
+                "Last administrator",
+                "Refusing to remove the last system_admin.",
+            ),
+            Error::EnrollmentTokenInvalid => problem(
+                S::BAD_REQUEST,
+                "enrollment_token_invalid",
+                "Invalid enrollment token",
+                "The enrollment token is unknown, used, expired, superseded or for another node.",
+            ),
+            Error::BootstrapRefused => problem(
+                S::FORBIDDEN,
+                "bootstrap_refused",
+                "Bootstrap refused",
+                "The bootstrap secret is wrong or not configured, or an administrator already exists.",
+            ),
+            Error::ServiceUnauthorized => problem(
+                S::UNAUTHORIZED,
+                "service_unauthorized",
+                "Service credential required",
+                "This route is for EdgeCoder functions only.",
+            ),
             Error::Kernel(k) => k.into(),
         }
     }
@@ -62,5 +270,18 @@ mod tests {
         assert_eq!(p.status, StatusCode::BAD_REQUEST);
         assert!(p.detail.unwrap_or_default().contains("local part"));
         assert_eq!(Problem::from(Error::InvalidEmail).code, "invalid_email");
+    }
+
+    #[test]
+    fn rate_limits_carry_retry_after() {
+        let p = Problem::from(Error::RateLimited {
+            retry_after_secs: 42,
+        });
+        assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            p.headers
+                .iter()
+                .any(|(n, v)| n == header::RETRY_AFTER && v == "42")
+        );
     }
 }

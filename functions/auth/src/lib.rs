@@ -1,26 +1,39 @@
 //! The `auth` function, served under `/auth/` (and the issuer's
 //! `/.well-known/jwks.json`).
 //!
-//! In scope: portal identity: accounts, sessions and keys, roles, node
-//! enrollment (issues 3 and 6 fill it in). So far: health, readiness, the
-//! shared request pipeline, and the JWK Set of the access-token signing key
-//! (tokens and their verifier live in the kernel's `tokens` module so every
-//! function can check them statelessly).
+//! In scope: portal identity (issue 3): accounts with Argon2id passwords,
+//! email verification and password reset by one-time emailed tokens, sessions
+//! with ES256 access tokens and rotating refresh tokens, roles with step-up,
+//! node enrollment tokens, SQL rate limits, the audit trail of all of it, and
+//! the JWK Set. Passkeys and OAuth sign-in come with issue 6.
 //!
 //! Out of scope: platform bindings. Like every function crate this one is pure
-//! logic over the kernel's ports; `runtimes/` serve it.
+//! logic over the kernel's ports; `runtimes/` serve it. Access-token
+//! verification lives in the kernel (`tokens`) so every function can check
+//! tokens statelessly.
+//!
+//! Modules: [`api`] (handlers), [`session`] (bearer authentication, sessions,
+//! cookies, audit helper), [`password`], [`ratelimit`], [`mail`], [`secrets`].
 
+pub mod api;
 mod error;
+pub mod mail;
 pub mod password;
+pub mod ratelimit;
+pub mod secrets;
+pub mod session;
 
+use std::future::Future;
 use std::rc::Rc;
 
-use edgecoder_kernel::http::json_response;
+use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
-use edgecoder_kernel::router::{RouteDoc, handler, response_doc};
+use edgecoder_kernel::router::{ResponseDoc, RouteDoc, handler, response_doc};
 use edgecoder_kernel::{
-    Config, HandlerResult, Request, Router, Services, health, testroutes, tokens,
+    Config, Handler, HandlerResult, Problem, Request, Response, Router, Services, Statement,
+    health, testroutes, tokens,
 };
+use serde_json::{Value as Json, json};
 
 pub use error::Error;
 
@@ -33,28 +46,145 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// `application/jwk-set+json` (RFC 7517 §8.5).
 pub const JWK_SET_JSON: &str = "application/jwk-set+json";
 
+fn h<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Rc<Services>, Request) -> Fut + Copy + 'static,
+    Fut: Future<Output = Result<Response, Error>> + 'static,
+{
+    handler(move |s, r| async move { f(s, r).await.map_err(Problem::from) })
+}
+
+fn doc(
+    operation_id: &str,
+    summary: &'static str,
+    request_schema: Option<Json>,
+    responses: Vec<ResponseDoc>,
+) -> RouteDoc {
+    RouteDoc {
+        operation_id: operation_id.to_owned(),
+        summary,
+        tag: NAME,
+        request_schema,
+        responses,
+    }
+}
+
+fn obj(required: &[&str], props: Json) -> Option<Json> {
+    Some(json!({"type": "object", "required": required, "properties": props}))
+}
+
+const P: Option<&str> = Some(edgecoder_kernel::error::PROBLEM_JSON);
+const J: Option<&str> = Some(JSON);
+
+fn ok(status: u16, what: &'static str) -> ResponseDoc {
+    response_doc(status, what, J)
+}
+fn err(status: u16, what: &'static str) -> ResponseDoc {
+    response_doc(status, what, P)
+}
+fn authed(mut v: Vec<ResponseDoc>) -> Vec<ResponseDoc> {
+    v.push(err(401, "authentication_required / invalid_token"));
+    v
+}
+
+fn token_response_docs() -> Vec<ResponseDoc> {
+    vec![ok(
+        200,
+        "OAuth 2.0 token response {access_token, token_type, expires_in, refresh_token (device clients)}",
+    )]
+}
+
 /// The function's routes under the given configuration.
 pub fn router(config: &Config) -> Router {
-    let mut r = health::routes(NAME, "/auth/health", "/auth/health/ready").route(
-        Method::GET,
-        JWKS_PATH,
-        handler(jwks),
-        RouteDoc {
-            operation_id: "jwks".into(),
-            summary: "Public keys that verify access tokens (ES256 JWK Set)",
-            tag: NAME,
-            request_schema: None,
-            responses: vec![response_doc(200, "the JWK Set", Some(JWK_SET_JSON))],
-        },
-    );
+    use api::{accounts as a, admin as ad, nodes as n, sessions as se};
+    let email = json!({"type": "string", "format": "email", "maxLength": 254});
+    let pw = json!({"type": "string", "minLength": 12, "maxLength": 256});
+    let token = json!({"type": "string"});
+    let mut r = health::routes(NAME, "/auth/health", "/auth/health/ready")
+        .route(Method::GET, JWKS_PATH, handler(jwks), doc("jwks", "Public keys that verify access tokens (ES256 JWK Set)", None, vec![response_doc(200, "the JWK Set", Some(JWK_SET_JSON))]))
+        .route(Method::POST, "/auth/signup", h(|s, r| async move { a::signup(&s, r).await }),
+            doc("signup", "Create an account; always 202 {status: verification_sent}", obj(&["email", "password"], json!({"email": email, "password": pw, "display_name": {"type": "string", "maxLength": 100}})),
+                vec![ok(202, "verification_sent (the same for registered addresses)"), err(400, "invalid_email / weak_password"), err(429, "rate_limited")]))
+        .route(Method::GET, "/auth/verify-email", h(|s, r| async move { a::verify_email_page(&s, r).await }),
+            doc("verify_email_page", "The emailed link: an HTML page whose button POSTs the token (prefetching does not verify)", None, vec![response_doc(200, "HTML page", Some("text/html"))]))
+        .route(Method::POST, "/auth/verify-email", h(|s, r| async move { a::verify_email(&s, r).await }),
+            doc("verify_email", "Consume a verification token (JSON or the page's form)", obj(&["token"], json!({"token": token})),
+                vec![ok(200, "{status: verified}"), err(400, "token_invalid")]))
+        .route(Method::POST, "/auth/resend-verification", h(|s, r| async move { a::resend_verification(&s, r).await }),
+            doc("resend_verification", "Send a new verification email; always 202", obj(&["email"], json!({"email": email})),
+                vec![ok(202, "verification_sent"), err(429, "rate_limited")]))
+        .route(Method::POST, "/auth/login", h(|s, r| async move { a::login(&s, r).await }),
+            doc("login", "Password sign-in", obj(&["email", "password"], json!({"email": email, "password": {"type": "string"}, "client": {"enum": ["browser", "device"]}})),
+                { let mut v = token_response_docs(); v.push(err(401, "invalid_credentials")); v.push(err(429, "rate_limited")); v }))
+        .route(Method::POST, "/auth/password/change", h(|s, r| async move { a::change_password(&s, r).await }),
+            doc("password_change", "Change the password (step-up); revokes every other session", obj(&["current_password", "new_password"], json!({"current_password": {"type": "string"}, "new_password": pw})),
+                authed(vec![ok(200, "{status: changed, sessions_revoked}"), err(400, "weak_password"), err(403, "step_up_required")])))
+        .route(Method::POST, "/auth/password/reset/request", h(|s, r| async move { a::reset_request(&s, r).await }),
+            doc("password_reset_request", "Email a reset code; always 202", obj(&["email"], json!({"email": email})),
+                vec![ok(202, "{status: reset_sent}"), err(429, "rate_limited")]))
+        .route(Method::POST, "/auth/password/reset/confirm", h(|s, r| async move { a::reset_confirm(&s, r).await }),
+            doc("password_reset_confirm", "Set a new password with a reset code; revokes every session", obj(&["token", "new_password"], json!({"token": token, "new_password": pw})),
+                vec![ok(200, "{status: reset, sessions_revoked}"), err(400, "token_invalid / weak_password")]))
+        .route(Method::POST, "/auth/token/refresh", h(|s, r| async move { se::refresh(&s, r).await }),
+            doc("token_refresh", "Exchange a refresh token (body for devices, cookie + allowed Origin for browsers); rotates it", obj(&[], json!({"refresh_token": token})),
+                { let mut v = token_response_docs(); v.push(err(401, "invalid_refresh_token")); v.push(err(403, "csrf_rejected")); v }))
+        .route(Method::POST, "/auth/logout", h(|s, r| async move { se::logout(&s, r).await }),
+            doc("logout", "Sign out this session", None, authed(vec![ok(200, "{status: signed_out}")])))
+        .route(Method::POST, "/auth/logout-all", h(|s, r| async move { se::logout_all(&s, r).await }),
+            doc("logout_all", "Sign out every session", None, authed(vec![ok(200, "{status: signed_out, sessions_revoked}")])))
+        .route(Method::GET, "/auth/sessions", h(|s, r| async move { se::list(&s, r).await }),
+            doc("sessions_list", "The caller's live sessions", None, authed(vec![ok(200, "{sessions: [...]}")])))
+        .route(Method::DELETE, "/auth/sessions/{id}", h(|s, r| async move { se::revoke(&s, r).await }),
+            doc("session_revoke", "Revoke one of the caller's sessions", None, authed(vec![ok(200, "{status: revoked}"), err(404, "session_not_found")])))
+        .route(Method::GET, "/auth/me", h(|s, r| async move { se::me(&s, r).await }),
+            doc("me", "The signed-in user", None, authed(vec![ok(200, "{id, email, email_verified, display_name, roles, created_at}")])))
+        .route(Method::POST, "/auth/step-up", h(|s, r| async move { se::step_up(&s, r).await }),
+            doc("step_up", "Re-authenticate; returns a token with a fresh auth_time", obj(&["password"], json!({"password": {"type": "string"}})),
+                authed({ let mut v = token_response_docs(); v.push(err(429, "rate_limited")); v })))
+        .route(Method::GET, "/auth/admin/users", h(|s, r| async move { ad::users(&s, r).await }),
+            doc("admin_users", "Users, paginated (?limit=&after=); system_admin", None, authed(vec![ok(200, "{users, next}"), err(403, "forbidden")])))
+        .route(Method::POST, "/auth/admin/users/{id}/roles", h(|s, r| async move { ad::grant(&s, r).await }),
+            doc("admin_role_grant", "Grant a role to a verified user; system_admin with step-up", obj(&["role"], json!({"role": {"enum": session::GRANTABLE_ROLES}})),
+                authed(vec![ok(200, "{id, roles}"), err(400, "invalid_role"), err(403, "forbidden / step_up_required / email_unverified"), err(404, "user_not_found")])))
+        .route(Method::DELETE, "/auth/admin/users/{id}/roles/{role}", h(|s, r| async move { ad::revoke(&s, r).await }),
+            doc("admin_role_revoke", "Revoke a role; system_admin with step-up", None,
+                authed(vec![ok(200, "{id, roles}"), err(403, "forbidden / step_up_required"), err(409, "last_admin")])))
+        .route(Method::GET, "/auth/admin/audit", h(|s, r| async move { ad::audit_query(&s, r).await }),
+            doc("admin_audit", "Audit events, newest first (?since=&actor=&action=&limit=); system_admin", None, authed(vec![ok(200, "{events}"), err(403, "forbidden")])))
+        .route(Method::POST, "/auth/admin/bootstrap", h(|s, r| async move { ad::bootstrap(&s, r).await }),
+            doc("admin_bootstrap", "Become the first system_admin with the one-time bootstrap secret", obj(&["secret"], json!({"secret": {"type": "string"}})),
+                authed(vec![ok(200, "{id, roles}"), err(403, "bootstrap_refused / email_unverified")])))
+        .route(Method::POST, "/auth/nodes/enroll", h(|s, r| async move { n::enroll(&s, r).await }),
+            doc("node_enroll", "Issue a one-time enrollment token for a node id (verified email)", obj(&["node_id", "kind"], json!({"node_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{2,62}$"}, "kind": {"enum": ["agent", "coordinator"]}})),
+                authed(vec![ok(201, "{node_id, kind, enrollment_token, expires_at}"), err(400, "invalid_node_id"), err(403, "email_unverified"), err(409, "node_owned_by_another_user")])))
+        .route(Method::GET, "/auth/nodes", h(|s, r| async move { n::list(&s, r).await }),
+            doc("nodes_list", "The caller's node enrollments", None, authed(vec![ok(200, "{nodes}")])))
+        .route(Method::DELETE, "/auth/nodes/{id}", h(|s, r| async move { n::delete(&s, r).await }),
+            doc("node_delete", "Delete an enrollment (owner, or system_admin with step-up); its tokens stop working", None,
+                authed(vec![ok(200, "{status: deleted}"), err(403, "step_up_required"), err(404, "node_not_found")])))
+        .route(Method::POST, "/auth/nodes/redeem", h(|s, r| async move { n::redeem_route(&s, r).await }),
+            doc("node_redeem", "Redeem an enrollment token once (the mesh function, with the service credential)", obj(&["enrollment_token", "node_id", "kind"], json!({"enrollment_token": token, "node_id": {"type": "string"}, "kind": {"enum": ["agent", "coordinator"]}})),
+                vec![ok(200, "{node_id, kind, owner_id}"), err(400, "enrollment_token_invalid"), err(401, "service_unauthorized")]));
     if config.insecure_test_routes {
-        r = r.merge(testroutes::routes(
-            NAME,
-            "/auth/_test/echo",
-            "auth_test_echo",
-            "/auth/_test/ports",
-            "auth_test_ports",
-        ));
+        r = r
+            .merge(testroutes::routes(
+                NAME,
+                "/auth/_test/echo",
+                "auth_test_echo",
+                "/auth/_test/ports",
+                "auth_test_ports",
+            ))
+            .route(
+                Method::GET,
+                "/auth/_test/outbox",
+                handler(outbox),
+                doc(
+                    "auth_test_outbox",
+                    "Development outbox messages for ?to= (insecure_test_routes only)",
+                    None,
+                    vec![ok(200, "{messages}")],
+                ),
+            );
     }
     r
 }
@@ -69,4 +199,36 @@ async fn jwks(s: Rc<Services>, _req: Request) -> HandlerResult {
         HeaderValue::from_static("public, max-age=300"),
     );
     Ok(resp)
+}
+
+/// The newest outbox messages, optionally for one recipient.
+pub async fn outbox_messages(
+    sql: &dyn edgecoder_kernel::Sql,
+    to: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Json>, edgecoder_kernel::Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT id, time, to_addr, subject, body FROM mail_outbox \
+             WHERE (?1 IS NULL OR to_addr = ?1) ORDER BY time DESC, id LIMIT ?2",
+            vec![to.map(str::to_owned).into(), limit.into()],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .map(|i| {
+            json!({
+                "id": rows.get_str(i, "id"),
+                "time": secrets::rfc3339(rows.get_i64(i, "time").unwrap_or_default()),
+                "to": rows.get_str(i, "to_addr"),
+                "subject": rows.get_str(i, "subject"),
+                "body": rows.get_str(i, "body"),
+            })
+        })
+        .collect())
+}
+
+async fn outbox(s: Rc<Services>, req: Request) -> HandlerResult {
+    let to = api::admin::query_param(&req, "to");
+    let messages = outbox_messages(s.sql.as_ref(), to.as_deref(), 100).await?;
+    Ok(ok_json(&json!({ "messages": messages })))
 }

@@ -16,6 +16,15 @@
 //! | `signing_key` | secret | — | P-256 PKCS#8 PEM (or one-line base64 DER); required in production |
 //! | `previous_signing_key` | secret | — | the key `signing_key` replaced, same format; only its public half is used |
 //! | `previous_key_retired_at` | var | — | Unix seconds when `signing_key` took over; required with `previous_signing_key` |
+//! | `issuer` | var | `http://localhost:8080` in development | the public https origin of the deployment: access tokens' `iss`, the base of emailed links; required in production |
+//! | `audience` | var | `edgecoder` | access tokens' `aud` |
+//! | `allowed_origins` | var | — | comma-separated browser origins allowed to make cookie-authenticated requests (CSRF defence); https, or http on localhost |
+//! | `bootstrap_secret` | secret | — | one-time secret that makes the first `system_admin` (≥ 32 chars); useless once an admin exists |
+//! | `service_token` | secret | — | bearer credential functions present to each other (≥ 32 chars), e.g. mesh redeeming enrollment tokens |
+//! | `mail_provider` | var | `outbox` in development, `resend` in production | `resend` (HTTP email API) or `outbox` (a table; development only, refused in production) |
+//! | `mail_api_base` | var | `https://api.resend.com` | the email API's base URL; https in production |
+//! | `mail_api_key` | secret | — | the email API's bearer key; required with `resend` (production without it: mail-sending routes answer 503) |
+//! | `mail_from` | var | — | the sender address; required with `resend` |
 //!
 //! Key rotation: put the new key in `signing_key`, the old one in
 //! `previous_signing_key` and the switch time in `previous_key_retired_at`.
@@ -30,6 +39,62 @@ use crate::{ConfigSource, Error, SigningKey};
 
 /// Default request body cap in bytes (256 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The issuer a development deployment uses when none is set.
+pub const DEV_ISSUER: &str = "http://localhost:8080";
+
+/// The default access-token audience.
+pub const DEFAULT_AUDIENCE: &str = "edgecoder";
+
+/// The shortest accepted `bootstrap_secret` / `service_token`.
+pub const MIN_SHARED_SECRET_CHARS: usize = 32;
+
+/// How outbound mail leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailSettings {
+    /// Messages are stored in the `mail_outbox` table (development only).
+    Outbox,
+    /// No provider configured (production without `mail_api_key`): functions
+    /// that must send mail answer 503 rather than drop it. Functions that
+    /// send none (mesh, ledger) are not given mail settings at all.
+    Unconfigured,
+    /// A Resend-compatible HTTP email API: `POST {base}/emails`.
+    Http {
+        /// API base URL without a trailing slash.
+        base: String,
+        /// Bearer key.
+        key: String,
+        /// Sender address.
+        from: String,
+    },
+}
+
+/// Whether `url` is https, or plain http to a loopback host (local use).
+pub fn is_secure_or_local(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// Whether `origin` is a bare origin (`scheme://host[:port]`, no path).
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
+        && is_secure_or_local(origin)
+}
 
 /// Deployment mode. Production is the default: anything weaker must be asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +130,18 @@ pub struct Config {
     pub signing_key: Option<SigningKey>,
     /// The key the signing key replaced, and when (Unix seconds).
     pub previous_key: Option<(p256::ecdsa::VerifyingKey, i64)>,
+    /// Access tokens' `iss` and the base of links we send.
+    pub issuer: String,
+    /// Access tokens' `aud`.
+    pub audience: String,
+    /// Origins allowed to send cookie-authenticated state-changing requests.
+    pub allowed_origins: Vec<String>,
+    /// The one-time first-admin secret, if provisioned.
+    pub bootstrap_secret: Option<String>,
+    /// The inter-function bearer credential, if provisioned.
+    pub service_token: Option<String>,
+    /// How mail is delivered.
+    pub mail: MailSettings,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
 }
@@ -146,12 +223,103 @@ impl Config {
             }
         };
 
+        if mode == Mode::Production && signing_key.is_none() {
+            return Err(Error::Config(
+                "production mode requires the signing_key secret".into(),
+            ));
+        }
+        let var = |name: &str| {
+            src.var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let secret = |name: &str| {
+            src.secret(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let issuer = match var("issuer") {
+            Some(v) => {
+                let v = v.trim_end_matches('/').to_owned();
+                if !is_origin(&v) {
+                    return Err(Error::Config(
+                        "issuer must be an https origin (or http on localhost)".into(),
+                    ));
+                }
+                v
+            }
+            None if mode == Mode::Production => {
+                return Err(Error::Config("production mode requires issuer".into()));
+            }
+            None => DEV_ISSUER.to_owned(),
+        };
+        let audience = var("audience").unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned());
+        let mut allowed_origins = Vec::new();
+        for o in var("allowed_origins").unwrap_or_default().split(',') {
+            let o = o.trim().trim_end_matches('/');
+            if o.is_empty() {
+                continue;
+            }
+            if !is_origin(o) {
+                return Err(Error::Config(
+                    "allowed_origins must list https origins (or http on localhost)".into(),
+                ));
+            }
+            allowed_origins.push(o.to_owned());
+        }
+        let shared = |name: &str| -> Result<Option<String>, Error> {
+            match secret(name) {
+                Some(v) if v.chars().count() < MIN_SHARED_SECRET_CHARS => Err(Error::Config(
+                    format!("{name} must be at least {MIN_SHARED_SECRET_CHARS} characters"),
+                )),
+                v => Ok(v),
+            }
+        };
+        let bootstrap_secret = shared("bootstrap_secret")?;
+        let service_token = shared("service_token")?;
+        let mail = match var("mail_provider").as_deref() {
+            Some("outbox") if mode == Mode::Production => {
+                return Err(Error::Config(
+                    "mail_provider=outbox is for development; production needs resend".into(),
+                ));
+            }
+            Some("outbox") => MailSettings::Outbox,
+            None if mode == Mode::Development => MailSettings::Outbox,
+            None if secret("mail_api_key").is_none() => MailSettings::Unconfigured,
+            None | Some("resend") => {
+                let base = var("mail_api_base")
+                    .unwrap_or_else(|| "https://api.resend.com".to_owned())
+                    .trim_end_matches('/')
+                    .to_owned();
+                let base_ok = match mode {
+                    Mode::Production => base.starts_with("https://"),
+                    Mode::Development => is_secure_or_local(&base),
+                };
+                if !base_ok {
+                    return Err(Error::Config(
+                        "mail_api_base must be https (http only to localhost in development)"
+                            .into(),
+                    ));
+                }
+                let key = secret("mail_api_key").ok_or_else(|| {
+                    Error::Config("mail_provider=resend needs mail_api_key".into())
+                })?;
+                let from = var("mail_from")
+                    .filter(|f| f.contains('@'))
+                    .ok_or_else(|| Error::Config("mail_provider=resend needs mail_from".into()))?;
+                MailSettings::Http { base, key, from }
+            }
+            Some(_) => {
+                return Err(Error::Config(
+                    "mail_provider must be resend or outbox".into(),
+                ));
+            }
+        };
+
         let mut warnings = Vec::new();
         if mode == Mode::Production {
-            if signing_key.is_none() {
-                return Err(Error::Config(
-                    "production mode requires the signing_key secret".into(),
-                ));
+            if !issuer.starts_with("https://") {
+                return Err(Error::Config("production issuer must be https".into()));
             }
             if insecure_test_routes {
                 return Err(Error::Config(
@@ -173,6 +341,12 @@ impl Config {
             insecure_test_routes,
             signing_key,
             previous_key,
+            issuer,
+            audience,
+            allowed_origins,
+            bootstrap_secret,
+            service_token,
+            mail,
             warnings,
         })
     }
@@ -230,9 +404,20 @@ mod tests {
         assert!(err.to_string().contains("signing_key"));
     }
 
+    fn production() -> Vec<(&'static str, String)> {
+        vec![
+            ("signing_key", pem()),
+            ("issuer", "https://edge.example".to_owned()),
+            ("mail_api_key", "re_test".to_owned()),
+            ("mail_from", "EdgeCoder <no-reply@edge.example>".to_owned()),
+        ]
+    }
+
     #[test]
     fn production_with_key_loads() {
-        let cfg = Config::load(&Map(HashMap::from([("signing_key", pem())]))).expect("ok");
+        let cfg = Config::load(&Map(production().into_iter().collect())).expect("ok");
+        assert_eq!(cfg.issuer, "https://edge.example");
+        assert!(matches!(cfg.mail, MailSettings::Http { .. }));
         assert_eq!(cfg.mode, Mode::Production);
         assert!(cfg.warnings.is_empty());
         assert_eq!(cfg.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
@@ -240,11 +425,58 @@ mod tests {
 
     #[test]
     fn production_refuses_insecure_test_routes() {
+        let mut v = production();
+        v.push(("insecure_test_routes", "true".to_owned()));
+        assert!(Config::load(&Map(v.into_iter().collect())).is_err());
+    }
+
+    #[test]
+    fn production_refuses_the_outbox_and_plain_http() {
+        for (k, val) in [
+            ("mail_provider", "outbox"),
+            ("issuer", "http://edge.example"),
+            ("issuer", "http://localhost:8080"),
+            ("mail_api_base", "http://localhost:9"),
+            ("mail_from", ""),
+            ("mail_provider", "smtp"),
+        ] {
+            let mut v = production();
+            v.retain(|(n, _)| *n != k);
+            v.push((k, val.to_owned()));
+            assert!(
+                Config::load(&Map(v.into_iter().collect())).is_err(),
+                "{k}={val} must be refused in production"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_must_be_bare_and_secure() {
+        for bad in [
+            "https://a.example/path",
+            "http://evil.example",
+            "ftp://x",
+            "*",
+        ] {
+            let src = Map(HashMap::from([
+                ("mode", "development".to_owned()),
+                ("allowed_origins", bad.to_owned()),
+            ]));
+            assert!(Config::load(&src).is_err(), "{bad} must be refused");
+        }
         let src = Map(HashMap::from([
-            ("signing_key", pem()),
-            ("insecure_test_routes", "true".to_owned()),
+            ("mode", "development".to_owned()),
+            (
+                "allowed_origins",
+                "https://portal.example, http://localhost:3000".to_owned(),
+            ),
         ]));
-        assert!(Config::load(&src).is_err());
+        let cfg = Config::load(&src).expect("ok");
+        assert_eq!(
+            cfg.allowed_origins,
+            ["https://portal.example", "http://localhost:3000"]
+        );
+        assert_eq!(cfg.mail, MailSettings::Outbox);
     }
 
     #[test]
@@ -271,11 +503,11 @@ mod tests {
             }
             SigningKey::generate(&R).to_pkcs8_pem().expect("pem")
         };
-        let src = Map(HashMap::from([
-            ("signing_key", new),
-            ("previous_signing_key", old),
-            ("previous_key_retired_at", "1000".to_owned()),
-        ]));
+        let mut v = production();
+        v[0].1 = new;
+        v.push(("previous_signing_key", old));
+        v.push(("previous_key_retired_at", "1000".to_owned()));
+        let src = Map(v.into_iter().collect());
         let cfg = Config::load(&src).expect("ok");
         let window_end_ms = (1000 + 15 * 60 + 30) * 1000;
         assert_eq!(cfg.verification_keys(window_end_ms).len(), 2);
@@ -288,11 +520,9 @@ mod tests {
 
     #[test]
     fn previous_key_without_its_retirement_time_is_refused() {
-        let src = Map(HashMap::from([
-            ("signing_key", pem()),
-            ("previous_signing_key", pem()),
-        ]));
-        assert!(Config::load(&src).is_err());
+        let mut v = production();
+        v.push(("previous_signing_key", pem()));
+        assert!(Config::load(&Map(v.into_iter().collect())).is_err());
     }
 
     #[test]
@@ -302,6 +532,9 @@ mod tests {
             ("max_body_bytes", "12"),
             ("trusted_proxies", "not-an-ip"),
             ("insecure_test_routes", "maybe"),
+            ("bootstrap_secret", "short"),
+            ("mail_provider", "smtp"),
+            ("issuer", "not a url"),
         ] {
             let src = Map(HashMap::from([
                 ("mode", "development".to_owned()),

@@ -29,10 +29,16 @@ pub struct Migration {
 }
 
 /// Every migration, in the order applied.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_foundation.sql",
-    sql: include_str!("../../../migrations/0001_foundation.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_foundation.sql",
+        sql: include_str!("../../../migrations/0001_foundation.sql"),
+    },
+    Migration {
+        name: "0002_identity.sql",
+        sql: include_str!("../../../migrations/0002_identity.sql"),
+    },
+];
 
 /// Same layout as wrangler's, so either tool can take over from the other.
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS d1_migrations(\

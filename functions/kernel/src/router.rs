@@ -141,6 +141,8 @@ impl Router {
     pub async fn handle(&self, services: Rc<Services>, mut req: Request) -> Response {
         let request_id = req.ctx.request_id.clone();
         let path = req.path.clone();
+        // The deployment is served over https exactly when its issuer is.
+        let https = services.config.issuer.starts_with("https://");
         let result = self.dispatch(services, &mut req).await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -154,6 +156,12 @@ impl Router {
             }
         };
         finish_headers(&mut resp, &request_id);
+        if https {
+            resp.headers_mut().insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+            );
+        }
         resp
     }
 
@@ -302,6 +310,11 @@ fn finish_headers(resp: &mut Response, request_id: &str) {
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    // Links we email carry one-time tokens in the query; never leak them onward.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 /// A documented response shorthand.

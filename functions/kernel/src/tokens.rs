@@ -173,8 +173,12 @@ impl Verifier {
 
     /// A verifier trusting the keys `config` publishes at `now_ms` (the
     /// signing key, and the previous one during its grace window).
-    pub fn from_config(config: &crate::Config, issuer: &str, audience: &str, now_ms: i64) -> Self {
-        Self::new(issuer, audience, config.verification_keys(now_ms))
+    pub fn from_config(config: &crate::Config, now_ms: i64) -> Self {
+        Self::new(
+            &config.issuer,
+            &config.audience,
+            config.verification_keys(now_ms),
+        )
     }
 
     /// Verifies `token` at `now_ms`; the error names the refusal for the log.
@@ -439,15 +443,18 @@ mod tests {
             ("signing_key", new.to_pkcs8_pem().expect("pem")),
             ("previous_signing_key", old.to_pkcs8_pem().expect("pem")),
             ("previous_key_retired_at", switch_secs.to_string()),
+            ("issuer", "https://edge.example".to_owned()),
+            ("mail_api_key", "re_test".to_owned()),
+            ("mail_from", "no-reply@edge.example".to_owned()),
         ]))
         .expect("config");
         // Signed by the old key just before the switch, for the full lifetime.
         let t = issue(&old, claims(), NOW - 1000, MAX_ACCESS_TOKEN_SECS).expect("issue");
         let during = NOW + 10 * 60 * 1000;
-        let v = Verifier::from_config(&cfg, "https://edge.example", "edgecoder", during);
+        let v = Verifier::from_config(&cfg, during);
         assert!(v.check(&t, during).is_ok());
         let after = (switch_secs + MAX_ACCESS_TOKEN_SECS + LEEWAY_SECS) * 1000 + 1;
-        let v = Verifier::from_config(&cfg, "https://edge.example", "edgecoder", after);
+        let v = Verifier::from_config(&cfg, after);
         assert_eq!(v.check(&t, after), Err(Refusal::UnknownKey));
         let fresh = issue(&new, claims(), after, 60).expect("issue");
         assert!(v.check(&fresh, after).is_ok());

@@ -2,7 +2,9 @@
 //!
 //! Commands: `serve` (every function on one port), `migrate` (apply the shared
 //! migrations), `keygen` (a P-256 signing key for a secret store), `audit`
-//! (print recent audit events).
+//! (print recent audit events), `admin grant` (give a verified account a role:
+//! how the first `system_admin` is made) and `outbox` (print the development
+//! mail outbox).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,6 +97,37 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Administration of identities.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Print the development mail outbox (newest first); refused in production.
+    Outbox {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only messages to this address.
+        #[arg(long)]
+        to: Option<String>,
+        /// How many messages.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Grant a role to a verified account (the way to make the first system_admin).
+    Grant {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The account's email address.
+        #[arg(long)]
+        email: String,
+        /// `system_admin` or `coordinator_owner`.
+        #[arg(long, default_value = "system_admin")]
+        role: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -152,6 +185,40 @@ fn main() -> Result<()> {
             let events = audit::recent(&runtime.db, action.as_deref(), limit).await?;
             for e in events {
                 println!("{}", serde_json::to_string(&e)?);
+            }
+            Ok(())
+        }),
+        Command::Admin {
+            command: AdminCommand::Grant { data, email, role },
+        } => rt.block_on(async {
+            let runtime = open(&data)?;
+            runtime.migrate().await?;
+            let s = runtime.services();
+            let user = edgecoder_auth::api::admin::grant_by_email(
+                s.sql.as_ref(),
+                s.clock.now_ms(),
+                &s.new_id(),
+                &email,
+                &role,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot grant {role} to {email}: {e}"))?;
+            println!("granted {role} to user {user}");
+            Ok(())
+        }),
+        Command::Outbox { data, to, limit } => rt.block_on(async {
+            if matches!(data.mode, ModeArg::Production) {
+                anyhow::bail!(
+                    "the outbox is development-only; production mail goes to mail_provider"
+                );
+            }
+            let runtime = open(&data)?;
+            runtime.migrate().await?;
+            let messages =
+                edgecoder_auth::outbox_messages(&runtime.db, to.as_deref(), limit.clamp(1, 1000))
+                    .await?;
+            for m in messages {
+                println!("{}", serde_json::to_string(&m)?);
             }
             Ok(())
         }),

@@ -1,0 +1,716 @@
+//! Accounts: sign-up, email verification, login, password change and reset.
+//!
+//! Every response that could reveal whether an email address is registered
+//! (sign-up, resend, reset request, login failure) is the same for known and
+//! unknown addresses, and costs the same Argon2id work.
+
+use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::http::{json_response, ok_json};
+use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
+use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Error;
+use crate::mail;
+use crate::password::{self, Verification};
+use crate::ratelimit::{self as rl, ip_subject};
+use crate::secrets::{hash_token, new_token, well_formed};
+use crate::session::{self, Client, audit, record};
+
+/// Verification tokens live 24 hours.
+pub const VERIFY_TOKEN_MS: i64 = 24 * 3600 * 1000;
+/// Reset tokens live 30 minutes.
+pub const RESET_TOKEN_MS: i64 = 30 * 60 * 1000;
+/// Email-token prefix (verification and reset).
+pub const EMAIL_TOKEN_PREFIX: &str = "evt_";
+/// Longest display name.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
+
+fn accepted() -> Response {
+    json_response(
+        StatusCode::ACCEPTED,
+        edgecoder_kernel::http::JSON,
+        &json!({"status": "verification_sent"}),
+    )
+}
+
+fn accepted_status(status: &str) -> Response {
+    json_response(
+        StatusCode::ACCEPTED,
+        edgecoder_kernel::http::JSON,
+        &json!({ "status": status }),
+    )
+}
+
+/// `POST /auth/signup` body.
+#[derive(Deserialize)]
+pub struct Signup {
+    email: String,
+    password: String,
+    display_name: Option<String>,
+}
+
+fn display_name(raw: Option<String>) -> Result<Option<String>, Error> {
+    let Some(name) = raw.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if name.chars().count() > MAX_DISPLAY_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(edgecoder_kernel::Error::InvalidRequest(format!(
+            "display_name must be at most {MAX_DISPLAY_NAME_CHARS} characters without control characters."
+        ))
+        .into());
+    }
+    Ok(Some(name))
+}
+
+fn email_token_statement(
+    s: &Services,
+    purpose: &str,
+    user_id: &str,
+    email: &str,
+    token: &str,
+    ttl_ms: i64,
+) -> Statement {
+    let now = s.clock.now_ms();
+    Statement::new(
+        "INSERT INTO email_tokens (token_hash, purpose, user_id, email, created_at, expires_at) \
+         SELECT ?1, ?2, id, ?4, ?5, ?6 FROM users WHERE id = ?3",
+        vec![
+            hash_token(token).into(),
+            purpose.into(),
+            user_id.into(),
+            email.into(),
+            Value::Integer(now),
+            Value::Integer(now + ttl_ms),
+        ],
+    )
+}
+
+/// Older unused tokens of a purpose stop working when a new one is sent.
+fn supersede_tokens(s: &Services, purpose: &str, user_id: &str) -> Statement {
+    Statement::new(
+        "UPDATE email_tokens SET consumed_at = ?3, consumed_by = 'superseded' \
+         WHERE user_id = ?1 AND purpose = ?2 AND consumed_at IS NULL",
+        vec![
+            user_id.into(),
+            purpose.into(),
+            Value::Integer(s.clock.now_ms()),
+        ],
+    )
+}
+
+/// `POST /auth/signup`.
+pub async fn signup(s: &Services, req: Request) -> Result<Response, Error> {
+    mail::require(s)?;
+    let body: Signup = req.json()?;
+    let email = password::normalise_email(&body.email)?;
+    password::check_policy(&body.password, &email)?;
+    let name = display_name(body.display_name)?;
+    rl::hit(s, &rl::SIGNUP_PER_IP, &ip_subject(&req.ctx)).await?;
+    rl::hit(s, &rl::SIGNUP_PER_EMAIL, &email).await?;
+    // Hash before looking the address up, so both paths cost the same.
+    let hash = password::hash(&body.password, s.rng.as_ref())?;
+    let now = s.clock.now_ms();
+    let id = s.new_id();
+    let token = new_token(s.rng.as_ref(), EMAIL_TOKEN_PREFIX);
+    // The INSERT does nothing for a registered address (and cannot race into
+    // a duplicate); the token insert keys on the new id, so it follows suit.
+    let results = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO users (id, email, password_hash, display_name, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (email) DO NOTHING",
+                vec![
+                    id.as_str().into(),
+                    email.as_str().into(),
+                    hash.into(),
+                    name.into(),
+                    Value::Integer(now),
+                ],
+            ),
+            email_token_statement(s, "verify_email", &id, &email, &token, VERIFY_TOKEN_MS),
+        ])
+        .await?;
+    let created = results.first().is_some_and(|r| r.changes == 1);
+    if created {
+        record(
+            s,
+            &req,
+            &format!("user:{id}"),
+            "auth.signup",
+            Some(&id),
+            Outcome::Success,
+            json!({}),
+        )
+        .await?;
+        mail::send(
+            s,
+            &req.ctx,
+            &mail::verification(&s.config.issuer, &email, &token),
+        )
+        .await;
+    } else {
+        record(
+            s,
+            &req,
+            "anonymous",
+            "auth.signup",
+            None,
+            Outcome::Denied,
+            json!({"reason": "email_registered"}),
+        )
+        .await?;
+        mail::send(
+            s,
+            &req.ctx,
+            &mail::already_registered(&s.config.issuer, &email),
+        )
+        .await;
+    }
+    Ok(accepted())
+}
+
+/// `POST /auth/verify-email` body (JSON or an HTML form).
+#[derive(Deserialize)]
+pub struct TokenBody {
+    token: String,
+}
+
+fn is_form(req: &Request) -> bool {
+    req.headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+const PAGE_CSP: &str =
+    "default-src 'none'; form-action 'self'; frame-ancestors 'none'; style-src 'unsafe-inline'";
+
+fn html(status: StatusCode, title: &str, inner: &str) -> Response {
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"></head>\
+         <body style=\"font-family:sans-serif;max-width:32em;margin:4em auto\"><h1>{title}</h1>{inner}</body></html>"
+    );
+    let mut resp = http_response(status, page.into_bytes());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+fn http_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = edgecoder_kernel::http_types::Response::new(body);
+    *resp.status_mut() = status;
+    resp
+}
+
+/// `GET /auth/verify-email?token=` — the emailed link. Mail scanners and
+/// browsers prefetch links, so this only shows a button that POSTs.
+pub async fn verify_email_page(_s: &Services, req: Request) -> Result<Response, Error> {
+    let token = req
+        .query
+        .as_deref()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        })
+        .filter(|t| well_formed(t, EMAIL_TOKEN_PREFIX));
+    // Only a token of our exact shape (base64url) is ever written into HTML.
+    Ok(match token {
+        Some(t) => html(
+            StatusCode::OK,
+            "Verify your email address",
+            &format!(
+                "<form method=\"post\" action=\"/auth/verify-email\">\
+                 <input type=\"hidden\" name=\"token\" value=\"{t}\">\
+                 <button type=\"submit\">Verify my email address</button></form>"
+            ),
+        ),
+        None => html(
+            StatusCode::BAD_REQUEST,
+            "This link is not valid",
+            "<p>Open the link from the email exactly as it was sent, or ask for a new one.</p>",
+        ),
+    })
+}
+
+/// `POST /auth/verify-email`.
+pub async fn verify_email(s: &Services, req: Request) -> Result<Response, Error> {
+    let form = is_form(&req);
+    let token = if form {
+        form_urlencoded::parse(&req.body)
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    } else {
+        req.json::<TokenBody>()?.token
+    };
+    let outcome = consume_verification(s, &req, &token).await;
+    match (outcome, form) {
+        (Ok(()), false) => Ok(ok_json(&json!({"status": "verified"}))),
+        (Ok(()), true) => Ok(html(
+            StatusCode::OK,
+            "Email verified",
+            "<p>Your email address is verified. You can close this page.</p>",
+        )),
+        (Err(Error::TokenInvalid), true) => Ok(html(
+            StatusCode::BAD_REQUEST,
+            "This link is not valid",
+            "<p>It was already used or has expired. Ask for a new one.</p>",
+        )),
+        (Err(e), _) => Err(e),
+    }
+}
+
+async fn consume_verification(s: &Services, req: &Request, token: &str) -> Result<(), Error> {
+    if !well_formed(token, EMAIL_TOKEN_PREFIX) {
+        return Err(Error::TokenInvalid);
+    }
+    let now = s.clock.now_ms();
+    let rid = req.ctx.request_id.as_str();
+    let h = hash_token(token);
+    let results = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "UPDATE email_tokens SET consumed_at = ?2, consumed_by = ?3 \
+                 WHERE token_hash = ?1 AND purpose = 'verify_email' AND consumed_at IS NULL AND expires_at > ?2",
+                vec![h.as_str().into(), Value::Integer(now), rid.into()],
+            ),
+            // Only the address the token was sent to is verified.
+            Statement::new(
+                "UPDATE users SET email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2 \
+                 WHERE (id, email) IN (SELECT user_id, email FROM email_tokens WHERE token_hash = ?1 AND consumed_by = ?3)",
+                vec![h.as_str().into(), Value::Integer(now), rid.into()],
+            ),
+        ])
+        .await?;
+    if results.first().map(|r| r.changes) != Some(1) {
+        record(
+            s,
+            req,
+            "anonymous",
+            "auth.email.verify",
+            None,
+            Outcome::Failure,
+            json!({}),
+        )
+        .await?;
+        return Err(Error::TokenInvalid);
+    }
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT user_id FROM email_tokens WHERE token_hash = ?1",
+            vec![h.into()],
+        ))
+        .await?;
+    let user = rows.get_str(0, "user_id").unwrap_or_default().to_owned();
+    record(
+        s,
+        req,
+        &format!("user:{user}"),
+        "auth.email.verify",
+        Some(&user),
+        Outcome::Success,
+        json!({}),
+    )
+    .await
+}
+
+/// `{email}` bodies (resend, reset request).
+#[derive(Deserialize)]
+pub struct EmailBody {
+    email: String,
+}
+
+/// `POST /auth/resend-verification`.
+pub async fn resend_verification(s: &Services, req: Request) -> Result<Response, Error> {
+    mail::require(s)?;
+    let email = password::normalise_email(&req.json::<EmailBody>()?.email)?;
+    rl::hit(s, &rl::RESEND_PER_IP, &ip_subject(&req.ctx)).await?;
+    rl::hit(s, &rl::RESEND_PER_EMAIL, &email).await?;
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT id FROM users WHERE email = ?1 AND email_verified_at IS NULL",
+            vec![email.as_str().into()],
+        ))
+        .await?;
+    if let Some(id) = rows.get_str(0, "id").map(str::to_owned) {
+        let token = new_token(s.rng.as_ref(), EMAIL_TOKEN_PREFIX);
+        s.sql
+            .batch(vec![
+                supersede_tokens(s, "verify_email", &id),
+                email_token_statement(s, "verify_email", &id, &email, &token, VERIFY_TOKEN_MS),
+                audit(
+                    s,
+                    &req,
+                    &format!("user:{id}"),
+                    "auth.verification.resend",
+                    Some(&id),
+                    Outcome::Success,
+                    json!({}),
+                ),
+            ])
+            .await?;
+        mail::send(
+            s,
+            &req.ctx,
+            &mail::verification(&s.config.issuer, &email, &token),
+        )
+        .await;
+    } else {
+        record(
+            s,
+            &req,
+            "anonymous",
+            "auth.verification.resend",
+            None,
+            Outcome::Denied,
+            json!({}),
+        )
+        .await?;
+    }
+    Ok(accepted())
+}
+
+/// `POST /auth/login` body.
+#[derive(Deserialize)]
+pub struct Login {
+    email: String,
+    password: String,
+    client: Option<String>,
+}
+
+/// `POST /auth/login`.
+pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
+    let body: Login = req.json()?;
+    let client = Client::parse(body.client.as_deref())?;
+    let email = password::normalise_email(&body.email)?;
+    let ip = ip_subject(&req.ctx);
+    let pair = format!("{email}|{ip}");
+    for (rule, subject) in [
+        (&rl::LOGIN_FAILURES_PER_IP, ip.as_str()),
+        (&rl::LOGIN_FAILURES_PER_ACCOUNT_IP, pair.as_str()),
+        (&rl::LOGIN_FAILURES_PER_ACCOUNT, email.as_str()),
+    ] {
+        if let Err(e) = rl::check(s, rule, subject).await {
+            record(
+                s,
+                &req,
+                "anonymous",
+                "auth.rate_limited",
+                None,
+                Outcome::Denied,
+                json!({"rule": rule.name}),
+            )
+            .await?;
+            return Err(e);
+        }
+    }
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT id, password_hash FROM users WHERE email = ?1",
+            vec![email.as_str().into()],
+        ))
+        .await?;
+    let user = rows.get_str(0, "id").map(str::to_owned);
+    let verdict = match (&user, rows.get_str(0, "password_hash")) {
+        (Some(_), Some(stored)) => password::verify(&body.password, stored),
+        _ => {
+            password::verify_dummy(&body.password);
+            Verification::Mismatch
+        }
+    };
+    let Verification::Match { rehash } = verdict else {
+        rl::count(s, &rl::LOGIN_FAILURES_PER_IP, &ip).await?;
+        rl::count(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &pair).await?;
+        rl::count(s, &rl::LOGIN_FAILURES_PER_ACCOUNT, &email).await?;
+        let actor = user
+            .as_ref()
+            .map_or_else(|| "anonymous".to_owned(), |u| format!("user:{u}"));
+        record(
+            s,
+            &req,
+            &actor,
+            "auth.login",
+            user.as_deref(),
+            Outcome::Failure,
+            json!({}),
+        )
+        .await?;
+        return Err(Error::InvalidCredentials);
+    };
+    let user = user.unwrap_or_default();
+    rl::clear(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &pair).await?;
+    let (mut stmts, sid, refresh) = session::create_session(s, &req, &user, client, &["pwd"]);
+    if rehash {
+        stmts.push(Statement::new(
+            "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+            vec![
+                user.as_str().into(),
+                password::hash(&body.password, s.rng.as_ref())?.into(),
+                Value::Integer(s.clock.now_ms()),
+            ],
+        ));
+    }
+    stmts.push(audit(
+        s,
+        &req,
+        &format!("user:{user}"),
+        "auth.login",
+        Some(&user),
+        Outcome::Success,
+        json!({"session": sid, "client": client.as_str(), "rehashed": rehash}),
+    ));
+    s.sql.batch(stmts).await?;
+    let access = session::access_token(s, &sid).await?;
+    Ok(session::token_response(s, &access, Some(&refresh), client))
+}
+
+/// Verifies the signed-in user's password (step-up, password change), with the
+/// login limits so a stolen access token cannot guess passwords at speed.
+pub async fn check_password(
+    s: &Services,
+    req: &Request,
+    user_id: &str,
+    email: &str,
+    candidate: &str,
+) -> Result<(), Error> {
+    let pair = format!("{email}|{}", ip_subject(&req.ctx));
+    rl::check(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &pair).await?;
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT password_hash FROM users WHERE id = ?1",
+            vec![user_id.into()],
+        ))
+        .await?;
+    let ok = match rows.get_str(0, "password_hash") {
+        Some(stored) => matches!(
+            password::verify(candidate, stored),
+            Verification::Match { .. }
+        ),
+        None => {
+            password::verify_dummy(candidate);
+            false
+        }
+    };
+    if !ok {
+        rl::count(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &pair).await?;
+        return Err(Error::InvalidCredentials);
+    }
+    Ok(())
+}
+
+/// `POST /auth/password/change` body.
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /auth/password/change` (step-up): revokes every other session.
+pub async fn change_password(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    let body: PasswordChange = req.json()?;
+    p.require_step_up(s.clock.now_ms())?;
+    if let Err(e) = check_password(s, &req, &p.user_id, &p.email, &body.current_password).await {
+        record(
+            s,
+            &req,
+            &p.actor(),
+            "auth.password.change",
+            Some(&p.user_id),
+            Outcome::Failure,
+            json!({}),
+        )
+        .await?;
+        return Err(e);
+    }
+    password::check_policy(&body.new_password, &p.email)?;
+    let hash = password::hash(&body.new_password, s.rng.as_ref())?;
+    let now = s.clock.now_ms();
+    let results = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+                vec![p.user_id.as_str().into(), hash.into(), Value::Integer(now)],
+            ),
+            Statement::new(
+                "UPDATE sessions SET revoked_at = ?3, revoked_reason = 'password_change' \
+                 WHERE user_id = ?1 AND id <> ?2 AND revoked_at IS NULL",
+                vec![
+                    p.user_id.as_str().into(),
+                    p.session_id.as_str().into(),
+                    Value::Integer(now),
+                ],
+            ),
+            audit(
+                s,
+                &req,
+                &p.actor(),
+                "auth.password.change",
+                Some(&p.user_id),
+                Outcome::Success,
+                json!({}),
+            ),
+        ])
+        .await?;
+    let revoked = results.get(1).map_or(0, |r| r.changes);
+    Ok(ok_json(
+        &json!({"status": "changed", "sessions_revoked": revoked}),
+    ))
+}
+
+/// `POST /auth/password/reset/request`.
+pub async fn reset_request(s: &Services, req: Request) -> Result<Response, Error> {
+    mail::require(s)?;
+    let email = password::normalise_email(&req.json::<EmailBody>()?.email)?;
+    rl::hit(s, &rl::RESET_PER_IP, &ip_subject(&req.ctx)).await?;
+    rl::hit(s, &rl::RESET_PER_EMAIL, &email).await?;
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT id FROM users WHERE email = ?1",
+            vec![email.as_str().into()],
+        ))
+        .await?;
+    if let Some(id) = rows.get_str(0, "id").map(str::to_owned) {
+        let token = new_token(s.rng.as_ref(), EMAIL_TOKEN_PREFIX);
+        s.sql
+            .batch(vec![
+                supersede_tokens(s, "password_reset", &id),
+                email_token_statement(s, "password_reset", &id, &email, &token, RESET_TOKEN_MS),
+                audit(
+                    s,
+                    &req,
+                    &format!("user:{id}"),
+                    "auth.password.reset.request",
+                    Some(&id),
+                    Outcome::Success,
+                    json!({}),
+                ),
+            ])
+            .await?;
+        mail::send(s, &req.ctx, &mail::password_reset(&email, &token)).await;
+    } else {
+        record(
+            s,
+            &req,
+            "anonymous",
+            "auth.password.reset.request",
+            None,
+            Outcome::Denied,
+            json!({}),
+        )
+        .await?;
+    }
+    Ok(accepted_status("reset_sent"))
+}
+
+/// `POST /auth/password/reset/confirm` body.
+#[derive(Deserialize)]
+pub struct ResetConfirm {
+    token: String,
+    new_password: String,
+}
+
+/// `POST /auth/password/reset/confirm`: single use; revokes every session.
+pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error> {
+    let body: ResetConfirm = req.json()?;
+    if !well_formed(&body.token, EMAIL_TOKEN_PREFIX) {
+        return Err(Error::TokenInvalid);
+    }
+    let now = s.clock.now_ms();
+    let h = hash_token(&body.token);
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT t.user_id, u.email FROM email_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = ?1 AND t.purpose = 'password_reset' AND t.consumed_at IS NULL AND t.expires_at > ?2",
+            vec![h.as_str().into(), Value::Integer(now)],
+        ))
+        .await?;
+    let (Some(user), Some(email)) = (rows.get_str(0, "user_id"), rows.get_str(0, "email")) else {
+        record(
+            s,
+            &req,
+            "anonymous",
+            "auth.password.reset",
+            None,
+            Outcome::Failure,
+            json!({}),
+        )
+        .await?;
+        return Err(Error::TokenInvalid);
+    };
+    let (user, email) = (user.to_owned(), email.to_owned());
+    // Policy first: a weak choice must not burn the token.
+    password::check_policy(&body.new_password, &email)?;
+    let hash = password::hash(&body.new_password, s.rng.as_ref())?;
+    let rid = req.ctx.request_id.as_str();
+    let consumed = "EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND consumed_by = ?3)";
+    let results = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "UPDATE email_tokens SET consumed_at = ?2, consumed_by = ?3 \
+                 WHERE token_hash = ?1 AND purpose = 'password_reset' AND consumed_at IS NULL AND expires_at > ?2",
+                vec![h.as_str().into(), Value::Integer(now), rid.into()],
+            ),
+            // The reset proved control of the mailbox, so it also verifies it.
+            Statement::new(
+                format!(
+                    "UPDATE users SET password_hash = ?5, email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2 \
+                     WHERE id = ?4 AND {consumed}"
+                ),
+                vec![h.as_str().into(), Value::Integer(now), rid.into(), user.as_str().into(), hash.into()],
+            ),
+            Statement::new(
+                format!(
+                    "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'password_reset' \
+                     WHERE user_id = ?4 AND revoked_at IS NULL AND {consumed}"
+                ),
+                vec![h.as_str().into(), Value::Integer(now), rid.into(), user.as_str().into()],
+            ),
+        ])
+        .await?;
+    if results.first().map(|r| r.changes) != Some(1) {
+        return Err(Error::TokenInvalid);
+    }
+    let revoked = results.get(2).map_or(0, |r| r.changes);
+    record(
+        s,
+        &req,
+        &format!("user:{user}"),
+        "auth.password.reset",
+        Some(&user),
+        Outcome::Success,
+        json!({"sessions_revoked": revoked}),
+    )
+    .await?;
+    Ok(ok_json(
+        &json!({"status": "reset", "sessions_revoked": revoked}),
+    ))
+}

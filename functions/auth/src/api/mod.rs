@@ -1,0 +1,10 @@
+//! HTTP handlers, one module per resource: [`accounts`] (sign-up, email
+//! verification, login, passwords), [`sessions`] (refresh, sign-out, `me`,
+//! step-up), [`admin`] (roles, users, audit, bootstrap) and [`nodes`]
+//! (enrollment). Handlers parse and authorise; storage is plain SQL through
+//! the kernel's `Sql` port.
+
+pub mod accounts;
+pub mod admin;
+pub mod nodes;
+pub mod sessions;

@@ -1,0 +1,362 @@
+//! Node enrollment: the one-time tokens a device presents to the mesh when it
+//! registers.
+//!
+//! A token is opaque (256 bits), shown once, stored hashed, valid one hour,
+//! bound to owner, node id and kind, and redeemable exactly once through
+//! [`redeem`]: one conditional UPDATE, so two racing redemptions cannot both
+//! win. Re-enrolling replaces the stored hash (the old token dies); deleting
+//! the enrollment deletes the row (its tokens die). A node id belongs to the
+//! first verified user who enrolls it; nobody else can take it over.
+//!
+//! The mesh redeems in-process where it shares the database (native, the
+//! Worker) and through `POST /auth/nodes/redeem` with the service credential
+//! where it does not (Spin components have separate stores).
+
+use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::http::{json_response, ok_json};
+use edgecoder_kernel::http_types::StatusCode;
+use edgecoder_kernel::{Request, Response, Services, Sql, Statement, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Error;
+use crate::secrets::{hash_token, matches_secret, new_token, rfc3339, well_formed};
+use crate::session::{self, bearer, record};
+
+/// Enrollment tokens live one hour.
+pub const ENROLLMENT_TOKEN_MS: i64 = 3600 * 1000;
+/// Enrollment token prefix.
+pub const ENROLLMENT_PREFIX: &str = "ect_";
+
+/// Whether `id` matches `^[a-z0-9][a-z0-9._-]{2,62}$` and has no `..`.
+pub fn valid_node_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    (3..=63).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+        && !id.contains("..")
+}
+
+fn valid_kind(kind: &str) -> Result<(), Error> {
+    match kind {
+        "agent" | "coordinator" => Ok(()),
+        _ => Err(edgecoder_kernel::Error::InvalidRequest(
+            "kind must be \"agent\" or \"coordinator\".".into(),
+        )
+        .into()),
+    }
+}
+
+/// `POST /auth/nodes/enroll` body.
+#[derive(Deserialize)]
+pub struct Enroll {
+    node_id: String,
+    kind: String,
+}
+
+/// `POST /auth/nodes/enroll`.
+pub async fn enroll(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    let body: Enroll = req.json()?;
+    if !valid_node_id(&body.node_id) {
+        return Err(Error::InvalidNodeId);
+    }
+    valid_kind(&body.kind)?;
+    if !p.email_verified {
+        record(
+            s,
+            &req,
+            &p.actor(),
+            "auth.node.enroll",
+            Some(&body.node_id),
+            Outcome::Denied,
+            json!({"reason": "email_unverified"}),
+        )
+        .await?;
+        return Err(Error::EmailUnverified);
+    }
+    let now = s.clock.now_ms();
+    let token = new_token(s.rng.as_ref(), ENROLLMENT_PREFIX);
+    let expires = now + ENROLLMENT_TOKEN_MS;
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "INSERT INTO node_enrollments (node_id, owner_id, kind, created_at, updated_at, token_hash, token_expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6) \
+             ON CONFLICT (node_id) DO UPDATE SET kind = excluded.kind, updated_at = excluded.updated_at, \
+               token_hash = excluded.token_hash, token_expires_at = excluded.token_expires_at, token_redeemed_at = NULL \
+             WHERE node_enrollments.owner_id = excluded.owner_id \
+             RETURNING node_id",
+            vec![
+                body.node_id.as_str().into(),
+                p.user_id.as_str().into(),
+                body.kind.as_str().into(),
+                Value::Integer(now),
+                hash_token(&token).into(),
+                Value::Integer(expires),
+            ],
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        record(
+            s,
+            &req,
+            &p.actor(),
+            "auth.node.enroll",
+            Some(&body.node_id),
+            Outcome::Denied,
+            json!({"reason": "owned_by_another_user"}),
+        )
+        .await?;
+        return Err(Error::NodeOwnedByAnotherUser);
+    }
+    record(
+        s,
+        &req,
+        &p.actor(),
+        "auth.node.enroll",
+        Some(&body.node_id),
+        Outcome::Success,
+        json!({"kind": body.kind}),
+    )
+    .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        edgecoder_kernel::http::JSON,
+        &json!({
+            "node_id": body.node_id,
+            "kind": body.kind,
+            "enrollment_token": token,
+            "expires_at": rfc3339(expires),
+        }),
+    ))
+}
+
+/// `GET /auth/nodes`: the caller's enrollments.
+pub async fn list(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT node_id, kind, created_at, updated_at, token_expires_at, token_redeemed_at \
+             FROM node_enrollments WHERE owner_id = ?1 ORDER BY created_at LIMIT 1000",
+            vec![p.user_id.as_str().into()],
+        ))
+        .await?;
+    let now = s.clock.now_ms();
+    let nodes: Vec<_> = (0..rows.rows.len())
+        .map(|i| {
+            let redeemed = rows.get_i64(i, "token_redeemed_at");
+            let expires = rows.get_i64(i, "token_expires_at").unwrap_or_default();
+            let state = match redeemed {
+                Some(_) => "redeemed",
+                None if expires > now => "token_pending",
+                None => "token_expired",
+            };
+            json!({
+                "node_id": rows.get_str(i, "node_id"),
+                "kind": rows.get_str(i, "kind"),
+                "state": state,
+                "created_at": rfc3339(rows.get_i64(i, "created_at").unwrap_or_default()),
+                "updated_at": rfc3339(rows.get_i64(i, "updated_at").unwrap_or_default()),
+                "token_expires_at": rfc3339(expires),
+            })
+        })
+        .collect();
+    Ok(ok_json(&json!({ "nodes": nodes })))
+}
+
+/// `DELETE /auth/nodes/{id}`: the owner, or an admin with step-up.
+pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    let node = req.param("id").unwrap_or_default().to_owned();
+    if !valid_node_id(&node) {
+        return Err(Error::InvalidNodeId);
+    }
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT owner_id FROM node_enrollments WHERE node_id = ?1",
+            vec![node.as_str().into()],
+        ))
+        .await?;
+    let owner = rows.get_str(0, "owner_id").map(str::to_owned);
+    let is_owner = owner.as_deref() == Some(p.user_id.as_str());
+    if owner.is_none() || (!is_owner && !p.has_role("system_admin")) {
+        // Someone else's node looks exactly like no node.
+        return Err(Error::NodeNotFound);
+    }
+    if !is_owner && let Err(e) = p.require_step_up(s.clock.now_ms()) {
+        record(
+            s,
+            &req,
+            &p.actor(),
+            "auth.node.delete",
+            Some(&node),
+            Outcome::Denied,
+            json!({"reason": "step_up_required"}),
+        )
+        .await?;
+        return Err(e);
+    }
+    let changed = s
+        .sql
+        .execute(Statement::new(
+            "DELETE FROM node_enrollments WHERE node_id = ?1 AND owner_id = ?2",
+            vec![node.as_str().into(), owner.clone().into()],
+        ))
+        .await?
+        .changes;
+    if changed != 1 {
+        return Err(Error::NodeNotFound);
+    }
+    record(
+        s,
+        &req,
+        &p.actor(),
+        "auth.node.delete",
+        Some(&node),
+        Outcome::Success,
+        json!({"owner": owner, "as_admin": !is_owner}),
+    )
+    .await?;
+    Ok(ok_json(&json!({"status": "deleted", "node_id": node})))
+}
+
+/// A redeemed enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redeemed {
+    /// The node id.
+    pub node_id: String,
+    /// `agent` or `coordinator`.
+    pub kind: String,
+    /// The enrolling user.
+    pub owner_id: String,
+}
+
+/// Redeems an enrollment token for exactly this node id and kind, once.
+pub async fn redeem(
+    sql: &dyn Sql,
+    now_ms: i64,
+    token: &str,
+    node_id: &str,
+    kind: &str,
+) -> Result<Redeemed, Error> {
+    if !well_formed(token, ENROLLMENT_PREFIX) || !valid_node_id(node_id) {
+        return Err(Error::EnrollmentTokenInvalid);
+    }
+    let rows = sql
+        .execute(Statement::new(
+            "UPDATE node_enrollments SET token_redeemed_at = ?4, updated_at = ?4 \
+             WHERE token_hash = ?1 AND node_id = ?2 AND kind = ?3 \
+               AND token_redeemed_at IS NULL AND token_expires_at > ?4 \
+             RETURNING owner_id",
+            vec![
+                hash_token(token).into(),
+                node_id.into(),
+                kind.into(),
+                Value::Integer(now_ms),
+            ],
+        ))
+        .await?;
+    let owner = rows
+        .get_str(0, "owner_id")
+        .ok_or(Error::EnrollmentTokenInvalid)?;
+    Ok(Redeemed {
+        node_id: node_id.to_owned(),
+        kind: kind.to_owned(),
+        owner_id: owner.to_owned(),
+    })
+}
+
+/// `POST /auth/nodes/redeem` body.
+#[derive(Deserialize)]
+pub struct Redeem {
+    enrollment_token: String,
+    node_id: String,
+    kind: String,
+}
+
+/// `POST /auth/nodes/redeem`: for the mesh function, with the service credential.
+pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error> {
+    let presented = bearer(&req).unwrap_or("");
+    if !matches_secret(presented, s.config.service_token.as_deref()) {
+        record(
+            s,
+            &req,
+            "anonymous",
+            "auth.node.redeem",
+            None,
+            Outcome::Denied,
+            json!({"reason": "service_unauthorized"}),
+        )
+        .await?;
+        return Err(Error::ServiceUnauthorized);
+    }
+    let body: Redeem = req.json()?;
+    match redeem(
+        s.sql.as_ref(),
+        s.clock.now_ms(),
+        &body.enrollment_token,
+        &body.node_id,
+        &body.kind,
+    )
+    .await
+    {
+        Ok(r) => {
+            record(
+                s,
+                &req,
+                "service:mesh",
+                "auth.node.redeem",
+                Some(&r.node_id),
+                Outcome::Success,
+                json!({"owner": r.owner_id, "kind": r.kind}),
+            )
+            .await?;
+            Ok(ok_json(
+                &json!({"node_id": r.node_id, "kind": r.kind, "owner_id": r.owner_id}),
+            ))
+        }
+        Err(e) => {
+            record(
+                s,
+                &req,
+                "service:mesh",
+                "auth.node.redeem",
+                Some(&body.node_id),
+                Outcome::Failure,
+                json!({}),
+            )
+            .await?;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_follow_the_pattern() {
+        for ok in ["abc", "laptop-01", "gpu.host_2", "0ab"] {
+            assert!(valid_node_id(ok), "{ok}");
+        }
+        for bad in [
+            "%%%",
+            "../x",
+            "ab",
+            "-ab",
+            "Abc",
+            "a..b",
+            "a/b",
+            "",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_node_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Sessions: refresh-token rotation, sign-out, the session list, `/auth/me`
+//! and step-up.
+//!
+//! Refresh tokens rotate on every use. The exchange is one batch: the new
+//! token is inserted only if the presented one is still unrotated and its
+//! session live, then the old one is marked rotated, so two racing requests
+//! cannot both win. Presenting a rotated token again means it was copied: the
+//! whole session (the token family) is revoked and the event audited.
+
+use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::http::ok_json;
+use edgecoder_kernel::http_types::{HeaderValue, header};
+use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Error;
+use crate::api::accounts::check_password;
+use crate::secrets::{hash_token, new_token, rfc3339, well_formed};
+use crate::session::{self, Client, REFRESH_PREFIX, REFRESH_SLIDING_MS, audit, record};
+
+/// `POST /auth/token/refresh` body (device clients).
+#[derive(Deserialize, Default)]
+pub struct RefreshBody {
+    refresh_token: Option<String>,
+}
+
+/// `POST /auth/token/refresh`.
+pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
+    let from_body = if req.body.is_empty() {
+        None
+    } else {
+        req.json::<RefreshBody>()?.refresh_token
+    };
+    let (presented, client) = match from_body {
+        Some(t) => (t, Client::Device),
+        None => {
+            let t = session::cookie_token(&req).ok_or(Error::InvalidRefreshToken)?;
+            // The cookie rides along with any request the browser makes, so
+            // only pages of an allowed origin may use it.
+            session::check_origin(s, &req)?;
+            (t, Client::Browser)
+        }
+    };
+    if !well_formed(&presented, REFRESH_PREFIX) {
+        return Err(Error::InvalidRefreshToken);
+    }
+    let now = s.clock.now_ms();
+    let old = hash_token(&presented);
+    let fresh = new_token(s.rng.as_ref(), REFRESH_PREFIX);
+    let new = hash_token(&fresh);
+    let results = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) \
+                 SELECT ?2, r.session_id, ?3 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+                 WHERE r.token_hash = ?1 AND r.rotated_at IS NULL AND s.revoked_at IS NULL \
+                   AND s.expires_at > ?3 AND s.client = ?4",
+                vec![old.as_str().into(), new.as_str().into(), Value::Integer(now), client.as_str().into()],
+            ),
+            Statement::new(
+                "UPDATE refresh_tokens SET rotated_at = ?3 WHERE token_hash = ?1 AND rotated_at IS NULL \
+                 AND EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ?2)",
+                vec![old.as_str().into(), new.as_str().into(), Value::Integer(now)],
+            ),
+            Statement::new(
+                "UPDATE sessions SET last_used_at = ?2, expires_at = ?3 \
+                 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)",
+                vec![new.as_str().into(), Value::Integer(now), Value::Integer(now + REFRESH_SLIDING_MS)],
+            ),
+        ])
+        .await?;
+    if results.first().map(|r| r.changes) == Some(1) {
+        let rows = s
+            .sql
+            .execute(Statement::new(
+                "SELECT r.session_id, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = ?1",
+                vec![new.as_str().into()],
+            ))
+            .await?;
+        let sid = rows.get_str(0, "session_id").unwrap_or_default().to_owned();
+        let user = rows.get_str(0, "user_id").unwrap_or_default().to_owned();
+        record(
+            s,
+            &req,
+            &format!("user:{user}"),
+            "auth.token.refresh",
+            Some(&sid),
+            Outcome::Success,
+            json!({}),
+        )
+        .await?;
+        let access = session::access_token(s, &sid).await?;
+        return Ok(session::token_response(s, &access, Some(&fresh), client));
+    }
+    // Not exchanged: was it a token we already rotated (a copy in use)?
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT r.session_id, r.rotated_at, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+             WHERE r.token_hash = ?1",
+            vec![old.as_str().into()],
+        ))
+        .await?;
+    if let (Some(sid), Some(_)) = (rows.get_str(0, "session_id"), rows.get_i64(0, "rotated_at")) {
+        let user = rows.get_str(0, "user_id").unwrap_or_default();
+        s.sql
+            .batch(vec![
+                Statement::new(
+                    "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'refresh_token_reuse' \
+                     WHERE id = ?1 AND revoked_at IS NULL",
+                    vec![sid.into(), Value::Integer(now)],
+                ),
+                audit(
+                    s,
+                    &req,
+                    &format!("user:{user}"),
+                    "auth.refresh.reuse",
+                    Some(sid),
+                    Outcome::Denied,
+                    json!({"severity": "critical", "session_revoked": sid}),
+                ),
+            ])
+            .await?;
+    } else {
+        record(
+            s,
+            &req,
+            "anonymous",
+            "auth.token.refresh",
+            None,
+            Outcome::Failure,
+            json!({}),
+        )
+        .await?;
+    }
+    Err(Error::InvalidRefreshToken)
+}
+
+fn clear_cookie(s: &Services, mut resp: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&session::refresh_cookie(s, None)) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `POST /auth/logout`: this session.
+pub async fn logout(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    s.sql
+        .batch(vec![
+            Statement::new(
+                "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout' WHERE id = ?1 AND revoked_at IS NULL",
+                vec![p.session_id.as_str().into(), Value::Integer(s.clock.now_ms())],
+            ),
+            audit(s, &req, &p.actor(), "auth.logout", Some(&p.session_id), Outcome::Success, json!({})),
+        ])
+        .await?;
+    Ok(clear_cookie(
+        s,
+        ok_json(&json!({"status": "signed_out", "sessions_revoked": 1})),
+    ))
+}
+
+/// `POST /auth/logout-all`: every session of the user, this one included.
+pub async fn logout_all(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    let results = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout_all' WHERE user_id = ?1 AND revoked_at IS NULL",
+                vec![p.user_id.as_str().into(), Value::Integer(s.clock.now_ms())],
+            ),
+            audit(s, &req, &p.actor(), "auth.logout_all", Some(&p.user_id), Outcome::Success, json!({})),
+        ])
+        .await?;
+    let n = results.first().map_or(0, |r| r.changes);
+    Ok(clear_cookie(
+        s,
+        ok_json(&json!({"status": "signed_out", "sessions_revoked": n})),
+    ))
+}
+
+/// `GET /auth/sessions`: the caller's live sessions.
+pub async fn list(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT id, client, created_at, last_used_at, client_ip, user_agent FROM sessions \
+             WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 ORDER BY created_at DESC LIMIT 200",
+            vec![p.user_id.as_str().into(), Value::Integer(s.clock.now_ms())],
+        ))
+        .await?;
+    let sessions: Vec<_> = (0..rows.rows.len())
+        .map(|i| {
+            let id = rows.get_str(i, "id").unwrap_or_default();
+            json!({
+                "id": id,
+                "client": rows.get_str(i, "client"),
+                "created_at": rfc3339(rows.get_i64(i, "created_at").unwrap_or_default()),
+                "last_used_at": rfc3339(rows.get_i64(i, "last_used_at").unwrap_or_default()),
+                "client_ip": rows.get_str(i, "client_ip"),
+                "user_agent": rows.get_str(i, "user_agent"),
+                "current": id == p.session_id,
+            })
+        })
+        .collect();
+    Ok(ok_json(&json!({ "sessions": sessions })))
+}
+
+/// `DELETE /auth/sessions/{id}`: one of the caller's sessions.
+pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    let id = req.param("id").unwrap_or_default().to_owned();
+    let changed = s
+        .sql
+        .execute(Statement::new(
+            "UPDATE sessions SET revoked_at = ?3, revoked_reason = 'revoked_by_user' \
+             WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
+            vec![
+                id.as_str().into(),
+                p.user_id.as_str().into(),
+                Value::Integer(s.clock.now_ms()),
+            ],
+        ))
+        .await?
+        .changes;
+    let outcome = if changed == 1 {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    record(
+        s,
+        &req,
+        &p.actor(),
+        "auth.session.revoke",
+        Some(&id),
+        outcome,
+        json!({}),
+    )
+    .await?;
+    if changed != 1 {
+        return Err(Error::SessionNotFound);
+    }
+    Ok(ok_json(&json!({"status": "revoked", "id": id})))
+}
+
+/// `GET /auth/me`.
+pub async fn me(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT display_name, created_at FROM users WHERE id = ?1",
+            vec![p.user_id.as_str().into()],
+        ))
+        .await?;
+    Ok(ok_json(&json!({
+        "id": p.user_id,
+        "email": p.email,
+        "email_verified": p.email_verified,
+        "display_name": rows.get_str(0, "display_name"),
+        "roles": p.roles,
+        "created_at": rfc3339(rows.get_i64(0, "created_at").unwrap_or_default()),
+        "session_id": p.session_id,
+        "auth_time": p.auth_time,
+    })))
+}
+
+/// `POST /auth/step-up` body.
+#[derive(Deserialize)]
+pub struct StepUp {
+    password: String,
+}
+
+/// `POST /auth/step-up`: re-authenticates and returns a token with a fresh
+/// `auth_time`.
+pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
+    let p = session::authenticate(s, &req).await?;
+    let body: StepUp = req.json()?;
+    if let Err(e) = check_password(s, &req, &p.user_id, &p.email, &body.password).await {
+        record(
+            s,
+            &req,
+            &p.actor(),
+            "auth.step_up",
+            Some(&p.session_id),
+            Outcome::Failure,
+            json!({}),
+        )
+        .await?;
+        return Err(e);
+    }
+    let now = s.clock.now_ms();
+    s.sql
+        .batch(vec![
+            Statement::new(
+                "UPDATE sessions SET auth_time = ?2, \
+                 amr = CASE WHEN EXISTS (SELECT 1 FROM json_each(amr) WHERE value = 'pwd') THEN amr \
+                       ELSE json_insert(amr, '$[#]', 'pwd') END \
+                 WHERE id = ?1 AND revoked_at IS NULL",
+                vec![p.session_id.as_str().into(), Value::Integer(now / 1000)],
+            ),
+            audit(s, &req, &p.actor(), "auth.step_up", Some(&p.session_id), Outcome::Success, json!({"method": "pwd"})),
+        ])
+        .await?;
+    let access = session::access_token(s, &p.session_id).await?;
+    Ok(session::token_response(s, &access, None, Client::Device))
+}

@@ -1,0 +1,132 @@
+//! Outbound mail: a Resend-compatible HTTP email API, or the development outbox.
+//!
+//! In scope: the messages identity sends (verification, sign-up notice,
+//! password reset) and their delivery through the configured provider:
+//! `POST {base}/emails` with a bearer key (the Resend API shape: `from`, `to`,
+//! `subject`, `text`), or an INSERT into `mail_outbox` when `mail_provider` is
+//! `outbox` (the kernel's config refuses that in production). Out of scope:
+//! retries and bounces (the provider's job); HTML mail.
+//!
+//! Delivery failures are logged as audit events and never change the response
+//! a client sees, so mail errors cannot become an account-existence oracle.
+
+use edgecoder_kernel::audit::{AuditEvent, Outcome};
+use edgecoder_kernel::config::MailSettings;
+use edgecoder_kernel::http_types::Method;
+use edgecoder_kernel::{OutboundRequest, RequestContext, Services, Statement};
+use serde_json::json;
+
+/// One message.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// Recipient address.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: String,
+}
+
+/// The verification message for `token`.
+pub fn verification(issuer: &str, to: &str, token: &str) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: "Verify your EdgeCoder email address".into(),
+        text: format!(
+            "Open this link to verify your email address (valid for 24 hours):\n\n\
+             {issuer}/auth/verify-email?token={token}\n\n\
+             If you did not sign up for EdgeCoder, ignore this message.\n"
+        ),
+    }
+}
+
+/// The notice sent instead when someone signs up with a registered address.
+pub fn already_registered(issuer: &str, to: &str) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: "Someone tried to sign up with your EdgeCoder address".into(),
+        text: format!(
+            "Someone tried to create an EdgeCoder account with this address, which already has one.\n\
+             If it was you, sign in at {issuer} or reset your password there. \
+             Otherwise you can ignore this message; nothing changed.\n"
+        ),
+    }
+}
+
+/// The password-reset message for `token`.
+pub fn password_reset(to: &str, token: &str) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: "Reset your EdgeCoder password".into(),
+        text: format!(
+            "Use this code to choose a new password (valid for 30 minutes, once):\n\n\
+             {token}\n\n\
+             Resetting signs you out everywhere. If you did not ask for this, ignore this message.\n"
+        ),
+    }
+}
+
+/// Refuses (503 `service_misconfigured`) when no provider is configured, so a
+/// route that must send mail fails before changing anything.
+pub fn require(s: &Services) -> Result<(), edgecoder_kernel::Error> {
+    match s.config.mail {
+        MailSettings::Unconfigured => Err(edgecoder_kernel::Error::Config(
+            "no mail provider: set mail_api_key and mail_from".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Delivers `mail`; failures are recorded, not returned.
+pub async fn send(s: &Services, ctx: &RequestContext, mail: &Mail) {
+    let result = match &s.config.mail {
+        MailSettings::Unconfigured => Err("no mail provider configured".to_owned()),
+        MailSettings::Outbox => s
+            .sql
+            .execute(Statement::new(
+                "INSERT INTO mail_outbox (id, time, to_addr, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                vec![
+                    s.new_id().into(),
+                    s.clock.now_ms().into(),
+                    mail.to.as_str().into(),
+                    mail.subject.as_str().into(),
+                    mail.text.as_str().into(),
+                ],
+            ))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        MailSettings::Http { base, key, from } => {
+            let body = json!({
+                "from": from,
+                "to": [mail.to],
+                "subject": mail.subject,
+                "text": mail.text,
+            });
+            let req = OutboundRequest {
+                method: Method::POST,
+                url: format!("{base}/emails"),
+                headers: vec![
+                    ("authorization".into(), format!("Bearer {key}")),
+                    ("content-type".into(), "application/json".into()),
+                ],
+                body: body.to_string().into_bytes(),
+            };
+            match s.outbound.send(req).await {
+                Ok(r) if (200..300).contains(&r.status) => Ok(()),
+                Ok(r) => Err(format!("email API answered {}", r.status)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    if let Err(why) = result {
+        let event = AuditEvent {
+            actor: "service:auth".into(),
+            action: "auth.mail.failed".into(),
+            target: None,
+            outcome: Outcome::Failure,
+            details: json!({ "subject": mail.subject, "error": why }),
+        };
+        let _ = edgecoder_kernel::audit::record(s, Some(ctx), &event).await;
+    }
+}

@@ -1,0 +1,269 @@
+//! Durable rate limits in SQL (fixed windows, strongly consistent).
+//!
+//! In scope: the rules identity applies, how subjects are normalised (emails
+//! lowercased by the caller; IPv6 clients grouped by /64, since one host
+//! usually owns a whole /64), counting and checking. Out of scope: choosing
+//! which rule guards which route (the handlers do).
+//!
+//! Two kinds of rule. A **block** rule refuses every attempt once the window's
+//! count is reached, until the window ends. A **spacing** rule is the soft
+//! per-account limit: past its threshold, attempts are only spaced out (one
+//! per `spacing`), so someone failing logins against a victim's account from
+//! many addresses slows the victim down but cannot lock them out.
+
+use std::net::IpAddr;
+
+use edgecoder_kernel::{RequestContext, Services, Statement, Value};
+
+use crate::Error;
+
+/// How a rule limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Refuse until the window ends.
+    Block,
+    /// Past the threshold, allow one attempt per this many ms.
+    Spacing(i64),
+}
+
+/// A named limit: at most `limit` counted events per `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// Key prefix and audit name.
+    pub name: &'static str,
+    /// Events per window.
+    pub limit: i64,
+    /// Window length.
+    pub window_ms: i64,
+    /// Behaviour past the limit.
+    pub kind: Kind,
+}
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+
+/// Failed logins per client address.
+pub const LOGIN_FAILURES_PER_IP: Rule = Rule {
+    name: "login_ip",
+    limit: 100,
+    window_ms: 15 * MINUTE,
+    kind: Kind::Block,
+};
+/// Failed logins per (account, client address): blocks the guesser only.
+pub const LOGIN_FAILURES_PER_ACCOUNT_IP: Rule = Rule {
+    name: "login_acct_ip",
+    limit: 10,
+    window_ms: 15 * MINUTE,
+    kind: Kind::Block,
+};
+/// Failed logins per account from anywhere: soft.
+pub const LOGIN_FAILURES_PER_ACCOUNT: Rule = Rule {
+    name: "login_acct",
+    limit: 30,
+    window_ms: 15 * MINUTE,
+    kind: Kind::Spacing(5_000),
+};
+/// Signups per client address (generous: offices and campuses share one
+/// address; the per-email limit stops mailbombing).
+pub const SIGNUP_PER_IP: Rule = Rule {
+    name: "signup_ip",
+    limit: 100,
+    window_ms: HOUR,
+    kind: Kind::Block,
+};
+/// Signups per email address.
+pub const SIGNUP_PER_EMAIL: Rule = Rule {
+    name: "signup_email",
+    limit: 5,
+    window_ms: HOUR,
+    kind: Kind::Block,
+};
+/// Verification resends per client address.
+pub const RESEND_PER_IP: Rule = Rule {
+    name: "resend_ip",
+    limit: 20,
+    window_ms: HOUR,
+    kind: Kind::Block,
+};
+/// Verification resends per email address.
+pub const RESEND_PER_EMAIL: Rule = Rule {
+    name: "resend_email",
+    limit: 5,
+    window_ms: HOUR,
+    kind: Kind::Block,
+};
+/// Password-reset requests per client address.
+pub const RESET_PER_IP: Rule = Rule {
+    name: "reset_ip",
+    limit: 20,
+    window_ms: HOUR,
+    kind: Kind::Block,
+};
+/// Password-reset requests per email address.
+pub const RESET_PER_EMAIL: Rule = Rule {
+    name: "reset_email",
+    limit: 5,
+    window_ms: HOUR,
+    kind: Kind::Block,
+};
+
+/// The rate-limit subject for a client address.
+pub fn ip_subject(ctx: &RequestContext) -> String {
+    match ctx.client_ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
+fn key(rule: &Rule, subject: &str) -> String {
+    format!("{}:{subject}", rule.name)
+}
+
+/// Refuses with [`Error::RateLimited`] if `rule` is exhausted for `subject`,
+/// without counting this attempt.
+pub async fn check(s: &Services, rule: &Rule, subject: &str) -> Result<(), Error> {
+    let now = s.clock.now_ms();
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT window_start, count, last_at FROM rate_limits WHERE key = ?1",
+            vec![key(rule, subject).into()],
+        ))
+        .await?;
+    let (Some(start), Some(count), Some(last)) = (
+        rows.get_i64(0, "window_start"),
+        rows.get_i64(0, "count"),
+        rows.get_i64(0, "last_at"),
+    ) else {
+        return Ok(());
+    };
+    verdict(rule, now, start, count, last, false)
+}
+
+/// Counts one event for `subject` and refuses if that goes over the limit.
+pub async fn hit(s: &Services, rule: &Rule, subject: &str) -> Result<(), Error> {
+    let now = s.clock.now_ms();
+    let (start, count) = record(s, rule, subject, now).await?;
+    verdict(rule, now, start, count, now, true)
+}
+
+/// Counts one event (a failure) for `subject`.
+pub async fn count(s: &Services, rule: &Rule, subject: &str) -> Result<(), Error> {
+    record(s, rule, subject, s.clock.now_ms()).await.map(|_| ())
+}
+
+/// Forgets `subject`'s count (e.g. after a successful login).
+pub async fn clear(s: &Services, rule: &Rule, subject: &str) -> Result<(), Error> {
+    s.sql
+        .execute(Statement::new(
+            "DELETE FROM rate_limits WHERE key = ?1",
+            vec![key(rule, subject).into()],
+        ))
+        .await?;
+    Ok(())
+}
+
+async fn record(s: &Services, rule: &Rule, subject: &str, now: i64) -> Result<(i64, i64), Error> {
+    // One statement, so concurrent requests cannot lose counts.
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "INSERT INTO rate_limits (key, window_start, count, last_at) VALUES (?1, ?2, 1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET \
+               count = CASE WHEN rate_limits.window_start <= ?2 - ?3 THEN 1 ELSE rate_limits.count + 1 END, \
+               window_start = CASE WHEN rate_limits.window_start <= ?2 - ?3 THEN ?2 ELSE rate_limits.window_start END, \
+               last_at = ?2 \
+             RETURNING window_start, count",
+            vec![
+                key(rule, subject).into(),
+                Value::Integer(now),
+                Value::Integer(rule.window_ms),
+            ],
+        ))
+        .await?;
+    Ok((
+        rows.get_i64(0, "window_start").unwrap_or(now),
+        rows.get_i64(0, "count").unwrap_or(1),
+    ))
+}
+
+/// The decision for a window state. `counted` says whether `count` already
+/// includes this attempt.
+fn verdict(
+    rule: &Rule,
+    now: i64,
+    start: i64,
+    count: i64,
+    last: i64,
+    counted: bool,
+) -> Result<(), Error> {
+    let window_end = start + rule.window_ms;
+    if now >= window_end {
+        return Ok(());
+    }
+    let over = if counted {
+        count > rule.limit
+    } else {
+        count >= rule.limit
+    };
+    if !over {
+        return Ok(());
+    }
+    let wait_ms = match rule.kind {
+        Kind::Block => window_end - now,
+        Kind::Spacing(spacing) => {
+            if counted || now - last >= spacing {
+                return Ok(());
+            }
+            spacing - (now - last)
+        }
+    };
+    Err(Error::RateLimited {
+        retry_after_secs: (wait_ms + 999) / 1000,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_rules_refuse_until_the_window_ends() {
+        let r = LOGIN_FAILURES_PER_ACCOUNT_IP;
+        assert!(verdict(&r, 1_000, 0, 9, 900, false).is_ok());
+        match verdict(&r, 1_000, 0, 10, 900, false) {
+            Err(Error::RateLimited { retry_after_secs }) => {
+                assert_eq!(retry_after_secs, (r.window_ms - 1_000) / 1000);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(verdict(&r, r.window_ms, 0, 50, 900, false).is_ok());
+        assert!(verdict(&SIGNUP_PER_EMAIL, 10, 0, 5, 10, true).is_ok());
+        assert!(verdict(&SIGNUP_PER_EMAIL, 10, 0, 6, 10, true).is_err());
+    }
+
+    #[test]
+    fn spacing_rules_only_slow_attempts_down() {
+        let r = LOGIN_FAILURES_PER_ACCOUNT;
+        assert!(verdict(&r, 10_000, 0, 500, 9_000, false).is_err());
+        assert!(verdict(&r, 14_000, 0, 500, 9_000, false).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_64() {
+        let ctx = |ip: &str| RequestContext {
+            request_id: "r".into(),
+            client_ip: ip.parse().ok(),
+        };
+        assert_eq!(
+            ip_subject(&ctx("2001:db8:1:2:aaaa::1")),
+            ip_subject(&ctx("2001:db8:1:2:bbbb::9"))
+        );
+        assert_eq!(ip_subject(&ctx("::ffff:10.0.0.1")), "10.0.0.1");
+        assert_eq!(ip_subject(&ctx("nope")), "unknown");
+    }
+}
