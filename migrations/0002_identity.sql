@@ -44,7 +44,8 @@ CREATE TABLE refresh_tokens (
     token_hash  TEXT PRIMARY KEY,
     session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     created_at  INTEGER NOT NULL,
-    rotated_at  INTEGER                               -- set when exchanged; presenting it again is reuse
+    rotated_at  INTEGER,                              -- set when exchanged; presenting it again is reuse
+    replaced_by TEXT                                  -- the successor's hash (for the short reuse grace window)
 );
 CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
 

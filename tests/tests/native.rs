@@ -13,6 +13,7 @@ use edgecoder_conformance::harness::{
     signing_key_base64,
 };
 use edgecoder_conformance::{Client, run_suite};
+use edgecoder_kernel::migrations::MIGRATIONS;
 
 fn binary() -> PathBuf {
     // Build (or confirm up to date) the binary under test; a stale binary would
@@ -98,7 +99,7 @@ fn native_state_survives_restart_and_shutdown_is_graceful() {
         std::fs::read(dir.join("secrets/signing_key")).expect("key"),
         key_before
     );
-    assert_eq!(migrate_events(&bin, &dir), 1);
+    assert_eq!(migrate_events(&bin, &dir), MIGRATIONS.len());
     let r = Client::new(&second.base)
         .get("/ledger/health/ready")
         .expect("ready");
@@ -184,10 +185,15 @@ fn native_production_mode_refuses_insecure_test_routes() {
         ])
         .arg(&dir)
         .env("EDGECODER_INSECURE_TEST_ROUTES", "true")
+        .env("EDGECODER_ISSUER", "https://edge.example")
         .output()
         .expect("run");
     assert!(!out.status.success(), "must refuse to start");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("insecure_test_routes"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("insecure_test_routes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn tempfile_dir(tag: &str) -> PathBuf {
@@ -220,5 +226,5 @@ fn native_migrate_applies_once_and_is_idempotent() {
     };
     assert!(run().contains("applied 0001_foundation.sql"));
     assert!(run().contains("up to date"));
-    assert_eq!(migrate_events(&bin, &dir), 1);
+    assert_eq!(migrate_events(&bin, &dir), MIGRATIONS.len());
 }

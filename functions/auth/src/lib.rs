@@ -184,6 +184,20 @@ pub fn router(config: &Config) -> Router {
                     None,
                     vec![ok(200, "{messages}")],
                 ),
+            )
+            .route(
+                Method::POST,
+                "/auth/_test/bench",
+                h(|s, r| async move { bench(&s, r).await }),
+                doc(
+                    "auth_test_bench",
+                    "Runs one credential operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
+                    obj(
+                        &["op", "iterations"],
+                        json!({"op": {"enum": ["noop", "token_issue", "token_verify", "argon2_hash", "argon2_verify"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+                    ),
+                    vec![ok(200, "{op, iterations}")],
+                ),
             );
     }
     r
@@ -225,6 +239,62 @@ pub async fn outbox_messages(
             })
         })
         .collect())
+}
+
+#[derive(serde::Deserialize)]
+struct Bench {
+    op: String,
+    iterations: u32,
+}
+
+/// Runs a credential operation `iterations` times so a client can time the
+/// CPU it costs inside this runtime (wall time of a CPU-bound request, minus
+/// a `noop` request's).
+async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
+    let b: Bench = req.json()?;
+    let n = b.iterations.clamp(1, 1000);
+    let now = s.clock.now_ms();
+    let key = s
+        .config
+        .signing_key
+        .as_ref()
+        .ok_or_else(|| edgecoder_kernel::Error::Config("no signing key".into()))?;
+    let claims = tokens::AccessClaims {
+        iss: s.config.issuer.clone(),
+        aud: s.config.audience.clone(),
+        sub: "bench".into(),
+        sid: "bench".into(),
+        jti: "bench".into(),
+        roles: vec!["user".into()],
+        auth_time: now / 1000,
+        amr: vec!["pwd".into()],
+    };
+    let verifier = tokens::Verifier::from_config(&s.config, now);
+    let token = tokens::issue(key, claims.clone(), now, 60)?;
+    // A stored hash to verify against, made only when that is what is timed
+    // (the client subtracts a `noop` request, which must not hash).
+    let stored = if b.op == "argon2_verify" {
+        password::hash("benchmark password", s.rng.as_ref())?
+    } else {
+        String::new()
+    };
+    let mut ok = true;
+    for _ in 0..n {
+        match b.op.as_str() {
+            "noop" => {}
+            "token_issue" => ok &= tokens::issue(key, claims.clone(), now, 60).is_ok(),
+            "token_verify" => ok &= verifier.check(&token, now).is_ok(),
+            "argon2_hash" => ok &= password::hash("benchmark password", s.rng.as_ref()).is_ok(),
+            "argon2_verify" => {
+                ok &= password::verify("benchmark password", &stored)
+                    != password::Verification::Mismatch;
+            }
+            _ => {
+                return Err(edgecoder_kernel::Error::InvalidRequest("unknown op".into()).into());
+            }
+        }
+    }
+    Ok(ok_json(&json!({"op": b.op, "iterations": n, "ok": ok})))
 }
 
 async fn outbox(s: Rc<Services>, req: Request) -> HandlerResult {

@@ -47,7 +47,12 @@ pub fn check_policy(password: &str, normalised_email: &str) -> Result<(), Error>
         return Err(Error::WeakPassword("too_short"));
     }
     let local = normalised_email.split('@').next().unwrap_or("");
-    if !local.is_empty() && password.to_lowercase().contains(local) {
+    let lower = password.to_lowercase();
+    // "Contains" only for local parts long enough to mean something: every
+    // password contains a one-letter local part somewhere.
+    if !local.is_empty()
+        && (lower == local || (local.chars().count() >= 3 && lower.contains(local)))
+    {
         return Err(Error::WeakPassword("contains_email"));
     }
     Ok(())

@@ -7,9 +7,15 @@
 //!
 //! Two kinds of rule. A **block** rule refuses every attempt once the window's
 //! count is reached, until the window ends. A **spacing** rule is the soft
-//! per-account limit: past its threshold, attempts are only spaced out (one
-//! per `spacing`), so someone failing logins against a victim's account from
-//! many addresses slows the victim down but cannot lock them out.
+//! per-account limit: past its threshold, each client address may try that
+//! account only once per `spacing`, so someone failing logins against a
+//! victim's account from many addresses slows everyone down but cannot take
+//! the victim's own turns (they are per address) or lock them out.
+//!
+//! Attempts are counted *before* the expensive work they guard ([`attempt`]:
+//! one UPSERT that counts and returns the new count), so parallel requests
+//! cannot all read a count under the limit; a success gives its count back
+//! ([`refund`]).
 
 use std::net::IpAddr;
 
@@ -107,15 +113,88 @@ pub const RESET_PER_EMAIL: Rule = Rule {
     kind: Kind::Block,
 };
 
-/// The rate-limit subject for a client address.
-pub fn ip_subject(ctx: &RequestContext) -> String {
-    match ctx.client_ip.map(|ip| ip.to_canonical()) {
-        Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => {
+/// Node enrollments per user.
+pub const ENROLL_PER_USER: Rule = Rule {
+    name: "enroll_user",
+    limit: 50,
+    window_ms: HOUR,
+    kind: Kind::Block,
+};
+
+/// The rate-limit subject for a client address. `None` when the platform
+/// reported none: per-address rules are then skipped rather than putting
+/// every such client into one shared bucket anyone could exhaust.
+pub fn ip_subject(ctx: &RequestContext) -> Option<String> {
+    match ctx.client_ip.map(|ip| ip.to_canonical())? {
+        IpAddr::V4(v4) => Some(v4.to_string()),
+        IpAddr::V6(v6) => {
             let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
         }
-        None => "unknown".to_owned(),
+    }
+}
+
+/// Counts this attempt and refuses if it goes over `rule` (block rules).
+pub async fn attempt(s: &Services, rule: &Rule, subject: &str) -> Result<(), Error> {
+    hit(s, rule, subject).await
+}
+
+/// Gives back one counted attempt (it succeeded).
+pub async fn refund(s: &Services, rule: &Rule, subject: &str) -> Result<(), Error> {
+    s.sql
+        .execute(Statement::new(
+            "UPDATE rate_limits SET count = max(count - 1, 0) WHERE key = ?1",
+            vec![key(rule, subject).into()],
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Whether `subject` has reached `rule`'s threshold in the current window.
+pub async fn over(s: &Services, rule: &Rule, subject: &str) -> Result<bool, Error> {
+    Ok(check(
+        s,
+        &Rule {
+            kind: Kind::Block,
+            ..*rule
+        },
+        subject,
+    )
+    .await
+    .is_err())
+}
+
+/// Claims the next turn of a spacing rule for `turn_subject` (one statement:
+/// of several racing requests exactly one gets the turn).
+pub async fn claim_turn(s: &Services, rule: &Rule, turn_subject: &str) -> Result<(), Error> {
+    let Kind::Spacing(spacing) = rule.kind else {
+        return Ok(());
+    };
+    let now = s.clock.now_ms();
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "INSERT INTO rate_limits (key, window_start, count, last_at) VALUES (?1, ?2, 1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET \
+               count = CASE WHEN ?2 - rate_limits.last_at >= ?3 THEN 1 ELSE rate_limits.count + 1 END, \
+               last_at = CASE WHEN ?2 - rate_limits.last_at >= ?3 THEN ?2 ELSE rate_limits.last_at END \
+             RETURNING count, last_at",
+            vec![
+                format!("{}_turn:{turn_subject}", rule.name).into(),
+                Value::Integer(now),
+                Value::Integer(spacing),
+            ],
+        ))
+        .await?;
+    // `count` restarts at 1 exactly when this request took the turn.
+    match (rows.get_i64(0, "count"), rows.get_i64(0, "last_at")) {
+        (Some(1), _) | (None, _) => Ok(()),
+        (_, last) => {
+            let last = last.unwrap_or(now);
+            Err(Error::RateLimited {
+                retry_after_secs: (spacing - (now - last) + 999) / 1000,
+            })
+        }
     }
 }
 
@@ -263,7 +342,10 @@ mod tests {
             ip_subject(&ctx("2001:db8:1:2:aaaa::1")),
             ip_subject(&ctx("2001:db8:1:2:bbbb::9"))
         );
-        assert_eq!(ip_subject(&ctx("::ffff:10.0.0.1")), "10.0.0.1");
-        assert_eq!(ip_subject(&ctx("nope")), "unknown");
+        assert_eq!(
+            ip_subject(&ctx("::ffff:10.0.0.1")).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(ip_subject(&ctx("nope")), None);
     }
 }

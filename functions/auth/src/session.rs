@@ -200,13 +200,16 @@ impl Client {
 }
 
 /// The statements that create a session and its first refresh token; returns
-/// them with the new session id and refresh token.
+/// them with the new session id and refresh token. With `password_hash`, the
+/// session is created only while that is still the stored hash (the first
+/// statement then changes nothing otherwise).
 pub fn create_session(
     s: &Services,
     req: &Request,
     user_id: &str,
     client: Client,
     amr: &[&str],
+    password_hash: Option<&str>,
 ) -> (Vec<Statement>, String, String) {
     let now = s.clock.now_ms();
     let sid = s.new_id();
@@ -219,7 +222,8 @@ pub fn create_session(
     let stmts = vec![
         Statement::new(
             "INSERT INTO sessions (id, user_id, client, amr, auth_time, created_at, last_used_at, expires_at, client_ip, user_agent) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
+             SELECT ?1, id, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9 FROM users \
+             WHERE id = ?2 AND (?10 IS NULL OR password_hash = ?10)",
             vec![
                 sid.as_str().into(),
                 user_id.into(),
@@ -233,10 +237,11 @@ pub fn create_session(
                     .map(|ip| ip.to_canonical().to_string())
                     .into(),
                 user_agent.into(),
+                password_hash.map(str::to_owned).into(),
             ],
         ),
         Statement::new(
-            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?1, ?2, ?3)",
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) SELECT ?1, id, ?3 FROM sessions WHERE id = ?2",
             vec![
                 hash_token(&refresh).into(),
                 sid.as_str().into(),
@@ -265,16 +270,24 @@ pub fn refresh_cookie(s: &Services, token: Option<&str>) -> String {
     )
 }
 
-/// The refresh token a request carries in its cookie, if any.
-pub fn cookie_token(req: &Request) -> Option<String> {
-    req.headers
+/// The refresh token a request carries in its cookie, if exactly one. Two
+/// values mean someone planted a second cookie (e.g. from a sibling
+/// subdomain, to log the victim into the attacker's session): refuse.
+pub fn cookie_token(req: &Request) -> Result<Option<String>, Error> {
+    let mut found = req
+        .headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
+        .filter(|(name, _)| *name == REFRESH_COOKIE)
+        .map(|(_, value)| value.trim().to_owned());
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(Error::InvalidRefreshToken);
+    }
+    Ok(first)
 }
 
 /// Refuses a cookie-authenticated request whose `Origin` is not allowed.

@@ -43,6 +43,91 @@ fn accepted_status(status: &str) -> Response {
     )
 }
 
+/// Counts one attempt against each rule (skipping per-address rules when the
+/// address is unknown); the first refusal is audited and returned.
+async fn limit(
+    s: &Services,
+    req: &Request,
+    rules: &[(&rl::Rule, Option<&str>)],
+) -> Result<(), Error> {
+    for (rule, subject) in rules {
+        let Some(subject) = subject else { continue };
+        if let Err(e) = rl::attempt(s, rule, subject).await {
+            record(
+                s,
+                req,
+                "anonymous",
+                "auth.rate_limited",
+                None,
+                Outcome::Denied,
+                json!({"rule": rule.name}),
+            )
+            .await?;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The login-failure accounting for one password attempt on `email`.
+pub struct PasswordAttempt {
+    ip: Option<String>,
+    pair: String,
+    email: String,
+}
+
+impl PasswordAttempt {
+    /// Counts the attempt before any Argon2 work; refuses when a block rule is
+    /// exhausted, or when the account is over its soft limit and this address
+    /// has had its turn within the spacing.
+    pub async fn begin(s: &Services, req: &Request, email: &str) -> Result<PasswordAttempt, Error> {
+        let ip = ip_subject(&req.ctx);
+        let pair = format!("{email}|{}", ip.as_deref().unwrap_or("unknown"));
+        limit(
+            s,
+            req,
+            &[
+                (&rl::LOGIN_FAILURES_PER_IP, ip.as_deref()),
+                (&rl::LOGIN_FAILURES_PER_ACCOUNT_IP, Some(&pair)),
+            ],
+        )
+        .await?;
+        if rl::over(s, &rl::LOGIN_FAILURES_PER_ACCOUNT, email).await?
+            && let Err(e) = rl::claim_turn(s, &rl::LOGIN_FAILURES_PER_ACCOUNT, &pair).await
+        {
+            record(
+                s,
+                req,
+                "anonymous",
+                "auth.rate_limited",
+                None,
+                Outcome::Denied,
+                json!({"rule": rl::LOGIN_FAILURES_PER_ACCOUNT.name}),
+            )
+            .await?;
+            return Err(e);
+        }
+        Ok(PasswordAttempt {
+            ip,
+            pair,
+            email: email.to_owned(),
+        })
+    }
+
+    /// The password was wrong: the counts stay, and the account's soft count grows.
+    pub async fn failed(&self, s: &Services) -> Result<(), Error> {
+        rl::count(s, &rl::LOGIN_FAILURES_PER_ACCOUNT, &self.email).await
+    }
+
+    /// The password was right: give the attempt back.
+    pub async fn succeeded(&self, s: &Services) -> Result<(), Error> {
+        if let Some(ip) = &self.ip {
+            rl::refund(s, &rl::LOGIN_FAILURES_PER_IP, ip).await?;
+        }
+        rl::clear(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &self.pair).await
+    }
+}
+
 /// `POST /auth/signup` body.
 #[derive(Deserialize)]
 pub struct Signup {
@@ -88,6 +173,22 @@ fn email_token_statement(
 }
 
 /// Older unused tokens of a purpose stop working when a new one is sent.
+/// After a token of `purpose` is consumed by request `rid`, the user's other
+/// outstanding tokens of that purpose stop working.
+fn supersede_siblings(purpose: &str, token_hash: &str, rid: &str, now: i64) -> Statement {
+    Statement::new(
+        "UPDATE email_tokens SET consumed_at = ?4, consumed_by = 'superseded' \
+         WHERE purpose = ?1 AND consumed_at IS NULL \
+           AND user_id IN (SELECT user_id FROM email_tokens WHERE token_hash = ?2 AND consumed_by = ?3)",
+        vec![
+            purpose.into(),
+            token_hash.into(),
+            rid.into(),
+            Value::Integer(now),
+        ],
+    )
+}
+
 fn supersede_tokens(s: &Services, purpose: &str, user_id: &str) -> Statement {
     Statement::new(
         "UPDATE email_tokens SET consumed_at = ?3, consumed_by = 'superseded' \
@@ -107,8 +208,16 @@ pub async fn signup(s: &Services, req: Request) -> Result<Response, Error> {
     let email = password::normalise_email(&body.email)?;
     password::check_policy(&body.password, &email)?;
     let name = display_name(body.display_name)?;
-    rl::hit(s, &rl::SIGNUP_PER_IP, &ip_subject(&req.ctx)).await?;
-    rl::hit(s, &rl::SIGNUP_PER_EMAIL, &email).await?;
+    let ip = ip_subject(&req.ctx);
+    limit(
+        s,
+        &req,
+        &[
+            (&rl::SIGNUP_PER_IP, ip.as_deref()),
+            (&rl::SIGNUP_PER_EMAIL, Some(&email)),
+        ],
+    )
+    .await?;
     // Hash before looking the address up, so both paths cost the same.
     let hash = password::hash(&body.password, s.rng.as_ref())?;
     let now = s.clock.now_ms();
@@ -300,6 +409,7 @@ async fn consume_verification(s: &Services, req: &Request, token: &str) -> Resul
                  WHERE (id, email) IN (SELECT user_id, email FROM email_tokens WHERE token_hash = ?1 AND consumed_by = ?3)",
                 vec![h.as_str().into(), Value::Integer(now), rid.into()],
             ),
+            supersede_siblings("verify_email", &h, rid, now),
         ])
         .await?;
     if results.first().map(|r| r.changes) != Some(1) {
@@ -345,8 +455,16 @@ pub struct EmailBody {
 pub async fn resend_verification(s: &Services, req: Request) -> Result<Response, Error> {
     mail::require(s)?;
     let email = password::normalise_email(&req.json::<EmailBody>()?.email)?;
-    rl::hit(s, &rl::RESEND_PER_IP, &ip_subject(&req.ctx)).await?;
-    rl::hit(s, &rl::RESEND_PER_EMAIL, &email).await?;
+    let ip = ip_subject(&req.ctx);
+    limit(
+        s,
+        &req,
+        &[
+            (&rl::RESEND_PER_IP, ip.as_deref()),
+            (&rl::RESEND_PER_EMAIL, Some(&email)),
+        ],
+    )
+    .await?;
     let rows = s
         .sql
         .execute(Statement::new(
@@ -358,7 +476,6 @@ pub async fn resend_verification(s: &Services, req: Request) -> Result<Response,
         let token = new_token(s.rng.as_ref(), EMAIL_TOKEN_PREFIX);
         s.sql
             .batch(vec![
-                supersede_tokens(s, "verify_email", &id),
                 email_token_statement(s, "verify_email", &id, &email, &token, VERIFY_TOKEN_MS),
                 audit(
                     s,
@@ -405,27 +522,7 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
     let body: Login = req.json()?;
     let client = Client::parse(body.client.as_deref())?;
     let email = password::normalise_email(&body.email)?;
-    let ip = ip_subject(&req.ctx);
-    let pair = format!("{email}|{ip}");
-    for (rule, subject) in [
-        (&rl::LOGIN_FAILURES_PER_IP, ip.as_str()),
-        (&rl::LOGIN_FAILURES_PER_ACCOUNT_IP, pair.as_str()),
-        (&rl::LOGIN_FAILURES_PER_ACCOUNT, email.as_str()),
-    ] {
-        if let Err(e) = rl::check(s, rule, subject).await {
-            record(
-                s,
-                &req,
-                "anonymous",
-                "auth.rate_limited",
-                None,
-                Outcome::Denied,
-                json!({"rule": rule.name}),
-            )
-            .await?;
-            return Err(e);
-        }
-    }
+    let attempt = PasswordAttempt::begin(s, &req, &email).await?;
     let rows = s
         .sql
         .execute(Statement::new(
@@ -442,9 +539,7 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
         }
     };
     let Verification::Match { rehash } = verdict else {
-        rl::count(s, &rl::LOGIN_FAILURES_PER_IP, &ip).await?;
-        rl::count(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &pair).await?;
-        rl::count(s, &rl::LOGIN_FAILURES_PER_ACCOUNT, &email).await?;
+        attempt.failed(s).await?;
         let actor = user
             .as_ref()
             .map_or_else(|| "anonymous".to_owned(), |u| format!("user:{u}"));
@@ -461,15 +556,23 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(Error::InvalidCredentials);
     };
     let user = user.unwrap_or_default();
-    rl::clear(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &pair).await?;
-    let (mut stmts, sid, refresh) = session::create_session(s, &req, &user, client, &["pwd"]);
+    let verified_hash = rows
+        .get_str(0, "password_hash")
+        .unwrap_or_default()
+        .to_owned();
+    attempt.succeeded(s).await?;
+    // The session exists only if the hash just verified is still the stored
+    // one, so a login racing a password reset cannot outlive it.
+    let (mut stmts, sid, refresh) =
+        session::create_session(s, &req, &user, client, &["pwd"], Some(&verified_hash));
     if rehash {
         stmts.push(Statement::new(
-            "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+            "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1 AND password_hash = ?4",
             vec![
                 user.as_str().into(),
                 password::hash(&body.password, s.rng.as_ref())?.into(),
                 Value::Integer(s.clock.now_ms()),
+                verified_hash.as_str().into(),
             ],
         ));
     }
@@ -482,7 +585,10 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
         Outcome::Success,
         json!({"session": sid, "client": client.as_str(), "rehashed": rehash}),
     ));
-    s.sql.batch(stmts).await?;
+    let results = s.sql.batch(stmts).await?;
+    if results.first().map(|r| r.changes) != Some(1) {
+        return Err(Error::InvalidCredentials);
+    }
     let access = session::access_token(s, &sid).await?;
     Ok(session::token_response(s, &access, Some(&refresh), client))
 }
@@ -496,8 +602,7 @@ pub async fn check_password(
     email: &str,
     candidate: &str,
 ) -> Result<(), Error> {
-    let pair = format!("{email}|{}", ip_subject(&req.ctx));
-    rl::check(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &pair).await?;
+    let attempt = PasswordAttempt::begin(s, req, email).await?;
     let rows = s
         .sql
         .execute(Statement::new(
@@ -516,10 +621,10 @@ pub async fn check_password(
         }
     };
     if !ok {
-        rl::count(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &pair).await?;
+        attempt.failed(s).await?;
         return Err(Error::InvalidCredentials);
     }
-    Ok(())
+    attempt.succeeded(s).await
 }
 
 /// `POST /auth/password/change` body.
@@ -566,6 +671,8 @@ pub async fn change_password(s: &Services, req: Request) -> Result<Response, Err
                     Value::Integer(now),
                 ],
             ),
+            // A reset code mailed before the change must not undo it.
+            supersede_tokens(s, "password_reset", &p.user_id),
             audit(
                 s,
                 &req,
@@ -587,8 +694,16 @@ pub async fn change_password(s: &Services, req: Request) -> Result<Response, Err
 pub async fn reset_request(s: &Services, req: Request) -> Result<Response, Error> {
     mail::require(s)?;
     let email = password::normalise_email(&req.json::<EmailBody>()?.email)?;
-    rl::hit(s, &rl::RESET_PER_IP, &ip_subject(&req.ctx)).await?;
-    rl::hit(s, &rl::RESET_PER_EMAIL, &email).await?;
+    let ip = ip_subject(&req.ctx);
+    limit(
+        s,
+        &req,
+        &[
+            (&rl::RESET_PER_IP, ip.as_deref()),
+            (&rl::RESET_PER_EMAIL, Some(&email)),
+        ],
+    )
+    .await?;
     let rows = s
         .sql
         .execute(Statement::new(
@@ -600,7 +715,6 @@ pub async fn reset_request(s: &Services, req: Request) -> Result<Response, Error
         let token = new_token(s.rng.as_ref(), EMAIL_TOKEN_PREFIX);
         s.sql
             .batch(vec![
-                supersede_tokens(s, "password_reset", &id),
                 email_token_statement(s, "password_reset", &id, &email, &token, RESET_TOKEN_MS),
                 audit(
                     s,
@@ -694,9 +808,20 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
                 ),
                 vec![h.as_str().into(), Value::Integer(now), rid.into(), user.as_str().into()],
             ),
+            supersede_siblings("password_reset", &h, rid, now),
         ])
         .await?;
     if results.first().map(|r| r.changes) != Some(1) {
+        record(
+            s,
+            &req,
+            "anonymous",
+            "auth.password.reset",
+            Some(&user),
+            Outcome::Failure,
+            json!({"reason": "token_raced"}),
+        )
+        .await?;
         return Err(Error::TokenInvalid);
     }
     let revoked = results.get(2).map_or(0, |r| r.changes);

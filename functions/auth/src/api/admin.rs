@@ -138,7 +138,20 @@ pub async fn grant(s: &Services, req: Request) -> Result<Response, Error> {
         .sql
         .batch(vec![grant_statement(&target, &role, &p.actor(), now)])
         .await?;
-    let (verified, roles) = user_state(s.sql.as_ref(), &target).await?;
+    let state = user_state(s.sql.as_ref(), &target).await;
+    let Ok((verified, roles)) = state else {
+        record(
+            s,
+            &req,
+            &p.actor(),
+            "auth.role.grant",
+            Some(&target),
+            Outcome::Failure,
+            json!({"role": role, "reason": "user_not_found"}),
+        )
+        .await?;
+        return Err(Error::UserNotFound);
+    };
     if !verified {
         record(
             s,
@@ -180,7 +193,19 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
             vec![target.as_str().into(), role.as_str().into()],
         ))
         .await?;
-    let (_, roles) = user_state(s.sql.as_ref(), &target).await?;
+    let Ok((_, roles)) = user_state(s.sql.as_ref(), &target).await else {
+        record(
+            s,
+            &req,
+            &p.actor(),
+            "auth.role.revoke",
+            Some(&target),
+            Outcome::Failure,
+            json!({"role": role, "reason": "user_not_found"}),
+        )
+        .await?;
+        return Err(Error::UserNotFound);
+    };
     if results.changes == 0 && roles.contains(&role) {
         record(
             s,
@@ -336,6 +361,16 @@ pub async fn bootstrap(s: &Services, req: Request) -> Result<Response, Error> {
         return deny("bad_secret").await;
     }
     if !p.email_verified {
+        record(
+            s,
+            &req,
+            &p.actor(),
+            "auth.admin.bootstrap",
+            Some(&p.user_id),
+            Outcome::Denied,
+            json!({"reason": "email_unverified"}),
+        )
+        .await?;
         return Err(Error::EmailUnverified);
     }
     let now = s.clock.now_ms();

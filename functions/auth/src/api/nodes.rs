@@ -6,7 +6,10 @@
 //! [`redeem`]: one conditional UPDATE, so two racing redemptions cannot both
 //! win. Re-enrolling replaces the stored hash (the old token dies); deleting
 //! the enrollment deletes the row (its tokens die). A node id belongs to the
-//! first verified user who enrolls it; nobody else can take it over.
+//! verified user who enrolls it; nobody else can take it over, except an
+//! enrollment that was never redeemed and whose token expired (so ids cannot
+//! be squatted by enrolling and walking away). Enrollment is rate limited
+//! per user.
 //!
 //! The mesh redeems in-process where it shares the database (native, the
 //! Worker) and through `POST /auth/nodes/redeem` with the service credential
@@ -85,9 +88,10 @@ pub async fn enroll(s: &Services, req: Request) -> Result<Response, Error> {
         .execute(Statement::new(
             "INSERT INTO node_enrollments (node_id, owner_id, kind, created_at, updated_at, token_hash, token_expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6) \
-             ON CONFLICT (node_id) DO UPDATE SET kind = excluded.kind, updated_at = excluded.updated_at, \
+             ON CONFLICT (node_id) DO UPDATE SET owner_id = excluded.owner_id, kind = excluded.kind, updated_at = excluded.updated_at, \
                token_hash = excluded.token_hash, token_expires_at = excluded.token_expires_at, token_redeemed_at = NULL \
              WHERE node_enrollments.owner_id = excluded.owner_id \
+                OR (node_enrollments.token_redeemed_at IS NULL AND node_enrollments.token_expires_at <= excluded.updated_at) \
              RETURNING node_id",
             vec![
                 body.node_id.as_str().into(),
@@ -186,6 +190,16 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
     let is_owner = owner.as_deref() == Some(p.user_id.as_str());
     if owner.is_none() || (!is_owner && !p.has_role("system_admin")) {
         // Someone else's node looks exactly like no node.
+        record(
+            s,
+            &req,
+            &p.actor(),
+            "auth.node.delete",
+            Some(&node),
+            Outcome::Denied,
+            json!({"reason": "not_found"}),
+        )
+        .await?;
         return Err(Error::NodeNotFound);
     }
     if !is_owner && let Err(e) = p.require_step_up(s.clock.now_ms()) {

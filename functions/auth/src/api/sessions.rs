@@ -35,7 +35,7 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
     let (presented, client) = match from_body {
         Some(t) => (t, Client::Device),
         None => {
-            let t = session::cookie_token(&req).ok_or(Error::InvalidRefreshToken)?;
+            let t = session::cookie_token(&req)?.ok_or(Error::InvalidRefreshToken)?;
             // The cookie rides along with any request the browser makes, so
             // only pages of an allowed origin may use it.
             session::check_origin(s, &req)?;
@@ -47,83 +47,22 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let now = s.clock.now_ms();
     let old = hash_token(&presented);
-    let fresh = new_token(s.rng.as_ref(), REFRESH_PREFIX);
-    let new = hash_token(&fresh);
-    let results = s
-        .sql
-        .batch(vec![
-            Statement::new(
-                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) \
-                 SELECT ?2, r.session_id, ?3 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
-                 WHERE r.token_hash = ?1 AND r.rotated_at IS NULL AND s.revoked_at IS NULL \
-                   AND s.expires_at > ?3 AND s.client = ?4",
-                vec![old.as_str().into(), new.as_str().into(), Value::Integer(now), client.as_str().into()],
-            ),
-            Statement::new(
-                "UPDATE refresh_tokens SET rotated_at = ?3 WHERE token_hash = ?1 AND rotated_at IS NULL \
-                 AND EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ?2)",
-                vec![old.as_str().into(), new.as_str().into(), Value::Integer(now)],
-            ),
-            Statement::new(
-                "UPDATE sessions SET last_used_at = ?2, expires_at = ?3 \
-                 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)",
-                vec![new.as_str().into(), Value::Integer(now), Value::Integer(now + REFRESH_SLIDING_MS)],
-            ),
-        ])
-        .await?;
-    if results.first().map(|r| r.changes) == Some(1) {
-        let rows = s
-            .sql
-            .execute(Statement::new(
-                "SELECT r.session_id, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = ?1",
-                vec![new.as_str().into()],
-            ))
-            .await?;
-        let sid = rows.get_str(0, "session_id").unwrap_or_default().to_owned();
-        let user = rows.get_str(0, "user_id").unwrap_or_default().to_owned();
-        record(
-            s,
-            &req,
-            &format!("user:{user}"),
-            "auth.token.refresh",
-            Some(&sid),
-            Outcome::Success,
-            json!({}),
-        )
-        .await?;
-        let access = session::access_token(s, &sid).await?;
-        return Ok(session::token_response(s, &access, Some(&fresh), client));
+    if let Some((sid, user, fresh)) = exchange(s, &old, client, now).await? {
+        return issue(s, &req, &sid, &user, &fresh, client).await;
     }
-    // Not exchanged: was it a token we already rotated (a copy in use)?
+    // Not exchanged: was it a token we already rotated?
     let rows = s
         .sql
         .execute(Statement::new(
-            "SELECT r.session_id, r.rotated_at, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
-             WHERE r.token_hash = ?1",
+            "SELECT r.session_id, r.rotated_at, r.replaced_by, s.user_id, \
+               (SELECT rotated_at IS NULL FROM refresh_tokens WHERE token_hash = r.replaced_by) AS successor_unused \
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = ?1",
             vec![old.as_str().into()],
         ))
         .await?;
-    if let (Some(sid), Some(_)) = (rows.get_str(0, "session_id"), rows.get_i64(0, "rotated_at")) {
-        let user = rows.get_str(0, "user_id").unwrap_or_default();
-        s.sql
-            .batch(vec![
-                Statement::new(
-                    "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'refresh_token_reuse' \
-                     WHERE id = ?1 AND revoked_at IS NULL",
-                    vec![sid.into(), Value::Integer(now)],
-                ),
-                audit(
-                    s,
-                    &req,
-                    &format!("user:{user}"),
-                    "auth.refresh.reuse",
-                    Some(sid),
-                    Outcome::Denied,
-                    json!({"severity": "critical", "session_revoked": sid}),
-                ),
-            ])
-            .await?;
-    } else {
+    let (Some(sid), Some(rotated_at)) =
+        (rows.get_str(0, "session_id"), rows.get_i64(0, "rotated_at"))
+    else {
         record(
             s,
             &req,
@@ -134,8 +73,113 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
             json!({}),
         )
         .await?;
+        return Err(Error::InvalidRefreshToken);
+    };
+    let user = rows.get_str(0, "user_id").unwrap_or_default().to_owned();
+    // Two tabs refreshing together, or a client retrying after losing the
+    // answer: within the grace window, while the successor is unused, the
+    // exchange is redone from the successor (which dies with it).
+    if now - rotated_at <= REUSE_GRACE_MS
+        && rows.get_i64(0, "successor_unused") == Some(1)
+        && let Some(successor) = rows.get_str(0, "replaced_by")
+        && let Some((sid, user, fresh)) = exchange(s, successor, client, now).await?
+    {
+        return issue(s, &req, &sid, &user, &fresh, client).await;
     }
+    // A copy of a rotated token is in use: revoke the whole family.
+    s.sql
+        .batch(vec![
+            Statement::new(
+                "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'refresh_token_reuse' \
+                 WHERE id = ?1 AND revoked_at IS NULL",
+                vec![sid.into(), Value::Integer(now)],
+            ),
+            audit(
+                s,
+                &req,
+                &format!("user:{user}"),
+                "auth.refresh.reuse",
+                Some(sid),
+                Outcome::Denied,
+                json!({"severity": "critical", "session_revoked": sid}),
+            ),
+        ])
+        .await?;
     Err(Error::InvalidRefreshToken)
+}
+
+/// A rotated token presented again this soon after its rotation, while its
+/// successor is unused, is a race or a retry rather than theft.
+pub const REUSE_GRACE_MS: i64 = 30_000;
+
+/// Exchanges the refresh token stored as `from` for a fresh one, atomically;
+/// `None` if `from` is not a live, unrotated token of a `client` session.
+async fn exchange(
+    s: &Services,
+    from: &str,
+    client: Client,
+    now: i64,
+) -> Result<Option<(String, String, String)>, Error> {
+    let fresh = new_token(s.rng.as_ref(), REFRESH_PREFIX);
+    let new = hash_token(&fresh);
+    let results = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) \
+                 SELECT ?2, r.session_id, ?3 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+                 WHERE r.token_hash = ?1 AND r.rotated_at IS NULL AND s.revoked_at IS NULL \
+                   AND s.expires_at > ?3 AND s.client = ?4",
+                vec![from.into(), new.as_str().into(), Value::Integer(now), client.as_str().into()],
+            ),
+            Statement::new(
+                "UPDATE refresh_tokens SET rotated_at = ?3, replaced_by = ?2 WHERE token_hash = ?1 AND rotated_at IS NULL \
+                 AND EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ?2)",
+                vec![from.into(), new.as_str().into(), Value::Integer(now)],
+            ),
+            Statement::new(
+                "UPDATE sessions SET last_used_at = ?2, expires_at = ?3 \
+                 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)",
+                vec![new.as_str().into(), Value::Integer(now), Value::Integer(now + REFRESH_SLIDING_MS)],
+            ),
+            Statement::new(
+                "SELECT r.session_id, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+                 WHERE r.token_hash = ?1",
+                vec![new.as_str().into()],
+            ),
+        ])
+        .await?;
+    if results.first().map(|r| r.changes) != Some(1) {
+        return Ok(None);
+    }
+    let Some(rows) = results.get(3) else {
+        return Ok(None);
+    };
+    let sid = rows.get_str(0, "session_id").unwrap_or_default().to_owned();
+    let user = rows.get_str(0, "user_id").unwrap_or_default().to_owned();
+    Ok(Some((sid, user, fresh)))
+}
+
+async fn issue(
+    s: &Services,
+    req: &Request,
+    sid: &str,
+    user: &str,
+    fresh: &str,
+    client: Client,
+) -> Result<Response, Error> {
+    record(
+        s,
+        req,
+        &format!("user:{user}"),
+        "auth.token.refresh",
+        Some(sid),
+        Outcome::Success,
+        json!({}),
+    )
+    .await?;
+    let access = session::access_token(s, sid).await?;
+    Ok(session::token_response(s, &access, Some(fresh), client))
 }
 
 fn clear_cookie(s: &Services, mut resp: Response) -> Response {

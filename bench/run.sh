@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Identity benchmarks: CPU per credential operation and per request inside
+# workerd (wrangler dev, the release Worker build) and natively (release
+# binary), plus native throughput. Prints the tables bench/README.md records.
+# Run on an otherwise idle machine: `bash bench/run.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/setup-tools.sh
+. scripts/setup-tools.sh
+ec_setup_all >&2
+
+cargo build --release --locked -p edgecoder -p edgecoder-conformance --example auth_bench
+bash scripts/build-worker.sh >&2
+BENCH=target/release/examples/auth_bench
+KEY="$(target/release/edgecoder keygen --base64)"
+SETTINGS=(mode=development insecure_test_routes=true "signing_key=$KEY" issuer=http://localhost:8080
+  allowed_origins=http://localhost:5173 service_token=bench-service-token-0123456789abcdef0123)
+WORK="$(mktemp -d)"
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+wait_up() {
+  for _ in $(seq 1 300); do
+    curl -fsS "$1/auth/health" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "server at $1 did not start" >&2
+  return 1
+}
+
+echo "# native (release binary, embedded SQLite)"
+env_args=()
+for s in "${SETTINGS[@]}"; do
+  name="${s%%=*}"; env_args+=("EDGECODER_${name^^}=${s#*=}")
+done
+env "${env_args[@]}" EDGECODER_LOG=warn target/release/edgecoder serve --listen 127.0.0.1:18787 \
+  --data-dir "$WORK/native" >"$WORK/native.log" 2>&1 &
+PIDS+=($!)
+wait_up http://127.0.0.1:18787
+"$BENCH" http://127.0.0.1:18787 cpu endpoints load
+
+echo
+echo "# workerd (wrangler dev, D1 + KV)"
+export PATH="$NODE22_BIN:$PATH" WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false CI=true
+"$WRANGLER_BIN" d1 migrations apply edgecoder --local --persist-to "$WORK/workerd" >&2
+var_args=()
+for s in "${SETTINGS[@]}"; do
+  name="${s%%=*}"; var_args+=(--var "EDGECODER_${name^^}:${s#*=}")
+done
+"$WRANGLER_BIN" dev --ip 127.0.0.1 --port 18788 --persist-to "$WORK/workerd" \
+  --show-interactive-dev-session=false --log-level warn "${var_args[@]}" >"$WORK/workerd.log" 2>&1 &
+PIDS+=($!)
+wait_up http://127.0.0.1:18788
+"$BENCH" http://127.0.0.1:18788 cpu endpoints

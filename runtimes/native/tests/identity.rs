@@ -1,0 +1,560 @@
+//! Identity behaviour that depends on time or on the mail provider, driven
+//! in-process: the auth router over the native runtime's real SQLite with a
+//! clock the test moves (token expiry, step-up age, rate-limit windows,
+//! Argon2 parameter upgrades), and the Resend-compatible provider against a
+//! local server speaking that API. Everything else is in the black-box suite.
+
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread;
+
+use edgecoder_kernel::http_types::{HeaderValue, Method, header};
+use edgecoder_kernel::{
+    Clock, Config, Request, RequestContext, Response, Router, Services, Sql, Statement, migrations,
+};
+use edgecoder_native::platform::{NativeConfig, OsRng, SystemClock, UreqOutbound};
+use edgecoder_native::sqlite::{Db, SqliteKv};
+use serde_json::{Value as Json, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct TestClock(Cell<i64>);
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.get()
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    clock: Rc<TestClock>,
+    services: Rc<Services>,
+    router: Router,
+    db: Db,
+}
+
+fn env(settings: &[(&str, &str)]) -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = NativeConfig::new(None);
+    cfg.set("mode", "development");
+    let key = edgecoder_kernel::SigningKey::generate(&OsRng);
+    cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
+    for (k, v) in settings {
+        cfg.set(k, *v);
+    }
+    let config = Config::load(&cfg).expect("config");
+    let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
+    let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
+    let clock = Rc::new(TestClock(Cell::new(1_800_000_000_000)));
+    let services = Rc::new(Services {
+        sql: Rc::new(db.clone()),
+        kv: Rc::new(kv.handle()),
+        clock: clock.clone(),
+        rng: Rc::new(OsRng),
+        outbound: Rc::new(UreqOutbound::default()),
+        config: config.clone(),
+    });
+    Env {
+        _dir: dir,
+        clock,
+        router: edgecoder_auth::router(&config),
+        services,
+        db,
+    }
+}
+
+impl Env {
+    async fn migrate(&self) {
+        migrations::apply(&self.db, self.clock.as_ref(), &OsRng, "system:test")
+            .await
+            .expect("migrate");
+    }
+
+    fn advance_ms(&self, ms: i64) {
+        self.clock.0.set(self.clock.0.get() + ms);
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Json>,
+    ) -> (u16, Json) {
+        let ctx = RequestContext {
+            request_id: self.services.new_id(),
+            client_ip: "192.0.2.7".parse().ok(),
+        };
+        let mut req = Request::new(method, path, ctx);
+        if let Some(b) = body {
+            req.body = serde_json::to_vec(&b).expect("json");
+            req.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        if let Some(t) = bearer {
+            req.headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {t}")).expect("header"),
+            );
+        }
+        let resp: Response = self.router.handle(self.services.clone(), req).await;
+        let status = resp.status().as_u16();
+        let json = serde_json::from_slice(resp.body()).unwrap_or(Json::Null);
+        (status, json)
+    }
+
+    async fn last_token(&self, email: &str) -> String {
+        let rows = self
+            .db
+            .execute(Statement::new(
+                "SELECT body FROM mail_outbox WHERE to_addr = ?1 ORDER BY time DESC, rowid DESC LIMIT 1",
+                vec![email.into()],
+            ))
+            .await
+            .expect("outbox");
+        let body = rows.get_str(0, "body").expect("a mail").to_owned();
+        let start = body.find("evt_").expect("token in mail");
+        body[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect()
+    }
+
+    async fn signup(&self, email: &str, verify: bool) {
+        let (s, _) = self
+            .call(
+                Method::POST,
+                "/auth/signup",
+                None,
+                Some(json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(s, 202);
+        if verify {
+            let token = self.last_token(email).await;
+            let (s, _) = self
+                .call(
+                    Method::POST,
+                    "/auth/verify-email",
+                    None,
+                    Some(json!({ "token": token })),
+                )
+                .await;
+            assert_eq!(s, 200);
+        }
+    }
+
+    async fn login(&self, email: &str, password: &str) -> (u16, Json) {
+        self.call(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"email": email, "password": password, "client": "device"})),
+        )
+        .await
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn expired_verification_token_is_refused_and_changes_nothing() {
+    block_on(async {
+        let e = env(&[]);
+        e.migrate().await;
+        e.signup("late@example.com", false).await;
+        let token = e.last_token("late@example.com").await;
+        e.advance_ms(24 * 3600 * 1000 + 1);
+        let (s, v) = e
+            .call(
+                Method::POST,
+                "/auth/verify-email",
+                None,
+                Some(json!({ "token": token })),
+            )
+            .await;
+        assert_eq!((s, v["code"].as_str()), (400, Some("token_invalid")));
+        let (_, login) = e.login("late@example.com", PASSWORD).await;
+        let access = login["access_token"].as_str().expect("token");
+        let (_, me) = e.call(Method::GET, "/auth/me", Some(access), None).await;
+        assert_eq!(me["email_verified"], json!(false));
+    });
+}
+
+#[test]
+fn expired_reset_token_is_refused_and_the_password_stays() {
+    block_on(async {
+        let e = env(&[]);
+        e.migrate().await;
+        e.signup("reset@example.com", true).await;
+        let (s, _) = e
+            .call(
+                Method::POST,
+                "/auth/password/reset/request",
+                None,
+                Some(json!({"email": "reset@example.com"})),
+            )
+            .await;
+        assert_eq!(s, 202);
+        let token = e.last_token("reset@example.com").await;
+        e.advance_ms(30 * 60 * 1000 + 1);
+        let (s, v) = e
+            .call(
+                Method::POST,
+                "/auth/password/reset/confirm",
+                None,
+                Some(json!({"token": token, "new_password": "another long passphrase"})),
+            )
+            .await;
+        assert_eq!((s, v["code"].as_str()), (400, Some("token_invalid")));
+        assert_eq!(e.login("reset@example.com", PASSWORD).await.0, 200);
+    });
+}
+
+#[test]
+fn expired_enrollment_token_cannot_be_redeemed() {
+    block_on(async {
+        let e = env(&[]);
+        e.migrate().await;
+        e.signup("node@example.com", true).await;
+        let (_, login) = e.login("node@example.com", PASSWORD).await;
+        let access = login["access_token"].as_str().expect("token").to_owned();
+        let (s, v) = e
+            .call(
+                Method::POST,
+                "/auth/nodes/enroll",
+                Some(&access),
+                Some(json!({"node_id": "laptop-1", "kind": "agent"})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let token = v["enrollment_token"].as_str().expect("token").to_owned();
+        e.advance_ms(3600 * 1000 + 1);
+        let err = edgecoder_auth::api::nodes::redeem(
+            &e.db,
+            e.clock.now_ms(),
+            &token,
+            "laptop-1",
+            "agent",
+        )
+        .await
+        .expect_err("expired");
+        assert!(matches!(err, edgecoder_auth::Error::EnrollmentTokenInvalid));
+    });
+}
+
+#[test]
+fn step_up_lapses_after_ten_minutes_and_step_up_restores_it() {
+    block_on(async {
+        let e = env(&[]);
+        e.migrate().await;
+        e.signup("step@example.com", true).await;
+        let (_, login) = e.login("step@example.com", PASSWORD).await;
+        let access = login["access_token"].as_str().expect("token").to_owned();
+        e.advance_ms(10 * 60 * 1000 + 1000);
+        let body = json!({"current_password": PASSWORD, "new_password": "a different passphrase"});
+        let (s, v) = e
+            .call(
+                Method::POST,
+                "/auth/password/change",
+                Some(&access),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!((s, v["code"].as_str()), (403, Some("step_up_required")));
+        let (s, v) = e
+            .call(
+                Method::POST,
+                "/auth/step-up",
+                Some(&access),
+                Some(json!({"password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let fresh = v["access_token"].as_str().expect("token");
+        let (s, _) = e
+            .call(
+                Method::POST,
+                "/auth/password/change",
+                Some(fresh),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 200);
+    });
+}
+
+#[test]
+fn access_tokens_expire_and_refresh_sessions_slide_then_lapse() {
+    block_on(async {
+        let e = env(&[]);
+        e.migrate().await;
+        e.signup("slide@example.com", false).await;
+        let (_, login) = e.login("slide@example.com", PASSWORD).await;
+        let access = login["access_token"].as_str().expect("token").to_owned();
+        let mut refresh = login["refresh_token"].as_str().expect("refresh").to_owned();
+        e.advance_ms(15 * 60 * 1000 + 31_000);
+        let (s, v) = e.call(Method::GET, "/auth/me", Some(&access), None).await;
+        assert_eq!((s, v["code"].as_str()), (401, Some("invalid_token")));
+        // Each use extends the session: 20 days, twice, is past 30 days in all.
+        for _ in 0..2 {
+            e.advance_ms(20 * 24 * 3600 * 1000);
+            let (s, v) = e
+                .call(
+                    Method::POST,
+                    "/auth/token/refresh",
+                    None,
+                    Some(json!({ "refresh_token": refresh })),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            refresh = v["refresh_token"].as_str().expect("rotated").to_owned();
+        }
+        e.advance_ms(30 * 24 * 3600 * 1000 + 1);
+        let (s, v) = e
+            .call(
+                Method::POST,
+                "/auth/token/refresh",
+                None,
+                Some(json!({ "refresh_token": refresh })),
+            )
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (401, Some("invalid_refresh_token"))
+        );
+    });
+}
+
+#[test]
+fn login_block_lifts_when_the_window_ends() {
+    block_on(async {
+        let e = env(&[]);
+        e.migrate().await;
+        e.signup("window@example.com", false).await;
+        for _ in 0..10 {
+            assert_eq!(
+                e.login("window@example.com", "wrong password here").await.0,
+                401
+            );
+        }
+        let (s, v) = e.login("window@example.com", PASSWORD).await;
+        assert_eq!((s, v["code"].as_str()), (429, Some("rate_limited")));
+        e.advance_ms(15 * 60 * 1000);
+        assert_eq!(e.login("window@example.com", PASSWORD).await.0, 200);
+    });
+}
+
+#[test]
+fn account_wide_failures_only_space_attempts_out() {
+    block_on(async {
+        let e = env(&[]);
+        e.migrate().await;
+        e.signup("victim@example.com", false).await;
+        // 30 failures spread over many addresses (one per (account, ip) pair
+        // would block; simulate the spread by clearing the pair counters).
+        for _ in 0..30 {
+            assert_eq!(
+                e.login("victim@example.com", "attacker guess 123").await.0,
+                401
+            );
+            e.db.execute(Statement::new(
+                "DELETE FROM rate_limits WHERE key LIKE 'login_acct_ip:%'",
+                vec![],
+            ))
+            .await
+            .expect("clear");
+            e.advance_ms(1000);
+        }
+        // Over the soft limit each address gets one turn per 5 s: the victim's
+        // own turn works, an immediate second attempt waits, nothing blocks.
+        let (s, v) = e.login("victim@example.com", PASSWORD).await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = e.login("victim@example.com", PASSWORD).await;
+        assert_eq!((s, v["code"].as_str()), (429, Some("rate_limited")), "{v}");
+        e.advance_ms(5_000);
+        assert_eq!(e.login("victim@example.com", PASSWORD).await.0, 200);
+    });
+}
+
+#[test]
+fn outdated_argon2_parameters_are_upgraded_on_login() {
+    block_on(async {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let e = env(&[]);
+        e.migrate().await;
+        e.signup("old@example.com", false).await;
+        let weak = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8192, 1, 1, None).expect("params"),
+        );
+        let salt = SaltString::encode_b64(b"0123456789abcdef").expect("salt");
+        let old = weak
+            .hash_password(PASSWORD.as_bytes(), &salt)
+            .expect("hash")
+            .to_string();
+        e.db.execute(Statement::new(
+            "UPDATE users SET password_hash = ?1 WHERE email = 'old@example.com'",
+            vec![old.as_str().into()],
+        ))
+        .await
+        .expect("downgrade");
+        assert_eq!(e.login("old@example.com", PASSWORD).await.0, 200);
+        let rows =
+            e.db.execute(Statement::new(
+                "SELECT password_hash FROM users WHERE email = 'old@example.com'",
+                vec![],
+            ))
+            .await
+            .expect("read");
+        let now = rows.get_str(0, "password_hash").expect("hash");
+        assert!(now.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{now}");
+        assert_eq!(e.login("old@example.com", PASSWORD).await.0, 200);
+    });
+}
+
+/// A local server speaking the Resend API shape: records each request, answers
+/// `{"id": ...}`.
+fn resend_server(n: usize) -> (String, thread::JoinHandle<Vec<(String, Json)>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = thread::spawn(move || {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("read");
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().expect("length");
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).expect("body");
+            let reply = "{\"id\":\"49a3999c-0ce1-4ea6-ab68-afcd6dc2e794\"}";
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            )
+            .expect("write");
+            got.push((head, serde_json::from_slice(&body).unwrap_or(Json::Null)));
+        }
+        got
+    });
+    (format!("http://{addr}"), handle)
+}
+
+#[test]
+fn resend_provider_posts_emails_with_the_bearer_key() {
+    let (base, server) = resend_server(1);
+    block_on(async {
+        let e = env(&[
+            ("mail_provider", "resend"),
+            ("mail_api_base", &base),
+            ("mail_api_key", "re_test_key_123"),
+            ("mail_from", "EdgeCoder <no-reply@edge.example>"),
+        ]);
+        e.migrate().await;
+        let (s, _) = e
+            .call(
+                Method::POST,
+                "/auth/signup",
+                None,
+                Some(json!({"email": "mailme@example.com", "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(s, 202);
+        let rows =
+            e.db.execute(Statement::new(
+                "SELECT count(*) AS n FROM mail_outbox",
+                vec![],
+            ))
+            .await
+            .expect("count");
+        assert_eq!(rows.get_i64(0, "n"), Some(0), "nothing goes to the outbox");
+    });
+    let got = server.join().expect("server");
+    let (head, body) = &got[0];
+    let head_lower = head.to_ascii_lowercase();
+    assert!(head.starts_with("POST /emails HTTP/1.1"), "{head}");
+    assert!(
+        head_lower.contains("authorization: bearer re_test_key_123"),
+        "{head}"
+    );
+    assert!(
+        head_lower.contains("content-type: application/json"),
+        "{head}"
+    );
+    assert_eq!(body["to"], json!(["mailme@example.com"]));
+    assert_eq!(body["from"], "EdgeCoder <no-reply@edge.example>");
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/auth/verify-email?token=evt_")
+    );
+}
+
+#[test]
+fn production_refuses_the_outbox() {
+    let mut cfg = NativeConfig::new(None);
+    cfg.set("mode", "production");
+    let key = edgecoder_kernel::SigningKey::generate(&OsRng);
+    cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
+    cfg.set("issuer", "https://edge.example");
+    cfg.set("mail_provider", "outbox");
+    let err = Config::load(&cfg).expect_err("outbox in production");
+    assert!(err.to_string().contains("outbox"), "{err}");
+}
+
+#[test]
+fn hsts_only_when_served_over_https() {
+    block_on(async {
+        for (issuer, want) in [
+            ("https://edge.example", true),
+            ("http://localhost:8080", false),
+        ] {
+            let e = env(&[("issuer", issuer)]);
+            let ctx = RequestContext {
+                request_id: "r".into(),
+                client_ip: None,
+            };
+            let resp = e
+                .router
+                .handle(
+                    e.services.clone(),
+                    Request::new(Method::GET, "/auth/health", ctx),
+                )
+                .await;
+            let hsts = resp.headers().get(header::STRICT_TRANSPORT_SECURITY);
+            assert_eq!(hsts.is_some(), want, "{issuer}");
+            assert_eq!(
+                resp.headers()
+                    .get(header::REFERRER_POLICY)
+                    .map(|v| v.as_bytes()),
+                Some(&b"no-referrer"[..])
+            );
+        }
+    });
+}
