@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 . scripts/setup-tools.sh
 ec_setup_all >&2
 
-cargo build --release --locked -p edgecoder -p edgecoder-conformance --example auth_bench
+cargo build --release --locked -p edgecoder --bin edgecoder
+cargo build --release --locked -p edgecoder-conformance --example auth_bench
 bash scripts/build-worker.sh >&2
 BENCH=target/release/examples/auth_bench
 KEY="$(target/release/edgecoder keygen --base64)"
