@@ -77,25 +77,44 @@ pub fn require(s: &Services) -> Result<(), edgecoder_kernel::Error> {
     }
 }
 
-/// Delivers `mail`; failures are recorded, not returned.
+/// Delivers `mail`; failures are recorded, not returned. HTTP delivery runs
+/// after the response (the `Defer` port), so how long the provider takes
+/// cannot tell a client whether the address was registered.
 pub async fn send(s: &Services, ctx: &RequestContext, mail: &Mail) {
-    let result = match &s.config.mail {
-        MailSettings::Unconfigured => Err("no mail provider configured".to_owned()),
-        MailSettings::Outbox => s
-            .sql
-            .execute(Statement::new(
-                "INSERT INTO mail_outbox (id, time, to_addr, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                vec![
-                    s.new_id().into(),
-                    s.clock.now_ms().into(),
-                    mail.to.as_str().into(),
-                    mail.subject.as_str().into(),
-                    mail.text.as_str().into(),
-                ],
-            ))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+    let failed = |why: String| AuditEvent {
+        actor: "service:auth".into(),
+        action: "auth.mail.failed".into(),
+        target: None,
+        outcome: Outcome::Failure,
+        details: json!({ "subject": mail.subject, "error": why }),
+    };
+    match &s.config.mail {
+        MailSettings::Unconfigured => {
+            let _ = edgecoder_kernel::audit::record(
+                s,
+                Some(ctx),
+                &failed("no mail provider configured".into()),
+            )
+            .await;
+        }
+        MailSettings::Outbox => {
+            let stored = s
+                .sql
+                .execute(Statement::new(
+                    "INSERT INTO mail_outbox (id, time, to_addr, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    vec![
+                        s.new_id().into(),
+                        s.clock.now_ms().into(),
+                        mail.to.as_str().into(),
+                        mail.subject.as_str().into(),
+                        mail.text.as_str().into(),
+                    ],
+                ))
+                .await;
+            if let Err(e) = stored {
+                let _ = edgecoder_kernel::audit::record(s, Some(ctx), &failed(e.to_string())).await;
+            }
+        }
         MailSettings::Http { base, key, from } => {
             let body = json!({
                 "from": from,
@@ -112,21 +131,30 @@ pub async fn send(s: &Services, ctx: &RequestContext, mail: &Mail) {
                 ],
                 body: body.to_string().into_bytes(),
             };
-            match s.outbound.send(req).await {
-                Ok(r) if (200..300).contains(&r.status) => Ok(()),
-                Ok(r) => Err(format!("email API answered {}", r.status)),
-                Err(e) => Err(e.to_string()),
-            }
+            let outbound = s.outbound.clone();
+            let sql = s.sql.clone();
+            // The failure record is prepared now: the request is gone later.
+            let event_id = s.new_id();
+            let time = s.clock.now_ms();
+            let ctx = ctx.clone();
+            let subject = mail.subject.clone();
+            s.defer.defer(Box::pin(async move {
+                let why = match outbound.send(req).await {
+                    Ok(r) if (200..300).contains(&r.status) => return,
+                    Ok(r) => format!("email API answered {}", r.status),
+                    Err(e) => e.to_string(),
+                };
+                let event = AuditEvent {
+                    actor: "service:auth".into(),
+                    action: "auth.mail.failed".into(),
+                    target: None,
+                    outcome: Outcome::Failure,
+                    details: json!({ "subject": subject, "error": why }),
+                };
+                let _ = sql
+                    .execute(event.statement(&event_id, time, Some(&ctx)))
+                    .await;
+            }));
         }
-    };
-    if let Err(why) = result {
-        let event = AuditEvent {
-            actor: "service:auth".into(),
-            action: "auth.mail.failed".into(),
-            target: None,
-            outcome: Outcome::Failure,
-            details: json!({ "subject": mail.subject, "error": why }),
-        };
-        let _ = edgecoder_kernel::audit::record(s, Some(ctx), &event).await;
     }
 }

@@ -249,6 +249,36 @@ pub trait Outbound {
     async fn send(&self, req: OutboundRequest) -> Result<OutboundResponse, Error>;
 }
 
+/// Work to run after the response has been sent.
+pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// Running work after the response (Workers `waitUntil`, a local task
+/// natively), so its latency is not visible to the client: e.g. mail whose
+/// delivery time would otherwise tell whether an address is registered.
+pub trait Defer {
+    /// Schedules `task`; it must not assume the request is still open.
+    fn defer(&self, task: Deferred);
+}
+
+/// A [`Defer`] that only collects tasks, for hosts that run them after
+/// answering (Spin, after the response body is complete) and for in-process
+/// callers, which drain them with [`CollectDeferred::take`].
+#[derive(Default)]
+pub struct CollectDeferred(std::cell::RefCell<Vec<Deferred>>);
+
+impl CollectDeferred {
+    /// The tasks collected so far.
+    pub fn take(&self) -> Vec<Deferred> {
+        std::mem::take(&mut *self.0.borrow_mut())
+    }
+}
+
+impl Defer for CollectDeferred {
+    fn defer(&self, task: Deferred) {
+        self.0.borrow_mut().push(task);
+    }
+}
+
 /// Random bytes as lowercase hex, for ids.
 pub fn random_hex(rng: &dyn Rng, bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];

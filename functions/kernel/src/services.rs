@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use crate::{Clock, Config, Kv, Outbound, RequestContext, Rng, Sql};
+use crate::{Clock, Config, Defer, Kv, Outbound, RequestContext, Rng, Sql};
 
 /// Everything a handler may touch outside its request.
 pub struct Services {
@@ -20,6 +20,8 @@ pub struct Services {
     pub rng: Rc<dyn Rng>,
     /// Outbound HTTP.
     pub outbound: Rc<dyn Outbound>,
+    /// Work after the response.
+    pub defer: Rc<dyn Defer>,
     /// Validated settings.
     pub config: Config,
 }

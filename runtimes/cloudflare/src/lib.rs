@@ -252,6 +252,16 @@ impl ConfigSource for WorkerConfig<'_> {
     }
 }
 
+/// Deferred work through `ctx.waitUntil`: the runtime keeps the isolate
+/// alive for it after the response has gone.
+struct WaitUntil(worker::Context);
+
+impl edgecoder_kernel::Defer for WaitUntil {
+    fn defer(&self, task: edgecoder_kernel::Deferred) {
+        self.0.wait_until(task);
+    }
+}
+
 struct Fetch;
 
 #[async_trait(?Send)]
@@ -334,8 +344,9 @@ fn cached_router(config: &Config) -> Rc<edgecoder_kernel::Router> {
 async fn fetch(
     mut req: worker::Request,
     env: Env,
-    _ctx: worker::Context,
+    ctx: worker::Context,
 ) -> worker::Result<worker::Response> {
+    let wait_until = WaitUntil(ctx);
     let client_ip = req
         .headers()
         .get("cf-connecting-ip")
@@ -370,6 +381,7 @@ async fn fetch(
         clock: Rc::new(DateClock),
         rng: Rc::new(CryptoRng),
         outbound: Rc::new(Fetch),
+        defer: Rc::new(wait_until),
         config,
     });
     let limit = services.config.max_body_bytes;

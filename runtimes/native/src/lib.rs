@@ -64,6 +64,8 @@ impl Runtime {
             clock: Rc::new(SystemClock),
             rng: Rc::new(OsRng),
             outbound: Rc::new(UreqOutbound::default()),
+            // CLI commands send no mail; nothing they defer would be run.
+            defer: Rc::new(edgecoder_kernel::CollectDeferred::default()),
             config: self.config.clone(),
         }
     }

@@ -156,3 +156,13 @@ impl Outbound for UreqOutbound {
             .map_err(|e| Error::Outbound(e.to_string()))?
     }
 }
+
+/// Deferred work as a task on the serving thread's `LocalSet` (every request
+/// is handled inside one), running after the handler has answered.
+pub struct SpawnLocal;
+
+impl edgecoder_kernel::Defer for SpawnLocal {
+    fn defer(&self, task: edgecoder_kernel::Deferred) {
+        tokio::task::spawn_local(task);
+    }
+}

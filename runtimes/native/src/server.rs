@@ -72,6 +72,7 @@ fn pipeline(shared: &Shared) -> (Rc<Router>, Rc<Services>) {
                     clock: Rc::new(SystemClock),
                     rng: Rc::new(OsRng),
                     outbound: Rc::new(UreqOutbound::default()),
+                    defer: Rc::new(crate::platform::SpawnLocal),
                     config: shared.config.clone(),
                 };
                 let router = edgecoder_gateway::router(Selection::All, &services.config);

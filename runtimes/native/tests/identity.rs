@@ -13,7 +13,8 @@ use std::thread;
 
 use edgecoder_kernel::http_types::{HeaderValue, Method, header};
 use edgecoder_kernel::{
-    Clock, Config, Request, RequestContext, Response, Router, Services, Sql, Statement, migrations,
+    Clock, CollectDeferred, Config, Request, RequestContext, Response, Router, Services, Sql,
+    Statement, migrations,
 };
 use edgecoder_native::platform::{NativeConfig, OsRng, SystemClock, UreqOutbound};
 use edgecoder_native::sqlite::{Db, SqliteKv};
@@ -31,6 +32,7 @@ impl Clock for TestClock {
 struct Env {
     _dir: tempfile::TempDir,
     clock: Rc<TestClock>,
+    deferred: Rc<CollectDeferred>,
     services: Rc<Services>,
     router: Router,
     db: Db,
@@ -49,17 +51,20 @@ fn env(settings: &[(&str, &str)]) -> Env {
     let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
     let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
     let clock = Rc::new(TestClock(Cell::new(1_800_000_000_000)));
+    let deferred = Rc::new(CollectDeferred::default());
     let services = Rc::new(Services {
         sql: Rc::new(db.clone()),
         kv: Rc::new(kv.handle()),
         clock: clock.clone(),
         rng: Rc::new(OsRng),
         outbound: Rc::new(UreqOutbound::default()),
+        defer: deferred.clone(),
         config: config.clone(),
     });
     Env {
         _dir: dir,
         clock,
+        deferred,
         router: edgecoder_auth::router(&config),
         services,
         db,
@@ -485,6 +490,12 @@ fn resend_provider_posts_emails_with_the_bearer_key() {
             )
             .await;
         assert_eq!(s, 202);
+        // Delivery runs after the response, so its latency tells nothing.
+        let tasks = e.deferred.take();
+        assert_eq!(tasks.len(), 1, "one delivery deferred");
+        for t in tasks {
+            t.await;
+        }
         let rows =
             e.db.execute(Statement::new(
                 "SELECT count(*) AS n FROM mail_outbox",

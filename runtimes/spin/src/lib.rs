@@ -383,6 +383,13 @@ async fn respond(out: ResponseOutparam, resp: edgecoder_kernel::Response) {
     let _ = out.set_with_body(response, resp.into_body()).await;
 }
 
+thread_local! {
+    /// Work deferred by this request: Spin runs one request per component
+    /// instance, so the instance's list is the request's. Run after the
+    /// response body is complete.
+    static DEFERRED: Rc<edgecoder_kernel::CollectDeferred> = Rc::default();
+}
+
 fn services(selection: Selection, config: Config) -> Result<Services, Error> {
     let (sql, kv): (Rc<dyn Sql>, Rc<dyn Kv>) = match selection {
         Selection::Only(f) => (
@@ -406,6 +413,7 @@ fn services(selection: Selection, config: Config) -> Result<Services, Error> {
         clock: Rc::new(WasiClock),
         rng: Rc::new(WasiRng),
         outbound: Rc::new(SpinOutbound),
+        defer: DEFERRED.with(Rc::clone),
         config,
     })
 }
@@ -542,6 +550,9 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         eprintln!("{} {path}: {msg}", resp.status());
     }
     respond(out, resp).await;
+    for task in DEFERRED.with(|d| d.take()) {
+        task.await;
+    }
 }
 
 fn spin_method_str(m: &spin_sdk::http::Method) -> String {
