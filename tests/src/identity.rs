@@ -360,6 +360,10 @@ type IdCheck = fn(&Ctx) -> Result<(), String>;
 pub fn checks() -> Vec<(&'static str, IdCheck)> {
     vec![
         (
+            "openapi_documents_identity_request_and_response_schemas",
+            openapi_documents_identity_request_and_response_schemas,
+        ),
+        (
             "security_headers_on_auth_responses",
             security_headers_on_auth_responses,
         ),
@@ -476,6 +480,57 @@ pub fn checks() -> Vec<(&'static str, IdCheck)> {
             every_mutating_route_emits_an_audit_event,
         ),
     ]
+}
+
+fn openapi_documents_identity_request_and_response_schemas(x: &Ctx) -> Result<(), String> {
+    let doc = x.c.get("/openapi.json")?.json()?;
+    let paths = doc["paths"].as_object().ok_or("no paths")?;
+    let mut checked = 0;
+    for (path, item) in paths {
+        if !path.starts_with("/auth/")
+            || path.starts_with("/auth/_test/")
+            || path.starts_with("/auth/health")
+        {
+            continue;
+        }
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let at = format!("{method} {path}");
+            let responses = op["responses"]
+                .as_object()
+                .ok_or(format!("{at}: no responses"))?;
+            let Some((_, ok)) = responses.iter().find(|(code, _)| code.starts_with('2')) else {
+                return Err(format!("{at}: no 2xx response"));
+            };
+            if let Some(schema) = ok["content"].get("application/json").map(|c| &c["schema"])
+                && schema["properties"]
+                    .as_object()
+                    .is_none_or(|p| p.is_empty())
+            {
+                return Err(format!(
+                    "{at}: 2xx body schema lists no properties: {schema}"
+                ));
+            }
+            if !responses.keys().any(|c| c.starts_with('4')) {
+                return Err(format!("{at}: no 4xx documented"));
+            }
+            let takes_json = !matches!(
+                (method.as_str(), path.as_str()),
+                ("get", _) | ("delete", _) | ("post", "/auth/logout" | "/auth/logout-all")
+            );
+            if takes_json
+                && op["requestBody"]["content"]["application/json"]["schema"]["properties"]
+                    .as_object()
+                    .is_none()
+            {
+                return Err(format!("{at}: no request body schema"));
+            }
+            checked += 1;
+        }
+    }
+    if checked < 20 {
+        return Err(format!("only {checked} identity operations documented"));
+    }
+    Ok(())
 }
 
 fn security_headers_on_auth_responses(x: &Ctx) -> Result<(), String> {

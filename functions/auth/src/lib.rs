@@ -20,6 +20,7 @@ mod error;
 pub mod mail;
 pub mod password;
 pub mod ratelimit;
+mod schemas;
 pub mod secrets;
 pub mod session;
 
@@ -88,10 +89,13 @@ fn authed(mut v: Vec<ResponseDoc>) -> Vec<ResponseDoc> {
 }
 
 fn token_response_docs() -> Vec<ResponseDoc> {
-    vec![ok(
-        200,
-        "OAuth 2.0 token response {access_token, token_type, expires_in, refresh_token (device clients)}",
-    )]
+    vec![
+        ok(
+            200,
+            "OAuth 2.0 token response {access_token, token_type, expires_in, refresh_token (device clients)}",
+        )
+        .with_schema(schemas::token()),
+    ]
 }
 
 /// The function's routes under the given configuration.
@@ -104,67 +108,67 @@ pub fn router(config: &Config) -> Router {
         .route(Method::GET, JWKS_PATH, handler(jwks), doc("jwks", "Public keys that verify access tokens (ES256 JWK Set)", None, vec![response_doc(200, "the JWK Set", Some(JWK_SET_JSON))]))
         .route(Method::POST, "/auth/signup", h(|s, r| async move { a::signup(&s, r).await }),
             doc("signup", "Create an account; always 202 {status: verification_sent}", obj(&["email", "password"], json!({"email": email, "password": pw, "display_name": {"type": "string", "maxLength": 100}})),
-                vec![ok(202, "verification_sent (the same for registered addresses)"), err(400, "invalid_email / weak_password"), err(429, "rate_limited")]))
+                vec![ok(202, "verification_sent (the same for registered addresses)").with_schema(schemas::status()), err(400, "invalid_email / weak_password"), err(429, "rate_limited")]))
         .route(Method::GET, "/auth/verify-email", h(|s, r| async move { a::verify_email_page(&s, r).await }),
-            doc("verify_email_page", "The emailed link: an HTML page whose button POSTs the token (prefetching does not verify)", None, vec![response_doc(200, "HTML page", Some("text/html"))]))
+            doc("verify_email_page", "The emailed link: an HTML page whose button POSTs the token (prefetching does not verify)", None, vec![response_doc(200, "HTML page with a form that POSTs the token", Some("text/html")), response_doc(400, "HTML page: the link is malformed", Some("text/html"))]))
         .route(Method::POST, "/auth/verify-email", h(|s, r| async move { a::verify_email(&s, r).await }),
             doc("verify_email", "Consume a verification token (JSON or the page's form)", obj(&["token"], json!({"token": token})),
-                vec![ok(200, "{status: verified}"), err(400, "token_invalid")]))
+                vec![ok(200, "{status: verified}").with_schema(schemas::status()), err(400, "token_invalid")]))
         .route(Method::POST, "/auth/resend-verification", h(|s, r| async move { a::resend_verification(&s, r).await }),
             doc("resend_verification", "Send a new verification email; always 202", obj(&["email"], json!({"email": email})),
-                vec![ok(202, "verification_sent"), err(429, "rate_limited")]))
+                vec![ok(202, "verification_sent").with_schema(schemas::status()), err(429, "rate_limited")]))
         .route(Method::POST, "/auth/login", h(|s, r| async move { a::login(&s, r).await }),
             doc("login", "Password sign-in", obj(&["email", "password"], json!({"email": email, "password": {"type": "string"}, "client": {"enum": ["browser", "device"]}})),
                 { let mut v = token_response_docs(); v.push(err(401, "invalid_credentials")); v.push(err(429, "rate_limited")); v }))
         .route(Method::POST, "/auth/password/change", h(|s, r| async move { a::change_password(&s, r).await }),
             doc("password_change", "Change the password (step-up); revokes every other session", obj(&["current_password", "new_password"], json!({"current_password": {"type": "string"}, "new_password": pw})),
-                authed(vec![ok(200, "{status: changed, sessions_revoked}"), err(400, "weak_password"), err(403, "step_up_required")])))
+                authed(vec![ok(200, "{status: changed, sessions_revoked}").with_schema(schemas::status()), err(400, "weak_password"), err(403, "step_up_required")])))
         .route(Method::POST, "/auth/password/reset/request", h(|s, r| async move { a::reset_request(&s, r).await }),
             doc("password_reset_request", "Email a reset code; always 202", obj(&["email"], json!({"email": email})),
-                vec![ok(202, "{status: reset_sent}"), err(429, "rate_limited")]))
+                vec![ok(202, "{status: reset_sent}").with_schema(schemas::status()), err(429, "rate_limited")]))
         .route(Method::POST, "/auth/password/reset/confirm", h(|s, r| async move { a::reset_confirm(&s, r).await }),
             doc("password_reset_confirm", "Set a new password with a reset code; revokes every session", obj(&["token", "new_password"], json!({"token": token, "new_password": pw})),
-                vec![ok(200, "{status: reset, sessions_revoked}"), err(400, "token_invalid / weak_password")]))
+                vec![ok(200, "{status: reset, sessions_revoked}").with_schema(schemas::status()), err(400, "token_invalid / weak_password")]))
         .route(Method::POST, "/auth/token/refresh", h(|s, r| async move { se::refresh(&s, r).await }),
             doc("token_refresh", "Exchange a refresh token (body for devices, cookie + allowed Origin for browsers); rotates it", obj(&[], json!({"refresh_token": token})),
                 { let mut v = token_response_docs(); v.push(err(401, "invalid_refresh_token")); v.push(err(403, "csrf_rejected")); v }))
         .route(Method::POST, "/auth/logout", h(|s, r| async move { se::logout(&s, r).await }),
-            doc("logout", "Sign out this session", None, authed(vec![ok(200, "{status: signed_out}")])))
+            doc("logout", "Sign out this session", None, authed(vec![ok(200, "{status: signed_out}").with_schema(schemas::status())])))
         .route(Method::POST, "/auth/logout-all", h(|s, r| async move { se::logout_all(&s, r).await }),
-            doc("logout_all", "Sign out every session", None, authed(vec![ok(200, "{status: signed_out, sessions_revoked}")])))
+            doc("logout_all", "Sign out every session", None, authed(vec![ok(200, "{status: signed_out, sessions_revoked}").with_schema(schemas::status())])))
         .route(Method::GET, "/auth/sessions", h(|s, r| async move { se::list(&s, r).await }),
-            doc("sessions_list", "The caller's live sessions", None, authed(vec![ok(200, "{sessions: [...]}")])))
+            doc("sessions_list", "The caller's live sessions", None, authed(vec![ok(200, "{sessions: [...]}").with_schema(schemas::sessions())])))
         .route(Method::DELETE, "/auth/sessions/{id}", h(|s, r| async move { se::revoke(&s, r).await }),
-            doc("session_revoke", "Revoke one of the caller's sessions", None, authed(vec![ok(200, "{status: revoked}"), err(404, "session_not_found")])))
+            doc("session_revoke", "Revoke one of the caller's sessions", None, authed(vec![ok(200, "{status: revoked}").with_schema(schemas::status()), err(404, "session_not_found")])))
         .route(Method::GET, "/auth/me", h(|s, r| async move { se::me(&s, r).await }),
-            doc("me", "The signed-in user", None, authed(vec![ok(200, "{id, email, email_verified, display_name, roles, created_at}")])))
+            doc("me", "The signed-in user", None, authed(vec![ok(200, "{id, email, email_verified, display_name, roles, created_at}").with_schema(schemas::me())])))
         .route(Method::POST, "/auth/step-up", h(|s, r| async move { se::step_up(&s, r).await }),
             doc("step_up", "Re-authenticate; returns a token with a fresh auth_time", obj(&["password"], json!({"password": {"type": "string"}})),
                 authed({ let mut v = token_response_docs(); v.push(err(429, "rate_limited")); v })))
         .route(Method::GET, "/auth/admin/users", h(|s, r| async move { ad::users(&s, r).await }),
-            doc("admin_users", "Users, paginated (?limit=&after=); system_admin", None, authed(vec![ok(200, "{users, next}"), err(403, "forbidden")])))
+            doc("admin_users", "Users, paginated (?limit=&after=); system_admin", None, authed(vec![ok(200, "{users, next}").with_schema(schemas::users()), err(403, "forbidden")])))
         .route(Method::POST, "/auth/admin/users/{id}/roles", h(|s, r| async move { ad::grant(&s, r).await }),
             doc("admin_role_grant", "Grant a role to a verified user; system_admin with step-up", obj(&["role"], json!({"role": {"enum": session::GRANTABLE_ROLES}})),
-                authed(vec![ok(200, "{id, roles}"), err(400, "invalid_role"), err(403, "forbidden / step_up_required / email_unverified"), err(404, "user_not_found")])))
+                authed(vec![ok(200, "{id, roles}").with_schema(schemas::user_roles()), err(400, "invalid_role"), err(403, "forbidden / step_up_required / email_unverified"), err(404, "user_not_found")])))
         .route(Method::DELETE, "/auth/admin/users/{id}/roles/{role}", h(|s, r| async move { ad::revoke(&s, r).await }),
             doc("admin_role_revoke", "Revoke a role; system_admin with step-up", None,
-                authed(vec![ok(200, "{id, roles}"), err(403, "forbidden / step_up_required"), err(409, "last_admin")])))
+                authed(vec![ok(200, "{id, roles}").with_schema(schemas::user_roles()), err(403, "forbidden / step_up_required"), err(409, "last_admin")])))
         .route(Method::GET, "/auth/admin/audit", h(|s, r| async move { ad::audit_query(&s, r).await }),
-            doc("admin_audit", "Audit events, newest first (?since=&actor=&action=&limit=); system_admin", None, authed(vec![ok(200, "{events}"), err(403, "forbidden")])))
+            doc("admin_audit", "Audit events, newest first (?since=&actor=&action=&limit=); system_admin", None, authed(vec![ok(200, "{events}").with_schema(schemas::audit()), err(403, "forbidden")])))
         .route(Method::POST, "/auth/admin/bootstrap", h(|s, r| async move { ad::bootstrap(&s, r).await }),
             doc("admin_bootstrap", "Become the first system_admin with the one-time bootstrap secret", obj(&["secret"], json!({"secret": {"type": "string"}})),
-                authed(vec![ok(200, "{id, roles}"), err(403, "bootstrap_refused / email_unverified")])))
+                authed(vec![ok(200, "{id, roles}").with_schema(schemas::user_roles()), err(403, "bootstrap_refused / email_unverified")])))
         .route(Method::POST, "/auth/nodes/enroll", h(|s, r| async move { n::enroll(&s, r).await }),
             doc("node_enroll", "Issue a one-time enrollment token for a node id (verified email)", obj(&["node_id", "kind"], json!({"node_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{2,62}$"}, "kind": {"enum": ["agent", "coordinator"]}})),
-                authed(vec![ok(201, "{node_id, kind, enrollment_token, expires_at}"), err(400, "invalid_node_id"), err(403, "email_unverified"), err(409, "node_owned_by_another_user")])))
+                authed(vec![ok(201, "{node_id, kind, enrollment_token, expires_at}").with_schema(schemas::enrollment()), err(400, "invalid_node_id"), err(403, "email_unverified"), err(409, "node_owned_by_another_user")])))
         .route(Method::GET, "/auth/nodes", h(|s, r| async move { n::list(&s, r).await }),
-            doc("nodes_list", "The caller's node enrollments", None, authed(vec![ok(200, "{nodes}")])))
+            doc("nodes_list", "The caller's node enrollments", None, authed(vec![ok(200, "{nodes}").with_schema(schemas::nodes())])))
         .route(Method::DELETE, "/auth/nodes/{id}", h(|s, r| async move { n::delete(&s, r).await }),
             doc("node_delete", "Delete an enrollment (owner, or system_admin with step-up); its tokens stop working", None,
-                authed(vec![ok(200, "{status: deleted}"), err(403, "step_up_required"), err(404, "node_not_found")])))
+                authed(vec![ok(200, "{status: deleted}").with_schema(schemas::status()), err(403, "step_up_required"), err(404, "node_not_found")])))
         .route(Method::POST, "/auth/nodes/redeem", h(|s, r| async move { n::redeem_route(&s, r).await }),
             doc("node_redeem", "Redeem an enrollment token once (the mesh function, with the service credential)", obj(&["enrollment_token", "node_id", "kind"], json!({"enrollment_token": token, "node_id": {"type": "string"}, "kind": {"enum": ["agent", "coordinator"]}})),
-                vec![ok(200, "{node_id, kind, owner_id}"), err(400, "enrollment_token_invalid"), err(401, "service_unauthorized")]));
+                vec![ok(200, "{node_id, kind, owner_id}").with_schema(schemas::redeemed()), err(400, "enrollment_token_invalid"), err(401, "service_unauthorized")]));
     if config.insecure_test_routes {
         r = r
             .merge(testroutes::routes(

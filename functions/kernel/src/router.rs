@@ -42,6 +42,17 @@ pub struct ResponseDoc {
     pub description: &'static str,
     /// Media type of the body, if any.
     pub media_type: Option<&'static str>,
+    /// JSON Schema of the body, when more is known than "an object".
+    pub schema: Option<Json>,
+}
+
+impl ResponseDoc {
+    /// The same response with a body schema.
+    #[must_use]
+    pub fn with_schema(mut self, schema: Json) -> Self {
+        self.schema = Some(schema);
+        self
+    }
 }
 
 /// OpenAPI facts about a route.
@@ -255,7 +266,9 @@ fn operation(r: &Route) -> Json {
             let schema = if mt == crate::error::PROBLEM_JSON {
                 json!({"$ref": "#/components/schemas/Problem"})
             } else {
-                json!({"type": "object"})
+                d.schema
+                    .clone()
+                    .unwrap_or_else(|| json!({"type": "object"}))
             };
             resp.insert("content".into(), json!({ mt: {"schema": schema} }));
         }
@@ -327,6 +340,7 @@ pub fn response_doc(
         status,
         description,
         media_type,
+        schema: None,
     }
 }
 

@@ -1,0 +1,161 @@
+//! JSON Schemas of the auth function's response bodies, for `/openapi.json`.
+
+use serde_json::{Value as Json, json};
+
+fn object(required: &[&str], properties: Json) -> Json {
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+fn time() -> Json {
+    json!({"type": "string", "format": "date-time"})
+}
+
+fn roles() -> Json {
+    json!({"type": "array", "items": {"enum": ["user", "coordinator_owner", "system_admin"]}})
+}
+
+/// `{status}` answers, optionally with the number of sessions revoked.
+pub fn status() -> Json {
+    object(
+        &["status"],
+        json!({"status": {"type": "string"}, "sessions_revoked": {"type": "integer"}}),
+    )
+}
+
+/// The OAuth 2.0 token response (RFC 6749 §5.1).
+pub fn token() -> Json {
+    object(
+        &["access_token", "token_type", "expires_in"],
+        json!({
+            "access_token": {"type": "string", "description": "ES256 JWT"},
+            "token_type": {"const": "Bearer"},
+            "expires_in": {"type": "integer", "maximum": 900},
+            "refresh_token": {"type": "string", "description": "device clients only; browsers get the edgecoder_refresh cookie"},
+        }),
+    )
+}
+
+/// `GET /auth/me`.
+pub fn me() -> Json {
+    object(
+        &["id", "email", "email_verified", "roles", "created_at"],
+        json!({
+            "id": {"type": "string"},
+            "email": {"type": "string", "format": "email"},
+            "email_verified": {"type": "boolean"},
+            "display_name": {"type": ["string", "null"]},
+            "roles": roles(),
+            "created_at": time(),
+            "session_id": {"type": "string"},
+            "auth_time": {"type": "integer", "description": "Unix seconds of the last authentication"},
+        }),
+    )
+}
+
+/// `GET /auth/sessions`.
+pub fn sessions() -> Json {
+    object(
+        &["sessions"],
+        json!({"sessions": {"type": "array", "items": object(
+            &["id", "client", "created_at", "last_used_at", "current"],
+            json!({
+                "id": {"type": "string"},
+                "client": {"enum": ["browser", "device"]},
+                "created_at": time(),
+                "last_used_at": time(),
+                "client_ip": {"type": ["string", "null"]},
+                "user_agent": {"type": ["string", "null"]},
+                "current": {"type": "boolean"},
+            }),
+        )}}),
+    )
+}
+
+/// A user's roles after a change.
+pub fn user_roles() -> Json {
+    object(
+        &["id", "roles"],
+        json!({"id": {"type": "string"}, "roles": roles()}),
+    )
+}
+
+/// `GET /auth/admin/users`.
+pub fn users() -> Json {
+    object(
+        &["users", "next"],
+        json!({
+            "users": {"type": "array", "items": object(
+                &["id", "email", "email_verified", "roles", "created_at"],
+                json!({
+                    "id": {"type": "string"},
+                    "email": {"type": "string"},
+                    "email_verified": {"type": "boolean"},
+                    "display_name": {"type": ["string", "null"]},
+                    "roles": roles(),
+                    "created_at": time(),
+                }),
+            )},
+            "next": {"type": ["string", "null"], "description": "pass as ?after= for the next page"},
+        }),
+    )
+}
+
+/// `GET /auth/admin/audit`.
+pub fn audit() -> Json {
+    object(
+        &["events"],
+        json!({"events": {"type": "array", "items": object(
+            &["id", "time", "actor", "action", "outcome"],
+            json!({
+                "id": {"type": "string"},
+                "time": time(),
+                "actor": {"type": "string"},
+                "action": {"type": "string"},
+                "target": {"type": ["string", "null"]},
+                "outcome": {"enum": ["success", "failure", "denied"]},
+                "request_id": {"type": ["string", "null"]},
+                "client_ip": {"type": ["string", "null"]},
+                "details": {},
+            }),
+        )}}),
+    )
+}
+
+/// `POST /auth/nodes/enroll`.
+pub fn enrollment() -> Json {
+    object(
+        &["node_id", "kind", "enrollment_token", "expires_at"],
+        json!({
+            "node_id": {"type": "string"},
+            "kind": {"enum": ["agent", "coordinator"]},
+            "enrollment_token": {"type": "string", "description": "shown once"},
+            "expires_at": time(),
+        }),
+    )
+}
+
+/// `GET /auth/nodes`.
+pub fn nodes() -> Json {
+    object(
+        &["nodes"],
+        json!({"nodes": {"type": "array", "items": object(
+            &["node_id", "kind", "state"],
+            json!({
+                "node_id": {"type": "string"},
+                "kind": {"enum": ["agent", "coordinator"]},
+                "state": {"enum": ["token_pending", "token_expired", "redeemed"]},
+                "created_at": time(),
+                "updated_at": time(),
+                "token_expires_at": time(),
+            }),
+        )}}),
+    )
+}
+
+/// `POST /auth/nodes/redeem`.
+pub fn redeemed() -> Json {
+    object(
+        &["node_id", "kind", "owner_id"],
+        json!({"node_id": {"type": "string"}, "kind": {"enum": ["agent", "coordinator"]}, "owner_id": {"type": "string"}}),
+    )
+}
