@@ -352,6 +352,44 @@ pub fn audit(
     .statement(&s.new_id(), s.clock.now_ms(), Some(&req.ctx))
 }
 
+/// An audit INSERT that commits in the same batch as the change it records
+/// and only if that change happened: `actor` and `target` are SQL expressions
+/// over `from_where` (a `FROM ... WHERE ...` tail, or just `WHERE ...`),
+/// whose parameters are numbered from `?8`.
+#[allow(clippy::too_many_arguments)]
+pub fn audit_when(
+    s: &Services,
+    req: &Request,
+    actor: &str,
+    action: &str,
+    target: &str,
+    outcome: Outcome,
+    details: Json,
+    from_where: &str,
+    params: Vec<Value>,
+) -> Statement {
+    let mut all: Vec<Value> = vec![
+        s.new_id().into(),
+        Value::Integer(s.clock.now_ms()),
+        action.into(),
+        outcome.as_str().into(),
+        req.ctx.request_id.as_str().into(),
+        req.ctx
+            .client_ip
+            .map(|ip| ip.to_canonical().to_string())
+            .into(),
+        details.to_string().into(),
+    ];
+    all.extend(params);
+    Statement::new(
+        format!(
+            "INSERT INTO audit_events (id, time, actor, action, target, outcome, request_id, client_ip, details) \
+             SELECT ?1, ?2, {actor}, ?3, {target}, ?4, ?5, ?6, ?7 {from_where}"
+        ),
+        all,
+    )
+}
+
 /// Records an audit event on its own.
 pub async fn record(
     s: &Services,

@@ -240,20 +240,22 @@ pub async fn signup(s: &Services, req: Request) -> Result<Response, Error> {
                 ],
             ),
             email_token_statement(s, "verify_email", &id, &email, &token, VERIFY_TOKEN_MS),
+            // Committed with the account, or not at all.
+            session::audit_when(
+                s,
+                &req,
+                "'user:' || id",
+                "auth.signup",
+                "id",
+                Outcome::Success,
+                json!({}),
+                "FROM users WHERE id = ?8",
+                vec![id.as_str().into()],
+            ),
         ])
         .await?;
     let created = results.first().is_some_and(|r| r.changes == 1);
     if created {
-        record(
-            s,
-            &req,
-            &format!("user:{id}"),
-            "auth.signup",
-            Some(&id),
-            Outcome::Success,
-            json!({}),
-        )
-        .await?;
         mail::send(
             s,
             &req.ctx,
@@ -410,6 +412,17 @@ async fn consume_verification(s: &Services, req: &Request, token: &str) -> Resul
                 vec![h.as_str().into(), Value::Integer(now), rid.into()],
             ),
             supersede_siblings("verify_email", &h, rid, now),
+            session::audit_when(
+                s,
+                req,
+                "'user:' || user_id",
+                "auth.email.verify",
+                "user_id",
+                Outcome::Success,
+                json!({}),
+                "FROM email_tokens WHERE token_hash = ?8 AND consumed_by = ?9",
+                vec![h.as_str().into(), rid.into()],
+            ),
         ])
         .await?;
     if results.first().map(|r| r.changes) != Some(1) {
@@ -425,24 +438,7 @@ async fn consume_verification(s: &Services, req: &Request, token: &str) -> Resul
         .await?;
         return Err(Error::TokenInvalid);
     }
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT user_id FROM email_tokens WHERE token_hash = ?1",
-            vec![h.into()],
-        ))
-        .await?;
-    let user = rows.get_str(0, "user_id").unwrap_or_default().to_owned();
-    record(
-        s,
-        req,
-        &format!("user:{user}"),
-        "auth.email.verify",
-        Some(&user),
-        Outcome::Success,
-        json!({}),
-    )
-    .await
+    Ok(())
 }
 
 /// `{email}` bodies (resend, reset request).
@@ -809,6 +805,17 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
                 vec![h.as_str().into(), Value::Integer(now), rid.into(), user.as_str().into()],
             ),
             supersede_siblings("password_reset", &h, rid, now),
+            session::audit_when(
+                s,
+                &req,
+                "'user:' || user_id",
+                "auth.password.reset",
+                "user_id",
+                Outcome::Success,
+                json!({}),
+                "FROM email_tokens WHERE token_hash = ?8 AND consumed_by = ?9",
+                vec![h.as_str().into(), rid.into()],
+            ),
         ])
         .await?;
     if results.first().map(|r| r.changes) != Some(1) {
@@ -825,16 +832,6 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
         return Err(Error::TokenInvalid);
     }
     let revoked = results.get(2).map_or(0, |r| r.changes);
-    record(
-        s,
-        &req,
-        &format!("user:{user}"),
-        "auth.password.reset",
-        Some(&user),
-        Outcome::Success,
-        json!({"sessions_revoked": revoked}),
-    )
-    .await?;
     Ok(ok_json(
         &json!({"status": "reset", "sessions_revoked": revoked}),
     ))

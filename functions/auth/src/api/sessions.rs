@@ -47,8 +47,8 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let now = s.clock.now_ms();
     let old = hash_token(&presented);
-    if let Some((sid, user, fresh)) = exchange(s, &old, client, now).await? {
-        return issue(s, &req, &sid, &user, &fresh, client).await;
+    if let Some((sid, fresh)) = exchange(s, &req, &old, client, now).await? {
+        return issue(s, &sid, &fresh, client).await;
     }
     // Not exchanged: was it a token we already rotated?
     let rows = s
@@ -82,9 +82,9 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
     if now - rotated_at <= REUSE_GRACE_MS
         && rows.get_i64(0, "successor_unused") == Some(1)
         && let Some(successor) = rows.get_str(0, "replaced_by")
-        && let Some((sid, user, fresh)) = exchange(s, successor, client, now).await?
+        && let Some((sid, fresh)) = exchange(s, &req, successor, client, now).await?
     {
-        return issue(s, &req, &sid, &user, &fresh, client).await;
+        return issue(s, &sid, &fresh, client).await;
     }
     // A copy of a rotated token is in use: revoke the whole family.
     s.sql
@@ -116,10 +116,11 @@ pub const REUSE_GRACE_MS: i64 = 30_000;
 /// `None` if `from` is not a live, unrotated token of a `client` session.
 async fn exchange(
     s: &Services,
+    req: &Request,
     from: &str,
     client: Client,
     now: i64,
-) -> Result<Option<(String, String, String)>, Error> {
+) -> Result<Option<(String, String)>, Error> {
     let fresh = new_token(s.rng.as_ref(), REFRESH_PREFIX);
     let new = hash_token(&fresh);
     let results = s
@@ -147,6 +148,18 @@ async fn exchange(
                  WHERE r.token_hash = ?1",
                 vec![new.as_str().into()],
             ),
+            // Committed with the rotation, or not at all.
+            session::audit_when(
+                s,
+                req,
+                "'user:' || s.user_id",
+                "auth.token.refresh",
+                "r.session_id",
+                Outcome::Success,
+                json!({}),
+                "FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = ?8",
+                vec![new.as_str().into()],
+            ),
         ])
         .await?;
     if results.first().map(|r| r.changes) != Some(1) {
@@ -156,28 +169,10 @@ async fn exchange(
         return Ok(None);
     };
     let sid = rows.get_str(0, "session_id").unwrap_or_default().to_owned();
-    let user = rows.get_str(0, "user_id").unwrap_or_default().to_owned();
-    Ok(Some((sid, user, fresh)))
+    Ok(Some((sid, fresh)))
 }
 
-async fn issue(
-    s: &Services,
-    req: &Request,
-    sid: &str,
-    user: &str,
-    fresh: &str,
-    client: Client,
-) -> Result<Response, Error> {
-    record(
-        s,
-        req,
-        &format!("user:{user}"),
-        "auth.token.refresh",
-        Some(sid),
-        Outcome::Success,
-        json!({}),
-    )
-    .await?;
+async fn issue(s: &Services, sid: &str, fresh: &str, client: Client) -> Result<Response, Error> {
     let access = session::access_token(s, sid).await?;
     Ok(session::token_response(s, &access, Some(fresh), client))
 }
