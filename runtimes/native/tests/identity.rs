@@ -4,9 +4,9 @@
 //! Argon2 parameter upgrades), and the Resend-compatible provider against a
 //! local server speaking that API. Everything else is in the black-box suite.
 
+mod common;
+
 use std::cell::Cell;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
@@ -430,44 +430,16 @@ fn outdated_argon2_parameters_are_upgraded_on_login() {
     });
 }
 
-/// A local server speaking the Resend API shape: records each request, answers
-/// `{"id": ...}`.
-fn resend_server(n: usize) -> (String, thread::JoinHandle<Vec<(String, Json)>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let handle = thread::spawn(move || {
-        let mut got = Vec::new();
-        for _ in 0..n {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).expect("read");
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().expect("length");
-                }
-                head.push_str(&line);
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0u8; len];
-            reader.read_exact(&mut body).expect("body");
-            let reply = "{\"id\":\"49a3999c-0ce1-4ea6-ab68-afcd6dc2e794\"}";
-            let mut stream = stream;
-            write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
-                reply.len()
-            )
-            .expect("write");
-            got.push((head, serde_json::from_slice(&body).unwrap_or(Json::Null)));
-        }
-        got
-    });
-    (format!("http://{addr}"), handle)
+/// A local server speaking the Resend API shape: answers `{"id": ...}`.
+fn resend_server(n: usize) -> (String, thread::JoinHandle<Vec<common::Received>>) {
+    let reply = "{\"id\":\"49a3999c-0ce1-4ea6-ab68-afcd6dc2e794\"}";
+    common::serve(
+        n,
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+            reply.len()
+        ),
+    )
 }
 
 #[test]
@@ -506,7 +478,8 @@ fn resend_provider_posts_emails_with_the_bearer_key() {
         assert_eq!(rows.get_i64(0, "n"), Some(0), "nothing goes to the outbox");
     });
     let got = server.join().expect("server");
-    let (head, body) = &got[0];
+    let head = &got[0].head;
+    let body: Json = serde_json::from_slice(&got[0].body).expect("json body");
     let head_lower = head.to_ascii_lowercase();
     assert!(head.starts_with("POST /emails HTTP/1.1"), "{head}");
     assert!(

@@ -1,41 +1,23 @@
 //! The native `Outbound` port against a real local HTTP server: statuses are
 //! returned, not errors; redirects are not followed; bodies and headers arrive.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+mod common;
+
 use std::thread;
 
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::{Outbound, OutboundRequest};
 use edgecoder_native::platform::UreqOutbound;
 
-/// Serves one request with `response`, returning what it received.
+/// Serves one request with `response`, returning what it received as text.
 fn serve_once(response: &'static str) -> (String, thread::JoinHandle<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (base, server) = common::serve(1, response.to_owned());
     let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let mut head = String::new();
-        let mut content_length = 0usize;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read");
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                content_length = v.trim().parse().expect("length");
-            }
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0u8; content_length];
-        reader.read_exact(&mut body).expect("body");
-        let mut stream = stream;
-        stream.write_all(response.as_bytes()).expect("write");
-        format!("{head}{}", String::from_utf8_lossy(&body))
+        let got = server.join().expect("server");
+        let r = &got[0];
+        format!("{}{}", r.head, String::from_utf8_lossy(&r.body))
     });
-    (format!("http://{addr}"), handle)
+    (base, handle)
 }
 
 fn run<F: std::future::Future>(f: F) -> F::Output {

@@ -447,8 +447,43 @@ pub struct EmailBody {
     email: String,
 }
 
-/// `POST /auth/resend-verification`.
-pub async fn resend_verification(s: &Services, req: Request) -> Result<Response, Error> {
+/// A mailed one-time token on request (resend, reset): the same 202 whether
+/// or not the address is eligible.
+struct TokenMail {
+    per_ip: rl::Rule,
+    per_email: rl::Rule,
+    /// Selects `id` of an eligible account for `?1` (the email).
+    eligible_sql: &'static str,
+    purpose: &'static str,
+    ttl_ms: i64,
+    action: &'static str,
+    compose: fn(&Services, &str, &str) -> mail::Mail,
+    answer: &'static str,
+}
+
+const RESEND: TokenMail = TokenMail {
+    per_ip: rl::RESEND_PER_IP,
+    per_email: rl::RESEND_PER_EMAIL,
+    eligible_sql: "SELECT id FROM users WHERE email = ?1 AND email_verified_at IS NULL",
+    purpose: "verify_email",
+    ttl_ms: VERIFY_TOKEN_MS,
+    action: "auth.verification.resend",
+    compose: |s, to, token| mail::verification(&s.config.issuer, to, token),
+    answer: "verification_sent",
+};
+
+const RESET: TokenMail = TokenMail {
+    per_ip: rl::RESET_PER_IP,
+    per_email: rl::RESET_PER_EMAIL,
+    eligible_sql: "SELECT id FROM users WHERE email = ?1",
+    purpose: "password_reset",
+    ttl_ms: RESET_TOKEN_MS,
+    action: "auth.password.reset.request",
+    compose: |_, to, token| mail::password_reset(to, token),
+    answer: "reset_sent",
+};
+
+async fn mail_token(s: &Services, req: Request, spec: &TokenMail) -> Result<Response, Error> {
     mail::require(s)?;
     let email = password::normalise_email(&req.json::<EmailBody>()?.email)?;
     let ip = ip_subject(&req.ctx);
@@ -456,53 +491,55 @@ pub async fn resend_verification(s: &Services, req: Request) -> Result<Response,
         s,
         &req,
         &[
-            (&rl::RESEND_PER_IP, ip.as_deref()),
-            (&rl::RESEND_PER_EMAIL, Some(&email)),
+            (&spec.per_ip, ip.as_deref()),
+            (&spec.per_email, Some(&email)),
         ],
     )
     .await?;
     let rows = s
         .sql
         .execute(Statement::new(
-            "SELECT id FROM users WHERE email = ?1 AND email_verified_at IS NULL",
+            spec.eligible_sql,
             vec![email.as_str().into()],
         ))
         .await?;
+    // Earlier tokens stay valid (nobody can cancel a victim's link by asking
+    // for more); using any one of them cancels the rest.
     if let Some(id) = rows.get_str(0, "id").map(str::to_owned) {
         let token = new_token(s.rng.as_ref(), EMAIL_TOKEN_PREFIX);
         s.sql
             .batch(vec![
-                email_token_statement(s, "verify_email", &id, &email, &token, VERIFY_TOKEN_MS),
+                email_token_statement(s, spec.purpose, &id, &email, &token, spec.ttl_ms),
                 audit(
                     s,
                     &req,
                     &format!("user:{id}"),
-                    "auth.verification.resend",
+                    spec.action,
                     Some(&id),
                     Outcome::Success,
                     json!({}),
                 ),
             ])
             .await?;
-        mail::send(
-            s,
-            &req.ctx,
-            &mail::verification(&s.config.issuer, &email, &token),
-        )
-        .await;
+        mail::send(s, &req.ctx, &(spec.compose)(s, &email, &token)).await;
     } else {
         record(
             s,
             &req,
             "anonymous",
-            "auth.verification.resend",
+            spec.action,
             None,
             Outcome::Denied,
             json!({}),
         )
         .await?;
     }
-    Ok(accepted())
+    Ok(accepted_status(spec.answer))
+}
+
+/// `POST /auth/resend-verification`.
+pub async fn resend_verification(s: &Services, req: Request) -> Result<Response, Error> {
+    mail_token(s, req, &RESEND).await
 }
 
 /// `POST /auth/login` body.
@@ -688,55 +725,7 @@ pub async fn change_password(s: &Services, req: Request) -> Result<Response, Err
 
 /// `POST /auth/password/reset/request`.
 pub async fn reset_request(s: &Services, req: Request) -> Result<Response, Error> {
-    mail::require(s)?;
-    let email = password::normalise_email(&req.json::<EmailBody>()?.email)?;
-    let ip = ip_subject(&req.ctx);
-    limit(
-        s,
-        &req,
-        &[
-            (&rl::RESET_PER_IP, ip.as_deref()),
-            (&rl::RESET_PER_EMAIL, Some(&email)),
-        ],
-    )
-    .await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT id FROM users WHERE email = ?1",
-            vec![email.as_str().into()],
-        ))
-        .await?;
-    if let Some(id) = rows.get_str(0, "id").map(str::to_owned) {
-        let token = new_token(s.rng.as_ref(), EMAIL_TOKEN_PREFIX);
-        s.sql
-            .batch(vec![
-                email_token_statement(s, "password_reset", &id, &email, &token, RESET_TOKEN_MS),
-                audit(
-                    s,
-                    &req,
-                    &format!("user:{id}"),
-                    "auth.password.reset.request",
-                    Some(&id),
-                    Outcome::Success,
-                    json!({}),
-                ),
-            ])
-            .await?;
-        mail::send(s, &req.ctx, &mail::password_reset(&email, &token)).await;
-    } else {
-        record(
-            s,
-            &req,
-            "anonymous",
-            "auth.password.reset.request",
-            None,
-            Outcome::Denied,
-            json!({}),
-        )
-        .await?;
-    }
-    Ok(accepted_status("reset_sent"))
+    mail_token(s, req, &RESET).await
 }
 
 /// `POST /auth/password/reset/confirm` body.
