@@ -1,0 +1,566 @@
+//! Merkle tree hashing and proofs in the shape of RFC 9162 §2.1, generic over
+//! the hash function.
+//!
+//! In scope: leaf and interior hashing with domain separation
+//! (`leaf = H(0x00 ‖ entry)`, `node = H(0x01 ‖ left ‖ right)`), the tree
+//! head of any size, inclusion and consistency proofs (generation from stored
+//! complete subtrees, and verification), and the [`Blake3`] instance the log
+//! uses. Out of scope: storage (the caller supplies complete subtree hashes
+//! through [`Nodes`]) and signing (the `checkpoint` module).
+//!
+//! ```text
+//!            root (size 6)                 complete subtrees are addressed as
+//!           /            \                 (level, index): the 2^level leaves
+//!      (2,0)              H(...)           starting at index·2^level
+//!     /     \            /     \
+//!  (1,0)   (1,1)      (1,2)   (the 4th..5th leaves)
+//!  /  \    /  \       /  \
+//! l0  l1  l2  l3     l4  l5
+//! ```
+//!
+//! Any range the proof algorithms hash, `D[a:b]`, starts at a multiple of the
+//! largest power of two not above `b − a`, so its hash is a right fold of at
+//! most ⌈log₂ n⌉ stored complete subtrees: a proof needs O(log n) node reads,
+//! fetched together ([`needed_nodes`]) before computing.
+
+/// A 32-byte digest.
+pub type Hash = [u8; 32];
+
+/// A hash function with RFC 9162 domain separation.
+pub trait Hasher {
+    /// `H(0x00 ‖ data)`.
+    fn leaf(data: &[u8]) -> Hash;
+    /// `H(0x01 ‖ left ‖ right)`.
+    fn node(left: &Hash, right: &Hash) -> Hash;
+    /// `H()`, the head of the empty tree.
+    fn empty() -> Hash;
+}
+
+/// blake3: what the log uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Blake3;
+
+impl Hasher for Blake3 {
+    fn leaf(data: &[u8]) -> Hash {
+        let mut h = blake3::Hasher::new();
+        h.update(&[0x00]);
+        h.update(data);
+        *h.finalize().as_bytes()
+    }
+    fn node(left: &Hash, right: &Hash) -> Hash {
+        let mut h = blake3::Hasher::new();
+        h.update(&[0x01]);
+        h.update(left);
+        h.update(right);
+        *h.finalize().as_bytes()
+    }
+    fn empty() -> Hash {
+        *blake3::hash(&[]).as_bytes()
+    }
+}
+
+/// Why a proof did not verify (or could not be made).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// Index or sizes outside the tree.
+    #[error("index or size out of range")]
+    OutOfRange,
+    /// A hash of the wrong length, or a proof of the wrong length.
+    #[error("malformed proof")]
+    Malformed,
+    /// The recomputed root differs.
+    #[error("root mismatch")]
+    Mismatch,
+    /// A complete subtree the proof needs is not stored.
+    #[error("missing tree node")]
+    MissingNode,
+}
+
+/// The largest power of two strictly below `n` (`n ≥ 2`).
+fn split(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+/// A complete subtree: the `2^level` leaves from `index · 2^level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId {
+    /// Height above the leaves.
+    pub level: u32,
+    /// Position among the subtrees of that level.
+    pub index: u64,
+}
+
+/// The complete subtrees whose right fold is `MTH(D[start:end])`, left to
+/// right.
+pub fn range_nodes(start: u64, end: u64) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    let mut at = start;
+    let mut left = end - start;
+    while left > 0 {
+        let level = 63 - left.leading_zeros();
+        out.push(NodeId {
+            level,
+            index: at >> level,
+        });
+        at += 1u64 << level;
+        left -= 1u64 << level;
+    }
+    out
+}
+
+/// Stored complete subtree hashes.
+pub trait Nodes {
+    /// The hash of `id`, if stored.
+    fn get(&self, id: NodeId) -> Option<Hash>;
+}
+
+impl Nodes for std::collections::HashMap<NodeId, Hash> {
+    fn get(&self, id: NodeId) -> Option<Hash> {
+        std::collections::HashMap::get(self, &id).copied()
+    }
+}
+
+/// `MTH(D[start:end])` from stored complete subtrees.
+pub fn range_hash<H: Hasher>(nodes: &dyn Nodes, start: u64, end: u64) -> Result<Hash, ProofError> {
+    if start == end {
+        return Ok(H::empty());
+    }
+    let ids = range_nodes(start, end);
+    let mut acc: Option<Hash> = None;
+    for id in ids.iter().rev() {
+        let h = nodes.get(*id).ok_or(ProofError::MissingNode)?;
+        acc = Some(match acc {
+            None => h,
+            Some(right) => H::node(&h, &right),
+        });
+    }
+    acc.ok_or(ProofError::MissingNode)
+}
+
+/// The ranges whose hashes form the inclusion proof of `index` in a tree of
+/// `size` leaves (RFC 9162 §2.1.3.1 `PATH`), bottom first.
+pub fn inclusion_ranges(index: u64, size: u64) -> Result<Vec<(u64, u64)>, ProofError> {
+    if index >= size {
+        return Err(ProofError::OutOfRange);
+    }
+    let mut out = Vec::new();
+    let (mut start, mut end, mut m) = (0u64, size, index);
+    // Walk down from the root, collecting siblings top first.
+    while end - start > 1 {
+        let k = split(end - start);
+        if m < k {
+            out.push((start + k, end));
+            end = start + k;
+        } else {
+            out.push((start, start + k));
+            start += k;
+            m -= k;
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// The ranges whose hashes form the consistency proof between sizes `first`
+/// and `second` (RFC 9162 §2.1.4.1 `PROOF`), bottom first.
+pub fn consistency_ranges(first: u64, second: u64) -> Result<Vec<(u64, u64)>, ProofError> {
+    if first == 0 || first > second {
+        return Err(ProofError::OutOfRange);
+    }
+    let mut out = Vec::new();
+    let (mut start, mut end, mut m, mut whole) = (0u64, second, first, true);
+    loop {
+        let n = end - start;
+        if m == n {
+            if !whole {
+                out.push((start, end));
+            }
+            break;
+        }
+        let k = split(n);
+        if m <= k {
+            out.push((start + k, end));
+            end = start + k;
+        } else {
+            out.push((start, start + k));
+            start += k;
+            m -= k;
+            whole = false;
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Every stored node the given ranges need, deduplicated, for one fetch.
+pub fn needed_nodes(ranges: &[(u64, u64)]) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = ranges
+        .iter()
+        .flat_map(|&(a, b)| range_nodes(a, b))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Hashes the ranges of a proof.
+pub fn proof_hashes<H: Hasher>(
+    nodes: &dyn Nodes,
+    ranges: &[(u64, u64)],
+) -> Result<Vec<Hash>, ProofError> {
+    ranges
+        .iter()
+        .map(|&(a, b)| range_hash::<H>(nodes, a, b))
+        .collect()
+}
+
+fn to_hash(bytes: &[u8]) -> Result<Hash, ProofError> {
+    bytes.try_into().map_err(|_| ProofError::Malformed)
+}
+
+/// Verifies that `leaf_hash` is at `index` in the tree of `size` leaves with
+/// head `root` (RFC 9162 §2.1.3.2). Hashes are byte slices so that a value
+/// of the wrong length is refused, not truncated.
+pub fn verify_inclusion<H: Hasher>(
+    index: u64,
+    size: u64,
+    leaf_hash: &[u8],
+    proof: &[Vec<u8>],
+    root: &[u8],
+) -> Result<(), ProofError> {
+    if index >= size {
+        return Err(ProofError::OutOfRange);
+    }
+    let root = to_hash(root)?;
+    let mut r = to_hash(leaf_hash)?;
+    let (mut f, mut s) = (index, size - 1);
+    for p in proof {
+        let p = to_hash(p)?;
+        if s == 0 {
+            return Err(ProofError::Malformed);
+        }
+        if f & 1 == 1 || f == s {
+            r = H::node(&p, &r);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            r = H::node(&r, &p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return Err(ProofError::Malformed);
+    }
+    if r != root {
+        return Err(ProofError::Mismatch);
+    }
+    Ok(())
+}
+
+/// Verifies that the tree of `second` leaves with head `root2` extends the
+/// tree of `first` leaves with head `root1` (RFC 9162 §2.1.4.2).
+pub fn verify_consistency<H: Hasher>(
+    first: u64,
+    second: u64,
+    proof: &[Vec<u8>],
+    root1: &[u8],
+    root2: &[u8],
+) -> Result<(), ProofError> {
+    if second < first {
+        return Err(ProofError::OutOfRange);
+    }
+    if first == 0 {
+        // Every tree extends the empty one: such a "proof" proves nothing,
+        // so it is refused rather than accepted vacuously.
+        return Err(ProofError::OutOfRange);
+    }
+    if first == second {
+        if !proof.is_empty() {
+            return Err(ProofError::Malformed);
+        }
+        // Nothing is hashed: the heads must simply be the same bytes.
+        return if root1 == root2 {
+            Ok(())
+        } else {
+            Err(ProofError::Mismatch)
+        };
+    }
+    if proof.is_empty() {
+        return Err(ProofError::Malformed);
+    }
+    let root1 = to_hash(root1)?;
+    let root2 = to_hash(root2)?;
+    let mut path: Vec<Hash> = proof.iter().map(|p| to_hash(p)).collect::<Result<_, _>>()?;
+    if first.is_power_of_two() {
+        path.insert(0, root1);
+    }
+    let (mut f, mut s) = (first - 1, second - 1);
+    while f & 1 == 1 {
+        f >>= 1;
+        s >>= 1;
+    }
+    let (mut fr, mut sr) = (path[0], path[0]);
+    for c in &path[1..] {
+        if s == 0 {
+            return Err(ProofError::Malformed);
+        }
+        if f & 1 == 1 || f == s {
+            fr = H::node(c, &fr);
+            sr = H::node(c, &sr);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            sr = H::node(&sr, c);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return Err(ProofError::Malformed);
+    }
+    if fr != root1 || sr != root2 {
+        return Err(ProofError::Mismatch);
+    }
+    Ok(())
+}
+
+/// The complete subtrees that appending leaf number `index` (0-based) with
+/// hash `leaf` completes, given the stored right frontier, bottom first
+/// (always includes the leaf itself at level 0).
+pub fn completed_by_append<H: Hasher>(
+    index: u64,
+    leaf: Hash,
+    frontier: &dyn Nodes,
+) -> Result<Vec<(NodeId, Hash)>, ProofError> {
+    let mut out = vec![(NodeId { level: 0, index }, leaf)];
+    let (mut level, mut i, mut h) = (0u32, index, leaf);
+    while i & 1 == 1 {
+        let left = frontier
+            .get(NodeId {
+                level,
+                index: i - 1,
+            })
+            .ok_or(ProofError::MissingNode)?;
+        h = H::node(&left, &h);
+        level += 1;
+        i >>= 1;
+        out.push((NodeId { level, index: i }, h));
+    }
+    Ok(out)
+}
+
+/// The nodes a writer must read before appending at `size`: the left
+/// siblings that the new leaf's subtrees complete (the right frontier).
+pub fn frontier_for_append(size: u64) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    let (mut level, mut i) = (0u32, size);
+    while i & 1 == 1 {
+        out.push(NodeId {
+            level,
+            index: i - 1,
+        });
+        level += 1;
+        i >>= 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// The SHA-256 instance, checked against the transparency-dev vectors.
+    struct Sha256;
+    impl Hasher for Sha256 {
+        fn leaf(data: &[u8]) -> Hash {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update([0x00]);
+            h.update(data);
+            h.finalize().into()
+        }
+        fn node(left: &Hash, right: &Hash) -> Hash {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update([0x01]);
+            h.update(left);
+            h.update(right);
+            h.finalize().into()
+        }
+        fn empty() -> Hash {
+            use sha2::Digest;
+            sha2::Sha256::digest([]).into()
+        }
+    }
+
+    fn b64(v: &serde_json::Value) -> Vec<u8> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or(""))
+            .unwrap_or_else(|_| b"undecodable".to_vec())
+    }
+
+    fn proof(v: &serde_json::Value) -> Vec<Vec<u8>> {
+        v.as_array()
+            .map(|a| a.iter().map(b64).collect())
+            .unwrap_or_default()
+    }
+
+    fn cases(kind: &str) -> Vec<(String, serde_json::Value)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/merkle-sha256")
+            .join(kind);
+        let mut out = Vec::new();
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("vectors present") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "json") {
+                    let v =
+                        serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+                    out.push((p.display().to_string(), v));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sha256_instance_passes_every_inclusion_vector() {
+        let all = cases("inclusion");
+        assert!(all.len() > 80, "only {} vectors", all.len());
+        for (path, v) in all {
+            let got = verify_inclusion::<Sha256>(
+                v["leafIdx"].as_u64().unwrap_or(u64::MAX),
+                v["treeSize"].as_u64().unwrap_or(0),
+                &b64(&v["leafHash"]),
+                &proof(&v["proof"]),
+                &b64(&v["root"]),
+            );
+            assert_eq!(got.is_err(), v["wantErr"] == true, "{path}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn sha256_instance_passes_every_consistency_vector() {
+        let all = cases("consistency");
+        assert!(all.len() > 80, "only {} vectors", all.len());
+        for (path, v) in all {
+            let got = verify_consistency::<Sha256>(
+                v["size1"].as_u64().unwrap_or(0),
+                v["size2"].as_u64().unwrap_or(0),
+                &proof(&v["proof"]),
+                &b64(&v["root1"]),
+                &b64(&v["root2"]),
+            );
+            assert_eq!(got.is_err(), v["wantErr"] == true, "{path}: {got:?}");
+        }
+    }
+
+    /// A tree built by appends, as the log builds it.
+    fn tree<H: Hasher>(n: u64) -> HashMap<NodeId, Hash> {
+        let mut nodes = HashMap::new();
+        for i in 0..n {
+            let leaf = H::leaf(format!("entry {i}").as_bytes());
+            for (id, h) in completed_by_append::<H>(i, leaf, &nodes).expect("append") {
+                nodes.insert(id, h);
+            }
+        }
+        nodes
+    }
+
+    /// RFC 9162 `MTH` straight from the definition.
+    fn reference_root<H: Hasher>(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => H::empty(),
+            1 => leaves[0],
+            n => {
+                let k = usize::try_from(split(n as u64)).unwrap_or(1);
+                H::node(
+                    &reference_root::<H>(&leaves[..k]),
+                    &reference_root::<H>(&leaves[k..]),
+                )
+            }
+        }
+    }
+
+    fn generated_proofs_verify<H: Hasher>() {
+        let n = 70u64;
+        let nodes = tree::<H>(n);
+        let leaves: Vec<Hash> = (0..n)
+            .map(|i| H::leaf(format!("entry {i}").as_bytes()))
+            .collect();
+        for size in 1..=n {
+            let root = range_hash::<H>(&nodes, 0, size).expect("root");
+            assert_eq!(
+                root,
+                reference_root::<H>(&leaves[..usize::try_from(size).unwrap_or(0)])
+            );
+            for index in 0..size {
+                let ranges = inclusion_ranges(index, size).expect("ranges");
+                let p: Vec<Vec<u8>> = proof_hashes::<H>(&nodes, &ranges)
+                    .expect("proof")
+                    .into_iter()
+                    .map(|h| h.to_vec())
+                    .collect();
+                let leaf = leaves[usize::try_from(index).unwrap_or(0)];
+                verify_inclusion::<H>(index, size, &leaf, &p, &root).expect("inclusion");
+                if index + 1 < size {
+                    assert!(verify_inclusion::<H>(index + 1, size, &leaf, &p, &root).is_err());
+                }
+            }
+            for first in 1..=size {
+                let r1 = range_hash::<H>(&nodes, 0, first).expect("root1");
+                let ranges = consistency_ranges(first, size).expect("ranges");
+                let p: Vec<Vec<u8>> = proof_hashes::<H>(&nodes, &ranges)
+                    .expect("proof")
+                    .into_iter()
+                    .map(|h| h.to_vec())
+                    .collect();
+                verify_consistency::<H>(first, size, &p, &r1, &root).expect("consistency");
+                if first < size {
+                    let forged = H::leaf(b"forged");
+                    assert!(verify_consistency::<H>(first, size, &p, &forged, &root).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generated_proofs_verify_with_sha256() {
+        generated_proofs_verify::<Sha256>();
+    }
+
+    #[test]
+    fn generated_proofs_verify_with_blake3() {
+        generated_proofs_verify::<Blake3>();
+    }
+
+    #[test]
+    fn proofs_need_logarithmically_many_nodes() {
+        let size = 1_000_000u64;
+        let inc = inclusion_ranges(123_457, size).expect("ranges");
+        let con = consistency_ranges(777_777, size).expect("ranges");
+        assert!(
+            needed_nodes(&inc).len() <= 40,
+            "{}",
+            needed_nodes(&inc).len()
+        );
+        assert!(
+            needed_nodes(&con).len() <= 60,
+            "{}",
+            needed_nodes(&con).len()
+        );
+        assert_eq!(frontier_for_append(0b1011).len(), 2);
+    }
+}
