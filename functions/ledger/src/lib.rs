@@ -5,6 +5,7 @@
 //! Out of scope: platform bindings. Like every function crate this one is pure
 //! logic over the kernel's ports; `runtimes/` serve it.
 
+pub mod checkpoint;
 pub mod merkle;
 
 use edgecoder_kernel::{Config, Router, health, testroutes};
