@@ -12,6 +12,7 @@
 
 pub mod harness;
 pub mod identity;
+pub mod ledger;
 
 use std::time::Duration;
 
@@ -363,7 +364,7 @@ pub fn run_suite(runtime: &str, target: &Target) -> Report {
         let client = &client;
         all.push((name, Box::new(move || check(client))));
     }
-    for (name, check) in identity::checks() {
+    for (name, check) in identity::checks().into_iter().chain(ledger::checks()) {
         let ctx = &ctx;
         all.push((name, Box::new(move || check(ctx))));
     }

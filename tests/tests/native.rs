@@ -228,3 +228,105 @@ fn native_migrate_applies_once_and_is_idempotent() {
     assert!(run().contains("up to date"));
     assert_eq!(migrate_events(&bin, &dir), MIGRATIONS.len());
 }
+
+#[test]
+fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use edgecoder_ledger::merkle::{Blake3, Hasher};
+
+    let bin = binary();
+    let dir = tempfile_dir("ledger-concurrency");
+    let key = signing_key_base64();
+    let env: Vec<(String, String)> = dev_settings(&key)
+        .into_iter()
+        .map(|(k, v)| (env_name(k), v))
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = start(&bin, &dir, &env);
+    let (writers, each) = (8usize, 2000usize);
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let base = server.base.clone();
+            std::thread::spawn(move || {
+                let c = Client::new(&base);
+                let auth = format!("Bearer {}", edgecoder_conformance::harness::SERVICE_TOKEN);
+                let mut indexes = Vec::with_capacity(each);
+                for i in 0..each {
+                    let body = serde_json::json!({
+                        "payload_type": "edgecoder.dev/audit/v1",
+                        "payload": STANDARD.encode(format!("writer {w} entry {i}")),
+                        "idempotency_key": format!("w{w}-{i}"),
+                    });
+                    let r = c
+                        .send_with(
+                            "POST",
+                            "/ledger/entries",
+                            &[
+                                ("content-type", "application/json"),
+                                ("authorization", &auth),
+                            ],
+                            &serde_json::to_vec(&body).expect("json"),
+                        )
+                        .expect("append");
+                    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+                    indexes.push(r.json().expect("json")["index"].as_u64().expect("index"));
+                }
+                indexes
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("writer"))
+        .collect();
+    all.sort_unstable();
+    let total = (writers * each) as u64;
+    assert_eq!(
+        all,
+        (0..total).collect::<Vec<_>>(),
+        "gaps or duplicate indexes"
+    );
+    // The root over every stored entry equals the signed head.
+    let c = Client::new(&server.base);
+    let mut leaves = Vec::new();
+    let mut start = 0u64;
+    while start < total {
+        let end = (start + 1000).min(total);
+        let page = c
+            .get(&format!("/ledger/entries?start={start}&end={end}"))
+            .expect("page")
+            .json()
+            .expect("json");
+        for e in page["entries"].as_array().expect("entries") {
+            let bytes = STANDARD
+                .decode(e["entry"].as_str().expect("entry"))
+                .expect("b64");
+            leaves.push(Blake3::leaf(&bytes));
+        }
+        start = end;
+    }
+    let mut nodes = std::collections::HashMap::new();
+    for (i, leaf) in leaves.iter().enumerate() {
+        for (id, h) in
+            edgecoder_ledger::merkle::completed_by_append::<Blake3>(i as u64, *leaf, &nodes)
+                .expect("append")
+        {
+            nodes.insert(id, h);
+        }
+    }
+    let root = edgecoder_ledger::merkle::range_hash::<Blake3>(&nodes, 0, total).expect("root");
+    let r = c.get("/ledger/checkpoint").expect("checkpoint");
+    let note = String::from_utf8_lossy(&r.body).into_owned();
+    let signer = edgecoder_kernel::SigningKey::from_secret(&key).expect("key");
+    let cp = edgecoder_ledger::checkpoint::open(
+        &note,
+        &[edgecoder_ledger::checkpoint::TrustedKey {
+            name: "localhost:8080/ledger".into(),
+            key: *signer.verifying_key(),
+        }],
+    )
+    .expect("checkpoint opens");
+    assert_eq!(cp.size, total);
+    assert_eq!(cp.root, root, "recomputed root differs from the signed one");
+}

@@ -36,14 +36,7 @@ pub fn well_formed(token: &str, prefix: &str) -> bool {
     })
 }
 
-/// Compares a presented secret with the configured one in constant time
-/// (comparing fixed-size digests, whose `==` is constant-time).
-pub fn matches_secret(presented: &str, configured: Option<&str>) -> bool {
-    match configured {
-        Some(c) => blake3::hash(presented.as_bytes()) == blake3::hash(c.as_bytes()),
-        None => false,
-    }
-}
+pub use edgecoder_kernel::tokens::secret_matches as matches_secret;
 
 /// RFC 3339 UTC time for API responses.
 pub fn rfc3339(ms: i64) -> String {

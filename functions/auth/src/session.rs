@@ -82,9 +82,7 @@ impl Principal {
 
 /// The bearer token of a request, if any.
 pub fn bearer(req: &Request) -> Option<&str> {
-    let v = req.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    req.bearer()
 }
 
 /// Roles of a user (with the implicit `user`), from a comma list.

@@ -56,6 +56,20 @@ impl Request {
         }
     }
 
+    /// The `Authorization: Bearer` credential, if any.
+    pub fn bearer(&self) -> Option<&str> {
+        let v = self.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+
+    /// The first value of query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
     /// A path parameter by name.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params

@@ -38,6 +38,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_identity.sql",
         sql: include_str!("../../../migrations/0002_identity.sql"),
     },
+    Migration {
+        name: "0003_ledger.sql",
+        sql: include_str!("../../../migrations/0003_ledger.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

@@ -95,6 +95,15 @@ pub fn issue(
         .map_err(|e| Error::Config(format!("cannot sign access token: {e}")))
 }
 
+/// Compares a presented shared secret (e.g. the `service_token`) with the
+/// configured one in constant time (comparing fixed-size digests).
+pub fn secret_matches(presented: &str, configured: Option<&str>) -> bool {
+    match configured {
+        Some(c) => blake3::hash(presented.as_bytes()) == blake3::hash(c.as_bytes()),
+        None => false,
+    }
+}
+
 /// A JWK (RFC 7518 §6.2) for a P-256 public key.
 pub fn jwk(key: &VerifyingKey) -> Json {
     let point = key.to_encoded_point(false);

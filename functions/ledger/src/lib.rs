@@ -1,21 +1,117 @@
-//! The `ledger` function, served under `/ledger/`.
+//! The `ledger` function, served under `/ledger/`: a transparency log.
 //!
-//! In scope: The transparency log, checkpoints, proofs and credits (issue 4 fills it in). For now: health, readiness and the shared request pipeline.
+//! In scope (issue 4, in progress): the append-only Merkle log in the RFC
+//! 9162 shape with blake3 ([`merkle`]), its storage on SQL with gap-free
+//! compare-and-set appends and O(log n) proofs ([`log`]), C2SP checkpoints as
+//! ECDSA-signed notes ([`checkpoint`]), and the HTTP routes ([`api`]).
+//! Credits, the `LedgerClient` port and the offline verifier come next.
 //!
 //! Out of scope: platform bindings. Like every function crate this one is pure
 //! logic over the kernel's ports; `runtimes/` serve it.
 
+pub mod api;
 pub mod checkpoint;
+mod error;
+pub mod log;
 pub mod merkle;
 
-use edgecoder_kernel::{Config, Router, health, testroutes};
+use std::future::Future;
+use std::rc::Rc;
+
+use edgecoder_kernel::http::JSON;
+use edgecoder_kernel::http_types::Method;
+use edgecoder_kernel::router::{ResponseDoc, RouteDoc, handler, response_doc};
+use edgecoder_kernel::{
+    Config, Handler, Problem, Request, Response, Router, Services, health, testroutes,
+};
+use serde_json::{Value as Json, json};
+
+pub use error::Error;
 
 /// The function's name and path prefix.
 pub const NAME: &str = "ledger";
 
+fn h<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Rc<Services>, Request) -> Fut + Copy + 'static,
+    Fut: Future<Output = Result<Response, Error>> + 'static,
+{
+    handler(move |s, r| async move { f(s, r).await.map_err(Problem::from) })
+}
+
+fn doc(
+    id: &str,
+    summary: &'static str,
+    request: Option<Json>,
+    responses: Vec<ResponseDoc>,
+) -> RouteDoc {
+    RouteDoc {
+        operation_id: id.to_owned(),
+        summary,
+        tag: NAME,
+        request_schema: request,
+        responses,
+    }
+}
+
+fn ok(status: u16, what: &'static str, schema: Json) -> ResponseDoc {
+    response_doc(status, what, Some(JSON)).with_schema(schema)
+}
+
+fn err(status: u16, what: &'static str) -> ResponseDoc {
+    response_doc(status, what, Some(edgecoder_kernel::error::PROBLEM_JSON))
+}
+
+fn b64() -> Json {
+    json!({"type": "string", "contentEncoding": "base64"})
+}
+
 /// The function's routes under the given configuration.
 pub fn router(config: &Config) -> Router {
-    let mut r = health::routes(NAME, "/ledger/health", "/ledger/health/ready");
+    let entry = json!({"type": "object", "required": ["index", "entry", "leaf_hash"], "properties": {
+        "index": {"type": "integer"}, "entry": b64(), "leaf_hash": b64()}});
+    let note = || response_doc(200, "C2SP signed checkpoint (text)", Some("text/plain"));
+    let mut r = health::routes(NAME, "/ledger/health", "/ledger/health/ready")
+        .route(Method::POST, "/ledger/entries", h(|s, r| async move { api::append(&s, r).await }),
+            doc("ledger_append", "Append an entry (service credential or system_admin)",
+                Some(json!({"type": "object", "required": ["payload_type", "payload", "idempotency_key"], "properties": {
+                    "payload_type": {"type": "string", "pattern": "^[a-z0-9.-]+/[a-z0-9.-]+/v[0-9]+$"},
+                    "payload": b64(), "idempotency_key": {"type": "string", "maxLength": 200}}})),
+                vec![
+                    ok(201, "appended", json!({"type": "object", "properties": {"index": {"type": "integer"}, "duplicate": {"const": false}}})),
+                    ok(200, "the idempotency key was used before: the earlier index", json!({"type": "object", "properties": {"index": {"type": "integer"}, "duplicate": {"const": true}}})),
+                    err(400, "invalid_entry"), err(401, "ledger_unauthorized"), err(413, "entry_too_large"),
+                ]))
+        .route(Method::GET, "/ledger/entries", h(|s, r| async move { api::page(&s, r).await }),
+            doc("ledger_entries", "Entries [start, end), at most 1000", None, vec![
+                ok(200, "a page", json!({"type": "object", "properties": {"tree_size": {"type": "integer"}, "entries": {"type": "array", "items": entry.clone()}}})),
+                err(400, "invalid_range"),
+            ]))
+        .route(Method::GET, "/ledger/entries/{index}", h(|s, r| async move { api::entry(&s, r).await }),
+            doc("ledger_entry", "One entry: its exact bytes and leaf hash", None, vec![
+                ok(200, "the entry", entry), err(400, "invalid_range"), err(404, "entry_not_found"),
+            ]))
+        .route(Method::GET, "/ledger/checkpoint", h(|s, r| async move { api::get_checkpoint(&s, r).await }),
+            doc("ledger_checkpoint", "The latest signed checkpoint", None, vec![note(), err(404, "not_found")]))
+        .route(Method::POST, "/ledger/checkpoint", h(|s, r| async move { api::post_checkpoint(&s, r).await }),
+            doc("ledger_checkpoint_now", "Sign the current head now (appenders only)", None, vec![note(), err(401, "ledger_unauthorized")]))
+        .route(Method::GET, "/ledger/proof/inclusion", h(|s, r| async move { api::inclusion(&s, r).await }),
+            doc("ledger_inclusion_proof", "Inclusion proof (?index=&tree_size=)", None, vec![
+                ok(200, "the proof", json!({"type": "object", "properties": {"index": {"type": "integer"}, "tree_size": {"type": "integer"}, "leaf_hash": b64(), "root": b64(), "proof": {"type": "array", "items": b64()}}})),
+                err(400, "invalid_range"),
+            ]))
+        .route(Method::GET, "/ledger/proof/consistency", h(|s, r| async move { api::consistency(&s, r).await }),
+            doc("ledger_consistency_proof", "Consistency proof (?first=&second=)", None, vec![
+                ok(200, "the proof", json!({"type": "object", "properties": {"first": {"type": "integer"}, "second": {"type": "integer"}, "proof": {"type": "array", "items": b64()}}})),
+                err(400, "invalid_range"),
+            ]))
+        .route(Method::GET, "/ledger/keys", h(|s, r| async move { api::keys(&s, r).await }),
+            doc("ledger_keys", "Checkpoint keys with ids and validity windows", None, vec![
+                ok(200, "the keys", json!({"type": "object", "properties": {"origin": {"type": "string"}, "keys": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "key_id": {"type": "string"}, "algorithm": {"type": "string"}, "signature_type": {"type": "integer"},
+                    "public_key": b64(), "valid_until": {"type": ["integer", "null"]}}}}}})),
+                err(404, "not_found"),
+            ]));
     if config.insecure_test_routes {
         r = r.merge(testroutes::routes(
             NAME,

@@ -21,9 +21,7 @@ use crate::session::{self, GRANTABLE_ROLES, Principal, audit, record};
 pub const MAX_PAGE: i64 = 200;
 
 pub(crate) fn query_param(req: &Request, name: &str) -> Option<String> {
-    form_urlencoded::parse(req.query.as_deref().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    req.query_param(name)
 }
 
 fn page_limit(req: &Request) -> Result<i64, Error> {

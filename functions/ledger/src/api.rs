@@ -1,0 +1,329 @@
+//! HTTP handlers of the log: append, read, checkpoint, proofs and keys.
+//!
+//! Appending needs the inter-function `service_token` or a `system_admin`
+//! access token (verified statelessly with the kernel's verifier); reading is
+//! public, as a transparency log's must be.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use edgecoder_kernel::http::{json_response, ok_json};
+use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
+use edgecoder_kernel::tokens::{Verifier, secret_matches};
+use edgecoder_kernel::{Request, Response, Services, SigningKey, Statement, Value};
+use p256::pkcs8::EncodePublicKey;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use crate::Error;
+use crate::checkpoint::{self, Checkpoint};
+use crate::log::{self, NewEntry};
+use crate::merkle::Hash;
+
+/// Largest page of entries.
+pub const MAX_PAGE: u64 = 1000;
+/// A new checkpoint is signed at most this often (unless forced).
+pub const CHECKPOINT_INTERVAL_MS: i64 = 1000;
+/// `text/plain` for signed notes.
+pub const NOTE_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
+
+/// Who may append: the service credential or a `system_admin` token.
+fn appender(s: &Services, req: &Request) -> Result<String, Error> {
+    let token = req.bearer().ok_or(Error::Unauthorized)?;
+    if secret_matches(token, s.config.service_token.as_deref()) {
+        return Ok("service".into());
+    }
+    let now = s.clock.now_ms();
+    let v = Verifier::from_config(&s.config, now)
+        .verify(token, now)
+        .map_err(|_| Error::Unauthorized)?;
+    if v.claims.roles.iter().any(|r| r == "system_admin") {
+        Ok(format!("user:{}", v.claims.sub))
+    } else {
+        Err(Error::Unauthorized)
+    }
+}
+
+/// `POST /ledger/entries` body.
+#[derive(Deserialize)]
+pub struct Append {
+    payload_type: String,
+    /// Base64 (standard alphabet).
+    payload: String,
+    idempotency_key: String,
+}
+
+/// `POST /ledger/entries`.
+pub async fn append(s: &Services, req: Request) -> Result<Response, Error> {
+    let principal = appender(s, &req)?;
+    let body: Append = req.json()?;
+    let payload = STANDARD
+        .decode(body.payload.as_bytes())
+        .map_err(|_| Error::InvalidEntry("payload must be base64"))?;
+    let entry = NewEntry {
+        payload_type: body.payload_type,
+        payload,
+        principal,
+        idempotency_key: body.idempotency_key,
+    };
+    let done = log::append(s.sql.as_ref(), s.clock.as_ref(), s.rng.as_ref(), &[entry]).await?;
+    let Some(a) = done.first() else {
+        return Err(Error::Busy);
+    };
+    let status = if a.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(json_response(
+        status,
+        edgecoder_kernel::http::JSON,
+        &json!({"index": a.index, "duplicate": a.duplicate}),
+    ))
+}
+
+fn entry_json(e: &log::StoredEntry) -> Json {
+    json!({
+        "index": e.index,
+        "entry": STANDARD.encode(&e.entry),
+        "leaf_hash": STANDARD.encode(e.leaf_hash),
+    })
+}
+
+fn index_param(req: &Request, name: &str) -> Result<Option<u64>, Error> {
+    match req.query_param(name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok())
+            .map(Some)
+            .ok_or(Error::InvalidRange(
+                "indexes and sizes are non-negative integers",
+            )),
+    }
+}
+
+/// `GET /ledger/entries/{index}`.
+pub async fn entry(s: &Services, req: Request) -> Result<Response, Error> {
+    let index = req
+        .param("index")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or(Error::InvalidRange("index must be a non-negative integer"))?;
+    let found = log::entries(s.sql.as_ref(), index, index + 1).await?;
+    let e = found.first().ok_or(Error::EntryNotFound)?;
+    Ok(ok_json(&entry_json(e)))
+}
+
+/// `GET /ledger/entries?start=&end=`: `[start, end)`, at most 1000.
+pub async fn page(s: &Services, req: Request) -> Result<Response, Error> {
+    let (size, _) = log::head(s.sql.as_ref()).await?;
+    let start = index_param(&req, "start")?.unwrap_or(0);
+    let end = index_param(&req, "end")?.unwrap_or(size.min(start.saturating_add(MAX_PAGE)));
+    if start > end {
+        return Err(Error::InvalidRange("start must not exceed end"));
+    }
+    if end > size {
+        return Err(Error::InvalidRange("end is beyond the tree size"));
+    }
+    if end - start > MAX_PAGE {
+        return Err(Error::InvalidRange("at most 1000 entries per page"));
+    }
+    let found = log::entries(s.sql.as_ref(), start, end).await?;
+    if u64::try_from(found.len()).ok() != Some(end - start) {
+        return Err(Error::Corrupt("ledger_entries has gaps"));
+    }
+    Ok(ok_json(&json!({
+        "tree_size": size,
+        "entries": found.iter().map(entry_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// The log's origin (and checkpoint key name): the issuer's host + `/ledger`.
+pub fn origin(s: &Services) -> String {
+    let host = s
+        .config
+        .issuer
+        .split("://")
+        .nth(1)
+        .unwrap_or("localhost")
+        .trim_end_matches('/');
+    format!("{host}/ledger")
+}
+
+fn signing_key(s: &Services) -> Result<&SigningKey, Error> {
+    s.config.signing_key.as_ref().ok_or_else(|| {
+        edgecoder_kernel::Error::Config("no signing_key to sign checkpoints".into()).into()
+    })
+}
+
+/// Signs the checkpoint for `size` unless one exists; refuses a root that is
+/// not the log's root at that size, so no size is ever signed with two roots.
+pub async fn sign_checkpoint(s: &Services, size: u64, root: Hash) -> Result<String, Error> {
+    if log::root_at(s.sql.as_ref(), size).await? != root {
+        return Err(Error::CheckpointMismatch);
+    }
+    let cp = Checkpoint {
+        origin: origin(s),
+        size,
+        root,
+    };
+    let note = checkpoint::sign(&cp, &cp.origin, signing_key(s)?.ecdsa())
+        .map_err(|_| Error::Corrupt("checkpoint signing"))?;
+    let size_v = Value::Integer(i64::try_from(size).unwrap_or(i64::MAX));
+    let rows = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (size) DO NOTHING",
+                vec![
+                    size_v.clone(),
+                    root.to_vec().into(),
+                    note.into(),
+                    Value::Integer(s.clock.now_ms()),
+                ],
+            ),
+            Statement::new(
+                "SELECT root, note FROM ledger_checkpoints WHERE size = ?1",
+                vec![size_v],
+            ),
+        ])
+        .await?;
+    let stored = rows.get(1).ok_or(Error::Corrupt("ledger_checkpoints"))?;
+    if stored.get_blob(0, "root") != Some(&root[..]) {
+        return Err(Error::CheckpointMismatch);
+    }
+    stored
+        .get_str(0, "note")
+        .map(str::to_owned)
+        .ok_or(Error::Corrupt("ledger_checkpoints"))
+}
+
+async fn current_checkpoint(s: &Services, force: bool) -> Result<String, Error> {
+    let (size, root) = log::head(s.sql.as_ref()).await?;
+    let latest = s
+        .sql
+        .execute(Statement::new(
+            "SELECT size, note, created_at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1",
+            vec![],
+        ))
+        .await?;
+    let fresh_enough = latest
+        .get_i64(0, "created_at")
+        .is_some_and(|t| s.clock.now_ms() - t < CHECKPOINT_INTERVAL_MS);
+    let latest_size = latest
+        .get_i64(0, "size")
+        .and_then(|v| u64::try_from(v).ok());
+    if let Some(note) = latest.get_str(0, "note")
+        && (latest_size == Some(size) || (fresh_enough && !force))
+    {
+        return Ok(note.to_owned());
+    }
+    sign_checkpoint(s, size, root).await
+}
+
+fn note_response(status: StatusCode, note: String) -> Response {
+    let mut resp = edgecoder_kernel::http_types::Response::new(note.into_bytes());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(NOTE_MEDIA_TYPE),
+    );
+    resp
+}
+
+/// `GET /ledger/checkpoint`: the latest signed checkpoint (a new one at most
+/// once per second).
+pub async fn get_checkpoint(s: &Services, _req: Request) -> Result<Response, Error> {
+    Ok(note_response(
+        StatusCode::OK,
+        current_checkpoint(s, false).await?,
+    ))
+}
+
+/// `POST /ledger/checkpoint`: sign the current head now (appenders only).
+pub async fn post_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
+    appender(s, &req)?;
+    Ok(note_response(
+        StatusCode::OK,
+        current_checkpoint(s, true).await?,
+    ))
+}
+
+fn hashes(v: &[Hash]) -> Vec<String> {
+    v.iter().map(|h| STANDARD.encode(h)).collect()
+}
+
+/// `GET /ledger/proof/inclusion?index=&tree_size=`.
+pub async fn inclusion(s: &Services, req: Request) -> Result<Response, Error> {
+    let index = index_param(&req, "index")?.ok_or(Error::InvalidRange("index is required"))?;
+    let (size, _) = log::head(s.sql.as_ref()).await?;
+    let tree_size = index_param(&req, "tree_size")?.unwrap_or(size);
+    if tree_size > size {
+        return Err(Error::InvalidRange("tree_size is beyond the log"));
+    }
+    if index >= tree_size {
+        return Err(Error::InvalidRange("index must be below tree_size"));
+    }
+    let proof = log::inclusion_proof(s.sql.as_ref(), index, tree_size).await?;
+    let leaf = log::entries(s.sql.as_ref(), index, index + 1).await?;
+    Ok(ok_json(&json!({
+        "index": index,
+        "tree_size": tree_size,
+        "leaf_hash": leaf.first().map(|e| STANDARD.encode(e.leaf_hash)),
+        "root": STANDARD.encode(log::root_at(s.sql.as_ref(), tree_size).await?),
+        "proof": hashes(&proof),
+    })))
+}
+
+/// `GET /ledger/proof/consistency?first=&second=`.
+pub async fn consistency(s: &Services, req: Request) -> Result<Response, Error> {
+    let first = index_param(&req, "first")?.ok_or(Error::InvalidRange("first is required"))?;
+    let (size, _) = log::head(s.sql.as_ref()).await?;
+    let second = index_param(&req, "second")?.unwrap_or(size);
+    if first == 0 {
+        return Err(Error::InvalidRange(
+            "first must be at least 1: every tree extends the empty one",
+        ));
+    }
+    if first > second {
+        return Err(Error::InvalidRange("first must not exceed second"));
+    }
+    if second > size {
+        return Err(Error::InvalidRange("second is beyond the log"));
+    }
+    let proof = log::consistency_proof(s.sql.as_ref(), first, second).await?;
+    Ok(ok_json(&json!({
+        "first": first,
+        "second": second,
+        "proof": hashes(&proof),
+    })))
+}
+
+/// `GET /ledger/keys`: the checkpoint keys with ids and validity windows.
+pub async fn keys(s: &Services, _req: Request) -> Result<Response, Error> {
+    let name = origin(s);
+    let describe = |key: &p256::ecdsa::VerifyingKey, until: Option<i64>| -> Result<Json, Error> {
+        let der = key
+            .to_public_key_der()
+            .map_err(|_| Error::Corrupt("public key encoding"))?;
+        let id = checkpoint::key_id(key).map_err(|_| Error::Corrupt("public key encoding"))?;
+        Ok(json!({
+            "name": name,
+            "key_id": id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "algorithm": "ecdsa-p256-sha256",
+            "signature_type": 2,
+            "public_key": STANDARD.encode(der.as_bytes()),
+            "valid_until": until,
+        }))
+    };
+    let mut out = Vec::new();
+    if let Some(k) = &s.config.signing_key {
+        out.push(describe(k.verifying_key(), None)?);
+    }
+    if let Some((k, retired)) = &s.config.previous_key {
+        out.push(describe(k, Some(*retired))?);
+    }
+    Ok(ok_json(&json!({ "origin": name, "keys": out })))
+}

@@ -1,0 +1,87 @@
+//! The ledger function's one error enum and its problem+json mapping.
+
+use edgecoder_kernel::Problem;
+use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
+
+/// What can go wrong in the ledger function.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A range or size that makes no sense for this log.
+    #[error("invalid range: {0}")]
+    InvalidRange(&'static str),
+    /// An entry that cannot be appended as given.
+    #[error("invalid entry: {0}")]
+    InvalidEntry(&'static str),
+    /// An envelope over the size cap.
+    #[error("entry too large")]
+    EntryTooLarge,
+    /// No entry at that index.
+    #[error("entry not found")]
+    EntryNotFound,
+    /// No credential, or not one that may append.
+    #[error("ledger unauthorized")]
+    Unauthorized,
+    /// Too many concurrent writers; retry.
+    #[error("ledger busy")]
+    Busy,
+    /// Stored data does not have the shape the log wrote (tampering or a bug).
+    #[error("ledger storage inconsistent: {0}")]
+    Corrupt(&'static str),
+    /// Refused to sign a checkpoint whose root is not the log's root at that size.
+    #[error("checkpoint root mismatch")]
+    CheckpointMismatch,
+    /// A kernel error (storage, request shape, configuration).
+    #[error(transparent)]
+    Kernel(#[from] edgecoder_kernel::Error),
+}
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Problem {
+        use StatusCode as S;
+        let p = |status, code, title, detail: &str| {
+            Problem::new(status, code, title).with_detail(detail)
+        };
+        match e {
+            Error::InvalidRange(why) => p(S::BAD_REQUEST, "invalid_range", "Invalid range", why),
+            Error::InvalidEntry(why) => p(S::BAD_REQUEST, "invalid_entry", "Invalid entry", why),
+            Error::EntryTooLarge => p(
+                S::PAYLOAD_TOO_LARGE,
+                "entry_too_large",
+                "Entry too large",
+                "A log entry is at most 64 KiB including its envelope.",
+            ),
+            Error::EntryNotFound => p(
+                S::NOT_FOUND,
+                "entry_not_found",
+                "Entry not found",
+                "No entry at that index.",
+            ),
+            Error::Unauthorized => p(
+                S::UNAUTHORIZED,
+                "ledger_unauthorized",
+                "Not allowed to append",
+                "Appending needs the service credential or a system_admin access token.",
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"edgecoder\""),
+            ),
+            Error::Busy => Problem::new(S::SERVICE_UNAVAILABLE, "ledger_busy", "Ledger busy")
+                .with_detail("Too many concurrent appends; retry.")
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            Error::Corrupt(what) => Problem {
+                internal: Some(format!("ledger storage inconsistent: {what}")),
+                ..Problem::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "ledger_inconsistent",
+                    "Ledger storage inconsistent",
+                )
+            },
+            Error::CheckpointMismatch => Problem {
+                internal: Some("refused to sign a checkpoint with a foreign root".into()),
+                ..Problem::new(S::CONFLICT, "checkpoint_mismatch", "Checkpoint mismatch")
+            },
+            Error::Kernel(k) => k.into(),
+        }
+    }
+}

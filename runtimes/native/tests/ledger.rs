@@ -1,0 +1,79 @@
+//! The log over the native runtime's real SQLite, in-process: a checkpoint
+//! size is never signed with two roots, and a signed size is served again
+//! unchanged.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use edgecoder_kernel::{CollectDeferred, Config, Services, migrations};
+use edgecoder_ledger::log::{self, NewEntry};
+use edgecoder_native::platform::{NativeConfig, OsRng, SystemClock, UreqOutbound};
+use edgecoder_native::sqlite::{Db, SqliteKv};
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn a_size_is_never_signed_with_two_roots() {
+    block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = NativeConfig::new(None);
+        cfg.set("mode", "development");
+        let key = edgecoder_kernel::SigningKey::generate(&OsRng);
+        cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
+        let config = Config::load(&cfg).expect("config");
+        let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
+        let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
+        let s = Services {
+            sql: Rc::new(db.clone()),
+            kv: Rc::new(kv.handle()),
+            clock: Rc::new(SystemClock),
+            rng: Rc::new(OsRng),
+            outbound: Rc::new(UreqOutbound::default()),
+            defer: Rc::new(CollectDeferred::default()),
+            config,
+        };
+        migrations::apply(&db, &SystemClock, &OsRng, "system:test")
+            .await
+            .expect("migrate");
+        let entries: Vec<NewEntry> = (0..5)
+            .map(|i| NewEntry {
+                payload_type: "edgecoder.dev/audit/v1".into(),
+                payload: format!("entry {i}").into_bytes(),
+                principal: "service".into(),
+                idempotency_key: format!("k{i}"),
+            })
+            .collect();
+        log::append(&db, &SystemClock, &OsRng, &entries)
+            .await
+            .expect("append");
+        let (size, root) = log::head(&db).await.expect("head");
+        assert_eq!(size, 5);
+        let note = edgecoder_ledger::api::sign_checkpoint(&s, size, root)
+            .await
+            .expect("sign");
+        // Another root for the same size: refused, whatever the caller claims.
+        let mut other = root;
+        other[0] ^= 1;
+        let err = edgecoder_ledger::api::sign_checkpoint(&s, size, other)
+            .await
+            .expect_err("a second root for one size");
+        assert!(matches!(err, edgecoder_ledger::Error::CheckpointMismatch));
+        // An earlier size with the current root: refused too.
+        assert!(
+            edgecoder_ledger::api::sign_checkpoint(&s, 4, root)
+                .await
+                .is_err()
+        );
+        // The same size again: the stored note, byte for byte.
+        let again = edgecoder_ledger::api::sign_checkpoint(&s, size, root)
+            .await
+            .expect("same");
+        assert_eq!(note, again);
+    });
+}

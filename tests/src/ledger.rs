@@ -1,0 +1,242 @@
+//! Ledger checks (issue 4, first part): appends under the service credential
+//! only, idempotency, exact entry bytes, signed checkpoints that open with the
+//! deployment's key, inclusion and consistency proofs that verify against
+//! them, and the range errors.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use edgecoder_ledger::checkpoint::{self, TrustedKey};
+use edgecoder_ledger::merkle::{Blake3, Hasher, verify_consistency, verify_inclusion};
+use serde_json::{Value as Json, json};
+
+use crate::identity::Ctx;
+use crate::{Reply, expect_problem};
+
+fn append(x: &Ctx, bearer: Option<&str>, key: &str, payload: &[u8]) -> Result<Reply, String> {
+    x.send(
+        "POST",
+        "/ledger/entries",
+        bearer,
+        Some(&json!({
+            "payload_type": "edgecoder.dev/audit/v1",
+            "payload": STANDARD.encode(payload),
+            "idempotency_key": key,
+        })),
+        &[],
+    )
+}
+
+fn b64(v: &Json) -> Vec<u8> {
+    STANDARD
+        .decode(v.as_str().unwrap_or(""))
+        .unwrap_or_default()
+}
+
+fn trusted(x: &Ctx) -> Result<Vec<TrustedKey>, String> {
+    let key = edgecoder_kernel::SigningKey::from_secret(&x.target.signing_key)
+        .map_err(|e| e.to_string())?;
+    let origin = format!(
+        "{}/ledger",
+        x.target.issuer.split("://").nth(1).unwrap_or("")
+    );
+    Ok(vec![TrustedKey {
+        name: origin,
+        key: *key.verifying_key(),
+    }])
+}
+
+fn checkpoint(x: &Ctx) -> Result<checkpoint::Checkpoint, String> {
+    let svc = x.target.service_token.clone();
+    let r = x.send("POST", "/ledger/checkpoint", Some(&svc), None, &[])?;
+    if r.status != 200 || !r.media_type().starts_with("text/plain") {
+        return Err(format!("checkpoint: {} {}", r.status, r.media_type()));
+    }
+    checkpoint::open(&String::from_utf8_lossy(&r.body), &trusted(x)?)
+        .map_err(|e| format!("checkpoint does not open: {e}"))
+}
+
+type LedgerCheck = fn(&Ctx) -> Result<(), String>;
+
+/// Every ledger check, by name.
+pub fn checks() -> Vec<(&'static str, LedgerCheck)> {
+    vec![
+        (
+            "ledger_append_refuses_anonymous_and_plain_users",
+            ledger_append_refuses_anonymous_and_plain_users,
+        ),
+        (
+            "ledger_appends_are_idempotent_and_keep_exact_bytes",
+            ledger_appends_are_idempotent_and_keep_exact_bytes,
+        ),
+        (
+            "ledger_checkpoint_is_signed_and_proofs_verify",
+            ledger_checkpoint_is_signed_and_proofs_verify,
+        ),
+        (
+            "ledger_bad_ranges_are_invalid_range",
+            ledger_bad_ranges_are_invalid_range,
+        ),
+    ]
+}
+
+fn ledger_append_refuses_anonymous_and_plain_users(x: &Ctx) -> Result<(), String> {
+    expect_problem(&append(x, None, "anon", b"x")?, 401, "ledger_unauthorized")?;
+    expect_problem(
+        &append(
+            x,
+            Some("not-the-service-token-000000000000000"),
+            "wrong",
+            b"x",
+        )?,
+        401,
+        "ledger_unauthorized",
+    )?;
+    let user = x.account("ledger-user", true)?;
+    expect_problem(
+        &append(x, Some(&user.access), "user", b"x")?,
+        401,
+        "ledger_unauthorized",
+    )?;
+    let svc = x.target.service_token.clone();
+    let big = vec![b'a'; 70 * 1024];
+    expect_problem(&append(x, Some(&svc), "big", &big)?, 413, "entry_too_large")?;
+    let r = x.send(
+        "POST",
+        "/ledger/entries",
+        Some(&svc),
+        Some(&json!({"payload_type": "not a type", "payload": "", "idempotency_key": "k"})),
+        &[],
+    )?;
+    expect_problem(&r, 400, "invalid_entry")
+}
+
+fn ledger_appends_are_idempotent_and_keep_exact_bytes(x: &Ctx) -> Result<(), String> {
+    let svc = x.target.service_token.clone();
+    let key = x.email("ledger-key");
+    let first = append(x, Some(&svc), &key, b"hello ledger")?;
+    if first.status != 201 {
+        return Err(format!(
+            "append: {} {}",
+            first.status,
+            String::from_utf8_lossy(&first.body)
+        ));
+    }
+    let index = first.json()?["index"].as_u64().ok_or("no index")?;
+    let again = append(x, Some(&svc), &key, b"something else")?;
+    let v = again.json()?;
+    if again.status != 200 || v["index"].as_u64() != Some(index) || v["duplicate"] != true {
+        return Err(format!(
+            "duplicate key appended again: {} {v}",
+            again.status
+        ));
+    }
+    let e = x.c.get(&format!("/ledger/entries/{index}"))?.json()?;
+    let bytes = b64(&e["entry"]);
+    if Blake3::leaf(&bytes).to_vec() != b64(&e["leaf_hash"]) {
+        return Err("leaf_hash is not blake3(0x00 || entry bytes)".into());
+    }
+    let envelope: Json = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if envelope["type"] != "edgecoder.dev/audit/v1"
+        || envelope["principal"] != "service"
+        || b64(&envelope["payload"]) != b"hello ledger"
+    {
+        return Err(format!("envelope {envelope}"));
+    }
+    expect_problem(
+        &x.c.get("/ledger/entries/999999999")?,
+        404,
+        "entry_not_found",
+    )
+}
+
+fn ledger_checkpoint_is_signed_and_proofs_verify(x: &Ctx) -> Result<(), String> {
+    let svc = x.target.service_token.clone();
+    for i in 0..5 {
+        append(
+            x,
+            Some(&svc),
+            &x.email(&format!("proof-{i}")),
+            format!("entry {i}").as_bytes(),
+        )?;
+    }
+    let first = checkpoint(x)?;
+    for i in 0..3 {
+        append(x, Some(&svc), &x.email(&format!("proof-more-{i}")), b"more")?;
+    }
+    let second = checkpoint(x)?;
+    if second.size != first.size + 3 {
+        return Err(format!("sizes {} then {}", first.size, second.size));
+    }
+    let page =
+        x.c.get(&format!("/ledger/entries?start=0&end={}", second.size))?
+            .json()?;
+    let entries = page["entries"].as_array().cloned().unwrap_or_default();
+    if entries.len() as u64 != second.size {
+        return Err(format!(
+            "page has {} entries for size {}",
+            entries.len(),
+            second.size
+        ));
+    }
+    let leaves: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| Blake3::leaf(&b64(&e["entry"])).to_vec())
+        .collect();
+    for index in [0, first.size - 1, second.size - 1] {
+        let p =
+            x.c.get(&format!(
+                "/ledger/proof/inclusion?index={index}&tree_size={}",
+                second.size
+            ))?
+            .json()?;
+        let proof: Vec<Vec<u8>> = p["proof"]
+            .as_array()
+            .map(|a| a.iter().map(b64).collect())
+            .unwrap_or_default();
+        let leaf = &leaves[usize::try_from(index).unwrap_or(0)];
+        verify_inclusion::<Blake3>(index, second.size, leaf, &proof, &second.root)
+            .map_err(|e| format!("inclusion of {index}: {e}"))?;
+    }
+    let p =
+        x.c.get(&format!(
+            "/ledger/proof/consistency?first={}&second={}",
+            first.size, second.size
+        ))?
+        .json()?;
+    let proof: Vec<Vec<u8>> = p["proof"]
+        .as_array()
+        .map(|a| a.iter().map(b64).collect())
+        .unwrap_or_default();
+    verify_consistency::<Blake3>(first.size, second.size, &proof, &first.root, &second.root)
+        .map_err(|e| format!("consistency: {e}"))?;
+    let keys = x.c.get("/ledger/keys")?.json()?;
+    if keys["keys"][0]["algorithm"] != "ecdsa-p256-sha256"
+        || keys["keys"][0]["name"] != json!(trusted(x)?[0].name)
+    {
+        return Err(format!("keys {keys}"));
+    }
+    // Anyone may read the latest checkpoint.
+    let r = x.c.get("/ledger/checkpoint")?;
+    checkpoint::open(&String::from_utf8_lossy(&r.body), &trusted(x)?)
+        .map_err(|e| format!("GET checkpoint: {e}"))?;
+    Ok(())
+}
+
+fn ledger_bad_ranges_are_invalid_range(x: &Ctx) -> Result<(), String> {
+    for path in [
+        "/ledger/entries?start=5&end=2",
+        "/ledger/entries?start=0&end=999999999",
+        "/ledger/entries?start=-1",
+        "/ledger/proof/inclusion?index=999999999",
+        "/ledger/proof/inclusion?index=0&tree_size=999999999",
+        "/ledger/proof/inclusion",
+        "/ledger/proof/consistency?first=0&second=1",
+        "/ledger/proof/consistency?first=3&second=2",
+        "/ledger/proof/consistency?first=1&second=999999999",
+        "/ledger/entries/abc",
+    ] {
+        expect_problem(&x.c.get(path)?, 400, "invalid_range")
+            .map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}
