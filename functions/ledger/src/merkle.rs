@@ -371,6 +371,53 @@ pub fn frontier_for_append(size: u64) -> Vec<NodeId> {
     out
 }
 
+/// The right frontier of a tree being built leaf by leaf: O(log n) memory,
+/// for verifiers that recompute a head from every entry.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    /// Complete subtrees of the current size, largest (leftmost) first.
+    peaks: Vec<(u32, Hash)>,
+    size: u64,
+}
+
+impl Frontier {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Leaves so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf hash.
+    pub fn push<H: Hasher>(&mut self, leaf: Hash) {
+        let mut node = (0u32, leaf);
+        while let Some(&(level, left)) = self.peaks.last() {
+            if level != node.0 {
+                break;
+            }
+            self.peaks.pop();
+            node = (level + 1, H::node(&left, &node.1));
+        }
+        self.peaks.push(node);
+        self.size += 1;
+    }
+
+    /// The head of the tree so far.
+    pub fn root<H: Hasher>(&self) -> Hash {
+        let mut iter = self.peaks.iter().rev();
+        let Some(&(_, mut acc)) = iter.next() else {
+            return H::empty();
+        };
+        for (_, left) in iter {
+            acc = H::node(left, &acc);
+        }
+        acc
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -544,6 +591,20 @@ mod tests {
     #[test]
     fn generated_proofs_verify_with_blake3() {
         generated_proofs_verify::<Blake3>();
+    }
+
+    #[test]
+    fn the_frontier_computes_every_head() {
+        let mut f = Frontier::new();
+        let mut leaves = Vec::new();
+        assert_eq!(f.root::<Blake3>(), Blake3::empty());
+        for i in 0..100u32 {
+            let leaf = Blake3::leaf(&i.to_be_bytes());
+            leaves.push(leaf);
+            f.push::<Blake3>(leaf);
+            assert_eq!(f.root::<Blake3>(), reference_root::<Blake3>(&leaves));
+        }
+        assert_eq!(f.size(), 100);
     }
 
     #[test]

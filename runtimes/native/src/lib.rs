@@ -10,6 +10,7 @@ pub mod datadir;
 pub mod platform;
 pub mod server;
 pub mod sqlite;
+pub mod verify;
 
 use std::path::Path;
 use std::rc::Rc;

@@ -102,6 +102,32 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Verify a ledger offline: checkpoint signature against pinned keys, every
+    /// entry against the signed root, no rewind or fork since the last run.
+    Verify {
+        /// A running deployment's base URL.
+        #[arg(long, conflicts_with = "db")]
+        url: Option<String>,
+        /// A copy of the SQLite database (`<data-dir>/edgecoder.sqlite`).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// A trusted checkpoint key: PEM or base64 SPKI (as `GET /ledger/keys`
+        /// gives), inline or a file path. Repeatable.
+        #[arg(long)]
+        key: Vec<String>,
+        /// The name `--key` signs under (default: the log's origin).
+        #[arg(long)]
+        key_name: Option<String>,
+        /// A trust file: `<key name> <base64 SPKI>` per line.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// Where the last verified checkpoint is remembered.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Also verify this entry's inclusion proof.
+        #[arg(long)]
+        entry: Option<u64>,
+    },
     /// Print the development mail outbox (newest first); refused in production.
     Outbox {
         #[command(flatten)]
@@ -206,6 +232,47 @@ fn main() -> Result<()> {
             println!("granted {role} to user {user}");
             Ok(())
         }),
+        Command::Verify {
+            url,
+            db,
+            key,
+            key_name,
+            trust,
+            state,
+            entry,
+        } => {
+            use edgecoder_native::verify;
+            let source = match (url, db) {
+                (Some(u), None) => verify::Source::Url(u),
+                (None, Some(d)) => verify::Source::Db(d),
+                _ => anyhow::bail!("pass exactly one of --url and --db"),
+            };
+            let name = key_name.unwrap_or_default();
+            let mut trusted = key
+                .iter()
+                .map(|k| verify::parse_key(&name, k))
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(t) = trust {
+                trusted.extend(verify::read_trust_file(&t)?);
+            }
+            let state = state.unwrap_or_else(|| {
+                let base = std::env::var_os("XDG_STATE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))
+                    })
+                    .unwrap_or_else(|| PathBuf::from("."));
+                base.join("edgecoder/verify.json")
+            });
+            let summary = verify::run(&verify::Options {
+                source,
+                trusted,
+                state,
+                entry,
+            })?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::Outbox { data, to, limit } => rt.block_on(async {
             if matches!(data.mode, ModeArg::Production) {
                 anyhow::bail!(

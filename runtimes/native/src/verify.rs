@@ -1,0 +1,394 @@
+//! `edgecoder verify`: checks a ledger offline against pinned keys.
+//!
+//! In scope: fetching the latest checkpoint and every entry from a running
+//! log (`--url`) or an operator's copy of the SQLite file (`--db`), opening the
+//! checkpoint with pinned keys, recomputing the Merkle head from the exact
+//! entry bytes, detecting rewinds and forks against the last checkpoint this
+//! verifier accepted (a small state file), checking the log's own inclusion
+//! and consistency proofs, and reporting the first failure by name. Out of
+//! scope: fixing anything; the verifier only reads.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use edgecoder_ledger::checkpoint::{self, Checkpoint, TrustedKey};
+use edgecoder_ledger::merkle::{self, Blake3, Frontier, Hash, Hasher};
+use p256::pkcs8::DecodePublicKey;
+use serde::{Deserialize, Serialize};
+
+/// Entries per page fetched.
+const PAGE: u64 = 1000;
+/// Progress is printed every this many entries.
+const PROGRESS_EVERY: u64 = 100_000;
+
+/// Where the log is read from.
+pub enum Source {
+    /// A running deployment's base URL.
+    Url(String),
+    /// A copy of the SQLite database file.
+    Db(PathBuf),
+}
+
+/// What to verify.
+pub struct Options {
+    /// The log.
+    pub source: Source,
+    /// Trusted checkpoint keys.
+    pub trusted: Vec<TrustedKey>,
+    /// The last accepted checkpoint is remembered here.
+    pub state: PathBuf,
+    /// Also check this entry's inclusion proof.
+    pub entry: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct State {
+    origin: String,
+    size: u64,
+    root: String,
+}
+
+/// Parses `--key` values: a PEM or base64 DER SubjectPublicKeyInfo (as
+/// `GET /ledger/keys` publishes), inline or in a file.
+pub fn parse_key(name: &str, value: &str) -> Result<TrustedKey> {
+    let text = match std::fs::read_to_string(value) {
+        Ok(t) => t,
+        Err(_) => value.to_owned(),
+    };
+    let text = text.trim();
+    let key = if text.starts_with("-----BEGIN PUBLIC KEY-----") {
+        p256::ecdsa::VerifyingKey::from_public_key_pem(text)
+    } else {
+        let der = STANDARD
+            .decode(text)
+            .context("the key is neither PEM nor base64 SPKI")?;
+        p256::ecdsa::VerifyingKey::from_public_key_der(&der)
+    }
+    .map_err(|e| anyhow!("not a P-256 public key: {e}"))?;
+    Ok(TrustedKey {
+        name: name.to_owned(),
+        key,
+    })
+}
+
+/// Reads a trust file: `<key name> <PEM-less base64 SPKI>` per line, `#` comments.
+pub fn read_trust_file(path: &Path) -> Result<Vec<TrustedKey>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading trust file {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, key) = line
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| anyhow!("trust file line without a key: {line}"))?;
+        out.push(parse_key(name, key.trim())?);
+    }
+    Ok(out)
+}
+
+struct Entry {
+    index: u64,
+    bytes: Vec<u8>,
+    leaf_hash: Vec<u8>,
+}
+
+trait Log {
+    fn checkpoint(&mut self) -> Result<String>;
+    fn entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>>;
+    fn inclusion(&mut self, index: u64, size: u64) -> Result<Option<Vec<Vec<u8>>>>;
+    fn consistency(&mut self, first: u64, second: u64) -> Result<Option<Vec<Vec<u8>>>>;
+}
+
+struct Http {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    fn get(&self, path: &str) -> Result<String> {
+        let url = format!("{}{path}", self.base.trim_end_matches('/'));
+        let mut resp = self
+            .agent
+            .get(&url)
+            .call()
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_string()
+            .with_context(|| format!("reading {url}"))?;
+        if status != 200 {
+            bail!("GET {url}: {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    fn proof(&self, path: &str) -> Result<Vec<Vec<u8>>> {
+        let v: serde_json::Value = serde_json::from_str(&self.get(path)?)?;
+        v["proof"]
+            .as_array()
+            .ok_or_else(|| anyhow!("{path}: no proof"))?
+            .iter()
+            .map(|h| {
+                STANDARD
+                    .decode(h.as_str().unwrap_or(""))
+                    .map_err(|e| anyhow!("{path}: {e}"))
+            })
+            .collect()
+    }
+}
+
+impl Log for Http {
+    fn checkpoint(&mut self) -> Result<String> {
+        self.get("/ledger/checkpoint")
+    }
+
+    fn entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.get(&format!("/ledger/entries?start={start}&end={end}"))?)?;
+        let mut out = Vec::new();
+        for e in v["entries"].as_array().into_iter().flatten() {
+            out.push(Entry {
+                index: e["index"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("entry without index"))?,
+                bytes: STANDARD.decode(e["entry"].as_str().unwrap_or(""))?,
+                leaf_hash: STANDARD.decode(e["leaf_hash"].as_str().unwrap_or(""))?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn inclusion(&mut self, index: u64, size: u64) -> Result<Option<Vec<Vec<u8>>>> {
+        self.proof(&format!(
+            "/ledger/proof/inclusion?index={index}&tree_size={size}"
+        ))
+        .map(Some)
+    }
+
+    fn consistency(&mut self, first: u64, second: u64) -> Result<Option<Vec<Vec<u8>>>> {
+        self.proof(&format!(
+            "/ledger/proof/consistency?first={first}&second={second}"
+        ))
+        .map(Some)
+    }
+}
+
+struct Sqlite(rusqlite::Connection);
+
+impl Log for Sqlite {
+    fn checkpoint(&mut self) -> Result<String> {
+        self.0
+            .query_row(
+                "SELECT note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .context("the database holds no signed checkpoint")
+    }
+
+    fn entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT idx, entry, leaf_hash FROM ledger_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        )?;
+        let rows = stmt.query_map([i64::try_from(start)?, i64::try_from(end)?], |r| {
+            Ok(Entry {
+                index: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(u64::MAX),
+                bytes: r.get(1)?,
+                leaf_hash: r.get(2)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
+    }
+
+    // The copy's own subtree table is not trusted: recomputing every leaf
+    // already proves inclusion and consistency.
+    fn inclusion(&mut self, _: u64, _: u64) -> Result<Option<Vec<Vec<u8>>>> {
+        Ok(None)
+    }
+
+    fn consistency(&mut self, _: u64, _: u64) -> Result<Option<Vec<Vec<u8>>>> {
+        Ok(None)
+    }
+}
+
+fn b64(h: &Hash) -> String {
+    STANDARD.encode(h)
+}
+
+/// Runs the verification; `Ok` carries the summary line.
+pub fn run(opts: &Options) -> Result<String> {
+    if opts.trusted.is_empty() {
+        bail!("no trusted key: pass --key or --trust");
+    }
+    let mut log: Box<dyn Log> = match &opts.source {
+        Source::Url(base) => Box::new(Http {
+            base: base.clone(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }),
+        Source::Db(path) => Box::new(Sqlite(
+            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .with_context(|| format!("opening {}", path.display()))?,
+        )),
+    };
+    let note = log.checkpoint()?;
+    // Keys given without a name sign as the log's origin (the note's first line).
+    let origin = note.lines().next().unwrap_or("").to_owned();
+    let trusted: Vec<TrustedKey> = opts
+        .trusted
+        .iter()
+        .map(|t| TrustedKey {
+            name: if t.name.is_empty() {
+                origin.clone()
+            } else {
+                t.name.clone()
+            },
+            key: t.key,
+        })
+        .collect();
+    let cp: Checkpoint =
+        checkpoint::open(&note, &trusted).map_err(|e| anyhow!("checkpoint refused: {e}"))?;
+    let previous: Option<State> = std::fs::read(&opts.state)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|s: &State| s.origin == cp.origin);
+    if let Some(p) = &previous
+        && cp.size < p.size
+    {
+        bail!(
+            "log rewound: a checkpoint of size {} was verified before, now the log signs size {}",
+            p.size,
+            cp.size
+        );
+    }
+
+    let started = Instant::now();
+    let mut frontier = Frontier::new();
+    let mut nodes = std::collections::HashMap::new();
+    let keep_nodes = matches!(opts.source, Source::Db(_)) && opts.entry.is_some();
+    let mut start = 0u64;
+    while start < cp.size {
+        let end = (start + PAGE).min(cp.size);
+        let page = log.entries(start, end)?;
+        let mut expected = start;
+        for e in page {
+            if e.index != expected {
+                bail!(
+                    "entry {expected} is missing (next stored index is {})",
+                    e.index
+                );
+            }
+            let leaf = Blake3::leaf(&e.bytes);
+            if leaf.as_slice() != e.leaf_hash.as_slice() {
+                bail!(
+                    "entry {} was altered: its bytes no longer match its leaf hash",
+                    e.index
+                );
+            }
+            if keep_nodes {
+                for (id, h) in merkle::completed_by_append::<Blake3>(e.index, leaf, &nodes)
+                    .map_err(|e| anyhow!("{e}"))?
+                {
+                    nodes.insert(id, h);
+                }
+            }
+            frontier.push::<Blake3>(leaf);
+            expected += 1;
+            if let Some(p) = &previous
+                && frontier.size() == p.size
+                && b64(&frontier.root::<Blake3>()) != p.root
+            {
+                bail!(
+                    "fork: the first {} entries no longer hash to the root verified before ({})",
+                    p.size,
+                    p.root
+                );
+            }
+            if expected.is_multiple_of(PROGRESS_EVERY) {
+                eprintln!("verified {expected} of {} entries", cp.size);
+            }
+        }
+        if expected != end {
+            bail!("entry {expected} is missing (the log ends early)");
+        }
+        start = end;
+    }
+    if frontier.root::<Blake3>() != cp.root {
+        bail!(
+            "root mismatch: the {} entries hash to {}, the checkpoint signs {}",
+            cp.size,
+            b64(&frontier.root::<Blake3>()),
+            b64(&cp.root)
+        );
+    }
+    if let Some(p) = &previous
+        && p.size > 0
+        && p.size < cp.size
+    {
+        let root1 = STANDARD.decode(&p.root).unwrap_or_default();
+        if let Some(proof) = log.consistency(p.size, cp.size)? {
+            merkle::verify_consistency::<Blake3>(p.size, cp.size, &proof, &root1, &cp.root)
+                .map_err(|e| {
+                    anyhow!(
+                        "the log's consistency proof from size {} fails: {e}",
+                        p.size
+                    )
+                })?;
+        }
+    }
+    if let Some(index) = opts.entry {
+        if index >= cp.size {
+            bail!("entry {index} is beyond the checkpoint's size {}", cp.size);
+        }
+        let leaf = log
+            .entries(index, index + 1)?
+            .first()
+            .map(|e| Blake3::leaf(&e.bytes))
+            .ok_or_else(|| anyhow!("entry {index} is missing"))?;
+        let proof: Vec<Vec<u8>> = match log.inclusion(index, cp.size)? {
+            Some(p) => p,
+            None => {
+                let ranges =
+                    merkle::inclusion_ranges(index, cp.size).map_err(|e| anyhow!("{e}"))?;
+                merkle::proof_hashes::<Blake3>(&nodes, &ranges)
+                    .map_err(|e| anyhow!("{e}"))?
+                    .into_iter()
+                    .map(|h| h.to_vec())
+                    .collect()
+            }
+        };
+        merkle::verify_inclusion::<Blake3>(index, cp.size, &leaf, &proof, &cp.root)
+            .map_err(|e| anyhow!("inclusion proof of entry {index} fails: {e}"))?;
+    }
+    let state = State {
+        origin: cp.origin.clone(),
+        size: cp.size,
+        root: b64(&cp.root),
+    };
+    if let Some(dir) = opts.state.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&opts.state, serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("writing {}", opts.state.display()))?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    #[allow(clippy::cast_precision_loss)]
+    let rate = cp.size as f64 / secs;
+    Ok(format!(
+        "ok: {} size {} root {} ({} entries verified, {rate:.0} entries/s)",
+        cp.origin,
+        cp.size,
+        b64(&cp.root),
+        cp.size
+    ))
+}

@@ -1,0 +1,308 @@
+//! `edgecoder verify` against tampering: the native runtime's SQLite file is
+//! edited as an attacker with write access would, and the offline verifier
+//! must fail, naming what it found.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use edgecoder_conformance::Client;
+use edgecoder_conformance::harness::{
+    SERVICE_TOKEN, Server, dev_settings, edgecoder_binary, env_name, free_port, signing_key_base64,
+};
+use p256::pkcs8::EncodePublicKey;
+
+struct Fixture {
+    server: Server,
+    dir: PathBuf,
+    key: String,
+    spki: String,
+}
+
+impl Fixture {
+    fn new(tag: &str, entries: usize) -> Fixture {
+        let bin = edgecoder_binary();
+        let dir =
+            std::env::temp_dir().join(format!("edgecoder-tamper-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = signing_key_base64();
+        let port = free_port();
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env_remove("EDGECODER_MODE")
+        .env("EDGECODER_LOG", "warn");
+        for (k, v) in dev_settings(&key) {
+            cmd.env(env_name(k), v);
+        }
+        let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
+        server
+            .wait_ready("/ledger/health", Duration::from_secs(30))
+            .expect("edgecoder starts");
+        let signer = edgecoder_kernel::SigningKey::from_secret(&key).expect("key");
+        let spki = STANDARD.encode(
+            signer
+                .verifying_key()
+                .to_public_key_der()
+                .expect("spki")
+                .as_bytes(),
+        );
+        let f = Fixture {
+            server,
+            dir,
+            key,
+            spki,
+        };
+        f.append("original", entries);
+        f.checkpoint();
+        f
+    }
+
+    fn append(&self, tag: &str, n: usize) {
+        let c = Client::new(&self.server.base);
+        let auth = format!("Bearer {SERVICE_TOKEN}");
+        for i in 0..n {
+            let body = serde_json::json!({
+                "payload_type": "edgecoder.dev/audit/v1",
+                "payload": STANDARD.encode(format!("{tag} {i}")),
+                "idempotency_key": format!("{tag}-{i}"),
+            });
+            let r = c
+                .send_with(
+                    "POST",
+                    "/ledger/entries",
+                    &[
+                        ("content-type", "application/json"),
+                        ("authorization", &auth),
+                    ],
+                    &serde_json::to_vec(&body).expect("json"),
+                )
+                .expect("append");
+            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        }
+    }
+
+    fn checkpoint(&self) {
+        let r = Client::new(&self.server.base)
+            .send_with(
+                "POST",
+                "/ledger/checkpoint",
+                &[("authorization", &format!("Bearer {SERVICE_TOKEN}"))],
+                &[],
+            )
+            .expect("checkpoint");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+
+    fn db(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(self.dir.join("edgecoder.sqlite")).expect("open");
+        c.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        c
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("verify-state.json")
+    }
+
+    /// Runs `edgecoder verify` with extra arguments; (success, stdout+stderr).
+    fn verify(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(edgecoder_binary())
+            .arg("verify")
+            .args(["--key", &self.spki, "--state"])
+            .arg(self.state())
+            .args(args)
+            .output()
+            .expect("edgecoder verify");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn verify_db(&self) -> (bool, String) {
+        let db = self.dir.join("edgecoder.sqlite");
+        self.verify(&["--db", db.to_str().expect("path")])
+    }
+}
+
+fn must_fail(result: (bool, String), needle: &str) {
+    assert!(!result.0, "verify passed but must fail: {}", result.1);
+    assert!(
+        result.1.contains(needle),
+        "want {needle:?} in: {}",
+        result.1
+    );
+}
+
+#[test]
+fn verify_accepts_an_untampered_log_by_url_and_by_db_and_checks_inclusion() {
+    let f = Fixture::new("clean", 12);
+    let (ok, out) = f.verify(&["--url", &f.server.base, "--entry", "7"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("size 12"), "{out}");
+    let (ok, out) = f.verify_db();
+    assert!(ok, "{out}");
+    let db = f.dir.join("edgecoder.sqlite");
+    let (ok, out) = f.verify(&["--db", db.to_str().expect("path"), "--entry", "11"]);
+    assert!(ok, "{out}");
+    must_fail(
+        f.verify(&["--url", &f.server.base, "--entry", "12"]),
+        "beyond",
+    );
+}
+
+#[test]
+fn verify_names_the_index_of_a_changed_byte() {
+    let f = Fixture::new("byte", 10);
+    f.db()
+        .execute(
+            "UPDATE ledger_entries SET entry = CAST(replace(CAST(entry AS TEXT), 'audit', 'audiT') AS BLOB) WHERE idx = 6",
+            [],
+        )
+        .expect("tamper");
+    must_fail(f.verify_db(), "entry 6 was altered");
+    must_fail(f.verify(&["--url", &f.server.base]), "entry 6");
+}
+
+#[test]
+fn verify_fails_on_a_deleted_row() {
+    let f = Fixture::new("delete", 10);
+    f.db()
+        .execute("DELETE FROM ledger_entries WHERE idx = 4", [])
+        .expect("tamper");
+    must_fail(f.verify_db(), "entry 4 is missing");
+}
+
+#[test]
+fn verify_fails_on_swapped_rows() {
+    let f = Fixture::new("swap", 10);
+    let db = f.db();
+    db.execute_batch(
+        "UPDATE ledger_entries SET idx = -1 WHERE idx = 2;
+         UPDATE ledger_entries SET idx = 2 WHERE idx = 5;
+         UPDATE ledger_entries SET idx = 5 WHERE idx = -1;",
+    )
+    .expect("tamper");
+    must_fail(f.verify_db(), "root mismatch");
+}
+
+#[test]
+fn verify_detects_a_fork_after_truncation_on_the_next_run() {
+    let f = Fixture::new("fork", 10);
+    let (ok, out) = f.verify(&["--url", &f.server.base]);
+    assert!(ok, "{out}");
+    // Rewrite history: keep 5 entries, forget the rest and its checkpoints,
+    // then let the log (which still holds the key) grow past the old size.
+    let db = f.db();
+    db.execute_batch(
+        "DELETE FROM ledger_entries WHERE idx >= 5;
+         DELETE FROM ledger_nodes WHERE ((idx + 1) << level) > 5;
+         DELETE FROM ledger_checkpoints;",
+    )
+    .expect("truncate");
+    let root5: Vec<u8> = {
+        let peaks: Vec<Vec<u8>> = [(2i64, 0i64), (0, 4)]
+            .iter()
+            .map(|(l, i)| {
+                db.query_row(
+                    "SELECT hash FROM ledger_nodes WHERE level = ?1 AND idx = ?2",
+                    [l, i],
+                    |r| r.get(0),
+                )
+                .expect("peak")
+            })
+            .collect();
+        let mut h = blake3::Hasher::new();
+        h.update(&[1]);
+        h.update(&peaks[0]);
+        h.update(&peaks[1]);
+        h.finalize().as_bytes().to_vec()
+    };
+    db.execute(
+        "UPDATE ledger_state SET size = 5, root = ?1 WHERE id = 1",
+        [root5],
+    )
+    .expect("rewind head");
+    f.append("forked", 7);
+    f.checkpoint();
+    must_fail(f.verify(&["--url", &f.server.base]), "fork");
+}
+
+#[test]
+fn verify_refuses_a_checkpoint_signed_by_another_key() {
+    let f = Fixture::new("otherkey", 5);
+    let other = edgecoder_kernel::SigningKey::from_secret(&signing_key_base64()).expect("key");
+    let other_spki = STANDARD.encode(
+        other
+            .verifying_key()
+            .to_public_key_der()
+            .expect("spki")
+            .as_bytes(),
+    );
+    let out = Command::new(edgecoder_binary())
+        .args([
+            "verify",
+            "--url",
+            &f.server.base,
+            "--key",
+            &other_spki,
+            "--state",
+        ])
+        .arg(f.state())
+        .output()
+        .expect("verify");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checkpoint refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn verify_fails_when_the_signed_root_does_not_match_the_entries() {
+    let f = Fixture::new("root", 6);
+    // A validly signed checkpoint (the attacker holds the key) for a root the
+    // entries do not produce.
+    let signer = edgecoder_kernel::SigningKey::from_secret(&f.key).expect("key");
+    let forged = edgecoder_ledger::checkpoint::Checkpoint {
+        origin: "localhost:8080/ledger".into(),
+        size: 6,
+        root: [9u8; 32],
+    };
+    let note =
+        edgecoder_ledger::checkpoint::sign(&forged, &forged.origin, signer.ecdsa()).expect("sign");
+    f.db()
+        .execute(
+            "UPDATE ledger_checkpoints SET note = ?1 WHERE size = 6",
+            [note],
+        )
+        .expect("tamper");
+    must_fail(f.verify_db(), "root mismatch");
+}
+
+#[test]
+fn verify_detects_a_rewound_log() {
+    let f = Fixture::new("rewind", 5);
+    f.append("later", 3);
+    f.checkpoint();
+    let (ok, out) = f.verify_db();
+    assert!(ok, "{out}");
+    // Serve an older, genuine checkpoint: the verifier saw size 8 already.
+    f.db()
+        .execute("DELETE FROM ledger_checkpoints WHERE size = 8", [])
+        .expect("tamper");
+    must_fail(f.verify_db(), "log rewound");
+}
