@@ -1450,6 +1450,31 @@ fn roles_go_only_to_verified_accounts_and_last_admin_stays(x: &Ctx) -> Result<()
         &[],
     )?;
     status(&r, 200, "grant")?;
+    // The grant is in the transparency log, and the answer says where.
+    let index = r.json()?["ledger_index"]
+        .as_u64()
+        .ok_or("the grant has no ledger_index")?;
+    let e = x.c.get(&format!("/ledger/entries/{index}"))?.json()?;
+    let envelope: Json = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(e["entry"].as_str().unwrap_or(""))
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let payload: Json = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap_or(""))
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    if envelope["type"] != "edgecoder.dev/role-grant/v1"
+        || payload["user"] != json!(v.id)
+        || payload["role"] != "coordinator_owner"
+    {
+        return Err(format!(
+            "ledger entry {index} is not this grant: {envelope} {payload}"
+        ));
+    }
     let me = x
         .send("GET", "/auth/me", Some(&v.access), None, &[])?
         .json()?;

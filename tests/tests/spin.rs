@@ -68,6 +68,8 @@ fn start_expecting(host: &Path, tag: &str, vars: &[&str], status: u16) -> Server
             "--data-dir",
         ])
         .arg(&data);
+    // The auth component reaches the ledger component through this app.
+    cmd.args(["--var", &format!("ledger_url=http://127.0.0.1:{port}")]);
     for v in vars {
         cmd.args(["--var", v]);
     }

@@ -21,6 +21,7 @@
 //! | `allowed_origins` | var | — | comma-separated browser origins allowed to make cookie-authenticated requests (CSRF defence); https, or http on localhost |
 //! | `bootstrap_secret` | secret | — | one-time secret that makes the first `system_admin` (≥ 32 chars); useless once an admin exists |
 //! | `service_token` | secret | — | bearer credential functions present to each other (≥ 32 chars), e.g. mesh redeeming enrollment tokens |
+//! | `ledger_url` | var | — | Spin only: where the `ledger` component is reached over HTTP by the others (e.g. `https://edge.example.com`) |
 //! | `mail_provider` | var | `outbox` in development, `resend` in production | `resend` (HTTP email API) or `outbox` (a table; development only, refused in production) |
 //! | `mail_api_base` | var | `https://api.resend.com` | the email API's base URL; https in production |
 //! | `mail_api_key` | secret | — | the email API's bearer key; required with `resend` (production without it: mail-sending routes answer 503) |
@@ -142,6 +143,8 @@ pub struct Config {
     pub service_token: Option<String>,
     /// How mail is delivered.
     pub mail: MailSettings,
+    /// Where other components reach the ledger over HTTP (Spin).
+    pub ledger_url: Option<String>,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
 }
@@ -316,6 +319,16 @@ impl Config {
             }
         };
 
+        let ledger_url = match var("ledger_url") {
+            Some(u) if is_secure_or_local(&u) => Some(u.trim_end_matches('/').to_owned()),
+            Some(_) => {
+                return Err(Error::Config(
+                    "ledger_url must be https (or http on localhost)".into(),
+                ));
+            }
+            None => None,
+        };
+
         let mut warnings = Vec::new();
         if mode == Mode::Production {
             if !issuer.starts_with("https://") {
@@ -347,6 +360,7 @@ impl Config {
             bootstrap_secret,
             service_token,
             mail,
+            ledger_url,
             warnings,
         })
     }

@@ -249,6 +249,21 @@ pub trait Outbound {
     async fn send(&self, req: OutboundRequest) -> Result<OutboundResponse, Error>;
 }
 
+/// Appending to the transparency log from another function: in-process where
+/// the functions share a database (native, the Worker), over HTTP with the
+/// service credential where they do not (Spin components).
+#[async_trait(?Send)]
+pub trait LedgerClient {
+    /// Appends one entry and returns its index (an entry with the same
+    /// idempotency key returns the earlier index).
+    async fn append(
+        &self,
+        payload_type: &str,
+        payload: &[u8],
+        idempotency_key: &str,
+    ) -> Result<u64, Error>;
+}
+
 /// Work to run after the response has been sent.
 pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use crate::{Clock, Config, Defer, Kv, Outbound, RequestContext, Rng, Sql};
+use crate::{Clock, Config, Defer, Kv, LedgerClient, Outbound, RequestContext, Rng, Sql};
 
 /// Everything a handler may touch outside its request.
 pub struct Services {
@@ -22,6 +22,8 @@ pub struct Services {
     pub outbound: Rc<dyn Outbound>,
     /// Work after the response.
     pub defer: Rc<dyn Defer>,
+    /// The transparency log, for functions that record trust changes.
+    pub ledger: Rc<dyn LedgerClient>,
     /// Validated settings.
     pub config: Config,
 }

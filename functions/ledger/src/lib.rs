@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod client;
 mod error;
 pub mod log;
 pub mod merkle;

@@ -375,8 +375,15 @@ async fn fetch(
             return to_worker(problem_response(e, &path, &request_id));
         }
     };
+    let sql: Rc<dyn edgecoder_kernel::Sql> = Rc::new(sql);
+    let ledger = Rc::new(edgecoder_ledger::client::InProcess {
+        sql: sql.clone(),
+        clock: Rc::new(DateClock),
+        rng: Rc::new(CryptoRng),
+    });
     let services = Rc::new(Services {
-        sql: Rc::new(sql),
+        sql,
+        ledger,
         kv: Rc::new(kv),
         clock: Rc::new(DateClock),
         rng: Rc::new(CryptoRng),

@@ -59,8 +59,14 @@ impl Runtime {
 
     /// Port bundle for work outside a request (migrations, CLI commands).
     pub fn services(&self) -> Services {
+        let sql: Rc<dyn edgecoder_kernel::Sql> = Rc::new(self.db.clone());
         Services {
-            sql: Rc::new(self.db.clone()),
+            ledger: Rc::new(edgecoder_ledger::client::InProcess {
+                sql: sql.clone(),
+                clock: Rc::new(SystemClock),
+                rng: Rc::new(OsRng),
+            }),
+            sql,
             kv: Rc::new(self.kv.handle()),
             clock: Rc::new(SystemClock),
             rng: Rc::new(OsRng),

@@ -222,6 +222,7 @@ fn main() -> Result<()> {
             let s = runtime.services();
             let user = edgecoder_auth::api::admin::grant_by_email(
                 s.sql.as_ref(),
+                s.ledger.as_ref(),
                 s.clock.now_ms(),
                 &s.new_id(),
                 &email,

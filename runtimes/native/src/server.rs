@@ -66,13 +66,20 @@ fn pipeline(shared: &Shared) -> (Rc<Router>, Rc<Services>) {
     PIPELINE.with(|cell| {
         cell.borrow_mut()
             .get_or_insert_with(|| {
+                let sql: Rc<dyn edgecoder_kernel::Sql> = Rc::new(shared.db.clone());
+                let ledger = Rc::new(edgecoder_ledger::client::InProcess {
+                    sql: sql.clone(),
+                    clock: Rc::new(SystemClock),
+                    rng: Rc::new(OsRng),
+                });
                 let services = Services {
-                    sql: Rc::new(shared.db.clone()),
+                    sql,
                     kv: Rc::new(shared.kv.handle()),
                     clock: Rc::new(SystemClock),
                     rng: Rc::new(OsRng),
                     outbound: Rc::new(UreqOutbound::default()),
                     defer: Rc::new(crate::platform::SpawnLocal),
+                    ledger,
                     config: shared.config.clone(),
                 };
                 let router = edgecoder_gateway::router(Selection::All, &services.config);

@@ -59,6 +59,11 @@ fn env(settings: &[(&str, &str)]) -> Env {
         rng: Rc::new(OsRng),
         outbound: Rc::new(UreqOutbound::default()),
         defer: deferred.clone(),
+        ledger: Rc::new(edgecoder_ledger::client::InProcess {
+            sql: Rc::new(db.clone()),
+            clock: clock.clone(),
+            rng: Rc::new(OsRng),
+        }),
         config: config.clone(),
     });
     Env {

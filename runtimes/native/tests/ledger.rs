@@ -36,6 +36,11 @@ fn a_size_is_never_signed_with_two_roots() {
             rng: Rc::new(OsRng),
             outbound: Rc::new(UreqOutbound::default()),
             defer: Rc::new(CollectDeferred::default()),
+            ledger: Rc::new(edgecoder_ledger::client::InProcess {
+                sql: Rc::new(db.clone()),
+                clock: Rc::new(SystemClock),
+                rng: Rc::new(OsRng),
+            }),
             config,
         };
         migrations::apply(&db, &SystemClock, &OsRng, "system:test")

@@ -31,7 +31,7 @@ use std::cell::{Cell, OnceCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgecoder_gateway::Selection;
+use edgecoder_gateway::{Function, Selection};
 use edgecoder_kernel::http_types::{HeaderMap, HeaderName, HeaderValue, Method};
 use edgecoder_kernel::ports::{KV_LIST_MAX, validate_kv_key};
 use edgecoder_kernel::router::{InternalError, problem_response};
@@ -407,7 +407,28 @@ fn services(selection: Selection, config: Config) -> Result<Services, Error> {
         // The gateway holds no stores; anything reaching for one is a bug.
         _ => (Rc::new(NoStorage), Rc::new(NoStorage)),
     };
+    let ledger: Rc<dyn edgecoder_kernel::LedgerClient> =
+        match (selection, &config.ledger_url, &config.service_token) {
+            // The ledger component owns the log's database.
+            (Selection::Only(Function::Ledger), _, _) => {
+                Rc::new(edgecoder_ledger::client::InProcess {
+                    sql: sql.clone(),
+                    clock: Rc::new(WasiClock),
+                    rng: Rc::new(WasiRng),
+                })
+            }
+            // Other components reach it over HTTP (allowed_outbound_hosts).
+            (_, Some(url), Some(token)) => Rc::new(edgecoder_ledger::client::Http {
+                base: url.clone(),
+                token: token.clone(),
+                outbound: Rc::new(SpinOutbound),
+            }),
+            _ => Rc::new(edgecoder_ledger::client::Unavailable(
+                "set ledger_url and service_token so this component can reach the ledger",
+            )),
+        };
     Ok(Services {
+        ledger,
         sql,
         kv,
         clock: Rc::new(WasiClock),

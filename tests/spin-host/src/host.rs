@@ -51,6 +51,82 @@ pub struct State {
     pub component: Arc<Component>,
     /// Where databases live.
     pub data_dir: PathBuf,
+    /// The component's outbound allow-list, enforced on every request.
+    pub outbound: OutboundPolicy,
+}
+
+/// Spin's `allowed_outbound_hosts`: an outgoing request whose origin
+/// (`scheme://host:port`, default port added) is not listed is refused.
+pub struct OutboundPolicy {
+    /// Allowed origins.
+    pub allowed: Vec<String>,
+}
+
+fn origin_of(scheme: &str, authority: &str) -> String {
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()));
+    if has_port {
+        format!("{scheme}://{authority}")
+    } else {
+        let port = if scheme == "https" { 443 } else { 80 };
+        format!("{scheme}://{authority}:{port}")
+    }
+}
+
+impl OutboundPolicy {
+    /// Whether a request to `scheme://authority` may go out.
+    pub fn allows(&self, scheme: &str, authority: &str) -> bool {
+        let want = origin_of(scheme, authority);
+        self.allowed.iter().any(|a| {
+            a.split_once("://")
+                .is_some_and(|(s, auth)| origin_of(s, auth) == want)
+        })
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        hyper::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<
+                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        _ = fut;
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("http").to_owned();
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        if !self.allows(&scheme, &authority) {
+            eprintln!(
+                "spin-host: outbound request to {scheme}://{authority} refused (not in allowed_outbound_hosts)"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::DestinationIpProhibited) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
+    }
 }
 
 impl WasiView for State {
@@ -67,7 +143,7 @@ impl WasiHttpView for State {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.outbound,
         }
     }
 }
@@ -290,4 +366,26 @@ impl variables::Host for State {
 /// Adds the three Spin interfaces to a linker.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtime::Result<()> {
     EdgecoderSpinHost::add_to_linker::<State, wasmtime::component::HasSelf<State>>(linker, |s| s)
+}
+
+#[cfg(test)]
+mod outbound_tests {
+    use super::OutboundPolicy;
+
+    #[test]
+    fn only_listed_origins_go_out() {
+        let p = OutboundPolicy {
+            allowed: vec![
+                "http://127.0.0.1:8080".into(),
+                "https://api.resend.com".into(),
+            ],
+        };
+        assert!(p.allows("http", "127.0.0.1:8080"));
+        assert!(p.allows("https", "api.resend.com"));
+        assert!(p.allows("https", "api.resend.com:443"));
+        assert!(!p.allows("http", "127.0.0.1:8081"));
+        assert!(!p.allows("http", "api.resend.com"));
+        assert!(!p.allows("https", "evil.example"));
+        assert!(!OutboundPolicy { allowed: vec![] }.allows("https", "api.resend.com"));
+    }
 }

@@ -8,10 +8,11 @@
 //! least-privilege rules. The Spin CLI is on no registry this project can
 //! reach, so this host stands in for `spin up` in tests; operators use Spin.
 //!
-//! Out of scope: other triggers, TLS, Spin's runtime-config, and
-//! `allowed_outbound_hosts` enforcement: outbound HTTP goes through wasmtime's
-//! default client unfiltered (no function calls out yet; the issue that adds
-//! outbound calls must add the allow-list check here before relying on it).
+//! Outbound HTTP is checked against the component's `allowed_outbound_hosts`
+//! (exact origins, default ports filled in) before wasmtime's client sends it.
+//!
+//! Out of scope: other triggers, TLS, Spin's runtime-config, wildcard
+//! allow-list entries and `http://self` routing.
 
 mod host;
 mod manifest;
@@ -175,6 +176,9 @@ impl Server {
                 table: ResourceTable::new(),
                 component: Arc::clone(&served.component),
                 data_dir: self.data_dir.clone(),
+                outbound: host::OutboundPolicy {
+                    allowed: served.component.allowed_outbound_hosts.clone(),
+                },
             },
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();

@@ -53,6 +53,8 @@ struct RawComponent {
     key_value_stores: Vec<String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
 }
 
 /// One component, resolved.
@@ -68,6 +70,8 @@ pub struct Component {
     pub key_value_stores: Vec<String>,
     /// Its variables with templates expanded.
     pub variables: HashMap<String, String>,
+    /// Origins (`scheme://host:port`) it may call, templates expanded.
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 /// An HTTP route.
@@ -121,6 +125,13 @@ impl App {
             for (name, template) in &c.variables {
                 variables.insert(name.clone(), expand(template, &app_vars)?);
             }
+            let mut allowed_outbound_hosts = Vec::new();
+            for template in &c.allowed_outbound_hosts {
+                let origin = expand(template, &app_vars)?;
+                if !origin.is_empty() {
+                    allowed_outbound_hosts.push(origin.trim_end_matches('/').to_owned());
+                }
+            }
             index.insert(id.clone(), components.len());
             components.push(Component {
                 id,
@@ -128,6 +139,7 @@ impl App {
                 sqlite_databases: c.sqlite_databases,
                 key_value_stores: c.key_value_stores,
                 variables,
+                allowed_outbound_hosts,
             });
         }
         let mut routes = Vec::new();

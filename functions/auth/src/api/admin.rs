@@ -119,6 +119,30 @@ async fn user_state(sql: &dyn Sql, user_id: &str) -> Result<(bool, Vec<String>),
     Ok((rows.get_i64(0, "email_verified_at").is_some(), roles))
 }
 
+/// Payload types of the role changes the transparency log records.
+pub const ROLE_GRANT_V1: &str = "edgecoder.dev/role-grant/v1";
+/// See [`ROLE_GRANT_V1`].
+pub const ROLE_REVOKE_V1: &str = "edgecoder.dev/role-revoke/v1";
+
+/// Logs a role change in the transparency log; returns the entry index.
+async fn log_role_change(
+    ledger: &dyn edgecoder_kernel::LedgerClient,
+    payload_type: &str,
+    user: &str,
+    role: &str,
+    by: &str,
+    event_key: &str,
+) -> Result<u64, Error> {
+    let payload = json!({"user": user, "role": role, "by": by}).to_string();
+    Ok(ledger
+        .append(
+            payload_type,
+            payload.as_bytes(),
+            &format!("{payload_type} {event_key}"),
+        )
+        .await?)
+}
+
 /// `POST /auth/admin/users/{id}/roles` body.
 #[derive(Deserialize)]
 pub struct RoleBody {
@@ -164,6 +188,32 @@ pub async fn grant(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(Error::EmailUnverified);
     }
     let changed = results.first().is_some_and(|r| r.changes == 1);
+    // A change that cannot be logged is undone: no unlogged trust changes.
+    let index = if changed {
+        match log_role_change(
+            s.ledger.as_ref(),
+            ROLE_GRANT_V1,
+            &target,
+            &role,
+            &p.actor(),
+            &req.ctx.request_id,
+        )
+        .await
+        {
+            Ok(i) => Some(i),
+            Err(e) => {
+                s.sql
+                    .execute(Statement::new(
+                        "DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2",
+                        vec![target.as_str().into(), role.as_str().into()],
+                    ))
+                    .await?;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     record(
         s,
         &req,
@@ -171,10 +221,12 @@ pub async fn grant(s: &Services, req: Request) -> Result<Response, Error> {
         "auth.role.grant",
         Some(&target),
         Outcome::Success,
-        json!({"role": role, "changed": changed}),
+        json!({"role": role, "changed": changed, "ledger_index": index}),
     )
     .await?;
-    Ok(ok_json(&json!({"id": target, "roles": roles})))
+    Ok(ok_json(
+        &json!({"id": target, "roles": roles, "ledger_index": index}),
+    ))
 }
 
 /// `DELETE /auth/admin/users/{id}/roles/{role}`.
@@ -217,6 +269,33 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
         return Err(Error::LastAdmin);
     }
+    let index = if results.changes == 1 {
+        match log_role_change(
+            s.ledger.as_ref(),
+            ROLE_REVOKE_V1,
+            &target,
+            &role,
+            &p.actor(),
+            &req.ctx.request_id,
+        )
+        .await
+        {
+            Ok(i) => Some(i),
+            Err(e) => {
+                s.sql
+                    .execute(grant_statement(
+                        &target,
+                        &role,
+                        "system:revoke-undone",
+                        s.clock.now_ms(),
+                    ))
+                    .await?;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     record(
         s,
         &req,
@@ -224,10 +303,12 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
         "auth.role.revoke",
         Some(&target),
         Outcome::Success,
-        json!({"role": role, "changed": results.changes == 1}),
+        json!({"role": role, "changed": results.changes == 1, "ledger_index": index}),
     )
     .await?;
-    Ok(ok_json(&json!({"id": target, "roles": roles})))
+    Ok(ok_json(
+        &json!({"id": target, "roles": roles, "ledger_index": index}),
+    ))
 }
 
 /// `GET /auth/admin/users?limit=&after=`: keyset pages ordered by id.
@@ -387,6 +468,27 @@ pub async fn bootstrap(s: &Services, req: Request) -> Result<Response, Error> {
     if results.first().map(|r| r.changes) != Some(1) {
         return deny("admin_exists").await;
     }
+    let index = match log_role_change(
+        s.ledger.as_ref(),
+        ROLE_GRANT_V1,
+        &p.user_id,
+        "system_admin",
+        "system:bootstrap",
+        &req.ctx.request_id,
+    )
+    .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            s.sql
+                .execute(Statement::new(
+                    "DELETE FROM user_roles WHERE user_id = ?1 AND role = 'system_admin' AND granted_by = 'system:bootstrap'",
+                    vec![p.user_id.as_str().into()],
+                ))
+                .await?;
+            return Err(e);
+        }
+    };
     s.sql
         .execute(audit(
             s,
@@ -395,7 +497,7 @@ pub async fn bootstrap(s: &Services, req: Request) -> Result<Response, Error> {
             "auth.admin.bootstrap",
             Some(&p.user_id),
             Outcome::Success,
-            json!({"role": "system_admin"}),
+            json!({"role": "system_admin", "ledger_index": index}),
         ))
         .await?;
     let (_, roles) = user_state(s.sql.as_ref(), &p.user_id).await?;
@@ -406,6 +508,7 @@ pub async fn bootstrap(s: &Services, req: Request) -> Result<Response, Error> {
 /// `edgecoder admin grant`), with its audit event. Returns the user id.
 pub async fn grant_by_email(
     sql: &dyn Sql,
+    ledger: &dyn edgecoder_kernel::LedgerClient,
     now_ms: i64,
     event_id: &str,
     email: &str,
@@ -431,10 +534,23 @@ pub async fn grant_by_email(
         outcome: Outcome::Success,
         details: json!({"role": role, "via": "edgecoder admin grant"}),
     };
-    sql.batch(vec![
-        grant_statement(&user, role, "system:cli", now_ms),
-        event.statement(event_id, now_ms, None),
-    ])
-    .await?;
+    let results = sql
+        .batch(vec![grant_statement(&user, role, "system:cli", now_ms)])
+        .await?;
+    let mut event = event;
+    if results.first().is_some_and(|r| r.changes == 1) {
+        match log_role_change(ledger, ROLE_GRANT_V1, &user, role, "system:cli", event_id).await {
+            Ok(index) => event.details["ledger_index"] = json!(index),
+            Err(e) => {
+                sql.execute(Statement::new(
+                    "DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2",
+                    vec![user.as_str().into(), role.into()],
+                ))
+                .await?;
+                return Err(e);
+            }
+        }
+    }
+    sql.execute(event.statement(event_id, now_ms, None)).await?;
     Ok(user)
 }
