@@ -212,10 +212,18 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
             assert_eq!(granted, vec![f], "{f}.{key}");
         }
         assert_eq!(c["variables"]["function"].as_str(), Some(f));
-        assert!(
-            c.get("allowed_outbound_hosts").is_none(),
-            "{f} needs no outbound hosts yet"
-        );
+        // Only auth calls out: the ledger (role changes) and the email API.
+        let outbound: Vec<&str> = c
+            .get("allowed_outbound_hosts")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let want: Vec<&str> = if f == "auth" {
+            vec!["{{ ledger_url }}", "{{ mail_api_base }}"]
+        } else {
+            vec![]
+        };
+        assert_eq!(outbound, want, "{f}.allowed_outbound_hosts");
     }
     let gw = components["gateway"].as_table().expect("gateway");
     assert!(gw.get("sqlite_databases").is_none() && gw.get("key_value_stores").is_none());
