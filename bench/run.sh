@@ -2,7 +2,8 @@
 # Identity benchmarks: CPU per credential operation and per request inside
 # workerd (wrangler dev, the release Worker build) and natively (release
 # binary), plus native throughput. Prints the tables bench/README.md records.
-# Run on an otherwise idle machine: `bash bench/run.sh`.
+# Run on an otherwise idle machine: `bash bench/run.sh`. The ledger's native
+# SQLite figures come from `cargo run --release -p edgecoder --example ledger_bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup-tools.sh
@@ -14,8 +15,9 @@ cargo build --release --locked -p edgecoder-conformance --example auth_bench
 bash scripts/build-worker.sh >&2
 BENCH=target/release/examples/auth_bench
 KEY="$(target/release/edgecoder keygen --base64)"
+export EDGECODER_BENCH_SERVICE_TOKEN=bench-service-token-0123456789abcdef0123
 SETTINGS=(mode=development insecure_test_routes=true "signing_key=$KEY" issuer=http://localhost:8080
-  allowed_origins=http://localhost:5173 service_token=bench-service-token-0123456789abcdef0123)
+  allowed_origins=http://localhost:5173 "service_token=$EDGECODER_BENCH_SERVICE_TOKEN")
 WORK="$(mktemp -d)"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -38,7 +40,7 @@ env "${env_args[@]}" EDGECODER_LOG=warn target/release/edgecoder serve --listen 
   --data-dir "$WORK/native" >"$WORK/native.log" 2>&1 &
 PIDS+=($!)
 wait_up http://127.0.0.1:18787
-"$BENCH" http://127.0.0.1:18787 cpu endpoints load
+"$BENCH" http://127.0.0.1:18787 cpu endpoints load ledger
 
 echo
 echo "# workerd (wrangler dev, D1 + KV)"
@@ -52,4 +54,4 @@ done
   --show-interactive-dev-session=false --log-level warn "${var_args[@]}" >"$WORK/workerd.log" 2>&1 &
 PIDS+=($!)
 wait_up http://127.0.0.1:18788
-"$BENCH" http://127.0.0.1:18788 cpu endpoints
+"$BENCH" http://127.0.0.1:18788 cpu endpoints ledger

@@ -8,6 +8,8 @@
 //!   CPU-bound request's wall time is its CPU time.
 //! - `endpoints`: median wall time of whole requests (`/auth/me`, login,
 //!   refresh), an upper bound on their CPU.
+//! - `ledger`: median wall time of appends and proofs (service credential
+//!   from `EDGECODER_BENCH_SERVICE_TOKEN`).
 //! - `load`: requests per second for `/auth/me` and login with C concurrent
 //!   clients for D seconds.
 //!
@@ -197,6 +199,42 @@ fn load(base: &str) {
     }
 }
 
+fn ledger(c: &Client, service_token: &str) {
+    println!("## Ledger requests (ms wall, median; an upper bound on CPU)");
+    let auth = format!("Bearer {service_token}");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut n = 0u32;
+    let append = timed(101, || {
+        n += 1;
+        let body = json!({"payload_type": "edgecoder.dev/audit/v1", "payload": "aGVsbG8=", "idempotency_key": format!("bench-{nanos}-{n}")});
+        let r = c.send_with(
+            "POST",
+            "/ledger/entries",
+            &[("content-type", "application/json"), ("authorization", &auth)],
+            &serde_json::to_vec(&body).unwrap_or_default(),
+        );
+        assert_eq!(r.map(|r| r.status).unwrap_or(0), 201);
+    });
+    println!("POST /ledger/entries   {append:>9.3} ms");
+    let size = n;
+    let mut i = 0u32;
+    let inclusion = timed(101, || {
+        i = (i + 7) % size;
+        let r = c.get(&format!("/ledger/proof/inclusion?index={i}&tree_size={size}"));
+        assert_eq!(r.map(|r| r.status).unwrap_or(0), 200);
+    });
+    println!("GET inclusion proof    {inclusion:>9.3} ms");
+    let consistency = timed(101, || {
+        i = (i + 7) % (size - 1);
+        let r = c.get(&format!("/ledger/proof/consistency?first={}&second={size}", i + 1));
+        assert_eq!(r.map(|r| r.status).unwrap_or(0), 200);
+    });
+    println!("GET consistency proof  {consistency:>9.3} ms");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(base) = args.first() else {
@@ -214,6 +252,10 @@ fn main() {
             "cpu" => cpu(&c),
             "endpoints" => endpoints(&c),
             "load" => load(base),
+            "ledger" => ledger(
+                &c,
+                &std::env::var("EDGECODER_BENCH_SERVICE_TOKEN").unwrap_or_default(),
+            ),
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
