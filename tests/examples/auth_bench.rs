@@ -213,7 +213,10 @@ fn ledger(c: &Client, service_token: &str) {
         let r = c.send_with(
             "POST",
             "/ledger/entries",
-            &[("content-type", "application/json"), ("authorization", &auth)],
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
             &serde_json::to_vec(&body).unwrap_or_default(),
         );
         assert_eq!(r.map(|r| r.status).unwrap_or(0), 201);
@@ -223,13 +226,18 @@ fn ledger(c: &Client, service_token: &str) {
     let mut i = 0u32;
     let inclusion = timed(101, || {
         i = (i + 7) % size;
-        let r = c.get(&format!("/ledger/proof/inclusion?index={i}&tree_size={size}"));
+        let r = c.get(&format!(
+            "/ledger/proof/inclusion?index={i}&tree_size={size}"
+        ));
         assert_eq!(r.map(|r| r.status).unwrap_or(0), 200);
     });
     println!("GET inclusion proof    {inclusion:>9.3} ms");
     let consistency = timed(101, || {
         i = (i + 7) % (size - 1);
-        let r = c.get(&format!("/ledger/proof/consistency?first={}&second={size}", i + 1));
+        let r = c.get(&format!(
+            "/ledger/proof/consistency?first={}&second={size}",
+            i + 1
+        ));
         assert_eq!(r.map(|r| r.status).unwrap_or(0), 200);
     });
     println!("GET consistency proof  {consistency:>9.3} ms");
