@@ -76,7 +76,137 @@ pub fn checks() -> Vec<(&'static str, LedgerCheck)> {
             "ledger_bad_ranges_are_invalid_range",
             ledger_bad_ranges_are_invalid_range,
         ),
+        (
+            "credits_balance_refuse_overdraft_and_are_logged",
+            credits_balance_refuse_overdraft_and_are_logged,
+        ),
     ]
+}
+
+fn transfer(x: &Ctx, bearer: Option<&str>, key: &str, postings: Json) -> Result<Reply, String> {
+    x.send(
+        "POST",
+        "/ledger/transfers",
+        bearer,
+        Some(&json!({"postings": postings, "idempotency_key": key, "memo": "suite"})),
+        &[],
+    )
+}
+
+fn balance(x: &Ctx, bearer: &str, account: &str) -> Result<i64, String> {
+    let r = x.send(
+        "GET",
+        &format!("/ledger/accounts/{account}"),
+        Some(bearer),
+        None,
+        &[],
+    )?;
+    if r.status != 200 {
+        return Err(format!(
+            "account {account}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ));
+    }
+    r.json()?["balance"]
+        .as_i64()
+        .ok_or_else(|| "no balance".into())
+}
+
+fn credits_balance_refuse_overdraft_and_are_logged(x: &Ctx) -> Result<(), String> {
+    let svc = x.target.service_token.clone();
+    let alice = x.account("credits-alice", true)?;
+    let bob = x.account("credits-bob", true)?;
+    let acct = format!("user:{}", alice.id);
+    let grant = json!([{"account": "issuance", "amount": -100}, {"account": acct, "amount": 100}]);
+    expect_problem(
+        &transfer(x, None, "anon", grant.clone())?,
+        401,
+        "ledger_unauthorized",
+    )?;
+    expect_problem(
+        &transfer(x, Some(&alice.access), "self", grant.clone())?,
+        403,
+        "forbidden",
+    )?;
+    let key = x.email("credit-key");
+    let r = transfer(x, Some(&svc), &key, grant.clone())?;
+    if r.status != 201 {
+        return Err(format!(
+            "transfer: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ));
+    }
+    let t = r.json()?;
+    let index = t["ledger_index"].as_u64().ok_or("no ledger_index")?;
+    let e = x.c.get(&format!("/ledger/entries/{index}"))?.json()?;
+    let envelope: Json = serde_json::from_slice(&b64(&e["entry"])).map_err(|e| e.to_string())?;
+    if envelope["type"] != "edgecoder.dev/credit-transfer/v1" {
+        return Err(format!("entry {index} is {envelope}"));
+    }
+    let again = transfer(x, Some(&svc), &key, grant)?;
+    let v = again.json()?;
+    if again.status != 200 || v["id"] != t["id"] || v["duplicate"] != true {
+        return Err(format!(
+            "replay made a second transfer: {} {v}",
+            again.status
+        ));
+    }
+    if balance(x, &alice.access, &acct)? != 100 {
+        return Err("alice should hold 100".into());
+    }
+    // Overdraft: nothing changes, on either side.
+    let over = json!([{"account": acct, "amount": -150}, {"account": "fees", "amount": 150}]);
+    expect_problem(
+        &transfer(x, Some(&svc), &x.email("over"), over)?,
+        409,
+        "insufficient_credits",
+    )?;
+    if balance(x, &alice.access, &acct)? != 100 {
+        return Err("a refused transfer changed alice's balance".into());
+    }
+    let unbalanced = json!([{"account": acct, "amount": -10}, {"account": "fees", "amount": 9}]);
+    expect_problem(
+        &transfer(x, Some(&svc), &x.email("unbal"), unbalanced)?,
+        400,
+        "invalid_transfer",
+    )?;
+    // Accounts are private: bob sees no account of alice's.
+    let r = x.send(
+        "GET",
+        &format!("/ledger/accounts/{acct}"),
+        Some(&bob.access),
+        None,
+        &[],
+    )?;
+    expect_problem(&r, 404, "account_not_found")?;
+    let page = x
+        .send(
+            "GET",
+            &format!("/ledger/accounts/{acct}/transfers?limit=10"),
+            Some(&svc),
+            None,
+            &[],
+        )?
+        .json()?;
+    if page["postings"].as_array().map(Vec::len) != Some(1) {
+        return Err(format!("postings page {page}"));
+    }
+    // Admins move credits only with step-up.
+    let (admin_id, admin) = x.admin()?;
+    let me = x.send("GET", "/auth/me", Some(&admin), None, &[])?.json()?;
+    let stale = x.mint(
+        &admin_id,
+        me["session_id"].as_str().unwrap_or(""),
+        &json!({"roles": ["user", "system_admin"], "auth_time": crate::identity::unix_now() - 11 * 60}),
+    )?;
+    let pay = json!([{"account": acct, "amount": -1}, {"account": "fees", "amount": 1}]);
+    expect_problem(
+        &transfer(x, Some(&stale), &x.email("stale"), pay)?,
+        403,
+        "step_up_required",
+    )
 }
 
 fn ledger_append_refuses_anonymous_and_plain_users(x: &Ctx) -> Result<(), String> {

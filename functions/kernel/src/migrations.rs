@@ -42,6 +42,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_ledger.sql",
         sql: include_str!("../../../migrations/0003_ledger.sql"),
     },
+    Migration {
+        name: "0004_credits.sql",
+        sql: include_str!("../../../migrations/0004_credits.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

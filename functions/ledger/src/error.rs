@@ -30,6 +30,21 @@ pub enum Error {
     /// Refused to sign a checkpoint whose root is not the log's root at that size.
     #[error("checkpoint root mismatch")]
     CheckpointMismatch,
+    /// A transfer that does not balance or names bad accounts.
+    #[error("invalid transfer: {0}")]
+    InvalidTransfer(&'static str),
+    /// A posting would take a protected account below zero.
+    #[error("insufficient credits")]
+    InsufficientCredits,
+    /// Authenticated, but not allowed.
+    #[error("forbidden")]
+    Forbidden,
+    /// An admin operation needs a recent authentication.
+    #[error("step-up required")]
+    StepUpRequired,
+    /// No such account visible to the caller.
+    #[error("account not found")]
+    AccountNotFound,
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -81,6 +96,33 @@ impl From<Error> for Problem {
                 internal: Some("refused to sign a checkpoint with a foreign root".into()),
                 ..Problem::new(S::CONFLICT, "checkpoint_mismatch", "Checkpoint mismatch")
             },
+            Error::InvalidTransfer(why) => {
+                p(S::BAD_REQUEST, "invalid_transfer", "Invalid transfer", why)
+            }
+            Error::InsufficientCredits => p(
+                S::CONFLICT,
+                "insufficient_credits",
+                "Insufficient credits",
+                "A posting would take an account below zero; nothing changed.",
+            ),
+            Error::Forbidden => p(
+                S::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "Your roles do not allow this operation.",
+            ),
+            Error::StepUpRequired => p(
+                S::FORBIDDEN,
+                "step_up_required",
+                "Step-up required",
+                "This operation needs a recent sign-in (POST /auth/step-up).",
+            ),
+            Error::AccountNotFound => p(
+                S::NOT_FOUND,
+                "account_not_found",
+                "Account not found",
+                "No such account.",
+            ),
             Error::Kernel(k) => k.into(),
         }
     }

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod checkpoint;
 pub mod client;
+pub mod credits;
 mod error;
 pub mod log;
 pub mod merkle;
@@ -112,6 +113,34 @@ pub fn router(config: &Config) -> Router {
                     "name": {"type": "string"}, "key_id": {"type": "string"}, "algorithm": {"type": "string"}, "signature_type": {"type": "integer"},
                     "public_key": b64(), "valid_until": {"type": ["integer", "null"]}}}}}})),
                 err(404, "not_found"),
+            ]));
+    let posting = json!({"type": "object", "required": ["account", "amount"], "properties": {
+        "account": {"type": "string", "description": "user:<id>, node:<id>, issuance or fees"}, "amount": {"type": "integer"}}});
+    let transfer = json!({"type": "object", "required": ["id", "postings"], "properties": {
+        "id": {"type": "string"}, "postings": {"type": "array", "items": posting.clone()}, "memo": {"type": ["string", "null"]},
+        "created_by": {"type": "string"}, "created_at": {"type": "integer"}, "ledger_index": {"type": ["integer", "null"]}, "duplicate": {"type": "boolean"}}});
+    let account = json!({"type": "object", "required": ["id", "balance"], "properties": {
+        "id": {"type": "string"}, "kind": {"type": "string"}, "balance": {"type": "integer"}, "recent": {"type": "array"}}});
+    r = r
+        .route(Method::POST, "/ledger/transfers", h(|s, r| async move { credits::create(&s, r).await }),
+            doc("ledger_transfer", "A balanced transfer (services, or system_admin with step-up); also a credit-transfer/v1 log entry",
+                Some(json!({"type": "object", "required": ["postings", "idempotency_key"], "properties": {
+                    "postings": {"type": "array", "minItems": 2, "maxItems": 16, "items": posting},
+                    "idempotency_key": {"type": "string", "maxLength": 200}, "memo": {"type": "string", "maxLength": 500}}})),
+                vec![
+                    ok(201, "the transfer", transfer.clone()),
+                    ok(200, "the idempotency key was used before: that transfer", transfer),
+                    err(400, "invalid_transfer"), err(401, "ledger_unauthorized"), err(403, "forbidden / step_up_required"),
+                    err(409, "insufficient_credits"),
+                ]))
+        .route(Method::GET, "/ledger/accounts/{id}", h(|s, r| async move { credits::account(&s, r).await }),
+            doc("ledger_account", "Balance and latest postings (the owner, admins, services)", None, vec![
+                ok(200, "the account", account), err(401, "ledger_unauthorized"), err(404, "account_not_found"),
+            ]))
+        .route(Method::GET, "/ledger/accounts/{id}/transfers", h(|s, r| async move { credits::account_transfers(&s, r).await }),
+            doc("ledger_account_transfers", "Postings, newest first (?limit=&before=)", None, vec![
+                ok(200, "a page", json!({"type": "object", "properties": {"id": {"type": "string"}, "postings": {"type": "array"}, "next_before": {"type": ["integer", "null"]}}})),
+                err(400, "invalid_range"), err(401, "ledger_unauthorized"), err(404, "account_not_found"),
             ]));
     if config.insecure_test_routes {
         r = r.merge(testroutes::routes(

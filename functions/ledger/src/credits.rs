@@ -1,0 +1,409 @@
+//! Credits: double-entry accounts and transfers, each recorded in SQL and as
+//! a `credit-transfer/v1` entry in the transparency log.
+//!
+//! In scope: account naming (`user:<id>`, `node:<id>`, and the system
+//! accounts `issuance` and `fees`), transfers whose postings sum to zero,
+//! the no-overdraft rule (only `issuance` may go negative), idempotency keys,
+//! and reading balances and postings. Out of scope: where credits come from
+//! (task completions, issuance epochs: the mesh and economy issues) and
+//! receipts (next).
+//!
+//! A transfer is one batch: the transfer row is inserted only if its key is
+//! new and no posting would overdraw a protected account; every posting keys
+//! on that row, so either all of them apply or none does.
+
+use edgecoder_kernel::http::{json_response, ok_json};
+use edgecoder_kernel::http_types::StatusCode;
+use edgecoder_kernel::tokens::{Verifier, secret_matches};
+use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use crate::Error;
+
+/// The log entry type of a transfer.
+pub const CREDIT_TRANSFER_V1: &str = "edgecoder.dev/credit-transfer/v1";
+/// Most postings in one transfer.
+pub const MAX_POSTINGS: usize = 16;
+/// System accounts (created by the migration).
+pub const SYSTEM_ACCOUNTS: [&str; 2] = ["issuance", "fees"];
+/// Elevated operations need an authentication this recent (as in auth).
+const STEP_UP_WINDOW_SECS: i64 = 10 * 60;
+
+/// Who is calling.
+enum Caller {
+    Service,
+    Admin { sub: String, auth_time: i64 },
+    User { sub: String },
+}
+
+fn caller(s: &Services, req: &Request) -> Result<Caller, Error> {
+    let token = req.bearer().ok_or(Error::Unauthorized)?;
+    if secret_matches(token, s.config.service_token.as_deref()) {
+        return Ok(Caller::Service);
+    }
+    let now = s.clock.now_ms();
+    let v = Verifier::from_config(&s.config, now)
+        .verify(token, now)
+        .map_err(|_| Error::Unauthorized)?;
+    let c = v.claims;
+    if c.roles.iter().any(|r| r == "system_admin") {
+        Ok(Caller::Admin {
+            sub: c.sub,
+            auth_time: c.auth_time,
+        })
+    } else {
+        Ok(Caller::User { sub: c.sub })
+    }
+}
+
+/// The kind of a valid account id, or `None`.
+pub fn account_kind(id: &str) -> Option<&'static str> {
+    if SYSTEM_ACCOUNTS.contains(&id) {
+        return Some("system");
+    }
+    let (kind, rest) = id.split_once(':')?;
+    let ok = !rest.is_empty()
+        && rest.len() <= 128
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    match (kind, ok) {
+        ("user", true) => Some("user"),
+        ("node", true) => Some("node"),
+        _ => None,
+    }
+}
+
+/// One leg of a transfer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Posting {
+    account: String,
+    amount: i64,
+}
+
+/// `POST /ledger/transfers` body.
+#[derive(Deserialize)]
+pub struct TransferBody {
+    postings: Vec<Posting>,
+    idempotency_key: String,
+    memo: Option<String>,
+}
+
+fn check(body: &TransferBody) -> Result<(), Error> {
+    let p = &body.postings;
+    if p.len() < 2 || p.len() > MAX_POSTINGS {
+        return Err(Error::InvalidTransfer("a transfer has 2 to 16 postings"));
+    }
+    if p.iter().any(|x| account_kind(&x.account).is_none()) {
+        return Err(Error::InvalidTransfer(
+            "accounts are user:<id>, node:<id>, issuance or fees",
+        ));
+    }
+    if p.iter()
+        .any(|x| x.amount == 0 || x.amount.unsigned_abs() > 1 << 50)
+    {
+        return Err(Error::InvalidTransfer(
+            "amounts are non-zero and below 2^50",
+        ));
+    }
+    let mut ids: Vec<&str> = p.iter().map(|x| x.account.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != p.len() {
+        return Err(Error::InvalidTransfer("each account appears once"));
+    }
+    if p.iter().map(|x| i128::from(x.amount)).sum::<i128>() != 0 {
+        return Err(Error::InvalidTransfer("postings must sum to zero"));
+    }
+    if body.idempotency_key.is_empty() || body.idempotency_key.len() > 200 {
+        return Err(Error::InvalidTransfer(
+            "idempotency_key must be 1 to 200 bytes",
+        ));
+    }
+    if body.memo.as_ref().is_some_and(|m| m.chars().count() > 500) {
+        return Err(Error::InvalidTransfer("memo is at most 500 characters"));
+    }
+    Ok(())
+}
+
+async fn transfer_json(s: &Services, id: &str) -> Result<Json, Error> {
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT t.id, t.memo, t.created_by, t.created_at, t.ledger_index, p.account_id, p.amount \
+             FROM credit_transfers t JOIN credit_postings p ON p.transfer_id = t.id WHERE t.id = ?1 \
+             ORDER BY p.account_id",
+            vec![id.into()],
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        return Err(Error::Corrupt("credit transfer without postings"));
+    }
+    let postings: Vec<Json> = (0..rows.rows.len())
+        .map(|i| json!({"account": rows.get_str(i, "account_id"), "amount": rows.get_i64(i, "amount")}))
+        .collect();
+    Ok(json!({
+        "id": id,
+        "postings": postings,
+        "memo": rows.get_str(0, "memo"),
+        "created_by": rows.get_str(0, "created_by"),
+        "created_at": rows.get_i64(0, "created_at"),
+        "ledger_index": rows.get_i64(0, "ledger_index"),
+    }))
+}
+
+/// Logs a committed transfer that has no log entry yet; returns its index.
+async fn log_transfer(s: &Services, id: &str) -> Result<u64, Error> {
+    let t = transfer_json(s, id).await?;
+    if let Some(i) = t["ledger_index"].as_u64() {
+        return Ok(i);
+    }
+    let payload = json!({"transfer": id, "postings": t["postings"], "memo": t["memo"], "by": t["created_by"]});
+    let index = s
+        .ledger
+        .append(
+            CREDIT_TRANSFER_V1,
+            payload.to_string().as_bytes(),
+            &format!("{CREDIT_TRANSFER_V1} {id}"),
+        )
+        .await?;
+    s.sql
+        .execute(Statement::new(
+            "UPDATE credit_transfers SET ledger_index = ?2 WHERE id = ?1 AND ledger_index IS NULL",
+            vec![
+                id.into(),
+                Value::Integer(i64::try_from(index).unwrap_or(i64::MAX)),
+            ],
+        ))
+        .await?;
+    Ok(index)
+}
+
+/// `POST /ledger/transfers`: services, or admins with step-up.
+pub async fn create(s: &Services, req: Request) -> Result<Response, Error> {
+    let by = match caller(s, &req)? {
+        Caller::Service => "service".to_owned(),
+        Caller::Admin { sub, auth_time } => {
+            if s.clock.now_ms() / 1000 - auth_time > STEP_UP_WINDOW_SECS {
+                return Err(Error::StepUpRequired);
+            }
+            format!("user:{sub}")
+        }
+        Caller::User { .. } => return Err(Error::Forbidden),
+    };
+    let body: TransferBody = req.json()?;
+    check(&body)?;
+    let now = s.clock.now_ms();
+    let id = s.new_id();
+    let key = format!("{by} {}", body.idempotency_key);
+    let mut stmts = Vec::new();
+    for p in &body.postings {
+        if let Some(kind @ ("user" | "node")) = account_kind(&p.account) {
+            stmts.push(Statement::new(
+                "INSERT INTO credit_accounts (id, kind, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
+                vec![p.account.as_str().into(), kind.into(), Value::Integer(now)],
+            ));
+        }
+    }
+    let mut params: Vec<Value> = vec![
+        id.as_str().into(),
+        key.as_str().into(),
+        body.memo.clone().into(),
+        by.as_str().into(),
+        Value::Integer(now),
+    ];
+    let mut tuples = Vec::new();
+    for p in &body.postings {
+        tuples.push(format!("(?{}, ?{})", params.len() + 1, params.len() + 2));
+        params.push(p.account.as_str().into());
+        params.push(Value::Integer(p.amount));
+    }
+    let guard = stmts.len();
+    stmts.push(Statement::new(
+        format!(
+            "INSERT INTO credit_transfers (id, idempotency_key, memo, created_by, created_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5 \
+             WHERE NOT EXISTS (SELECT 1 FROM credit_transfers WHERE idempotency_key = ?2) \
+               AND NOT EXISTS (SELECT 1 FROM credit_accounts a JOIN (VALUES {}) v ON a.id = v.column1 \
+                               WHERE a.may_overdraw = 0 AND a.balance + v.column2 < 0)",
+            tuples.join(", ")
+        ),
+        params,
+    ));
+    for p in &body.postings {
+        stmts.push(Statement::new(
+            "INSERT INTO credit_postings (transfer_id, account_id, amount, created_at) \
+             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM credit_transfers WHERE id = ?1)",
+            vec![
+                id.as_str().into(),
+                p.account.as_str().into(),
+                Value::Integer(p.amount),
+                Value::Integer(now),
+            ],
+        ));
+        stmts.push(Statement::new(
+            "UPDATE credit_accounts SET balance = balance + ?2 \
+             WHERE id = ?1 AND EXISTS (SELECT 1 FROM credit_transfers WHERE id = ?3)",
+            vec![
+                p.account.as_str().into(),
+                Value::Integer(p.amount),
+                id.as_str().into(),
+            ],
+        ));
+    }
+    stmts.push(Statement::new(
+        "SELECT id FROM credit_transfers WHERE idempotency_key = ?1",
+        vec![key.as_str().into()],
+    ));
+    let results = s.sql.batch(stmts).await?;
+    let created = results.get(guard).is_some_and(|r| r.changes == 1);
+    let existing = results
+        .last()
+        .and_then(|r| r.get_str(0, "id"))
+        .map(str::to_owned);
+    let Some(tid) = existing else {
+        return Err(Error::InsufficientCredits);
+    };
+    // A transfer committed earlier whose log append failed is logged now.
+    log_transfer(s, &tid).await?;
+    let mut t = transfer_json(s, &tid).await?;
+    t["duplicate"] = json!(!created);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, edgecoder_kernel::http::JSON, &t))
+}
+
+fn may_read(c: &Caller, account: &str) -> bool {
+    match c {
+        Caller::Service | Caller::Admin { .. } => true,
+        Caller::User { sub } => account == format!("user:{sub}"),
+    }
+}
+
+fn page_limit(req: &Request) -> Result<i64, Error> {
+    match req.query_param("limit") {
+        None => Ok(50),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or(Error::InvalidRange("limit must be 1 to 200")),
+    }
+}
+
+async fn postings(
+    s: &Services,
+    account: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Json>, Error> {
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT p.transfer_id, p.amount, p.created_at, t.ledger_index, t.memo FROM credit_postings p \
+             JOIN credit_transfers t ON t.id = p.transfer_id \
+             WHERE p.account_id = ?1 AND (?2 IS NULL OR p.created_at < ?2) \
+             ORDER BY p.created_at DESC, p.transfer_id LIMIT ?3",
+            vec![account.into(), before.into(), Value::Integer(limit)],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .map(|i| {
+            json!({
+                "transfer": rows.get_str(i, "transfer_id"),
+                "amount": rows.get_i64(i, "amount"),
+                "created_at": rows.get_i64(i, "created_at"),
+                "ledger_index": rows.get_i64(i, "ledger_index"),
+                "memo": rows.get_str(i, "memo"),
+            })
+        })
+        .collect())
+}
+
+async fn readable_account(s: &Services, req: &Request) -> Result<(String, Json), Error> {
+    let c = caller(s, req)?;
+    let account = req.param("id").unwrap_or_default().to_owned();
+    // Someone else's account looks exactly like a missing one.
+    if account_kind(&account).is_none() || !may_read(&c, &account) {
+        return Err(Error::AccountNotFound);
+    }
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT kind, balance FROM credit_accounts WHERE id = ?1",
+            vec![account.as_str().into()],
+        ))
+        .await?;
+    let summary = match rows.get_i64(0, "balance") {
+        Some(balance) => {
+            json!({"id": account, "kind": rows.get_str(0, "kind"), "balance": balance})
+        }
+        // An account nobody has paid yet: zero, not an error.
+        None => json!({"id": account, "kind": account_kind(&account), "balance": 0}),
+    };
+    Ok((account, summary))
+}
+
+/// `GET /ledger/accounts/{id}`: balance and the latest postings.
+pub async fn account(s: &Services, req: Request) -> Result<Response, Error> {
+    let (id, mut summary) = readable_account(s, &req).await?;
+    summary["recent"] = json!(postings(s, &id, None, 20).await?);
+    Ok(ok_json(&summary))
+}
+
+/// `GET /ledger/accounts/{id}/transfers?limit=&before=`.
+pub async fn account_transfers(s: &Services, req: Request) -> Result<Response, Error> {
+    let (id, _) = readable_account(s, &req).await?;
+    let limit = page_limit(&req)?;
+    let before = match req.query_param("before") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| Error::InvalidRange("before is a time in ms"))?,
+        ),
+    };
+    let items = postings(s, &id, before, limit).await?;
+    let next = (i64::try_from(items.len()).ok() == Some(limit))
+        .then(|| items.last().and_then(|p| p["created_at"].as_i64()))
+        .flatten();
+    Ok(ok_json(
+        &json!({"id": id, "postings": items, "next_before": next}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(postings: &[(&str, i64)]) -> TransferBody {
+        TransferBody {
+            postings: postings
+                .iter()
+                .map(|(a, n)| Posting {
+                    account: (*a).into(),
+                    amount: *n,
+                })
+                .collect(),
+            idempotency_key: "k".into(),
+            memo: None,
+        }
+    }
+
+    #[test]
+    fn transfers_must_balance_and_name_real_accounts() {
+        assert!(check(&body(&[("issuance", -5), ("user:abc", 5)])).is_ok());
+        assert!(check(&body(&[("issuance", -5), ("user:abc", 4)])).is_err());
+        assert!(check(&body(&[("issuance", -5)])).is_err());
+        assert!(check(&body(&[("bank", -5), ("user:abc", 5)])).is_err());
+        assert!(check(&body(&[("user:a", -5), ("user:a", 5)])).is_err());
+        assert!(check(&body(&[("user:a", 0), ("user:b", 0)])).is_err());
+        assert!(check(&body(&[("user:a", i64::MIN), ("user:b", i64::MAX)])).is_err());
+        assert!(account_kind("node:gpu-1").is_some());
+        assert!(account_kind("user:").is_none());
+        assert!(account_kind("user:a b").is_none());
+    }
+}
