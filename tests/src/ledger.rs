@@ -193,6 +193,39 @@ fn credits_balance_refuse_overdraft_and_are_logged(x: &Ctx) -> Result<(), String
     if page["postings"].as_array().map(Vec::len) != Some(1) {
         return Err(format!("postings page {page}"));
     }
+    // A receipt proves the transfer offline: its entry is in a signed log.
+    let tid = t["id"].as_str().unwrap_or("");
+    let rec = x
+        .send(
+            "GET",
+            &format!("/ledger/transfers/{tid}/receipt"),
+            Some(&alice.access),
+            None,
+            &[],
+        )?
+        .json()?;
+    let cp = checkpoint::open(rec["checkpoint"].as_str().unwrap_or(""), &trusted(x)?)
+        .map_err(|e| format!("receipt checkpoint: {e}"))?;
+    let proof: Vec<Vec<u8>> = rec["proof"]
+        .as_array()
+        .map(|a| a.iter().map(b64).collect())
+        .unwrap_or_default();
+    verify_inclusion::<Blake3>(
+        rec["index"].as_u64().unwrap_or(u64::MAX),
+        cp.size,
+        &Blake3::leaf(&b64(&rec["entry"])),
+        &proof,
+        &cp.root,
+    )
+    .map_err(|e| format!("receipt inclusion: {e}"))?;
+    let r = x.send(
+        "GET",
+        &format!("/ledger/transfers/{tid}/receipt"),
+        Some(&bob.access),
+        None,
+        &[],
+    )?;
+    expect_problem(&r, 404, "transfer_not_found")?;
     // Admins move credits only with step-up.
     let (admin_id, admin) = x.admin()?;
     let me = x.send("GET", "/auth/me", Some(&admin), None, &[])?.json()?;

@@ -306,3 +306,84 @@ fn verify_detects_a_rewound_log() {
         .expect("tamper");
     must_fail(f.verify_db(), "log rewound");
 }
+
+#[test]
+fn verify_checks_a_transfer_receipt_and_refuses_a_forged_one() {
+    let f = Fixture::new("receipt", 3);
+    let c = Client::new(&f.server.base);
+    let auth = format!("Bearer {SERVICE_TOKEN}");
+    let body = serde_json::json!({
+        "postings": [{"account": "issuance", "amount": -7}, {"account": "user:receipt-holder", "amount": 7}],
+        "idempotency_key": "receipt-1",
+    });
+    let r = c
+        .send_with(
+            "POST",
+            "/ledger/transfers",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+            &serde_json::to_vec(&body).expect("json"),
+        )
+        .expect("transfer");
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json().expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let receipt = c
+        .send_with(
+            "GET",
+            &format!("/ledger/transfers/{id}/receipt"),
+            &[("authorization", &auth)],
+            &[],
+        )
+        .expect("receipt");
+    assert_eq!(
+        receipt.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&receipt.body)
+    );
+    let path = f.dir.join("receipt.json");
+    std::fs::write(&path, &receipt.body).expect("write");
+    let run = |file: &std::path::Path| {
+        let out = Command::new(edgecoder_binary())
+            .args(["verify", "--key", &f.spki, "--receipt"])
+            .arg(file)
+            .output()
+            .expect("verify");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(&path);
+    assert!(ok, "{out}");
+    assert!(out.contains(&id), "{out}");
+    // Raise the amount inside the entry: no longer the entry the log signed.
+    let mut forged: serde_json::Value = serde_json::from_slice(&receipt.body).expect("json");
+    let entry = String::from_utf8(
+        STANDARD
+            .decode(forged["entry"].as_str().expect("entry"))
+            .expect("b64"),
+    )
+    .expect("utf8");
+    let mut envelope: serde_json::Value = serde_json::from_str(&entry).expect("envelope");
+    let payload = String::from_utf8(
+        STANDARD
+            .decode(envelope["payload"].as_str().expect("payload"))
+            .expect("b64"),
+    )
+    .expect("utf8");
+    envelope["payload"] = serde_json::json!(STANDARD.encode(payload.replace("7", "70")));
+    forged["entry"] = serde_json::json!(STANDARD.encode(envelope.to_string()));
+    let bad = f.dir.join("forged.json");
+    std::fs::write(&bad, forged.to_string()).expect("write");
+    must_fail(run(&bad), "not in the signed log");
+}

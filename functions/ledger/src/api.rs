@@ -327,3 +327,48 @@ pub async fn keys(s: &Services, _req: Request) -> Result<Response, Error> {
     }
     Ok(ok_json(&json!({ "origin": name, "keys": out })))
 }
+
+/// `GET /ledger/transfers/{id}/receipt`: the transfer's log entry, its
+/// inclusion proof and a signed checkpoint that covers it, verifiable offline
+/// (`edgecoder verify --receipt`).
+pub async fn receipt(s: &Services, req: Request) -> Result<Response, Error> {
+    let id = req.param("id").unwrap_or_default().to_owned();
+    crate::credits::may_see_transfer(s, &req, &id).await?;
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT ledger_index FROM credit_transfers WHERE id = ?1",
+            vec![id.as_str().into()],
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        return Err(Error::TransferNotFound);
+    }
+    let index = match rows
+        .get_i64(0, "ledger_index")
+        .and_then(|i| u64::try_from(i).ok())
+    {
+        Some(i) => i,
+        None => crate::credits::log_pending(s, &id).await?,
+    };
+    let mut note = current_checkpoint(s, false).await?;
+    let mut cp = checkpoint::body_of(&note).map_err(|_| Error::Corrupt("own checkpoint"))?;
+    if cp.size <= index {
+        note = current_checkpoint(s, true).await?;
+        cp = checkpoint::body_of(&note).map_err(|_| Error::Corrupt("own checkpoint"))?;
+    }
+    let entry = log::entries(s.sql.as_ref(), index, index + 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(Error::Corrupt("transfer entry missing"))?;
+    let proof = log::inclusion_proof(s.sql.as_ref(), index, cp.size).await?;
+    Ok(ok_json(&json!({
+        "transfer": id,
+        "index": index,
+        "entry": STANDARD.encode(&entry.entry),
+        "tree_size": cp.size,
+        "proof": hashes(&proof),
+        "checkpoint": note,
+    })))
+}

@@ -153,6 +153,31 @@ async fn transfer_json(s: &Services, id: &str) -> Result<Json, Error> {
     }))
 }
 
+/// Logs a committed transfer whose log append has not happened yet.
+pub async fn log_pending(s: &Services, id: &str) -> Result<u64, Error> {
+    log_transfer(s, id).await
+}
+
+/// Refuses (as not found) callers who are neither services, admins, nor a
+/// user party to the transfer.
+pub async fn may_see_transfer(s: &Services, req: &Request, id: &str) -> Result<(), Error> {
+    let sub = match caller(s, req)? {
+        Caller::Service | Caller::Admin { .. } => return Ok(()),
+        Caller::User { sub } => sub,
+    };
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT 1 AS party FROM credit_postings WHERE transfer_id = ?1 AND account_id = ?2",
+            vec![id.into(), format!("user:{sub}").into()],
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        return Err(Error::TransferNotFound);
+    }
+    Ok(())
+}
+
 /// Logs a committed transfer that has no log entry yet; returns its index.
 async fn log_transfer(s: &Services, id: &str) -> Result<u64, Error> {
     let t = transfer_json(s, id).await?;

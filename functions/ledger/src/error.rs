@@ -42,6 +42,9 @@ pub enum Error {
     /// An admin operation needs a recent authentication.
     #[error("step-up required")]
     StepUpRequired,
+    /// No such transfer visible to the caller.
+    #[error("transfer not found")]
+    TransferNotFound,
     /// No such account visible to the caller.
     #[error("account not found")]
     AccountNotFound,
@@ -116,6 +119,12 @@ impl From<Error> for Problem {
                 "step_up_required",
                 "Step-up required",
                 "This operation needs a recent sign-in (POST /auth/step-up).",
+            ),
+            Error::TransferNotFound => p(
+                S::NOT_FOUND,
+                "transfer_not_found",
+                "Transfer not found",
+                "No such transfer.",
             ),
             Error::AccountNotFound => p(
                 S::NOT_FOUND,

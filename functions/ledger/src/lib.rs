@@ -133,6 +133,13 @@ pub fn router(config: &Config) -> Router {
                     err(400, "invalid_transfer"), err(401, "ledger_unauthorized"), err(403, "forbidden / step_up_required"),
                     err(409, "insufficient_credits"),
                 ]))
+        .route(Method::GET, "/ledger/transfers/{id}/receipt", h(|s, r| async move { api::receipt(&s, r).await }),
+            doc("ledger_transfer_receipt", "The transfer's log entry, inclusion proof and a signed checkpoint covering it (parties, admins, services)", None, vec![
+                ok(200, "the receipt", json!({"type": "object", "required": ["transfer", "index", "entry", "tree_size", "proof", "checkpoint"], "properties": {
+                    "transfer": {"type": "string"}, "index": {"type": "integer"}, "entry": b64(), "tree_size": {"type": "integer"},
+                    "proof": {"type": "array", "items": b64()}, "checkpoint": {"type": "string"}}})),
+                err(401, "ledger_unauthorized"), err(404, "transfer_not_found"),
+            ]))
         .route(Method::GET, "/ledger/accounts/{id}", h(|s, r| async move { credits::account(&s, r).await }),
             doc("ledger_account", "Balance and latest postings (the owner, admins, services)", None, vec![
                 ok(200, "the account", account), err(401, "ledger_unauthorized"), err(404, "account_not_found"),

@@ -127,6 +127,10 @@ enum Command {
         /// Also verify this entry's inclusion proof.
         #[arg(long)]
         entry: Option<u64>,
+        /// Verify a transfer receipt (`GET /ledger/transfers/{id}/receipt`)
+        /// instead of a whole log.
+        #[arg(long, conflicts_with_all = ["url", "db"])]
+        receipt: Option<PathBuf>,
     },
     /// Print the development mail outbox (newest first); refused in production.
     Outbox {
@@ -241,14 +245,29 @@ fn main() -> Result<()> {
             trust,
             state,
             entry,
+            receipt,
         } => {
             use edgecoder_native::verify;
+            let name = key_name.clone().unwrap_or_default();
+            if let Some(path) = receipt {
+                let mut trusted = key
+                    .iter()
+                    .map(|k| verify::parse_key(&name, k))
+                    .collect::<Result<Vec<_>>>()?;
+                if let Some(t) = &trust {
+                    trusted.extend(verify::read_trust_file(t)?);
+                }
+                if trusted.is_empty() {
+                    anyhow::bail!("no trusted key: pass --key or --trust");
+                }
+                println!("{}", verify::verify_receipt(&path, &trusted)?);
+                return Ok(());
+            }
             let source = match (url, db) {
                 (Some(u), None) => verify::Source::Url(u),
                 (None, Some(d)) => verify::Source::Db(d),
                 _ => anyhow::bail!("pass exactly one of --url and --db"),
             };
-            let name = key_name.unwrap_or_default();
             let mut trusted = key
                 .iter()
                 .map(|k| verify::parse_key(&name, k))

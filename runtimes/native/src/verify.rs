@@ -392,3 +392,62 @@ pub fn run(opts: &Options) -> Result<String> {
         cp.size
     ))
 }
+
+/// Verifies a transfer receipt offline: the checkpoint against the trusted
+/// keys, the entry's inclusion in it, and that the entry is the transfer.
+pub fn verify_receipt(path: &Path, trusted: &[TrustedKey]) -> Result<String> {
+    let r: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .context("the receipt is not JSON")?;
+    let note = r["checkpoint"]
+        .as_str()
+        .ok_or_else(|| anyhow!("receipt without checkpoint"))?;
+    let origin = note.lines().next().unwrap_or("").to_owned();
+    let trusted: Vec<TrustedKey> = trusted
+        .iter()
+        .map(|t| TrustedKey {
+            name: if t.name.is_empty() {
+                origin.clone()
+            } else {
+                t.name.clone()
+            },
+            key: t.key,
+        })
+        .collect();
+    let cp = checkpoint::open(note, &trusted).map_err(|e| anyhow!("checkpoint refused: {e}"))?;
+    let index = r["index"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("receipt without index"))?;
+    let entry = STANDARD
+        .decode(r["entry"].as_str().unwrap_or(""))
+        .context("entry is not base64")?;
+    let proof: Vec<Vec<u8>> = r["proof"]
+        .as_array()
+        .ok_or_else(|| anyhow!("receipt without proof"))?
+        .iter()
+        .map(|h| {
+            STANDARD
+                .decode(h.as_str().unwrap_or(""))
+                .map_err(|e| anyhow!("{e}"))
+        })
+        .collect::<Result<_>>()?;
+    merkle::verify_inclusion::<Blake3>(index, cp.size, &Blake3::leaf(&entry), &proof, &cp.root)
+        .map_err(|e| anyhow!("the entry is not in the signed log: {e}"))?;
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&entry).context("entry is not an envelope")?;
+    let payload: serde_json::Value = serde_json::from_slice(
+        &STANDARD
+            .decode(envelope["payload"].as_str().unwrap_or(""))
+            .unwrap_or_default(),
+    )
+    .context("payload is not JSON")?;
+    let transfer = r["transfer"].as_str().unwrap_or("");
+    if envelope["type"] != "edgecoder.dev/credit-transfer/v1" || payload["transfer"] != transfer {
+        bail!("the entry at {index} is not transfer {transfer}");
+    }
+    Ok(format!(
+        "ok: transfer {transfer} is entry {index} of {} (size {}), postings {}",
+        cp.origin, cp.size, payload["postings"]
+    ))
+}
