@@ -21,6 +21,7 @@
 //! | `allowed_origins` | var | — | comma-separated browser origins allowed to make cookie-authenticated requests (CSRF defence); https, or http on localhost |
 //! | `bootstrap_secret` | secret | — | one-time secret that makes the first `system_admin` (≥ 32 chars); useless once an admin exists |
 //! | `service_token` | secret | — | bearer credential functions present to each other (≥ 32 chars), e.g. mesh redeeming enrollment tokens |
+//! | `checkpoint_interval_ms` | var | `1000` | the ledger signs a new checkpoint at most this often (0–3600000; `POST /ledger/checkpoint` signs at once) |
 //! | `ledger_url` | var | — | Spin only: where the `ledger` component is reached over HTTP by the others (e.g. `https://edge.example.com`) |
 //! | `mail_provider` | var | `outbox` in development, `resend` in production | `resend` (HTTP email API) or `outbox` (a table; development only, refused in production) |
 //! | `mail_api_base` | var | `https://api.resend.com` | the email API's base URL; https in production |
@@ -145,6 +146,8 @@ pub struct Config {
     pub mail: MailSettings,
     /// Where other components reach the ledger over HTTP (Spin).
     pub ledger_url: Option<String>,
+    /// Minimum time between two automatically signed checkpoints.
+    pub checkpoint_interval_ms: i64,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
 }
@@ -319,6 +322,16 @@ impl Config {
             }
         };
 
+        let checkpoint_interval_ms = match var("checkpoint_interval_ms") {
+            None => 1000,
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (0..=3_600_000).contains(n))
+                .ok_or_else(|| {
+                    Error::Config("checkpoint_interval_ms must be 0 to 3600000".into())
+                })?,
+        };
         let ledger_url = match var("ledger_url") {
             Some(u) if is_secure_or_local(&u) => Some(u.trim_end_matches('/').to_owned()),
             Some(_) => {
@@ -361,6 +374,7 @@ impl Config {
             service_token,
             mail,
             ledger_url,
+            checkpoint_interval_ms,
             warnings,
         })
     }
@@ -549,6 +563,8 @@ mod tests {
             ("bootstrap_secret", "short"),
             ("mail_provider", "smtp"),
             ("issuer", "not a url"),
+            ("checkpoint_interval_ms", "-1"),
+            ("checkpoint_interval_ms", "soon"),
         ] {
             let src = Map(HashMap::from([
                 ("mode", "development".to_owned()),

@@ -21,8 +21,6 @@ use crate::merkle::Hash;
 
 /// Largest page of entries.
 pub const MAX_PAGE: u64 = 1000;
-/// A new checkpoint is signed at most this often (unless forced).
-pub const CHECKPOINT_INTERVAL_MS: i64 = 1000;
 /// `text/plain` for signed notes.
 pub const NOTE_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
 
@@ -211,7 +209,7 @@ async fn current_checkpoint(s: &Services, force: bool) -> Result<String, Error> 
         .await?;
     let fresh_enough = latest
         .get_i64(0, "created_at")
-        .is_some_and(|t| s.clock.now_ms() - t < CHECKPOINT_INTERVAL_MS);
+        .is_some_and(|t| s.clock.now_ms() - t < s.config.checkpoint_interval_ms);
     let latest_size = latest
         .get_i64(0, "size")
         .and_then(|v| u64::try_from(v).ok());
@@ -234,7 +232,7 @@ fn note_response(status: StatusCode, note: String) -> Response {
 }
 
 /// `GET /ledger/checkpoint`: the latest signed checkpoint (a new one at most
-/// once per second).
+/// once per `checkpoint_interval_ms`).
 pub async fn get_checkpoint(s: &Services, _req: Request) -> Result<Response, Error> {
     Ok(note_response(
         StatusCode::OK,

@@ -82,3 +82,83 @@ fn a_size_is_never_signed_with_two_roots() {
         assert_eq!(note, again);
     });
 }
+
+#[test]
+fn checkpoints_wait_for_the_interval_unless_forced() {
+    block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = NativeConfig::new(None);
+        cfg.set("mode", "development");
+        cfg.set("checkpoint_interval_ms", "3600000");
+        cfg.set("service_token", "checkpoint-test-service-token-0123456789");
+        let key = edgecoder_kernel::SigningKey::generate(&OsRng);
+        cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
+        let config = Config::load(&cfg).expect("config");
+        let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
+        let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
+        let s = Services {
+            sql: Rc::new(db.clone()),
+            kv: Rc::new(kv.handle()),
+            clock: Rc::new(SystemClock),
+            rng: Rc::new(OsRng),
+            outbound: Rc::new(UreqOutbound::default()),
+            defer: Rc::new(CollectDeferred::default()),
+            ledger: Rc::new(edgecoder_ledger::client::InProcess {
+                sql: Rc::new(db.clone()),
+                clock: Rc::new(SystemClock),
+                rng: Rc::new(OsRng),
+            }),
+            config,
+        };
+        migrations::apply(&db, &SystemClock, &OsRng, "system:test")
+            .await
+            .expect("migrate");
+        let size_of = |note: &[u8]| {
+            edgecoder_ledger::checkpoint::body_of(&String::from_utf8_lossy(note))
+                .expect("note")
+                .size
+        };
+        let get = || {
+            let ctx = edgecoder_kernel::RequestContext {
+                request_id: "r".into(),
+                client_ip: None,
+            };
+            edgecoder_kernel::Request::new(
+                edgecoder_kernel::http_types::Method::GET,
+                "/ledger/checkpoint",
+                ctx,
+            )
+        };
+        let first = edgecoder_ledger::api::get_checkpoint(&s, get())
+            .await
+            .expect("cp");
+        assert_eq!(size_of(first.body()), 0);
+        let one = NewEntry {
+            payload_type: "edgecoder.dev/audit/v1".into(),
+            payload: b"x".to_vec(),
+            principal: "service".into(),
+            idempotency_key: "one".into(),
+        };
+        log::append(&db, &SystemClock, &OsRng, &[one])
+            .await
+            .expect("append");
+        // Within the interval the signed head stays put...
+        let again = edgecoder_ledger::api::get_checkpoint(&s, get())
+            .await
+            .expect("cp");
+        assert_eq!(size_of(again.body()), 0);
+        // ...until an appender asks for one now.
+        let mut forced = get();
+        forced.method = edgecoder_kernel::http_types::Method::POST;
+        forced.headers.insert(
+            edgecoder_kernel::http_types::header::AUTHORIZATION,
+            edgecoder_kernel::http_types::HeaderValue::from_static(
+                "Bearer checkpoint-test-service-token-0123456789",
+            ),
+        );
+        let now = edgecoder_ledger::api::post_checkpoint(&s, forced)
+            .await
+            .expect("cp");
+        assert_eq!(size_of(now.body()), 1);
+    });
+}
