@@ -261,6 +261,23 @@ fn ledger_append_refuses_anonymous_and_plain_users(x: &Ctx) -> Result<(), String
         "ledger_unauthorized",
     )?;
     let svc = x.target.service_token.clone();
+    // Transfer entries come only from the ledger itself; role changes only
+    // from the auth function.
+    let (_, admin) = x.admin()?;
+    for (who, t) in [
+        (svc.as_str(), "edgecoder.dev/credit-transfer/v1"),
+        (admin.as_str(), "edgecoder.dev/credit-transfer/v1"),
+        (admin.as_str(), "edgecoder.dev/role-grant/v1"),
+    ] {
+        let r = x.send(
+            "POST",
+            "/ledger/entries",
+            Some(who),
+            Some(&json!({"payload_type": t, "payload": "e30=", "idempotency_key": x.email("reserved")})),
+            &[],
+        )?;
+        expect_problem(&r, 400, "invalid_entry").map_err(|e| format!("{t}: {e}"))?;
+    }
     let big = vec![b'a'; 70 * 1024];
     expect_problem(&append(x, Some(&svc), "big", &big)?, 413, "entry_too_large")?;
     let r = x.send(

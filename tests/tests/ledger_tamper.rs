@@ -387,3 +387,16 @@ fn verify_checks_a_transfer_receipt_and_refuses_a_forged_one() {
     std::fs::write(&bad, forged.to_string()).expect("write");
     must_fail(run(&bad), "not in the signed log");
 }
+
+#[test]
+fn verify_refuses_a_log_whose_origin_changed() {
+    let f = Fixture::new("origin", 4);
+    // A previous run remembered another origin: a log that renamed itself
+    // must not get a fresh start.
+    std::fs::write(
+        f.state(),
+        r#"{"origin": "old.example/ledger", "size": 4, "root": "AAAA"}"#,
+    )
+    .expect("state");
+    must_fail(f.verify_db(), "origin changed");
+}

@@ -54,6 +54,15 @@ pub struct Append {
 pub async fn append(s: &Services, req: Request) -> Result<Response, Error> {
     let principal = appender(s, &req)?;
     let body: Append = req.json()?;
+    // Types with a meaning other records rely on are written only by the
+    // functions that own them: transfers by the ledger itself (never over
+    // HTTP), role changes by the auth function (the service credential).
+    let reserved_for_service = body.payload_type.starts_with("edgecoder.dev/role-");
+    if body.payload_type == crate::credits::CREDIT_TRANSFER_V1
+        || (reserved_for_service && principal != "service")
+    {
+        return Err(Error::InvalidEntry("this payload type is reserved"));
+    }
     let payload = STANDARD
         .decode(body.payload.as_bytes())
         .map_err(|_| Error::InvalidEntry("payload must be base64"))?;

@@ -223,14 +223,6 @@ pub async fn create(s: &Services, req: Request) -> Result<Response, Error> {
     let id = s.new_id();
     let key = format!("{by} {}", body.idempotency_key);
     let mut stmts = Vec::new();
-    for p in &body.postings {
-        if let Some(kind @ ("user" | "node")) = account_kind(&p.account) {
-            stmts.push(Statement::new(
-                "INSERT INTO credit_accounts (id, kind, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
-                vec![p.account.as_str().into(), kind.into(), Value::Integer(now)],
-            ));
-        }
-    }
     let mut params: Vec<Value> = vec![
         id.as_str().into(),
         key.as_str().into(),
@@ -250,12 +242,23 @@ pub async fn create(s: &Services, req: Request) -> Result<Response, Error> {
             "INSERT INTO credit_transfers (id, idempotency_key, memo, created_by, created_at) \
              SELECT ?1, ?2, ?3, ?4, ?5 \
              WHERE NOT EXISTS (SELECT 1 FROM credit_transfers WHERE idempotency_key = ?2) \
-               AND NOT EXISTS (SELECT 1 FROM credit_accounts a JOIN (VALUES {}) v ON a.id = v.column1 \
-                               WHERE a.may_overdraw = 0 AND a.balance + v.column2 < 0)",
+               AND NOT EXISTS (SELECT 1 FROM (VALUES {}) v LEFT JOIN credit_accounts a ON a.id = v.column1 \
+                               WHERE (COALESCE(a.may_overdraw, 0) = 0 AND COALESCE(a.balance, 0) + v.column2 < 0) \
+                                  OR abs(COALESCE(a.balance, 0) + v.column2) > 9007199254740991)",
             tuples.join(", ")
         ),
         params,
     ));
+    // Accounts come into being with their first transfer, never without one.
+    for p in &body.postings {
+        if let Some(kind @ ("user" | "node")) = account_kind(&p.account) {
+            stmts.push(Statement::new(
+                "INSERT INTO credit_accounts (id, kind, created_at) SELECT ?1, ?2, ?3 \
+                 WHERE EXISTS (SELECT 1 FROM credit_transfers WHERE id = ?4) ON CONFLICT (id) DO NOTHING",
+                vec![p.account.as_str().into(), kind.into(), Value::Integer(now), id.as_str().into()],
+            ));
+        }
+    }
     for p in &body.postings {
         stmts.push(Statement::new(
             "INSERT INTO credit_postings (transfer_id, account_id, amount, created_at) \

@@ -209,8 +209,10 @@ pub async fn append(
         .collect();
     for _ in 0..MAX_ATTEMPTS {
         let now = clock.now_ms();
-        let known = existing_keys(sql, &keys).await?;
+        // Head first: a key committed after this read also moves the size,
+        // so the compare-and-set below fails and the retry sees the key.
         let (size, _) = head(sql).await?;
+        let known = existing_keys(sql, &keys).await?;
         let mut frontier = nodes(sql, &merkle::range_nodes(0, size)).await?;
         let mut out = Vec::with_capacity(entries.len());
         let mut stmts = Vec::new();

@@ -261,8 +261,16 @@ pub fn run(opts: &Options) -> Result<String> {
         checkpoint::open(&note, &trusted).map_err(|e| anyhow!("checkpoint refused: {e}"))?;
     let previous: Option<State> = std::fs::read(&opts.state)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|s: &State| s.origin == cp.origin);
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(p) = &previous
+        && p.origin != cp.origin
+    {
+        bail!(
+            "the log's origin changed from {} to {}: refusing to forget the old one (use another --state to start over)",
+            p.origin,
+            cp.origin
+        );
+    }
     if let Some(p) = &previous
         && cp.size < p.size
     {
@@ -443,7 +451,14 @@ pub fn verify_receipt(path: &Path, trusted: &[TrustedKey]) -> Result<String> {
     )
     .context("payload is not JSON")?;
     let transfer = r["transfer"].as_str().unwrap_or("");
-    if envelope["type"] != "edgecoder.dev/credit-transfer/v1" || payload["transfer"] != transfer {
+    // Only the ledger writes transfer entries, as `service`, keyed by the
+    // transfer id; the HTTP append route refuses the type.
+    let expected_key = format!("edgecoder.dev/credit-transfer/v1 {transfer}");
+    if envelope["type"] != "edgecoder.dev/credit-transfer/v1"
+        || envelope["principal"] != "service"
+        || envelope["key"] != expected_key.as_str()
+        || payload["transfer"] != transfer
+    {
         bail!("the entry at {index} is not transfer {transfer}");
     }
     Ok(format!(
