@@ -1,10 +1,11 @@
 //! The `ledger` function, served under `/ledger/`: a transparency log.
 //!
-//! In scope (issue 4, in progress): the append-only Merkle log in the RFC
-//! 9162 shape with blake3 ([`merkle`]), its storage on SQL with gap-free
-//! compare-and-set appends and O(log n) proofs ([`log`]), C2SP checkpoints as
-//! ECDSA-signed notes ([`checkpoint`]), and the HTTP routes ([`api`]).
-//! Credits, the `LedgerClient` port and the offline verifier come next.
+//! In scope: the append-only Merkle log in the RFC 9162 shape with blake3
+//! ([`merkle`]), its storage on SQL with gap-free compare-and-set appends and
+//! O(log n) proofs ([`log`]), C2SP checkpoints as ECDSA-signed notes
+//! ([`checkpoint`]), the HTTP routes and receipts ([`api`]), double-entry
+//! credits ([`credits`]) and the [`client`]s other functions append through.
+//! The offline verifier is the native runtime's `edgecoder verify`.
 //!
 //! Out of scope: platform bindings. Like every function crate this one is pure
 //! logic over the kernel's ports; `runtimes/` serve it.
