@@ -144,11 +144,7 @@ pub fn parse_input(header: &str) -> Result<Params, SigError> {
     if alg.as_deref().is_some_and(|a| a != ALG) {
         return Err(SigError::Malformed("algorithm must be ecdsa-p256-sha256"));
     }
-    if let Some(missing) = REQUIRED
-        .iter()
-        .find(|r| !components.iter().any(|c| c == *r))
-    {
-        let _ = missing;
+    if !REQUIRED.iter().all(|r| components.iter().any(|c| c == r)) {
         return Err(SigError::Malformed(
             "must cover @method, @target-uri and content-digest",
         ));
