@@ -16,7 +16,7 @@
 //! | `signing_key` | secret | — | P-256 PKCS#8 PEM (or one-line base64 DER); required in production |
 //! | `previous_signing_key` | secret | — | the key `signing_key` replaced, same format; only its public half is used |
 //! | `previous_key_retired_at` | var | — | Unix seconds when `signing_key` took over; required with `previous_signing_key` |
-//! | `issuer` | var | `http://localhost:8080` in development | the public https origin of the deployment: access tokens' `iss`, the base of emailed links; required in production |
+//! | `issuer` | var | `http://localhost:8787` in development | the public https origin of the deployment: access tokens' `iss`, the base of emailed links; required in production |
 //! | `audience` | var | `edgecoder` | access tokens' `aud` |
 //! | `allowed_origins` | var | — | comma-separated browser origins allowed to make cookie-authenticated requests (CSRF defence); https, or http on localhost |
 //! | `bootstrap_secret` | secret | — | one-time secret that makes the first `system_admin` (≥ 32 chars); useless once an admin exists |
@@ -43,7 +43,9 @@ use crate::{ConfigSource, Error, SigningKey};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// The issuer a development deployment uses when none is set.
-pub const DEV_ISSUER: &str = "http://localhost:8080";
+/// (`edgecoder serve` and `wrangler dev` both listen on 8787 by default, so
+/// emailed links work out of the box.)
+pub const DEV_ISSUER: &str = "http://localhost:8787";
 
 /// The default access-token audience.
 pub const DEFAULT_AUDIENCE: &str = "edgecoder";

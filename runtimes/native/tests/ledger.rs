@@ -18,34 +18,43 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// A migrated SQLite file and the ledger's services over it.
+async fn setup(settings: &[(&str, &str)]) -> (tempfile::TempDir, Db, Services) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = NativeConfig::new(None);
+    cfg.set("mode", "development");
+    for (k, v) in settings {
+        cfg.set(k, *v);
+    }
+    let key = edgecoder_kernel::SigningKey::generate(&OsRng);
+    cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
+    let config = Config::load(&cfg).expect("config");
+    let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
+    let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
+    let s = Services {
+        sql: Rc::new(db.clone()),
+        kv: Rc::new(kv.handle()),
+        clock: Rc::new(SystemClock),
+        rng: Rc::new(OsRng),
+        outbound: Rc::new(UreqOutbound::default()),
+        defer: Rc::new(CollectDeferred::default()),
+        ledger: Rc::new(edgecoder_ledger::client::InProcess {
+            sql: Rc::new(db.clone()),
+            clock: Rc::new(SystemClock),
+            rng: Rc::new(OsRng),
+        }),
+        config,
+    };
+    migrations::apply(&db, &SystemClock, &OsRng, "system:test")
+        .await
+        .expect("migrate");
+    (dir, db, s)
+}
+
 #[test]
 fn a_size_is_never_signed_with_two_roots() {
     block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = NativeConfig::new(None);
-        cfg.set("mode", "development");
-        let key = edgecoder_kernel::SigningKey::generate(&OsRng);
-        cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
-        let config = Config::load(&cfg).expect("config");
-        let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
-        let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
-        let s = Services {
-            sql: Rc::new(db.clone()),
-            kv: Rc::new(kv.handle()),
-            clock: Rc::new(SystemClock),
-            rng: Rc::new(OsRng),
-            outbound: Rc::new(UreqOutbound::default()),
-            defer: Rc::new(CollectDeferred::default()),
-            ledger: Rc::new(edgecoder_ledger::client::InProcess {
-                sql: Rc::new(db.clone()),
-                clock: Rc::new(SystemClock),
-                rng: Rc::new(OsRng),
-            }),
-            config,
-        };
-        migrations::apply(&db, &SystemClock, &OsRng, "system:test")
-            .await
-            .expect("migrate");
+        let (_dir, db, s) = setup(&[]).await;
         let entries: Vec<NewEntry> = (0..5)
             .map(|i| NewEntry {
                 payload_type: "edgecoder.dev/audit/v1".into(),
@@ -86,33 +95,11 @@ fn a_size_is_never_signed_with_two_roots() {
 #[test]
 fn checkpoints_wait_for_the_interval_unless_forced() {
     block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = NativeConfig::new(None);
-        cfg.set("mode", "development");
-        cfg.set("checkpoint_interval_ms", "3600000");
-        cfg.set("service_token", "checkpoint-test-service-token-0123456789");
-        let key = edgecoder_kernel::SigningKey::generate(&OsRng);
-        cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
-        let config = Config::load(&cfg).expect("config");
-        let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
-        let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
-        let s = Services {
-            sql: Rc::new(db.clone()),
-            kv: Rc::new(kv.handle()),
-            clock: Rc::new(SystemClock),
-            rng: Rc::new(OsRng),
-            outbound: Rc::new(UreqOutbound::default()),
-            defer: Rc::new(CollectDeferred::default()),
-            ledger: Rc::new(edgecoder_ledger::client::InProcess {
-                sql: Rc::new(db.clone()),
-                clock: Rc::new(SystemClock),
-                rng: Rc::new(OsRng),
-            }),
-            config,
-        };
-        migrations::apply(&db, &SystemClock, &OsRng, "system:test")
-            .await
-            .expect("migrate");
+        let (_dir, db, s) = setup(&[
+            ("checkpoint_interval_ms", "3600000"),
+            ("service_token", "checkpoint-test-service-token-0123456789"),
+        ])
+        .await;
         let size_of = |note: &[u8]| {
             edgecoder_ledger::checkpoint::body_of(&String::from_utf8_lossy(note))
                 .expect("note")
