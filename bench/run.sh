@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Identity benchmarks: CPU per credential operation and per request inside
-# workerd (wrangler dev, the release Worker build) and natively (release
-# binary), plus native throughput. Prints the tables bench/README.md records.
+# Identity and mesh benchmarks: CPU per credential operation, per signed
+# heartbeat and per request inside workerd (wrangler dev, the release Worker
+# build) and natively (release binary), native throughput, and the agent's
+# sandbox overhead. Prints the tables bench/README.md records.
 # Run on an otherwise idle machine: `bash bench/run.sh`. The ledger's native
 # SQLite figures come from `cargo run --release -p edgecoder --example ledger_bench`.
 set -euo pipefail
@@ -11,13 +12,16 @@ cd "$(dirname "$0")/.."
 ec_setup_all >&2
 
 cargo build --release --locked -p edgecoder --bin edgecoder
-cargo build --release --locked -p edgecoder-conformance --example auth_bench
+cargo build --release --locked -p edgecoder-conformance --example auth_bench --example mesh_bench
 bash scripts/build-worker.sh >&2
 BENCH=target/release/examples/auth_bench
+MESH_BENCH=target/release/examples/mesh_bench
 KEY="$(target/release/edgecoder keygen --base64)"
 export EDGECODER_BENCH_SERVICE_TOKEN=bench-service-token-0123456789abcdef0123
+export EDGECODER_BENCH_BOOTSTRAP_SECRET=bench-bootstrap-secret-0123456789abcdef01
 SETTINGS=(mode=development insecure_test_routes=true "signing_key=$KEY" issuer=http://localhost:8080
-  allowed_origins=http://localhost:5173 "service_token=$EDGECODER_BENCH_SERVICE_TOKEN")
+  allowed_origins=http://localhost:5173 "service_token=$EDGECODER_BENCH_SERVICE_TOKEN"
+  "bootstrap_secret=$EDGECODER_BENCH_BOOTSTRAP_SECRET" mesh_node_rate_per_minute=100000)
 WORK="$(mktemp -d)"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -41,6 +45,7 @@ env "${env_args[@]}" EDGECODER_LOG=warn target/release/edgecoder serve --listen 
 PIDS+=($!)
 wait_up http://127.0.0.1:18787
 "$BENCH" http://127.0.0.1:18787 cpu endpoints load ledger
+"$MESH_BENCH" http://127.0.0.1:18787 cpu load
 
 echo
 echo "# workerd (wrangler dev, D1 + KV)"
@@ -55,3 +60,8 @@ done
 PIDS+=($!)
 wait_up http://127.0.0.1:18788
 "$BENCH" http://127.0.0.1:18788 cpu endpoints ledger
+"$MESH_BENCH" http://127.0.0.1:18788 cpu
+
+echo
+echo "# agent sandbox (release)"
+cargo run --release --locked -p edgecoder-agent --example sandbox_bench

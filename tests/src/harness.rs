@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{OnceLock, mpsc};
 use std::thread;
@@ -65,6 +65,37 @@ pub fn edgecoder_binary() -> PathBuf {
         .expect("cargo build");
     assert!(status.success(), "building the binaries failed");
     target_dir().join("debug").join("edgecoder")
+}
+
+/// The `edgecoder-agent` binary (built with the others by [`edgecoder_binary`]).
+pub fn agent_binary() -> PathBuf {
+    edgecoder_binary();
+    target_dir().join("debug").join("edgecoder-agent")
+}
+
+/// Starts `edgecoder serve` on a free port over `data_dir` in development
+/// mode with the test routes, plus `extra_env`, and waits until it is live.
+pub fn start_native(bin: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data_dir)
+    .env_remove("EDGECODER_MODE")
+    .env("EDGECODER_INSECURE_TEST_ROUTES", "true")
+    .env("EDGECODER_LOG", "warn");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
+    if let Err(e) = server.wait_ready("/auth/health", Duration::from_secs(30)) {
+        panic!("edgecoder did not start: {e}");
+    }
+    server
 }
 
 /// A fresh signing key as one line of base64 DER, from `edgecoder keygen`,
@@ -238,8 +269,20 @@ pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
         ("allowed_origins", ALLOWED_ORIGIN.into()),
         ("bootstrap_secret", BOOTSTRAP_SECRET.into()),
         ("service_token", SERVICE_TOKEN.into()),
+        // Small enough that the suite can reach them quickly.
+        (
+            "mesh_node_rate_per_minute",
+            MESH_RATE_PER_MINUTE.to_string(),
+        ),
+        ("mesh_lease_grace_ms", "0".into()),
+        // The suite registers dozens of nodes from one address.
+        ("mesh_register_per_minute", "100000".into()),
+        ("mesh_max_attempts", "2".into()),
     ]
 }
+
+/// The per-node request budget the suite deploys with.
+pub const MESH_RATE_PER_MINUTE: u32 = 40;
 
 /// The environment-variable / Worker-binding name of a setting.
 pub fn env_name(setting: &str) -> String {

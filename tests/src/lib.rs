@@ -13,6 +13,7 @@
 pub mod harness;
 pub mod identity;
 pub mod ledger;
+pub mod mesh;
 
 use std::time::Duration;
 
@@ -364,7 +365,11 @@ pub fn run_suite(runtime: &str, target: &Target) -> Report {
         let client = &client;
         all.push((name, Box::new(move || check(client))));
     }
-    for (name, check) in identity::checks().into_iter().chain(ledger::checks()) {
+    for (name, check) in identity::checks()
+        .into_iter()
+        .chain(ledger::checks())
+        .chain(mesh::checks())
+    {
         let ctx = &ctx;
         all.push((name, Box::new(move || check(ctx))));
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use edgecoder_conformance::harness::{
     Server, conformance_target, dev_settings, edgecoder_binary, env_name, free_port,
-    signing_key_base64,
+    signing_key_base64, start_native,
 };
 use edgecoder_conformance::{Client, run_suite};
 use edgecoder_kernel::migrations::MIGRATIONS;
@@ -22,26 +22,7 @@ fn binary() -> PathBuf {
 }
 
 fn start(bin: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--data-dir",
-    ])
-    .arg(data_dir)
-    .env_remove("EDGECODER_MODE")
-    .env("EDGECODER_INSECURE_TEST_ROUTES", "true")
-    .env("EDGECODER_LOG", "warn");
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
-    if let Err(e) = server.wait_ready("/auth/health", Duration::from_secs(30)) {
-        panic!("edgecoder did not start: {e}");
-    }
-    server
+    start_native(bin, data_dir, extra_env)
 }
 
 fn migrate_events(bin: &Path, data_dir: &Path) -> usize {
@@ -329,4 +310,43 @@ fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
     .expect("checkpoint opens");
     assert_eq!(cp.size, total);
     assert_eq!(cp.root, root, "recomputed root differs from the signed one");
+}
+
+#[test]
+fn registrations_are_rate_limited_per_address() {
+    use edgecoder_conformance::identity::Ctx;
+    use edgecoder_conformance::mesh::{Node, Sig, enroll, registration, signed};
+    let bin = binary();
+    let dir = tempfile_dir("register-limit");
+    let key = signing_key_base64();
+    let mut env: Vec<(String, String)> = dev_settings(&key)
+        .into_iter()
+        .map(|(k, v)| (env_name(k), v))
+        .collect();
+    env.push((env_name("mesh_register_per_minute"), "2".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = start(&bin, &dir, &env);
+    let target = conformance_target(&server.base, &key);
+    let client = Client::new(&server.base);
+    let x = Ctx::new(&client, &target);
+    let owner = x.account("limit", true).expect("account");
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let node = Node::new(&x, &format!("limit{i}"));
+        let token = enroll(&x, &owner, &node.id).expect("enroll");
+        let r = signed(
+            &x,
+            &node,
+            "POST",
+            "/mesh/nodes/register",
+            Some(&registration(&node, &token)),
+            &Sig::default(),
+        )
+        .expect("register");
+        statuses.push(r.status);
+    }
+    // Five in a row span at most two fixed windows of two each.
+    assert!(statuses.contains(&429), "{statuses:?}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -70,6 +70,8 @@ fn start_expecting(host: &Path, tag: &str, vars: &[&str], status: u16) -> Server
         .arg(&data);
     // The auth component reaches the ledger component through this app.
     cmd.args(["--var", &format!("ledger_url=http://127.0.0.1:{port}")]);
+    // The mesh component reaches the auth component the same way.
+    cmd.args(["--var", &format!("auth_url=http://127.0.0.1:{port}")]);
     for v in vars {
         cmd.args(["--var", v]);
     }
@@ -212,16 +214,17 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
             assert_eq!(granted, vec![f], "{f}.{key}");
         }
         assert_eq!(c["variables"]["function"].as_str(), Some(f));
-        // Only auth calls out: the ledger (role changes) and the email API.
+        // Auth calls the ledger (role changes) and the email API; the mesh
+        // calls auth (callers, enrollments) and the ledger; the ledger nothing.
         let outbound: Vec<&str> = c
             .get("allowed_outbound_hosts")
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
             .unwrap_or_default();
-        let want: Vec<&str> = if f == "auth" {
-            vec!["{{ ledger_url }}", "{{ mail_api_base }}"]
-        } else {
-            vec![]
+        let want: Vec<&str> = match f {
+            "auth" => vec!["{{ ledger_url }}", "{{ mail_api_base }}"],
+            "mesh" => vec!["{{ auth_url }}", "{{ ledger_url }}"],
+            _ => vec![],
         };
         assert_eq!(outbound, want, "{f}.allowed_outbound_hosts");
     }

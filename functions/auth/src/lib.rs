@@ -13,9 +13,11 @@
 //! tokens statelessly.
 //!
 //! Modules: [`api`] (handlers), [`session`] (bearer authentication, sessions,
-//! cookies, audit helper), [`password`], [`ratelimit`], [`mail`], [`secrets`].
+//! cookies, audit helper), [`password`], [`ratelimit`], [`mail`], [`secrets`],
+//! [`client`] (what other functions ask: callers and enrollment redemption).
 
 pub mod api;
+pub mod client;
 mod error;
 pub mod mail;
 pub mod password;

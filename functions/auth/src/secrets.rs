@@ -38,12 +38,7 @@ pub fn well_formed(token: &str, prefix: &str) -> bool {
 
 pub use edgecoder_kernel::tokens::secret_matches as matches_secret;
 
-/// RFC 3339 UTC time for API responses.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use edgecoder_kernel::http::rfc3339;
 
 #[cfg(test)]
 mod tests {

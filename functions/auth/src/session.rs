@@ -10,7 +10,7 @@
 use edgecoder_kernel::audit::{AuditEvent, Outcome};
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
 use edgecoder_kernel::tokens::{self, AccessClaims, Verifier};
-use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use edgecoder_kernel::{Config, Request, Response, Services, Sql, Statement, Value};
 use serde_json::{Value as Json, json};
 
 use crate::Error;
@@ -106,11 +106,19 @@ const SESSION_USER_SQL: &str = "SELECT s.revoked_at, s.auth_time, s.amr, s.clien
 /// Authenticates the request's bearer access token.
 pub async fn authenticate(s: &Services, req: &Request) -> Result<Principal, Error> {
     let token = bearer(req).ok_or(Error::AuthenticationRequired)?;
-    let now = s.clock.now_ms();
-    let verified = Verifier::from_config(&s.config, now).verify(token, now)?;
+    authenticate_token(s.sql.as_ref(), &s.config, s.clock.now_ms(), token).await
+}
+
+/// Authenticates an access token: signature and claims, then a live session.
+pub async fn authenticate_token(
+    sql: &dyn Sql,
+    config: &Config,
+    now: i64,
+    token: &str,
+) -> Result<Principal, Error> {
+    let verified = Verifier::from_config(config, now).verify(token, now)?;
     let c = verified.claims;
-    let rows = s
-        .sql
+    let rows = sql
         .execute(Statement::new(
             SESSION_USER_SQL,
             vec![c.sid.as_str().into()],

@@ -23,6 +23,11 @@
 //! | `service_token` | secret | — | bearer credential functions present to each other (≥ 32 chars), e.g. mesh redeeming enrollment tokens |
 //! | `checkpoint_interval_ms` | var | `1000` | the ledger signs a new checkpoint at most this often (0–3600000; `POST /ledger/checkpoint` signs at once) |
 //! | `ledger_url` | var | — | Spin only: where the `ledger` component is reached over HTTP by the others (e.g. `https://edge.example.com`) |
+//! | `auth_url` | var | — | Spin only: where the `mesh` component reaches the `auth` component (access-token callers, enrollment redemption) |
+//! | `mesh_node_rate_per_minute` | var | `600` | signed requests one node may make per minute (1–100000); more get 429 |
+//! | `mesh_register_per_minute` | var | `30` | node registrations per client address per minute (1–100000) |
+//! | `mesh_max_attempts` | var | `3` | leases a task gets before it fails with `attempts_exhausted` (1–20) |
+//! | `mesh_lease_grace_ms` | var | `30000` | a lease lasts the task's timeout plus this (0–600000) |
 //! | `mail_provider` | var | `outbox` in development, `resend` in production | `resend` (HTTP email API) or `outbox` (a table; development only, refused in production) |
 //! | `mail_api_base` | var | `https://api.resend.com` | the email API's base URL; https in production |
 //! | `mail_api_key` | secret | — | the email API's bearer key; required with `resend` (production without it: mail-sending routes answer 503) |
@@ -150,8 +155,48 @@ pub struct Config {
     pub ledger_url: Option<String>,
     /// Minimum time between two automatically signed checkpoints.
     pub checkpoint_interval_ms: i64,
+    /// Where the mesh reaches the auth function over HTTP (Spin).
+    pub auth_url: Option<String>,
+    /// Signed requests per node per minute.
+    pub mesh_node_rate_per_minute: i64,
+    /// Registrations per client address per minute.
+    pub mesh_register_per_minute: i64,
+    /// Leases a task gets before it fails.
+    pub mesh_max_attempts: i64,
+    /// Time added to a task's timeout for its lease.
+    pub mesh_lease_grace_ms: i64,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
+}
+
+/// A URL one component uses to reach another: https, or http on localhost.
+fn service_url(raw: Option<String>, name: &str) -> Result<Option<String>, Error> {
+    match raw {
+        Some(u) if is_secure_or_local(&u) => Ok(Some(u.trim_end_matches('/').to_owned())),
+        Some(_) => Err(Error::Config(format!(
+            "{name} must be https (or http on localhost)"
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// An integer setting within `min..=max`, `default` when unset.
+fn bounded(
+    raw: Option<String>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, Error> {
+    match raw {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| Error::Config(format!("{name} must be {min} to {max}"))),
+    }
 }
 
 fn parse_bool(name: &str, raw: &str) -> Result<bool, Error> {
@@ -334,15 +379,30 @@ impl Config {
                     Error::Config("checkpoint_interval_ms must be 0 to 3600000".into())
                 })?,
         };
-        let ledger_url = match var("ledger_url") {
-            Some(u) if is_secure_or_local(&u) => Some(u.trim_end_matches('/').to_owned()),
-            Some(_) => {
-                return Err(Error::Config(
-                    "ledger_url must be https (or http on localhost)".into(),
-                ));
-            }
-            None => None,
-        };
+        let ledger_url = service_url(var("ledger_url"), "ledger_url")?;
+        let auth_url = service_url(var("auth_url"), "auth_url")?;
+        let mesh_node_rate_per_minute = bounded(
+            var("mesh_node_rate_per_minute"),
+            "mesh_node_rate_per_minute",
+            600,
+            1,
+            100_000,
+        )?;
+        let mesh_register_per_minute = bounded(
+            var("mesh_register_per_minute"),
+            "mesh_register_per_minute",
+            30,
+            1,
+            100_000,
+        )?;
+        let mesh_max_attempts = bounded(var("mesh_max_attempts"), "mesh_max_attempts", 3, 1, 20)?;
+        let mesh_lease_grace_ms = bounded(
+            var("mesh_lease_grace_ms"),
+            "mesh_lease_grace_ms",
+            30_000,
+            0,
+            600_000,
+        )?;
 
         let mut warnings = Vec::new();
         if mode == Mode::Production {
@@ -377,6 +437,11 @@ impl Config {
             mail,
             ledger_url,
             checkpoint_interval_ms,
+            auth_url,
+            mesh_node_rate_per_minute,
+            mesh_register_per_minute,
+            mesh_max_attempts,
+            mesh_lease_grace_ms,
             warnings,
         })
     }
@@ -567,6 +632,10 @@ mod tests {
             ("issuer", "not a url"),
             ("checkpoint_interval_ms", "-1"),
             ("checkpoint_interval_ms", "soon"),
+            ("mesh_node_rate_per_minute", "0"),
+            ("mesh_max_attempts", "21"),
+            ("mesh_lease_grace_ms", "-5"),
+            ("auth_url", "http://auth.example.com"),
         ] {
             let src = Map(HashMap::from([
                 ("mode", "development".to_owned()),

@@ -14,6 +14,13 @@ use crate::{Error, RequestContext};
 /// A response with a fully buffered body.
 pub type Response = http::Response<Vec<u8>>;
 
+/// RFC 3339 UTC time (milliseconds) for API responses.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// `application/json`.
 pub const JSON: &str = "application/json";
 /// `application/health+json` (draft-inadarei-api-health-check).

@@ -79,6 +79,8 @@ pub struct Params {
     pub nonce: String,
     /// The signing key's id.
     pub keyid: String,
+    /// Optional expiry, Unix seconds (enforced when present).
+    pub expires: Option<i64>,
     /// The serialised inner list with parameters, exactly as signed.
     serialized: String,
 }
@@ -127,7 +129,7 @@ pub fn parse_input(header: &str) -> Result<Params, SigError> {
         .split_whitespace()
         .map(sf_string)
         .collect::<Result<Vec<_>, _>>()?;
-    let (mut created, mut nonce, mut keyid, mut alg) = (None, None, None, None);
+    let (mut created, mut nonce, mut keyid, mut alg, mut expires) = (None, None, None, None, None);
     for param in rest[close + 1..].split(';').filter(|p| !p.is_empty()) {
         let (k, v) = param
             .split_once('=')
@@ -137,7 +139,13 @@ pub fn parse_input(header: &str) -> Result<Params, SigError> {
             "nonce" => nonce = Some(sf_string(v)?),
             "keyid" => keyid = Some(sf_string(v)?),
             "alg" => alg = Some(sf_string(v)?),
-            "expires" | "tag" => {}
+            "expires" => {
+                expires = Some(
+                    v.parse::<i64>()
+                        .map_err(|_| SigError::Malformed("expires"))?,
+                );
+            }
+            "tag" => {}
             _ => return Err(SigError::Malformed("unknown parameter")),
         }
     }
@@ -159,6 +167,7 @@ pub fn parse_input(header: &str) -> Result<Params, SigError> {
         keyid: keyid
             .filter(|k| !k.is_empty())
             .ok_or(SigError::Malformed("keyid"))?,
+        expires,
         serialized: rest.to_owned(),
     })
 }
@@ -221,7 +230,10 @@ pub fn verify(
     now: i64,
     key: &VerifyingKey,
 ) -> Result<(), SigError> {
-    if (now - params.created).abs() > MAX_SKEW_SECS {
+    // Saturating: a hostile `created` near i64::MIN must not overflow.
+    if now.saturating_sub(params.created).saturating_abs() > MAX_SKEW_SECS
+        || params.expires.is_some_and(|e| now > e)
+    {
         return Err(SigError::Expired);
     }
     let digest = digest_header.ok_or(SigError::Malformed("Content-Digest missing"))?;
@@ -365,5 +377,47 @@ mod tests {
         }
         assert_eq!(SigError::Expired.code(), "signature_expired");
         assert_eq!(SigError::DigestMismatch.code(), "content_digest_mismatch");
+    }
+
+    #[test]
+    fn extreme_and_expired_times_are_refused_without_overflow() {
+        let body = b"{}";
+        let h = signed(body);
+        let p = parse_input(&h.1).expect("params");
+        let extreme = Params {
+            created: i64::MIN,
+            ..p.clone()
+        };
+        assert_eq!(
+            verify(
+                &extreme,
+                &h.2,
+                Some(&h.0),
+                "POST",
+                URI,
+                body,
+                NOW,
+                key(3).verifying_key()
+            ),
+            Err(SigError::Expired)
+        );
+        let lapsed = Params {
+            expires: Some(NOW - 1),
+            ..p
+        };
+        assert_eq!(
+            verify(
+                &lapsed,
+                &h.2,
+                Some(&h.0),
+                "POST",
+                URI,
+                body,
+                NOW,
+                key(3).verifying_key()
+            ),
+            Err(SigError::Expired)
+        );
+        assert!(parse_input(&h.1.replace(";alg=", ";expires=soon;alg=")).is_err());
     }
 }

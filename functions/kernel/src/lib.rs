@@ -3,7 +3,7 @@
 //!
 //! In scope:
 //! - [`ports`]: the capabilities a runtime provides (`Sql`, `Kv`, `Clock`, `Rng`,
-//!   `ConfigSource`, `Outbound`, `Defer`, `LedgerClient`), as traits with no platform types;
+//!   `ConfigSource`, `Outbound`, `Defer`, `LedgerClient`, `IdentityClient`), as traits with no platform types;
 //! - [`error`]: the crate's one error enum and RFC 9457 problem+json rendering;
 //! - [`config`]: typed settings, production-mode refusals;
 //! - [`context`] and [`http`]: request context (request id, client IP), requests,
@@ -37,8 +37,8 @@ pub use error::{Error, Problem};
 pub use http::{Request, Response};
 pub use keys::SigningKey;
 pub use ports::{
-    Clock, CollectDeferred, ConfigSource, Defer, Deferred, Kv, LedgerClient, Outbound,
-    OutboundRequest, OutboundResponse, Rng, Rows, Sql, Statement, Value,
+    Caller, Clock, CollectDeferred, ConfigSource, Defer, Deferred, Enrollment, IdentityClient, Kv,
+    LedgerClient, Outbound, OutboundRequest, OutboundResponse, Rng, Rows, Sql, Statement, Value,
 };
 pub use router::{Handler, HandlerResult, RouteDoc, Router};
 pub use services::Services;

@@ -46,6 +46,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_credits.sql",
         sql: include_str!("../../../migrations/0004_credits.sql"),
     },
+    Migration {
+        name: "0005_mesh.sql",
+        sql: include_str!("../../../migrations/0005_mesh.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

@@ -264,6 +264,57 @@ pub trait LedgerClient {
     ) -> Result<u64, Error>;
 }
 
+/// A signed-in user as the identity function vouches for them now: roles
+/// come from storage, and a revoked session yields no caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// User id.
+    pub user_id: String,
+    /// When the user last authenticated (Unix seconds).
+    pub auth_time: i64,
+    /// Whether the user's email address is verified.
+    pub email_verified: bool,
+    /// Current roles (always includes `user`).
+    pub roles: Vec<String>,
+}
+
+impl Caller {
+    /// Whether the caller holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// A node enrollment redeemed by the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    /// The enrolled node id.
+    pub node_id: String,
+    /// `agent` or `coordinator`.
+    pub kind: String,
+    /// The user who enrolled it.
+    pub owner_id: String,
+}
+
+/// What other functions ask the identity (auth) function: who holds an
+/// access token, and redeeming a node's enrollment token. In-process where
+/// the functions share a database (native, the Worker), over HTTP where they
+/// do not (Spin components).
+#[async_trait(?Send)]
+pub trait IdentityClient {
+    /// The user behind `access_token`; `None` when the token or its session
+    /// is not valid.
+    async fn caller(&self, access_token: &str) -> Result<Option<Caller>, Error>;
+    /// Redeems an enrollment token for exactly this node id and kind, once;
+    /// `None` when it cannot be redeemed (unknown, used, expired, other node).
+    async fn redeem_enrollment(
+        &self,
+        token: &str,
+        node_id: &str,
+        kind: &str,
+    ) -> Result<Option<Enrollment>, Error>;
+}
+
 /// Work to run after the response has been sent.
 pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 

@@ -6,7 +6,9 @@
 
 use std::rc::Rc;
 
-use crate::{Clock, Config, Defer, Kv, LedgerClient, Outbound, RequestContext, Rng, Sql};
+use crate::{
+    Clock, Config, Defer, IdentityClient, Kv, LedgerClient, Outbound, RequestContext, Rng, Sql,
+};
 
 /// Everything a handler may touch outside its request.
 pub struct Services {
@@ -24,6 +26,8 @@ pub struct Services {
     pub defer: Rc<dyn Defer>,
     /// The transparency log, for functions that record trust changes.
     pub ledger: Rc<dyn LedgerClient>,
+    /// The identity function, for functions that serve users or enroll nodes.
+    pub identity: Rc<dyn IdentityClient>,
     /// Validated settings.
     pub config: Config,
 }

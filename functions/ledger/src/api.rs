@@ -56,8 +56,15 @@ pub async fn append(s: &Services, req: Request) -> Result<Response, Error> {
     let body: Append = req.json()?;
     // Types with a meaning other records rely on are written only by the
     // functions that own them: transfers by the ledger itself (never over
-    // HTTP), role changes by the auth function (the service credential).
-    let reserved_for_service = body.payload_type.starts_with("edgecoder.dev/role-");
+    // HTTP), role changes by the auth function, node approvals and task
+    // completions by the mesh (the service credential).
+    let reserved_for_service = [
+        "edgecoder.dev/role-",
+        "edgecoder.dev/node-",
+        "edgecoder.dev/task-",
+    ]
+    .iter()
+    .any(|p| body.payload_type.starts_with(p));
     if body.payload_type == crate::credits::CREDIT_TRANSFER_V1
         || (reserved_for_service && principal != "service")
     {

@@ -1,19 +1,285 @@
-//! The `mesh` function, served under `/mesh/`.
+//! The `mesh` function (the coordinator), served under `/mesh/`.
 //!
-//! In scope: The coordinator: node identity, signed requests, registration and approval, heartbeat policy, scheduling, peers and blacklist (issue 5 fills it in). For now: health, readiness and the shared request pipeline.
+//! In scope (issue 5): node identity (P-256 keys generated on the device,
+//! registration with a one-time enrollment token and proof of possession,
+//! signed key rotation), operator approval with step-up and ledger entries,
+//! mesh authentication on every route (RFC 9421-shaped request signatures
+//! with per-key nonces in SQL, or access tokens for operator and submitter
+//! routes), per-node rate limits, the heartbeat's server-authoritative
+//! policy, and task scheduling with leases over frozen, content-addressed
+//! inputs. Out of scope for now: peers, gossip and blacklist propagation
+//! (federation; the blacklist version is already reported), and running
+//! tasks (the device agent, `agent/`).
 //!
-//! Out of scope: platform bindings. Like every function crate this one is pure
-//! logic over the kernel's ports; `runtimes/` serve it.
+//! Modules: [`authn`] (who is calling), [`nodes`], [`policy`], [`tasks`].
+//! Like every function crate this one is pure logic over the kernel's ports.
 
-use edgecoder_kernel::{Config, Router, health, testroutes};
+pub mod authn;
+mod error;
+pub mod nodes;
+pub mod policy;
+pub mod tasks;
+
+use std::future::Future;
+use std::rc::Rc;
+
+use edgecoder_kernel::http::{JSON, ok_json};
+use edgecoder_kernel::http_types::Method;
+use edgecoder_kernel::router::{ResponseDoc, RouteDoc, handler, response_doc};
+use edgecoder_kernel::{
+    Config, Handler, Problem, Request, Response, Router, Services, health, httpsig, testroutes,
+};
+use serde_json::{Value as Json, json};
+
+pub use edgecoder_kernel::http::rfc3339;
+pub use error::Error;
 
 /// The function's name and path prefix.
 pub const NAME: &str = "mesh";
 
+fn h<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Rc<Services>, Request) -> Fut + Copy + 'static,
+    Fut: Future<Output = Result<Response, Error>> + 'static,
+{
+    handler(move |s, r| async move { f(s, r).await.map_err(Problem::from) })
+}
+
+fn doc(
+    operation_id: &str,
+    summary: &'static str,
+    request_schema: Option<Json>,
+    responses: Vec<ResponseDoc>,
+) -> RouteDoc {
+    RouteDoc {
+        operation_id: operation_id.to_owned(),
+        summary,
+        tag: NAME,
+        request_schema,
+        responses,
+    }
+}
+
+const P: Option<&str> = Some(edgecoder_kernel::error::PROBLEM_JSON);
+const J: Option<&str> = Some(JSON);
+
+fn ok(status: u16, what: &'static str) -> ResponseDoc {
+    response_doc(status, what, J)
+}
+fn err(status: u16, what: &'static str) -> ResponseDoc {
+    response_doc(status, what, P)
+}
+fn signed(mut v: Vec<ResponseDoc>) -> Vec<ResponseDoc> {
+    v.push(err(
+        401,
+        "mesh_unauthorized / signature_invalid / signature_expired / content_digest_mismatch / unknown_key / replay_detected",
+    ));
+    v.push(err(429, "rate_limited (per node, with Retry-After)"));
+    v
+}
+fn obj(required: &[&str], props: Json) -> Option<Json> {
+    Some(json!({"type": "object", "required": required, "properties": props}))
+}
+
+/// `GET /mesh/identity`: how to talk to this coordinator.
+async fn identity(s: &Services, _req: Request) -> Result<Response, Error> {
+    let key = s.config.signing_key.as_ref().map(|k| {
+        let point = k.verifying_key().to_encoded_point(false);
+        json!({
+            "key_id": k.kid(),
+            "public_key": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, point.as_bytes()),
+        })
+    });
+    Ok(ok_json(&json!({
+        "function": NAME,
+        "issuer": s.config.issuer,
+        "coordinator_key": key,
+        "request_signatures": {
+            "algorithm": httpsig::ALG,
+            "covered_components": httpsig::REQUIRED,
+            "required_parameters": ["created", "nonce", "keyid"],
+            "target_uri": "origin-form (path and query, as sent)",
+            "content_digest": "sha-256 (RFC 9530) over the raw body",
+            "max_skew_secs": httpsig::MAX_SKEW_SECS,
+        },
+        "task_kinds": policy::TASK_KINDS,
+        "policy_version": policy::POLICY_VERSION,
+    })))
+}
+
+/// `GET /mesh/audit?action=&request_id=&limit=`: operators read the mesh's
+/// audit trail (on Spin it lives in the mesh component's own database).
+async fn audit_query(s: &Services, req: Request) -> Result<Response, Error> {
+    authn::operator(s, &req).await?;
+    let limit = req
+        .query_param("limit")
+        .and_then(|l| l.parse::<i64>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let rows = s
+        .sql
+        .execute(edgecoder_kernel::Statement::new(
+            "SELECT id, time, actor, action, target, outcome, request_id, details FROM audit_events \
+             WHERE action LIKE 'mesh.%' AND (?1 IS NULL OR action = ?1) AND (?2 IS NULL OR request_id = ?2) \
+               AND (?3 IS NULL OR target = ?3) \
+             ORDER BY time DESC, id LIMIT ?4",
+            vec![
+                req.query_param("action").into(),
+                req.query_param("request_id").into(),
+                req.query_param("target").into(),
+                edgecoder_kernel::Value::Integer(limit),
+            ],
+        ))
+        .await?;
+    let events: Vec<Json> = (0..rows.rows.len())
+        .map(|i| {
+            let text = |c: &str| rows.get_str(i, c).map(str::to_owned);
+            json!({
+                "id": text("id"),
+                "time": rows.get_i64(i, "time").map(rfc3339),
+                "actor": text("actor"),
+                "action": text("action"),
+                "target": text("target"),
+                "outcome": text("outcome"),
+                "request_id": text("request_id"),
+                "details": text("details").and_then(|d| serde_json::from_str::<Json>(&d).ok()),
+            })
+        })
+        .collect();
+    Ok(ok_json(&json!({ "events": events })))
+}
+
+#[derive(serde::Deserialize)]
+struct Bench {
+    op: String,
+    iterations: u32,
+}
+
+/// Runs the CPU part of a signed heartbeat `iterations` times, so a client
+/// can time it inside this runtime (wall time of a CPU-bound request, minus
+/// a `noop` request): `signature_verify` checks an RFC 9421 signature and
+/// content digest; `heartbeat_cpu` adds parsing and validating the
+/// telemetry, the policy decision and the answer's JSON. Storage round trips
+/// are I/O and not included.
+async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
+    let b: Bench = req.json()?;
+    let n = b.iterations.clamp(1, 1000);
+    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32])
+        .map_err(|_| edgecoder_kernel::Error::Config("bench key".into()))?;
+    let body = br#"{"cpu_percent":5.0,"memory_used_mb":512,"memory_total_mb":4096,"battery_percent":null,"on_external_power":true,"low_power_mode":false,"thermal_state":"nominal","device_type":"server","sandbox_ready":true,"active_model":null}"#;
+    let now = s.clock.now_ms() / 1000;
+    let (digest, input, sig) =
+        httpsig::sign(&key, "bench", "n", now, "POST", "/mesh/heartbeat", body)
+            .map_err(Error::Signature)?;
+    let caps = json!({"sandbox": "wasmtime", "cpu_cores": 2, "memory_mb": 4096});
+    let mut ok = true;
+    for _ in 0..n {
+        match b.op.as_str() {
+            "noop" => {}
+            "signature_verify" | "heartbeat_cpu" => {
+                let params = httpsig::parse_input(&input).map_err(Error::Signature)?;
+                ok &= httpsig::verify(
+                    &params,
+                    &sig,
+                    Some(&digest),
+                    "POST",
+                    "/mesh/heartbeat",
+                    body,
+                    now,
+                    key.verifying_key(),
+                )
+                .is_ok();
+                if b.op == "heartbeat_cpu" {
+                    let t: policy::Telemetry = serde_json::from_slice(body).map_err(|_| {
+                        edgecoder_kernel::Error::InvalidRequest("bench body".into())
+                    })?;
+                    ok &= t.validate().is_ok();
+                    let stored = serde_json::to_value(&t).unwrap_or(Json::Null).to_string();
+                    let (_, p) = policy::for_node(&caps, Some(&t), 0);
+                    ok &= !stored.is_empty();
+                    ok &= !json!({"node_id": "bench", "status": "active", "policy": p})
+                        .to_string()
+                        .is_empty();
+                }
+            }
+            _ => return Err(edgecoder_kernel::Error::InvalidRequest("unknown op".into()).into()),
+        }
+    }
+    Ok(ok_json(&json!({"op": b.op, "iterations": n, "ok": ok})))
+}
+
 /// The function's routes under the given configuration.
 pub fn router(config: &Config) -> Router {
-    let mut r = health::routes(NAME, "/mesh/health", "/mesh/health/ready");
+    use nodes::Decide;
+    let node_id = json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{2,62}$"});
+    let digest = json!({"type": "string", "pattern": "^blake3:[0-9a-f]{64}$"});
+    let blob = json!({"type": "object", "required": ["digest"], "properties": {"digest": digest, "bytes": {"type": "string", "contentEncoding": "base64"}}});
+    let reason = obj(&[], json!({"reason": {"type": "string", "maxLength": 500}}));
+    let decision = |id: &str, summary: &'static str| {
+        doc(
+            id,
+            summary,
+            reason.clone(),
+            vec![
+                ok(200, "{node_id, status, previous_status, ledger_index}"),
+                err(401, "mesh_unauthorized / invalid_token"),
+                err(403, "forbidden / step_up_required"),
+                err(404, "node_not_found"),
+                err(409, "invalid_transition"),
+            ],
+        )
+    };
+    let mut r = health::routes(NAME, "/mesh/health", "/mesh/health/ready")
+        .route(Method::GET, "/mesh/identity", h(|s, r| async move { identity(&s, r).await }),
+            doc("mesh_identity", "How to talk to this coordinator: its key, the signature profile, task kinds", None, vec![ok(200, "identity")]))
+        .route(Method::POST, "/mesh/nodes/register", h(|s, r| async move { nodes::register(&s, r).await }),
+            doc("register_node", "Register a node: enrollment token, node id, kind, public key, capabilities; signed by the new key", obj(&["enrollment_token", "node_id", "kind", "public_key", "os", "version", "capabilities"], json!({
+                "enrollment_token": {"type": "string"}, "node_id": node_id, "kind": {"enum": ["agent", "coordinator"]},
+                "public_key": {"type": "string", "description": "P-256 SEC1 point, base64url"}, "os": {"type": "string"}, "version": {"type": "string"},
+                "capabilities": {"type": "object", "required": ["sandbox", "cpu_cores", "memory_mb"], "properties": {"sandbox": {"enum": ["wasmtime", "none"]}, "cpu_cores": {"type": "integer"}, "memory_mb": {"type": "integer"}, "gpu": {}, "models": {"type": "array", "items": {"type": "string"}}}}})),
+                signed(vec![ok(201, "{node_id, kind, status: pending_approval, key_id, policy}"), err(400, "enrollment_token_invalid / invalid_node_id / invalid_public_key"), err(409, "node_already_registered / key_in_use")])))
+        .route(Method::GET, "/mesh/nodes", h(|s, r| async move { nodes::list(&s, r).await }),
+            doc("list_nodes", "Nodes: every node for operators, your own otherwise (?status=)", None, vec![ok(200, "{nodes}"), err(401, "mesh_unauthorized / invalid_token")]))
+        .route(Method::GET, "/mesh/nodes/{id}", h(|s, r| async move { nodes::get(&s, r).await }),
+            doc("get_node", "One node: to itself (signed), its owner or an operator", None, signed(vec![ok(200, "node"), err(404, "node_not_found")])))
+        .route(Method::POST, "/mesh/nodes/{id}/keys/rotate", h(|s, r| async move { nodes::rotate(&s, r).await }),
+            doc("rotate_node_key", "Replace the node's key: signed by the current key, with a proof by the new one", obj(&["new_public_key", "proof"], json!({"new_public_key": {"type": "string"}, "proof": {"type": "string", "description": "base64url r||s by the new key over edgecoder.dev/key-rotation/v1\\n{node_id}\\n{old key id}\\n{new key id}"}})),
+                signed(vec![ok(200, "{node_id, key_id, previous_key_id}"), err(400, "key_proof_invalid / invalid_public_key"), err(409, "key_in_use")])))
+        .route(Method::POST, "/mesh/nodes/{id}/approve", h(|s, r| async move { nodes::decide(&s, r, Decide::Approve).await }),
+            decision("approve_node", "Approve a node (coordinator_owner or system_admin, step-up); audited and logged in the ledger"))
+        .route(Method::POST, "/mesh/nodes/{id}/reject", h(|s, r| async move { nodes::decide(&s, r, Decide::Reject).await }),
+            decision("reject_node", "Reject a node (operator, step-up); audited and logged in the ledger"))
+        .route(Method::POST, "/mesh/nodes/{id}/suspend", h(|s, r| async move { nodes::decide(&s, r, Decide::Suspend).await }),
+            decision("suspend_node", "Suspend a node (operator, step-up); audited and logged in the ledger"))
+        .route(Method::POST, "/mesh/heartbeat", h(|s, r| async move { nodes::heartbeat(&s, r).await }),
+            doc("heartbeat", "Telemetry in, the node's server-authoritative policy out (signed)", obj(&["cpu_percent", "memory_used_mb", "on_external_power", "thermal_state", "device_type", "sandbox_ready"], json!({
+                "cpu_percent": {"type": "number"}, "memory_used_mb": {"type": "integer"}, "memory_total_mb": {"type": "integer"}, "battery_percent": {"type": ["number", "null"]},
+                "on_external_power": {"type": "boolean"}, "low_power_mode": {"type": "boolean"}, "thermal_state": {"enum": ["nominal", "fair", "serious", "critical"]},
+                "device_type": {"enum": ["phone", "tablet", "laptop", "desktop", "server"]}, "sandbox_ready": {"type": "boolean"}, "active_model": {"type": ["string", "null"]}})),
+                signed(vec![ok(200, "{node_id, status, policy, heartbeat_interval_secs}"), err(403, "node_not_active (rejected)")])))
+        .route(Method::POST, "/mesh/tasks", h(|s, r| async move { tasks::submit(&s, r).await }),
+            doc("submit_task", "Submit a wasm task over frozen, content-addressed inputs (verified user or service)", obj(&["kind", "module", "input", "timeout_ms", "resources"], json!({
+                "kind": {"enum": ["wasm"]}, "module": blob, "input": blob, "timeout_ms": {"type": "integer"},
+                "resources": {"type": "object", "required": ["memory_mb", "fuel"], "properties": {"memory_mb": {"type": "integer"}, "fuel": {"type": "integer"}}},
+                "priority": {"type": "integer", "minimum": -10, "maximum": 10}, "tenant": {"type": "string"}})),
+                vec![ok(201, "{task_id, status: queued}"), err(401, "mesh_unauthorized / invalid_token"), err(422, "outside_subset / limits_exceeded / digest_mismatch / blob_unknown")]))
+        .route(Method::POST, "/mesh/tasks/pull", h(|s, r| async move { tasks::pull(&s, r).await }),
+            doc("pull_task", "Take a task under a lease, after the node's policy is checked (signed, active node)", None,
+                signed(vec![ok(200, "{task, lease_id, lease_expires_at}"), response_doc(204, "no task; edgecoder-reason: no_work / power_deferred / outside_subset", None), err(403, "node_not_active")])))
+        .route(Method::POST, "/mesh/tasks/{id}/result", h(|s, r| async move { tasks::result(&s, r).await }),
+            doc("report_result", "Report a result: the lease holder only, before the lease expires; the first valid result wins", obj(&["lease_id", "ok", "duration_ms"], json!({
+                "lease_id": {"type": "string"}, "ok": {"type": "boolean"}, "output_digest": digest, "output": {"type": "string", "contentEncoding": "base64"},
+                "duration_ms": {"type": "integer"}, "error_code": {"enum": tasks::FAILURE_CODES}, "fuel_used": {"type": "integer"}, "stdout": {"type": "string"}, "stderr": {"type": "string"}})),
+                signed(vec![ok(200, "{task_id, status, ledger_index}"), err(403, "node_not_active"), err(409, "lease_invalid"), err(422, "digest_mismatch")])))
+        .route(Method::GET, "/mesh/tasks/{id}", h(|s, r| async move { tasks::get(&s, r).await }),
+            doc("get_task", "A task and its result: its submitter or an operator", None, vec![ok(200, "task"), err(401, "mesh_unauthorized / invalid_token"), err(404, "task_not_found")]))
+        .route(Method::GET, "/mesh/audit", h(|s, r| async move { audit_query(&s, r).await }),
+            doc("mesh_audit", "The mesh's audit events (operator, step-up): ?action=&request_id=&target=&limit=", None, vec![ok(200, "{events}"), err(403, "forbidden / step_up_required")]));
     if config.insecure_test_routes {
+        r = r.route(Method::POST, "/mesh/_test/bench", h(|s, r| async move { bench(&s, r).await }),
+            doc("mesh_test_bench", "Runs one mesh operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
+                obj(&["op", "iterations"], json!({"op": {"enum": ["noop", "signature_verify", "heartbeat_cpu"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}})),
+                vec![ok(200, "{op, iterations, ok}")]));
         r = r.merge(testroutes::routes(
             NAME,
             "/mesh/_test/echo",

@@ -308,6 +308,12 @@ fn to_worker(resp: edgecoder_kernel::Response) -> worker::Result<worker::Respons
             headers.append(name.as_str(), v)?;
         }
     }
+    // workerd gzips responses the client accepts gzip for, and on a 204 it
+    // keeps `Content-Encoding: gzip` while dropping the (empty) gzip stream,
+    // which clients then fail to decode: say there is no encoding.
+    if status == 204 || status == 304 {
+        headers.set("content-encoding", "identity")?;
+    }
     let body = resp.into_body();
     let out = if body.is_empty() {
         worker::Response::empty()?
@@ -381,9 +387,15 @@ async fn fetch(
         clock: Rc::new(DateClock),
         rng: Rc::new(CryptoRng),
     });
+    let identity = Rc::new(edgecoder_auth::client::InProcess {
+        sql: sql.clone(),
+        clock: Rc::new(DateClock),
+        config: config.clone(),
+    });
     let services = Rc::new(Services {
         sql,
         ledger,
+        identity,
         kv: Rc::new(kv),
         clock: Rc::new(DateClock),
         rng: Rc::new(CryptoRng),

@@ -66,6 +66,11 @@ impl Runtime {
                 clock: Rc::new(SystemClock),
                 rng: Rc::new(OsRng),
             }),
+            identity: Rc::new(edgecoder_auth::client::InProcess {
+                sql: sql.clone(),
+                clock: Rc::new(SystemClock),
+                config: self.config.clone(),
+            }),
             sql,
             kv: Rc::new(self.kv.handle()),
             clock: Rc::new(SystemClock),

@@ -80,6 +80,11 @@ fn pipeline(shared: &Shared) -> (Rc<Router>, Rc<Services>) {
                     outbound: Rc::new(UreqOutbound::default()),
                     defer: Rc::new(crate::platform::SpawnLocal),
                     ledger,
+                    identity: Rc::new(edgecoder_auth::client::InProcess {
+                        sql: Rc::new(shared.db.clone()),
+                        clock: Rc::new(SystemClock),
+                        config: shared.config.clone(),
+                    }),
                     config: shared.config.clone(),
                 };
                 let router = edgecoder_gateway::router(Selection::All, &services.config);

@@ -64,6 +64,11 @@ fn env(settings: &[(&str, &str)]) -> Env {
             clock: clock.clone(),
             rng: Rc::new(OsRng),
         }),
+        identity: Rc::new(edgecoder_auth::client::InProcess {
+            sql: Rc::new(db.clone()),
+            clock: clock.clone(),
+            config: config.clone(),
+        }),
         config: config.clone(),
     });
     Env {

@@ -43,6 +43,11 @@ async fn setup(settings: &[(&str, &str)]) -> (tempfile::TempDir, Db, Services) {
             clock: Rc::new(SystemClock),
             rng: Rc::new(OsRng),
         }),
+        identity: Rc::new(edgecoder_auth::client::InProcess {
+            sql: Rc::new(db.clone()),
+            clock: Rc::new(SystemClock),
+            config: config.clone(),
+        }),
         config,
     };
     migrations::apply(&db, &SystemClock, &OsRng, "system:test")

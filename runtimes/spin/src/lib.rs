@@ -427,7 +427,24 @@ fn services(selection: Selection, config: Config) -> Result<Services, Error> {
                 "set ledger_url and service_token so this component can reach the ledger",
             )),
         };
+    let identity: Rc<dyn edgecoder_kernel::IdentityClient> = match (selection, &config.auth_url) {
+        // The auth component owns users, sessions and enrollments.
+        (Selection::Only(Function::Auth), _) => Rc::new(edgecoder_auth::client::InProcess {
+            sql: sql.clone(),
+            clock: Rc::new(WasiClock),
+            config: config.clone(),
+        }),
+        (_, Some(url)) => Rc::new(edgecoder_auth::client::Http {
+            base: url.clone(),
+            service_token: config.service_token.clone(),
+            outbound: Rc::new(SpinOutbound),
+        }),
+        _ => Rc::new(edgecoder_auth::client::Unavailable(
+            "set auth_url so this component can reach the auth function",
+        )),
+    };
     Ok(Services {
+        identity,
         ledger,
         sql,
         kv,

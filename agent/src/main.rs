@@ -1,0 +1,231 @@
+//! `edgecoder-agent`: the device agent's command line.
+//!
+//! In scope: `init` (key and settings), `register` (enrollment with a
+//! coordinator), `status` (local state, and the coordinator's view when
+//! reachable) and `run` (the work loop, or one round with `--once`). Exit
+//! codes: 0 done, 1 error, 2 usage, 3 the coordinator refused the node's
+//! signature or identity.
+//!
+//! Out of scope: everything the library does (see `edgecoder_agent`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use edgecoder_agent::client::{MeshClient, RegisterRequest};
+use edgecoder_agent::node::{self, Node};
+use edgecoder_agent::runner::{Runner, Step, log};
+use edgecoder_agent::sandbox::Sandbox;
+use edgecoder_agent::{Error, telemetry};
+
+/// Exit code when the coordinator refused who we are.
+const EXIT_AUTH_REFUSED: u8 = 3;
+/// Environment variable that may hold the enrollment token (keeps it out of
+/// the process list).
+const TOKEN_ENV: &str = "EDGECODER_ENROLLMENT_TOKEN";
+
+#[derive(Parser)]
+#[command(name = "edgecoder-agent", version, about = "EdgeCoder device agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the node key and settings.
+    Init {
+        /// Agent directory (default: $EDGECODER_AGENT_DIR or ~/.edgecoder-agent).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Node id (default: node-<key id>).
+        #[arg(long)]
+        node_id: Option<String>,
+        /// Node kind.
+        #[arg(long, default_value = node::DEFAULT_KIND)]
+        kind: String,
+        /// Replace an existing key (the node must register again).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Register this node with a coordinator using an enrollment token.
+    Register {
+        /// Coordinator base URL, e.g. http://127.0.0.1:8787.
+        #[arg(long)]
+        coordinator: String,
+        /// Enrollment token (or set EDGECODER_ENROLLMENT_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// Agent directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show the node's identity and its status at the coordinator.
+    Status {
+        /// Agent directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Heartbeat, pull tasks, run them and report results.
+    Run {
+        /// Agent directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Coordinator base URL (default: the one saved by `register`).
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// One heartbeat and at most one task, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Device class reported in telemetry.
+        #[arg(long, default_value = "server", value_parser = clap::builder::PossibleValuesParser::new(telemetry::DEVICE_TYPES))]
+        device_type: String,
+    },
+}
+
+fn dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf, Error> {
+    dir.map_or_else(node::default_dir, Ok)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            log(&e);
+            if e.is_auth_refusal() {
+                ExitCode::from(EXIT_AUTH_REFUSED)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Init {
+            dir,
+            node_id,
+            kind,
+            force,
+        } => {
+            let dir = dir_or_default(dir)?;
+            let node = Node::init(&dir, node_id.as_deref(), &kind, force)?;
+            println!("node id:    {}", node.node_id());
+            println!("key id:     {}", node.key_id());
+            println!("public key: {}", node.public_key());
+            println!("directory:  {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Register {
+            coordinator,
+            token,
+            dir,
+        } => {
+            let token = token
+                .or_else(|| std::env::var(TOKEN_ENV).ok())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| Error::Config(format!("pass --token or set {TOKEN_ENV}")))?;
+            let mut node = Node::load(&dir_or_default(dir)?)?;
+            let client = MeshClient::new(&coordinator, node.signing_key().clone())?;
+            let request = RegisterRequest {
+                enrollment_token: token,
+                node_id: node.node_id().to_owned(),
+                kind: node.config().kind.clone(),
+                public_key: node.public_key(),
+                os: std::env::consts::OS.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                capabilities: telemetry::capabilities(),
+            };
+            let answer = client.register(&request)?;
+            node.set_coordinator(&coordinator)?;
+            println!("node id:     {}", answer.node_id);
+            println!(
+                "key id:      {}",
+                answer.key_id.as_deref().unwrap_or(node.key_id())
+            );
+            println!("coordinator: {coordinator}");
+            println!("status:      {}", answer.status);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { dir } => {
+            let node = Node::load(&dir_or_default(dir)?)?;
+            println!("node id:     {}", node.node_id());
+            println!("kind:        {}", node.config().kind);
+            println!("key id:      {}", node.key_id());
+            println!("directory:   {}", node.dir().display());
+            let Some(coordinator) = node.config().coordinator.clone() else {
+                println!("coordinator: (not registered)");
+                return Ok(ExitCode::SUCCESS);
+            };
+            println!("coordinator: {coordinator}");
+            let client = MeshClient::new(&coordinator, node.signing_key().clone())?;
+            match client.node(node.node_id()) {
+                Ok(view) => {
+                    let status = view
+                        .get("status")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("unknown");
+                    println!("status:      {status}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                // Offline is a state to show, not a failure of `status`.
+                Err(e) if e.is_transient() => {
+                    println!("status:      unknown (coordinator unreachable: {e})");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!(
+                        "status:      refused ({})",
+                        e.problem_code().unwrap_or("error")
+                    );
+                    Err(e)
+                }
+            }
+        }
+        Command::Run {
+            dir,
+            coordinator,
+            once,
+            device_type,
+        } => {
+            let node = Node::load(&dir_or_default(dir)?)?;
+            let coordinator = coordinator
+                .or_else(|| node.config().coordinator.clone())
+                .ok_or_else(|| {
+                    Error::Config("no coordinator: run `register` or pass --coordinator".into())
+                })?;
+            let client = MeshClient::new(&coordinator, node.signing_key().clone())?;
+            let mut runner = Runner::new(client, Sandbox::new()?, &device_type);
+            log(format_args!(
+                "node {} (key {}) -> {coordinator}",
+                node.node_id(),
+                node.key_id()
+            ));
+            if !once {
+                runner.run_forever();
+            }
+            match runner.once()? {
+                Step::Worked {
+                    task_id,
+                    error_code,
+                } => log(format_args!(
+                    "task {task_id} reported ({})",
+                    error_code.as_deref().unwrap_or("ok")
+                )),
+                Step::Idle(reason) => log(format_args!(
+                    "no task ({})",
+                    reason.as_deref().unwrap_or("no_work")
+                )),
+                Step::RetryAfter(d) => log(format_args!("rate limited; retry after {d:?}")),
+                Step::NotActive => log("node not active yet (awaiting approval)"),
+                Step::Paused(reason) => log(format_args!(
+                    "policy asks for no work ({})",
+                    reason.as_deref().unwrap_or("no reason given")
+                )),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The agent's work loop: heartbeat, pull, run in the sandbox, report.
+//!
+//! In scope: turning a pulled task into sandbox limits, enforcing the
+//! coordinator's policy locally before anything runs (task kind, memory,
+//! fuel and timeout ceilings; `work: none` means no pulling), building the
+//! result body, and the pacing of the loop: heartbeats at the coordinator's
+//! interval, idle backoff after `204` (up to 30 s, reset after work),
+//! `Retry-After` after `429`, slow heartbeats while not yet approved, and
+//! exponential backoff with jitter while the coordinator is unreachable. The
+//! loop never exits on a transient error.
+//!
+//! Out of scope: signing and HTTP ([`crate::client`]), the sandbox itself
+//! ([`crate::sandbox`]), telemetry readings ([`crate::telemetry`]).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::Error;
+use crate::client::{Assignment, MeshClient, NODE_NOT_ACTIVE, Policy, Pull, Task, TaskResult};
+use crate::sandbox::{FailureReason, Limits, Outcome, Sandbox};
+
+/// Heartbeat interval until the coordinator names one.
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 10;
+/// Longest wait between pulls when idle, and between retries when the
+/// coordinator is unreachable.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Shortest wait between heartbeats while the node awaits approval.
+pub const NOT_ACTIVE_WAIT: Duration = Duration::from_secs(30);
+/// Attempts at delivering one result while the coordinator is unreachable.
+const REPORT_ATTEMPTS: u32 = 4;
+
+/// Writes one short log line to stderr.
+pub fn log(message: impl std::fmt::Display) {
+    eprintln!("edgecoder-agent: {message}");
+}
+
+/// Ceilings the agent keeps whatever a coordinator's policy says (the
+/// coordinator's own maximums): a hostile or broken coordinator cannot make
+/// the device give a task more.
+pub const CEILING_MEMORY_MB: u64 = 512;
+/// Most fuel a task gets.
+pub const CEILING_FUEL: u64 = 10_000_000_000;
+/// Longest a task runs.
+pub const CEILING_TIMEOUT_MS: u64 = 300_000;
+/// Output reported: under the coordinator's default request cap (256 KiB)
+/// once base64-encoded with the rest of the result.
+pub const MAX_REPORTED_OUTPUT: usize = 128 * 1024;
+/// Characters of stdout and stderr reported (what the coordinator keeps).
+pub const MAX_REPORTED_LOG_CHARS: usize = 16 * 1024;
+
+/// Why `task` may not run under `policy`, if it may not.
+pub fn policy_refusal(task: &Task, policy: &Policy) -> Option<String> {
+    if task.resources.memory_mb > CEILING_MEMORY_MB
+        || task.resources.fuel > CEILING_FUEL
+        || task.timeout_ms > CEILING_TIMEOUT_MS
+    {
+        return Some("task asks for more than this agent ever gives".to_owned());
+    }
+    if !policy.allowed_task_kinds.iter().any(|k| k == &task.kind) {
+        return Some(format!("task kind {:?} is not allowed", task.kind));
+    }
+    if task.kind != "wasm" {
+        return Some(format!("this agent does not run {:?} tasks", task.kind));
+    }
+    let over = |asked: u64, max: Option<u64>| max.is_some_and(|m| asked > m);
+    if over(task.resources.memory_mb, policy.max_memory_mb) {
+        return Some(format!(
+            "task asks for {} MiB; the policy allows {:?}",
+            task.resources.memory_mb, policy.max_memory_mb
+        ));
+    }
+    if over(task.resources.fuel, policy.max_fuel) {
+        return Some(format!(
+            "task asks for {} fuel; the policy allows {:?}",
+            task.resources.fuel, policy.max_fuel
+        ));
+    }
+    if over(task.timeout_ms, policy.max_timeout_ms) {
+        return Some(format!(
+            "task asks for {} ms; the policy allows {:?}",
+            task.timeout_ms, policy.max_timeout_ms
+        ));
+    }
+    None
+}
+
+/// Runs `task` under `policy` in `sandbox`: the policy is checked first,
+/// then the bytes are decoded and handed over with their digests.
+pub fn run_task(sandbox: &Sandbox, task: &Task, policy: &Policy) -> Outcome {
+    if let Some(why) = policy_refusal(task, policy) {
+        return Outcome::refused(FailureReason::OutsideSubset, why);
+    }
+    let (Some(module), Some(input)) = (&task.module, &task.input) else {
+        return Outcome::refused(FailureReason::OutsideSubset, "task has no module or input");
+    };
+    // Bytes that do not decode cannot match any digest.
+    let Ok(module_bytes) = STANDARD.decode(&module.bytes) else {
+        return Outcome::refused(
+            FailureReason::SnapshotDigestMismatch,
+            "module bytes are not base64",
+        );
+    };
+    let Ok(input_bytes) = STANDARD.decode(&input.bytes) else {
+        return Outcome::refused(
+            FailureReason::SnapshotDigestMismatch,
+            "input bytes are not base64",
+        );
+    };
+    let mut limits = Limits::new(
+        task.resources.memory_mb,
+        task.resources.fuel,
+        task.timeout_ms,
+    );
+    limits.max_output_bytes = MAX_REPORTED_OUTPUT;
+    sandbox.run(
+        &module_bytes,
+        &module.digest,
+        &input_bytes,
+        &input.digest,
+        &limits,
+    )
+}
+
+/// The result body for `outcome` under `lease_id`.
+pub fn task_result(lease_id: &str, outcome: &Outcome) -> TaskResult {
+    TaskResult {
+        lease_id: lease_id.to_owned(),
+        ok: outcome.is_ok(),
+        output_digest: outcome.output_digest.clone(),
+        output: outcome.is_ok().then(|| STANDARD.encode(&outcome.output)),
+        duration_ms: outcome.duration_ms,
+        error_code: outcome.error_code().map(str::to_owned),
+        fuel_used: outcome.fuel_used,
+        stdout: outcome
+            .stdout
+            .lossy()
+            .chars()
+            .take(MAX_REPORTED_LOG_CHARS)
+            .collect(),
+        stderr: outcome
+            .stderr
+            .lossy()
+            .chars()
+            .take(MAX_REPORTED_LOG_CHARS)
+            .collect(),
+    }
+}
+
+/// Runs an assignment (a task that could not be read is refused as
+/// `outside_subset`) and builds its result.
+pub fn execute(sandbox: &Sandbox, assignment: &Assignment, policy: &Policy) -> TaskResult {
+    let outcome = match &assignment.task {
+        Ok(task) => run_task(sandbox, task, policy),
+        Err(why) => Outcome::refused(
+            FailureReason::OutsideSubset,
+            format!("unreadable task: {why}"),
+        ),
+    };
+    task_result(&assignment.lease_id, &outcome)
+}
+
+/// What one pull led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A task ran (or was refused) and its result was delivered.
+    Worked {
+        /// Task id.
+        task_id: String,
+        /// The reported failure reason, if it failed.
+        error_code: Option<String>,
+    },
+    /// No work (`edgecoder-reason`, if given).
+    Idle(Option<String>),
+    /// Rate-limited: wait this long.
+    RetryAfter(Duration),
+    /// The node is not approved (or suspended).
+    NotActive,
+    /// The policy asks for no work; nothing was pulled.
+    Paused(Option<String>),
+}
+
+/// Doubling delays with jitter, between a floor and [`MAX_BACKOFF`].
+#[derive(Debug, Clone)]
+struct Backoff {
+    next: Duration,
+    floor: Duration,
+}
+
+impl Backoff {
+    fn new(floor: Duration) -> Self {
+        Backoff { next: floor, floor }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.floor;
+    }
+
+    /// The next delay: between half and all of the current step, so devices
+    /// that lost the coordinator together do not return in lockstep.
+    fn step(&mut self) -> Duration {
+        let full = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        let mut b = [0u8; 1];
+        let fraction = if crate::node::random_bytes(&mut b).is_ok() {
+            0.5 + f64::from(b[0]) / 510.0
+        } else {
+            1.0
+        };
+        full.mul_f64(fraction)
+    }
+}
+
+/// The agent loop for one node.
+pub struct Runner {
+    client: MeshClient,
+    sandbox: Sandbox,
+    device_type: String,
+    policy: Option<Policy>,
+    heartbeat_interval: Duration,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("client", &self.client)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// A runner reporting `device_type` in its telemetry.
+    pub fn new(client: MeshClient, sandbox: Sandbox, device_type: &str) -> Self {
+        Runner {
+            client,
+            sandbox,
+            device_type: device_type.to_owned(),
+            policy: None,
+            heartbeat_interval: Duration::from_secs(DEFAULT_HEARTBEAT_SECS),
+        }
+    }
+
+    /// The policy from the last heartbeat.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// Sends one heartbeat and keeps the policy and interval it returns.
+    pub fn heartbeat(&mut self) -> Result<(), Error> {
+        let telemetry = crate::telemetry::sample(&self.device_type);
+        let answer = self.client.heartbeat(&telemetry)?;
+        if let Some(secs) = answer.heartbeat_interval_secs {
+            self.heartbeat_interval = Duration::from_secs(secs.clamp(1, 3600));
+        }
+        if self.policy.as_ref() != Some(&answer.policy) {
+            log(format_args!(
+                "policy: work={} kinds={:?}{}",
+                answer.policy.work,
+                answer.policy.allowed_task_kinds,
+                answer
+                    .policy
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ));
+        }
+        self.policy = Some(answer.policy);
+        Ok(())
+    }
+
+    /// Pulls at most one task, runs it and reports. Needs a policy from a
+    /// heartbeat first; without one nothing is pulled.
+    pub fn pull_and_work(&mut self) -> Result<Step, Error> {
+        let Some(policy) = self.policy.clone() else {
+            return Ok(Step::Paused(Some("no policy yet".into())));
+        };
+        if policy.wants_no_work() {
+            return Ok(Step::Paused(policy.reason.clone()));
+        }
+        match self.client.pull()? {
+            Pull::Task(assignment) => {
+                log(format_args!("task {}: running", assignment.task_id));
+                let result = execute(&self.sandbox, &assignment, &policy);
+                log(format_args!(
+                    "task {}: {} in {} ms, fuel {}",
+                    assignment.task_id,
+                    result.error_code.as_deref().unwrap_or("ok"),
+                    result.duration_ms,
+                    result.fuel_used
+                ));
+                self.deliver(&assignment.task_id, &result)?;
+                Ok(Step::Worked {
+                    task_id: assignment.task_id,
+                    error_code: result.error_code,
+                })
+            }
+            Pull::NoWork { reason } => Ok(Step::Idle(reason)),
+            Pull::RetryAfter(d) => Ok(Step::RetryAfter(d)),
+            Pull::NotActive => Ok(Step::NotActive),
+        }
+    }
+
+    /// Reports a result, retrying while the coordinator is unreachable (the
+    /// work is done; losing the result to a restart would waste it).
+    fn deliver(&self, task_id: &str, result: &TaskResult) -> Result<(), Error> {
+        let mut backoff = Backoff::new(Duration::from_secs(1));
+        let mut attempt = 1;
+        loop {
+            match self.client.report(task_id, result) {
+                Err(e) if e.is_transient() && attempt < REPORT_ATTEMPTS => {
+                    log(format_args!(
+                        "task {task_id}: report failed ({e}); retrying"
+                    ));
+                    std::thread::sleep(backoff.step());
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One heartbeat and at most one pull/run/report.
+    pub fn once(&mut self) -> Result<Step, Error> {
+        match self.heartbeat() {
+            Ok(()) => {}
+            Err(e) if e.problem_code() == Some(NODE_NOT_ACTIVE) => return Ok(Step::NotActive),
+            Err(e) => return Err(e),
+        }
+        self.pull_and_work()
+    }
+
+    /// Runs until the process is stopped.
+    pub fn run_forever(&mut self) -> ! {
+        let mut idle = Backoff::new(Duration::from_secs(1));
+        let mut errors = Backoff::new(Duration::from_secs(1));
+        let mut next_heartbeat = Instant::now();
+        loop {
+            if Instant::now() >= next_heartbeat {
+                match self.heartbeat() {
+                    Ok(()) => {
+                        errors.reset();
+                        next_heartbeat = Instant::now() + self.heartbeat_interval;
+                    }
+                    Err(e) if e.problem_code() == Some(NODE_NOT_ACTIVE) => {
+                        log("node not active yet (awaiting approval)");
+                        let wait = self.heartbeat_interval.max(NOT_ACTIVE_WAIT);
+                        next_heartbeat = Instant::now() + wait;
+                        std::thread::sleep(wait);
+                        continue;
+                    }
+                    Err(e) => {
+                        // Refusals are logged and retried too: an operator
+                        // may fix the node's registration without a restart.
+                        log(format_args!("heartbeat: {e}"));
+                        std::thread::sleep(errors.step());
+                        continue;
+                    }
+                }
+            }
+            let until_heartbeat = next_heartbeat.saturating_duration_since(Instant::now());
+            let delay = match self.pull_and_work() {
+                Ok(Step::Worked { .. }) => {
+                    idle.reset();
+                    errors.reset();
+                    Duration::ZERO
+                }
+                Ok(Step::Idle(_)) => {
+                    errors.reset();
+                    idle.step().min(until_heartbeat)
+                }
+                // The coordinator asked for this wait; honour it in full.
+                Ok(Step::RetryAfter(d)) => d,
+                Ok(Step::NotActive) => {
+                    log("node not active yet (awaiting approval)");
+                    let wait = self.heartbeat_interval.max(NOT_ACTIVE_WAIT);
+                    next_heartbeat = Instant::now() + wait;
+                    wait
+                }
+                Ok(Step::Paused(_)) => until_heartbeat,
+                Err(e) => {
+                    log(format_args!("pull: {e}"));
+                    if e.is_transient() {
+                        // Back from an outage: heartbeat before pulling.
+                        next_heartbeat = Instant::now();
+                    }
+                    errors.step()
+                }
+            };
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Blob, Resources};
+
+    fn policy() -> Policy {
+        serde_json::from_value(serde_json::json!({
+            "allowed_task_kinds": ["wasm"],
+            "max_memory_mb": 64, "max_fuel": 1_000_000, "max_timeout_ms": 5000,
+            "work": "any"
+        }))
+        .expect("policy")
+    }
+
+    fn task(module: &[u8], input: &[u8]) -> Task {
+        Task {
+            id: "t1".into(),
+            kind: "wasm".into(),
+            module: Some(Blob {
+                digest: crate::sandbox::digest(module),
+                bytes: STANDARD.encode(module),
+            }),
+            input: Some(Blob {
+                digest: crate::sandbox::digest(input),
+                bytes: STANDARD.encode(input),
+            }),
+            timeout_ms: 1000,
+            resources: Resources {
+                memory_mb: 16,
+                fuel: 100_000,
+            },
+        }
+    }
+
+    const ECHO: &str = r#"(module
+        (import "edgecoder" "read_input" (func $read (param i32 i32) (result i32)))
+        (import "edgecoder" "write_output" (func $write (param i32 i32)))
+        (memory (export "memory") 1)
+        (func (export "run") (call $write (i32.const 0) (call $read (i32.const 0) (i32.const 1024)))))"#;
+
+    #[test]
+    fn tasks_run_and_results_carry_output() {
+        let sandbox = Sandbox::new().expect("sandbox");
+        let module = wat::parse_str(ECHO).expect("wat");
+        let t = task(&module, b"hello");
+        let outcome = run_task(&sandbox, &t, &policy());
+        assert!(outcome.is_ok(), "{:?}", outcome.failure);
+        let r = task_result("l1", &outcome);
+        assert!(r.ok);
+        assert_eq!(r.output.as_deref(), Some("aGVsbG8="));
+        assert_eq!(r.output_digest, Some(crate::sandbox::digest(b"hello")));
+        assert_eq!(r.error_code, None);
+        let json = serde_json::to_value(&r).expect("json");
+        for field in [
+            "lease_id",
+            "ok",
+            "output_digest",
+            "output",
+            "duration_ms",
+            "error_code",
+            "fuel_used",
+            "stdout",
+            "stderr",
+        ] {
+            assert!(json.get(field).is_some(), "{field}");
+        }
+    }
+
+    #[test]
+    fn policy_ceilings_refuse_before_running() {
+        let sandbox = Sandbox::new().expect("sandbox");
+        let module = wat::parse_str(ECHO).expect("wat");
+        type Tweak = fn(&mut Task);
+        let cases: [(&str, Tweak); 4] = [
+            ("kind", |t| t.kind = "inference".into()),
+            ("memory", |t| t.resources.memory_mb = 65),
+            ("fuel", |t| t.resources.fuel = 1_000_001),
+            ("timeout", |t| t.timeout_ms = 5001),
+        ];
+        for (name, change) in cases {
+            let mut t = task(&module, b"x");
+            change(&mut t);
+            let outcome = run_task(&sandbox, &t, &policy());
+            assert_eq!(outcome.error_code(), Some("outside_subset"), "{name}");
+            assert!(!outcome.executed, "{name}");
+            let r = task_result("l", &outcome);
+            assert!(!r.ok);
+            assert_eq!(r.output, None);
+            assert_eq!(r.output_digest, None);
+        }
+        // A kind the policy allows but this agent cannot run.
+        let mut p = policy();
+        p.allowed_task_kinds.push("inference".into());
+        let mut t = task(&module, b"x");
+        t.kind = "inference".into();
+        assert_eq!(
+            run_task(&sandbox, &t, &p).error_code(),
+            Some("outside_subset")
+        );
+    }
+
+    #[test]
+    fn undecodable_bytes_and_unreadable_tasks_are_refused() {
+        let sandbox = Sandbox::new().expect("sandbox");
+        let module = wat::parse_str(ECHO).expect("wat");
+        let mut t = task(&module, b"x");
+        if let Some(m) = t.module.as_mut() {
+            m.bytes = "%%%".into();
+        }
+        assert_eq!(
+            run_task(&sandbox, &t, &policy()).error_code(),
+            Some("snapshot_digest_mismatch")
+        );
+        let a = Assignment {
+            task_id: "t9".into(),
+            lease_id: "l9".into(),
+            lease_expires_at: None,
+            task: Err("missing field".into()),
+        };
+        let r = execute(&sandbox, &a, &policy());
+        assert_eq!(r.error_code.as_deref(), Some("outside_subset"));
+        assert_eq!(r.lease_id, "l9");
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_secs(1));
+        let first = b.step();
+        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+        for _ in 0..10 {
+            assert!(b.step() <= MAX_BACKOFF);
+        }
+        assert_eq!(b.next, MAX_BACKOFF);
+        b.reset();
+        assert_eq!(b.next, Duration::from_secs(1));
+    }
+}

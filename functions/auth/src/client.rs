@@ -1,0 +1,188 @@
+//! [`IdentityClient`] implementations for the other functions: in-process
+//! over the shared database (native, the Worker), and over HTTP where each
+//! component has its own store (Spin): `GET /auth/me` with the caller's own
+//! access token, `POST /auth/nodes/redeem` with the service credential.
+//!
+//! Out of scope: deciding what a caller may do (the calling function does).
+
+use std::rc::Rc;
+
+use edgecoder_kernel::http_types::Method;
+use edgecoder_kernel::{
+    Caller, Clock, Config, Enrollment, Error as KernelError, IdentityClient, Outbound,
+    OutboundRequest, Sql, async_trait,
+};
+use serde::Deserialize;
+
+use crate::Error;
+use crate::api::nodes;
+use crate::session;
+
+/// Answers from the auth function's own tables.
+pub struct InProcess {
+    /// The database holding users, sessions and enrollments.
+    pub sql: Rc<dyn Sql>,
+    /// Time source.
+    pub clock: Rc<dyn Clock>,
+    /// Settings (issuer, audience, verification keys).
+    pub config: Config,
+}
+
+/// Credential refusals become "no caller"; storage failures stay errors.
+fn refused(e: Error) -> Result<(), KernelError> {
+    match e {
+        Error::Kernel(k @ (KernelError::Storage(_) | KernelError::Config(_))) => Err(k),
+        Error::Kernel(KernelError::Outbound(m)) => Err(KernelError::Outbound(m)),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait(?Send)]
+impl IdentityClient for InProcess {
+    async fn caller(&self, access_token: &str) -> Result<Option<Caller>, KernelError> {
+        let now = self.clock.now_ms();
+        match session::authenticate_token(self.sql.as_ref(), &self.config, now, access_token).await
+        {
+            Ok(p) => Ok(Some(Caller {
+                user_id: p.user_id,
+                auth_time: p.auth_time,
+                email_verified: p.email_verified,
+                roles: p.roles,
+            })),
+            Err(e) => refused(e).map(|()| None),
+        }
+    }
+
+    async fn redeem_enrollment(
+        &self,
+        token: &str,
+        node_id: &str,
+        kind: &str,
+    ) -> Result<Option<Enrollment>, KernelError> {
+        let now = self.clock.now_ms();
+        match nodes::redeem(self.sql.as_ref(), now, token, node_id, kind).await {
+            Ok(r) => Ok(Some(Enrollment {
+                node_id: r.node_id,
+                kind: r.kind,
+                owner_id: r.owner_id,
+            })),
+            Err(e) => refused(e).map(|()| None),
+        }
+    }
+}
+
+/// Asks the auth function over HTTP.
+pub struct Http {
+    /// Where the auth function is served (no trailing slash).
+    pub base: String,
+    /// The `service_token`, for redemption.
+    pub service_token: Option<String>,
+    /// Outbound HTTP.
+    pub outbound: Rc<dyn Outbound>,
+}
+
+#[derive(Deserialize)]
+struct Me {
+    id: String,
+    email_verified: bool,
+    roles: Vec<String>,
+    auth_time: i64,
+}
+
+#[derive(Deserialize)]
+struct Redeemed {
+    node_id: String,
+    kind: String,
+    owner_id: String,
+}
+
+#[async_trait(?Send)]
+impl IdentityClient for Http {
+    async fn caller(&self, access_token: &str) -> Result<Option<Caller>, KernelError> {
+        // A token with characters a header cannot carry is no token at all.
+        if access_token.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+            return Ok(None);
+        }
+        let resp = self
+            .outbound
+            .send(OutboundRequest {
+                method: Method::GET,
+                url: format!("{}/auth/me", self.base),
+                headers: vec![("authorization".into(), format!("Bearer {access_token}"))],
+                body: Vec::new(),
+            })
+            .await?;
+        match resp.status {
+            200 => {
+                let me: Me = serde_json::from_slice(&resp.body)
+                    .map_err(|_| KernelError::Outbound("auth answered /auth/me oddly".into()))?;
+                Ok(Some(Caller {
+                    user_id: me.id,
+                    auth_time: me.auth_time,
+                    email_verified: me.email_verified,
+                    roles: me.roles,
+                }))
+            }
+            401 | 403 => Ok(None),
+            s => Err(KernelError::Outbound(format!("auth answered {s}"))),
+        }
+    }
+
+    async fn redeem_enrollment(
+        &self,
+        token: &str,
+        node_id: &str,
+        kind: &str,
+    ) -> Result<Option<Enrollment>, KernelError> {
+        let service = self.service_token.as_deref().ok_or_else(|| {
+            KernelError::Config("set service_token so the mesh can redeem enrollments".into())
+        })?;
+        let body = serde_json::json!({"enrollment_token": token, "node_id": node_id, "kind": kind});
+        let resp = self
+            .outbound
+            .send(OutboundRequest {
+                method: Method::POST,
+                url: format!("{}/auth/nodes/redeem", self.base),
+                headers: vec![
+                    ("authorization".into(), format!("Bearer {service}")),
+                    ("content-type".into(), "application/json".into()),
+                ],
+                body: body.to_string().into_bytes(),
+            })
+            .await?;
+        match resp.status {
+            200 => {
+                let r: Redeemed = serde_json::from_slice(&resp.body).map_err(|_| {
+                    KernelError::Outbound("auth answered /auth/nodes/redeem oddly".into())
+                })?;
+                Ok(Some(Enrollment {
+                    node_id: r.node_id,
+                    kind: r.kind,
+                    owner_id: r.owner_id,
+                }))
+            }
+            400 => Ok(None),
+            s => Err(KernelError::Outbound(format!(
+                "auth answered {s} to a redemption"
+            ))),
+        }
+    }
+}
+
+/// The client of a deployment that cannot reach the auth function (503).
+pub struct Unavailable(pub &'static str);
+
+#[async_trait(?Send)]
+impl IdentityClient for Unavailable {
+    async fn caller(&self, _: &str) -> Result<Option<Caller>, KernelError> {
+        Err(KernelError::Config(self.0.into()))
+    }
+    async fn redeem_enrollment(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<Enrollment>, KernelError> {
+        Err(KernelError::Config(self.0.into()))
+    }
+}

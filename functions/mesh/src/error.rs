@@ -1,0 +1,265 @@
+//! The mesh function's one error enum and its problem+json mapping.
+//!
+//! Authentication failures are specific on purpose (a node operator needs to
+//! know whether its clock, its key or its body is wrong); none of them says
+//! anything about another node.
+
+use edgecoder_kernel::Problem;
+use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
+use edgecoder_kernel::httpsig::SigError;
+
+/// What can go wrong in the mesh function.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Neither a node signature nor an acceptable access token.
+    #[error("mesh authentication required")]
+    Unauthorized,
+    /// A signed request that failed a signature check.
+    #[error("signature refused: {0}")]
+    Signature(#[from] SigError),
+    /// `keyid` names no registered key.
+    #[error("unknown key")]
+    UnknownKey,
+    /// The nonce was already used with this key inside the window.
+    #[error("replay detected")]
+    ReplayDetected,
+    /// The node is not approved, or suspended, or rejected.
+    #[error("node not active")]
+    NodeNotActive,
+    /// The node spent its request budget.
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until the next window.
+        retry_after_secs: i64,
+    },
+    /// The access token is missing, invalid, or its session is gone.
+    #[error("invalid access token")]
+    InvalidToken,
+    /// The caller lacks the role the route needs.
+    #[error("forbidden")]
+    Forbidden,
+    /// The caller's last sign-in is older than the step-up window.
+    #[error("step-up required")]
+    StepUpRequired,
+    /// A node id outside the enrollment pattern.
+    #[error("invalid node id")]
+    InvalidNodeId,
+    /// The public key is not a P-256 SEC1 point in base64url.
+    #[error("invalid public key")]
+    InvalidPublicKey,
+    /// The enrollment token cannot be redeemed for this node id and kind.
+    #[error("enrollment token invalid")]
+    EnrollmentTokenInvalid,
+    /// The node id is registered already.
+    #[error("node already registered")]
+    NodeAlreadyRegistered,
+    /// The key is, or was, another registration's key.
+    #[error("key in use")]
+    KeyInUse,
+    /// The rotation proof by the new key does not verify.
+    #[error("key proof invalid")]
+    KeyProofInvalid,
+    /// No such node visible to the caller.
+    #[error("node not found")]
+    NodeNotFound,
+    /// The node's status does not allow this decision.
+    #[error("invalid transition")]
+    InvalidTransition,
+    /// Task bytes do not hash to their declared digest.
+    #[error("digest mismatch")]
+    DigestMismatch,
+    /// A digest given without bytes that is not stored.
+    #[error("blob unknown")]
+    BlobUnknown,
+    /// A task kind outside the policy's subset.
+    #[error("outside subset")]
+    OutsideSubset,
+    /// Task limits above the policy's maximums.
+    #[error("limits exceeded")]
+    LimitsExceeded(&'static str),
+    /// No such task visible to the caller.
+    #[error("task not found")]
+    TaskNotFound,
+    /// The lease is unknown, another node's, expired, or already used.
+    #[error("lease invalid")]
+    LeaseInvalid,
+    /// A kernel error (storage, request shape, configuration).
+    #[error(transparent)]
+    Kernel(#[from] edgecoder_kernel::Error),
+}
+
+fn problem(status: StatusCode, code: &'static str, title: &'static str, detail: &str) -> Problem {
+    Problem::new(status, code, title).with_detail(detail)
+}
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Problem {
+        use StatusCode as S;
+        match e {
+            Error::Unauthorized => problem(
+                S::UNAUTHORIZED,
+                "mesh_unauthorized",
+                "Mesh authentication required",
+                "Sign the request with an active node's key (RFC 9421 Signature-Input, Signature and Content-Digest) or send an access token with the right role.",
+            ),
+            Error::Signature(s) => problem(
+                S::UNAUTHORIZED,
+                s.code(),
+                "Signature refused",
+                match s {
+                    SigError::Missing => "The request is not signed.",
+                    SigError::Malformed(_) => {
+                        "The signature headers are malformed or do not cover @method, @target-uri and content-digest with created, nonce and keyid."
+                    }
+                    SigError::Expired => {
+                        "`created` is more than 60 seconds away from the server's clock."
+                    }
+                    SigError::DigestMismatch => "Content-Digest does not match the body.",
+                    SigError::Invalid => {
+                        "The signature does not verify with the key named by keyid."
+                    }
+                },
+            ),
+            Error::UnknownKey => problem(
+                S::UNAUTHORIZED,
+                "unknown_key",
+                "Unknown key",
+                "keyid names no registered node key.",
+            ),
+            Error::ReplayDetected => problem(
+                S::UNAUTHORIZED,
+                "replay_detected",
+                "Replay detected",
+                "This nonce was already used with this key.",
+            ),
+            Error::NodeNotActive => problem(
+                S::FORBIDDEN,
+                "node_not_active",
+                "Node not active",
+                "The node is pending approval, suspended or rejected.",
+            ),
+            Error::RateLimited { retry_after_secs } => {
+                let secs = retry_after_secs.max(1);
+                problem(
+                    S::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many requests",
+                    "This node sent too many requests; retry later.",
+                )
+                .with_header(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_str(&secs.to_string())
+                        .unwrap_or(HeaderValue::from_static("60")),
+                )
+            }
+            Error::InvalidToken => problem(
+                S::UNAUTHORIZED,
+                "invalid_token",
+                "Invalid access token",
+                "The access token is invalid, expired or its session was signed out.",
+            ),
+            Error::Forbidden => problem(
+                S::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "Your roles do not allow this operation.",
+            ),
+            Error::StepUpRequired => problem(
+                S::FORBIDDEN,
+                "step_up_required",
+                "Step-up required",
+                "This operation needs a recent sign-in. Call POST /auth/step-up and retry with the new token.",
+            ),
+            Error::InvalidNodeId => problem(
+                S::BAD_REQUEST,
+                "invalid_node_id",
+                "Invalid node id",
+                "Node ids match ^[a-z0-9][a-z0-9._-]{2,62}$ without `..`.",
+            ),
+            Error::InvalidPublicKey => problem(
+                S::BAD_REQUEST,
+                "invalid_public_key",
+                "Invalid public key",
+                "public_key must be a P-256 SEC1 point in base64url.",
+            ),
+            Error::EnrollmentTokenInvalid => problem(
+                S::BAD_REQUEST,
+                "enrollment_token_invalid",
+                "Invalid enrollment token",
+                "The enrollment token is unknown, used, expired, or for another node id or kind.",
+            ),
+            Error::NodeAlreadyRegistered => problem(
+                S::CONFLICT,
+                "node_already_registered",
+                "Node already registered",
+                "This node id is registered; its key changes only by a signed rotation.",
+            ),
+            Error::KeyInUse => problem(
+                S::CONFLICT,
+                "key_in_use",
+                "Key in use",
+                "This key belongs, or belonged, to a registration already.",
+            ),
+            Error::KeyProofInvalid => problem(
+                S::BAD_REQUEST,
+                "key_proof_invalid",
+                "Key proof invalid",
+                "The new key's proof does not verify.",
+            ),
+            Error::NodeNotFound => problem(
+                S::NOT_FOUND,
+                "node_not_found",
+                "Node not found",
+                "No such node.",
+            ),
+            Error::InvalidTransition => problem(
+                S::CONFLICT,
+                "invalid_transition",
+                "Invalid transition",
+                "The node's current status does not allow this decision.",
+            ),
+            Error::DigestMismatch => problem(
+                S::UNPROCESSABLE_ENTITY,
+                "digest_mismatch",
+                "Digest mismatch",
+                "The bytes do not hash (blake3) to the declared digest.",
+            ),
+            Error::BlobUnknown => problem(
+                S::UNPROCESSABLE_ENTITY,
+                "blob_unknown",
+                "Unknown blob",
+                "A digest was given without bytes and nothing with that digest is stored.",
+            ),
+            Error::OutsideSubset => problem(
+                S::UNPROCESSABLE_ENTITY,
+                "outside_subset",
+                "Outside the allowed subset",
+                "The mesh runs task kinds in its policy only (\"wasm\").",
+            ),
+            Error::LimitsExceeded(which) => problem(
+                S::UNPROCESSABLE_ENTITY,
+                "limits_exceeded",
+                "Limits exceeded",
+                match which {
+                    "timeout_ms" => "timeout_ms is above the policy's maximum.",
+                    "memory_mb" => "resources.memory_mb is above the policy's maximum.",
+                    "fuel" => "resources.fuel is above the policy's maximum.",
+                    _ => "The task asks for more than the policy allows.",
+                },
+            ),
+            Error::TaskNotFound => problem(
+                S::NOT_FOUND,
+                "task_not_found",
+                "Task not found",
+                "No such task.",
+            ),
+            Error::LeaseInvalid => problem(
+                S::CONFLICT,
+                "lease_invalid",
+                "Lease invalid",
+                "The lease is not this node's, has expired, or was already used.",
+            ),
+            Error::Kernel(k) => k.into(),
+        }
+    }
+}

@@ -1,0 +1,694 @@
+//! Node identity: registration with an enrollment token and proof of
+//! possession, key rotation, operator decisions (approve, reject, suspend),
+//! listing, and the heartbeat that returns the node's policy.
+//!
+//! Out of scope: issuing enrollment tokens (the auth function) and the
+//! request-signature checks themselves ([`crate::authn`]).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use edgecoder_kernel::audit::{AuditEvent, Outcome};
+use edgecoder_kernel::http::{JSON, json_response, ok_json};
+use edgecoder_kernel::http_types::StatusCode;
+use edgecoder_kernel::keys::key_id;
+use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use p256::ecdsa::signature::Verifier as _;
+use p256::ecdsa::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use crate::authn::{self, Bearer, Node};
+use crate::policy::{self, Telemetry};
+use crate::{Error, rfc3339};
+
+/// The ledger payload type of approval decisions.
+pub const NODE_APPROVAL_V1: &str = "edgecoder.dev/node-approval/v1";
+/// What a rotation proof signs: this, node id, old key id, new key id.
+pub const ROTATION_CONTEXT: &str = "edgecoder.dev/key-rotation/v1";
+
+/// Whether `id` matches `^[a-z0-9][a-z0-9._-]{2,62}$` and has no `..` (the
+/// enrollment pattern).
+pub fn valid_node_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    (3..=63).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+        && !id.contains("..")
+}
+
+/// An audit INSERT for this request.
+pub fn audit(
+    s: &Services,
+    req: &Request,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+    outcome: Outcome,
+    details: Json,
+) -> Statement {
+    AuditEvent {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: target.map(str::to_owned),
+        outcome,
+        details,
+    }
+    .statement(&s.new_id(), s.clock.now_ms(), Some(&req.ctx))
+}
+
+/// Records an audit event on its own.
+pub async fn record(
+    s: &Services,
+    req: &Request,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+    outcome: Outcome,
+    details: Json,
+) -> Result<(), Error> {
+    s.sql
+        .execute(audit(s, req, actor, action, target, outcome, details))
+        .await?;
+    Ok(())
+}
+
+fn invalid(m: &str) -> Error {
+    edgecoder_kernel::Error::InvalidRequest(m.to_owned()).into()
+}
+
+fn short_text(v: &str, name: &str, max: usize) -> Result<(), Error> {
+    if v.is_empty() || v.len() > max || v.chars().any(|c| c.is_control()) {
+        return Err(invalid(&format!(
+            "{name} must be 1 to {max} printable characters."
+        )));
+    }
+    Ok(())
+}
+
+/// Declared capabilities.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// `wasmtime` or `none`.
+    pub sandbox: String,
+    /// CPU cores.
+    pub cpu_cores: u32,
+    /// Installed memory.
+    pub memory_mb: u64,
+    /// GPU description, if any.
+    #[serde(default)]
+    pub gpu: Option<Json>,
+    /// Models the node can serve.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+impl Capabilities {
+    fn validate(&self) -> Result<(), Error> {
+        if !matches!(self.sandbox.as_str(), "wasmtime" | "none") {
+            return Err(invalid(
+                "capabilities.sandbox must be \"wasmtime\" or \"none\".",
+            ));
+        }
+        if !(1..=4096).contains(&self.cpu_cores) || self.memory_mb > 1 << 24 {
+            return Err(invalid(
+                "capabilities.cpu_cores or memory_mb is out of range.",
+            ));
+        }
+        if self
+            .gpu
+            .as_ref()
+            .is_some_and(|g| g.to_string().len() > 1024)
+        {
+            return Err(invalid("capabilities.gpu is at most 1 KiB of JSON."));
+        }
+        if self.models.len() > 32 {
+            return Err(invalid("capabilities.models holds at most 32 names."));
+        }
+        for m in &self.models {
+            short_text(m, "a model name", 128)?;
+        }
+        Ok(())
+    }
+}
+
+/// `POST /mesh/nodes/register` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    enrollment_token: String,
+    node_id: String,
+    kind: String,
+    /// SEC1 point, base64url.
+    public_key: String,
+    os: String,
+    version: String,
+    capabilities: Capabilities,
+}
+
+async fn key_taken(s: &Services, kid: &str) -> Result<bool, Error> {
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT 1 AS taken FROM mesh_nodes WHERE key_id = ?1 \
+             UNION ALL SELECT 1 FROM mesh_retired_keys WHERE key_id = ?1",
+            vec![kid.into()],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
+/// `POST /mesh/nodes/register`.
+pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
+    let body: Register = req.json()?;
+    if !valid_node_id(&body.node_id) {
+        return Err(Error::InvalidNodeId);
+    }
+    if !matches!(body.kind.as_str(), "agent" | "coordinator") {
+        return Err(invalid("kind must be \"agent\" or \"coordinator\"."));
+    }
+    short_text(&body.os, "os", 64)?;
+    short_text(&body.version, "version", 64)?;
+    body.capabilities.validate()?;
+    let key = authn::parse_public_key(&body.public_key)?;
+    // Proof of possession: the registration is signed by the key it carries.
+    let kid = authn::signed_by_new_key(s, &req, &key).await?;
+    // Not `node:<id>` until the registration succeeds: the caller has only
+    // proved that it holds this key.
+    let claimant = format!("key:{kid}");
+    let actor = format!("node:{}", body.node_id);
+    if authn::load_node(s, &body.node_id).await?.is_some() {
+        record(
+            s,
+            &req,
+            &claimant,
+            "mesh.node.register",
+            Some(&body.node_id),
+            Outcome::Denied,
+            json!({"reason": "node_already_registered", "key_id": kid}),
+        )
+        .await?;
+        return Err(Error::NodeAlreadyRegistered);
+    }
+    if key_taken(s, &kid).await? {
+        return Err(Error::KeyInUse);
+    }
+    let Some(enrolled) = s
+        .identity
+        .redeem_enrollment(&body.enrollment_token, &body.node_id, &body.kind)
+        .await?
+    else {
+        record(
+            s,
+            &req,
+            &claimant,
+            "mesh.node.register",
+            Some(&body.node_id),
+            Outcome::Denied,
+            json!({"reason": "enrollment_token_invalid", "key_id": kid}),
+        )
+        .await?;
+        return Err(Error::EnrollmentTokenInvalid);
+    };
+    let now = s.clock.now_ms();
+    let caps = serde_json::to_string(&body.capabilities).unwrap_or_default();
+    let point = key.to_encoded_point(false);
+    let done = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO mesh_nodes (node_id, kind, owner_id, status, key_id, public_key, os, version, capabilities, registered_at, updated_at) \
+                 VALUES (?1, ?2, ?3, 'pending_approval', ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
+                 ON CONFLICT DO NOTHING RETURNING node_id",
+                vec![
+                    body.node_id.as_str().into(),
+                    body.kind.as_str().into(),
+                    enrolled.owner_id.as_str().into(),
+                    kid.as_str().into(),
+                    Value::Blob(point.as_bytes().to_vec()),
+                    body.os.as_str().into(),
+                    body.version.as_str().into(),
+                    caps.into(),
+                    Value::Integer(now),
+                ],
+            ),
+            audit(
+                s,
+                &req,
+                &actor,
+                "mesh.node.register",
+                Some(&body.node_id),
+                Outcome::Success,
+                json!({"key_id": kid, "kind": body.kind, "owner": enrolled.owner_id}),
+            ),
+        ])
+        .await;
+    let inserted = match done {
+        Ok(r) => r.first().is_some_and(|r| !r.rows.is_empty()),
+        // A racing registration of the same key hits the UNIQUE key_id.
+        Err(edgecoder_kernel::Error::Storage(m)) if m.contains("UNIQUE") => false,
+        Err(e) => return Err(e.into()),
+    };
+    if !inserted {
+        return Err(Error::NodeAlreadyRegistered);
+    }
+    let caps_json = serde_json::to_value(&body.capabilities).unwrap_or(Json::Null);
+    let (_, policy) = policy::for_node(&caps_json, None, blacklist_version(s).await?);
+    Ok(json_response(
+        StatusCode::CREATED,
+        JSON,
+        &json!({
+            "node_id": body.node_id,
+            "kind": body.kind,
+            "status": "pending_approval",
+            "key_id": kid,
+            "policy": policy,
+        }),
+    ))
+}
+
+/// `POST /mesh/nodes/{id}/keys/rotate` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    /// SEC1 point, base64url.
+    new_public_key: String,
+    /// The new key's signature (r‖s, base64url) over
+    /// `edgecoder.dev/key-rotation/v1\n{node_id}\n{old key id}\n{new key id}`.
+    proof: String,
+}
+
+/// The bytes a rotation proof signs.
+pub fn rotation_message(node_id: &str, old_kid: &str, new_kid: &str) -> String {
+    format!("{ROTATION_CONTEXT}\n{node_id}\n{old_kid}\n{new_kid}")
+}
+
+/// `POST /mesh/nodes/{id}/keys/rotate`: signed by the current key.
+pub async fn rotate(s: &Services, req: Request) -> Result<Response, Error> {
+    let node = authn::signed_node(s, &req).await?;
+    if req.param("id") != Some(node.node_id.as_str()) {
+        return Err(Error::Forbidden);
+    }
+    // A suspended node keeps its key until an operator restores it, so a
+    // blacklist keyed on it cannot be dodged.
+    if !matches!(node.status.as_str(), "active" | "pending_approval") {
+        return Err(Error::NodeNotActive);
+    }
+    let body: Rotate = req.json()?;
+    let new_key: VerifyingKey = authn::parse_public_key(&body.new_public_key)?;
+    let new_kid = key_id(&new_key);
+    let proof = URL_SAFE_NO_PAD
+        .decode(body.proof.trim_end_matches('=').as_bytes())
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or(Error::KeyProofInvalid)?;
+    new_key
+        .verify(
+            rotation_message(&node.node_id, &node.key_id, &new_kid).as_bytes(),
+            &proof,
+        )
+        .map_err(|_| Error::KeyProofInvalid)?;
+    if key_taken(s, &new_kid).await? {
+        return Err(Error::KeyInUse);
+    }
+    let now = s.clock.now_ms();
+    let point = new_key.to_encoded_point(false);
+    let done = s
+        .sql
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO mesh_retired_keys (key_id, node_id, retired_at) VALUES (?1, ?2, ?3)",
+                vec![
+                    node.key_id.as_str().into(),
+                    node.node_id.as_str().into(),
+                    Value::Integer(now),
+                ],
+            ),
+            Statement::new(
+                "UPDATE mesh_nodes SET key_id = ?3, public_key = ?4, updated_at = ?5 \
+                 WHERE node_id = ?1 AND key_id = ?2",
+                vec![
+                    node.node_id.as_str().into(),
+                    node.key_id.as_str().into(),
+                    new_kid.as_str().into(),
+                    Value::Blob(point.as_bytes().to_vec()),
+                    Value::Integer(now),
+                ],
+            ),
+            audit(
+                s,
+                &req,
+                &node.actor(),
+                "mesh.node.key_rotate",
+                Some(&node.node_id),
+                Outcome::Success,
+                json!({"old_key_id": node.key_id, "new_key_id": new_kid}),
+            ),
+        ])
+        .await;
+    match done {
+        Ok(_) => {}
+        Err(edgecoder_kernel::Error::Storage(m)) if m.contains("UNIQUE") => {
+            return Err(Error::KeyInUse);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ok_json(
+        &json!({"node_id": node.node_id, "key_id": new_kid, "previous_key_id": node.key_id}),
+    ))
+}
+
+/// `POST /mesh/nodes/{id}/(approve|reject|suspend)` body.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// An operator decision about a node.
+#[derive(Debug, Clone, Copy)]
+pub enum Decide {
+    /// pending_approval or suspended → active.
+    Approve,
+    /// pending_approval or suspended → rejected.
+    Reject,
+    /// pending_approval or active → suspended.
+    Suspend,
+}
+
+impl Decide {
+    fn name(self) -> &'static str {
+        match self {
+            Decide::Approve => "approve",
+            Decide::Reject => "reject",
+            Decide::Suspend => "suspend",
+        }
+    }
+    fn to(self) -> &'static str {
+        match self {
+            Decide::Approve => "active",
+            Decide::Reject => "rejected",
+            Decide::Suspend => "suspended",
+        }
+    }
+    fn from(self) -> &'static [&'static str] {
+        match self {
+            Decide::Approve | Decide::Reject => &["pending_approval", "suspended"],
+            Decide::Suspend => &["pending_approval", "active"],
+        }
+    }
+}
+
+/// Operator decisions: step-up, then the change, then a ledger entry (the
+/// change is undone when the ledger cannot take it), then the audit event.
+pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response, Error> {
+    let id = req.param("id").unwrap_or_default().to_owned();
+    let action = format!("mesh.node.{}", what.name());
+    let caller = match authn::operator(s, &req).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Ok(Bearer::User(c)) = authn::bearer(s, &req).await {
+                record(
+                    s,
+                    &req,
+                    &format!("user:{}", c.user_id),
+                    &action,
+                    Some(&id),
+                    Outcome::Denied,
+                    json!({"reason": refusal(&e)}),
+                )
+                .await?;
+            }
+            return Err(e);
+        }
+    };
+    let actor = format!("user:{}", caller.user_id);
+    if !valid_node_id(&id) {
+        return Err(Error::InvalidNodeId);
+    }
+    let body: Decision = if req.body.is_empty() {
+        Decision::default()
+    } else {
+        req.json()?
+    };
+    if let Some(r) = &body.reason {
+        short_text(r, "reason", 500)?;
+    }
+    let Some(node) = authn::load_node(s, &id).await? else {
+        return Err(Error::NodeNotFound);
+    };
+    if !what.from().contains(&node.status.as_str()) {
+        return Err(Error::InvalidTransition);
+    }
+    let now = s.clock.now_ms();
+    let changed = s
+        .sql
+        .execute(Statement::new(
+            "UPDATE mesh_nodes SET status = ?3, decided_by = ?4, decided_at = ?5, decision_reason = ?6, updated_at = ?5 \
+             WHERE node_id = ?1 AND status = ?2",
+            vec![
+                id.as_str().into(),
+                node.status.as_str().into(),
+                what.to().into(),
+                actor.as_str().into(),
+                Value::Integer(now),
+                body.reason.clone().into(),
+            ],
+        ))
+        .await?
+        .changes;
+    if changed != 1 {
+        return Err(Error::InvalidTransition);
+    }
+    let payload = json!({
+        "node_id": id,
+        "kind": node.kind,
+        "key_id": node.key_id,
+        "owner_id": node.owner_id,
+        "decision": what.name(),
+        "from": node.status,
+        "to": what.to(),
+        "actor": actor,
+        "reason": body.reason,
+        "decided_at": rfc3339(now),
+    });
+    let index = match s
+        .ledger
+        .append(
+            NODE_APPROVAL_V1,
+            payload.to_string().as_bytes(),
+            &format!("node-approval:{id}:{now}:{}", what.name()),
+        )
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            s.sql
+                .execute(Statement::new(
+                    "UPDATE mesh_nodes SET status = ?2 WHERE node_id = ?1 AND status = ?3 AND decided_at = ?4",
+                    vec![
+                        id.as_str().into(),
+                        node.status.as_str().into(),
+                        what.to().into(),
+                        Value::Integer(now),
+                    ],
+                ))
+                .await?;
+            record(
+                s,
+                &req,
+                &actor,
+                &action,
+                Some(&id),
+                Outcome::Failure,
+                json!({"reason": "ledger_unavailable"}),
+            )
+            .await?;
+            return Err(e.into());
+        }
+    };
+    record(
+        s,
+        &req,
+        &actor,
+        &action,
+        Some(&id),
+        Outcome::Success,
+        json!({"from": node.status, "to": what.to(), "ledger_index": index, "reason": body.reason}),
+    )
+    .await?;
+    Ok(ok_json(&json!({
+        "node_id": id,
+        "status": what.to(),
+        "previous_status": node.status,
+        "ledger_index": index,
+    })))
+}
+
+/// The refusal an audit event names.
+fn refusal(e: &Error) -> &'static str {
+    match e {
+        Error::Forbidden => "forbidden",
+        Error::StepUpRequired => "step_up_required",
+        _ => "unauthorized",
+    }
+}
+
+fn node_json(rows: &edgecoder_kernel::Rows, i: usize) -> Json {
+    let text = |c: &str| rows.get_str(i, c).map(str::to_owned);
+    let parse = |c: &str| {
+        rows.get_str(i, c)
+            .and_then(|t| serde_json::from_str::<Json>(t).ok())
+            .unwrap_or(Json::Null)
+    };
+    json!({
+        "node_id": text("node_id"),
+        "kind": text("kind"),
+        "owner_id": text("owner_id"),
+        "status": text("status"),
+        "key_id": text("key_id"),
+        "os": text("os"),
+        "version": text("version"),
+        "capabilities": parse("capabilities"),
+        "telemetry": parse("telemetry"),
+        "last_heartbeat_at": rows.get_i64(i, "last_heartbeat_at").map(rfc3339),
+        "registered_at": rows.get_i64(i, "registered_at").map(rfc3339),
+        "decided_by": text("decided_by"),
+        "decided_at": rows.get_i64(i, "decided_at").map(rfc3339),
+        "decision_reason": text("decision_reason"),
+    })
+}
+
+const LIST_COLUMNS: &str = "node_id, kind, owner_id, status, key_id, os, version, capabilities, telemetry, \
+     last_heartbeat_at, registered_at, decided_by, decided_at, decision_reason";
+
+/// `GET /mesh/nodes?status=`: operators see every node, users their own.
+pub async fn list(s: &Services, req: Request) -> Result<Response, Error> {
+    let caller = authn::bearer(s, &req).await?;
+    let status = req.query_param("status");
+    if let Some(st) = &status
+        && !matches!(
+            st.as_str(),
+            "pending_approval" | "active" | "rejected" | "suspended"
+        )
+    {
+        return Err(invalid(
+            "status must be pending_approval, active, rejected or suspended.",
+        ));
+    }
+    let owner = match &caller {
+        Bearer::User(c) if !caller.is_operator() => Some(c.user_id.clone()),
+        Bearer::User(_) => None,
+        Bearer::Service => return Err(Error::Forbidden),
+    };
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            format!(
+                "SELECT {LIST_COLUMNS} FROM mesh_nodes WHERE (?1 IS NULL OR status = ?1) \
+                 AND (?2 IS NULL OR owner_id = ?2) ORDER BY registered_at, node_id LIMIT 1000"
+            ),
+            vec![status.into(), owner.into()],
+        ))
+        .await?;
+    let nodes: Vec<Json> = (0..rows.rows.len()).map(|i| node_json(&rows, i)).collect();
+    Ok(ok_json(&json!({ "nodes": nodes })))
+}
+
+/// `GET /mesh/nodes/{id}`: the node itself (signed), its owner or an operator.
+pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
+    let id = req.param("id").unwrap_or_default().to_owned();
+    let allowed_owner = if authn::is_signed(&req) {
+        let node = authn::signed_node(s, &req).await?;
+        if node.node_id != id {
+            return Err(Error::NodeNotFound);
+        }
+        None
+    } else {
+        match authn::bearer(s, &req).await? {
+            b @ Bearer::User(_) if b.is_operator() => None,
+            Bearer::User(c) => Some(c.user_id),
+            Bearer::Service => return Err(Error::Forbidden),
+        }
+    };
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            format!("SELECT {LIST_COLUMNS} FROM mesh_nodes WHERE node_id = ?1"),
+            vec![id.as_str().into()],
+        ))
+        .await?;
+    if rows.rows.is_empty()
+        || allowed_owner
+            .as_deref()
+            .is_some_and(|o| rows.get_str(0, "owner_id") != Some(o))
+    {
+        return Err(Error::NodeNotFound);
+    }
+    Ok(ok_json(&node_json(&rows, 0)))
+}
+
+/// The blacklist version nodes should hold.
+pub async fn blacklist_version(s: &Services) -> Result<i64, Error> {
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT COALESCE(MAX(seq), 0) AS v FROM mesh_blacklist",
+            vec![],
+        ))
+        .await?;
+    Ok(rows.get_i64(0, "v").unwrap_or(0))
+}
+
+/// The policy of a node from its stored telemetry.
+pub async fn node_policy(
+    s: &Services,
+    node: &Node,
+) -> Result<(Option<policy::Limits>, Json), Error> {
+    let telemetry: Option<Telemetry> = node
+        .telemetry
+        .clone()
+        .and_then(|t| serde_json::from_value(t).ok());
+    let bl = blacklist_version(s).await?;
+    let (limits, mut p) = policy::for_node(&node.capabilities, telemetry.as_ref(), bl);
+    if node.status != "active" {
+        p["work"] = json!("none");
+        p["reason"] = json!("node_not_active");
+        return Ok((None, p));
+    }
+    Ok((limits, p))
+}
+
+/// `POST /mesh/heartbeat`: stores telemetry, answers the node's policy.
+/// Pending and suspended nodes may heartbeat (to learn their status); a
+/// rejected node may not.
+pub async fn heartbeat(s: &Services, req: Request) -> Result<Response, Error> {
+    let mut node = authn::signed_node(s, &req).await?;
+    if node.status == "rejected" {
+        return Err(Error::NodeNotActive);
+    }
+    let t: Telemetry = req.json()?;
+    t.validate()?;
+    let stored = serde_json::to_value(&t).unwrap_or(Json::Null);
+    s.sql
+        .execute(Statement::new(
+            "UPDATE mesh_nodes SET telemetry = ?2, last_heartbeat_at = ?3 WHERE node_id = ?1",
+            vec![
+                node.node_id.as_str().into(),
+                stored.to_string().into(),
+                Value::Integer(s.clock.now_ms()),
+            ],
+        ))
+        .await?;
+    node.telemetry = Some(stored);
+    let (_, p) = node_policy(s, &node).await?;
+    Ok(ok_json(&json!({
+        "node_id": node.node_id,
+        "status": node.status,
+        "policy": p,
+        "heartbeat_interval_secs": policy::HEARTBEAT_INTERVAL_SECS,
+    })))
+}

@@ -1,0 +1,229 @@
+//! The device agent end to end against the native runtime: a user signs up
+//! and enrolls a node; the real `edgecoder-agent` binary generates its key,
+//! registers with the enrollment token and waits for approval; an operator
+//! approves; a user submits a wasm task (compiled here from WAT); the agent
+//! pulls it, runs it in its wasmtime sandbox and reports; the submitter
+//! reads an output whose digest is blake3 of the expected bytes, and the
+//! completion is in the ledger. Hostile modules fail with their reason and
+//! the agent takes the next task.
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use edgecoder_conformance::harness::{
+    agent_binary, conformance_target, dev_settings, edgecoder_binary, env_name, signing_key_base64,
+    start_native,
+};
+use edgecoder_conformance::identity::Ctx;
+use edgecoder_conformance::mesh::enroll;
+use edgecoder_conformance::{Client, Reply};
+use serde_json::{Value as Json, json};
+
+/// Reads the input, upper-cases ASCII letters, writes the output.
+const UPPERCASE: &str = r#"
+(module
+  (import "edgecoder" "input_len" (func $input_len (result i32)))
+  (import "edgecoder" "read_input" (func $read_input (param i32 i32) (result i32)))
+  (import "edgecoder" "write_output" (func $write_output (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "run")
+    (local $n i32) (local $i i32) (local $c i32)
+    (local.set $n (call $read_input (i32.const 0) (call $input_len)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $c (i32.load8_u (local.get $i)))
+        (if (i32.and (i32.ge_u (local.get $c) (i32.const 97)) (i32.le_u (local.get $c) (i32.const 122)))
+          (then (i32.store8 (local.get $i) (i32.sub (local.get $c) (i32.const 32)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (call $write_output (i32.const 0) (local.get $n))))
+"#;
+
+const SPIN: &str = r#"(module (func (export "run") (loop $l (br $l))))"#;
+
+fn blob(bytes: &[u8]) -> Json {
+    json!({"digest": format!("blake3:{}", blake3::hash(bytes).to_hex()), "bytes": STANDARD.encode(bytes)})
+}
+
+fn agent(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(agent_binary())
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("edgecoder-agent");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn ok(r: Result<Reply, String>, status: u16, what: &str) -> Json {
+    let r = r.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(
+        r.status,
+        status,
+        "{what}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json().unwrap_or(Json::Null)
+}
+
+fn submit(x: &Ctx, token: &str, module: &[u8], input: &[u8], timeout_ms: i64) -> String {
+    let body = json!({
+        "kind": "wasm", "module": blob(module), "input": blob(input),
+        "timeout_ms": timeout_ms, "resources": {"memory_mb": 16, "fuel": 50_000_000},
+    });
+    let v = ok(
+        x.send("POST", "/mesh/tasks", Some(token), Some(&body), &[]),
+        201,
+        "submit",
+    );
+    v["task_id"].as_str().unwrap_or_default().to_owned()
+}
+
+fn task(x: &Ctx, token: &str, id: &str) -> Json {
+    ok(
+        x.send("GET", &format!("/mesh/tasks/{id}"), Some(token), None, &[]),
+        200,
+        "task",
+    )
+}
+
+#[test]
+fn agent_joins_runs_a_task_and_survives_hostile_ones() {
+    let bin = edgecoder_binary();
+    let key = signing_key_base64();
+    let mut env: Vec<(String, String)> = dev_settings(&key)
+        .into_iter()
+        .map(|(k, v)| (env_name(k), v))
+        .collect();
+    // The suite's zero grace would let a lease lapse while the agent reports.
+    env.push((env_name("mesh_lease_grace_ms"), "30000".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let data = std::env::temp_dir().join(format!("edgecoder-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let server = start_native(&bin, &data, &env);
+    let target = conformance_target(&server.base, &key);
+    let client = Client::new(&server.base);
+    let x = Ctx::new(&client, &target);
+
+    // A user enrolls a node id; the device generates its key and registers.
+    let owner = x.account("e2e-owner", true).expect("owner");
+    let node_id = format!("e2e-{}", std::process::id());
+    let token = enroll(&x, &owner, &node_id).expect("enroll");
+    let dir = data.join("agent");
+    let (code, out) = agent(&dir, &["init", "--node-id", &node_id]);
+    assert_eq!(code, 0, "init: {out}");
+    let (code, out) = agent(
+        &dir,
+        &["register", "--coordinator", &server.base, "--token", &token],
+    );
+    assert_eq!(code, 0, "register: {out}");
+    // Registering twice is refused: the token is spent and the id is taken.
+    let (code, _) = agent(
+        &dir,
+        &["register", "--coordinator", &server.base, "--token", &token],
+    );
+    assert_ne!(code, 0, "a second registration must fail");
+
+    // Dormant until approved: a round sends a heartbeat and takes no work.
+    let user = x.account("e2e-user", true).expect("user");
+    let first = submit(
+        &x,
+        &user.access,
+        &wat::parse_str(UPPERCASE).expect("wat"),
+        b"hello, edge",
+        30_000,
+    );
+    let (code, out) = agent(&dir, &["run", "--once"]);
+    assert_eq!(code, 0, "pending round: {out}");
+    assert_eq!(task(&x, &user.access, &first)["status"], "queued");
+
+    let (_, admin) = x.admin().expect("admin");
+    ok(
+        x.send(
+            "POST",
+            &format!("/mesh/nodes/{node_id}/approve"),
+            Some(&admin),
+            None,
+            &[],
+        ),
+        200,
+        "approve",
+    );
+    let (code, out) = agent(&dir, &["status"]);
+    assert!(code == 0 && out.contains("active"), "status: {out}");
+
+    // Approved: the agent runs the task in its sandbox and reports.
+    let (code, out) = agent(&dir, &["run", "--once"]);
+    assert_eq!(code, 0, "work round: {out}");
+    let t = task(&x, &user.access, &first);
+    let expected = format!("blake3:{}", blake3::hash(b"HELLO, EDGE").to_hex());
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["result"]["output_digest"], expected.as_str(), "{t}");
+    assert_eq!(t["completed_by"], node_id.as_str());
+    assert_eq!(
+        STANDARD
+            .decode(t["output"].as_str().unwrap_or(""))
+            .ok()
+            .as_deref(),
+        Some(&b"HELLO, EDGE"[..])
+    );
+    let index = t["ledger_index"].as_u64().expect("ledger index");
+    let e = ok(
+        client.get(&format!("/ledger/entries/{index}")),
+        200,
+        "ledger entry",
+    );
+    let envelope: Json = serde_json::from_slice(
+        &STANDARD
+            .decode(e["entry"].as_str().unwrap_or(""))
+            .unwrap_or_default(),
+    )
+    .expect("envelope");
+    assert_eq!(envelope["type"], "edgecoder.dev/task-completion/v1");
+    let payload: Json = serde_json::from_slice(
+        &STANDARD
+            .decode(envelope["payload"].as_str().unwrap_or(""))
+            .unwrap_or_default(),
+    )
+    .expect("payload");
+    assert_eq!(payload["task_id"], first.as_str());
+    assert_eq!(payload["output_digest"], expected.as_str());
+
+    // A module that never ends fails with its reason; the agent goes on.
+    let hostile = submit(
+        &x,
+        &user.access,
+        &wat::parse_str(SPIN).expect("wat"),
+        b"",
+        1_000,
+    );
+    let (code, out) = agent(&dir, &["run", "--once"]);
+    assert_eq!(code, 0, "hostile round: {out}");
+    let t = task(&x, &user.access, &hostile);
+    assert_eq!(t["status"], "failed", "{t}");
+    let reason = t["error_code"].as_str().unwrap_or("");
+    assert!(
+        reason == "timeout" || reason == "fuel_exhausted",
+        "reason {reason}"
+    );
+    let last = submit(
+        &x,
+        &user.access,
+        &wat::parse_str(UPPERCASE).expect("wat"),
+        b"again",
+        30_000,
+    );
+    let (code, out) = agent(&dir, &["run", "--once"]);
+    assert_eq!(code, 0, "after the hostile task: {out}");
+    assert_eq!(task(&x, &user.access, &last)["status"], "completed");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
