@@ -217,10 +217,22 @@ pub fn sign(
     Ok((digest, input, sig))
 }
 
-/// Checks a request's signature with `key` (looked up by the caller from
-/// [`parse_input`]'s `keyid`). `now` is Unix seconds.
-#[allow(clippy::too_many_arguments)]
-pub fn verify(
+/// What remains to check once the time window and the digest held: the
+/// signature base and the signature (r‖s) over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The signature base.
+    pub base: String,
+    /// r‖s, 64 bytes.
+    pub signature: Vec<u8>,
+}
+
+/// Checks everything but the signature itself: `created` (and `expires`)
+/// against `now` (Unix seconds), `Content-Digest` against the raw body, and
+/// the `Signature` header's shape; returns what the signature must cover.
+/// The caller verifies [`Pending`] with the key named by `keyid`, in
+/// software ([`verify`]) or with the platform's crypto.
+pub fn prepare(
     params: &Params,
     signature_header: &str,
     digest_header: Option<&str>,
@@ -228,8 +240,7 @@ pub fn verify(
     target_uri: &str,
     body: &[u8],
     now: i64,
-    key: &VerifyingKey,
-) -> Result<(), SigError> {
+) -> Result<Pending, SigError> {
     // Saturating: a hostile `created` near i64::MIN must not overflow.
     if now.saturating_sub(params.created).saturating_abs() > MAX_SKEW_SECS
         || params.expires.is_some_and(|e| now > e)
@@ -246,12 +257,42 @@ pub fn verify(
         .strip_prefix(&prefix)
         .and_then(|s| s.strip_suffix(':'))
         .ok_or(SigError::Malformed("Signature"))?;
-    let raw = STANDARD
+    let signature = STANDARD
         .decode(b64)
         .map_err(|_| SigError::Malformed("Signature"))?;
-    let sig = Signature::from_slice(&raw).map_err(|_| SigError::Invalid)?;
-    let base = base(params, method, target_uri, digest.trim())?;
-    key.verify(base.as_bytes(), &sig)
+    if signature.len() != 64 {
+        return Err(SigError::Invalid);
+    }
+    Ok(Pending {
+        base: base(params, method, target_uri, digest.trim())?,
+        signature,
+    })
+}
+
+/// Checks a request's signature with `key` (looked up by the caller from
+/// [`parse_input`]'s `keyid`) in software. `now` is Unix seconds.
+#[allow(clippy::too_many_arguments)]
+pub fn verify(
+    params: &Params,
+    signature_header: &str,
+    digest_header: Option<&str>,
+    method: &str,
+    target_uri: &str,
+    body: &[u8],
+    now: i64,
+    key: &VerifyingKey,
+) -> Result<(), SigError> {
+    let p = prepare(
+        params,
+        signature_header,
+        digest_header,
+        method,
+        target_uri,
+        body,
+        now,
+    )?;
+    let sig = Signature::from_slice(&p.signature).map_err(|_| SigError::Invalid)?;
+    key.verify(p.base.as_bytes(), &sig)
         .map_err(|_| SigError::Invalid)
 }
 

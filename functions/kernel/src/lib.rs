@@ -38,7 +38,8 @@ pub use http::{Request, Response};
 pub use keys::SigningKey;
 pub use ports::{
     Caller, Clock, CollectDeferred, ConfigSource, Defer, Deferred, Enrollment, IdentityClient, Kv,
-    LedgerClient, Outbound, OutboundRequest, OutboundResponse, Rng, Rows, Sql, Statement, Value,
+    LedgerClient, Outbound, OutboundRequest, OutboundResponse, Rng, Rows, SignatureCheck,
+    SoftwareSignatures, Sql, Statement, Value,
 };
 pub use router::{Handler, HandlerResult, RouteDoc, Router};
 pub use services::Services;

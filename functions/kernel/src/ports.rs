@@ -315,6 +315,44 @@ pub trait IdentityClient {
     ) -> Result<Option<Enrollment>, Error>;
 }
 
+/// Checking ECDSA P-256 signatures (every signed mesh request). In software
+/// by default; the Worker uses the platform's WebCrypto, native code that
+/// needs a fraction of the CPU the same check costs in wasm.
+#[async_trait(?Send)]
+pub trait SignatureCheck {
+    /// Whether `signature` (r‖s, 64 bytes) is the ECDSA-SHA256 signature of
+    /// `key_sec1` (a SEC1 point) over `message`. `Err` only when the check
+    /// itself could not run.
+    async fn verify_p256(
+        &self,
+        key_sec1: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, Error>;
+}
+
+/// [`SignatureCheck`] with the `p256` crate.
+pub struct SoftwareSignatures;
+
+#[async_trait(?Send)]
+impl SignatureCheck for SoftwareSignatures {
+    async fn verify_p256(
+        &self,
+        key_sec1: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, Error> {
+        use p256::ecdsa::signature::Verifier as _;
+        let (Ok(key), Ok(sig)) = (
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(key_sec1),
+            p256::ecdsa::Signature::from_slice(signature),
+        ) else {
+            return Ok(false);
+        };
+        Ok(key.verify(message, &sig).is_ok())
+    }
+}
+
 /// Work to run after the response has been sent.
 pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
@@ -355,6 +393,33 @@ pub fn random_hex(rng: &dyn Rng, bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn software_signatures_check_key_message_and_signature() {
+        use p256::ecdsa::signature::Signer as _;
+        let key = p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).expect("key");
+        let point = key.verifying_key().to_encoded_point(false);
+        let sig: p256::ecdsa::Signature = key.sign(b"base");
+        let sig = sig.to_bytes();
+        let run = |k: &[u8], m: &[u8], s: &[u8]| {
+            poll_once(SoftwareSignatures.verify_p256(k, m, s)).expect("check")
+        };
+        assert!(run(point.as_bytes(), b"base", &sig));
+        assert!(!run(point.as_bytes(), b"other", &sig));
+        assert!(!run(point.as_bytes(), b"base", &sig[..63]));
+        assert!(!run(b"not a point", b"base", &sig));
+    }
+
+    /// Polls a future that never waits (the software check is synchronous).
+    fn poll_once<F: std::future::Future>(f: F) -> F::Output {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the software check does not wait"),
+        }
+    }
 
     #[test]
     fn integral_reals_read_as_integers() {

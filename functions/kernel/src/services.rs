@@ -7,7 +7,8 @@
 use std::rc::Rc;
 
 use crate::{
-    Clock, Config, Defer, IdentityClient, Kv, LedgerClient, Outbound, RequestContext, Rng, Sql,
+    Clock, Config, Defer, IdentityClient, Kv, LedgerClient, Outbound, RequestContext, Rng,
+    SignatureCheck, Sql,
 };
 
 /// Everything a handler may touch outside its request.
@@ -28,6 +29,8 @@ pub struct Services {
     pub ledger: Rc<dyn LedgerClient>,
     /// The identity function, for functions that serve users or enroll nodes.
     pub identity: Rc<dyn IdentityClient>,
+    /// ECDSA P-256 signature checks.
+    pub signatures: Rc<dyn SignatureCheck>,
     /// Validated settings.
     pub config: Config,
 }

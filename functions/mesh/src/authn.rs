@@ -135,7 +135,7 @@ async fn verify_with(
     key: &VerifyingKey,
 ) -> Result<(), Error> {
     let now = s.clock.now_ms();
-    httpsig::verify(
+    let pending = httpsig::prepare(
         p,
         sig,
         header(&req.headers, "content-digest"),
@@ -143,8 +143,19 @@ async fn verify_with(
         &target(req),
         &req.body,
         now.div_euclid(1000),
-        key,
     )?;
+    let point = key.to_encoded_point(false);
+    if !s
+        .signatures
+        .verify_p256(
+            point.as_bytes(),
+            pending.base.as_bytes(),
+            &pending.signature,
+        )
+        .await?
+    {
+        return Err(SigError::Invalid.into());
+    }
     // Only after the signature holds, so strangers cannot fill the table. A
     // nonce older than twice the skew can no longer come with an acceptable
     // `created`, so it is safe to forget.

@@ -158,7 +158,9 @@ struct Bench {
 /// Runs the CPU part of a signed heartbeat `iterations` times, so a client
 /// can time it inside this runtime (wall time of a CPU-bound request, minus
 /// a `noop` request): `signature_verify` checks an RFC 9421 signature and
-/// content digest; `heartbeat_cpu` adds parsing and validating the
+/// content digest as requests are checked (through the platform's
+/// signature port), `signature_verify_software` with the `p256` crate;
+/// `heartbeat_cpu` adds parsing and validating the
 /// telemetry, the policy decision and the answer's JSON. Storage round trips
 /// are I/O and not included.
 async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
@@ -172,11 +174,16 @@ async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
         httpsig::sign(&key, "bench", "n", now, "POST", "/mesh/heartbeat", body)
             .map_err(Error::Signature)?;
     let caps = json!({"sandbox": "wasmtime", "cpu_cores": 2, "memory_mb": 4096});
+    let point = key
+        .verifying_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec();
     let mut ok = true;
     for _ in 0..n {
         match b.op.as_str() {
             "noop" => {}
-            "signature_verify" | "heartbeat_cpu" => {
+            "signature_verify_software" => {
                 let params = httpsig::parse_input(&input).map_err(Error::Signature)?;
                 ok &= httpsig::verify(
                     &params,
@@ -189,6 +196,24 @@ async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
                     key.verifying_key(),
                 )
                 .is_ok();
+            }
+            "signature_verify" | "heartbeat_cpu" => {
+                // As a request is checked: the platform's signature port.
+                let params = httpsig::parse_input(&input).map_err(Error::Signature)?;
+                let pending = httpsig::prepare(
+                    &params,
+                    &sig,
+                    Some(&digest),
+                    "POST",
+                    "/mesh/heartbeat",
+                    body,
+                    now,
+                )
+                .map_err(Error::Signature)?;
+                ok &= s
+                    .signatures
+                    .verify_p256(&point, pending.base.as_bytes(), &pending.signature)
+                    .await?;
                 if b.op == "heartbeat_cpu" {
                     let t: policy::Telemetry = serde_json::from_slice(body).map_err(|_| {
                         edgecoder_kernel::Error::InvalidRequest("bench body".into())
@@ -278,7 +303,7 @@ pub fn router(config: &Config) -> Router {
     if config.insecure_test_routes {
         r = r.route(Method::POST, "/mesh/_test/bench", h(|s, r| async move { bench(&s, r).await }),
             doc("mesh_test_bench", "Runs one mesh operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
-                obj(&["op", "iterations"], json!({"op": {"enum": ["noop", "signature_verify", "heartbeat_cpu"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}})),
+                obj(&["op", "iterations"], json!({"op": {"enum": ["noop", "signature_verify", "signature_verify_software", "heartbeat_cpu"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}})),
                 vec![ok(200, "{op, iterations, ok}")]));
         r = r.merge(testroutes::routes(
             NAME,

@@ -66,6 +66,7 @@ impl Runtime {
                 clock: Rc::new(SystemClock),
                 rng: Rc::new(OsRng),
             }),
+            signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
             identity: Rc::new(edgecoder_auth::client::InProcess {
                 sql: sql.clone(),
                 clock: Rc::new(SystemClock),

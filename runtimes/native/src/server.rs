@@ -80,6 +80,7 @@ fn pipeline(shared: &Shared) -> (Rc<Router>, Rc<Services>) {
                     outbound: Rc::new(UreqOutbound::default()),
                     defer: Rc::new(crate::platform::SpawnLocal),
                     ledger,
+                    signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
                     identity: Rc::new(edgecoder_auth::client::InProcess {
                         sql: Rc::new(shared.db.clone()),
                         clock: Rc::new(SystemClock),

@@ -64,6 +64,7 @@ fn env(settings: &[(&str, &str)]) -> Env {
             clock: clock.clone(),
             rng: Rc::new(OsRng),
         }),
+        signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
         identity: Rc::new(edgecoder_auth::client::InProcess {
             sql: Rc::new(db.clone()),
             clock: clock.clone(),

@@ -43,6 +43,7 @@ async fn setup(settings: &[(&str, &str)]) -> (tempfile::TempDir, Db, Services) {
             clock: Rc::new(SystemClock),
             rng: Rc::new(OsRng),
         }),
+        signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
         identity: Rc::new(edgecoder_auth::client::InProcess {
             sql: Rc::new(db.clone()),
             clock: Rc::new(SystemClock),

@@ -444,6 +444,7 @@ fn services(selection: Selection, config: Config) -> Result<Services, Error> {
         )),
     };
     Ok(Services {
+        signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
         identity,
         ledger,
         sql,
