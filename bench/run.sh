@@ -45,7 +45,7 @@ env "${env_args[@]}" EDGECODER_LOG=warn target/release/edgecoder serve --listen 
 PIDS+=($!)
 wait_up http://127.0.0.1:18787
 "$BENCH" http://127.0.0.1:18787 cpu endpoints load ledger
-"$MESH_BENCH" http://127.0.0.1:18787 cpu load
+"$MESH_BENCH" http://127.0.0.1:18787 cpu endpoints load
 
 echo
 echo "# workerd (wrangler dev, D1 + KV)"
@@ -60,7 +60,7 @@ done
 PIDS+=($!)
 wait_up http://127.0.0.1:18788
 "$BENCH" http://127.0.0.1:18788 cpu endpoints ledger
-"$MESH_BENCH" http://127.0.0.1:18788 cpu
+"$MESH_BENCH" http://127.0.0.1:18788 cpu endpoints
 
 echo
 echo "# agent sandbox (release)"

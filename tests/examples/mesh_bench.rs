@@ -6,6 +6,8 @@
 //!   route runs the signature check (and, for `heartbeat_cpu`, telemetry
 //!   parsing, the policy decision and the answer's JSON) N times in one
 //!   request; per operation = (median wall at N=k − median at N=1) / (k − 1).
+//! - `endpoints`: median wall time of whole signed heartbeats (signature,
+//!   nonce and rate-limit writes, telemetry update, policy), one client.
 //! - `load`: signed heartbeats from C approved nodes (one client thread
 //!   each) for D seconds: requests/s and the latency p50/p99.
 //!
@@ -78,6 +80,25 @@ fn target(base: &str) -> Target {
     }
 }
 
+fn endpoints(base: &str) {
+    println!("## Whole signed heartbeats (ms wall, median of 201, one client)");
+    let c = Client::new(base);
+    let t = target(base);
+    let x = Ctx::new(&c, &t);
+    let (_, node) = mesh::active(&x, "endpoints").unwrap_or_else(|e| panic!("node: {e}"));
+    let telemetry = mesh::server_telemetry();
+    let mut lat: Vec<f64> = (0..201)
+        .map(|_| {
+            let start = Instant::now();
+            let r = mesh::heartbeat(&x, &node, &telemetry).map(|r| r.status);
+            assert_eq!(r, Ok(200), "heartbeat");
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    println!("POST /mesh/heartbeat       {:>9.3} ms", lat[lat.len() / 2]);
+}
+
 fn load(base: &str, clients: usize, secs: u64) {
     println!("## Signed heartbeats: {clients} nodes, {secs} s");
     let c = Client::new(base);
@@ -133,7 +154,7 @@ fn load(base: &str, clients: usize, secs: u64) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(base) = args.first() else {
-        eprintln!("usage: mesh_bench <base-url> [cpu|load]...");
+        eprintln!("usage: mesh_bench <base-url> [cpu|endpoints|load]...");
         std::process::exit(2);
     };
     let modes: Vec<&str> = if args.len() > 1 {
@@ -145,6 +166,7 @@ fn main() {
     for m in modes {
         match m {
             "cpu" => cpu(&c),
+            "endpoints" => endpoints(base),
             "load" => load(base, 8, 10),
             other => panic!("unknown mode {other}"),
         }

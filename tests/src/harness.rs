@@ -76,7 +76,16 @@ pub fn agent_binary() -> PathBuf {
 /// Starts `edgecoder serve` on a free port over `data_dir` in development
 /// mode with the test routes, plus `extra_env`, and waits until it is live.
 pub fn start_native(bin: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
-    let port = free_port();
+    start_native_at(bin, data_dir, extra_env, free_port())
+}
+
+/// [`start_native`] on a given port (a restart where clients expect it).
+pub fn start_native_at(
+    bin: &Path,
+    data_dir: &Path,
+    extra_env: &[(&str, &str)],
+    port: u16,
+) -> Server {
     let mut cmd = Command::new(bin);
     cmd.args([
         "serve",

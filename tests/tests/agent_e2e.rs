@@ -13,8 +13,8 @@ use std::process::Command;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edgecoder_conformance::harness::{
-    agent_binary, conformance_target, dev_settings, edgecoder_binary, env_name, signing_key_base64,
-    start_native,
+    agent_binary, conformance_target, dev_settings, edgecoder_binary, env_name, free_port,
+    signing_key_base64, start_native, start_native_at,
 };
 use edgecoder_conformance::identity::Ctx;
 use edgecoder_conformance::mesh::enroll;
@@ -95,16 +95,22 @@ fn task(x: &Ctx, token: &str, id: &str) -> Json {
     )
 }
 
+/// The suite's settings, with a lease grace (zero would let a lease lapse
+/// while the agent reports).
+fn settings(key: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = dev_settings(key)
+        .into_iter()
+        .map(|(k, v)| (env_name(k), v))
+        .collect();
+    env.push((env_name("mesh_lease_grace_ms"), "30000".into()));
+    env
+}
+
 #[test]
 fn agent_joins_runs_a_task_and_survives_hostile_ones() {
     let bin = edgecoder_binary();
     let key = signing_key_base64();
-    let mut env: Vec<(String, String)> = dev_settings(&key)
-        .into_iter()
-        .map(|(k, v)| (env_name(k), v))
-        .collect();
-    // The suite's zero grace would let a lease lapse while the agent reports.
-    env.push((env_name("mesh_lease_grace_ms"), "30000".into()));
+    let env = settings(&key);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let data = std::env::temp_dir().join(format!("edgecoder-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
@@ -224,6 +230,111 @@ fn agent_joins_runs_a_task_and_survives_hostile_ones() {
     let (code, out) = agent(&dir, &["run", "--once"]);
     assert_eq!(code, 0, "after the hostile task: {out}");
     assert_eq!(task(&x, &user.access, &last)["status"], "completed");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Kills the agent when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn agent_loop_survives_a_coordinator_restart() {
+    let bin = edgecoder_binary();
+    let key = signing_key_base64();
+    let env = settings(&key);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let data = std::env::temp_dir().join(format!("edgecoder-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let port = free_port();
+    let server = start_native_at(&bin, &data.join("server"), &env, port);
+    let target = conformance_target(&server.base, &key);
+    let client = Client::new(&server.base);
+    let x = Ctx::new(&client, &target);
+    let owner = x.account("restart-owner", true).expect("owner");
+    let node_id = format!("restart-{}", std::process::id());
+    let token = enroll(&x, &owner, &node_id).expect("enroll");
+    let dir = data.join("agent");
+    assert_eq!(agent(&dir, &["init", "--node-id", &node_id]).0, 0);
+    let (code, out) = agent(
+        &dir,
+        &["register", "--coordinator", &server.base, "--token", &token],
+    );
+    assert_eq!(code, 0, "register: {out}");
+    let (_, admin) = x.admin().expect("admin");
+    ok(
+        x.send(
+            "POST",
+            &format!("/mesh/nodes/{node_id}/approve"),
+            Some(&admin),
+            None,
+            &[],
+        ),
+        200,
+        "approve",
+    );
+    let user = x.account("restart-user", true).expect("user");
+    let before = submit(
+        &x,
+        &user.access,
+        &wat::parse_str(UPPERCASE).expect("wat"),
+        b"before",
+        30_000,
+    );
+
+    // The loop, as a device runs it.
+    let log = std::fs::File::create(data.join("agent.log")).expect("log");
+    let running = Running(
+        Command::new(agent_binary())
+            .args(["run", "--dir"])
+            .arg(&dir)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("edgecoder-agent run"),
+    );
+    let wait_for = |x: &Ctx, id: &str, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            if task(x, &user.access, id)["status"] == "completed" {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not completed; agent log:\n{}",
+                std::fs::read_to_string(data.join("agent.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    wait_for(&x, &before, "before the restart");
+
+    // The coordinator goes away and comes back on the same address and data.
+    drop(server);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let server = start_native_at(&bin, &data.join("server"), &env, port);
+    let client = Client::new(&server.base);
+    let x = Ctx::new(&client, &target);
+    let after = submit(
+        &x,
+        &user.access,
+        &wat::parse_str(UPPERCASE).expect("wat"),
+        b"after",
+        30_000,
+    );
+    wait_for(&x, &after, "after the restart");
+    let t = task(&x, &user.access, &after);
+    assert_eq!(
+        t["result"]["output_digest"],
+        format!("blake3:{}", blake3::hash(b"AFTER").to_hex()).as_str()
+    );
+    drop(running);
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
