@@ -80,17 +80,14 @@ fn target(base: &str) -> Target {
     }
 }
 
-fn endpoints(base: &str) {
+fn endpoints(x: &Ctx) {
     println!("## Whole signed heartbeats (ms wall, median of 201, one client)");
-    let c = Client::new(base);
-    let t = target(base);
-    let x = Ctx::new(&c, &t);
-    let (_, node) = mesh::active(&x, "endpoints").unwrap_or_else(|e| panic!("node: {e}"));
+    let (_, node) = mesh::active(x, "endpoints").unwrap_or_else(|e| panic!("node: {e}"));
     let telemetry = mesh::server_telemetry();
     let mut lat: Vec<f64> = (0..201)
         .map(|_| {
             let start = Instant::now();
-            let r = mesh::heartbeat(&x, &node, &telemetry).map(|r| r.status);
+            let r = mesh::heartbeat(x, &node, &telemetry).map(|r| r.status);
             assert_eq!(r, Ok(200), "heartbeat");
             start.elapsed().as_secs_f64() * 1000.0
         })
@@ -99,14 +96,11 @@ fn endpoints(base: &str) {
     println!("POST /mesh/heartbeat       {:>9.3} ms", lat[lat.len() / 2]);
 }
 
-fn load(base: &str, clients: usize, secs: u64) {
+fn load(x: &Ctx, clients: usize, secs: u64) {
     println!("## Signed heartbeats: {clients} nodes, {secs} s");
-    let c = Client::new(base);
-    let t = target(base);
-    let x = Ctx::new(&c, &t);
     let nodes: Vec<Node> = (0..clients)
         .map(|i| {
-            mesh::active(&x, &format!("load{i}"))
+            mesh::active(x, &format!("load{i}"))
                 .map(|(_, n)| n)
                 .unwrap_or_else(|e| panic!("node {i}: {e}"))
         })
@@ -115,7 +109,7 @@ fn load(base: &str, clients: usize, secs: u64) {
     let threads: Vec<_> = nodes
         .into_iter()
         .map(|node| {
-            let t = t.clone();
+            let t = x.target.clone();
             std::thread::spawn(move || {
                 let c = Client::new(&t.base);
                 let x = Ctx::new(&c, &t);
@@ -163,12 +157,15 @@ fn main() {
         vec!["cpu"]
     };
     let c = Client::new(base);
+    // One context for the run: it bootstraps the deployment's only admin.
+    let t = modes.iter().any(|m| *m != "cpu").then(|| target(base));
+    let x = t.as_ref().map(|t| Ctx::new(&c, t));
     for m in modes {
-        match m {
-            "cpu" => cpu(&c),
-            "endpoints" => endpoints(base),
-            "load" => load(base, 8, 10),
-            other => panic!("unknown mode {other}"),
+        match (m, &x) {
+            ("cpu", _) => cpu(&c),
+            ("endpoints", Some(x)) => endpoints(x),
+            ("load", Some(x)) => load(x, 8, 10),
+            (other, _) => panic!("unknown mode {other}"),
         }
     }
 }

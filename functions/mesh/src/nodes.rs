@@ -444,6 +444,14 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
         return Err(Error::InvalidTransition);
     }
     let now = s.clock.now_ms();
+    // The previous decision, to put back if the ledger cannot take this one.
+    let before = s
+        .sql
+        .execute(Statement::new(
+            "SELECT decided_by, decided_at, decision_reason FROM mesh_nodes WHERE node_id = ?1",
+            vec![id.as_str().into()],
+        ))
+        .await?;
     let changed = s
         .sql
         .execute(Statement::new(
@@ -488,12 +496,16 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
         Err(e) => {
             s.sql
                 .execute(Statement::new(
-                    "UPDATE mesh_nodes SET status = ?2 WHERE node_id = ?1 AND status = ?3 AND decided_at = ?4",
+                    "UPDATE mesh_nodes SET status = ?2, decided_by = ?5, decided_at = ?6, decision_reason = ?7 \
+                     WHERE node_id = ?1 AND status = ?3 AND decided_at = ?4",
                     vec![
                         id.as_str().into(),
                         node.status.as_str().into(),
                         what.to().into(),
                         Value::Integer(now),
+                        before.get_str(0, "decided_by").map(str::to_owned).into(),
+                        before.get_i64(0, "decided_at").into(),
+                        before.get_str(0, "decision_reason").map(str::to_owned).into(),
                     ],
                 ))
                 .await?;
