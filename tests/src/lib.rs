@@ -14,6 +14,7 @@ pub mod harness;
 pub mod identity;
 pub mod ledger;
 pub mod mesh;
+pub mod passkeys;
 
 use std::time::Duration;
 
@@ -365,10 +366,16 @@ pub fn run_suite(runtime: &str, target: &Target) -> Report {
         let client = &client;
         all.push((name, Box::new(move || check(client))));
     }
-    for (name, check) in identity::checks()
+    // The identity checks end with the audit-coverage check, which must see
+    // every other check's requests: it runs last.
+    let mut id_checks = identity::checks();
+    let coverage = id_checks.pop();
+    for (name, check) in id_checks
         .into_iter()
         .chain(ledger::checks())
         .chain(mesh::checks())
+        .chain(passkeys::checks())
+        .chain(coverage)
     {
         let ctx = &ctx;
         all.push((name, Box::new(move || check(ctx))));

@@ -83,6 +83,37 @@ pub enum Error {
     /// A service route called without the service credential.
     #[error("service unauthorized")]
     ServiceUnauthorized,
+    /// A WebAuthn response failed a check.
+    #[error("passkey refused: {0}")]
+    Passkey(#[from] crate::webauthn::Refusal),
+    /// The challenge is unknown, used, expired, another user's, or for the
+    /// other ceremony.
+    #[error("passkey challenge invalid")]
+    PasskeyChallengeInvalid,
+    /// No such credential is registered.
+    #[error("unknown passkey")]
+    PasskeyUnknown,
+    /// The assertion's user handle is not the credential owner's.
+    #[error("passkey user mismatch")]
+    PasskeyUserMismatch,
+    /// The backup-eligible flag changed since registration.
+    #[error("passkey backup eligibility changed")]
+    PasskeyBackupStateChanged,
+    /// The signature counter did not increase: possibly a cloned key.
+    #[error("passkey clone suspected")]
+    PasskeyCloneSuspected,
+    /// The credential id is registered already.
+    #[error("passkey exists")]
+    PasskeyExists,
+    /// No such passkey of the caller.
+    #[error("passkey not found")]
+    PasskeyNotFound,
+    /// Deleting this would leave no way to sign in.
+    #[error("last sign-in method")]
+    LastSignInMethod,
+    /// No relying party is configured (no `allowed_origins`).
+    #[error("passkeys disabled")]
+    PasskeysDisabled,
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -253,6 +284,102 @@ impl From<Error> for Problem {
                 "service_unauthorized",
                 "Service credential required",
                 "This route is for EdgeCoder functions only.",
+            ),
+            Error::Passkey(r) => {
+                use crate::webauthn::Refusal as R;
+                let (code, detail) = match r {
+                    R::Malformed(_) => (
+                        "passkey_malformed",
+                        "The WebAuthn response is not well formed.",
+                    ),
+                    R::Type => (
+                        "passkey_type_invalid",
+                        "clientDataJSON.type is not this ceremony's.",
+                    ),
+                    R::Origin => (
+                        "passkey_origin_invalid",
+                        "The origin is not an allowed origin of this relying party.",
+                    ),
+                    R::RpId => (
+                        "passkey_rp_id_invalid",
+                        "rpIdHash is not this relying party's id.",
+                    ),
+                    R::UserPresence => (
+                        "passkey_user_presence_missing",
+                        "The authenticator did not assert user presence.",
+                    ),
+                    R::UserVerification => (
+                        "passkey_user_verification_missing",
+                        "The authenticator did not verify the user.",
+                    ),
+                    R::Algorithm => (
+                        "passkey_algorithm_unsupported",
+                        "Accepted algorithms: ES256, EdDSA (Ed25519), RS256.",
+                    ),
+                    R::Signature => (
+                        "passkey_signature_invalid",
+                        "The signature does not verify.",
+                    ),
+                    R::Attestation => (
+                        "passkey_attestation_unsupported",
+                        "Accepted attestation: none, or packed self attestation.",
+                    ),
+                };
+                problem(S::BAD_REQUEST, code, "Passkey refused", detail)
+            }
+            Error::PasskeyChallengeInvalid => problem(
+                S::BAD_REQUEST,
+                "passkey_challenge_invalid",
+                "Passkey challenge invalid",
+                "The challenge is unknown, used, expired, or belongs to another ceremony or user.",
+            ),
+            Error::PasskeyUnknown => problem(
+                S::UNAUTHORIZED,
+                "passkey_unknown",
+                "Unknown passkey",
+                "No such passkey is registered.",
+            ),
+            Error::PasskeyUserMismatch => problem(
+                S::UNAUTHORIZED,
+                "passkey_user_mismatch",
+                "Passkey user mismatch",
+                "The user handle is not the passkey owner's.",
+            ),
+            Error::PasskeyBackupStateChanged => problem(
+                S::UNAUTHORIZED,
+                "passkey_backup_state_changed",
+                "Passkey changed",
+                "The passkey's backup eligibility changed since it was registered.",
+            ),
+            Error::PasskeyCloneSuspected => problem(
+                S::UNAUTHORIZED,
+                "passkey_clone_suspected",
+                "Passkey may be cloned",
+                "The signature counter went backwards; the passkey is flagged.",
+            ),
+            Error::PasskeyExists => problem(
+                S::CONFLICT,
+                "passkey_exists",
+                "Passkey exists",
+                "This passkey is registered already.",
+            ),
+            Error::PasskeyNotFound => problem(
+                S::NOT_FOUND,
+                "passkey_not_found",
+                "Passkey not found",
+                "No such passkey.",
+            ),
+            Error::LastSignInMethod => problem(
+                S::CONFLICT,
+                "last_sign_in_method",
+                "Last sign-in method",
+                "Add a password or another passkey before removing this one.",
+            ),
+            Error::PasskeysDisabled => problem(
+                S::NOT_FOUND,
+                "passkeys_disabled",
+                "Passkeys disabled",
+                "This deployment has no relying party configured (allowed_origins).",
             ),
             Error::Kernel(k) => k.into(),
         }

@@ -25,6 +25,7 @@ pub mod ratelimit;
 mod schemas;
 pub mod secrets;
 pub mod session;
+pub mod webauthn;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -102,7 +103,7 @@ fn token_response_docs() -> Vec<ResponseDoc> {
 
 /// The function's routes under the given configuration.
 pub fn router(config: &Config) -> Router {
-    use api::{accounts as a, admin as ad, nodes as n, sessions as se};
+    use api::{accounts as a, admin as ad, nodes as n, passkeys as pk, sessions as se};
     let email = json!({"type": "string", "format": "email", "maxLength": 254});
     let pw = json!({"type": "string", "minLength": 12, "maxLength": 256});
     let token = json!({"type": "string"});
@@ -170,7 +171,29 @@ pub fn router(config: &Config) -> Router {
                 authed(vec![ok(200, "{status: deleted}").with_schema(schemas::status()), err(403, "step_up_required"), err(404, "node_not_found")])))
         .route(Method::POST, "/auth/nodes/redeem", h(|s, r| async move { n::redeem_route(&s, r).await }),
             doc("node_redeem", "Redeem an enrollment token once (the mesh function, with the service credential)", obj(&["enrollment_token", "node_id", "kind"], json!({"enrollment_token": token, "node_id": {"type": "string"}, "kind": {"enum": ["agent", "coordinator"]}})),
-                vec![ok(200, "{node_id, kind, owner_id}").with_schema(schemas::redeemed()), err(400, "enrollment_token_invalid"), err(401, "service_unauthorized")]));
+                vec![ok(200, "{node_id, kind, owner_id}").with_schema(schemas::redeemed()), err(400, "enrollment_token_invalid"), err(401, "service_unauthorized")]))
+        .route(Method::GET, "/auth/capabilities", h(|s, r| async move { capabilities(&s, r).await }),
+            doc("capabilities", "Which sign-in methods this deployment offers (for the portal)", None, vec![ok(200, "{password, passkeys: {enabled, rp_id}, oauth_providers}").with_schema(schemas::capabilities()), err(404, "not_found")]))
+        .route(Method::POST, "/auth/passkeys/register/options", h(|s, r| async move { pk::register_options(&s, r).await }),
+            doc("passkey_register_options", "PublicKeyCredentialCreationOptionsJSON for a new passkey (signed in, step-up)", obj(&[], json!({})),
+                authed(vec![ok(200, "creation options (challenge single-use, 5 min)").with_schema(schemas::passkey_creation_options()), err(403, "step_up_required"), err(404, "passkeys_disabled")])))
+        .route(Method::POST, "/auth/passkeys/register/verify", h(|s, r| async move { pk::register_verify(&s, r).await }),
+            doc("passkey_register_verify", "Verify a RegistrationResponseJSON and store the passkey", obj(&["credential"], json!({"credential": {"type": "object"}, "name": {"type": "string", "maxLength": 64}})),
+                authed(vec![ok(201, "{id, name, alg, created_at}").with_schema(schemas::passkey()), err(400, "passkey_* (the failed check) / passkey_challenge_invalid"), err(409, "passkey_exists")])))
+        .route(Method::POST, "/auth/passkeys/login/options", h(|s, r| async move { pk::login_options(&s, r).await }),
+            doc("passkey_login_options", "PublicKeyCredentialRequestOptionsJSON: discoverable without an email; the same shape for unknown emails", obj(&[], json!({"email": email})),
+                vec![ok(200, "request options (challenge single-use, 5 min)").with_schema(schemas::passkey_request_options()), err(404, "passkeys_disabled")]))
+        .route(Method::POST, "/auth/passkeys/login/verify", h(|s, r| async move { pk::login_verify(&s, r).await }),
+            doc("passkey_login_verify", "Verify an AuthenticationResponseJSON; a session like password login (amr pop, mfa)", obj(&["credential"], json!({"credential": {"type": "object"}, "client": {"enum": ["browser", "device"]}})),
+                token_response_docs().into_iter().chain([err(400, "passkey_* / passkey_challenge_invalid"), err(401, "passkey_unknown / passkey_user_mismatch / passkey_clone_suspected / passkey_backup_state_changed")]).collect()))
+        .route(Method::GET, "/auth/passkeys", h(|s, r| async move { pk::list(&s, r).await }),
+            doc("passkeys", "The caller's passkeys", None, authed(vec![ok(200, "{passkeys}").with_schema(schemas::passkeys())])))
+        .route(Method::PATCH, "/auth/passkeys/{id}", h(|s, r| async move { pk::rename(&s, r).await }),
+            doc("passkey_rename", "Rename one of the caller's passkeys", obj(&["name"], json!({"name": {"type": "string", "maxLength": 64}})),
+                authed(vec![ok(200, "{id, name}").with_schema(schemas::passkey()), err(404, "passkey_not_found")])))
+        .route(Method::DELETE, "/auth/passkeys/{id}", h(|s, r| async move { pk::delete(&s, r).await }),
+            doc("passkey_delete", "Delete one of the caller's passkeys (step-up; never the last way to sign in)", None,
+                authed(vec![ok(200, "{id, status: deleted}").with_schema(schemas::deleted()), err(403, "step_up_required"), err(404, "passkey_not_found"), err(409, "last_sign_in_method")])));
     if config.insecure_test_routes {
         r = r
             .merge(testroutes::routes(
@@ -207,6 +230,16 @@ pub fn router(config: &Config) -> Router {
             );
     }
     r
+}
+
+/// `GET /auth/capabilities`: what the portal may offer.
+async fn capabilities(s: &Services, _req: Request) -> Result<Response, Error> {
+    let passkeys = !s.config.passkey_rp_id.is_empty() && !s.config.allowed_origins.is_empty();
+    Ok(ok_json(&json!({
+        "password": true,
+        "passkeys": {"enabled": passkeys, "rp_id": passkeys.then_some(&s.config.passkey_rp_id)},
+        "oauth_providers": [],
+    })))
 }
 
 async fn jwks(s: Rc<Services>, _req: Request) -> HandlerResult {

@@ -159,3 +159,99 @@ pub fn redeemed() -> Json {
         json!({"node_id": {"type": "string"}, "kind": {"enum": ["agent", "coordinator"]}, "owner_id": {"type": "string"}}),
     )
 }
+
+/// `GET /auth/capabilities`.
+pub fn capabilities() -> Json {
+    object(
+        &["password", "passkeys", "oauth_providers"],
+        json!({
+            "password": {"type": "boolean"},
+            "passkeys": object(&["enabled"], json!({"enabled": {"type": "boolean"}, "rp_id": {"type": ["string", "null"]}})),
+            "oauth_providers": {"type": "array", "items": {"type": "string"}},
+        }),
+    )
+}
+
+fn descriptors() -> Json {
+    json!({"type": "array", "items": object(&["type", "id"], json!({
+        "type": {"const": "public-key"}, "id": {"type": "string", "contentEncoding": "base64url"},
+        "transports": {"type": "array", "items": {"type": "string"}},
+    }))})
+}
+
+/// `PublicKeyCredentialCreationOptionsJSON` (WebAuthn L3).
+pub fn passkey_creation_options() -> Json {
+    object(
+        &[
+            "rp",
+            "user",
+            "challenge",
+            "pubKeyCredParams",
+            "authenticatorSelection",
+            "attestation",
+        ],
+        json!({
+            "rp": object(&["id", "name"], json!({"id": {"type": "string"}, "name": {"type": "string"}})),
+            "user": object(&["id", "name", "displayName"], json!({
+                "id": {"type": "string", "description": "opaque random handle, base64url"},
+                "name": {"type": "string"}, "displayName": {"type": "string"},
+            })),
+            "challenge": {"type": "string", "contentEncoding": "base64url"},
+            "pubKeyCredParams": {"type": "array", "items": object(&["type", "alg"], json!({"type": {"const": "public-key"}, "alg": {"enum": [-7, -8, -257]}}))},
+            "timeout": {"type": "integer"},
+            "excludeCredentials": descriptors(),
+            "authenticatorSelection": {"type": "object"},
+            "attestation": {"const": "none"},
+        }),
+    )
+}
+
+/// `PublicKeyCredentialRequestOptionsJSON` (WebAuthn L3).
+pub fn passkey_request_options() -> Json {
+    object(
+        &["challenge", "rpId", "allowCredentials", "userVerification"],
+        json!({
+            "challenge": {"type": "string", "contentEncoding": "base64url"},
+            "timeout": {"type": "integer"},
+            "rpId": {"type": "string"},
+            "allowCredentials": descriptors(),
+            "userVerification": {"const": "required"},
+        }),
+    )
+}
+
+fn passkey_props() -> Json {
+    json!({
+        "id": {"type": "string", "contentEncoding": "base64url"},
+        "name": {"type": "string"},
+        "alg": {"enum": [-7, -8, -257]},
+        "aaguid": {"type": "string"},
+        "transports": {"type": "array", "items": {"type": "string"}},
+        "backup_eligible": {"type": "boolean"},
+        "backed_up": {"type": "boolean"},
+        "created_at": time(),
+        "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+        "clone_suspected": {"type": "boolean"},
+    })
+}
+
+/// One passkey (registration answer, rename answer).
+pub fn passkey() -> Json {
+    object(&["id", "name"], passkey_props())
+}
+
+/// `GET /auth/passkeys`.
+pub fn passkeys() -> Json {
+    object(
+        &["passkeys"],
+        json!({"passkeys": {"type": "array", "items": object(&["id", "name", "alg"], passkey_props())}}),
+    )
+}
+
+/// `{id, status}` answers.
+pub fn deleted() -> Json {
+    object(
+        &["id", "status"],
+        json!({"id": {"type": "string"}, "status": {"const": "deleted"}}),
+    )
+}

@@ -28,6 +28,9 @@
 //! | `mesh_register_per_minute` | var | `30` | node registrations per client address per minute (1–100000) |
 //! | `mesh_max_attempts` | var | `3` | leases a task gets before it fails with `attempts_exhausted` (1–20) |
 //! | `mesh_lease_grace_ms` | var | `30000` | a lease lasts the task's timeout plus this (0–600000) |
+//! | `passkey_rp_id` | var | the host of the first `allowed_origins` entry | the WebAuthn relying party id (a registrable domain the portal's origins share) |
+//! | `passkey_rp_name` | var | `EdgeCoder` | the relying party name authenticators show |
+//! | `passkey_counter_policy` | var | `refuse` | a passkey whose signature counter went backwards: `refuse` the sign-in, or only `warn` (both flag it and write a critical audit event) |
 //! | `mail_provider` | var | `outbox` in development, `resend` in production | `resend` (HTTP email API) or `outbox` (a table; development only, refused in production) |
 //! | `mail_api_base` | var | `https://api.resend.com` | the email API's base URL; https in production |
 //! | `mail_api_key` | secret | — | the email API's bearer key; required with `resend` (production without it: mail-sending routes answer 503) |
@@ -165,6 +168,12 @@ pub struct Config {
     pub mesh_max_attempts: i64,
     /// Time added to a task's timeout for its lease.
     pub mesh_lease_grace_ms: i64,
+    /// The WebAuthn relying party id (empty: passkeys are off).
+    pub passkey_rp_id: String,
+    /// The relying party name.
+    pub passkey_rp_name: String,
+    /// Whether a regressed signature counter refuses the sign-in.
+    pub passkey_refuse_counter_regression: bool,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
 }
@@ -404,6 +413,30 @@ impl Config {
             600_000,
         )?;
 
+        let passkey_rp_id = match var("passkey_rp_id") {
+            Some(id) => id.trim().to_ascii_lowercase(),
+            None => allowed_origins
+                .first()
+                .and_then(|o| o.split("://").nth(1))
+                .map(|h| h.split(':').next().unwrap_or(h).to_owned())
+                .unwrap_or_default(),
+        };
+        if passkey_rp_id.contains(['/', ':', ' ']) {
+            return Err(Error::Config(
+                "passkey_rp_id must be a domain (no scheme, port or path)".into(),
+            ));
+        }
+        let passkey_rp_name = var("passkey_rp_name").unwrap_or_else(|| "EdgeCoder".into());
+        let passkey_refuse_counter_regression = match var("passkey_counter_policy").as_deref() {
+            None | Some("refuse") => true,
+            Some("warn") => false,
+            Some(_) => {
+                return Err(Error::Config(
+                    "passkey_counter_policy must be refuse or warn".into(),
+                ));
+            }
+        };
+
         let mut warnings = Vec::new();
         if mode == Mode::Production {
             if !issuer.starts_with("https://") {
@@ -442,6 +475,9 @@ impl Config {
             mesh_register_per_minute,
             mesh_max_attempts,
             mesh_lease_grace_ms,
+            passkey_rp_id,
+            passkey_rp_name,
+            passkey_refuse_counter_regression,
             warnings,
         })
     }

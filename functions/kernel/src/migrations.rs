@@ -50,6 +50,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_mesh.sql",
         sql: include_str!("../../../migrations/0005_mesh.sql"),
     },
+    Migration {
+        name: "0006_passkeys.sql",
+        sql: include_str!("../../../migrations/0006_passkeys.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

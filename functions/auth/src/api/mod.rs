@@ -1,10 +1,11 @@
 //! HTTP handlers, one module per resource: [`accounts`] (sign-up, email
 //! verification, login, passwords), [`sessions`] (refresh, sign-out, `me`,
-//! step-up), [`admin`] (roles, users, audit, bootstrap) and [`nodes`]
-//! (enrollment). Handlers parse and authorise; storage is plain SQL through
+//! step-up), [`admin`] (roles, users, audit, bootstrap), [`nodes`]
+//! (enrollment) and [`passkeys`] (WebAuthn ceremonies). Handlers parse and authorise; storage is plain SQL through
 //! the kernel's `Sql` port.
 
 pub mod accounts;
 pub mod admin;
 pub mod nodes;
+pub mod passkeys;
 pub mod sessions;

@@ -310,10 +310,14 @@ pub async fn me(s: &Services, req: Request) -> Result<Response, Error> {
     })))
 }
 
-/// `POST /auth/step-up` body.
+/// `POST /auth/step-up` body: the password, or a passkey assertion (over a
+/// challenge from `POST /auth/passkeys/login/options`).
 #[derive(Deserialize)]
 pub struct StepUp {
-    password: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    passkey: Option<crate::api::passkeys::AssertionJson>,
 }
 
 /// `POST /auth/step-up`: re-authenticates and returns a token with a fresh
@@ -321,7 +325,27 @@ pub struct StepUp {
 pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
     let p = session::authenticate(s, &req).await?;
     let body: StepUp = req.json()?;
-    if let Err(e) = check_password(s, &req, &p.user_id, &p.email, &body.password).await {
+    let (checked, method) = match (&body.password, &body.passkey) {
+        (Some(pw), None) => (
+            check_password(s, &req, &p.user_id, &p.email, pw).await,
+            "pwd",
+        ),
+        (None, Some(assertion)) => (
+            match crate::api::passkeys::verify_assertion(s, &req, assertion).await {
+                Ok(a) if a.user_id == p.user_id => Ok(()),
+                Ok(_) => Err(Error::PasskeyUserMismatch),
+                Err(e) => Err(e),
+            },
+            "pop",
+        ),
+        _ => {
+            return Err(edgecoder_kernel::Error::InvalidRequest(
+                "Send either password or passkey.".into(),
+            )
+            .into());
+        }
+    };
+    if let Err(e) = checked {
         record(
             s,
             &req,
@@ -329,7 +353,7 @@ pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
             "auth.step_up",
             Some(&p.session_id),
             Outcome::Failure,
-            json!({}),
+            json!({"method": method}),
         )
         .await?;
         return Err(e);
@@ -339,12 +363,24 @@ pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
         .batch(vec![
             Statement::new(
                 "UPDATE sessions SET auth_time = ?2, \
-                 amr = CASE WHEN EXISTS (SELECT 1 FROM json_each(amr) WHERE value = 'pwd') THEN amr \
-                       ELSE json_insert(amr, '$[#]', 'pwd') END \
+                 amr = CASE WHEN EXISTS (SELECT 1 FROM json_each(amr) WHERE value = ?3) THEN amr \
+                       ELSE json_insert(amr, '$[#]', ?3) END \
                  WHERE id = ?1 AND revoked_at IS NULL",
-                vec![p.session_id.as_str().into(), Value::Integer(now / 1000)],
+                vec![
+                    p.session_id.as_str().into(),
+                    Value::Integer(now / 1000),
+                    method.into(),
+                ],
             ),
-            audit(s, &req, &p.actor(), "auth.step_up", Some(&p.session_id), Outcome::Success, json!({"method": "pwd"})),
+            audit(
+                s,
+                &req,
+                &p.actor(),
+                "auth.step_up",
+                Some(&p.session_id),
+                Outcome::Success,
+                json!({"method": method}),
+            ),
         ])
         .await?;
     let access = session::access_token(s, &p.session_id).await?;
