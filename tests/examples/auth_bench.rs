@@ -61,6 +61,9 @@ fn cpu(c: &Client) {
         ("token_verify", 201, 15),
         ("argon2_hash", 5, 9),
         ("argon2_verify", 5, 9),
+        ("passkey_es256", 201, 15),
+        ("passkey_eddsa", 201, 15),
+        ("passkey_rs256", 201, 15),
     ] {
         let once = timed(runs, || {
             post(

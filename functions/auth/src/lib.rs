@@ -223,7 +223,7 @@ pub fn router(config: &Config) -> Router {
                     "Runs one credential operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
                     obj(
                         &["op", "iterations"],
-                        json!({"op": {"enum": ["noop", "token_issue", "token_verify", "argon2_hash", "argon2_verify"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+                        json!({"op": {"enum": ["noop", "token_issue", "token_verify", "argon2_hash", "argon2_verify", "passkey_es256", "passkey_eddsa", "passkey_rs256"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}}),
                     ),
                     vec![ok(200, "{op, iterations}")],
                 ),
@@ -317,10 +317,31 @@ async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
     } else {
         String::new()
     };
+    // Passkey assertions: a signature over authenticator data and the
+    // client data hash, made once, verified N times.
+    let signed = [0x49u8; 69];
+    let es_key = p256::ecdsa::SigningKey::from_slice(&[3u8; 32])
+        .map_err(|_| edgecoder_kernel::Error::Config("bench key".into()))?;
+    let es_sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(&es_key, &signed);
+    let es_cose = webauthn::CoseKey::Es256(
+        es_key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec(),
+    );
+    let ed_key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+    let ed_sig = ed25519_dalek::Signer::sign(&ed_key, &signed);
+    let ed_cose = webauthn::CoseKey::EdDsa(ed_key.verifying_key().to_bytes());
+    let rs = webauthn::rs256_vector()
+        .ok_or_else(|| edgecoder_kernel::Error::Config("rs256 vector".into()))?;
     let mut ok = true;
     for _ in 0..n {
         match b.op.as_str() {
             "noop" => {}
+            "passkey_es256" => ok &= es_cose.verify(&signed, es_sig.to_der().as_bytes()).is_ok(),
+            "passkey_eddsa" => ok &= ed_cose.verify(&signed, &ed_sig.to_bytes()).is_ok(),
+            "passkey_rs256" => ok &= rs.0.verify(&rs.1, &rs.2).is_ok(),
             "token_issue" => ok &= tokens::issue(key, claims.clone(), now, 60).is_ok(),
             "token_verify" => ok &= verifier.check(&token, now).is_ok(),
             "argon2_hash" => ok &= password::hash("benchmark password", s.rng.as_ref()).is_ok(),

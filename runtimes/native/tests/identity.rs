@@ -553,3 +553,82 @@ fn hsts_only_when_served_over_https() {
         }
     });
 }
+
+#[test]
+fn passkey_challenges_expire_after_five_minutes() {
+    use edgecoder_conformance::passkeys::Device;
+    let origin = "http://localhost:5173";
+    let e = env(&[("allowed_origins", origin)]);
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    // The device runs its own runtime, so each step here is its own block_on.
+    let access = rt().block_on(async {
+        e.migrate().await;
+        e.signup("keys@example.com", true).await;
+        let (_, login) = e.login("keys@example.com", PASSWORD).await;
+        login["access_token"].as_str().expect("token").to_owned()
+    });
+    let mut device = Device::new(passkey_crypto::iana::Algorithm::ES256, true, true, None);
+    let options = rt().block_on(async {
+        let (s, v) = e
+            .call(
+                Method::POST,
+                "/auth/passkeys/register/options",
+                Some(&access),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    });
+    let credential = device.register(origin, &options).expect("register");
+    e.advance_ms(5 * 60 * 1000 + 1);
+    let (s, v) = rt().block_on(e.call(
+        Method::POST,
+        "/auth/passkeys/register/verify",
+        Some(&access),
+        Some(json!({ "credential": credential })),
+    ));
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("passkey_challenge_invalid"))
+    );
+
+    // A fresh one within the window registers; sign-in challenges expire too.
+    let (_, options) = rt().block_on(e.call(
+        Method::POST,
+        "/auth/passkeys/register/options",
+        Some(&access),
+        None,
+    ));
+    let credential = device.register(origin, &options).expect("register");
+    let (s, v) = rt().block_on(e.call(
+        Method::POST,
+        "/auth/passkeys/register/verify",
+        Some(&access),
+        Some(json!({ "credential": credential })),
+    ));
+    assert_eq!(s, 201, "{v}");
+    let (_, options) = rt().block_on(e.call(
+        Method::POST,
+        "/auth/passkeys/login/options",
+        None,
+        Some(json!({})),
+    ));
+    let assertion = device.authenticate(origin, &options).expect("assert");
+    e.advance_ms(5 * 60 * 1000 + 1);
+    let (s, v) = rt().block_on(e.call(
+        Method::POST,
+        "/auth/passkeys/login/verify",
+        None,
+        Some(json!({ "credential": assertion })),
+    ));
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("passkey_challenge_invalid"))
+    );
+}
