@@ -27,8 +27,8 @@ CREATE INDEX webauthn_credentials_user ON webauthn_credentials (user_id);
 
 CREATE TABLE webauthn_challenges (
     challenge_hash  TEXT PRIMARY KEY,
-    ceremony        TEXT NOT NULL CHECK (ceremony IN ('registration', 'authentication')),
-    user_id         TEXT,                            -- the registering user; NULL for sign-in
+    ceremony        TEXT NOT NULL CHECK (ceremony IN ('registration', 'authentication', 'step_up')),
+    user_id         TEXT,                            -- the user (registration, step-up); NULL for sign-in
     created_at      INTEGER NOT NULL,
     expires_at      INTEGER NOT NULL
 );

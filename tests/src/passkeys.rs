@@ -248,6 +248,20 @@ fn login_options(x: &Ctx, email: Option<&str>) -> Result<Json, String> {
     )
 }
 
+fn step_up_options(x: &Ctx, access: &str) -> Result<Json, String> {
+    ok_json(
+        x.send(
+            "POST",
+            "/auth/passkeys/step-up/options",
+            Some(access),
+            Some(&json!({})),
+            &[],
+        )?,
+        200,
+        "step-up options",
+    )
+}
+
 fn login_verify(x: &Ctx, credential: &Json) -> Result<Reply, String> {
     x.call(
         "POST",
@@ -356,11 +370,13 @@ fn ceremonies(x: &Ctx, alg: iana::Algorithm, cose: i64, tag: &str) -> Result<(),
     if tokens["refresh_token"].as_str().is_none() {
         return Err("no refresh token for a device sign-in".into());
     }
-    // With the email: its passkey is listed; a passkey assertion is step-up.
+    // With the email: its passkey is listed.
     let options = login_options(x, Some(&a.email))?;
     if options["allowCredentials"][0]["id"] != id.as_str() {
         return Err(format!("options for the email {options}"));
     }
+    // Step-up by passkey, over a challenge bound to this user.
+    let options = step_up_options(x, access)?;
     let assertion = device.authenticate(&origin(x), &options)?;
     let r = x.call(
         "POST",
@@ -476,6 +492,10 @@ fn passkey_counter_regression_is_refused(x: &Ctx) -> Result<(), String> {
     let mut clone = Device::new(iana::Algorithm::ES256, true, true, copy);
     let cloned = clone.authenticate(&origin(x), &login_options(x, None)?)?;
     expect_problem(&login_verify(x, &cloned)?, 401, "passkey_clone_suspected")?;
+    // Flagged for good: neither copy signs in until the owner deletes it.
+    let original = device.authenticate(&origin(x), &login_options(x, None)?)?;
+    expect_problem(&login_verify(x, &original)?, 401, "passkey_clone_suspected")
+        .map_err(|e| format!("after flagging: {e}"))?;
     let listed = ok_json(
         x.send("GET", "/auth/passkeys", Some(&a.access), None, &[])?,
         200,
@@ -512,8 +532,10 @@ fn passkey_of_another_user_is_refused(x: &Ctx) -> Result<(), String> {
     enrolled(x, "pk-alice", &mut alice_device)?;
     let mut bob_device = Device::new(iana::Algorithm::ES256, true, true, None);
     let (bob, _) = enrolled(x, "pk-bob", &mut bob_device)?;
-    // Bob steps up with Alice's passkey.
-    let assertion = alice_device.authenticate(&origin(x), &login_options(x, None)?)?;
+    // Bob steps up with Alice's passkey over Bob's step-up challenge.
+    let mut options = step_up_options(x, &bob.access)?;
+    options["allowCredentials"] = json!([]);
+    let assertion = alice_device.authenticate(&origin(x), &options)?;
     let r = x.send(
         "POST",
         "/auth/step-up",
@@ -522,6 +544,17 @@ fn passkey_of_another_user_is_refused(x: &Ctx) -> Result<(), String> {
         &[],
     )?;
     expect_problem(&r, 401, "passkey_user_mismatch").map_err(|e| format!("step-up: {e}"))?;
+    // Nor does a sign-in challenge serve for step-up, even with his own passkey.
+    let assertion = bob_device.authenticate(&origin(x), &login_options(x, None)?)?;
+    let r = x.send(
+        "POST",
+        "/auth/step-up",
+        Some(&bob.access),
+        Some(&json!({"passkey": assertion})),
+        &[],
+    )?;
+    expect_problem(&r, 400, "passkey_challenge_invalid")
+        .map_err(|e| format!("sign-in challenge at step-up: {e}"))?;
     // Alice's assertion presented with Bob's user handle.
     let bob_assertion = bob_device.authenticate(&origin(x), &login_options(x, None)?)?;
     let mut mixed = alice_device.authenticate(&origin(x), &login_options(x, None)?)?;
@@ -546,8 +579,8 @@ fn passkey_tampered_client_data_is_refused(x: &Ctx) -> Result<(), String> {
     assertion["response"]["clientDataJSON"] = json!(URL_SAFE_NO_PAD.encode(cd.to_string()));
     expect_problem(
         &login_verify(x, &assertion)?,
-        400,
-        "passkey_signature_invalid",
+        401,
+        "passkey_assertion_invalid",
     )
 }
 
@@ -558,7 +591,12 @@ fn passkey_unknown_credential_is_refused(x: &Ctx) -> Result<(), String> {
     let fake = URL_SAFE_NO_PAD.encode(b"no such credential anywhere");
     assertion["id"] = json!(fake);
     assertion["rawId"] = json!(fake);
-    expect_problem(&login_verify(x, &assertion)?, 401, "passkey_unknown")
+    // The same answer as a bad signature: ids cannot be probed.
+    expect_problem(
+        &login_verify(x, &assertion)?,
+        401,
+        "passkey_assertion_invalid",
+    )
 }
 
 fn passkey_registration_challenge_cannot_sign_in(x: &Ctx) -> Result<(), String> {
@@ -663,5 +701,9 @@ fn passkeys_are_listed_renamed_and_deleted(x: &Ctx) -> Result<(), String> {
     }
     // The deleted passkey no longer signs in.
     let assertion = device.authenticate(&origin(x), &login_options(x, None)?)?;
-    expect_problem(&login_verify(x, &assertion)?, 401, "passkey_unknown")
+    expect_problem(
+        &login_verify(x, &assertion)?,
+        401,
+        "passkey_assertion_invalid",
+    )
 }

@@ -90,9 +90,10 @@ pub enum Error {
     /// other ceremony.
     #[error("passkey challenge invalid")]
     PasskeyChallengeInvalid,
-    /// No such credential is registered.
-    #[error("unknown passkey")]
-    PasskeyUnknown,
+    /// Unknown credential, or a signature that does not verify with it (one
+    /// answer for both, so assertions cannot probe which ids exist).
+    #[error("passkey assertion invalid")]
+    PasskeyAssertionInvalid,
     /// The assertion's user handle is not the credential owner's.
     #[error("passkey user mismatch")]
     PasskeyUserMismatch,
@@ -333,11 +334,11 @@ impl From<Error> for Problem {
                 "Passkey challenge invalid",
                 "The challenge is unknown, used, expired, or belongs to another ceremony or user.",
             ),
-            Error::PasskeyUnknown => problem(
+            Error::PasskeyAssertionInvalid => problem(
                 S::UNAUTHORIZED,
-                "passkey_unknown",
-                "Unknown passkey",
-                "No such passkey is registered.",
+                "passkey_assertion_invalid",
+                "Passkey assertion invalid",
+                "The passkey is not registered here, or its signature does not verify.",
             ),
             Error::PasskeyUserMismatch => problem(
                 S::UNAUTHORIZED,

@@ -186,6 +186,9 @@ pub fn router(config: &Config) -> Router {
         .route(Method::POST, "/auth/passkeys/login/verify", h(|s, r| async move { pk::login_verify(&s, r).await }),
             doc("passkey_login_verify", "Verify an AuthenticationResponseJSON; a session like password login (amr pop, mfa)", obj(&["credential"], json!({"credential": {"type": "object"}, "client": {"enum": ["browser", "device"]}})),
                 token_response_docs().into_iter().chain([err(400, "passkey_* / passkey_challenge_invalid"), err(401, "passkey_unknown / passkey_user_mismatch / passkey_clone_suspected / passkey_backup_state_changed")]).collect()))
+        .route(Method::POST, "/auth/passkeys/step-up/options", h(|s, r| async move { pk::step_up_options(&s, r).await }),
+            doc("passkey_step_up_options", "Request options for POST /auth/step-up {passkey}: a challenge bound to the signed-in user", obj(&[], json!({})),
+                authed(vec![ok(200, "request options (challenge single-use, 5 min, this user only)").with_schema(schemas::passkey_request_options()), err(404, "passkeys_disabled")])))
         .route(Method::GET, "/auth/passkeys", h(|s, r| async move { pk::list(&s, r).await }),
             doc("passkeys", "The caller's passkeys", None, authed(vec![ok(200, "{passkeys}").with_schema(schemas::passkeys())])))
         .route(Method::PATCH, "/auth/passkeys/{id}", h(|s, r| async move { pk::rename(&s, r).await }),

@@ -113,6 +113,15 @@ pub const RESET_PER_EMAIL: Rule = Rule {
     kind: Kind::Block,
 };
 
+/// Anonymous passkey sign-in requests (options and verification) per
+/// client address: each stores a challenge or checks a signature.
+pub const PASSKEY_PER_IP: Rule = Rule {
+    name: "passkey_ip",
+    limit: 300,
+    window_ms: 15 * MINUTE,
+    kind: Kind::Block,
+};
+
 /// Node enrollments per user.
 pub const ENROLL_PER_USER: Rule = Rule {
     name: "enroll_user",

@@ -107,6 +107,16 @@ pub enum CoseKey {
     },
 }
 
+/// One CBOR item and nothing after it.
+fn exactly_one(bytes: &[u8], what: &'static str) -> Result<Cbor, Refusal> {
+    let mut reader = bytes;
+    let v: Cbor = ciborium::de::from_reader(&mut reader).map_err(|_| Refusal::Malformed(what))?;
+    if !reader.is_empty() {
+        return Err(Refusal::Malformed(what));
+    }
+    Ok(v)
+}
+
 fn int(v: &Cbor) -> Option<i64> {
     v.as_integer().and_then(|i| i64::try_from(i).ok())
 }
@@ -123,9 +133,7 @@ impl CoseKey {
 
     /// Parses a COSE_Key (RFC 9052/9053) of one of the accepted kinds.
     pub fn from_cbor(bytes: &[u8]) -> Result<CoseKey, Refusal> {
-        let v: Cbor =
-            ciborium::de::from_reader(bytes).map_err(|_| Refusal::Malformed("COSE key"))?;
-        Self::from_value(&v)
+        Self::from_value(&exactly_one(bytes, "COSE key")?)
     }
 
     fn from_value(v: &Cbor) -> Result<CoseKey, Refusal> {
@@ -161,14 +169,20 @@ impl CoseKey {
                     return Err(Refusal::Algorithm);
                 }
                 let x: [u8; 32] = bytes(-2)?.as_slice().try_into().map_err(|_| bad)?;
-                ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| bad)?;
+                let key = ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| bad)?;
+                // A small-order key accepts forged signatures under lax
+                // verification; it is never a real passkey.
+                if key.is_weak() {
+                    return Err(bad);
+                }
                 Ok(CoseKey::EdDsa(x))
             }
             // RSA.
             (3, RS256) => {
                 let (n, e) = (bytes(-1)?.clone(), bytes(-2)?.clone());
-                // 2048 bits at least, 4096 at most (verification cost).
-                if !(256..=512).contains(&n.len()) || e.is_empty() || e.len() > 4 {
+                // 2048 to 4096 bits (no leading zero byte padding a smaller
+                // modulus), and the public exponent everybody uses.
+                if !(256..=512).contains(&n.len()) || n[0] == 0 || e != [1, 0, 1] {
                     return Err(bad);
                 }
                 Ok(CoseKey::Rs256 { n, e })
@@ -334,7 +348,7 @@ impl AttestationObject {
     /// Parses the CBOR attestation object.
     pub fn parse(raw: &[u8]) -> Result<AttestationObject, Refusal> {
         let bad = Refusal::Malformed("attestationObject");
-        let v: Cbor = ciborium::de::from_reader(raw).map_err(|_| bad)?;
+        let v = exactly_one(raw, "attestationObject")?;
         let map = v.as_map().ok_or(bad)?;
         let get = |name: &str| {
             map.iter()

@@ -22,6 +22,7 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use crate::ratelimit;
 use crate::secrets::rfc3339;
 use crate::session::{self, Client, audit, record};
 use crate::webauthn::{
@@ -241,6 +242,19 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
     enabled(s)?;
     let p = session::authenticate(s, &req).await?;
     let body: RegisterVerify = req.json()?;
+    // Checked before the challenge is spent on a ceremony that would fail.
+    let name = body
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or("Passkey");
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(edgecoder_kernel::Error::InvalidRequest(
+            "name must be 1 to 64 printable characters.".into(),
+        )
+        .into());
+    }
     let result = register_checks(s, &p.user_id, &body).await;
     let (id, attested, auth) = match result {
         Ok(v) => v,
@@ -258,18 +272,6 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
             return Err(e);
         }
     };
-    let name = body
-        .name
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .unwrap_or("Passkey");
-    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(edgecoder_kernel::Error::InvalidRequest(
-            "name must be 1 to 64 printable characters.".into(),
-        )
-        .into());
-    }
     let transports: Vec<&String> = body
         .credential
         .response
@@ -284,30 +286,39 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
         .take(6)
         .collect();
     let now = s.clock.now_ms();
-    let done = s
+    let inserted = s
         .sql
-        .batch(vec![
-            Statement::new(
-                "INSERT INTO webauthn_credentials (id, user_id, public_key, alg, sign_count, backup_eligible, backed_up, transports, aaguid, name, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
-                vec![
-                    id.as_str().into(),
-                    p.user_id.as_str().into(),
-                    Value::Blob(attested.key_cbor.clone()),
-                    Value::Integer(attested.key.alg()),
-                    Value::Integer(i64::from(auth.sign_count)),
-                    Value::Integer(i64::from(auth.flags & FLAG_BE != 0)),
-                    Value::Integer(i64::from(auth.flags & FLAG_BS != 0)),
-                    json!(transports).to_string().into(),
-                    uuid(&attested.aaguid).into(),
-                    name.into(),
-                    Value::Integer(now),
-                ],
-            ),
-            audit(s, &req, &p.actor(), "auth.passkey.register", Some(&id), Outcome::Success, json!({"alg": attested.key.alg(), "aaguid": uuid(&attested.aaguid), "backup_eligible": auth.flags & FLAG_BE != 0})),
-        ])
-        .await?;
-    if done.first().map(|r| r.changes) != Some(1) {
+        .execute(Statement::new(
+            "INSERT INTO webauthn_credentials (id, user_id, public_key, alg, sign_count, backup_eligible, backed_up, transports, aaguid, name, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
+            vec![
+                id.as_str().into(),
+                p.user_id.as_str().into(),
+                Value::Blob(attested.key_cbor.clone()),
+                Value::Integer(attested.key.alg()),
+                Value::Integer(i64::from(auth.sign_count)),
+                Value::Integer(i64::from(auth.flags & FLAG_BE != 0)),
+                Value::Integer(i64::from(auth.flags & FLAG_BS != 0)),
+                json!(transports).to_string().into(),
+                uuid(&attested.aaguid).into(),
+                name.into(),
+                Value::Integer(now),
+            ],
+        ))
+        .await?
+        .changes
+        == 1;
+    record(
+        s,
+        &req,
+        &p.actor(),
+        "auth.passkey.register",
+        Some(&id),
+        if inserted { Outcome::Success } else { Outcome::Denied },
+        json!({"alg": attested.key.alg(), "aaguid": uuid(&attested.aaguid), "backup_eligible": auth.flags & FLAG_BE != 0, "reason": (!inserted).then_some("passkey_exists")}),
+    )
+    .await?;
+    if !inserted {
         return Err(Error::PasskeyExists);
     }
     Ok(json_response(
@@ -338,6 +349,9 @@ async fn register_checks(
     let auth = AuthData::parse(&att.auth_data)?;
     auth.require_rp(&s.config.passkey_rp_id)?;
     auth.require_up_uv()?;
+    if auth.flags & FLAG_BS != 0 && auth.flags & FLAG_BE == 0 {
+        return Err(Refusal::Malformed("authenticatorData flags").into());
+    }
     let attested = auth
         .attested
         .clone()
@@ -362,6 +376,35 @@ fn uuid(b: &[u8; 16]) -> String {
         &h[16..20],
         &h[20..]
     )
+}
+
+async fn limit_address(s: &Services, req: &Request) -> Result<(), Error> {
+    if let Some(ip) = ratelimit::ip_subject(&req.ctx) {
+        ratelimit::attempt(s, &ratelimit::PASSKEY_PER_IP, &ip).await?;
+    }
+    Ok(())
+}
+
+/// `POST /auth/passkeys/step-up/options`: a challenge only this signed-in
+/// user can answer, for `POST /auth/step-up {passkey}`.
+pub async fn step_up_options(s: &Services, req: Request) -> Result<Response, Error> {
+    enabled(s)?;
+    let p = session::authenticate(s, &req).await?;
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT id, transports FROM webauthn_credentials WHERE user_id = ?1 ORDER BY created_at",
+            vec![p.user_id.as_str().into()],
+        ))
+        .await?;
+    let challenge = new_challenge(s, "step_up", Some(&p.user_id)).await?;
+    Ok(ok_json(&json!({
+        "challenge": challenge,
+        "timeout": CHALLENGE_MS,
+        "rpId": s.config.passkey_rp_id,
+        "allowCredentials": descriptors(&rows),
+        "userVerification": "required",
+    })))
 }
 
 /// `POST /auth/passkeys/login/options` body.
@@ -398,6 +441,7 @@ fn fake_ids(s: &Services, email: &str) -> Vec<Json> {
 /// email, its credentials, or fakes that look the same.
 pub async fn login_options(s: &Services, req: Request) -> Result<Response, Error> {
     enabled(s)?;
+    limit_address(s, &req).await?;
     let body: LoginOptions = if req.body.is_empty() {
         LoginOptions::default()
     } else {
@@ -470,11 +514,27 @@ pub struct Asserted {
     pub user_id: String,
 }
 
-/// Every check of an assertion, then the counter update.
+/// A fixed P-256 key (the curve's base point, private half 1, whose
+/// signatures nobody here makes), checked against when the credential is
+/// unknown so both answers cost the same.
+const DUMMY_POINT: [u8; 65] = [
+    0x04, 0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40,
+    0xf2, 0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2,
+    0x96, 0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e,
+    0x16, 0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51,
+    0xf5,
+];
+
+/// Every check of an assertion answering a challenge of `ceremony` (bound
+/// to `expected_user` for step-up), then the counter update. The answer for
+/// an unknown credential is the one for a bad signature, at the same cost,
+/// so assertions cannot probe which credential ids exist.
 pub async fn verify_assertion(
     s: &Services,
     req: &Request,
     c: &AssertionJson,
+    ceremony: &str,
+    expected_user: Option<&str>,
 ) -> Result<Asserted, Error> {
     if c.type_ != "public-key" || c.id != c.raw_id {
         return Err(Refusal::Malformed("credential").into());
@@ -483,12 +543,25 @@ pub async fn verify_assertion(
     let client_data_raw = unb64(&c.response.client_data_json, "clientDataJSON")?;
     let cd = check_client_data(s, &client_data_raw, "webauthn.get")?;
     // Consumed first: a response is good for one try, whatever happens next.
-    consume_challenge(s, &cd.challenge, "authentication").await?;
+    let bound = consume_challenge(s, &cd.challenge, ceremony).await?;
+    if bound.as_deref() != expected_user {
+        return Err(Error::PasskeyChallengeInvalid);
+    }
+    let auth_raw = unb64(&c.response.authenticator_data, "authenticatorData")?;
+    let auth = AuthData::parse(&auth_raw)?;
+    auth.require_rp(&s.config.passkey_rp_id)?;
+    auth.require_up_uv()?;
+    if auth.attested.is_some() || (auth.flags & FLAG_BS != 0 && auth.flags & FLAG_BE == 0) {
+        return Err(Refusal::Malformed("authenticatorData flags").into());
+    }
+    let signature = unb64(&c.response.signature, "signature")?;
+    let mut signed = auth_raw.clone();
+    signed.extend_from_slice(&Sha256::digest(&client_data_raw));
     let id = b64(&raw_id);
     let rows = s
         .sql
         .execute(Statement::new(
-            "SELECT c.user_id, c.public_key, c.sign_count, c.backup_eligible, h.handle \
+            "SELECT c.user_id, c.public_key, c.sign_count, c.backup_eligible, c.clone_suspected_at, h.handle \
              FROM webauthn_credentials c LEFT JOIN webauthn_user_handles h ON h.user_id = c.user_id WHERE c.id = ?1",
             vec![id.as_str().into()],
         ))
@@ -496,47 +569,40 @@ pub async fn verify_assertion(
     let (Some(user_id), Some(key_cbor)) =
         (rows.get_str(0, "user_id"), rows.get_blob(0, "public_key"))
     else {
-        return Err(Error::PasskeyUnknown);
+        let _ = CoseKey::Es256(DUMMY_POINT.to_vec()).verify(&signed, &signature);
+        return Err(Error::PasskeyAssertionInvalid);
     };
     let user_id = user_id.to_owned();
     let key = CoseKey::from_cbor(key_cbor)?;
-    let auth_raw = unb64(&c.response.authenticator_data, "authenticatorData")?;
-    let auth = AuthData::parse(&auth_raw)?;
-    auth.require_rp(&s.config.passkey_rp_id)?;
-    auth.require_up_uv()?;
-    let mut signed = auth_raw.clone();
-    signed.extend_from_slice(&Sha256::digest(&client_data_raw));
-    key.verify(&signed, &unb64(&c.response.signature, "signature")?)?;
+    key.verify(&signed, &signature)
+        .map_err(|_| Error::PasskeyAssertionInvalid)?;
     if let Some(h) = &c.response.user_handle
         && !h.is_empty()
         && Some(h.trim_end_matches('=')) != rows.get_str(0, "handle")
     {
         return Err(Error::PasskeyUserMismatch);
     }
+    if expected_user.is_some_and(|u| u != user_id) {
+        return Err(Error::PasskeyUserMismatch);
+    }
     if (auth.flags & FLAG_BE != 0) != (rows.get_i64(0, "backup_eligible") == Some(1)) {
         return Err(Error::PasskeyBackupStateChanged);
+    }
+    // A flagged credential stays refused until its owner deletes it.
+    if rows.get_i64(0, "clone_suspected_at").is_some() && s.config.passkey_refuse_counter_regression
+    {
+        return Err(Error::PasskeyCloneSuspected);
     }
     let stored = rows.get_i64(0, "sign_count").unwrap_or(0);
     let received = i64::from(auth.sign_count);
     let now = s.clock.now_ms();
-    if stored != 0 && received != 0 && received <= stored {
-        s.sql
-            .batch(vec![
-                Statement::new(
-                    "UPDATE webauthn_credentials SET clone_suspected_at = ?2 WHERE id = ?1",
-                    vec![id.as_str().into(), Value::Integer(now)],
-                ),
-                audit(s, req, &format!("user:{user_id}"), "auth.passkey.clone_suspected", Some(&id), Outcome::Denied,
-                    json!({"severity": "critical", "stored_count": stored, "received_count": received, "refused": s.config.passkey_refuse_counter_regression})),
-            ])
-            .await?;
-        if s.config.passkey_refuse_counter_regression {
-            return Err(Error::PasskeyCloneSuspected);
-        }
-    }
-    s.sql
+    // The counter moves only forward, in one conditional UPDATE, so two
+    // assertions with the same counter cannot both pass.
+    let moved = s
+        .sql
         .execute(Statement::new(
-            "UPDATE webauthn_credentials SET sign_count = MAX(sign_count, ?2), backed_up = ?3, last_used_at = ?4 WHERE id = ?1",
+            "UPDATE webauthn_credentials SET sign_count = ?2, backed_up = ?3, last_used_at = ?4 \
+             WHERE id = ?1 AND (sign_count < ?2 OR (?2 = 0 AND sign_count = 0))",
             vec![
                 id.as_str().into(),
                 Value::Integer(received),
@@ -544,7 +610,28 @@ pub async fn verify_assertion(
                 Value::Integer(now),
             ],
         ))
-        .await?;
+        .await?
+        .changes
+        == 1;
+    // Authenticators without a counter send 0 every time (synced passkeys):
+    // that is no regression.
+    if !moved && received != 0 {
+        let refuse = s.config.passkey_refuse_counter_regression;
+        s.sql
+            .batch(vec![
+                Statement::new(
+                    "UPDATE webauthn_credentials SET clone_suspected_at = COALESCE(clone_suspected_at, ?2) WHERE id = ?1",
+                    vec![id.as_str().into(), Value::Integer(now)],
+                ),
+                audit(s, req, &format!("user:{user_id}"), "auth.passkey.clone_suspected", Some(&id),
+                    if refuse { Outcome::Denied } else { Outcome::Success },
+                    json!({"severity": "critical", "stored_count": stored, "received_count": received, "refused": refuse})),
+            ])
+            .await?;
+        if refuse {
+            return Err(Error::PasskeyCloneSuspected);
+        }
+    }
     Ok(Asserted {
         credential_id: id,
         user_id,
@@ -556,7 +643,8 @@ pub async fn login_verify(s: &Services, req: Request) -> Result<Response, Error>
     enabled(s)?;
     let body: LoginVerify = req.json()?;
     let client = Client::parse(body.client.as_deref())?;
-    let asserted = match verify_assertion(s, &req, &body.credential).await {
+    limit_address(s, &req).await?;
+    let asserted = match verify_assertion(s, &req, &body.credential, "authentication", None).await {
         Ok(a) => a,
         Err(e) => {
             record(
@@ -566,7 +654,7 @@ pub async fn login_verify(s: &Services, req: Request) -> Result<Response, Error>
                 "auth.passkey.login",
                 None,
                 Outcome::Failure,
-                json!({"reason": e.to_string()}),
+                json!({"reason": e.to_string(), "credential": body.credential.id.chars().take(1400).collect::<String>()}),
             )
             .await?;
             return Err(e);
@@ -585,7 +673,7 @@ pub async fn login_verify(s: &Services, req: Request) -> Result<Response, Error>
     ));
     let results = s.sql.batch(stmts).await?;
     if results.first().map(|r| r.changes) != Some(1) {
-        return Err(Error::PasskeyUnknown);
+        return Err(Error::PasskeyAssertionInvalid);
     }
     let access = session::access_token(s, &sid).await?;
     Ok(session::token_response(s, &access, Some(&refresh), client))

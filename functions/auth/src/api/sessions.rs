@@ -311,7 +311,7 @@ pub async fn me(s: &Services, req: Request) -> Result<Response, Error> {
 }
 
 /// `POST /auth/step-up` body: the password, or a passkey assertion (over a
-/// challenge from `POST /auth/passkeys/login/options`).
+/// challenge from `POST /auth/passkeys/step-up/options`).
 #[derive(Deserialize)]
 pub struct StepUp {
     #[serde(default)]
@@ -331,11 +331,9 @@ pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
             "pwd",
         ),
         (None, Some(assertion)) => (
-            match crate::api::passkeys::verify_assertion(s, &req, assertion).await {
-                Ok(a) if a.user_id == p.user_id => Ok(()),
-                Ok(_) => Err(Error::PasskeyUserMismatch),
-                Err(e) => Err(e),
-            },
+            crate::api::passkeys::verify_assertion(s, &req, assertion, "step_up", Some(&p.user_id))
+                .await
+                .map(|_| ()),
             "pop",
         ),
         _ => {
