@@ -632,3 +632,73 @@ fn passkey_challenges_expire_after_five_minutes() {
         (400, Some("passkey_challenge_invalid"))
     );
 }
+
+#[test]
+fn passkey_counter_policy_warn_flags_but_signs_in() {
+    use edgecoder_conformance::passkeys::Device;
+    let origin = "http://localhost:5173";
+    let e = env(&[
+        ("allowed_origins", origin),
+        ("passkey_counter_policy", "warn"),
+    ]);
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let access = rt().block_on(async {
+        e.migrate().await;
+        e.signup("warn@example.com", true).await;
+        let (_, login) = e.login("warn@example.com", PASSWORD).await;
+        login["access_token"].as_str().expect("token").to_owned()
+    });
+    let mut device = Device::new(passkey_crypto::iana::Algorithm::ES256, true, true, None);
+    let (_, options) = rt().block_on(e.call(
+        Method::POST,
+        "/auth/passkeys/register/options",
+        Some(&access),
+        None,
+    ));
+    let credential = device.register(origin, &options).expect("register");
+    let (s, _) = rt().block_on(e.call(
+        Method::POST,
+        "/auth/passkeys/register/verify",
+        Some(&access),
+        Some(json!({ "credential": credential })),
+    ));
+    assert_eq!(s, 201);
+    let sign_in = |device: &mut Device| {
+        let (_, options) = rt().block_on(e.call(
+            Method::POST,
+            "/auth/passkeys/login/options",
+            None,
+            Some(json!({})),
+        ));
+        let assertion = device.authenticate(origin, &options).expect("assert");
+        rt().block_on(e.call(
+            Method::POST,
+            "/auth/passkeys/login/verify",
+            None,
+            Some(json!({ "credential": assertion })),
+        ))
+        .0
+    };
+    assert_eq!(sign_in(&mut device), 200);
+    let copy = device.passkey();
+    assert_eq!(sign_in(&mut device), 200);
+    // The clone repeats counter 2: flagged and audited, but let in.
+    let mut clone = Device::new(passkey_crypto::iana::Algorithm::ES256, true, true, copy);
+    assert_eq!(sign_in(&mut clone), 200);
+    let flagged = rt().block_on(async {
+        e.db.execute(Statement::new(
+            "SELECT (SELECT COUNT(*) FROM webauthn_credentials WHERE clone_suspected_at IS NOT NULL) AS flagged, \
+             (SELECT COUNT(*) FROM audit_events WHERE action = 'auth.passkey.clone_suspected') AS events",
+            vec![],
+        ))
+        .await
+        .expect("query")
+    });
+    assert_eq!(flagged.get_i64(0, "flagged"), Some(1));
+    assert_eq!(flagged.get_i64(0, "events"), Some(1));
+}
