@@ -29,6 +29,7 @@ CREATE TABLE webauthn_challenges (
     challenge_hash  TEXT PRIMARY KEY,
     ceremony        TEXT NOT NULL CHECK (ceremony IN ('registration', 'authentication', 'step_up')),
     user_id         TEXT,                            -- the user (registration, step-up); NULL for sign-in
+    session_id      TEXT,                            -- the session the ceremony was started in
     created_at      INTEGER NOT NULL,
     expires_at      INTEGER NOT NULL
 );

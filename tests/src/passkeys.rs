@@ -330,6 +330,10 @@ pub fn checks() -> Vec<(&'static str, PasskeyCheck)> {
             passkey_registration_challenge_cannot_sign_in,
         ),
         (
+            "passkey_registration_stays_in_its_session",
+            passkey_registration_stays_in_its_session,
+        ),
+        (
             "passkey_login_options_do_not_reveal_accounts",
             passkey_login_options_do_not_reveal_accounts,
         ),
@@ -613,6 +617,29 @@ fn passkey_registration_challenge_cannot_sign_in(x: &Ctx) -> Result<(), String> 
     )
 }
 
+fn passkey_registration_stays_in_its_session(x: &Ctx) -> Result<(), String> {
+    let a = x.account("pk-session", true)?;
+    // The same user signed in elsewhere cannot finish this ceremony.
+    let other = ok_json(x.login(&a.email, PASSWORD)?, 200, "second sign-in")?;
+    let other_access = other["access_token"].as_str().unwrap_or("").to_owned();
+    let options = register_options(x, &a)?;
+    let mut device = Device::new(iana::Algorithm::ES256, true, true, None);
+    let cred = device.register(&origin(x), &options)?;
+    let r = x.send(
+        "POST",
+        "/auth/passkeys/register/verify",
+        Some(&other_access),
+        Some(&json!({"credential": cred})),
+        &[],
+    )?;
+    expect_problem(&r, 400, "passkey_challenge_invalid")?;
+    // The session that asked for it can.
+    let options = register_options(x, &a)?;
+    let cred = device.register(&origin(x), &options)?;
+    ok_json(register_verify(x, &a, &cred)?, 201, "same session")?;
+    Ok(())
+}
+
 fn passkey_login_options_do_not_reveal_accounts(x: &Ctx) -> Result<(), String> {
     let unknown = x.email("pk-nobody");
     let first = login_options(x, Some(&unknown))?;
@@ -648,7 +675,6 @@ fn passkey_login_options_do_not_reveal_accounts(x: &Ctx) -> Result<(), String> {
     {
         return Err(format!("no-passkey account options {v}"));
     }
-    let _ = PASSWORD;
     Ok(())
 }
 

@@ -58,8 +58,13 @@ fn enabled(s: &Services) -> Result<(), Error> {
     Ok(())
 }
 
-/// A fresh challenge for `ceremony`, stored; returns its base64url.
-async fn new_challenge(s: &Services, ceremony: &str, user: Option<&str>) -> Result<String, Error> {
+/// A fresh challenge for `ceremony`, stored, bound to a user's session for
+/// registration and step-up; returns its base64url.
+async fn new_challenge(
+    s: &Services,
+    ceremony: &str,
+    session: Option<&session::Principal>,
+) -> Result<String, Error> {
     let mut raw = [0u8; 32];
     s.rng.fill(&mut raw);
     let challenge = b64(&raw);
@@ -71,14 +76,15 @@ async fn new_challenge(s: &Services, ceremony: &str, user: Option<&str>) -> Resu
                 vec![Value::Integer(now)],
             ),
             Statement::new(
-                "INSERT INTO webauthn_challenges (challenge_hash, ceremony, user_id, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO webauthn_challenges (challenge_hash, ceremony, user_id, session_id, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?6, ?4, ?5)",
                 vec![
                     challenge_hash(&challenge).into(),
                     ceremony.into(),
-                    user.map(str::to_owned).into(),
+                    session.map(|p| p.user_id.clone()).into(),
                     Value::Integer(now),
                     Value::Integer(now + CHALLENGE_MS),
+                    session.map(|p| p.session_id.clone()).into(),
                 ],
             ),
         ])
@@ -86,21 +92,25 @@ async fn new_challenge(s: &Services, ceremony: &str, user: Option<&str>) -> Resu
     Ok(challenge)
 }
 
-/// Consumes a challenge of `ceremony`; returns the user it was bound to.
+/// Consumes a challenge of `ceremony` issued to `session` (none for
+/// sign-in); returns the user it was bound to.
 async fn consume_challenge(
     s: &Services,
     challenge_b64: &str,
     ceremony: &str,
+    session: Option<&str>,
 ) -> Result<Option<String>, Error> {
     let rows = s
         .sql
         .execute(Statement::new(
             "DELETE FROM webauthn_challenges WHERE challenge_hash = ?1 AND ceremony = ?2 AND expires_at > ?3 \
+               AND session_id IS ?4 \
              RETURNING user_id",
             vec![
                 challenge_hash(challenge_b64).into(),
                 ceremony.into(),
                 Value::Integer(s.clock.now_ms()),
+                session.map(str::to_owned).into(),
             ],
         ))
         .await?;
@@ -165,7 +175,7 @@ pub async fn register_options(s: &Services, req: Request) -> Result<Response, Er
             vec![p.user_id.as_str().into()],
         ))
         .await?;
-    let challenge = new_challenge(s, "registration", Some(&p.user_id)).await?;
+    let challenge = new_challenge(s, "registration", Some(&p)).await?;
     let params: Vec<Json> = ALGORITHMS
         .iter()
         .map(|alg| json!({"type": "public-key", "alg": alg}))
@@ -255,7 +265,7 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
         )
         .into());
     }
-    let result = register_checks(s, &p.user_id, &body).await;
+    let result = register_checks(s, &p, &body).await;
     let (id, attested, auth) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -330,7 +340,7 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
 
 async fn register_checks(
     s: &Services,
-    user_id: &str,
+    p: &session::Principal,
     body: &RegisterVerify,
 ) -> Result<(String, webauthn::Attested, AuthData), Error> {
     let c = &body.credential;
@@ -340,8 +350,8 @@ async fn register_checks(
     let raw_id = unb64(&c.raw_id, "rawId")?;
     let client_data_raw = unb64(&c.response.client_data_json, "clientDataJSON")?;
     let cd = check_client_data(s, &client_data_raw, "webauthn.create")?;
-    let bound = consume_challenge(s, &cd.challenge, "registration").await?;
-    if bound.as_deref() != Some(user_id) {
+    let bound = consume_challenge(s, &cd.challenge, "registration", Some(&p.session_id)).await?;
+    if bound.as_deref() != Some(p.user_id.as_str()) {
         return Err(Error::PasskeyChallengeInvalid);
     }
     let att =
@@ -397,7 +407,7 @@ pub async fn step_up_options(s: &Services, req: Request) -> Result<Response, Err
             vec![p.user_id.as_str().into()],
         ))
         .await?;
-    let challenge = new_challenge(s, "step_up", Some(&p.user_id)).await?;
+    let challenge = new_challenge(s, "step_up", Some(&p)).await?;
     Ok(ok_json(&json!({
         "challenge": challenge,
         "timeout": CHALLENGE_MS,
@@ -525,8 +535,8 @@ const DUMMY_POINT: [u8; 65] = [
     0xf5,
 ];
 
-/// Every check of an assertion answering a challenge of `ceremony` (bound
-/// to `expected_user` for step-up), then the counter update. The answer for
+/// Every check of an assertion answering a challenge of `ceremony` (for
+/// step-up, issued to the caller's session), then the counter update. The answer for
 /// an unknown credential is the one for a bad signature, at the same cost,
 /// so assertions cannot probe which credential ids exist.
 pub async fn verify_assertion(
@@ -534,8 +544,9 @@ pub async fn verify_assertion(
     req: &Request,
     c: &AssertionJson,
     ceremony: &str,
-    expected_user: Option<&str>,
+    caller: Option<&session::Principal>,
 ) -> Result<Asserted, Error> {
+    let expected_user = caller.map(|p| p.user_id.as_str());
     if c.type_ != "public-key" || c.id != c.raw_id {
         return Err(Refusal::Malformed("credential").into());
     }
@@ -543,7 +554,13 @@ pub async fn verify_assertion(
     let client_data_raw = unb64(&c.response.client_data_json, "clientDataJSON")?;
     let cd = check_client_data(s, &client_data_raw, "webauthn.get")?;
     // Consumed first: a response is good for one try, whatever happens next.
-    let bound = consume_challenge(s, &cd.challenge, ceremony).await?;
+    let bound = consume_challenge(
+        s,
+        &cd.challenge,
+        ceremony,
+        caller.map(|p| p.session_id.as_str()),
+    )
+    .await?;
     if bound.as_deref() != expected_user {
         return Err(Error::PasskeyChallengeInvalid);
     }

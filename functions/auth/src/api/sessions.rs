@@ -331,7 +331,7 @@ pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
             "pwd",
         ),
         (None, Some(assertion)) => (
-            crate::api::passkeys::verify_assertion(s, &req, assertion, "step_up", Some(&p.user_id))
+            crate::api::passkeys::verify_assertion(s, &req, assertion, "step_up", Some(&p))
                 .await
                 .map(|_| ()),
             "pop",
