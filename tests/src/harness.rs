@@ -136,6 +136,8 @@ pub struct Server {
     child: Child,
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
+    /// A scratch directory removed when the server is dropped.
+    scratch: Option<PathBuf>,
     /// The base URL.
     pub base: String,
 }
@@ -178,8 +180,17 @@ impl Server {
             child,
             lines: rx,
             log: Vec::new(),
+            scratch: None,
             base,
         }
+    }
+
+    /// Makes the server own `dir` (its data or persistence directory), so
+    /// the directory goes when the server does and test runs leave no
+    /// litter in the temp directory.
+    pub fn owning(mut self, dir: PathBuf) -> Server {
+        self.scratch = Some(dir);
+        self
     }
 
     /// Output seen so far.
@@ -255,6 +266,9 @@ impl Drop for Server {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

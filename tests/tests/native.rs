@@ -49,7 +49,7 @@ fn native_conformance() {
         .map(|(k, v)| (env_name(k), v))
         .collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let server = start(&bin, &dir, &env);
+    let server = start(&bin, &dir, &env).owning(dir.clone());
     let report = run_suite("native", &conformance_target(&server.base, &key));
     assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
 }

@@ -79,7 +79,7 @@ fn start_expecting(host: &Path, tag: &str, vars: &[&str], status: u16) -> Server
     if let Err(e) = server.wait_status("/openapi.json", status, Duration::from_secs(120)) {
         panic!("spin host did not start: {e}");
     }
-    server
+    server.owning(data)
 }
 
 fn dev_vars(key: &str) -> Vec<String> {

@@ -80,7 +80,7 @@ fn start(persist: &Path, key: &str) -> Server {
     if let Err(e) = server.wait_ready("/auth/health", Duration::from_secs(300)) {
         panic!("wrangler dev did not start: {e}");
     }
-    server
+    server.owning(persist.to_path_buf())
 }
 
 #[test]
