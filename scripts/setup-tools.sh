@@ -85,9 +85,27 @@ ec_npm_tools() {
   export WRANGLER_SEND_ERROR_REPORTS=false
 }
 
+# The test OpenID Provider (oidc-provider) for the OAuth conformance checks,
+# installed from tests/oidc's lockfile outside the repo.
+ec_oidc_provider() {
+  local sum dir
+  sum="$(cat "$EC_ROOT/tests/oidc/package.json" "$EC_ROOT/tests/oidc/package-lock.json" | sha256sum | cut -c1-16)"
+  dir="$EC_TOOLS/oidc-$sum"
+  if [[ ! -f "$dir/.done" ]]; then
+    ec_log "npm ci (oidc-provider) into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$EC_ROOT/tests/oidc/package.json" "$EC_ROOT/tests/oidc/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$dir/.done"
+  fi
+  export OIDC_PROVIDER_MODULE="$dir/node_modules/oidc-provider/lib/index.js"
+}
+
 ec_setup_all() {
   ec_targets
   ec_npm_tools
+  ec_oidc_provider
   ec_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build locked
   ec_wasm_tools
   local wbg
@@ -108,5 +126,6 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     printf 'NODE22_BIN=%s\n' "$NODE22_BIN"
     printf 'WRANGLER_BIN=%s\n' "$WRANGLER_BIN"
     printf 'WASM_TOOLS_BIN=%s\n' "$(command -v wasm-tools)"
+    printf 'OIDC_PROVIDER_MODULE=%s\n' "$OIDC_PROVIDER_MODULE"
   fi
 fi

@@ -20,6 +20,12 @@
 //   OIDC_JWKS_FILE       private JWKS JSON file to sign with (fixed kids); else fresh keys per start
 //   OIDC_PROVIDER_MODULE path to oidc-provider/lib/index.js if not resolvable from here
 //   OIDC_JWKS_MODE       normal | mismatch (publish different public keys under the same kids)
+//   OIDC_CLIENT2_ALG     RS256 | ES256 for the second client (OIDC_ID_TOKEN_ALG)
+//   OIDC_CLIENT2_AUTH    its token endpoint auth method (OIDC_CLIENT_AUTH)
+//   OIDC_MOUNTS          JSON array of extra issuers on the same port, each
+//                        {"path": "/decoy", "jwks_mode": "mismatch"}: issuer
+//                        http://HOST:PORT/decoy with its own keys and the same
+//                        clients (one origin, so one allowed outbound host)
 //
 // Login names typed at the dev login form become the account id (`sub`):
 //   email          = <login>@example.com
@@ -76,23 +82,27 @@ if (jwksMode === 'mismatch') {
   decoyJwks = { keys: freshKeys().map((k, i) => ({ ...toPublic(k), kid: signingKeys[i].kid })) };
 }
 
-function client(id) {
+function client(id, alg = idTokenAlg, auth = authMethod) {
   return {
     client_id: id,
     client_secret: clientSecret,
     redirect_uris: redirectUris,
     grant_types: ['authorization_code'],
     response_types: ['code'],
-    token_endpoint_auth_method: authMethod,
-    id_token_signed_response_alg: idTokenAlg,
+    token_endpoint_auth_method: auth,
+    id_token_signed_response_alg: alg,
   };
 }
 const clients = [client(clientId)];
-if (env.OIDC_CLIENT2_ID) clients.push(client(env.OIDC_CLIENT2_ID));
+if (env.OIDC_CLIENT2_ID) {
+  clients.push(client(env.OIDC_CLIENT2_ID, env.OIDC_CLIENT2_ALG || idTokenAlg,
+    env.OIDC_CLIENT2_AUTH || authMethod));
+}
 
-const configuration = {
+const configuration = (keys, mountPath) => ({
   clients,
-  jwks: { keys: signingKeys },
+  jwks: { keys },
+  interactions: { url: (ctx, interaction) => `${mountPath}/interaction/${interaction.uid}` },
   // PKCE for every client (confidential ones too); only S256 is supported by v9.
   pkce: { required: () => true },
   responseTypes: ['code'],
@@ -137,12 +147,12 @@ const configuration = {
     ctx.type = 'json';
     ctx.body = out;
   },
-};
+  ...(skipConsent ? { loadExistingGrant } : {}),
+});
 
-if (skipConsent) {
-  // Recipe from the oidc-provider docs ("skip consent for first-party clients"):
-  // create the grant on the fly so the consent prompt never triggers.
-  configuration.loadExistingGrant = async (ctx) => {
+// Recipe from the oidc-provider docs ("skip consent for first-party clients"):
+// create the grant on the fly so the consent prompt never triggers.
+async function loadExistingGrant(ctx) {
     const grantId = ctx.oidc.result?.consent?.grantId
       || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
     if (grantId) return ctx.oidc.provider.Grant.find(grantId);
@@ -153,7 +163,6 @@ if (skipConsent) {
     grant.addOIDCScope('openid email profile');
     await grant.save();
     return grant;
-  };
 }
 
 // Port must be known before the issuer: bind first, then build the provider.
@@ -165,24 +174,44 @@ await new Promise((resolve, reject) => {
 const actualPort = server.address().port;
 const issuer = env.OIDC_ISSUER || `http://${host}:${actualPort}`;
 
-const provider = new Provider(issuer, configuration);
-provider.on('server_error', (ctx, err) => console.error('server_error', err));
-
-if (decoyJwks) {
-  provider.use(async (ctx, next) => {
-    if (ctx.path === '/jwks') {
-      ctx.type = 'application/jwk-set+json; charset=utf-8';
-      ctx.body = decoyJwks;
-      return;
-    }
-    await next();
-  });
+function makeProvider(iss, keys, mountPath, decoy) {
+  const p = new Provider(iss, configuration(keys, mountPath));
+  p.on('server_error', (ctx, err) => console.error('server_error', err));
+  if (decoy) {
+    p.use(async (ctx, next) => {
+      if (ctx.path === '/jwks') {
+        ctx.type = 'application/jwk-set+json; charset=utf-8';
+        ctx.body = decoy;
+        return;
+      }
+      await next();
+    });
+  }
+  return p.callback();
 }
 
-server.on('request', provider.callback());
+const main = makeProvider(issuer, signingKeys, '', decoyJwks);
+// Extra issuers mounted under a path prefix, the way connect/express mount
+// oidc-provider: `originalUrl` keeps the full path, `url` loses the prefix.
+const mounts = JSON.parse(env.OIDC_MOUNTS || '[]').map((m) => {
+  const keys = freshKeys();
+  const decoy = m.jwks_mode === 'mismatch'
+    ? { keys: freshKeys().map((k, i) => ({ ...toPublic(k), kid: keys[i].kid })) }
+    : undefined;
+  return { path: m.path, issuer: `${issuer}${m.path}`, handle: makeProvider(`${issuer}${m.path}`, keys, m.path, decoy) };
+});
+server.on('request', (req, res) => {
+  const m = mounts.find((x) => req.url === x.path || req.url.startsWith(`${x.path}/`) || req.url.startsWith(`${x.path}?`));
+  if (!m) return main(req, res);
+  req.originalUrl = req.url;
+  req.url = req.url.slice(m.path.length) || '/';
+  if (req.url.startsWith('?')) req.url = `/${req.url}`;
+  return m.handle(req, res);
+});
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
 
 console.log(`OIDC_READY ${JSON.stringify({
   issuer, port: actualPort, client_id: clientId, client2_id: env.OIDC_CLIENT2_ID || null,
   kids: signingKeys.map((k) => k.kid), jwks_mode: jwksMode, skip_consent: skipConsent,
+  mounts: mounts.map((m) => m.issuer),
 })}`);

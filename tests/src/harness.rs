@@ -201,6 +201,33 @@ impl Server {
         self.log.join("\n")
     }
 
+    /// Waits for an output line starting with `prefix` and returns the rest
+    /// of it.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return Ok(rest.trim().to_owned());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!("exited before {prefix}:\n{}", self.output()));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no {prefix} after {timeout:?}:\n{}", self.output()));
+            }
+        }
+    }
+
     /// Waits until `path` answers 200, the process exits, or `timeout` passes.
     pub fn wait_ready(&mut self, path: &str, timeout: Duration) -> Result<(), String> {
         self.wait_status(path, 200, timeout)
@@ -301,6 +328,79 @@ pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
         // The suite registers dozens of nodes from one address.
         ("mesh_register_per_minute", "100000".into()),
         ("mesh_max_attempts", "2".into()),
+    ]
+}
+
+/// The client id the test OpenID Provider knows the deployment by (RS256
+/// ID tokens, `client_secret_basic`).
+pub const OIDC_CLIENT_ID: &str = "edgecoder-conformance";
+/// A second client of the same provider: ES256 ID tokens,
+/// `client_secret_post`.
+pub const OIDC_ES_CLIENT_ID: &str = "edgecoder-conformance-es";
+/// Both clients' secret.
+pub const OIDC_CLIENT_SECRET: &str = "conformance-oidc-client-secret";
+/// The native-app URL scheme conformance deployments register.
+pub const APP_SCHEME: &str = "dev.edgecoder.conformance";
+
+/// The test OpenID Provider (`tests/oidc/provider.mjs` under Node 22): one
+/// process, one origin, serving the main issuer and, under `/decoy`, an
+/// issuer that publishes other keys under the kids it signs with.
+pub struct OpenIdProvider {
+    /// The process (dies with this value).
+    pub server: Server,
+    /// The main issuer, `http://127.0.0.1:PORT`.
+    pub issuer: String,
+}
+
+/// Starts the test OpenID Provider on a free loopback port.
+pub fn start_openid_provider() -> OpenIdProvider {
+    let node = tool("NODE22_BIN").join("node");
+    let module = tool("OIDC_PROVIDER_MODULE");
+    let redirects: Vec<String> = ["op", "op-es", "decoy"]
+        .iter()
+        .map(|p| format!("{ISSUER}/auth/oauth/{p}/callback"))
+        .collect();
+    let mut cmd = Command::new(node);
+    cmd.current_dir(workspace_root().join("tests/oidc"))
+        .args(["provider.mjs", "0"])
+        .env("OIDC_PROVIDER_MODULE", module)
+        .env("OIDC_CLIENT_ID", OIDC_CLIENT_ID)
+        .env("OIDC_CLIENT_SECRET", OIDC_CLIENT_SECRET)
+        .env("OIDC_CLIENT2_ID", OIDC_ES_CLIENT_ID)
+        .env("OIDC_CLIENT2_ALG", "ES256")
+        .env("OIDC_CLIENT2_AUTH", "client_secret_post")
+        .env("OIDC_REDIRECT_URIS", redirects.join(" "))
+        .env("OIDC_SKIP_CONSENT", "1")
+        .env(
+            "OIDC_MOUNTS",
+            r#"[{"path": "/decoy", "jwks_mode": "mismatch"}]"#,
+        );
+    let mut server = Server::spawn(cmd, String::new());
+    let ready = server
+        .wait_line("OIDC_READY ", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the test OpenID Provider did not start: {e}"));
+    let info: serde_json::Value =
+        serde_json::from_str(&ready).unwrap_or_else(|e| panic!("OIDC_READY {ready}: {e}"));
+    let issuer = info["issuer"].as_str().unwrap_or_default().to_owned();
+    server.base = issuer.clone();
+    OpenIdProvider { server, issuer }
+}
+
+/// The OAuth settings a conformance deployment runs with: providers `op`
+/// (RS256), `op-es` (ES256, `client_secret_post`) and `decoy`, all at `op`.
+pub fn oauth_settings(op: &OpenIdProvider) -> Vec<(&'static str, String)> {
+    let providers = serde_json::json!([
+        {"id": "op", "issuer": op.issuer, "client_id": OIDC_CLIENT_ID, "name": "Test OP"},
+        {"id": "op-es", "issuer": op.issuer, "client_id": OIDC_ES_CLIENT_ID, "name": "Test OP (ES256)"},
+        {"id": "decoy", "issuer": format!("{}/decoy", op.issuer), "client_id": OIDC_CLIENT_ID, "name": "Decoy OP"},
+    ]);
+    let secrets = serde_json::json!({
+        "op": OIDC_CLIENT_SECRET, "op-es": OIDC_CLIENT_SECRET, "decoy": OIDC_CLIENT_SECRET,
+    });
+    vec![
+        ("oauth_providers", providers.to_string()),
+        ("oauth_client_secrets", secrets.to_string()),
+        ("oauth_app_schemes", APP_SCHEME.into()),
     ]
 }
 

@@ -14,6 +14,7 @@ pub mod harness;
 pub mod identity;
 pub mod ledger;
 pub mod mesh;
+pub mod oauth;
 pub mod passkeys;
 
 use std::time::Duration;
@@ -217,7 +218,11 @@ fn invariants(method: &str, path: &str, r: &Reply) -> Result<(), String> {
     let failed_readiness = r.status == 503
         && path.ends_with("/health/ready")
         && r.media_type() == "application/health+json";
-    if r.status >= 500 && !failed_readiness {
+    // And a sign-in provider's failure, reported as a gateway error.
+    let provider_failure = r.status == 502
+        && path.starts_with("/auth/oauth/")
+        && r.media_type() == "application/problem+json";
+    if r.status >= 500 && !failed_readiness && !provider_failure {
         return Err(format!(
             "{at}: server error: {}",
             String::from_utf8_lossy(&r.body)
@@ -375,6 +380,7 @@ pub fn run_suite(runtime: &str, target: &Target) -> Report {
         .chain(ledger::checks())
         .chain(mesh::checks())
         .chain(passkeys::checks())
+        .chain(oauth::checks())
         .chain(coverage)
     {
         let ctx = &ctx;

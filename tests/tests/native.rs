@@ -44,8 +44,10 @@ fn native_conformance() {
     let bin = binary();
     let dir = tempfile_dir("conformance");
     let key = signing_key_base64();
+    let op = edgecoder_conformance::harness::start_openid_provider();
     let env: Vec<(String, String)> = dev_settings(&key)
         .into_iter()
+        .chain(edgecoder_conformance::harness::oauth_settings(&op))
         .map(|(k, v)| (env_name(k), v))
         .collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

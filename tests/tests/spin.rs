@@ -93,7 +93,16 @@ fn dev_vars(key: &str) -> Vec<String> {
 fn spin_conformance() {
     let (_, host) = build();
     let key = signing_key_base64();
-    let vars = dev_vars(&key);
+    let op = edgecoder_conformance::harness::start_openid_provider();
+    let mut vars = dev_vars(&key);
+    vars.extend(
+        edgecoder_conformance::harness::oauth_settings(&op)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    // Spin lets the auth component reach the provider only if the manifest
+    // allows its origin.
+    vars.push(format!("oauth_outbound_host={}", op.issuer));
     let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
     let server = start(&host, "conformance", &vars);
     let report = run_suite("spin", &conformance_target(&server.base, &key));

@@ -56,6 +56,10 @@ fn apply_migrations(persist: &Path) {
 }
 
 fn start(persist: &Path, key: &str) -> Server {
+    start_with(persist, key, Vec::new())
+}
+
+fn start_with(persist: &Path, key: &str, extra: Vec<(&'static str, String)>) -> Server {
     let port = free_port();
     let mut args: Vec<String> = [
         "dev",
@@ -68,7 +72,7 @@ fn start(persist: &Path, key: &str) -> Server {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    for (k, v) in dev_settings(key) {
+    for (k, v) in dev_settings(key).into_iter().chain(extra) {
         args.push("--var".into());
         args.push(format!("{}:{v}", env_name(k)));
     }
@@ -88,7 +92,12 @@ fn workerd_conformance() {
     let persist = persist_dir("conformance");
     apply_migrations(&persist);
     let key = signing_key_base64();
-    let server = start(&persist, &key);
+    let op = edgecoder_conformance::harness::start_openid_provider();
+    let server = start_with(
+        &persist,
+        &key,
+        edgecoder_conformance::harness::oauth_settings(&op),
+    );
     let report = run_suite("workerd", &conformance_target(&server.base, &key));
     assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
 }

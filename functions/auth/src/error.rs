@@ -115,6 +115,44 @@ pub enum Error {
     /// No relying party is configured (no `allowed_origins`).
     #[error("passkeys disabled")]
     PasskeysDisabled,
+    /// No such OAuth provider is configured.
+    #[error("oauth provider unknown")]
+    OAuthProviderUnknown,
+    /// The callback's state is unknown, used, expired, for another provider
+    /// or from another browser.
+    #[error("oauth state invalid")]
+    OAuthStateInvalid,
+    /// The callback's `iss` (RFC 9207) is not the provider's issuer.
+    #[error("oauth issuer mismatch")]
+    OAuthIssuerMismatch,
+    /// The provider refused the code, or its answer was unusable.
+    #[error("oauth token exchange failed: {0}")]
+    OAuthTokenExchangeFailed(String),
+    /// Discovery, JWKS or a user API of the provider could not be read.
+    #[error("oauth provider unavailable: {0}")]
+    OAuthProviderUnavailable(String),
+    /// The ID token failed a check (named by the string).
+    #[error("id token invalid: {0}")]
+    IdTokenInvalid(&'static str),
+    /// The provider gave no email address to sign in or create an account with.
+    #[error("oauth email missing")]
+    OAuthEmailMissing,
+    /// A local account has the email, but linking automatically is not safe.
+    #[error("account exists, sign in to link")]
+    AccountExistsSignInToLink,
+    /// The provider account is already linked to another user.
+    #[error("oauth identity linked elsewhere")]
+    OAuthIdentityLinkedElsewhere,
+    /// The user already has a link to this provider.
+    #[error("oauth provider already linked")]
+    OAuthProviderAlreadyLinked,
+    /// No link to this provider on the caller's account.
+    #[error("oauth link not found")]
+    OAuthLinkNotFound,
+    /// A native app's one-time code is unknown, used, expired or its
+    /// verifier does not match.
+    #[error("oauth code invalid")]
+    OAuthCodeInvalid,
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -374,13 +412,85 @@ impl From<Error> for Problem {
                 S::CONFLICT,
                 "last_sign_in_method",
                 "Last sign-in method",
-                "Add a password or another passkey before removing this one.",
+                "Add a password, a passkey or a linked provider before removing this one.",
             ),
             Error::PasskeysDisabled => problem(
                 S::NOT_FOUND,
                 "passkeys_disabled",
                 "Passkeys disabled",
                 "This deployment has no relying party configured (allowed_origins).",
+            ),
+            Error::OAuthProviderUnknown => problem(
+                S::NOT_FOUND,
+                "oauth_provider_unknown",
+                "Unknown sign-in provider",
+                "No such provider is configured; GET /auth/capabilities lists them.",
+            ),
+            Error::OAuthStateInvalid => problem(
+                S::BAD_REQUEST,
+                "oauth_state_invalid",
+                "Sign-in attempt invalid",
+                "The sign-in attempt is unknown, used, expired, or was started in another browser. Start again.",
+            ),
+            Error::OAuthIssuerMismatch => problem(
+                S::BAD_REQUEST,
+                "oauth_issuer_mismatch",
+                "Wrong issuer",
+                "The authorization response names another issuer (RFC 9207).",
+            ),
+            Error::OAuthTokenExchangeFailed(_) => problem(
+                S::BAD_GATEWAY,
+                "oauth_token_exchange_failed",
+                "Token exchange failed",
+                "The provider did not accept the authorization code.",
+            ),
+            Error::OAuthProviderUnavailable(_) => problem(
+                S::BAD_GATEWAY,
+                "oauth_provider_unavailable",
+                "Provider unavailable",
+                "The sign-in provider could not be reached or answered unusably.",
+            ),
+            Error::IdTokenInvalid(why) => problem(
+                S::UNAUTHORIZED,
+                "oauth_id_token_invalid",
+                "ID token invalid",
+                &format!("The provider's ID token failed a check: {why}."),
+            ),
+            Error::OAuthEmailMissing => problem(
+                S::BAD_REQUEST,
+                "oauth_email_missing",
+                "No email address",
+                "The provider shared no email address; allow the email scope and try again.",
+            ),
+            Error::AccountExistsSignInToLink => problem(
+                S::CONFLICT,
+                "account_exists_sign_in_to_link",
+                "Account exists",
+                "An account with this email exists. Sign in to it, then link this provider from your account.",
+            ),
+            Error::OAuthIdentityLinkedElsewhere => problem(
+                S::CONFLICT,
+                "oauth_identity_linked_elsewhere",
+                "Linked to another account",
+                "This provider account already signs in to another EdgeCoder account.",
+            ),
+            Error::OAuthProviderAlreadyLinked => problem(
+                S::CONFLICT,
+                "oauth_provider_already_linked",
+                "Already linked",
+                "Your account already has a link to this provider; remove it first.",
+            ),
+            Error::OAuthLinkNotFound => problem(
+                S::NOT_FOUND,
+                "oauth_link_not_found",
+                "Link not found",
+                "Your account has no link to this provider.",
+            ),
+            Error::OAuthCodeInvalid => problem(
+                S::BAD_REQUEST,
+                "oauth_code_invalid",
+                "Code invalid",
+                "The one-time code is unknown, used or expired, or the code_verifier does not match.",
             ),
             Error::Kernel(k) => k.into(),
         }

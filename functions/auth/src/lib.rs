@@ -20,6 +20,7 @@ pub mod api;
 pub mod client;
 mod error;
 pub mod mail;
+pub mod oidc;
 pub mod password;
 pub mod ratelimit;
 mod schemas;
@@ -103,7 +104,9 @@ fn token_response_docs() -> Vec<ResponseDoc> {
 
 /// The function's routes under the given configuration.
 pub fn router(config: &Config) -> Router {
-    use api::{accounts as a, admin as ad, nodes as n, passkeys as pk, sessions as se};
+    use api::{
+        accounts as a, admin as ad, nodes as n, oauth as oa, passkeys as pk, sessions as se,
+    };
     let email = json!({"type": "string", "format": "email", "maxLength": 254});
     let pw = json!({"type": "string", "minLength": 12, "maxLength": 256});
     let token = json!({"type": "string"});
@@ -196,7 +199,26 @@ pub fn router(config: &Config) -> Router {
                 authed(vec![ok(200, "{id, name}").with_schema(schemas::passkey()), err(404, "passkey_not_found")])))
         .route(Method::DELETE, "/auth/passkeys/{id}", h(|s, r| async move { pk::delete(&s, r).await }),
             doc("passkey_delete", "Delete one of the caller's passkeys (step-up; never the last way to sign in)", None,
-                authed(vec![ok(200, "{id, status: deleted}").with_schema(schemas::deleted()), err(403, "step_up_required"), err(404, "passkey_not_found"), err(409, "last_sign_in_method")])));
+                authed(vec![ok(200, "{id, status: deleted}").with_schema(schemas::deleted()), err(403, "step_up_required"), err(404, "passkey_not_found"), err(409, "last_sign_in_method")])))
+        .route(Method::GET, "/auth/oauth/{provider}/start", h(|s, r| async move { oa::start(&s, r).await }),
+            doc("oauth_start", "302 to the provider (?return_to=: a relative path, an allowed origin's URL, or a native app's scheme with ?code_challenge=); sets the browser-binding cookie", None,
+                vec![response_doc(302, "to the provider's authorization endpoint (code flow, PKCE S256, state, nonce)", None), err(400, "invalid_request (app return_to without code_challenge)"), err(404, "oauth_provider_unknown"), err(429, "rate_limited"), err(502, "oauth_provider_unavailable")]))
+        .route(Method::GET, "/auth/oauth/{provider}/callback", h(|s, r| async move { oa::callback(&s, r).await }),
+            doc("oauth_callback", "The provider's redirect: checks the state and its browser, exchanges the code, validates the ID token, signs in (refresh cookie) or links, then 302 to return_to", None,
+                vec![response_doc(302, "to return_to (?error= when the provider refused; ?code= for native apps; ?linked= after linking)", None),
+                     err(400, "oauth_state_invalid / oauth_issuer_mismatch / oauth_email_missing"), err(401, "oauth_id_token_invalid"), err(404, "oauth_provider_unknown"),
+                     err(409, "account_exists_sign_in_to_link / oauth_identity_linked_elsewhere / oauth_provider_already_linked"), err(429, "rate_limited"), err(502, "oauth_token_exchange_failed / oauth_provider_unavailable")]))
+        .route(Method::POST, "/auth/oauth/{provider}/link/start", h(|s, r| async move { oa::link_start(&s, r).await }),
+            doc("oauth_link_start", "Start linking a provider to the signed-in account (step-up); returns the URL to send the browser to and sets the browser-binding cookie", obj(&[], json!({"return_to": {"type": "string"}})),
+                authed(vec![ok(200, "{authorization_url}").with_schema(schemas::oauth_link_start()), err(403, "step_up_required"), err(404, "oauth_provider_unknown"), err(502, "oauth_provider_unavailable")])))
+        .route(Method::GET, "/auth/oauth/links", h(|s, r| async move { oa::links(&s, r).await }),
+            doc("oauth_links", "The caller's linked sign-in providers", None, authed(vec![ok(200, "{links}").with_schema(schemas::oauth_links())])))
+        .route(Method::DELETE, "/auth/oauth/links/{provider}", h(|s, r| async move { oa::unlink(&s, r).await }),
+            doc("oauth_unlink", "Remove a linked provider (step-up; never the last way to sign in)", None,
+                authed(vec![ok(200, "{provider, status: deleted}").with_schema(schemas::oauth_unlinked()), err(403, "step_up_required"), err(404, "oauth_link_not_found"), err(409, "last_sign_in_method")])))
+        .route(Method::POST, "/auth/oauth/exchange", h(|s, r| async move { oa::exchange(&s, r).await }),
+            doc("oauth_exchange", "A native app trades its one-time code (60 s, single use) and PKCE code_verifier for a session", obj(&["code", "code_verifier"], json!({"code": token, "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128}, "client": {"enum": ["browser", "device"]}})),
+                token_response_docs().into_iter().chain([err(400, "oauth_code_invalid")]).collect()));
     if config.insecure_test_routes {
         r = r
             .merge(testroutes::routes(
@@ -241,7 +263,7 @@ async fn capabilities(s: &Services, _req: Request) -> Result<Response, Error> {
     Ok(ok_json(&json!({
         "password": true,
         "passkeys": {"enabled": passkeys, "rp_id": passkeys.then_some(&s.config.passkey_rp_id)},
-        "oauth_providers": [],
+        "oauth_providers": api::oauth::capabilities(s),
     })))
 }
 

@@ -53,6 +53,20 @@ pub fn already_registered(issuer: &str, to: &str) -> Mail {
     }
 }
 
+/// The notice that a sign-in provider was linked to the account because
+/// both sides had verified the address.
+pub fn provider_linked(issuer: &str, to: &str, provider: &str) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{provider} sign-in was added to your EdgeCoder account"),
+        text: format!(
+            "Someone signed in to EdgeCoder with a {provider} account that uses this verified address,              so that {provider} account can now sign in to yours.
+             If it was not you, sign in at {issuer}, remove the link under your account's sign-in methods              and sign out everywhere.
+"
+        ),
+    }
+}
+
 /// The password-reset message for `token`.
 pub fn password_reset(to: &str, token: &str) -> Mail {
     Mail {

@@ -122,6 +122,15 @@ pub const PASSKEY_PER_IP: Rule = Rule {
     kind: Kind::Block,
 };
 
+/// OAuth flows started and completed per client address: each start stores
+/// a state record, each callback costs outbound requests to the provider.
+pub const OAUTH_PER_IP: Rule = Rule {
+    name: "oauth_ip",
+    limit: 300,
+    window_ms: 15 * MINUTE,
+    kind: Kind::Block,
+};
+
 /// Node enrollments per user.
 pub const ENROLL_PER_USER: Rule = Rule {
     name: "enroll_user",

@@ -167,8 +167,41 @@ pub fn capabilities() -> Json {
         json!({
             "password": {"type": "boolean"},
             "passkeys": object(&["enabled"], json!({"enabled": {"type": "boolean"}, "rp_id": {"type": ["string", "null"]}})),
-            "oauth_providers": {"type": "array", "items": {"type": "string"}},
+            "oauth_providers": {"type": "array", "items": object(&["id", "name", "protocol", "start"], json!({
+                "id": {"type": "string"}, "name": {"type": "string"},
+                "protocol": {"enum": ["oidc", "oauth2"]}, "start": {"type": "string"},
+            }))},
         }),
+    )
+}
+
+/// `GET /auth/oauth/links`.
+pub fn oauth_links() -> Json {
+    object(
+        &["links"],
+        json!({"links": {"type": "array", "items": object(&["provider", "created_at"], json!({
+            "provider": {"type": "string"},
+            "name": {"type": ["string", "null"]},
+            "email": {"type": ["string", "null"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+        }))}}),
+    )
+}
+
+/// `POST /auth/oauth/{provider}/link/start`.
+pub fn oauth_link_start() -> Json {
+    object(
+        &["authorization_url"],
+        json!({"authorization_url": {"type": "string"}}),
+    )
+}
+
+/// `DELETE /auth/oauth/links/{provider}`.
+pub fn oauth_unlinked() -> Json {
+    object(
+        &["provider", "status"],
+        json!({"provider": {"type": "string"}, "status": {"const": "deleted"}}),
     )
 }
 

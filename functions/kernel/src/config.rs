@@ -31,6 +31,9 @@
 //! | `passkey_rp_id` | var | the host of the first `allowed_origins` entry | the WebAuthn relying party id (a registrable domain the portal's origins share) |
 //! | `passkey_rp_name` | var | `EdgeCoder` | the relying party name authenticators show |
 //! | `passkey_counter_policy` | var | `refuse` | a passkey whose signature counter went backwards: `refuse` the sign-in, or only `warn` (both flag it and write a critical audit event) |
+//! | `oauth_providers` | var | — | JSON array of sign-in providers (`google`, `microsoft`, `github`, or any OpenID Connect issuer); see [`crate::oauth`] |
+//! | `oauth_client_secrets` | secret | — | JSON object: provider id → client secret |
+//! | `oauth_app_schemes` | var | — | comma-separated custom URL schemes of native apps (`com.example.app`) whose `return_to` receives a one-time code |
 //! | `mail_provider` | var | `outbox` in development, `resend` in production | `resend` (HTTP email API) or `outbox` (a table; development only, refused in production) |
 //! | `mail_api_base` | var | `https://api.resend.com` | the email API's base URL; https in production |
 //! | `mail_api_key` | secret | — | the email API's bearer key; required with `resend` (production without it: mail-sending routes answer 503) |
@@ -174,6 +177,8 @@ pub struct Config {
     pub passkey_rp_name: String,
     /// Whether a regressed signature counter refuses the sign-in.
     pub passkey_refuse_counter_regression: bool,
+    /// OAuth / OpenID Connect sign-in providers.
+    pub oauth: crate::oauth::OAuthSettings,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
 }
@@ -437,6 +442,12 @@ impl Config {
             }
         };
 
+        let oauth = crate::oauth::parse(
+            var("oauth_providers").as_deref(),
+            secret("oauth_client_secrets").as_deref(),
+            var("oauth_app_schemes").as_deref(),
+        )?;
+
         let mut warnings = Vec::new();
         if mode == Mode::Production {
             if !issuer.starts_with("https://") {
@@ -478,6 +489,7 @@ impl Config {
             passkey_rp_id,
             passkey_rp_name,
             passkey_refuse_counter_regression,
+            oauth,
             warnings,
         })
     }

@@ -25,6 +25,7 @@ pub mod http;
 pub mod httpsig;
 pub mod keys;
 pub mod migrations;
+pub mod oauth;
 pub mod ports;
 pub mod router;
 pub mod services;

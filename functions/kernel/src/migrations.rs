@@ -54,6 +54,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_passkeys.sql",
         sql: include_str!("../../../migrations/0006_passkeys.sql"),
     },
+    Migration {
+        name: "0007_oauth.sql",
+        sql: include_str!("../../../migrations/0007_oauth.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

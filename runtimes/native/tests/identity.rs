@@ -702,3 +702,234 @@ fn passkey_counter_policy_warn_flags_but_signs_in() {
     assert_eq!(flagged.get_i64(0, "flagged"), Some(1));
     assert_eq!(flagged.get_i64(0, "events"), Some(1));
 }
+
+/// An OAuth flow against the real test OpenID Provider, with the
+/// deployment in-process so the test can move its clock.
+mod oauth {
+    use super::*;
+    use edgecoder_conformance::harness::{
+        OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_ES_CLIENT_ID, OpenIdProvider, oauth_settings,
+        start_openid_provider,
+    };
+    use edgecoder_conformance::oauth::{Browser, query};
+
+    fn real_now_ms() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default()
+    }
+
+    fn oauth_env(op: &OpenIdProvider) -> Env {
+        let settings = oauth_settings(op);
+        let mut all: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.push(("issuer", edgecoder_conformance::harness::ISSUER));
+        all.push(("allowed_origins", "http://localhost:5173"));
+        let e = env(&all);
+        // The provider signs with the real time.
+        e.clock.0.set(real_now_ms());
+        block_on(e.migrate());
+        e
+    }
+
+    impl Env {
+        /// GET `path` with `cookie`; the status, Location and Set-Cookie
+        /// headers, and the JSON body.
+        fn get(&self, path: &str, cookie: Option<&str>) -> (u16, String, Vec<String>, Json) {
+            let ctx = RequestContext {
+                request_id: self.services.new_id(),
+                client_ip: "192.0.2.7".parse().ok(),
+            };
+            let mut req = Request::new(Method::GET, path, ctx);
+            if let Some(c) = cookie {
+                req.headers
+                    .insert(header::COOKIE, HeaderValue::from_str(c).expect("cookie"));
+            }
+            let resp: Response = block_on(self.router.handle(self.services.clone(), req));
+            let loc = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let cookies = resp
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect();
+            let json = serde_json::from_slice(resp.body()).unwrap_or(Json::Null);
+            (resp.status().as_u16(), loc, cookies, json)
+        }
+
+        /// Starts a flow for `provider`; the authorization URL and the
+        /// browser-binding cookie.
+        fn start(&self, provider: &str) -> (String, String) {
+            let (s, loc, cookies, v) = self.get(&format!("/auth/oauth/{provider}/start"), None);
+            assert_eq!(s, 302, "{v}");
+            let cookie = cookies
+                .iter()
+                .find(|c| c.starts_with("edgecoder_oauth="))
+                .and_then(|c| c.split(';').next())
+                .expect("binding cookie")
+                .to_owned();
+            (loc, cookie)
+        }
+    }
+
+    fn callback_path(url: &str) -> String {
+        url.strip_prefix(edgecoder_conformance::harness::ISSUER)
+            .expect("our redirect_uri")
+            .to_owned()
+    }
+
+    #[test]
+    fn expired_id_token_is_refused_and_a_fresh_one_a_minute_later_is_not() {
+        let op = start_openid_provider();
+        let e = oauth_env(&op);
+        // The provider gives `expired-*` logins a one-second ID token.
+        let (authorize, cookie) = e.start("op");
+        let back = Browser::new()
+            .at_provider(&authorize, "expired-inprocess")
+            .expect("provider");
+        // Past exp plus the 60 s leeway, well inside the state's 10 minutes.
+        e.advance_ms(62_000);
+        let (s, _, _, v) = e.get(&callback_path(&back), Some(&cookie));
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (401, Some("oauth_id_token_invalid")),
+            "{v}"
+        );
+        assert!(
+            v["detail"].as_str().unwrap_or("").contains("expired"),
+            "{v}"
+        );
+
+        // The same delay with an ordinary token signs in.
+        let (authorize, cookie) = e.start("op");
+        let back = Browser::new()
+            .at_provider(&authorize, "ordinary-inprocess")
+            .expect("provider");
+        e.advance_ms(62_000);
+        let (s, loc, _, v) = e.get(&callback_path(&back), Some(&cookie));
+        assert_eq!(s, 302, "{v}");
+        assert!(loc.starts_with("http://localhost:5173/"), "{loc}");
+    }
+
+    #[test]
+    fn state_expires_after_ten_minutes() {
+        let op = start_openid_provider();
+        let e = oauth_env(&op);
+        let (authorize, cookie) = e.start("op");
+        let back = Browser::new()
+            .at_provider(&authorize, "slow-inprocess")
+            .expect("provider");
+        e.advance_ms(10 * 60 * 1000 + 1);
+        let (s, _, _, v) = e.get(&callback_path(&back), Some(&cookie));
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (400, Some("oauth_state_invalid")),
+            "{v}"
+        );
+    }
+
+    /// Signs in at the provider as another client and exchanges the code
+    /// ourselves: a real ID token whose audience is that client.
+    fn token_for_other_client(op: &OpenIdProvider, nonce: &str) -> String {
+        use base64::Engine as _;
+        let verifier = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([5u8; 32]);
+        let challenge = {
+            use sha2::Digest as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(verifier.as_bytes()))
+        };
+        let redirect = format!(
+            "{}/auth/oauth/op-es/callback",
+            edgecoder_conformance::harness::ISSUER
+        );
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", OIDC_ES_CLIENT_ID)
+            .append_pair("redirect_uri", &redirect)
+            .append_pair("scope", "openid email")
+            .append_pair("state", "s")
+            .append_pair("nonce", nonce)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let mut b = Browser::new();
+        let back = b
+            .at_provider(
+                &format!("{}/auth?{}", op.issuer, q.finish()),
+                "aud-inprocess",
+            )
+            .expect("provider");
+        let code = query(&back, "code").expect("code");
+        let r = b
+            .request(
+                "POST",
+                &format!("{}/token", op.issuer),
+                Some(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", &redirect),
+                    ("code_verifier", &verifier),
+                    ("client_id", OIDC_ES_CLIENT_ID),
+                    ("client_secret", OIDC_CLIENT_SECRET),
+                ]),
+            )
+            .expect("token");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json().expect("json")["id_token"]
+            .as_str()
+            .expect("id_token")
+            .to_owned()
+    }
+
+    #[test]
+    fn id_token_for_another_audience_is_refused() {
+        let op = start_openid_provider();
+        let e = oauth_env(&op);
+        let token = token_for_other_client(&op, "nonce-for-aud-test-0123456789");
+        let provider = e.services.config.oauth.provider("op").expect("op").clone();
+        assert_eq!(provider.client_id, OIDC_CLIENT_ID);
+        let s = e.services.clone();
+        let result = block_on(async {
+            let disco = edgecoder_auth::oidc::discovery(&s, &provider, &op.issuer, false)
+                .await
+                .expect("discovery");
+            let want = |client_id| edgecoder_auth::oidc::Expected {
+                issuer: &op.issuer,
+                tenant_template: false,
+                client_id,
+                nonce: "nonce-for-aud-test-0123456789",
+                now_secs: real_now_ms() / 1000,
+            };
+            // Signature, issuer, times and nonce are all good: only the
+            // audience is someone else's...
+            let theirs = edgecoder_auth::oidc::validate(
+                &s,
+                &provider,
+                &disco,
+                &token,
+                &want(OIDC_ES_CLIENT_ID),
+            )
+            .await;
+            let ours = edgecoder_auth::oidc::validate(
+                &s,
+                &provider,
+                &disco,
+                &token,
+                &want(OIDC_CLIENT_ID),
+            )
+            .await;
+            (theirs, ours)
+        });
+        assert!(
+            result.0.is_ok(),
+            "the token itself is valid: {:?}",
+            result.0
+        );
+        let err = result.1.expect_err("another client's token");
+        assert!(err.to_string().contains("aud"), "{err}");
+    }
+}

@@ -777,12 +777,13 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
     p.require_step_up(s.clock.now_ms())?;
     let id = req.param("id").unwrap_or_default().to_owned();
     // Deleted only if something else signs the user in afterwards: a
-    // password, or another passkey.
+    // password, another passkey, or a linked provider.
     let changed = s
         .sql
         .execute(Statement::new(
             "DELETE FROM webauthn_credentials WHERE id = ?1 AND user_id = ?2 AND ( \
                EXISTS (SELECT 1 FROM users WHERE id = ?2 AND password_hash IS NOT NULL) \
+               OR EXISTS (SELECT 1 FROM oauth_links WHERE user_id = ?2) \
                OR (SELECT COUNT(*) FROM webauthn_credentials WHERE user_id = ?2) > 1)",
             vec![id.as_str().into(), p.user_id.as_str().into()],
         ))
