@@ -31,6 +31,8 @@ pub mod webauthn;
 use std::future::Future;
 use std::rc::Rc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
 use edgecoder_kernel::router::{ResponseDoc, RouteDoc, handler, response_doc};
@@ -248,7 +250,7 @@ pub fn router(config: &Config) -> Router {
                     "Runs one credential operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
                     obj(
                         &["op", "iterations"],
-                        json!({"op": {"enum": ["noop", "token_issue", "token_verify", "argon2_hash", "argon2_verify", "passkey_es256", "passkey_eddsa", "passkey_rs256"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+                        json!({"op": {"enum": ["noop", "token_issue", "token_verify", "argon2_hash", "argon2_verify", "passkey_es256", "passkey_eddsa", "passkey_rs256", "id_token_es256", "id_token_rs256"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}}),
                     ),
                     vec![ok(200, "{op, iterations}")],
                 ),
@@ -360,6 +362,34 @@ async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
     let ed_cose = webauthn::CoseKey::EdDsa(ed_key.verifying_key().to_bytes());
     let rs = webauthn::rs256_vector()
         .ok_or_else(|| edgecoder_kernel::Error::Config("rs256 vector".into()))?;
+    // ID tokens: an ES256 one signed here (checked through the signature
+    // port, WebCrypto on Workers) and the RS256 vector.
+    let id_rs = oidc::rs256_vector()
+        .ok_or_else(|| edgecoder_kernel::Error::Config("id token vector".into()))?;
+    let id_es_keys = vec![oidc::Jwk {
+        kid: Some("bench-ec".into()),
+        key: oidc::JwkKey::P256(
+            es_key
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+        ),
+    }];
+    let id_es_token = {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "kid": "bench-ec"}).to_string()),
+            URL_SAFE_NO_PAD.encode(
+                json!({"iss": id_rs.issuer, "aud": id_rs.client_id, "sub": "bench", "nonce": id_rs.nonce,
+                       "iat": id_rs.now, "exp": id_rs.now + 600})
+                .to_string()
+            )
+        );
+        let sig: p256::ecdsa::Signature =
+            p256::ecdsa::signature::Signer::sign(&es_key, input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    };
     let mut ok = true;
     for _ in 0..n {
         match b.op.as_str() {
@@ -367,6 +397,28 @@ async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
             "passkey_es256" => ok &= es_cose.verify(&signed, es_sig.to_der().as_bytes()).is_ok(),
             "passkey_eddsa" => ok &= ed_cose.verify(&signed, &ed_sig.to_bytes()).is_ok(),
             "passkey_rs256" => ok &= rs.0.verify(&rs.1, &rs.2).is_ok(),
+            "id_token_es256" => {
+                let jws = oidc::parse(&id_es_token)?;
+                ok &= oidc::validate_with(
+                    s.signatures.as_ref(),
+                    &jws,
+                    &id_es_keys,
+                    &id_rs.expected(),
+                )
+                .await
+                .is_ok();
+            }
+            "id_token_rs256" => {
+                let jws = oidc::parse(&id_rs.id_token)?;
+                ok &= oidc::validate_with(
+                    s.signatures.as_ref(),
+                    &jws,
+                    &id_rs.keys,
+                    &id_rs.expected(),
+                )
+                .await
+                .is_ok();
+            }
             "token_issue" => ok &= tokens::issue(key, claims.clone(), now, 60).is_ok(),
             "token_verify" => ok &= verifier.check(&token, now).is_ok(),
             "argon2_hash" => ok &= password::hash("benchmark password", s.rng.as_ref()).is_ok(),

@@ -22,7 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::oauth::OAuthProvider;
-use edgecoder_kernel::{OutboundRequest, Services};
+use edgecoder_kernel::{OutboundRequest, Services, SignatureCheck};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sha2::Sha256;
@@ -363,13 +363,17 @@ impl Jws {
     }
 
     /// Checks the signature with `key`.
-    pub async fn verify_signature(&self, s: &Services, key: &Jwk) -> Result<(), Error> {
+    pub async fn verify_signature(
+        &self,
+        signatures: &dyn SignatureCheck,
+        key: &Jwk,
+    ) -> Result<(), Error> {
         let ok = match &key.key {
             JwkKey::P256(point) => {
                 // JWS ES256 signatures are r ‖ s (RFC 7518 §3.4), what the
                 // port takes.
                 self.signature.len() == 64
-                    && s.signatures
+                    && signatures
                         .verify_p256(point, &self.signing_input, &self.signature)
                         .await?
             }
@@ -485,11 +489,66 @@ pub async fn validate(
     if jws.pick(&keys).is_none() {
         keys = jwks(s, provider, &disco.jwks_uri, true).await?;
     }
-    let key = jws.pick(&keys).ok_or(Error::IdTokenInvalid(
+    validate_with(s.signatures.as_ref(), &jws, &keys, want).await
+}
+
+/// Validates a parsed token against `keys` (nothing fetched): the key, the
+/// signature, then the claims.
+pub async fn validate_with(
+    signatures: &dyn SignatureCheck,
+    jws: &Jws,
+    keys: &[Jwk],
+    want: &Expected<'_>,
+) -> Result<Identity, Error> {
+    let key = jws.pick(keys).ok_or(Error::IdTokenInvalid(
         "signed by a key the provider does not publish",
     ))?;
-    jws.verify_signature(s, key).await?;
+    jws.verify_signature(signatures, key).await?;
     check_claims(&jws.claims, want)
+}
+
+/// An RS256 ID token and its key set, made once with Node's crypto (for the
+/// validation benchmark and tests).
+pub struct Vector {
+    /// The compact JWS.
+    pub id_token: String,
+    /// The issuer's keys.
+    pub keys: Vec<Jwk>,
+    /// Its `iss`.
+    pub issuer: String,
+    /// Its `aud`.
+    pub client_id: String,
+    /// Its `nonce`.
+    pub nonce: String,
+    /// Unix seconds at which it is valid.
+    pub now: i64,
+}
+
+impl Vector {
+    /// What the token is valid against.
+    pub fn expected(&self) -> Expected<'_> {
+        Expected {
+            issuer: &self.issuer,
+            tenant_template: false,
+            client_id: &self.client_id,
+            nonce: &self.nonce,
+            now_secs: self.now,
+        }
+    }
+}
+
+/// The RS256 vector from `testdata/id_token_rs256.json`.
+pub fn rs256_vector() -> Option<Vector> {
+    let v: Json = serde_json::from_str(include_str!("../testdata/id_token_rs256.json")).ok()?;
+    let text = |k: &str| v.get(k).and_then(Json::as_str).map(str::to_owned);
+    Some(Vector {
+        id_token: text("id_token")?,
+        keys: parse_jwks(v.get("jwks")?),
+        issuer: text("issuer")?,
+        client_id: text("client_id")?,
+        nonce: text("nonce")?,
+        now: v.get("now").and_then(Json::as_i64)?,
+    })
 }
 
 #[cfg(test)]
@@ -623,6 +682,65 @@ mod tests {
         );
         let unknown = parse(&jws(json!({"alg": "ES256", "kid": "gone"}), &good())).expect("jws");
         assert!(unknown.pick(&keys).is_none());
+    }
+
+    #[test]
+    fn the_rs256_vector_verifies_and_a_tampered_copy_does_not() {
+        let v = rs256_vector().expect("vector");
+        let sw = edgecoder_kernel::SoftwareSignatures;
+        let run = |token: &str| {
+            futures_executor::block_on(async {
+                let jws = parse(token)?;
+                validate_with(&sw, &jws, &v.keys, &v.expected()).await
+            })
+        };
+        assert_eq!(
+            run(&v.id_token).expect("valid").email.as_deref(),
+            Some("bench@example.com")
+        );
+        let mut parts: Vec<String> = v.id_token.split('.').map(str::to_owned).collect();
+        let mut claims: Json =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64")).expect("json");
+        claims["sub"] = json!("someone-else");
+        parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+        assert!(matches!(
+            run(&parts.join(".")),
+            Err(Error::IdTokenInvalid("signature does not verify"))
+        ));
+    }
+
+    #[test]
+    fn es256_tokens_verify_through_the_signature_port() {
+        use p256::ecdsa::signature::Signer as _;
+        let sk = p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).expect("key");
+        let point = sk.verifying_key().to_encoded_point(false);
+        let keys = vec![Jwk {
+            kid: Some("k".into()),
+            key: JwkKey::P256(point.as_bytes().to_vec()),
+        }];
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "kid": "k"}).to_string()),
+            URL_SAFE_NO_PAD.encode(good().to_string())
+        );
+        let sig: p256::ecdsa::Signature = sk.sign(input.as_bytes());
+        let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()));
+        let sw = edgecoder_kernel::SoftwareSignatures;
+        let jws = parse(&token).expect("jws");
+        assert!(futures_executor::block_on(validate_with(&sw, &jws, &keys, &want(1500))).is_ok());
+        // The same token checked with another key of the same kid fails.
+        let other = p256::ecdsa::SigningKey::from_slice(&[4u8; 32]).expect("key");
+        let decoy = vec![Jwk {
+            kid: Some("k".into()),
+            key: JwkKey::P256(
+                other
+                    .verifying_key()
+                    .to_encoded_point(false)
+                    .as_bytes()
+                    .to_vec(),
+            ),
+        }];
+        assert!(futures_executor::block_on(validate_with(&sw, &jws, &decoy, &want(1500))).is_err());
     }
 
     #[test]
