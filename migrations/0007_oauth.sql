@@ -23,6 +23,7 @@ CREATE TABLE oauth_links (
     subject       TEXT NOT NULL,                     -- the provider's stable user id (`sub`)
     user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     email         TEXT,                              -- as the provider last reported it
+    email_verified INTEGER NOT NULL DEFAULT 0 CHECK (email_verified IN (0, 1)),  -- as the provider asserted at link time
     created_at    INTEGER NOT NULL,
     last_used_at  INTEGER,
     PRIMARY KEY (provider, subject),

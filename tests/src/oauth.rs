@@ -86,6 +86,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             oauth_verified_emails_on_both_sides_link_and_notify,
         ),
         (
+            "oauth_password_reset_evicts_a_pre_registered_unverified_link",
+            oauth_password_reset_evicts_a_pre_registered_unverified_link,
+        ),
+        (
             "oauth_evil_return_to_is_ignored",
             oauth_evil_return_to_is_ignored,
         ),
@@ -535,30 +539,42 @@ fn oauth_start_redirects_with_pkce_s256_state_and_nonce(x: &Ctx) -> Result<(), S
     if r.header("cache-control") != Some("no-store") {
         return Err("start must not be cached".into());
     }
+    // Over https: `__Host-` (Secure, Path=/, so no sibling subdomain can
+    // plant one); the suite's deployment is http://localhost, where browsers
+    // drop Secure and `__Host-` cookies, so there it is plain.
+    let https = x.target.issuer.starts_with("https://");
+    let (name, attrs): (&str, &[&str]) = if https {
+        (
+            "__Host-edgecoder_oauth",
+            &["HttpOnly", "SameSite=Lax", "Path=/;", "Secure"],
+        )
+    } else {
+        (
+            "edgecoder_oauth",
+            &["HttpOnly", "SameSite=Lax", "Path=/auth/oauth"],
+        )
+    };
     let cookie = r
         .headers
         .iter()
-        .find(|(k, v)| k == "set-cookie" && v.starts_with("edgecoder_oauth="))
+        .find(|(k, v)| k == "set-cookie" && v.starts_with(&format!("{name}=")))
         .map(|(_, v)| v.clone())
         .ok_or("no browser-binding cookie")?;
-    for attr in ["HttpOnly", "SameSite=Lax", "Path=/auth/oauth"] {
+    for attr in attrs {
         if !cookie.contains(attr) {
             return Err(format!("cookie lacks {attr}: {cookie}"));
         }
     }
-    // Secure whenever the deployment is https (the suite's runs on
-    // http://localhost, where browsers would drop a Secure cookie).
-    if cookie.contains("Secure") != x.target.issuer.starts_with("https://") {
+    if !https && cookie.contains("Secure") {
         return Err(format!(
-            "Secure attribute wrong for {}: {cookie}",
-            x.target.issuer
+            "a Secure cookie on http://localhost is dropped: {cookie}"
         ));
     }
     // A second flow in the same browser keeps the same binding secret.
     let origin = origin_of(&x.target.base);
-    let first = b.cookie(&origin, "edgecoder_oauth");
+    let first = b.cookie(&origin, name);
     b.to_deployment(x, "GET", "/auth/oauth/op/start", &[])?;
-    if b.cookie(&origin, "edgecoder_oauth") != first {
+    if b.cookie(&origin, name) != first {
         return Err("a second start replaced the binding secret".into());
     }
     Ok(())
@@ -753,6 +769,53 @@ fn oauth_verified_emails_on_both_sides_link_and_notify(x: &Ctx) -> Result<(), St
     Ok(())
 }
 
+fn oauth_password_reset_evicts_a_pre_registered_unverified_link(x: &Ctx) -> Result<(), String> {
+    // An attacker's provider account claims the victim's address without
+    // verifying it, and creates the account first.
+    let login = format!("unverified-{}", login_name(x, "oidc-squat"));
+    let email = format!("{login}@example.com");
+    let mut attacker = Browser::new();
+    let r = sign_in(x, &mut attacker, "op", &login, None)?;
+    expect_redirect_to(&r, &x.target.allowed_origin)?;
+    let squatted = me(x, &session_of(x, &mut attacker)?)?;
+    if squatted["email_verified"] != false {
+        return Err(format!(
+            "the provider did not verify the address: {squatted}"
+        ));
+    }
+    // The mailbox's owner takes the account back with a password reset.
+    let r = x.call(
+        "POST",
+        "/auth/password/reset/request",
+        "/auth/password/reset/request",
+        None,
+        Some(&json!({"email": email})),
+        &[],
+    )?;
+    if r.status != 202 {
+        return Err(format!("reset request {}", r.status));
+    }
+    let token = x.mailed_token(&email)?;
+    let r = x.call(
+        "POST",
+        "/auth/password/reset/confirm",
+        "/auth/password/reset/confirm",
+        None,
+        Some(&json!({"token": token, "new_password": "the owner's own passphrase"})),
+        &[],
+    )?;
+    if r.status != 200 {
+        return Err(format!("reset confirm {}", r.status));
+    }
+    // The attacker's provider account no longer gets in.
+    let mut again = Browser::new();
+    expect_problem(
+        &sign_in(x, &mut again, "op", &login, None)?,
+        409,
+        "account_exists_sign_in_to_link",
+    )
+}
+
 fn oauth_evil_return_to_is_ignored(x: &Ctx) -> Result<(), String> {
     for evil in [
         "https://evil.example/",
@@ -760,6 +823,7 @@ fn oauth_evil_return_to_is_ignored(x: &Ctx) -> Result<(), String> {
         "/\\evil.example",
         "https://localhost:5173@evil.example/",
         "javascript:alert(1)",
+        "/caf\u{e9}",
     ] {
         let mut b = Browser::new();
         let r = sign_in(x, &mut b, "op", &login_name(x, "oidc-evil"), Some(evil))?;

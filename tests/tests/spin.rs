@@ -223,15 +223,27 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
             assert_eq!(granted, vec![f], "{f}.{key}");
         }
         assert_eq!(c["variables"]["function"].as_str(), Some(f));
-        // Auth calls the ledger (role changes) and the email API; the mesh
-        // calls auth (callers, enrollments) and the ledger; the ledger nothing.
+        // Auth calls the ledger (role changes), the email API and the sign-in
+        // providers; the mesh calls auth (callers, enrollments) and the
+        // ledger; the ledger nothing.
         let outbound: Vec<&str> = c
             .get("allowed_outbound_hosts")
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
             .unwrap_or_default();
         let want: Vec<&str> = match f {
-            "auth" => vec!["{{ ledger_url }}", "{{ mail_api_base }}"],
+            "auth" => vec![
+                "{{ ledger_url }}",
+                "{{ mail_api_base }}",
+                "https://accounts.google.com",
+                "https://oauth2.googleapis.com",
+                "https://www.googleapis.com",
+                "https://openidconnect.googleapis.com",
+                "https://login.microsoftonline.com",
+                "https://github.com",
+                "https://api.github.com",
+                "{{ oauth_outbound_host }}",
+            ],
             "mesh" => vec!["{{ auth_url }}", "{{ ledger_url }}"],
             _ => vec![],
         };

@@ -149,8 +149,16 @@ pub async fn get_json(
     serde_json::from_slice(&resp.body).map_err(|_| unavailable("not JSON".into()))
 }
 
-fn endpoint_ok(url: &str) -> bool {
-    edgecoder_kernel::config::is_secure_or_local(url) && !url.contains('#')
+/// An endpoint from discovery: https, or plain http only when the issuer
+/// itself is a loopback test provider (an https issuer's document cannot
+/// point us at local services).
+fn endpoint_ok(issuer: &str, url: &str) -> bool {
+    let scheme_ok = if issuer.starts_with("https://") {
+        url.starts_with("https://")
+    } else {
+        edgecoder_kernel::config::is_secure_or_local(url)
+    };
+    scheme_ok && !url.contains('#')
 }
 
 /// The provider's metadata, from cache or its well-known URL, checked: the
@@ -188,7 +196,7 @@ pub async fn discovery(
     }
     if ![&d.authorization_endpoint, &d.token_endpoint, &d.jwks_uri]
         .iter()
-        .all(|u| endpoint_ok(u))
+        .all(|u| endpoint_ok(issuer, u))
     {
         return Err(Error::OAuthProviderUnavailable(format!(
             "{url}: an endpoint is not https"
@@ -259,7 +267,8 @@ pub async fn jwks(
             if s.kv.get(&marker).await?.is_some() {
                 true
             } else {
-                s.kv.put(&marker, b"1", None).await?;
+                s.kv.put(&marker, b"1", Some(std::time::Duration::from_secs(60)))
+                    .await?;
                 false
             }
         } else {
@@ -465,14 +474,25 @@ pub fn check_claims(claims: &Json, want: &Expected<'_>) -> Result<Identity, Erro
         .to_owned();
     Ok(Identity {
         subject,
-        email: str_claim("email")
-            .map(|e| e.trim().to_ascii_lowercase())
-            .filter(|e| !e.is_empty() && e.len() <= 254),
+        email: str_claim("email").and_then(normalise_email),
         // Some providers send the string "true".
         email_verified: matches!(claims.get("email_verified"), Some(Json::Bool(true)))
             || str_claim("email_verified") == Some("true"),
-        name: str_claim("name").map(|n| n.chars().take(100).collect()),
+        name: str_claim("name").and_then(display_name),
     })
+}
+
+/// A provider's email in the form local accounts use; `None` when it is not
+/// an address we would accept at signup.
+pub fn normalise_email(raw: &str) -> Option<String> {
+    crate::password::normalise_email(raw).ok()
+}
+
+/// A provider's display name as signup would take it (trimmed, at most
+/// 100 characters, no control characters), else none.
+pub fn display_name(raw: &str) -> Option<String> {
+    let cut: String = raw.chars().take(100).collect();
+    crate::api::accounts::display_name(Some(cut)).ok().flatten()
 }
 
 /// Validates `id_token` from `provider` (signature by its keys, then the

@@ -193,12 +193,20 @@ pub fn parse(
             ),
             "microsoft" => {
                 let tenant = p.tenant.as_deref().unwrap_or("common");
-                if tenant.is_empty()
-                    || !tenant
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
-                {
-                    return Err(bad("microsoft tenant must be a tenant id or domain"));
+                // A domain name would resolve to a discovery document naming
+                // the tenant's GUID issuer, which never matches: GUIDs only.
+                let guid = tenant.len() == 36
+                    && tenant.chars().enumerate().all(|(i, c)| {
+                        if matches!(i, 8 | 13 | 18 | 23) {
+                            c == '-'
+                        } else {
+                            c.is_ascii_hexdigit()
+                        }
+                    });
+                if !guid && !matches!(tenant, "common" | "organizations" | "consumers") {
+                    return Err(bad(
+                        "microsoft tenant must be common, organizations, consumers or a tenant GUID",
+                    ));
                 }
                 (
                     ProviderKind::Oidc {
@@ -371,6 +379,11 @@ mod tests {
             (
                 r#"[{"id":"google","client_id":"a"}]"#,
                 Some(r#"{"github":"x"}"#),
+                None,
+            ),
+            (
+                r#"[{"id":"microsoft","client_id":"a","tenant":"contoso.com"}]"#,
+                None,
                 None,
             ),
             (

@@ -136,7 +136,8 @@ pub struct Signup {
     display_name: Option<String>,
 }
 
-fn display_name(raw: Option<String>) -> Result<Option<String>, Error> {
+/// A trimmed display name: at most 100 characters, no control characters.
+pub fn display_name(raw: Option<String>) -> Result<Option<String>, Error> {
     let Some(name) = raw.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()) else {
         return Ok(None);
     };
@@ -793,6 +794,15 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
                 ),
                 vec![h.as_str().into(), Value::Integer(now), rid.into(), user.as_str().into()],
             ),
+            // Whoever proved the mailbox owns the account: a provider
+            // link made on an address that provider never verified (someone
+            // pre-registering this address through it) goes.
+            Statement::new(
+                format!(
+                    "DELETE FROM oauth_links WHERE user_id = ?4 AND email_verified = 0 AND {consumed}"
+                ),
+                vec![h.as_str().into(), Value::Integer(now), rid.into(), user.as_str().into()],
+            ),
             supersede_siblings("password_reset", &h, rid, now),
             session::audit_when(
                 s,
@@ -821,6 +831,19 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
         return Err(Error::TokenInvalid);
     }
     let revoked = results.get(2).map_or(0, |r| r.changes);
+    let unlinked = results.get(3).map_or(0, |r| r.changes);
+    if unlinked > 0 {
+        record(
+            s,
+            &req,
+            &format!("user:{user}"),
+            "auth.oauth.unlink",
+            Some(&user),
+            Outcome::Success,
+            json!({"reason": "password_reset", "links_removed": unlinked}),
+        )
+        .await?;
+    }
     Ok(ok_json(
         &json!({"status": "reset", "sessions_revoked": revoked}),
     ))

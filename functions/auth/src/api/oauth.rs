@@ -46,8 +46,20 @@ pub const STATE_MS: i64 = 10 * 60 * 1000;
 /// A native app's one-time code lives a minute.
 pub const APP_CODE_MS: i64 = 60 * 1000;
 /// The cookie binding flows to the browser that started them.
-pub const BROWSER_COOKIE: &str = "edgecoder_oauth";
-const BROWSER_COOKIE_PATH: &str = "/auth/oauth";
+/// Over https the `__Host-` prefix keeps a sibling subdomain from planting
+/// one (which would let it bind its own flows to a victim's browser).
+pub const BROWSER_COOKIE_SECURE: &str = "__Host-edgecoder_oauth";
+/// The name on plain-http localhost, where browsers refuse `__Host-`
+/// cookies (they must be `Secure`).
+pub const BROWSER_COOKIE_LOCAL: &str = "edgecoder_oauth";
+
+fn cookie_name(s: &Services) -> &'static str {
+    if s.config.issuer.starts_with("https://") {
+        BROWSER_COOKIE_SECURE
+    } else {
+        BROWSER_COOKIE_LOCAL
+    }
+}
 /// What a federated sign-in puts in `amr` (not an RFC 8176 value: the
 /// provider decides how the user authenticated).
 pub const AMR: [&str; 1] = ["fed"];
@@ -135,7 +147,8 @@ fn return_to(s: &Services, raw: Option<&str>) -> ReturnTo {
     let Some(raw) = raw.filter(|r| !r.is_empty() && r.len() <= MAX_RETURN_TO) else {
         return default;
     };
-    if raw.chars().any(|c| c.is_control() || c == '\\' || c == ' ') {
+    // Printable ASCII only: it ends up in a Location header.
+    if raw.chars().any(|c| !c.is_ascii_graphic() || c == '\\') {
         return default;
     }
     if raw.starts_with('/') && !raw.starts_with("//") {
@@ -185,7 +198,8 @@ fn is_b64_43(v: &str) -> bool {
 }
 
 /// The browser's binding secret, if it sent exactly one well-formed cookie.
-fn browser_secret(req: &Request) -> Option<String> {
+fn browser_secret(s: &Services, req: &Request) -> Option<String> {
+    let name = cookie_name(s);
     let mut found = req
         .headers
         .get_all(header::COOKIE)
@@ -193,22 +207,22 @@ fn browser_secret(req: &Request) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == BROWSER_COOKIE)
+        .filter(|(n, _)| *n == name)
         .map(|(_, value)| value.trim().to_owned());
     let first = found.next()?;
     (found.next().is_none() && is_b64_43(&first)).then_some(first)
 }
 
 fn browser_cookie(s: &Services, secret: &str) -> String {
-    let secure = if s.config.issuer.starts_with("http://") {
-        ""
-    } else {
-        "; Secure"
-    };
-    format!(
-        "{BROWSER_COOKIE}={secret}; Path={BROWSER_COOKIE_PATH}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-        STATE_MS / 1000
-    )
+    let max_age = STATE_MS / 1000;
+    match cookie_name(s) {
+        BROWSER_COOKIE_SECURE => format!(
+            "{BROWSER_COOKIE_SECURE}={secret}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax; Secure"
+        ),
+        _ => format!(
+            "{BROWSER_COOKIE_LOCAL}={secret}; Path=/auth/oauth; Max-Age={max_age}; HttpOnly; SameSite=Lax"
+        ),
+    }
 }
 
 fn no_store(resp: &mut Response) {
@@ -230,6 +244,19 @@ fn redirect(location: &str) -> Result<Response, Error> {
 fn set_cookie(resp: &mut Response, cookie: &str) {
     if let Ok(v) = HeaderValue::from_str(cookie) {
         resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// A provider's error code if it is a plain RFC 6749 code, else a generic
+/// one: it goes into redirects and audit records.
+fn error_code(raw: &str) -> String {
+    if !raw.is_empty()
+        && raw.len() <= 64
+        && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        raw.to_owned()
+    } else {
+        "oauth_error".to_owned()
     }
 }
 
@@ -277,7 +304,7 @@ async fn begin(
             ProviderKind::Oidc { .. } => return Err(Error::OAuthProviderUnknown),
         },
     };
-    let secret = browser_secret(req).unwrap_or_else(|| random(s));
+    let secret = browser_secret(s, req).unwrap_or_else(|| random(s));
     let (state, nonce, verifier) = (random(s), random(s), random(s));
     let now = s.clock.now_ms();
     s.sql
@@ -330,10 +357,8 @@ pub async fn start(s: &Services, req: Request) -> Result<Response, Error> {
     let target = return_to(s, req.query_param("return_to").as_deref());
     let app_challenge = match &target {
         ReturnTo::App(_) => {
-            if req
-                .query_param("code_challenge_method")
-                .is_some_and(|m| m != "S256")
-            {
+            // RFC 7636 defaults to `plain`: S256 must be said.
+            if req.query_param("code_challenge_method").as_deref() != Some("S256") {
                 return Err(edgecoder_kernel::Error::InvalidRequest(
                     "code_challenge_method must be S256.".into(),
                 )
@@ -343,7 +368,7 @@ pub async fn start(s: &Services, req: Request) -> Result<Response, Error> {
                 Some(c) if is_b64_43(&c) => Some(c),
                 _ => {
                     return Err(edgecoder_kernel::Error::InvalidRequest(
-                        "A native app's return_to needs code_challenge (S256, base64url of 32 bytes)."
+                        "A native app's return_to needs code_challenge (base64url of a SHA-256) with code_challenge_method=S256."
                             .into(),
                     )
                     .into());
@@ -431,7 +456,7 @@ struct Flow {
 }
 
 async fn consume_state(s: &Services, req: &Request, p: &OAuthProvider) -> Result<Flow, Error> {
-    let secret = browser_secret(req).ok_or(Error::OAuthStateInvalid)?;
+    let secret = browser_secret(s, req).ok_or(Error::OAuthStateInvalid)?;
     let state = req
         .query_param("state")
         .filter(|st| is_b64_43(st))
@@ -511,14 +536,14 @@ async fn exchange_code(
         })
         .await
         .map_err(|e| fail(e.to_string()))?;
+    if resp.body.len() > 64 * 1024 {
+        return Err(fail(format!("status {}, response too large", resp.status)));
+    }
     let body: Json = serde_json::from_slice(&resp.body)
         .map_err(|_| fail(format!("status {}, not JSON", resp.status)))?;
     // GitHub reports failures with 200 and an `error` member.
     if !(200..300).contains(&resp.status) || body.get("error").is_some() {
-        let code = body
-            .get("error")
-            .and_then(Json::as_str)
-            .unwrap_or("unknown");
+        let code = error_code(body.get("error").and_then(Json::as_str).unwrap_or(""));
         return Err(fail(format!("status {}, error {code}", resp.status)));
     }
     Ok(body)
@@ -628,15 +653,13 @@ async fn github_identity(s: &Services, api_base: &str, access: &str) -> Result<I
     };
     Ok(Identity {
         subject,
-        email: email
-            .map(|e| e.trim().to_ascii_lowercase())
-            .filter(|e| !e.is_empty() && e.len() <= 254),
+        email: email.as_deref().and_then(oidc::normalise_email),
         email_verified,
         name: user
             .get("name")
             .or_else(|| user.get("login"))
             .and_then(Json::as_str)
-            .map(|n| n.chars().take(100).collect()),
+            .and_then(oidc::display_name),
     })
 }
 
@@ -662,14 +685,7 @@ pub async fn callback(s: &Services, req: Request) -> Result<Response, Error> {
     };
     if let Some(error) = req.query_param("error") {
         // Only a plain error code travels on; descriptions stay behind.
-        let code = if !error.is_empty()
-            && error.len() <= 64
-            && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-        {
-            error
-        } else {
-            "oauth_error".to_owned()
-        };
+        let code = error_code(&error);
         record(
             s,
             &req,
@@ -686,6 +702,36 @@ pub async fn callback(s: &Services, req: Request) -> Result<Response, Error> {
                 .with(&[("error", &code), ("provider", &p.id)]),
         );
     }
+    match finish(s, &req, p, &flow).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            record(
+                s,
+                &req,
+                flow.user_id
+                    .as_deref()
+                    .map(|u| format!("user:{u}"))
+                    .as_deref()
+                    .unwrap_or("anonymous"),
+                "auth.oauth.callback",
+                flow.user_id.as_deref(),
+                Outcome::Failure,
+                json!({"provider": p.id, "purpose": flow.purpose, "reason": e.to_string()}),
+            )
+            .await?;
+            Err(e)
+        }
+    }
+}
+
+/// The callback after its state checked out: code, identity, then sign-in,
+/// link or app code.
+async fn finish(
+    s: &Services,
+    req: &Request,
+    p: &OAuthProvider,
+    flow: &Flow,
+) -> Result<Response, Error> {
     let code = req
         .query_param("code")
         .filter(|c| !c.is_empty() && c.len() <= 2048)
@@ -694,28 +740,13 @@ pub async fn callback(s: &Services, req: Request) -> Result<Response, Error> {
                 "The callback has neither code nor error.".into(),
             )
         })?;
-    let identity = match identify(s, &req, p, &flow, &code).await {
-        Ok(i) => i,
-        Err(e) => {
-            record(
-                s,
-                &req,
-                "anonymous",
-                "auth.oauth.callback",
-                None,
-                Outcome::Failure,
-                json!({"provider": p.id, "reason": e.to_string()}),
-            )
-            .await?;
-            return Err(e);
-        }
-    };
+    let identity = identify(s, req, p, flow, &code).await?;
     if flow.purpose == "link" {
         let user_id = flow.user_id.clone().ok_or(Error::OAuthStateInvalid)?;
-        link(s, &req, p, &identity, &user_id).await?;
+        link(s, req, p, &identity, &user_id).await?;
         return redirect(&flow.return_to.with(&[("linked", &p.id)]));
     }
-    let user_id = resolve_account(s, &req, p, &identity).await?;
+    let user_id = resolve_account(s, req, p, &identity).await?;
     match (&flow.return_to, &flow.app_challenge) {
         (ReturnTo::App(_), Some(challenge)) => {
             let code = new_token(s.rng.as_ref(), APP_CODE_PREFIX);
@@ -737,16 +768,25 @@ pub async fn callback(s: &Services, req: Request) -> Result<Response, Error> {
                             Value::Integer(now + APP_CODE_MS),
                         ],
                     ),
+                    audit(
+                        s,
+                        req,
+                        &format!("user:{user_id}"),
+                        "auth.oauth.app_code",
+                        Some(&user_id),
+                        Outcome::Success,
+                        json!({"provider": p.id, "expires_in": APP_CODE_MS / 1000}),
+                    ),
                 ])
                 .await?;
             redirect(&flow.return_to.with(&[("code", &code)]))
         }
         _ => {
             let (mut stmts, sid, refresh) =
-                session::create_session(s, &req, &user_id, Client::Browser, &AMR, None);
+                session::create_session(s, req, &user_id, Client::Browser, &AMR, None);
             stmts.push(audit(
                 s,
-                &req,
+                req,
                 &format!("user:{user_id}"),
                 "auth.login",
                 Some(&user_id),
@@ -852,7 +892,7 @@ async fn resolve_account(
         .batch(vec![
             Statement::new(
                 "INSERT INTO users (id, email, email_verified_at, password_hash, display_name, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?5) ON CONFLICT (email) DO NOTHING",
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?5) ON CONFLICT DO NOTHING",
                 vec![
                     user_id.as_str().into(),
                     email.as_str().into(),
@@ -862,44 +902,68 @@ async fn resolve_account(
                 ],
             ),
             Statement::new(
-                "INSERT INTO oauth_links (provider, subject, user_id, email, created_at, last_used_at) \
-                 SELECT ?1, ?2, id, ?4, ?5, ?5 FROM users WHERE id = ?3 AND created_at = ?5",
+                "INSERT INTO oauth_links (provider, subject, user_id, email, email_verified, created_at, last_used_at) \
+                 SELECT ?1, ?2, id, ?4, ?6, ?5, ?5 FROM users WHERE id = ?3 AND created_at = ?5 \
+                 ON CONFLICT DO NOTHING",
                 vec![
                     p.id.as_str().into(),
                     id.subject.as_str().into(),
                     user_id.as_str().into(),
                     email.as_str().into(),
                     Value::Integer(now),
+                    Value::Integer(i64::from(id.email_verified)),
                 ],
             ),
-            audit(
+            // A concurrent sign-in of the same subject linked it first: no
+            // account without a way in is left behind.
+            Statement::new(
+                "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM oauth_links WHERE user_id = ?1)",
+                vec![user_id.as_str().into()],
+            ),
+            session::audit_when(
                 s,
                 req,
-                &format!("user:{user_id}"),
+                "'user:' || user_id",
                 "auth.signup",
-                Some(&user_id),
+                "user_id",
                 Outcome::Success,
                 json!({"method": "oauth", "provider": p.id, "email_verified": id.email_verified}),
+                "FROM oauth_links WHERE user_id = ?8 AND provider = ?9",
+                vec![user_id.as_str().into(), p.id.as_str().into()],
             ),
         ])
-        .await;
-    match results {
-        Ok(r) if r.first().map(|x| x.changes) == Some(1) => Ok(user_id),
-        // Someone registered the address in between.
-        _ => Err(Error::AccountExistsSignInToLink),
+        .await?;
+    if results.get(1).map(|r| r.changes) == Some(1) {
+        return Ok(user_id);
     }
+    if results.first().map(|r| r.changes) == Some(1) {
+        // Our user lost the race for the link; the winner's account is it.
+        let winner = s
+            .sql
+            .execute(Statement::new(
+                "SELECT user_id FROM oauth_links WHERE provider = ?1 AND subject = ?2",
+                vec![p.id.as_str().into(), id.subject.as_str().into()],
+            ))
+            .await?;
+        if let Some(u) = winner.get_str(0, "user_id") {
+            return Ok(u.to_owned());
+        }
+    }
+    // Someone registered the address in between.
+    Err(Error::AccountExistsSignInToLink)
 }
 
 fn insert_link(p: &OAuthProvider, id: &Identity, user_id: &str, now: i64) -> Statement {
     Statement::new(
-        "INSERT INTO oauth_links (provider, subject, user_id, email, created_at, last_used_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT DO NOTHING",
+        "INSERT INTO oauth_links (provider, subject, user_id, email, email_verified, created_at, last_used_at) \
+         VALUES (?1, ?2, ?3, ?4, ?6, ?5, ?5) ON CONFLICT DO NOTHING",
         vec![
             p.id.as_str().into(),
             id.subject.as_str().into(),
             user_id.into(),
             id.email.clone().into(),
             Value::Integer(now),
+            Value::Integer(i64::from(id.email_verified)),
         ],
     )
 }
@@ -1068,6 +1132,7 @@ struct Exchange {
 /// PKCE verifier for a session (device tokens in the body by default).
 pub async fn exchange(s: &Services, req: Request) -> Result<Response, Error> {
     let body: Exchange = req.json()?;
+    limit_address(s, &req).await?;
     let client = Client::parse(Some(body.client.as_deref().unwrap_or("device")))?;
     let fail = |reason: &str| {
         record(
