@@ -22,6 +22,7 @@
 //   OIDC_JWKS_MODE       normal | mismatch (publish different public keys under the same kids)
 //   OIDC_CLIENT2_ALG     RS256 | ES256 for the second client (OIDC_ID_TOKEN_ALG)
 //   OIDC_CLIENT2_AUTH    its token endpoint auth method (OIDC_CLIENT_AUTH)
+//   (always)             a GitHub OAuth stand-in under /github: github.mjs
 //   OIDC_MOUNTS          JSON array of extra issuers on the same port, each
 //                        {"path": "/decoy", "jwks_mode": "mismatch"}: issuer
 //                        http://HOST:PORT/decoy with its own keys and the same
@@ -34,6 +35,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { pathToFileURL } from 'node:url';
+import { github } from './github.mjs';
 
 // ESM ignores NODE_PATH: either keep node_modules/oidc-provider beside/above this
 // file, or point OIDC_PROVIDER_MODULE at .../node_modules/oidc-provider/lib/index.js.
@@ -200,7 +202,13 @@ const mounts = JSON.parse(env.OIDC_MOUNTS || '[]').map((m) => {
     : undefined;
   return { path: m.path, issuer: `${issuer}${m.path}`, handle: makeProvider(`${issuer}${m.path}`, keys, m.path, decoy) };
 });
+// GitHub's OAuth protocol under /github (see github.mjs), same origin.
+const githubHandler = github({ clientId, clientSecret, redirectUris });
 server.on('request', (req, res) => {
+  if (req.url.startsWith('/github/')) {
+    req.url = req.url.slice('/github'.length);
+    return githubHandler(req, res);
+  }
   const m = mounts.find((x) => req.url === x.path || req.url.startsWith(`${x.path}/`) || req.url.startsWith(`${x.path}?`));
   if (!m) return main(req, res);
   req.originalUrl = req.url;

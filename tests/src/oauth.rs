@@ -50,6 +50,14 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             oauth_es256_provider_with_client_secret_post,
         ),
         (
+            "oauth_github_signs_in_with_its_primary_verified_email",
+            oauth_github_signs_in_with_its_primary_verified_email,
+        ),
+        (
+            "oauth_github_unverified_email_does_not_link",
+            oauth_github_unverified_email_does_not_link,
+        ),
+        (
             "oauth_state_reused_is_refused",
             oauth_state_reused_is_refused,
         ),
@@ -487,13 +495,14 @@ fn oauth_capabilities_list_the_providers(x: &Ctx) -> Result<(), String> {
         .iter()
         .filter_map(|p| p["id"].as_str())
         .collect();
-    if ids != ["op", "op-es", "decoy"] {
+    if ids != ["op", "op-es", "decoy", "github"] {
         return Err(format!("providers {ids:?}"));
     }
     if v["oauth_providers"][0]["start"] != "/auth/oauth/op/start"
         || v["oauth_providers"][0]["protocol"] != "oidc"
+        || v["oauth_providers"][3]["protocol"] != "oauth2"
     {
-        return Err(format!("{}", v["oauth_providers"][0]));
+        return Err(format!("{}", v["oauth_providers"]));
     }
     Ok(())
 }
@@ -614,6 +623,47 @@ fn oauth_es256_provider_with_client_secret_post(x: &Ctx) -> Result<(), String> {
         return Err(format!("{v}"));
     }
     Ok(())
+}
+
+/// A GitHub flow: GitHub's authorize page would ask who is signing in; its
+/// stand-in takes `login=`.
+fn github_sign_in(x: &Ctx, b: &mut Browser, login: &str) -> Result<Reply, String> {
+    let authorize = start(x, b, "github", None)?;
+    if !authorize.contains("/github/login/oauth/authorize?")
+        || query(&authorize, "code_challenge_method").as_deref() != Some("S256")
+        || query(&authorize, "nonce").is_some()
+    {
+        return Err(format!("unexpected GitHub authorize URL {authorize}"));
+    }
+    let cb = through_provider(x, b, &format!("{authorize}&login={login}"), login)?;
+    b.to_deployment(x, "GET", &cb, &[])
+}
+
+fn oauth_github_signs_in_with_its_primary_verified_email(x: &Ctx) -> Result<(), String> {
+    let login = login_name(x, "gh");
+    let mut b = Browser::new();
+    let r = github_sign_in(x, &mut b, &login)?;
+    expect_redirect_to(&r, &x.target.allowed_origin)?;
+    let access = session_of(x, &mut b)?;
+    let v = me(x, &access)?;
+    if v["email"] != format!("{login}@example.com") || v["email_verified"] != true {
+        return Err(format!("GitHub account {v}"));
+    }
+    if links(x, &access)? != ["github"] {
+        return Err("no github link".into());
+    }
+    Ok(())
+}
+
+fn oauth_github_unverified_email_does_not_link(x: &Ctx) -> Result<(), String> {
+    let login = format!("unverified-{}", login_name(x, "gh"));
+    password_account(x, &format!("{login}@example.com"), true)?;
+    let mut b = Browser::new();
+    expect_problem(
+        &github_sign_in(x, &mut b, &login)?,
+        409,
+        "account_exists_sign_in_to_link",
+    )
 }
 
 fn oauth_state_reused_is_refused(x: &Ctx) -> Result<(), String> {

@@ -639,18 +639,19 @@ async fn github_identity(s: &Services, api_base: &str, access: &str) -> Result<I
     let list = emails.as_array().cloned().unwrap_or_default();
     let verified = |e: &&Json| e.get("verified").and_then(Json::as_bool) == Some(true);
     let primary = |e: &&Json| e.get("primary").and_then(Json::as_bool) == Some(true);
+    // The primary verified address, else another verified one, else the
+    // primary one as unverified (never linked on, see resolve_account).
     let chosen = list
         .iter()
         .filter(verified)
         .find(primary)
-        .or_else(|| list.iter().find(verified));
-    let (email, email_verified) = match chosen.and_then(|e| e.get("email")).and_then(Json::as_str) {
-        Some(e) => (Some(e.to_owned()), true),
-        None => (
-            user.get("email").and_then(Json::as_str).map(str::to_owned),
-            false,
-        ),
-    };
+        .or_else(|| list.iter().find(verified))
+        .or_else(|| list.iter().find(primary));
+    let email = chosen
+        .and_then(|e| e.get("email"))
+        .and_then(Json::as_str)
+        .map(str::to_owned);
+    let email_verified = chosen.is_some_and(|e| verified(&e));
     Ok(Identity {
         subject,
         email: email.as_deref().and_then(oidc::normalise_email),
