@@ -394,7 +394,12 @@ async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
     for _ in 0..n {
         match b.op.as_str() {
             "noop" => {}
-            "passkey_es256" => ok &= es_cose.verify(&signed, es_sig.to_der().as_bytes()).is_ok(),
+            "passkey_es256" => {
+                ok &= es_cose
+                    .verify_with(s.signatures.as_ref(), &signed, es_sig.to_der().as_bytes())
+                    .await
+                    .is_ok();
+            }
             "passkey_eddsa" => ok &= ed_cose.verify(&signed, &ed_sig.to_bytes()).is_ok(),
             "passkey_rs256" => ok &= rs.0.verify(&rs.1, &rs.2).is_ok(),
             "id_token_es256" => {

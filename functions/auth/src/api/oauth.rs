@@ -1069,10 +1069,12 @@ pub async fn unlink(s: &Services, req: Request) -> Result<Response, Error> {
             "DELETE FROM oauth_links WHERE user_id = ?1 AND provider = ?2 AND ( \
                EXISTS (SELECT 1 FROM users WHERE id = ?1 AND password_hash IS NOT NULL) \
                OR EXISTS (SELECT 1 FROM webauthn_credentials WHERE user_id = ?1) \
-               OR (SELECT COUNT(*) FROM oauth_links WHERE user_id = ?1) > 1)",
+               OR EXISTS (SELECT 1 FROM oauth_links WHERE user_id = ?1 AND provider <> ?2 \
+                          AND provider IN (SELECT value FROM json_each(?3))))",
             vec![
                 principal.user_id.as_str().into(),
                 provider_id.as_str().into(),
+                configured_ids(s).into(),
             ],
         ))
         .await?
@@ -1191,6 +1193,20 @@ pub async fn exchange(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let access = session::access_token(s, &sid).await?;
     Ok(session::token_response(s, &access, Some(&refresh), client))
+}
+
+/// The configured provider ids as a JSON array, for SQL's `json_each`: a
+/// link to a provider the operator has removed no longer signs anyone in,
+/// so it does not count as a remaining way in.
+pub fn configured_ids(s: &Services) -> String {
+    let ids: Vec<&str> = s
+        .config
+        .oauth
+        .providers
+        .iter()
+        .map(|p| p.id.as_str())
+        .collect();
+    json!(ids).to_string()
 }
 
 /// The providers for `/auth/capabilities`.

@@ -586,12 +586,15 @@ pub async fn verify_assertion(
     let (Some(user_id), Some(key_cbor)) =
         (rows.get_str(0, "user_id"), rows.get_blob(0, "public_key"))
     else {
-        let _ = CoseKey::Es256(DUMMY_POINT.to_vec()).verify(&signed, &signature);
+        let _ = CoseKey::Es256(DUMMY_POINT.to_vec())
+            .verify_with(s.signatures.as_ref(), &signed, &signature)
+            .await;
         return Err(Error::PasskeyAssertionInvalid);
     };
     let user_id = user_id.to_owned();
     let key = CoseKey::from_cbor(key_cbor)?;
-    key.verify(&signed, &signature)
+    key.verify_with(s.signatures.as_ref(), &signed, &signature)
+        .await
         .map_err(|_| Error::PasskeyAssertionInvalid)?;
     if let Some(h) = &c.response.user_handle
         && !h.is_empty()
@@ -783,9 +786,14 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
         .execute(Statement::new(
             "DELETE FROM webauthn_credentials WHERE id = ?1 AND user_id = ?2 AND ( \
                EXISTS (SELECT 1 FROM users WHERE id = ?2 AND password_hash IS NOT NULL) \
-               OR EXISTS (SELECT 1 FROM oauth_links WHERE user_id = ?2) \
+               OR EXISTS (SELECT 1 FROM oauth_links WHERE user_id = ?2 \
+                          AND provider IN (SELECT value FROM json_each(?3))) \
                OR (SELECT COUNT(*) FROM webauthn_credentials WHERE user_id = ?2) > 1)",
-            vec![id.as_str().into(), p.user_id.as_str().into()],
+            vec![
+                id.as_str().into(),
+                p.user_id.as_str().into(),
+                crate::api::oauth::configured_ids(s).into(),
+            ],
         ))
         .await?
         .changes;
