@@ -675,6 +675,18 @@ fn passkey_login_options_do_not_reveal_accounts(x: &Ctx) -> Result<(), String> {
     {
         return Err(format!("no-passkey account options {v}"));
     }
+    // Fake ids come in authenticators' lengths, not in one tell-tale size
+    // (the chance that 8 addresses' ids all share one is about 1 in 10^7).
+    let mut lengths = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        let v = login_options(x, Some(&x.email(&format!("pk-shape{i}"))))?;
+        for id in ids(&v) {
+            lengths.insert(URL_SAFE_NO_PAD.decode(&id).map(|b| b.len()).unwrap_or(0));
+        }
+    }
+    if lengths.len() < 2 || lengths.iter().any(|l| !(16..=64).contains(l)) {
+        return Err(format!("fake credential id lengths {lengths:?}"));
+    }
     Ok(())
 }
 

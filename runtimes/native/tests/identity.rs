@@ -817,6 +817,67 @@ mod oauth {
     }
 
     #[test]
+    fn a_link_to_a_provider_no_longer_configured_is_not_a_way_in() {
+        use base64::Engine as _;
+        let op = start_openid_provider();
+        let e = oauth_env(&op);
+        // A native-app sign-in: an account whose only way in is its op link.
+        let verifier = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([6u8; 32]);
+        let challenge = {
+            use sha2::Digest as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(verifier.as_bytes()))
+        };
+        let app = format!("{}:/done", edgecoder_conformance::harness::APP_SCHEME);
+        let (s, authorize, cookies, v) = e.get(
+            &format!(
+                "/auth/oauth/op/start?return_to={}&code_challenge={challenge}&code_challenge_method=S256",
+                url::form_urlencoded::byte_serialize(app.as_bytes()).collect::<String>()
+            ),
+            None,
+        );
+        assert_eq!(s, 302, "{v}");
+        let cookie = cookies[0].split(';').next().expect("cookie").to_owned();
+        let back = Browser::new()
+            .at_provider(&authorize, "retired-inprocess")
+            .expect("provider");
+        let (s, loc, _, v) = e.get(&callback_path(&back), Some(&cookie));
+        assert_eq!(s, 302, "{v}");
+        let code = query(&loc, "code").expect("code");
+        let (s, tokens) = block_on(e.call(
+            Method::POST,
+            "/auth/oauth/exchange",
+            None,
+            Some(json!({"code": code, "code_verifier": verifier})),
+        ));
+        assert_eq!(s, 200, "{tokens}");
+        let access = tokens["access_token"].as_str().expect("access").to_owned();
+        let (_, me) = block_on(e.call(Method::GET, "/auth/me", Some(&access), None));
+        let user = me["id"].as_str().expect("id").to_owned();
+        // A link to a provider the operator has since removed.
+        block_on(e.db.execute(Statement::new(
+            "INSERT INTO oauth_links (provider, subject, user_id, email, email_verified, created_at) \
+             VALUES ('retired', 'x', ?1, NULL, 1, 0)",
+            vec![user.as_str().into()],
+        )))
+        .expect("insert");
+        let (s, v) = block_on(e.call(Method::DELETE, "/auth/oauth/links/op", Some(&access), None));
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (409, Some("last_sign_in_method")),
+            "{v}"
+        );
+        // The retired link itself can still be removed.
+        let (s, v) = block_on(e.call(
+            Method::DELETE,
+            "/auth/oauth/links/retired",
+            Some(&access),
+            None,
+        ));
+        assert_eq!(s, 200, "{v}");
+    }
+
+    #[test]
     fn state_expires_after_ten_minutes() {
         let op = start_openid_provider();
         let e = oauth_env(&op);

@@ -439,10 +439,18 @@ fn fake_ids(s: &Services, email: &str) -> Vec<Json> {
     );
     let seed = blake3::keyed_hash(&key, email.as_bytes());
     let count = 1 + usize::from(seed.as_bytes()[0] % 2);
+    // Real ids come in the lengths authenticators use (16 to 64 bytes), so
+    // the fakes take one of those per id rather than one tell-tale length.
+    const LENGTHS: [usize; 4] = [16, 20, 32, 64];
     (0..count)
         .map(|i| {
-            let id = blake3::keyed_hash(&key, format!("{email}\n{i}").as_bytes());
-            json!({"type": "public-key", "id": b64(id.as_bytes()), "transports": ["internal", "hybrid"]})
+            let mut xof = blake3::Hasher::new_keyed(&key)
+                .update(format!("{email}\n{i}").as_bytes())
+                .finalize_xof();
+            let mut id = [0u8; 65];
+            xof.fill(&mut id);
+            let len = LENGTHS[usize::from(id[64] % 4)];
+            json!({"type": "public-key", "id": b64(&id[..len]), "transports": ["internal", "hybrid"]})
         })
         .collect()
 }
