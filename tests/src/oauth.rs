@@ -125,6 +125,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             "oauth_native_app_gets_a_one_time_code",
             oauth_native_app_gets_a_one_time_code,
         ),
+        (
+            "oauth_hostile_inputs_get_clear_4xx",
+            oauth_hostile_inputs_get_clear_4xx,
+        ),
     ]
 }
 
@@ -1122,4 +1126,90 @@ fn oauth_native_app_gets_a_one_time_code(x: &Ctx) -> Result<(), String> {
     }
     me(x, v["access_token"].as_str().unwrap_or(""))?;
     expect_problem(&exchange(x, &code, &verifier)?, 400, "oauth_code_invalid")
+}
+
+fn oauth_hostile_inputs_get_clear_4xx(x: &Ctx) -> Result<(), String> {
+    let long = "A".repeat(6000);
+    // A start with an absurd return_to still starts (falling back), no 5xx.
+    let r =
+        x.c.get(&format!("/auth/oauth/op/start?return_to=/{long}"))?;
+    let loc = expect_redirect_to(&r, "http://127.0.0.1:")?;
+    if loc.contains(&long) {
+        return Err("an over-long return_to travelled on".into());
+    }
+    // Callbacks with oversized, doubled or junk values are refused as such.
+    let mut b = Browser::new();
+    let authorize = start(x, &mut b, "op", None)?;
+    let state = query(&authorize, "state").ok_or("no state")?;
+    let origin = origin_of(&x.target.base);
+    let secret = b
+        .cookie(&origin, "edgecoder_oauth")
+        .ok_or("no binding cookie")?;
+    let doubled = format!("edgecoder_oauth={secret}; edgecoder_oauth={secret}");
+    let junk = "edgecoder_oauth=%00%ff; x=y".to_owned();
+    let cases: Vec<(String, Option<String>)> = vec![
+        (
+            format!("/auth/oauth/op/callback?state={long}&code=x"),
+            Some(format!("edgecoder_oauth={secret}")),
+        ),
+        (
+            format!("/auth/oauth/op/callback?state={state}&code=x"),
+            Some(doubled),
+        ),
+        (
+            format!("/auth/oauth/op/callback?state={state}&code=x"),
+            Some(junk),
+        ),
+        (
+            "/auth/oauth/op/callback".to_owned(),
+            Some(format!("edgecoder_oauth={secret}")),
+        ),
+        (
+            "/auth/oauth/op/callback?state=%E2%82%AC&error=%00".to_owned(),
+            None,
+        ),
+    ];
+    for (path, cookie) in cases {
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+        let r = x.c.send_with("GET", &path, &headers, &[])?;
+        expect_problem(&r, 400, "oauth_state_invalid")
+            .map_err(|e| format!("{}: {e}", path.chars().take(80).collect::<String>()))?;
+    }
+    // The state survived all of that for its own browser: a code that is not
+    // the provider's is then a failed exchange, not a server error.
+    let r = b.to_deployment(
+        x,
+        "GET",
+        &format!("/auth/oauth/op/callback?state={state}&code={long}"),
+        &[],
+    )?;
+    expect_problem(&r, 400, "invalid_request")?;
+    // Exchange: malformed codes and verifiers.
+    for body in [
+        json!({"code": "eoc_short", "code_verifier": URL_SAFE_NO_PAD.encode([1u8; 32])}),
+        json!({"code": format!("eoc_{}", URL_SAFE_NO_PAD.encode([1u8; 32])), "code_verifier": "x".repeat(500)}),
+        json!({"code": format!("eoc_{}", URL_SAFE_NO_PAD.encode([1u8; 32])), "code_verifier": URL_SAFE_NO_PAD.encode([1u8; 32])}),
+    ] {
+        expect_problem(
+            &x.call(
+                "POST",
+                "/auth/oauth/exchange",
+                "/auth/oauth/exchange",
+                None,
+                Some(&body),
+                &[],
+            )?,
+            400,
+            "oauth_code_invalid",
+        )?;
+    }
+    let r = x.call(
+        "POST",
+        "/auth/oauth/exchange",
+        "/auth/oauth/exchange",
+        None,
+        Some(&json!({"code": 7})),
+        &[],
+    )?;
+    expect_problem(&r, 400, "invalid_request")
 }
