@@ -792,8 +792,10 @@ mod oauth {
         let back = Browser::new()
             .at_provider(&authorize, "expired-inprocess")
             .expect("provider");
-        // Past exp plus the 60 s leeway, well inside the state's 10 minutes.
-        e.advance_ms(62_000);
+        // Past exp plus the 60 s leeway, well inside the state's 10 minutes;
+        // counted from now, since the provider stamped the token during the
+        // flow (which may take more than a second on a loaded machine).
+        e.clock.0.set(real_now_ms() + 62_000);
         let (s, _, _, v) = e.get(&callback_path(&back), Some(&cookie));
         assert_eq!(
             (s, v["code"].as_str()),
@@ -810,7 +812,7 @@ mod oauth {
         let back = Browser::new()
             .at_provider(&authorize, "ordinary-inprocess")
             .expect("provider");
-        e.advance_ms(62_000);
+        e.clock.0.set(real_now_ms() + 62_000);
         let (s, loc, _, v) = e.get(&callback_path(&back), Some(&cookie));
         assert_eq!(s, 302, "{v}");
         assert!(loc.starts_with("http://localhost:5173/"), "{loc}");
