@@ -5,8 +5,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use edgecoder_ledger::checkpoint::{self, TrustedKey};
-use edgecoder_ledger::merkle::{Blake3, Hasher, verify_consistency, verify_inclusion};
+use edgecoder_tlog::checkpoint::{self, TrustedKey};
+use edgecoder_tlog::merkle::{Hasher, Sha256, verify_consistency, verify_inclusion};
+use edgecoder_tlog::proof::TlogProof;
 use serde_json::{Value as Json, json};
 
 use crate::identity::Ctx;
@@ -71,6 +72,10 @@ pub fn checks() -> Vec<(&'static str, LedgerCheck)> {
         (
             "ledger_checkpoint_is_signed_and_proofs_verify",
             ledger_checkpoint_is_signed_and_proofs_verify,
+        ),
+        (
+            "ledger_root_is_rfc6962_sha256_recomputed_independently",
+            ledger_root_is_rfc6962_sha256_recomputed_independently,
         ),
         (
             "ledger_bad_ranges_are_invalid_range",
@@ -193,31 +198,30 @@ fn credits_balance_refuse_overdraft_and_are_logged(x: &Ctx) -> Result<(), String
     if page["postings"].as_array().map(Vec::len) != Some(1) {
         return Err(format!("postings page {page}"));
     }
-    // A receipt proves the transfer offline: its entry is in a signed log.
+    // A receipt (c2sp.org/tlog-proof) proves the transfer offline: its
+    // entry, carried in `extra`, is in a signed log.
     let tid = t["id"].as_str().unwrap_or("");
-    let rec = x
-        .send(
-            "GET",
-            &format!("/ledger/transfers/{tid}/receipt"),
-            Some(&alice.access),
-            None,
-            &[],
-        )?
-        .json()?;
-    let cp = checkpoint::open(rec["checkpoint"].as_str().unwrap_or(""), &trusted(x)?)
-        .map_err(|e| format!("receipt checkpoint: {e}"))?;
-    let proof: Vec<Vec<u8>> = rec["proof"]
-        .as_array()
-        .map(|a| a.iter().map(b64).collect())
-        .unwrap_or_default();
-    verify_inclusion::<Blake3>(
-        rec["index"].as_u64().unwrap_or(u64::MAX),
-        cp.size,
-        &Blake3::leaf(&b64(&rec["entry"])),
-        &proof,
-        &cp.root,
-    )
-    .map_err(|e| format!("receipt inclusion: {e}"))?;
+    let rec = x.send(
+        "GET",
+        &format!("/ledger/transfers/{tid}/receipt"),
+        Some(&alice.access),
+        None,
+        &[],
+    )?;
+    if rec.status != 200 || !rec.media_type().starts_with("text/plain") {
+        return Err(format!("receipt: {} {}", rec.status, rec.media_type()));
+    }
+    let proof = TlogProof::parse(&String::from_utf8_lossy(&rec.body))
+        .map_err(|e| format!("receipt is not a tlog-proof: {e}"))?;
+    let (_, entry) = proof
+        .verify_extra(&trusted(x)?)
+        .map_err(|e| format!("receipt does not verify: {e}"))?;
+    let envelope: Json = serde_json::from_slice(entry).map_err(|e| e.to_string())?;
+    let payload: Json =
+        serde_json::from_slice(&b64(&envelope["payload"])).map_err(|e| e.to_string())?;
+    if envelope["type"] != "edgecoder.dev/credit-transfer/v1" || payload["transfer"] != tid {
+        return Err(format!("receipt entry is not transfer {tid}: {envelope}"));
+    }
     let r = x.send(
         "GET",
         &format!("/ledger/transfers/{tid}/receipt"),
@@ -312,8 +316,8 @@ fn ledger_appends_are_idempotent_and_keep_exact_bytes(x: &Ctx) -> Result<(), Str
     }
     let e = x.c.get(&format!("/ledger/entries/{index}"))?.json()?;
     let bytes = b64(&e["entry"]);
-    if Blake3::leaf(&bytes).to_vec() != b64(&e["leaf_hash"]) {
-        return Err("leaf_hash is not blake3(0x00 || entry bytes)".into());
+    if Sha256::leaf(&bytes).to_vec() != b64(&e["leaf_hash"]) {
+        return Err("leaf_hash is not SHA-256(0x00 || entry bytes)".into());
     }
     let envelope: Json = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     if envelope["type"] != "edgecoder.dev/audit/v1"
@@ -360,7 +364,7 @@ fn ledger_checkpoint_is_signed_and_proofs_verify(x: &Ctx) -> Result<(), String> 
     }
     let leaves: Vec<Vec<u8>> = entries
         .iter()
-        .map(|e| Blake3::leaf(&b64(&e["entry"])).to_vec())
+        .map(|e| Sha256::leaf(&b64(&e["entry"])).to_vec())
         .collect();
     for index in [0, first.size - 1, second.size - 1] {
         let p =
@@ -374,7 +378,7 @@ fn ledger_checkpoint_is_signed_and_proofs_verify(x: &Ctx) -> Result<(), String> 
             .map(|a| a.iter().map(b64).collect())
             .unwrap_or_default();
         let leaf = &leaves[usize::try_from(index).unwrap_or(0)];
-        verify_inclusion::<Blake3>(index, second.size, leaf, &proof, &second.root)
+        verify_inclusion::<Sha256>(index, second.size, leaf, &proof, &second.root)
             .map_err(|e| format!("inclusion of {index}: {e}"))?;
     }
     let p =
@@ -387,7 +391,7 @@ fn ledger_checkpoint_is_signed_and_proofs_verify(x: &Ctx) -> Result<(), String> 
         .as_array()
         .map(|a| a.iter().map(b64).collect())
         .unwrap_or_default();
-    verify_consistency::<Blake3>(first.size, second.size, &proof, &first.root, &second.root)
+    verify_consistency::<Sha256>(first.size, second.size, &proof, &first.root, &second.root)
         .map_err(|e| format!("consistency: {e}"))?;
     let keys = x.c.get("/ledger/keys")?.json()?;
     if keys["keys"][0]["algorithm"] != "ecdsa-p256-sha256"
@@ -399,6 +403,64 @@ fn ledger_checkpoint_is_signed_and_proofs_verify(x: &Ctx) -> Result<(), String> 
     let r = x.c.get("/ledger/checkpoint")?;
     checkpoint::open(&String::from_utf8_lossy(&r.body), &trusted(x)?)
         .map_err(|e| format!("GET checkpoint: {e}"))?;
+    Ok(())
+}
+
+/// RFC 6962 §2.1 `MTH` straight from the definition, with `sha2` and
+/// nothing of `edgecoder-tlog`: what any C2SP witness or monitor computes.
+fn rfc6962_root(entries: &[Vec<u8>]) -> [u8; 32] {
+    use sha2::Digest as _;
+    match entries.len() {
+        0 => sha2::Sha256::digest([]).into(),
+        1 => {
+            let mut h = sha2::Sha256::new();
+            h.update([0u8]);
+            h.update(&entries[0]);
+            h.finalize().into()
+        }
+        n => {
+            // The largest power of two smaller than n.
+            let mut k = 1;
+            while k * 2 < n {
+                k *= 2;
+            }
+            let mut h = sha2::Sha256::new();
+            h.update([1u8]);
+            h.update(rfc6962_root(&entries[..k]));
+            h.update(rfc6962_root(&entries[k..]));
+            h.finalize().into()
+        }
+    }
+}
+
+fn ledger_root_is_rfc6962_sha256_recomputed_independently(x: &Ctx) -> Result<(), String> {
+    let svc = x.target.service_token.clone();
+    append(x, Some(&svc), &x.email("rfc6962"), b"witnessable")?;
+    let cp = checkpoint(x)?;
+    let mut entries = Vec::new();
+    let mut start = 0;
+    while start < cp.size {
+        let end = cp.size.min(start + 1000);
+        let page =
+            x.c.get(&format!("/ledger/entries?start={start}&end={end}"))?
+                .json()?;
+        for e in page["entries"].as_array().into_iter().flatten() {
+            entries.push(b64(&e["entry"]));
+        }
+        start = end;
+    }
+    if entries.len() as u64 != cp.size {
+        return Err(format!("{} entries for size {}", entries.len(), cp.size));
+    }
+    let root = rfc6962_root(&entries);
+    if root != cp.root {
+        return Err(format!(
+            "the signed root {} is not the RFC 6962 SHA-256 root {} of the {} entries",
+            STANDARD.encode(cp.root),
+            STANDARD.encode(root),
+            cp.size
+        ));
+    }
     Ok(())
 }
 

@@ -277,13 +277,13 @@ fn verify_fails_when_the_signed_root_does_not_match_the_entries() {
     // A validly signed checkpoint (the attacker holds the key) for a root the
     // entries do not produce.
     let signer = edgecoder_kernel::SigningKey::from_secret(&f.key).expect("key");
-    let forged = edgecoder_ledger::checkpoint::Checkpoint {
+    let forged = edgecoder_tlog::checkpoint::Checkpoint {
         origin: "localhost:8080/ledger".into(),
         size: 6,
         root: [9u8; 32],
     };
     let note =
-        edgecoder_ledger::checkpoint::sign(&forged, &forged.origin, signer.ecdsa()).expect("sign");
+        edgecoder_tlog::checkpoint::sign(&forged, &forged.origin, signer.ecdsa()).expect("sign");
     f.db()
         .execute(
             "UPDATE ledger_checkpoints SET note = ?1 WHERE size = 6",
@@ -346,7 +346,7 @@ fn verify_checks_a_transfer_receipt_and_refuses_a_forged_one() {
         "{}",
         String::from_utf8_lossy(&receipt.body)
     );
-    let path = f.dir.join("receipt.json");
+    let path = f.dir.join("receipt.tlog-proof");
     std::fs::write(&path, &receipt.body).expect("write");
     let run = |file: &std::path::Path| {
         let out = Command::new(edgecoder_binary())
@@ -366,14 +366,10 @@ fn verify_checks_a_transfer_receipt_and_refuses_a_forged_one() {
     let (ok, out) = run(&path);
     assert!(ok, "{out}");
     assert!(out.contains(&id), "{out}");
+    let text = String::from_utf8(receipt.body.clone()).expect("utf8");
+    let proof = edgecoder_tlog::proof::TlogProof::parse(&text).expect("a tlog-proof");
     // Raise the amount inside the entry: no longer the entry the log signed.
-    let mut forged: serde_json::Value = serde_json::from_slice(&receipt.body).expect("json");
-    let entry = String::from_utf8(
-        STANDARD
-            .decode(forged["entry"].as_str().expect("entry"))
-            .expect("b64"),
-    )
-    .expect("utf8");
+    let entry = String::from_utf8(proof.extra.clone().expect("extra")).expect("utf8");
     let mut envelope: serde_json::Value = serde_json::from_str(&entry).expect("envelope");
     let payload = String::from_utf8(
         STANDARD
@@ -382,10 +378,19 @@ fn verify_checks_a_transfer_receipt_and_refuses_a_forged_one() {
     )
     .expect("utf8");
     envelope["payload"] = serde_json::json!(STANDARD.encode(payload.replace("7", "70")));
-    forged["entry"] = serde_json::json!(STANDARD.encode(envelope.to_string()));
-    let bad = f.dir.join("forged.json");
-    std::fs::write(&bad, forged.to_string()).expect("write");
+    let mut forged = proof.clone();
+    forged.extra = Some(envelope.to_string().into_bytes());
+    let bad = f.dir.join("forged.tlog-proof");
+    std::fs::write(&bad, forged.to_text()).expect("write");
     must_fail(run(&bad), "not in the signed log");
+    // The genuine entry claimed at another index.
+    let mut moved = proof.clone();
+    moved.index += 1;
+    std::fs::write(&bad, moved.to_text()).expect("write");
+    must_fail(run(&bad), "not in the signed log");
+    // The JSON receipt of the blake3 era, or any other file, is not a proof.
+    std::fs::write(&bad, r#"{"index": 0, "proof": [], "checkpoint": ""}"#).expect("write");
+    must_fail(run(&bad), "not a tlog-proof");
 }
 
 #[test]
@@ -399,4 +404,26 @@ fn verify_refuses_a_log_whose_origin_changed() {
     )
     .expect("state");
     must_fail(f.verify_db(), "origin changed");
+}
+
+#[test]
+fn a_blake3_log_is_refused_by_version_by_the_server_and_the_verifier() {
+    let f = Fixture::new("version", 2);
+    f.db()
+        .execute(
+            "UPDATE ledger_state SET tree_hash = 'blake3' WHERE id = 1",
+            [],
+        )
+        .expect("tamper");
+    must_fail(f.verify_db(), "blake3 tree hash");
+    let r = Client::unchecked(&f.server.base)
+        .get("/ledger/checkpoint")
+        .expect("checkpoint");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    let problem = r.json().expect("problem");
+    assert_eq!(problem["code"], "log_version_unsupported");
+    assert!(
+        problem["detail"].as_str().unwrap_or("").contains("blake3"),
+        "{problem}"
+    );
 }

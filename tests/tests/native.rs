@@ -216,7 +216,7 @@ fn native_migrate_applies_once_and_is_idempotent() {
 fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
-    use edgecoder_ledger::merkle::{Blake3, Hasher};
+    use edgecoder_tlog::merkle::{Hasher, Sha256};
 
     let bin = binary();
     let dir = tempfile_dir("ledger-concurrency");
@@ -285,26 +285,26 @@ fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
             let bytes = STANDARD
                 .decode(e["entry"].as_str().expect("entry"))
                 .expect("b64");
-            leaves.push(Blake3::leaf(&bytes));
+            leaves.push(Sha256::leaf(&bytes));
         }
         start = end;
     }
     let mut nodes = std::collections::HashMap::new();
     for (i, leaf) in leaves.iter().enumerate() {
         for (id, h) in
-            edgecoder_ledger::merkle::completed_by_append::<Blake3>(i as u64, *leaf, &nodes)
+            edgecoder_tlog::merkle::completed_by_append::<Sha256>(i as u64, *leaf, &nodes)
                 .expect("append")
         {
             nodes.insert(id, h);
         }
     }
-    let root = edgecoder_ledger::merkle::range_hash::<Blake3>(&nodes, 0, total).expect("root");
+    let root = edgecoder_tlog::merkle::range_hash::<Sha256>(&nodes, 0, total).expect("root");
     let r = c.get("/ledger/checkpoint").expect("checkpoint");
     let note = String::from_utf8_lossy(&r.body).into_owned();
     let signer = edgecoder_kernel::SigningKey::from_secret(&key).expect("key");
-    let cp = edgecoder_ledger::checkpoint::open(
+    let cp = edgecoder_tlog::checkpoint::open(
         &note,
-        &[edgecoder_ledger::checkpoint::TrustedKey {
+        &[edgecoder_tlog::checkpoint::TrustedKey {
             name: "localhost:8080/ledger".into(),
             key: *signer.verifying_key(),
         }],

@@ -58,6 +58,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_oauth.sql",
         sql: include_str!("../../../migrations/0007_oauth.sql"),
     },
+    Migration {
+        name: "0008_ledger_rfc6962.sql",
+        sql: include_str!("../../../migrations/0008_ledger_rfc6962.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

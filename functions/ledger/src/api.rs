@@ -14,10 +14,12 @@ use p256::pkcs8::EncodePublicKey;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
+use edgecoder_tlog::checkpoint::{self, Checkpoint};
+use edgecoder_tlog::merkle::Hash;
+use edgecoder_tlog::proof::TlogProof;
+
 use crate::Error;
-use crate::checkpoint::{self, Checkpoint};
 use crate::log::{self, NewEntry};
-use crate::merkle::Hash;
 
 /// Largest page of entries.
 pub const MAX_PAGE: u64 = 1000;
@@ -342,9 +344,11 @@ pub async fn keys(s: &Services, _req: Request) -> Result<Response, Error> {
     Ok(ok_json(&json!({ "origin": name, "keys": out })))
 }
 
-/// `GET /ledger/transfers/{id}/receipt`: the transfer's log entry, its
-/// inclusion proof and a signed checkpoint that covers it, verifiable offline
-/// (`edgecoder verify --receipt`).
+/// `GET /ledger/transfers/{id}/receipt`: a c2sp.org/tlog-proof whose
+/// `extra` is the transfer's exact log entry, with its inclusion proof and a
+/// signed checkpoint that covers it, verifiable offline (`edgecoder verify
+/// --receipt`, or any tlog-proof verifier given the entry's RFC 6962 leaf
+/// hash).
 pub async fn receipt(s: &Services, req: Request) -> Result<Response, Error> {
     let id = req.param("id").unwrap_or_default().to_owned();
     crate::credits::may_see_transfer(s, &req, &id).await?;
@@ -376,13 +380,11 @@ pub async fn receipt(s: &Services, req: Request) -> Result<Response, Error> {
         .into_iter()
         .next()
         .ok_or(Error::Corrupt("transfer entry missing"))?;
-    let proof = log::inclusion_proof(s.sql.as_ref(), index, cp.size).await?;
-    Ok(ok_json(&json!({
-        "transfer": id,
-        "index": index,
-        "entry": STANDARD.encode(&entry.entry),
-        "tree_size": cp.size,
-        "proof": hashes(&proof),
-        "checkpoint": note,
-    })))
+    let proof = TlogProof {
+        extra: Some(entry.entry),
+        index,
+        hashes: log::inclusion_proof(s.sql.as_ref(), index, cp.size).await?,
+        checkpoint: note,
+    };
+    Ok(note_response(StatusCode::OK, proof.to_text()))
 }

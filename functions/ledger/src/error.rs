@@ -48,6 +48,9 @@ pub enum Error {
     /// No such account visible to the caller.
     #[error("account not found")]
     AccountNotFound,
+    /// The stored log was built with a tree hash this version does not serve.
+    #[error("log built with the {0} tree hash")]
+    UnsupportedLog(String),
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -132,6 +135,17 @@ impl From<Error> for Problem {
                 "Account not found",
                 "No such account.",
             ),
+            Error::UnsupportedLog(hash) => Problem {
+                internal: Some(format!("ledger_state.tree_hash is {hash}")),
+                ..Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "log_version_unsupported",
+                    "Log version unsupported",
+                )
+                .with_detail(format!(
+                    "This log was built with the {hash} tree hash; this version builds and proves RFC 6962 SHA-256 trees only. Start a new database: there is no migration for a log's entries."
+                ))
+            },
             Error::Kernel(k) => k.into(),
         }
     }

@@ -1,22 +1,21 @@
 //! The `ledger` function, served under `/ledger/`: a transparency log.
 //!
-//! In scope: the append-only Merkle log in the RFC 9162 shape with blake3
-//! ([`merkle`]), its storage on SQL with gap-free compare-and-set appends and
-//! O(log n) proofs ([`log`]), C2SP checkpoints as ECDSA-signed notes
-//! ([`checkpoint`]), the HTTP routes and receipts ([`api`]), double-entry
+//! In scope: the append-only log's storage on SQL with gap-free
+//! compare-and-set appends and O(log n) proofs ([`log`]), the HTTP routes,
+//! checkpoints and c2sp.org/tlog-proof receipts ([`api`]), double-entry
 //! credits ([`credits`]) and the [`client`]s other functions append through.
-//! The offline verifier is the native runtime's `edgecoder verify`.
+//! The formats themselves (RFC 6962 SHA-256 trees and proofs, C2SP signed
+//! checkpoints, tlog-proof) are `edgecoder-tlog`'s; the offline verifier is
+//! the native runtime's `edgecoder verify`.
 //!
 //! Out of scope: platform bindings. Like every function crate this one is pure
 //! logic over the kernel's ports; `runtimes/` serve it.
 
 pub mod api;
-pub mod checkpoint;
 pub mod client;
 pub mod credits;
 mod error;
 pub mod log;
-pub mod merkle;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -135,10 +134,8 @@ pub fn router(config: &Config) -> Router {
                     err(409, "insufficient_credits"),
                 ]))
         .route(Method::GET, "/ledger/transfers/{id}/receipt", h(|s, r| async move { api::receipt(&s, r).await }),
-            doc("ledger_transfer_receipt", "The transfer's log entry, inclusion proof and a signed checkpoint covering it (parties, admins, services)", None, vec![
-                ok(200, "the receipt", json!({"type": "object", "required": ["transfer", "index", "entry", "tree_size", "proof", "checkpoint"], "properties": {
-                    "transfer": {"type": "string"}, "index": {"type": "integer"}, "entry": b64(), "tree_size": {"type": "integer"},
-                    "proof": {"type": "array", "items": b64()}, "checkpoint": {"type": "string"}}})),
+            doc("ledger_transfer_receipt", "A c2sp.org/tlog-proof of the transfer: its log entry (extra), inclusion proof and a signed checkpoint covering it (parties, admins, services)", None, vec![
+                response_doc(200, "the receipt, c2sp.org/tlog-proof@v1 (text)", Some("text/plain")),
                 err(401, "ledger_unauthorized"), err(404, "transfer_not_found"),
             ]))
         .route(Method::GET, "/ledger/accounts/{id}", h(|s, r| async move { credits::account(&s, r).await }),

@@ -10,8 +10,12 @@
 //! ```text
 //! envelope (JSON, serialised once, never again):
 //!   {"v":1,"type":"edgecoder.dev/role-grant/v1","principal":"service","key":"…","time":…,"payload":"<base64>"}
-//! leaf hash = blake3(0x00 ‖ envelope)
+//! leaf hash = SHA-256(0x00 ‖ envelope)          RFC 6962 §2.1, c2sp.org/merkle-tree
 //! ```
+//!
+//! `ledger_state.tree_hash` names the tree hash a log was built with; a log
+//! built before the switch to RFC 6962 SHA-256 (`blake3`) is refused with
+//! [`Error::UnsupportedLog`] rather than extended or signed.
 
 use std::collections::HashMap;
 
@@ -20,8 +24,12 @@ use base64::engine::general_purpose::STANDARD;
 use edgecoder_kernel::{Clock, Rng, Sql, Statement, Value};
 use serde::Serialize;
 
+use edgecoder_tlog::merkle::{self, Hash, Hasher, NodeId, Sha256};
+
 use crate::Error;
-use crate::merkle::{self, Blake3, Hash, Hasher, NodeId};
+
+/// The tree hash this code builds, signs and proves.
+pub const TREE_HASH: &str = "rfc6962-sha256";
 
 /// Largest envelope (payload and metadata together).
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
@@ -108,14 +116,19 @@ fn as_i64(n: u64) -> Value {
     Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// The current size and root.
+/// The current size and root; refuses a log built with another tree hash.
 pub async fn head(sql: &dyn Sql) -> Result<(u64, Hash), Error> {
     let rows = sql
         .execute(Statement::new(
-            "SELECT size, root FROM ledger_state WHERE id = 1",
+            "SELECT size, root, tree_hash FROM ledger_state WHERE id = 1",
             vec![],
         ))
         .await?;
+    match rows.get_str(0, "tree_hash") {
+        Some(TREE_HASH) => {}
+        Some(other) => return Err(Error::UnsupportedLog(other.to_owned())),
+        None => return Err(Error::Corrupt("ledger_state tree_hash")),
+    }
     let size = rows
         .get_i64(0, "size")
         .and_then(|s| u64::try_from(s).ok())
@@ -229,8 +242,8 @@ pub async fn append(
                 continue;
             }
             let bytes = envelope(e, now)?;
-            let leaf = Blake3::leaf(&bytes);
-            let done = merkle::completed_by_append::<Blake3>(next, leaf, &frontier)
+            let leaf = Sha256::leaf(&bytes);
+            let done = merkle::completed_by_append::<Sha256>(next, leaf, &frontier)
                 .map_err(|_| Error::Corrupt("ledger_nodes frontier"))?;
             for (id, h) in &done {
                 frontier.insert(*id, *h);
@@ -260,7 +273,7 @@ pub async fn append(
         if next == size {
             return Ok(out);
         }
-        let root = merkle::range_hash::<Blake3>(&frontier, 0, next)
+        let root = merkle::range_hash::<Sha256>(&frontier, 0, next)
             .map_err(|_| Error::Corrupt("ledger_nodes root"))?;
         for (id, h) in inserts {
             stmts.push(Statement::new(
@@ -339,7 +352,7 @@ pub async fn inclusion_proof(sql: &dyn Sql, index: u64, size: u64) -> Result<Vec
     let ranges = merkle::inclusion_ranges(index, size)
         .map_err(|_| Error::InvalidRange("index must be below tree_size"))?;
     let stored = nodes(sql, &merkle::needed_nodes(&ranges)).await?;
-    merkle::proof_hashes::<Blake3>(&stored, &ranges).map_err(|_| Error::Corrupt("ledger_nodes"))
+    merkle::proof_hashes::<Sha256>(&stored, &ranges).map_err(|_| Error::Corrupt("ledger_nodes"))
 }
 
 /// The consistency proof between sizes `first` and `second`.
@@ -347,13 +360,13 @@ pub async fn consistency_proof(sql: &dyn Sql, first: u64, second: u64) -> Result
     let ranges = merkle::consistency_ranges(first, second)
         .map_err(|_| Error::InvalidRange("need 0 < first <= second"))?;
     let stored = nodes(sql, &merkle::needed_nodes(&ranges)).await?;
-    merkle::proof_hashes::<Blake3>(&stored, &ranges).map_err(|_| Error::Corrupt("ledger_nodes"))
+    merkle::proof_hashes::<Sha256>(&stored, &ranges).map_err(|_| Error::Corrupt("ledger_nodes"))
 }
 
 /// The root of the tree of `size` leaves (any size up to the current one).
 pub async fn root_at(sql: &dyn Sql, size: u64) -> Result<Hash, Error> {
     let stored = nodes(sql, &merkle::range_nodes(0, size)).await?;
-    merkle::range_hash::<Blake3>(&stored, 0, size).map_err(|_| Error::Corrupt("ledger_nodes"))
+    merkle::range_hash::<Sha256>(&stored, 0, size).map_err(|_| Error::Corrupt("ledger_nodes"))
 }
 
 #[cfg(test)]
@@ -362,11 +375,11 @@ mod tests {
 
     #[test]
     fn the_migration_seeds_the_empty_tree_head() {
-        let sql = include_str!("../../../migrations/0003_ledger.sql");
-        let hex: String = Blake3::empty().iter().map(|b| format!("{b:02x}")).collect();
+        let sql = include_str!("../../../migrations/0008_ledger_rfc6962.sql");
+        let hex: String = Sha256::empty().iter().map(|b| format!("{b:02x}")).collect();
         assert!(
-            sql.contains(&hex),
-            "ledger_state must start at blake3() = {hex}"
+            sql.contains(&hex) && sql.contains(TREE_HASH),
+            "an empty ledger_state must switch to SHA-256() = {hex}"
         );
     }
 

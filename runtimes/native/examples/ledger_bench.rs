@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use edgecoder_kernel::Sql;
 use edgecoder_ledger::log::{self, NewEntry};
-use edgecoder_ledger::merkle::{Blake3, Hasher};
 use edgecoder_native::platform::{OsRng, SystemClock};
 use edgecoder_native::sqlite::Db;
+use edgecoder_tlog::merkle::{Hasher, Sha256};
 
 const BATCH: usize = 100;
 
@@ -164,11 +164,11 @@ fn main() {
             .await
             .expect("entries");
         let started = Instant::now();
-        let mut frontier = edgecoder_ledger::merkle::Frontier::new();
+        let mut frontier = edgecoder_tlog::merkle::Frontier::new();
         for i in 0..rows.rows.len() {
-            frontier.push::<Blake3>(Blake3::leaf(rows.get_blob(i, "entry").unwrap_or_default()));
+            frontier.push::<Sha256>(Sha256::leaf(rows.get_blob(i, "entry").unwrap_or_default()));
         }
-        std::hint::black_box(frontier.root::<Blake3>());
+        std::hint::black_box(frontier.root::<Sha256>());
         #[allow(clippy::cast_precision_loss)]
         let rate = rows.rows.len() as f64 / started.elapsed().as_secs_f64();
         rate
@@ -178,12 +178,12 @@ fn main() {
     let key = edgecoder_kernel::SigningKey::generate(&OsRng);
     rt.block_on(async {
         let (size, root) = log::head(&db).await.expect("head");
-        let cp = edgecoder_ledger::checkpoint::Checkpoint {
+        let cp = edgecoder_tlog::checkpoint::Checkpoint {
             origin: "bench.example/ledger".into(),
             size,
             root,
         };
-        let note = edgecoder_ledger::checkpoint::sign(&cp, &cp.origin, key.ecdsa()).expect("sign");
+        let note = edgecoder_tlog::checkpoint::sign(&cp, &cp.origin, key.ecdsa()).expect("sign");
         db.execute(edgecoder_kernel::Statement::new(
             "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, 0)",
             vec![

@@ -14,8 +14,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use edgecoder_ledger::checkpoint::{self, Checkpoint, TrustedKey};
-use edgecoder_ledger::merkle::{self, Blake3, Frontier, Hash, Hasher};
+use edgecoder_tlog::checkpoint::{self, Checkpoint, TrustedKey};
+use edgecoder_tlog::merkle::{self, Frontier, Hash, Hasher, Sha256};
+use edgecoder_tlog::proof::TlogProof;
 use p256::pkcs8::DecodePublicKey;
 use serde::{Deserialize, Serialize};
 
@@ -220,6 +221,26 @@ impl Log for Sqlite {
     }
 }
 
+/// Refuses a database whose log was built with another tree hash (a blake3
+/// log from before the switch to RFC 6962 SHA-256).
+fn check_tree_hash(conn: &rusqlite::Connection) -> Result<()> {
+    let hash: Option<String> = conn
+        .query_row("SELECT tree_hash FROM ledger_state WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .ok();
+    match hash.as_deref() {
+        Some(edgecoder_ledger::log::TREE_HASH) => Ok(()),
+        Some(other) => bail!(
+            "this log was built with the {other} tree hash; this version verifies RFC 6962 SHA-256 logs only (version {})",
+            edgecoder_ledger::log::TREE_HASH
+        ),
+        None => bail!(
+            "this database has no ledger_state.tree_hash: it predates the RFC 6962 SHA-256 log (migration 0008), or is not an EdgeCoder database"
+        ),
+    }
+}
+
 fn b64(h: &Hash) -> String {
     STANDARD.encode(h)
 }
@@ -237,10 +258,15 @@ pub fn run(opts: &Options) -> Result<String> {
                 .build()
                 .into(),
         }),
-        Source::Db(path) => Box::new(Sqlite(
-            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .with_context(|| format!("opening {}", path.display()))?,
-        )),
+        Source::Db(path) => {
+            let conn = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .with_context(|| format!("opening {}", path.display()))?;
+            check_tree_hash(&conn)?;
+            Box::new(Sqlite(conn))
+        }
     };
     let note = log.checkpoint()?;
     // Keys given without a name sign as the log's origin (the note's first line).
@@ -297,7 +323,7 @@ pub fn run(opts: &Options) -> Result<String> {
                     e.index
                 );
             }
-            let leaf = Blake3::leaf(&e.bytes);
+            let leaf = Sha256::leaf(&e.bytes);
             if leaf.as_slice() != e.leaf_hash.as_slice() {
                 bail!(
                     "entry {} was altered: its bytes no longer match its leaf hash",
@@ -305,17 +331,17 @@ pub fn run(opts: &Options) -> Result<String> {
                 );
             }
             if keep_nodes {
-                for (id, h) in merkle::completed_by_append::<Blake3>(e.index, leaf, &nodes)
+                for (id, h) in merkle::completed_by_append::<Sha256>(e.index, leaf, &nodes)
                     .map_err(|e| anyhow!("{e}"))?
                 {
                     nodes.insert(id, h);
                 }
             }
-            frontier.push::<Blake3>(leaf);
+            frontier.push::<Sha256>(leaf);
             expected += 1;
             if let Some(p) = &previous
                 && frontier.size() == p.size
-                && b64(&frontier.root::<Blake3>()) != p.root
+                && b64(&frontier.root::<Sha256>()) != p.root
             {
                 bail!(
                     "fork: the first {} entries no longer hash to the root verified before ({})",
@@ -332,11 +358,11 @@ pub fn run(opts: &Options) -> Result<String> {
         }
         start = end;
     }
-    if frontier.root::<Blake3>() != cp.root {
+    if frontier.root::<Sha256>() != cp.root {
         bail!(
             "root mismatch: the {} entries hash to {}, the checkpoint signs {}",
             cp.size,
-            b64(&frontier.root::<Blake3>()),
+            b64(&frontier.root::<Sha256>()),
             b64(&cp.root)
         );
     }
@@ -346,7 +372,7 @@ pub fn run(opts: &Options) -> Result<String> {
     {
         let root1 = STANDARD.decode(&p.root).unwrap_or_default();
         if let Some(proof) = log.consistency(p.size, cp.size)? {
-            merkle::verify_consistency::<Blake3>(p.size, cp.size, &proof, &root1, &cp.root)
+            merkle::verify_consistency::<Sha256>(p.size, cp.size, &proof, &root1, &cp.root)
                 .map_err(|e| {
                     anyhow!(
                         "the log's consistency proof from size {} fails: {e}",
@@ -362,21 +388,21 @@ pub fn run(opts: &Options) -> Result<String> {
         let leaf = log
             .entries(index, index + 1)?
             .first()
-            .map(|e| Blake3::leaf(&e.bytes))
+            .map(|e| Sha256::leaf(&e.bytes))
             .ok_or_else(|| anyhow!("entry {index} is missing"))?;
         let proof: Vec<Vec<u8>> = match log.inclusion(index, cp.size)? {
             Some(p) => p,
             None => {
                 let ranges =
                     merkle::inclusion_ranges(index, cp.size).map_err(|e| anyhow!("{e}"))?;
-                merkle::proof_hashes::<Blake3>(&nodes, &ranges)
+                merkle::proof_hashes::<Sha256>(&nodes, &ranges)
                     .map_err(|e| anyhow!("{e}"))?
                     .into_iter()
                     .map(|h| h.to_vec())
                     .collect()
             }
         };
-        merkle::verify_inclusion::<Blake3>(index, cp.size, &leaf, &proof, &cp.root)
+        merkle::verify_inclusion::<Sha256>(index, cp.size, &leaf, &proof, &cp.root)
             .map_err(|e| anyhow!("inclusion proof of entry {index} fails: {e}"))?;
     }
     let state = State {
@@ -401,17 +427,16 @@ pub fn run(opts: &Options) -> Result<String> {
     ))
 }
 
-/// Verifies a transfer receipt offline: the checkpoint against the trusted
-/// keys, the entry's inclusion in it, and that the entry is the transfer.
+/// Verifies a transfer receipt offline: a c2sp.org/tlog-proof whose
+/// `extra` is the log entry. The checkpoint must be signed by a trusted key,
+/// the entry's RFC 6962 leaf hash must be included at the proof's index, and
+/// the (now authenticated) entry must be a credit transfer written by the
+/// ledger itself; the transfer's id and postings are printed.
 pub fn verify_receipt(path: &Path, trusted: &[TrustedKey]) -> Result<String> {
-    let r: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .context("the receipt is not JSON")?;
-    let note = r["checkpoint"]
-        .as_str()
-        .ok_or_else(|| anyhow!("receipt without checkpoint"))?;
-    let origin = note.lines().next().unwrap_or("").to_owned();
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let proof = TlogProof::parse(&text).map_err(|e| anyhow!("not a tlog-proof: {e}"))?;
+    let origin = proof.checkpoint.lines().next().unwrap_or("").to_owned();
     let trusted: Vec<TrustedKey> = trusted
         .iter()
         .map(|t| TrustedKey {
@@ -423,46 +448,33 @@ pub fn verify_receipt(path: &Path, trusted: &[TrustedKey]) -> Result<String> {
             key: t.key,
         })
         .collect();
-    let cp = checkpoint::open(note, &trusted).map_err(|e| anyhow!("checkpoint refused: {e}"))?;
-    let index = r["index"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("receipt without index"))?;
-    let entry = STANDARD
-        .decode(r["entry"].as_str().unwrap_or(""))
-        .context("entry is not base64")?;
-    let proof: Vec<Vec<u8>> = r["proof"]
-        .as_array()
-        .ok_or_else(|| anyhow!("receipt without proof"))?
-        .iter()
-        .map(|h| {
-            STANDARD
-                .decode(h.as_str().unwrap_or(""))
-                .map_err(|e| anyhow!("{e}"))
-        })
-        .collect::<Result<_>>()?;
-    merkle::verify_inclusion::<Blake3>(index, cp.size, &Blake3::leaf(&entry), &proof, &cp.root)
-        .map_err(|e| anyhow!("the entry is not in the signed log: {e}"))?;
+    let (cp, entry) = proof.verify_extra(&trusted).map_err(|e| match e {
+        edgecoder_tlog::Error::Untrusted | edgecoder_tlog::Error::BadSignature(_) => {
+            anyhow!("checkpoint refused: {e}")
+        }
+        _ => anyhow!("the entry is not in the signed log: {e}"),
+    })?;
     let envelope: serde_json::Value =
-        serde_json::from_slice(&entry).context("entry is not an envelope")?;
+        serde_json::from_slice(entry).context("entry is not an envelope")?;
     let payload: serde_json::Value = serde_json::from_slice(
         &STANDARD
             .decode(envelope["payload"].as_str().unwrap_or(""))
             .unwrap_or_default(),
     )
     .context("payload is not JSON")?;
-    let transfer = r["transfer"].as_str().unwrap_or("");
+    let transfer = payload["transfer"].as_str().unwrap_or("");
     // Only the ledger writes transfer entries, as `service`, keyed by the
     // transfer id; the HTTP append route refuses the type.
     let expected_key = format!("edgecoder.dev/credit-transfer/v1 {transfer}");
-    if envelope["type"] != "edgecoder.dev/credit-transfer/v1"
+    if transfer.is_empty()
+        || envelope["type"] != "edgecoder.dev/credit-transfer/v1"
         || envelope["principal"] != "service"
         || envelope["key"] != expected_key.as_str()
-        || payload["transfer"] != transfer
     {
-        bail!("the entry at {index} is not transfer {transfer}");
+        bail!("the entry at {} is not a credit transfer", proof.index);
     }
     Ok(format!(
-        "ok: transfer {transfer} is entry {index} of {} (size {}), postings {}",
-        cp.origin, cp.size, payload["postings"]
+        "ok: transfer {transfer} is entry {} of {} (size {}), postings {}",
+        proof.index, cp.origin, cp.size, payload["postings"]
     ))
 }

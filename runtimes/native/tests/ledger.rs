@@ -107,7 +107,7 @@ fn checkpoints_wait_for_the_interval_unless_forced() {
         ])
         .await;
         let size_of = |note: &[u8]| {
-            edgecoder_ledger::checkpoint::body_of(&String::from_utf8_lossy(note))
+            edgecoder_tlog::checkpoint::body_of(&String::from_utf8_lossy(note))
                 .expect("note")
                 .size
         };
@@ -153,5 +153,67 @@ fn checkpoints_wait_for_the_interval_unless_forced() {
             .await
             .expect("cp");
         assert_eq!(size_of(now.body()), 1);
+    });
+}
+
+/// Runs migration files by hand, as an older binary would have.
+async fn run_migration(db: &Db, m: &migrations::Migration) {
+    use edgecoder_kernel::Sql as _;
+    for stmt in migrations::split_statements(m.sql) {
+        db.execute(edgecoder_kernel::Statement::new(stmt, vec![]))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", m.name));
+    }
+}
+
+#[test]
+fn a_blake3_log_from_before_the_switch_is_refused_by_version() {
+    block_on(async {
+        use edgecoder_kernel::Sql as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
+        let (old, new): (Vec<_>, Vec<_>) =
+            migrations::MIGRATIONS.iter().partition(|m| m.name < "0008");
+        for m in &old {
+            run_migration(&db, m).await;
+        }
+        // One entry appended under the blake3 tree.
+        db.execute(edgecoder_kernel::Statement::new(
+            "INSERT INTO ledger_entries (idx, entry, leaf_hash, payload_type, principal, idempotency_key, created_at) \
+             VALUES (0, X'7b7d', X'00', 'edgecoder.dev/audit/v1', 'service', 'service k', 0)",
+            vec![],
+        ))
+        .await
+        .expect("entry");
+        db.execute(edgecoder_kernel::Statement::new(
+            "UPDATE ledger_state SET size = 1 WHERE id = 1",
+            vec![],
+        ))
+        .await
+        .expect("state");
+        for m in &new {
+            run_migration(&db, m).await;
+        }
+        match log::head(&db).await {
+            Err(edgecoder_ledger::Error::UnsupportedLog(h)) => assert_eq!(h, "blake3"),
+            other => panic!("a blake3 log must be refused, got {other:?}"),
+        }
+        let problem: edgecoder_kernel::Problem =
+            edgecoder_ledger::Error::UnsupportedLog("blake3".into()).into();
+        assert_eq!(problem.code, "log_version_unsupported");
+        assert!(
+            problem.detail.as_deref().unwrap_or("").contains("blake3"),
+            "{problem:?}"
+        );
+    });
+}
+
+#[test]
+fn an_empty_log_switches_to_rfc6962_sha256() {
+    block_on(async {
+        let (_dir, db, _s) = setup(&[]).await;
+        let (size, root) = log::head(&db).await.expect("head");
+        use edgecoder_tlog::merkle::Hasher as _;
+        assert_eq!((size, root), (0, edgecoder_tlog::merkle::Sha256::empty()));
     });
 }

@@ -1,9 +1,11 @@
-//! Checkpoints: the C2SP tlog-checkpoint body inside a C2SP signed note,
+//! Checkpoints: the c2sp.org/tlog-checkpoint body inside a c2sp.org/signed-note,
 //! signed with ECDSA P-256 (signed-note signature type `0x02`).
 //!
 //! In scope: formatting and parsing the checkpoint body, signing it, and
 //! opening a signed note against pinned keys. Out of scope: deciding when to
-//! sign (the log) and key storage (the secret store).
+//! sign (the log), key storage (the secret store) and witness cosignatures
+//! (c2sp.org/tlog-cosignature: a later federation step; such lines are
+//! carried and ignored here, as signed-note requires for unknown keys).
 //!
 //! ```text
 //! edgecoder.example/ledger            origin: the log's name
@@ -19,6 +21,10 @@
 //! verifies; a pinned key's failing signature rejects the whole note;
 //! signatures by unknown keys are ignored (they may be witnesses').
 
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use p256::ecdsa::signature::{Signer, Verifier};
@@ -26,6 +32,7 @@ use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::EncodePublicKey;
 use sha2::{Digest, Sha256};
 
+use crate::Error;
 use crate::merkle::Hash;
 
 /// Longest note we parse (the body is three short lines; signatures are few).
@@ -35,22 +42,8 @@ pub const MAX_SIGNATURES: usize = 32;
 /// The signature line prefix: U+2014 EM DASH and a space.
 const SIG_PREFIX: &str = "\u{2014} ";
 
-/// Why a checkpoint was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NoteError {
-    /// Not a well-formed signed note or checkpoint body.
-    #[error("malformed checkpoint: {0}")]
-    Malformed(&'static str),
-    /// No signature by a pinned key.
-    #[error("no signature by a trusted key")]
-    Untrusted,
-    /// A pinned key's signature does not verify.
-    #[error("bad signature by {0}")]
-    BadSignature(String),
-    /// A key that cannot be encoded.
-    #[error("key encoding: {0}")]
-    Key(String),
-}
+/// The signed-note signature type of ECDSA signatures.
+pub const SIGNATURE_TYPE_ECDSA: u8 = 0x02;
 
 /// A tree head: origin, size and root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +69,12 @@ impl Checkpoint {
 
     /// Parses a checkpoint body (extension lines after the root are
     /// tolerated and ignored, as the format allows).
-    pub fn parse_body(text: &str) -> Result<Checkpoint, NoteError> {
+    pub fn parse_body(text: &str) -> Result<Checkpoint, Error> {
         let mut lines = text.split('\n');
         let origin = lines
             .next()
             .filter(|o| valid_name(o))
-            .ok_or(NoteError::Malformed("origin"))?;
+            .ok_or(Error::Malformed("origin"))?;
         let size = lines
             .next()
             .filter(|s| {
@@ -90,14 +83,14 @@ impl Checkpoint {
                     && (s.len() == 1 || !s.starts_with('0'))
             })
             .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(NoteError::Malformed("tree size"))?;
+            .ok_or(Error::Malformed("tree size"))?;
         let root = lines
             .next()
             .and_then(|r| STANDARD.decode(r).ok())
             .and_then(|r| <Hash>::try_from(r.as_slice()).ok())
-            .ok_or(NoteError::Malformed("root hash"))?;
+            .ok_or(Error::Malformed("root hash"))?;
         if !text.ends_with('\n') {
-            return Err(NoteError::Malformed("body must end in a newline"));
+            return Err(Error::Malformed("body must end in a newline"));
         }
         Ok(Checkpoint {
             origin: origin.to_owned(),
@@ -117,10 +110,10 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// The signed-note key ID of a P-256 key (SHA-256 of its SPKI DER, first 4 bytes).
-pub fn key_id(key: &VerifyingKey) -> Result<[u8; 4], NoteError> {
+pub fn key_id(key: &VerifyingKey) -> Result<[u8; 4], Error> {
     let der = key
         .to_public_key_der()
-        .map_err(|e| NoteError::Key(e.to_string()))?;
+        .map_err(|e| Error::Key(e.to_string()))?;
     let digest = Sha256::digest(der.as_bytes());
     Ok([digest[0], digest[1], digest[2], digest[3]])
 }
@@ -135,9 +128,9 @@ pub struct TrustedKey {
 }
 
 /// Signs `checkpoint` as a signed note by `name`.
-pub fn sign(checkpoint: &Checkpoint, name: &str, key: &SigningKey) -> Result<String, NoteError> {
+pub fn sign(checkpoint: &Checkpoint, name: &str, key: &SigningKey) -> Result<String, Error> {
     if !valid_name(name) || !valid_name(&checkpoint.origin) {
-        return Err(NoteError::Malformed("key name or origin"));
+        return Err(Error::Malformed("key name or origin"));
     }
     let body = checkpoint.body();
     let sig: Signature = key.sign(body.as_bytes());
@@ -151,50 +144,48 @@ pub fn sign(checkpoint: &Checkpoint, name: &str, key: &SigningKey) -> Result<Str
 
 /// The checkpoint a note carries, without checking signatures: only for
 /// notes this log signed itself (e.g. to read the size of its own latest).
-pub fn body_of(note: &str) -> Result<Checkpoint, NoteError> {
+pub fn body_of(note: &str) -> Result<Checkpoint, Error> {
     let split = note
         .rfind("\n\n")
-        .ok_or(NoteError::Malformed("no signature block"))?;
+        .ok_or(Error::Malformed("no signature block"))?;
     Checkpoint::parse_body(&note[..=split])
 }
 
 /// Opens a signed checkpoint: at least one signature by a trusted key must
 /// verify, and none by a trusted key may fail.
-pub fn open(note: &str, trusted: &[TrustedKey]) -> Result<Checkpoint, NoteError> {
+pub fn open(note: &str, trusted: &[TrustedKey]) -> Result<Checkpoint, Error> {
     if note.len() > MAX_NOTE_BYTES {
-        return Err(NoteError::Malformed("note too large"));
+        return Err(Error::Malformed("note too large"));
     }
     if note.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(NoteError::Malformed("control character"));
+        return Err(Error::Malformed("control character"));
     }
     let split = note
         .rfind("\n\n")
-        .ok_or(NoteError::Malformed("no signature block"))?;
+        .ok_or(Error::Malformed("no signature block"))?;
     let (text, sigs) = (&note[..=split], &note[split + 2..]);
     if !sigs.ends_with('\n') {
-        return Err(NoteError::Malformed(
-            "signature block must end in a newline",
-        ));
+        return Err(Error::Malformed("signature block must end in a newline"));
     }
     let checkpoint = Checkpoint::parse_body(text)?;
     let mut verified = false;
-    let mut lines = 0;
+    let mut lines = 0usize;
     for line in sigs.strip_suffix('\n').unwrap_or(sigs).split('\n') {
         lines += 1;
         if lines > MAX_SIGNATURES {
-            return Err(NoteError::Malformed("too many signatures"));
+            return Err(Error::Malformed("too many signatures"));
         }
         let rest = line
             .strip_prefix(SIG_PREFIX)
-            .ok_or(NoteError::Malformed("signature line"))?;
+            .ok_or(Error::Malformed("signature line"))?;
         let (name, b64) = rest
             .split_once(' ')
-            .ok_or(NoteError::Malformed("signature line"))?;
+            .ok_or(Error::Malformed("signature line"))?;
         let blob = STANDARD
             .decode(b64)
-            .map_err(|_| NoteError::Malformed("signature encoding"))?;
+            .map_err(|_| Error::Malformed("signature encoding"))?;
         if blob.len() < 5 || !valid_name(name) {
-            return Err(NoteError::Malformed("signature line"));
+            return Err(Error::Malformed("signature line"));
         }
         let (id, sig) = blob.split_at(4);
         for t in trusted.iter().filter(|t| t.name == name) {
@@ -205,7 +196,7 @@ pub fn open(note: &str, trusted: &[TrustedKey]) -> Result<Checkpoint, NoteError>
                 .ok()
                 .is_some_and(|s| t.key.verify(text.as_bytes(), &s).is_ok());
             if !ok {
-                return Err(NoteError::BadSignature(name.to_owned()));
+                return Err(Error::BadSignature(name.to_owned()));
             }
             verified = true;
         }
@@ -213,12 +204,15 @@ pub fn open(note: &str, trusted: &[TrustedKey]) -> Result<Checkpoint, NoteError>
     if verified {
         Ok(checkpoint)
     } else {
-        Err(NoteError::Untrusted)
+        Err(Error::Untrusted)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use alloc::vec;
+    use alloc::vec::Vec;
+
     use super::*;
 
     fn key(seed: u8) -> SigningKey {
@@ -255,11 +249,11 @@ mod tests {
     fn another_key_or_tampering_is_refused() {
         let k = key(2);
         let note = sign(&cp(), "edgecoder.example/ledger", &k).expect("sign");
-        assert_eq!(open(&note, &trusted(&key(3))), Err(NoteError::Untrusted));
+        assert_eq!(open(&note, &trusted(&key(3))), Err(Error::Untrusted));
         let tampered = note.replacen("16000", "16001", 1);
         assert!(matches!(
             open(&tampered, &trusted(&k)),
-            Err(NoteError::BadSignature(_))
+            Err(Error::BadSignature(_))
         ));
         let other_root = note.replacen("BwcH", "CAcH", 1);
         assert!(open(&other_root, &trusted(&k)).is_err());
@@ -280,7 +274,7 @@ mod tests {
         let spliced = format!("{}\n", lines.join("\n"));
         assert!(matches!(
             open(&spliced, &trusted(&k)),
-            Err(NoteError::BadSignature(_))
+            Err(Error::BadSignature(_))
         ));
     }
 
