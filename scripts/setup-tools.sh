@@ -102,10 +102,28 @@ ec_oidc_provider() {
   export OIDC_PROVIDER_MODULE="$dir/node_modules/oidc-provider/lib/index.js"
 }
 
+# An independent RFC 9421 implementation (Python's http-message-signatures)
+# for the signature interoperability checks, in a virtual environment keyed
+# by the pinned requirements.
+ec_python_tools() {
+  local sum dir
+  sum="$(sha256sum "$EC_ROOT/tests/interop/requirements.txt" | cut -c1-16)"
+  dir="$EC_TOOLS/py-$sum"
+  if [[ ! -f "$dir/.done" ]]; then
+    ec_log "pip install (http-message-signatures) into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$EC_ROOT/tests/interop/requirements.txt"
+    touch "$dir/.done"
+  fi
+  export EC_PYTHON="$dir/bin/python"
+}
+
 ec_setup_all() {
   ec_targets
   ec_npm_tools
   ec_oidc_provider
+  ec_python_tools
   ec_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build locked
   ec_wasm_tools
   local wbg
@@ -127,5 +145,6 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     printf 'WRANGLER_BIN=%s\n' "$WRANGLER_BIN"
     printf 'WASM_TOOLS_BIN=%s\n' "$(command -v wasm-tools)"
     printf 'OIDC_PROVIDER_MODULE=%s\n' "$OIDC_PROVIDER_MODULE"
+    printf 'EC_PYTHON=%s\n' "$EC_PYTHON"
   fi
 fi

@@ -1,12 +1,12 @@
 //! The mesh protocol as the device speaks it: signed requests and the
 //! messages they carry.
 //!
-//! In scope: signing every request with the node key (RFC 9421-shaped
-//! signatures from `edgecoder_kernel::httpsig`: `@method`, `@target-uri` in
-//! origin form as sent on the wire, `content-digest`, with `created`, a fresh
-//! 16-byte nonce and the key id), the endpoints (register, node status,
-//! heartbeat, pull, result), their JSON bodies, and turning problem+json
-//! refusals into [`Error::Problem`].
+//! In scope: signing every request with the node key (RFC 9421 signatures
+//! from `edgecoder_proto::httpsig`: `@method`, `@target-uri` (the absolute
+//! URL sent to), `content-digest`, with `created`, a fresh 16-byte nonce and
+//! the key id), the endpoints (register, node status, heartbeat, pull,
+//! result), their bodies (`edgecoder_proto::mesh`, one definition with the
+//! coordinator), and turning problem+json refusals into [`Error::Problem`].
 //!
 //! Out of scope: what to do with the answers (retry, back off, run tasks:
 //! [`crate::runner`]) and where the key lives ([`crate::node`]). Redirects
@@ -15,7 +15,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use p256::ecdsa::SigningKey;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::Error;
@@ -32,35 +32,27 @@ const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
 /// agent for days.
 const MAX_RETRY_AFTER_SECS: u64 = 600;
 
-/// The three signature headers of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedHeaders {
-    /// `Content-Digest`.
-    pub content_digest: String,
-    /// `Signature-Input`.
-    pub signature_input: String,
-    /// `Signature`.
-    pub signature: String,
-}
+pub use edgecoder_proto::httpsig::SignedHeaders;
+pub use edgecoder_proto::mesh::{
+    Blob, Capabilities, FailureCode, HeartbeatResponse, NoTaskReason, Policy, RegisterRequest,
+    RegisterResponse, Resources, Task, TaskResult, Telemetry,
+};
 
-/// Signs a request. `target_uri` is the path plus `?query` exactly as sent;
-/// `created` is Unix seconds; `nonce` must never repeat for this key.
+/// Signs a request to the absolute `url`; `created` is Unix seconds;
+/// `nonce` must never repeat for this key.
 pub fn sign_request(
     key: &SigningKey,
     key_id: &str,
     method: &str,
-    target_uri: &str,
+    url: &str,
     body: &[u8],
     created: i64,
     nonce: &str,
 ) -> Result<SignedHeaders, Error> {
-    let (content_digest, signature_input, signature) =
-        edgecoder_kernel::httpsig::sign(key, key_id, nonce, created, method, target_uri, body)?;
-    Ok(SignedHeaders {
-        content_digest,
-        signature_input,
-        signature,
-    })
+    let target = edgecoder_proto::httpsig::Target::from_url(method, url)?;
+    Ok(edgecoder_proto::httpsig::sign(
+        key, key_id, nonce, created, &target, body,
+    )?)
 }
 
 /// A fresh nonce: 16 random bytes as lowercase hex.
@@ -75,177 +67,6 @@ pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// `{"capabilities"}` of a registration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Capabilities {
-    /// Always `wasmtime`.
-    pub sandbox: String,
-    /// Logical CPUs.
-    pub cpu_cores: u32,
-    /// Total memory in MiB.
-    pub memory_mb: u64,
-    /// Accelerator description; none on agents.
-    pub gpu: Option<Value>,
-    /// Models held locally; none on agents.
-    pub models: Vec<String>,
-}
-
-/// `POST /mesh/nodes/register` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegisterRequest {
-    /// The one-time enrollment token.
-    pub enrollment_token: String,
-    /// The node's id.
-    pub node_id: String,
-    /// `agent`.
-    pub kind: String,
-    /// Base64url (no padding) uncompressed SEC1 public key.
-    pub public_key: String,
-    /// `std::env::consts::OS`.
-    pub os: String,
-    /// The agent's version.
-    pub version: String,
-    /// What the device offers.
-    pub capabilities: Capabilities,
-}
-
-/// The coordinator's policy for this node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Policy {
-    /// Task kinds the node may run.
-    #[serde(default = "default_task_kinds")]
-    pub allowed_task_kinds: Vec<String>,
-    /// Most memory a task may ask for, in MiB.
-    #[serde(default)]
-    pub max_memory_mb: Option<u64>,
-    /// Most fuel a task may ask for.
-    #[serde(default)]
-    pub max_fuel: Option<u64>,
-    /// Longest timeout a task may ask for, in milliseconds.
-    #[serde(default)]
-    pub max_timeout_ms: Option<u64>,
-    /// `any`, `small` or `none`.
-    #[serde(default = "default_work")]
-    pub work: String,
-    /// Why the policy is what it is (e.g. on battery).
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Version of the policy (opaque).
-    #[serde(default)]
-    pub policy_version: Option<Value>,
-    /// Version of the blacklist the policy reflects (opaque).
-    #[serde(default)]
-    pub blacklist_version: Option<Value>,
-}
-
-fn default_task_kinds() -> Vec<String> {
-    vec!["wasm".to_owned()]
-}
-
-fn default_work() -> String {
-    "any".to_owned()
-}
-
-impl Policy {
-    /// Whether the coordinator asked for no work at all.
-    pub fn wants_no_work(&self) -> bool {
-        self.work == "none"
-    }
-}
-
-/// `201` answer to a registration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegisterResponse {
-    /// The node's id.
-    pub node_id: String,
-    /// `pending_approval` until an operator approves it.
-    pub status: String,
-    /// The key id the coordinator computed.
-    #[serde(default)]
-    pub key_id: Option<String>,
-    /// The initial policy.
-    #[serde(default)]
-    pub policy: Option<Policy>,
-}
-
-/// Heartbeat body: what the device is doing and can do.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Telemetry {
-    /// CPU load, 0 to 100.
-    pub cpu_percent: f64,
-    /// Memory in use, MiB.
-    pub memory_used_mb: u64,
-    /// Total memory, MiB.
-    pub memory_total_mb: u64,
-    /// Battery charge, 0 to 100, if there is a battery.
-    pub battery_percent: Option<f64>,
-    /// Whether mains (or USB) power is connected.
-    pub on_external_power: bool,
-    /// Whether the system is in a low-power profile.
-    pub low_power_mode: bool,
-    /// `nominal`, `fair`, `serious` or `critical`.
-    pub thermal_state: String,
-    /// `phone`, `tablet`, `laptop`, `desktop` or `server`.
-    pub device_type: String,
-    /// Whether the sandbox is up.
-    pub sandbox_ready: bool,
-    /// Model loaded for inference; none on agents.
-    pub active_model: Option<String>,
-}
-
-/// `200` answer to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HeartbeatResponse {
-    /// The node's id.
-    #[serde(default)]
-    pub node_id: Option<String>,
-    /// The node's status at the coordinator.
-    #[serde(default)]
-    pub status: Option<String>,
-    /// The policy now in force.
-    pub policy: Policy,
-    /// When to send the next heartbeat.
-    #[serde(default)]
-    pub heartbeat_interval_secs: Option<u64>,
-}
-
-/// Module or input bytes with their digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Blob {
-    /// `blake3:<hex>`.
-    pub digest: String,
-    /// Standard base64 of the bytes.
-    pub bytes: String,
-}
-
-/// What a task may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resources {
-    /// Memory cap, MiB.
-    pub memory_mb: u64,
-    /// Fuel.
-    pub fuel: u64,
-}
-
-/// A task as pulled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Task {
-    /// Task id.
-    pub id: String,
-    /// Task kind (`wasm`).
-    pub kind: String,
-    /// The module (absent for kinds this agent does not run).
-    #[serde(default)]
-    pub module: Option<Blob>,
-    /// The input.
-    #[serde(default)]
-    pub input: Option<Blob>,
-    /// Wall-clock limit, ms.
-    pub timeout_ms: u64,
-    /// Memory and fuel limits.
-    pub resources: Resources,
 }
 
 /// A leased task, or a task whose body could not be understood (still
@@ -267,38 +88,15 @@ pub struct Assignment {
 pub enum Pull {
     /// A task to run.
     Task(Box<Assignment>),
-    /// Nothing now (`edgecoder-reason`: `no_work`, `power_deferred`, …).
+    /// Nothing now.
     NoWork {
-        /// The coordinator's reason, if given.
-        reason: Option<String>,
+        /// The coordinator's reason (`edgecoder-reason`), if given.
+        reason: Option<NoTaskReason>,
     },
     /// Too many requests: wait this long.
     RetryAfter(Duration),
     /// The node is not approved yet, or suspended.
     NotActive,
-}
-
-/// `POST /mesh/tasks/{id}/result` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskResult {
-    /// The lease this result answers.
-    pub lease_id: String,
-    /// Whether the run succeeded.
-    pub ok: bool,
-    /// `blake3:` digest of the output, on success.
-    pub output_digest: Option<String>,
-    /// Standard base64 of the output, on success.
-    pub output: Option<String>,
-    /// Run time, ms.
-    pub duration_ms: u64,
-    /// Failure reason, on failure.
-    pub error_code: Option<String>,
-    /// Fuel consumed.
-    pub fuel_used: u64,
-    /// Captured stdout (lossy UTF-8, capped).
-    pub stdout: String,
-    /// Captured stderr (lossy UTF-8, capped).
-    pub stderr: String,
 }
 
 /// A raw answer from the coordinator.
@@ -362,7 +160,7 @@ impl MeshClient {
     /// A client for the coordinator at `base_url` (`http(s)://host[:port][/prefix]`).
     pub fn new(base_url: &str, key: SigningKey) -> Result<Self, Error> {
         let (origin, prefix) = split_base_url(base_url)?;
-        let key_id = edgecoder_kernel::keys::key_id(key.verifying_key());
+        let key_id = edgecoder_proto::keys::key_id(key.verifying_key());
         let config = ureq::Agent::config_builder()
             // Refusals are answers to read, not transport errors.
             .http_status_as_error(false)
@@ -385,9 +183,9 @@ impl MeshClient {
         &self.key_id
     }
 
-    /// The origin-form target for `path` (what is signed and sent).
-    pub fn target(&self, path: &str) -> String {
-        format!("{}{path}", self.prefix)
+    /// The absolute URL for `path` (what is signed and sent to).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}{path}", self.origin, self.prefix)
     }
 
     /// Sends a signed request. `path` starts with `/` and may carry `?query`;
@@ -398,18 +196,17 @@ impl MeshClient {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<MeshResponse, Error> {
-        let target = self.target(path);
+        let url = self.url(path);
         let payload = body.unwrap_or_default();
         let headers = sign_request(
             &self.key,
             &self.key_id,
             method,
-            &target,
+            &url,
             payload,
             unix_now(),
             &new_nonce()?,
         )?;
-        let url = format!("{}{target}", self.origin);
         let result = match (method, body) {
             ("GET", _) => with_signature(self.http.get(&url), &headers).call(),
             ("POST", Some(b)) => with_signature(self.http.post(&url), &headers)
@@ -487,7 +284,9 @@ impl MeshClient {
         let r = self.post_json("/mesh/tasks/pull", &serde_json::json!({}))?;
         match r.status {
             200 => parse_assignment(&r).map(|a| Pull::Task(Box::new(a))),
-            204 => Ok(Pull::NoWork { reason: r.reason }),
+            204 => Ok(Pull::NoWork {
+                reason: r.reason.as_deref().map(NoTaskReason::parse),
+            }),
             429 => Ok(Pull::RetryAfter(Duration::from_secs(
                 r.retry_after
                     .unwrap_or(DEFAULT_RETRY_AFTER_SECS)
@@ -604,83 +403,85 @@ fn split_base_url(url: &str) -> Result<(String, String), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgecoder_kernel::httpsig;
+    use edgecoder_proto::httpsig::{self, Signed, Target};
 
     fn key() -> SigningKey {
         crate::node::generate_key().expect("key")
     }
 
+    fn check(
+        h: &SignedHeaders,
+        method: &str,
+        url: &str,
+        body: &[u8],
+        now: i64,
+        key: &SigningKey,
+    ) -> Result<Signed, edgecoder_proto::Error> {
+        let mut headers = httpsig::HeaderMap::new();
+        headers.insert("content-digest", h.content_digest.parse().expect("header"));
+        headers.insert(
+            "signature-input",
+            h.signature_input.parse().expect("header"),
+        );
+        headers.insert("signature", h.signature.parse().expect("header"));
+        let signed = Signed::from_headers(&headers)?;
+        signed
+            .prepare(&Target::from_url(method, url)?, &headers, body, now)?
+            .verify(key.verifying_key())?;
+        Ok(signed)
+    }
+
     #[test]
-    fn signed_headers_verify_with_the_kernel() {
+    fn signed_headers_verify_with_the_protocol_crate() {
         let key = key();
-        let kid = edgecoder_kernel::keys::key_id(key.verifying_key());
+        let kid = edgecoder_proto::keys::key_id(key.verifying_key());
         let body = br#"{"cpu_percent":1.5}"#;
         let nonce = new_nonce().expect("nonce");
         let now = unix_now();
-        let h =
-            sign_request(&key, &kid, "POST", "/mesh/heartbeat", body, now, &nonce).expect("sign");
-        let params = httpsig::parse_input(&h.signature_input).expect("parse");
-        assert_eq!(params.keyid, kid);
-        assert_eq!(params.nonce, nonce);
-        assert_eq!(params.created, now);
-        assert_eq!(
-            params.components,
-            ["@method", "@target-uri", "content-digest"]
-        );
-        httpsig::verify(
-            &params,
-            &h.signature,
-            Some(&h.content_digest),
-            "POST",
-            "/mesh/heartbeat",
-            body,
-            now,
-            key.verifying_key(),
-        )
-        .expect("verifies");
-        // Another target or body does not.
+        let url = "https://edge.example/mesh/heartbeat";
+        let h = sign_request(&key, &kid, "POST", url, body, now, &nonce).expect("sign");
+        let signed = check(&h, "POST", url, body, now, &key).expect("verifies");
+        assert_eq!(signed.params.keyid, kid);
+        assert_eq!(signed.params.nonce, nonce);
+        assert_eq!(signed.params.created, now);
         assert!(
-            httpsig::verify(
-                &params,
-                &h.signature,
-                Some(&h.content_digest),
+            h.signature_input
+                .starts_with(r#"sig1=("@method" "@target-uri" "content-digest");"#)
+        );
+        // Another target, host or body does not.
+        assert!(
+            check(
+                &h,
                 "POST",
-                "/mesh/tasks/pull",
+                "https://edge.example/mesh/tasks/pull",
                 body,
                 now,
-                key.verifying_key(),
+                &key
             )
             .is_err()
         );
+        assert!(
+            check(
+                &h,
+                "POST",
+                "https://other.example/mesh/heartbeat",
+                body,
+                now,
+                &key
+            )
+            .is_err()
+        );
+        assert!(check(&h, "POST", url, b"{}", now, &key).is_err());
     }
 
     #[test]
     fn get_requests_sign_the_empty_body() {
         let key = key();
-        let kid = edgecoder_kernel::keys::key_id(key.verifying_key());
-        let h = sign_request(
-            &key,
-            &kid,
-            "GET",
-            "/mesh/nodes/n1",
-            b"",
-            1_800_000_000,
-            "ab",
-        )
-        .expect("sign");
+        let kid = edgecoder_proto::keys::key_id(key.verifying_key());
+        let url = "http://127.0.0.1:8787/mesh/nodes/n1";
+        let h = sign_request(&key, &kid, "GET", url, b"", 1_800_000_000, "ab").expect("sign");
         assert_eq!(h.content_digest, httpsig::content_digest(b""));
-        let params = httpsig::parse_input(&h.signature_input).expect("parse");
-        httpsig::verify(
-            &params,
-            &h.signature,
-            Some(&h.content_digest),
-            "GET",
-            "/mesh/nodes/n1",
-            b"",
-            1_800_000_000,
-            key.verifying_key(),
-        )
-        .expect("verifies");
+        check(&h, "GET", url, b"", 1_800_000_000, &key).expect("verifies");
     }
 
     #[test]
@@ -716,7 +517,10 @@ mod tests {
             assert!(split_base_url(bad).is_err(), "{bad}");
         }
         let c = MeshClient::new("https://edge.example/api", key()).expect("client");
-        assert_eq!(c.target("/mesh/heartbeat"), "/api/mesh/heartbeat");
+        assert_eq!(
+            c.url("/mesh/heartbeat"),
+            "https://edge.example/api/mesh/heartbeat"
+        );
     }
 
     #[test]
@@ -811,10 +615,10 @@ mod tests {
     }
 
     #[test]
-    fn policies_tolerate_missing_fields() {
-        let p: Policy = serde_json::from_str(r#"{"work":"none"}"#).expect("policy");
-        assert!(p.wants_no_work());
-        assert_eq!(p.allowed_task_kinds, ["wasm"]);
-        assert_eq!(p.max_fuel, None);
+    fn policies_tolerate_missing_fields_as_restrictions() {
+        let p: Policy = serde_json::from_str(r#"{"work":"any"}"#).expect("policy");
+        assert!(!p.wants_no_work());
+        assert!(p.allowed_task_kinds.is_empty());
+        assert_eq!(p.max_fuel, 0);
     }
 }

@@ -5,7 +5,7 @@
 //! Out of scope: a task module's failures, which are not errors of the agent
 //! but results to report ([`crate::sandbox::Outcome`]).
 
-use edgecoder_kernel::httpsig::SigError;
+use edgecoder_proto::Error as SigError;
 
 /// What went wrong in the agent.
 #[derive(Debug, thiserror::Error)]

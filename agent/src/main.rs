@@ -17,6 +17,7 @@ use edgecoder_agent::node::{self, Node};
 use edgecoder_agent::runner::{Runner, Step, log};
 use edgecoder_agent::sandbox::Sandbox;
 use edgecoder_agent::{Error, telemetry};
+use edgecoder_proto::mesh::{DeviceType, NodeKind};
 
 /// Exit code when the coordinator refused who we are.
 const EXIT_AUTH_REFUSED: u8 = 3;
@@ -41,8 +42,8 @@ enum Command {
         /// Node id (default: node-<key id>).
         #[arg(long)]
         node_id: Option<String>,
-        /// Node kind.
-        #[arg(long, default_value = node::DEFAULT_KIND)]
+        /// Node kind (`agent` or `coordinator`).
+        #[arg(long, default_value = "agent")]
         kind: String,
         /// Replace an existing key (the node must register again).
         #[arg(long)]
@@ -78,7 +79,7 @@ enum Command {
         #[arg(long)]
         once: bool,
         /// Device class reported in telemetry.
-        #[arg(long, default_value = "server", value_parser = clap::builder::PossibleValuesParser::new(telemetry::DEVICE_TYPES))]
+        #[arg(long, default_value = "server", value_parser = clap::builder::PossibleValuesParser::new(DeviceType::ALL.map(DeviceType::as_str)))]
         device_type: String,
     },
 }
@@ -111,7 +112,9 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             force,
         } => {
             let dir = dir_or_default(dir)?;
-            let node = Node::init(&dir, node_id.as_deref(), &kind, force)?;
+            let kind = NodeKind::parse(&kind)
+                .ok_or_else(|| Error::Config(format!("invalid node kind {kind:?}")))?;
+            let node = Node::init(&dir, node_id.as_deref(), kind, force)?;
             println!("node id:    {}", node.node_id());
             println!("key id:     {}", node.key_id());
             println!("public key: {}", node.public_key());
@@ -132,7 +135,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             let request = RegisterRequest {
                 enrollment_token: token,
                 node_id: node.node_id().to_owned(),
-                kind: node.config().kind.clone(),
+                kind: node.config().kind,
                 public_key: node.public_key(),
                 os: std::env::consts::OS.to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -146,13 +149,13 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 answer.key_id.as_deref().unwrap_or(node.key_id())
             );
             println!("coordinator: {coordinator}");
-            println!("status:      {}", answer.status);
+            println!("status:      {}", answer.status.as_str());
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { dir } => {
             let node = Node::load(&dir_or_default(dir)?)?;
             println!("node id:     {}", node.node_id());
-            println!("kind:        {}", node.config().kind);
+            println!("kind:        {}", node.config().kind.as_str());
             println!("key id:      {}", node.key_id());
             println!("directory:   {}", node.dir().display());
             let Some(coordinator) = node.config().coordinator.clone() else {
@@ -197,7 +200,9 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                     Error::Config("no coordinator: run `register` or pass --coordinator".into())
                 })?;
             let client = MeshClient::new(&coordinator, node.signing_key().clone())?;
-            let mut runner = Runner::new(client, Sandbox::new()?, &device_type);
+            let device_type = DeviceType::parse(&device_type)
+                .ok_or_else(|| Error::Config(format!("invalid device type {device_type:?}")))?;
+            let mut runner = Runner::new(client, Sandbox::new()?, device_type);
             log(format_args!(
                 "node {} (key {}) -> {coordinator}",
                 node.node_id(),
@@ -212,17 +217,17 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                     error_code,
                 } => log(format_args!(
                     "task {task_id} reported ({})",
-                    error_code.as_deref().unwrap_or("ok")
+                    error_code.map_or("ok", |c| c.as_str())
                 )),
                 Step::Idle(reason) => log(format_args!(
                     "no task ({})",
-                    reason.as_deref().unwrap_or("no_work")
+                    reason.map_or("no_work", |r| r.as_str())
                 )),
                 Step::RetryAfter(d) => log(format_args!("rate limited; retry after {d:?}")),
                 Step::NotActive => log("node not active yet (awaiting approval)"),
                 Step::Paused(reason) => log(format_args!(
                     "policy asks for no work ({})",
-                    reason.as_deref().unwrap_or("no reason given")
+                    reason.map_or("no policy yet", |r| r.as_str())
                 )),
             }
             Ok(ExitCode::SUCCESS)

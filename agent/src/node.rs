@@ -14,11 +14,12 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use p256::ecdsa::{SigningKey, VerifyingKey};
+use p256::ecdsa::SigningKey;
 use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
 use serde::{Deserialize, Serialize};
+
+use edgecoder_proto::NodeId;
+use edgecoder_proto::mesh::NodeKind;
 
 use crate::Error;
 
@@ -29,19 +30,15 @@ pub const CONFIG_FILE: &str = "agent.json";
 /// Environment variable naming the agent directory.
 pub const DIR_ENV: &str = "EDGECODER_AGENT_DIR";
 /// The node kind this binary registers as.
-pub const DEFAULT_KIND: &str = "agent";
-/// Shortest node id the coordinator accepts.
-const MIN_NODE_ID: usize = 3;
-/// Longest node id the coordinator accepts (it travels in URL paths).
-const MAX_NODE_ID: usize = 63;
+pub const DEFAULT_KIND: NodeKind = NodeKind::Agent;
 
 /// `agent.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentConfig {
     /// The node's id at the coordinator.
     pub node_id: String,
-    /// The node kind (`agent`).
-    pub kind: String,
+    /// The node kind.
+    pub kind: NodeKind,
     /// The coordinator's base URL, once registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<String>,
@@ -97,39 +94,31 @@ pub fn generate_key() -> Result<SigningKey, Error> {
     }
 }
 
-/// The public key as sent to the coordinator: base64url without padding of
-/// the uncompressed SEC1 point (65 bytes).
-pub fn public_key_b64url(key: &VerifyingKey) -> String {
-    URL_SAFE_NO_PAD.encode(key.to_encoded_point(false).as_bytes())
-}
+pub use edgecoder_proto::keys::public_key_b64url;
 
-/// Whether `id` is an acceptable node id: the coordinator's enrollment
-/// pattern `^[a-z0-9][a-z0-9._-]{2,62}$` without `..`, checked here so `init`
-/// fails early rather than at registration.
+/// Whether `id` is an acceptable node id (`edgecoder_proto::NodeId`), checked
+/// here so `init` fails early rather than at registration.
 pub fn valid_node_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    (MIN_NODE_ID..=MAX_NODE_ID).contains(&b.len())
-        && b.first()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && b.iter().all(|&c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-        })
-        && !id.contains("..")
+    NodeId::is_valid(id)
 }
 
 impl Node {
     /// Creates the directory (0700), a new key (0600) and `agent.json`.
     /// Refuses to replace an existing key unless `force`. Without a node id,
     /// one is derived from the key id (`node-<key id>`).
-    pub fn init(dir: &Path, node_id: Option<&str>, kind: &str, force: bool) -> Result<Node, Error> {
-        if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
-            return Err(Error::Config(format!("invalid node kind {kind:?}")));
-        }
+    pub fn init(
+        dir: &Path,
+        node_id: Option<&str>,
+        kind: NodeKind,
+        force: bool,
+    ) -> Result<Node, Error> {
         if let Some(id) = node_id
             && !valid_node_id(id)
         {
             return Err(Error::Config(format!(
-                "invalid node id {id:?}: {MIN_NODE_ID} to {MAX_NODE_ID} of a-z 0-9 . _ -, starting with a letter or digit"
+                "invalid node id {id:?}: {} to {} of a-z 0-9 . _ -, starting with a letter or digit",
+                edgecoder_proto::node_id::MIN_LEN,
+                edgecoder_proto::node_id::MAX_LEN
             )));
         }
         DirBuilder::new()
@@ -156,10 +145,10 @@ impl Node {
             .map_err(|e| Error::Key(format!("cannot encode the key: {e}")))?;
         write_private(&key_path, pem.as_bytes(), true)?;
 
-        let key_id = edgecoder_kernel::keys::key_id(key.verifying_key());
+        let key_id = edgecoder_proto::keys::key_id(key.verifying_key());
         let config = AgentConfig {
             node_id: node_id.map_or_else(|| format!("node-{key_id}"), str::to_owned),
-            kind: kind.to_owned(),
+            kind,
             coordinator: None,
         };
         let node = Node {
@@ -214,7 +203,7 @@ impl Node {
                 config.node_id
             )));
         }
-        let key_id = edgecoder_kernel::keys::key_id(key.verifying_key());
+        let key_id = edgecoder_proto::keys::key_id(key.verifying_key());
         Ok(Node {
             dir: dir.to_owned(),
             config,
@@ -258,7 +247,7 @@ impl Node {
         &self.config.node_id
     }
 
-    /// The key id (`edgecoder_kernel::keys::key_id` of the public key).
+    /// The key id (`edgecoder_proto::keys::key_id` of the public key).
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
@@ -294,6 +283,10 @@ fn write_private(path: &Path, bytes: &[u8], sync: bool) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::ecdsa::VerifyingKey;
+
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -391,10 +384,7 @@ mod tests {
                 "{id:?}"
             );
         }
-        assert!(matches!(
-            Node::init(&dir, None, "Agent!", false),
-            Err(Error::Config(_))
-        ));
+        assert_eq!(NodeKind::parse("Agent!"), None);
         assert!(!dir.exists(), "nothing written for refused input");
         assert!(valid_node_id("abc") && valid_node_id(&"x".repeat(63)));
         assert!(valid_node_id("0.edge_node-7"));

@@ -18,6 +18,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::Error;
+use edgecoder_proto::mesh::{DeviceType, NoTaskReason, PolicyReason, TaskKind};
+
 use crate::client::{Assignment, MeshClient, NODE_NOT_ACTIVE, Policy, Pull, Task, TaskResult};
 use crate::sandbox::{FailureReason, Limits, Outcome, Sandbox};
 
@@ -58,28 +60,34 @@ pub fn policy_refusal(task: &Task, policy: &Policy) -> Option<String> {
     {
         return Some("task asks for more than this agent ever gives".to_owned());
     }
-    if !policy.allowed_task_kinds.iter().any(|k| k == &task.kind) {
-        return Some(format!("task kind {:?} is not allowed", task.kind));
+    if task.kind == TaskKind::Unknown {
+        return Some("this agent does not know the task's kind".to_owned());
     }
-    if task.kind != "wasm" {
-        return Some(format!("this agent does not run {:?} tasks", task.kind));
+    if !policy.allowed_task_kinds.contains(&task.kind) {
+        return Some(format!("task kind {} is not allowed", task.kind.as_str()));
     }
-    let over = |asked: u64, max: Option<u64>| max.is_some_and(|m| asked > m);
+    if task.kind != TaskKind::Wasm {
+        return Some(format!(
+            "this agent does not run {} tasks",
+            task.kind.as_str()
+        ));
+    }
+    let over = |asked: u64, max: u64| asked > max;
     if over(task.resources.memory_mb, policy.max_memory_mb) {
         return Some(format!(
-            "task asks for {} MiB; the policy allows {:?}",
+            "task asks for {} MiB; the policy allows {}",
             task.resources.memory_mb, policy.max_memory_mb
         ));
     }
     if over(task.resources.fuel, policy.max_fuel) {
         return Some(format!(
-            "task asks for {} fuel; the policy allows {:?}",
+            "task asks for {} fuel; the policy allows {}",
             task.resources.fuel, policy.max_fuel
         ));
     }
     if over(task.timeout_ms, policy.max_timeout_ms) {
         return Some(format!(
-            "task asks for {} ms; the policy allows {:?}",
+            "task asks for {} ms; the policy allows {}",
             task.timeout_ms, policy.max_timeout_ms
         ));
     }
@@ -131,20 +139,24 @@ pub fn task_result(lease_id: &str, outcome: &Outcome) -> TaskResult {
         output_digest: outcome.output_digest.clone(),
         output: outcome.is_ok().then(|| STANDARD.encode(&outcome.output)),
         duration_ms: outcome.duration_ms,
-        error_code: outcome.error_code().map(str::to_owned),
-        fuel_used: outcome.fuel_used,
-        stdout: outcome
-            .stdout
-            .lossy()
-            .chars()
-            .take(MAX_REPORTED_LOG_CHARS)
-            .collect(),
-        stderr: outcome
-            .stderr
-            .lossy()
-            .chars()
-            .take(MAX_REPORTED_LOG_CHARS)
-            .collect(),
+        error_code: outcome.error_code(),
+        fuel_used: Some(outcome.fuel_used),
+        stdout: Some(
+            outcome
+                .stdout
+                .lossy()
+                .chars()
+                .take(MAX_REPORTED_LOG_CHARS)
+                .collect(),
+        ),
+        stderr: Some(
+            outcome
+                .stderr
+                .lossy()
+                .chars()
+                .take(MAX_REPORTED_LOG_CHARS)
+                .collect(),
+        ),
     }
 }
 
@@ -168,17 +180,18 @@ pub enum Step {
     Worked {
         /// Task id.
         task_id: String,
-        /// The reported failure reason, if it failed.
-        error_code: Option<String>,
+        /// The reported failure, if it failed.
+        error_code: Option<FailureReason>,
     },
     /// No work (`edgecoder-reason`, if given).
-    Idle(Option<String>),
+    Idle(Option<NoTaskReason>),
     /// Rate-limited: wait this long.
     RetryAfter(Duration),
     /// The node is not approved (or suspended).
     NotActive,
-    /// The policy asks for no work; nothing was pulled.
-    Paused(Option<String>),
+    /// The policy asks for no work (why, once a heartbeat gave a policy);
+    /// nothing was pulled.
+    Paused(Option<PolicyReason>),
 }
 
 /// Doubling delays with jitter, between a floor and [`MAX_BACKOFF`].
@@ -216,7 +229,7 @@ impl Backoff {
 pub struct Runner {
     client: MeshClient,
     sandbox: Sandbox,
-    device_type: String,
+    device_type: DeviceType,
     policy: Option<Policy>,
     heartbeat_interval: Duration,
 }
@@ -232,11 +245,11 @@ impl std::fmt::Debug for Runner {
 
 impl Runner {
     /// A runner reporting `device_type` in its telemetry.
-    pub fn new(client: MeshClient, sandbox: Sandbox, device_type: &str) -> Self {
+    pub fn new(client: MeshClient, sandbox: Sandbox, device_type: DeviceType) -> Self {
         Runner {
             client,
             sandbox,
-            device_type: device_type.to_owned(),
+            device_type,
             policy: None,
             heartbeat_interval: Duration::from_secs(DEFAULT_HEARTBEAT_SECS),
         }
@@ -249,22 +262,21 @@ impl Runner {
 
     /// Sends one heartbeat and keeps the policy and interval it returns.
     pub fn heartbeat(&mut self) -> Result<(), Error> {
-        let telemetry = crate::telemetry::sample(&self.device_type);
+        let telemetry = crate::telemetry::sample(self.device_type);
         let answer = self.client.heartbeat(&telemetry)?;
-        if let Some(secs) = answer.heartbeat_interval_secs {
-            self.heartbeat_interval = Duration::from_secs(secs.clamp(1, 3600));
-        }
+        self.heartbeat_interval =
+            Duration::from_secs(answer.heartbeat_interval_secs.clamp(1, 3600));
         if self.policy.as_ref() != Some(&answer.policy) {
             log(format_args!(
-                "policy: work={} kinds={:?}{}",
-                answer.policy.work,
-                answer.policy.allowed_task_kinds,
+                "policy: work={} kinds={:?} ({})",
+                answer.policy.work.as_str(),
                 answer
                     .policy
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
+                    .allowed_task_kinds
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>(),
+                answer.policy.reason
             ));
         }
         self.policy = Some(answer.policy);
@@ -275,10 +287,10 @@ impl Runner {
     /// heartbeat first; without one nothing is pulled.
     pub fn pull_and_work(&mut self) -> Result<Step, Error> {
         let Some(policy) = self.policy.clone() else {
-            return Ok(Step::Paused(Some("no policy yet".into())));
+            return Ok(Step::Paused(None));
         };
         if policy.wants_no_work() {
-            return Ok(Step::Paused(policy.reason.clone()));
+            return Ok(Step::Paused(Some(policy.reason)));
         }
         match self.client.pull()? {
             Pull::Task(assignment) => {
@@ -287,9 +299,9 @@ impl Runner {
                 log(format_args!(
                     "task {}: {} in {} ms, fuel {}",
                     assignment.task_id,
-                    result.error_code.as_deref().unwrap_or("ok"),
+                    result.error_code.map_or("ok", |c| c.as_str()),
                     result.duration_ms,
-                    result.fuel_used
+                    result.fuel_used.unwrap_or(0)
                 ));
                 self.deliver(&assignment.task_id, &result)?;
                 Ok(Step::Worked {
@@ -413,7 +425,7 @@ mod tests {
     fn task(module: &[u8], input: &[u8]) -> Task {
         Task {
             id: "t1".into(),
-            kind: "wasm".into(),
+            kind: TaskKind::Wasm,
             module: Some(Blob {
                 digest: crate::sandbox::digest(module),
                 bytes: STANDARD.encode(module),
@@ -470,7 +482,7 @@ mod tests {
         let module = wat::parse_str(ECHO).expect("wat");
         type Tweak = fn(&mut Task);
         let cases: [(&str, Tweak); 4] = [
-            ("kind", |t| t.kind = "inference".into()),
+            ("kind", |t| t.kind = TaskKind::Unknown),
             ("memory", |t| t.resources.memory_mb = 65),
             ("fuel", |t| t.resources.fuel = 1_000_001),
             ("timeout", |t| t.timeout_ms = 5001),
@@ -479,21 +491,25 @@ mod tests {
             let mut t = task(&module, b"x");
             change(&mut t);
             let outcome = run_task(&sandbox, &t, &policy());
-            assert_eq!(outcome.error_code(), Some("outside_subset"), "{name}");
+            assert_eq!(
+                outcome.error_code(),
+                Some(FailureReason::OutsideSubset),
+                "{name}"
+            );
             assert!(!outcome.executed, "{name}");
             let r = task_result("l", &outcome);
             assert!(!r.ok);
             assert_eq!(r.output, None);
             assert_eq!(r.output_digest, None);
         }
-        // A kind the policy allows but this agent cannot run.
+        // A kind the coordinator allows that this agent does not know.
         let mut p = policy();
-        p.allowed_task_kinds.push("inference".into());
+        p.allowed_task_kinds.push(TaskKind::Unknown);
         let mut t = task(&module, b"x");
-        t.kind = "inference".into();
+        t.kind = TaskKind::Unknown;
         assert_eq!(
             run_task(&sandbox, &t, &p).error_code(),
-            Some("outside_subset")
+            Some(FailureReason::OutsideSubset)
         );
     }
 
@@ -507,7 +523,7 @@ mod tests {
         }
         assert_eq!(
             run_task(&sandbox, &t, &policy()).error_code(),
-            Some("snapshot_digest_mismatch")
+            Some(FailureReason::SnapshotDigestMismatch)
         );
         let a = Assignment {
             task_id: "t9".into(),
@@ -516,7 +532,7 @@ mod tests {
             task: Err("missing field".into()),
         };
         let r = execute(&sandbox, &a, &policy());
-        assert_eq!(r.error_code.as_deref(), Some("outside_subset"));
+        assert_eq!(r.error_code, Some(FailureReason::OutsideSubset));
         assert_eq!(r.lease_id, "l9");
     }
 

@@ -70,64 +70,9 @@ const ERRNO_BADF: i32 = 8;
 const ERRNO_FAULT: i32 = 21;
 const ERRNO_INVAL: i32 = 28;
 
-/// Why a run failed. The strings ([`FailureReason::as_str`]) are reported to
-/// the coordinator and are stable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureReason {
-    /// The module or input bytes do not match their digest; nothing ran.
-    SnapshotDigestMismatch,
-    /// The task is not something this agent runs: another task kind, limits
-    /// above the policy, or a module outside the enabled WebAssembly subset.
-    OutsideSubset,
-    /// The wall-clock deadline passed.
-    Timeout,
-    /// The fuel ran out.
-    FuelExhausted,
-    /// Linear memory (or a table) would have grown beyond the cap.
-    MemoryExceeded,
-    /// The guest trapped (including stack exhaustion and a non-zero
-    /// `proc_exit`).
-    Trap,
-    /// The module imports something the host does not offer, or lacks its
-    /// entry point.
-    LinkError,
-    /// The guest wrote more output than allowed.
-    OutputTooLarge,
-}
-
-impl FailureReason {
-    /// Every reason, for tests and documentation.
-    pub const ALL: [FailureReason; 8] = [
-        FailureReason::SnapshotDigestMismatch,
-        FailureReason::OutsideSubset,
-        FailureReason::Timeout,
-        FailureReason::FuelExhausted,
-        FailureReason::MemoryExceeded,
-        FailureReason::Trap,
-        FailureReason::LinkError,
-        FailureReason::OutputTooLarge,
-    ];
-
-    /// The stable wire string.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::SnapshotDigestMismatch => "snapshot_digest_mismatch",
-            FailureReason::OutsideSubset => "outside_subset",
-            FailureReason::Timeout => "timeout",
-            FailureReason::FuelExhausted => "fuel_exhausted",
-            FailureReason::MemoryExceeded => "memory_exceeded",
-            FailureReason::Trap => "trap",
-            FailureReason::LinkError => "link_error",
-            FailureReason::OutputTooLarge => "output_too_large",
-        }
-    }
-}
-
-impl std::fmt::Display for FailureReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Why a run failed: the protocol's failure codes, one definition with the
+/// coordinator (`edgecoder_proto::mesh::FailureCode`).
+pub use edgecoder_proto::mesh::FailureCode as FailureReason;
 
 /// The limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,9 +197,9 @@ impl Outcome {
         self.failure.is_none()
     }
 
-    /// The failure reason string, if the run failed.
-    pub fn error_code(&self) -> Option<&'static str> {
-        self.failure.as_ref().map(|f| f.reason.as_str())
+    /// The failure code, if the run failed.
+    pub fn error_code(&self) -> Option<FailureReason> {
+        self.failure.as_ref().map(|f| f.reason)
     }
 }
 

@@ -12,23 +12,22 @@
 
 use std::path::Path;
 
-use crate::client::{Capabilities, Telemetry};
+use edgecoder_proto::mesh::{DeviceType, Sandbox, Thermal};
 
-/// The device classes the coordinator knows.
-pub const DEVICE_TYPES: [&str; 5] = ["phone", "tablet", "laptop", "desktop", "server"];
+use crate::client::{Capabilities, Telemetry};
 
 /// Zone temperatures (°C) from which the thermal state is `fair`, `serious`,
 /// `critical`.
 const THERMAL_STEPS_C: [f64; 3] = [70.0, 80.0, 90.0];
 
 /// Telemetry read from the live system.
-pub fn sample(device_type: &str) -> Telemetry {
+pub fn sample(device_type: DeviceType) -> Telemetry {
     sample_from(Path::new("/"), device_type, cpu_cores())
 }
 
 /// Telemetry read from a filesystem rooted at `root` (tests point it at a
 /// fake tree).
-pub fn sample_from(root: &Path, device_type: &str, cores: u32) -> Telemetry {
+pub fn sample_from(root: &Path, device_type: DeviceType, cores: u32) -> Telemetry {
     let read = |rel: &str| std::fs::read_to_string(root.join(rel)).ok();
     let (memory_total_mb, memory_available_mb) = read("proc/meminfo")
         .map(|m| parse_meminfo(&m))
@@ -44,12 +43,12 @@ pub fn sample_from(root: &Path, device_type: &str, cores: u32) -> Telemetry {
     Telemetry {
         cpu_percent,
         memory_used_mb: memory_total_mb.saturating_sub(memory_available_mb),
-        memory_total_mb,
+        memory_total_mb: Some(memory_total_mb),
         battery_percent: power.battery_percent,
         on_external_power: power.on_external_power,
         low_power_mode,
-        thermal_state: thermal_state(&root.join("sys/class/thermal")).to_owned(),
-        device_type: device_type.to_owned(),
+        thermal_state: thermal_state(&root.join("sys/class/thermal")),
+        device_type,
         sandbox_ready: true,
         active_model: None,
     }
@@ -61,7 +60,7 @@ pub fn capabilities() -> Capabilities {
         .map(|m| parse_meminfo(&m).0)
         .unwrap_or(0);
     Capabilities {
-        sandbox: "wasmtime".into(),
+        sandbox: Sandbox::Wasmtime,
         // The coordinator's accepted ranges (1 to 4096 cores, up to 16 TiB).
         cpu_cores: cpu_cores().clamp(1, 4096),
         memory_mb: memory_mb.min(1 << 24),
@@ -126,7 +125,7 @@ fn read_power(dir: &Path) -> Power {
     }
 }
 
-fn thermal_state(dir: &Path) -> &'static str {
+fn thermal_state(dir: &Path) -> Thermal {
     let hottest = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -140,10 +139,10 @@ fn thermal_state(dir: &Path) -> &'static str {
             Some(max.map_or(t, |m| m.max(t)))
         });
     match hottest {
-        Some(t) if t >= THERMAL_STEPS_C[2] => "critical",
-        Some(t) if t >= THERMAL_STEPS_C[1] => "serious",
-        Some(t) if t >= THERMAL_STEPS_C[0] => "fair",
-        _ => "nominal",
+        Some(t) if t >= THERMAL_STEPS_C[2] => Thermal::Critical,
+        Some(t) if t >= THERMAL_STEPS_C[1] => Thermal::Serious,
+        Some(t) if t >= THERMAL_STEPS_C[0] => Thermal::Fair,
+        _ => Thermal::Nominal,
     }
 }
 
@@ -183,26 +182,30 @@ mod tests {
         write(&root, "sys/class/thermal/thermal_zone1/temp", "82000\n");
         write(&root, "sys/firmware/acpi/platform_profile", "low-power\n");
 
-        let t = sample_from(&root, "laptop", 4);
+        let t = sample_from(&root, DeviceType::Laptop, 4);
         assert!((t.cpu_percent - 25.0).abs() < 1e-9);
-        assert_eq!((t.memory_total_mb, t.memory_used_mb), (8000, 6000));
+        assert_eq!((t.memory_total_mb, t.memory_used_mb), (Some(8000), 6000));
         assert_eq!(t.battery_percent, Some(57.0));
         assert!(!t.on_external_power);
         assert!(t.low_power_mode);
-        assert_eq!(t.thermal_state, "serious");
-        assert_eq!(t.device_type, "laptop");
+        assert_eq!(t.thermal_state, Thermal::Serious);
+        assert_eq!(t.device_type, DeviceType::Laptop);
         assert!(t.sandbox_ready);
         std::fs::remove_dir_all(&root).expect("cleanup");
     }
 
     #[test]
     fn missing_files_give_defaults() {
-        let t = sample_from(Path::new("/nonexistent-edgecoder-root"), "server", 2);
+        let t = sample_from(
+            Path::new("/nonexistent-edgecoder-root"),
+            DeviceType::Server,
+            2,
+        );
         assert_eq!(t.cpu_percent, 0.0);
         assert_eq!(t.battery_percent, None);
         assert!(t.on_external_power);
         assert!(!t.low_power_mode);
-        assert_eq!(t.thermal_state, "nominal");
+        assert_eq!(t.thermal_state, Thermal::Nominal);
         let json = serde_json::to_value(&t).expect("json");
         assert_eq!(json["battery_percent"], serde_json::Value::Null);
         assert_eq!(json["active_model"], serde_json::Value::Null);

@@ -1,6 +1,6 @@
 //! The agent against a fake coordinator on a loopback socket: every request
-//! must carry a signature that the kernel's verifier accepts for exactly the
-//! path and body sent, and the runner must react to each answer as the
+//! must carry a signature that the protocol crate's RFC 9421 verifier accepts
+//! for exactly the URL and body sent, and the runner must react to each answer as the
 //! protocol says. Also drives the binary (`init`, `status`, `run --once`).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -16,7 +16,8 @@ use edgecoder_agent::client::{MeshClient, Pull};
 use edgecoder_agent::node::{self, Node};
 use edgecoder_agent::runner::{Runner, Step};
 use edgecoder_agent::sandbox::{Sandbox, digest};
-use edgecoder_kernel::httpsig;
+use edgecoder_proto::httpsig::{HeaderMap, Signed, Target};
+use edgecoder_proto::mesh::{DeviceType, FailureCode, NoTaskReason};
 use p256::ecdsa::VerifyingKey;
 use serde_json::{Value, json};
 
@@ -102,22 +103,36 @@ fn read_request(stream: &TcpStream, key: &VerifyingKey) -> Option<Seen> {
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).ok()?;
-    let input = header("signature-input").unwrap_or_default();
-    let (verified, keyid) = match httpsig::parse_input(&input) {
-        Ok(params) => (
-            httpsig::verify(
-                &params,
-                &header("signature").unwrap_or_default(),
-                header("content-digest").as_deref(),
-                &method,
-                &target,
-                &body,
-                edgecoder_agent::client::unix_now(),
-                key,
-            )
-            .map_err(|e| e.to_string()),
-            params.keyid,
-        ),
+    // The request as the coordinator derives it: the Host it was sent to,
+    // the path and query as received.
+    let mut map = HeaderMap::new();
+    for (k, v) in &headers {
+        if let (Ok(k), Ok(v)) = (
+            k.parse::<edgecoder_proto::httpsig::HeaderName>(),
+            v.parse::<edgecoder_proto::httpsig::HeaderValue>(),
+        ) {
+            map.append(k, v);
+        }
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target.as_str(), None),
+    };
+    let checked = Signed::from_headers(&map).and_then(|signed| {
+        let t = Target::new(
+            &method,
+            "http",
+            &header("host").unwrap_or_default(),
+            path,
+            query,
+        )?;
+        signed
+            .prepare(&t, &map, &body, edgecoder_agent::client::unix_now())?
+            .verify(key)?;
+        Ok(signed.params.keyid)
+    });
+    let (verified, keyid) = match checked {
+        Ok(keyid) => (Ok(()), keyid),
         Err(e) => (Err(e.to_string()), String::new()),
     };
     Some(Seen {
@@ -258,7 +273,7 @@ fn coordinator(module: Vec<u8>, input: Vec<u8>) -> Box<Handler> {
 
 fn runner(url: &str, node: &Node) -> Runner {
     let client = MeshClient::new(url, node.signing_key().clone()).expect("client");
-    Runner::new(client, Sandbox::new().expect("sandbox"), "server")
+    Runner::new(client, Sandbox::new().expect("sandbox"), DeviceType::Server)
 }
 
 #[test]
@@ -278,7 +293,10 @@ fn one_round_heartbeats_pulls_runs_and_reports_signed() {
             error_code: None
         }
     );
-    assert_eq!(r.once().expect("round"), Step::Idle(Some("no_work".into())));
+    assert_eq!(
+        r.once().expect("round"),
+        Step::Idle(Some(NoTaskReason::NoWork))
+    );
 
     let seen = seen.lock().expect("log").clone();
     let targets: Vec<(&str, &str)> = seen
@@ -341,7 +359,7 @@ fn hostile_tasks_are_reported_as_failures() {
         step,
         Step::Worked {
             task_id: "task-1".into(),
-            error_code: Some("fuel_exhausted".into())
+            error_code: Some(FailureCode::FuelExhausted)
         }
     );
     let result = seen.lock().expect("log")[2].json();
@@ -391,7 +409,7 @@ fn pull_answers_map_to_steps() {
                 headers: vec![("edgecoder-reason", "power_deferred".into())],
                 body: Value::Null,
             }),
-            Ok(Step::Idle(Some("power_deferred".into()))),
+            Ok(Step::Idle(Some(NoTaskReason::PowerDeferred))),
         ),
         (Box::new(|| problem(401, "signature_invalid")), Err("auth")),
         (Box::new(|| problem(503, "unavailable")), Err("transient")),

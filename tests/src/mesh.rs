@@ -9,8 +9,8 @@ use std::cell::Cell;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use edgecoder_kernel::httpsig;
-use edgecoder_kernel::keys::key_id;
+use edgecoder_proto::httpsig::{self, Target};
+use edgecoder_proto::keys::key_id;
 use p256::ecdsa::SigningKey;
 use p256::ecdsa::signature::Signer;
 use serde_json::{Value as Json, json};
@@ -84,12 +84,12 @@ fn nonce() -> String {
     blake3::hash(format!("nonce-{nanos}-{n}").as_bytes()).to_hex()[..32].to_owned()
 }
 
-/// The three signature headers for a request.
+/// The three signature headers for a request to the absolute `url`.
 pub fn sign_headers(
     key: &SigningKey,
     kid: &str,
     method: &str,
-    path: &str,
+    url: &str,
     body: &[u8],
     how: &Sig,
 ) -> Vec<(String, String)> {
@@ -97,13 +97,18 @@ pub fn sign_headers(
     let nonce = how.nonce.clone().unwrap_or_else(nonce);
     let keyid = how.keyid.unwrap_or(kid);
     let signed_body = how.signed_body.as_deref().unwrap_or(body);
-    let (digest, input, sig) =
-        httpsig::sign(key, keyid, &nonce, created, method, path, signed_body).expect("sign");
+    let target = Target::from_url(method, url).expect("an absolute URL");
+    let h = httpsig::sign(key, keyid, &nonce, created, &target, signed_body).expect("sign");
     vec![
-        ("content-digest".into(), digest),
-        ("signature-input".into(), input),
-        ("signature".into(), sig),
+        ("content-digest".into(), h.content_digest),
+        ("signature-input".into(), h.signature_input),
+        ("signature".into(), h.signature),
     ]
+}
+
+/// The deployment's URL for `path`.
+fn url(x: &Ctx, path: &str) -> String {
+    format!("{}{path}", x.target.base)
 }
 
 /// Sends a request signed by `node` (as `how` says).
@@ -116,7 +121,7 @@ pub fn signed(
     how: &Sig,
 ) -> Result<Reply, String> {
     let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let hs = sign_headers(&node.key, &node.kid, method, path, &bytes, how);
+    let hs = sign_headers(&node.key, &node.kid, method, &url(x, path), &bytes, how);
     let mut headers: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     if body.is_some() {
         headers.push(("content-type", "application/json"));
@@ -361,6 +366,18 @@ pub fn checks() -> Vec<(&'static str, MeshCheck)> {
             "signature_by_unknown_key_is_refused",
             signature_by_unknown_key_is_refused,
         ),
+        (
+            "signature_for_another_authority_or_path_is_refused",
+            signature_for_another_authority_or_path_is_refused,
+        ),
+        (
+            "signature_structured_fields_are_parsed_per_rfc_9651",
+            signature_structured_fields_are_parsed_per_rfc_9651,
+        ),
+        (
+            "rfc9421_interoperates_with_an_independent_implementation",
+            rfc9421_interoperates_with_an_independent_implementation,
+        ),
         ("replayed_nonce_is_refused", replayed_nonce_is_refused),
         (
             "stale_or_future_created_is_refused",
@@ -601,7 +618,7 @@ fn registration_needs_proof_of_possession(x: &Ctx) -> Result<(), String> {
         &other.key,
         &node.kid,
         "POST",
-        "/mesh/nodes/register",
+        &url(x, "/mesh/nodes/register"),
         &body,
         &ok_sig(),
     );
@@ -633,6 +650,193 @@ fn signature_by_unknown_key_is_refused(x: &Ctx) -> Result<(), String> {
     )
 }
 
+/// `@target-uri` is the absolute URI: a signature made for another
+/// coordinator (authority), scheme or path does not verify here.
+fn signature_for_another_authority_or_path_is_refused(x: &Ctx) -> Result<(), String> {
+    let (_, node) = pending(x, "authority")?;
+    let body = server_telemetry().to_string().into_bytes();
+    let base = x.target.base.clone();
+    let https = base.replacen("http://", "https://", 1);
+    for signed_for in [
+        "http://coordinator-b.example/mesh/heartbeat".to_owned(),
+        format!("{https}/mesh/heartbeat"),
+        format!("{base}/mesh/tasks/pull"),
+        format!("{base}/mesh/heartbeat?x=1"),
+    ] {
+        let hs = sign_headers(&node.key, &node.kid, "POST", &signed_for, &body, &ok_sig());
+        let mut headers: Vec<(&str, &str)> =
+            hs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        headers.push(("content-type", "application/json"));
+        expect_problem(
+            &x.c.send_with("POST", "/mesh/heartbeat", &headers, &body)?,
+            401,
+            "signature_invalid",
+        )
+        .map_err(|e| format!("signed for {signed_for}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Optional whitespace after `;` and a second signature label are valid
+/// Structured Fields; a signature that does not cover the target is not
+/// accepted. (`Content-Digest` is covered as sent, so it is not respelled.)
+fn signature_structured_fields_are_parsed_per_rfc_9651(x: &Ctx) -> Result<(), String> {
+    let (_, node) = pending(x, "sfv")?;
+    let body = server_telemetry().to_string().into_bytes();
+    let hs = sign_headers(
+        &node.key,
+        &node.kid,
+        "POST",
+        &url(x, "/mesh/heartbeat"),
+        &body,
+        &ok_sig(),
+    );
+    let get = |name: &str| {
+        hs.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let input = format!(
+        "other=(\"@method\");created=1;keyid=\"x\", {}",
+        get("signature-input").replace(';', "; ")
+    );
+    let signature = format!("other=:AAAA:, {}", get("signature"));
+    let digest = get("content-digest");
+    let headers = [
+        ("content-type", "application/json"),
+        ("signature-input", input.as_str()),
+        ("signature", signature.as_str()),
+        ("content-digest", digest.as_str()),
+    ];
+    want(
+        &x.c.send_with("POST", "/mesh/heartbeat", &headers, &body)?,
+        200,
+        "an RFC 9651 spelling of a good signature",
+    )?;
+    // Only the unrelated label: it covers neither the target nor the body.
+    let headers = [
+        ("content-type", "application/json"),
+        (
+            "signature-input",
+            "other=(\"@method\");created=1;nonce=\"n\";keyid=\"x\"",
+        ),
+        ("signature", "other=:AAAA:"),
+        ("content-digest", digest.as_str()),
+    ];
+    expect_problem(
+        &x.c.send_with("POST", "/mesh/heartbeat", &headers, &body)?,
+        401,
+        "signature_invalid",
+    )
+}
+
+/// Runs `tests/interop/rfc9421.py` (Python's `http-message-signatures`, an
+/// RFC 9421 implementation we did not write) on one JSON request.
+fn python_rfc9421(request: &Json) -> Result<Json, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(crate::harness::tool("EC_PYTHON"))
+        .arg(crate::harness::workspace_root().join("tests/interop/rfc9421.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting python: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(request.to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "rfc9421.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("rfc9421.py output: {e}"))
+}
+
+/// A node written with a stock RFC 9421 library talks to the coordinator,
+/// and a stock verifier accepts what our own signer (the agent's) sends.
+fn rfc9421_interoperates_with_an_independent_implementation(x: &Ctx) -> Result<(), String> {
+    use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+    let (_, node) = pending(x, "interop")?;
+    let body = server_telemetry().to_string().into_bytes();
+    let heartbeat = url(x, "/mesh/heartbeat");
+    let private = node
+        .key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| e.to_string())?
+        .to_string();
+    // The library adds `content-digest` itself when given the body.
+    for (label, components) in [
+        ("pyhms", vec!["@method", "@target-uri"]),
+        (
+            "py2",
+            vec!["@method", "@authority", "@path", "@query", "content-type"],
+        ),
+    ] {
+        let out = python_rfc9421(&json!({
+            "op": "sign", "method": "POST", "url": heartbeat, "body_b64": STANDARD.encode(&body),
+            "private_key_pem": private, "keyid": node.kid, "nonce": nonce(), "created": unix_now(),
+            "label": label, "components": components,
+        }))?;
+        let h = &out["headers"];
+        let field = |n: &str| h[n].as_str().unwrap_or_default().to_owned();
+        let (input, sig, digest) = (
+            field("signature-input"),
+            field("signature"),
+            field("content-digest"),
+        );
+        if !input.contains("\"content-digest\"") {
+            return Err(format!("the library did not cover the digest: {input}"));
+        }
+        let headers = [
+            ("content-type", "application/json"),
+            ("signature-input", input.as_str()),
+            ("signature", sig.as_str()),
+            ("content-digest", digest.as_str()),
+        ];
+        want(
+            &x.c.send_with("POST", "/mesh/heartbeat", &headers, &body)?,
+            200,
+            &format!("a heartbeat signed by http-message-signatures ({input})"),
+        )?;
+    }
+    // Our signer, checked by theirs: the whole request, and a tampered body.
+    let public = node
+        .key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    let hs = sign_headers(&node.key, &node.kid, "POST", &heartbeat, &body, &ok_sig());
+    let headers: serde_json::Map<String, Json> =
+        hs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let verify = |b: &[u8]| {
+        python_rfc9421(&json!({
+            "op": "verify", "method": "POST", "url": heartbeat, "headers": headers,
+            "body_b64": STANDARD.encode(b), "public_key_pem": public, "keyid": node.kid,
+            "require": ["@method", "@target-uri", "content-digest"],
+        }))
+    };
+    let out = verify(&body)?;
+    if out["ok"] != true {
+        return Err(format!(
+            "http-message-signatures refused our signature: {out}"
+        ));
+    }
+    let out = verify(b"{}")?;
+    if out["ok"] != false {
+        return Err(format!(
+            "http-message-signatures accepted a swapped body: {out}"
+        ));
+    }
+    Ok(())
+}
+
 fn replayed_nonce_is_refused(x: &Ctx) -> Result<(), String> {
     let (_, node) = pending(x, "replay")?;
     let body = server_telemetry().to_string().into_bytes();
@@ -640,7 +844,7 @@ fn replayed_nonce_is_refused(x: &Ctx) -> Result<(), String> {
         &node.key,
         &node.kid,
         "POST",
-        "/mesh/heartbeat",
+        &url(x, "/mesh/heartbeat"),
         &body,
         &ok_sig(),
     );

@@ -355,6 +355,7 @@ mod tests {
         let ctx = |ip: &str| RequestContext {
             request_id: "r".into(),
             client_ip: ip.parse().ok(),
+            ..Default::default()
         };
         assert_eq!(
             ip_subject(&ctx("2001:db8:1:2:aaaa::1")),

@@ -1,9 +1,12 @@
-//! Per-request context: request id and the client IP as the platform reports it.
+//! Per-request context: request id, the client IP, and the scheme and
+//! authority the client addressed, as the platform reports them.
 //!
-//! In scope: the [`RequestContext`] value and the native rule for believing
-//! `X-Forwarded-For`. Out of scope: reading the platform's own report, which each
-//! runtime does (Workers: `CF-Connecting-IP`, set by Cloudflare's edge; Spin:
-//! `spin-client-addr`, set by the Spin host; native: the socket peer).
+//! In scope: the [`RequestContext`] value and the native rules for believing
+//! `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`. Out of scope:
+//! reading the platform's own report, which each runtime does (Workers:
+//! `CF-Connecting-IP` and the request URL, set by Cloudflare's edge; Spin:
+//! `spin-client-addr` and `spin-full-url`, set by the Spin host; native: the
+//! socket peer and `Host`).
 //!
 //! `X-Forwarded-For` is attacker-controlled unless the hop that appended to it is
 //! ours, so it is believed only when the socket peer is a configured trusted
@@ -15,12 +18,47 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 /// Facts about the request that do not come from the request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestContext {
     /// Random id, echoed in `X-Request-Id` and recorded in audit events.
     pub request_id: String,
     /// The client's address, when the platform reports one.
     pub client_ip: Option<IpAddr>,
+    /// The scheme the client used (`http` or `https`), when known: what
+    /// RFC 9421 derives `@scheme` and `@target-uri` from.
+    pub scheme: Option<String>,
+    /// The authority (`host[:port]`) the client addressed, when known:
+    /// `@authority`.
+    pub authority: Option<String>,
+}
+
+/// The scheme and authority the client addressed on the native runtime: the
+/// connection's own (`http`, `Host`) unless the socket peer is a trusted
+/// proxy, which then reports them in `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (first value, the client-facing hop).
+pub fn origin_behind_proxies(
+    peer: IpAddr,
+    host: Option<&str>,
+    forwarded_proto: Option<&str>,
+    forwarded_host: Option<&str>,
+    trusted: &[IpNet],
+) -> (String, Option<String>) {
+    let first = |v: Option<&str>| {
+        v.and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let peer = peer.to_canonical();
+    if trusted.iter().any(|n| n.contains(&peer)) {
+        let scheme = first(forwarded_proto)
+            .map(|p| p.to_ascii_lowercase())
+            .filter(|p| p == "http" || p == "https")
+            .unwrap_or_else(|| "http".to_owned());
+        (scheme, first(forwarded_host).or_else(|| first(host)))
+    } else {
+        ("http".to_owned(), first(host))
+    }
 }
 
 /// The client address on the native runtime, from the socket peer and, only when
@@ -103,6 +141,31 @@ mod tests {
         assert_eq!(got, ip("198.51.100.7"));
         let untrusted = client_ip_behind_proxies(ip("::ffff:203.0.113.1"), [], &trusted);
         assert_eq!(untrusted, ip("203.0.113.1"));
+    }
+
+    #[test]
+    fn only_trusted_proxies_report_the_clients_scheme_and_host() {
+        let trusted = vec!["10.0.0.0/8".parse().expect("net")];
+        assert_eq!(
+            origin_behind_proxies(
+                ip("10.0.0.2"),
+                Some("internal:8787"),
+                Some("https"),
+                Some("edge.example"),
+                &trusted
+            ),
+            ("https".to_owned(), Some("edge.example".to_owned()))
+        );
+        assert_eq!(
+            origin_behind_proxies(
+                ip("203.0.113.9"),
+                Some("127.0.0.1:8787"),
+                Some("https"),
+                Some("evil.example"),
+                &trusted
+            ),
+            ("http".to_owned(), Some("127.0.0.1:8787".to_owned()))
+        );
     }
 
     #[test]

@@ -203,6 +203,7 @@ mod tests {
             RequestContext {
                 request_id: "r".into(),
                 client_ip: None,
+                ..Default::default()
             },
         );
         if let Some(ct) = ct {

@@ -5,9 +5,9 @@
 //! what gets signed (JWTs, checkpoints and envelopes belong to the functions that
 //! issue them) and where the key is kept (the runtime's secret store).
 //!
-//! Key id: the first 8 bytes of blake3 over the SEC1 compressed public key, as
-//! hex. Short, stable, and derived from the public key alone so any verifier can
-//! recompute it.
+//! Key id: [`key_id`], the first 8 bytes of blake3 over the SEC1 compressed
+//! public key, as hex. Short, stable, and derived from the public key alone so
+//! any verifier can recompute it.
 
 use p256::ecdsa;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
@@ -110,15 +110,9 @@ impl SigningKey {
     }
 }
 
-/// The key id of a public key.
-pub fn key_id(key: &ecdsa::VerifyingKey) -> String {
-    let point = key.to_encoded_point(true);
-    let digest = blake3::hash(point.as_bytes());
-    digest.as_bytes()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+/// The key id of a public key: one definition for access-token keys and node
+/// keys, `edgecoder-proto`'s.
+pub use edgecoder_proto::keys::key_id;
 
 #[cfg(test)]
 mod tests {

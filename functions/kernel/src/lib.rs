@@ -10,8 +10,10 @@
 //!   responses, the body cap and JSON decoding;
 //! - [`router`]: the route table, dispatch and the OpenAPI document;
 //! - [`health`], [`audit`], [`migrations`], [`keys`]: readiness, the audit sink,
-//!   the shared schema and the signing key;
-//! - [`httpsig`]: RFC 9421-shaped request signatures for node requests.
+//!   the shared schema and the signing key.
+//!
+//! Wire formats are not here: request signatures, node ids and mesh messages
+//! are `edgecoder-proto`'s, log formats `edgecoder-tlog`'s.
 //!
 //! Out of scope: any platform binding. This crate must never depend on `worker`,
 //! `spin-sdk`, `rusqlite`, `hyper` or `wasmtime` (the test suite checks it).
@@ -22,7 +24,6 @@ pub mod context;
 pub mod error;
 pub mod health;
 pub mod http;
-pub mod httpsig;
 pub mod keys;
 pub mod migrations;
 pub mod oauth;

@@ -46,6 +46,7 @@ impl Services {
         RequestContext {
             request_id: self.new_id(),
             client_ip,
+            ..RequestContext::default()
         }
     }
 }

@@ -1,25 +1,26 @@
 //! Mesh authentication: who is calling a `/mesh/` route.
 //!
-//! In scope: nodes, by an RFC 9421-shaped signature with their registered
-//! key (`keyid`), a nonce stored per key in SQL (UNIQUE, pruned after the
-//! window) and a per-node request budget counted only after the signature
-//! and nonce checks pass, so nobody can spend another node's budget; users,
-//! by an access token the identity function vouches for (roles from its
-//! storage, step-up from `auth_time`); other functions, by the service
-//! credential. Out of scope: what each route lets them do.
+//! In scope: nodes, by an RFC 9421 signature (`edgecoder_proto::httpsig`)
+//! with their registered key (`keyid`), a nonce stored per key in SQL
+//! (UNIQUE, pruned after the window) and a per-node request budget counted
+//! only after the signature and nonce checks pass, so nobody can spend
+//! another node's budget; users, by an access token the identity function
+//! vouches for (roles from its storage, step-up from `auth_time`); other
+//! functions, by the service credential. Out of scope: what each route lets
+//! them do.
 //!
-//! `@target-uri` is the request target in origin form (path and query, as
-//! sent): TLS-terminating proxies and the runtimes disagree on scheme and
-//! authority, and a node's key is registered with one coordinator only.
+//! The derived components are the request as the client addressed it: the
+//! scheme and authority the runtime reports (Cloudflare's URL, Spin's
+//! `spin-full-url`, natively `Host`, or `X-Forwarded-Proto`/`-Host` from a
+//! trusted proxy), the path and query as received.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::http_types::HeaderMap;
-use edgecoder_kernel::httpsig::{self, SigError};
-use edgecoder_kernel::keys::key_id;
 use edgecoder_kernel::{Caller, Request, Services, Statement, Value, tokens};
+use edgecoder_proto::httpsig::{self, Signed, Target};
+use edgecoder_proto::keys::key_id;
+use edgecoder_proto::mesh::{Capabilities, NodeKind, NodeStatus, Sandbox, Telemetry};
+use edgecoder_proto::{Error as SigError, NodeId};
 use p256::ecdsa::VerifyingKey;
-use serde_json::Value as Json;
 
 use crate::Error;
 
@@ -30,26 +31,23 @@ pub const OPERATOR_ROLES: [&str; 2] = ["coordinator_owner", "system_admin"];
 /// step-up window).
 pub const STEP_UP_WINDOW_SECS: i64 = 10 * 60;
 
-/// Longest nonce accepted.
-const MAX_NONCE_CHARS: usize = 128;
-
 /// A registered node, as stored.
 #[derive(Debug, Clone)]
 pub struct Node {
     /// Node id.
     pub node_id: String,
-    /// `agent` or `coordinator`.
-    pub kind: String,
+    /// Its role.
+    pub kind: NodeKind,
     /// The enrolling user.
     pub owner_id: String,
-    /// `pending_approval`, `active`, `rejected` or `suspended`.
-    pub status: String,
+    /// Where it stands.
+    pub status: NodeStatus,
     /// Current key id.
     pub key_id: String,
     /// Declared capabilities.
-    pub capabilities: Json,
+    pub capabilities: Capabilities,
     /// Last heartbeat telemetry.
-    pub telemetry: Option<Json>,
+    pub telemetry: Option<Telemetry>,
 }
 
 impl Node {
@@ -88,10 +86,12 @@ impl Bearer {
 
 /// Parses a SEC1 P-256 point sent as base64url.
 pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, Error> {
-    let raw = URL_SAFE_NO_PAD
-        .decode(b64.trim_end_matches('=').as_bytes())
-        .map_err(|_| Error::InvalidPublicKey)?;
-    VerifyingKey::from_sec1_bytes(&raw).map_err(|_| Error::InvalidPublicKey)
+    Ok(edgecoder_proto::keys::parse_public_key(b64)?)
+}
+
+/// A node id from a path or a body, or `invalid_node_id`.
+pub fn node_id(id: &str) -> Result<NodeId, Error> {
+    Ok(NodeId::parse(id)?)
 }
 
 /// Whether the request carries signature headers at all.
@@ -103,47 +103,40 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The request target as signed: path and query.
-pub fn target(req: &Request) -> String {
-    match &req.query {
-        Some(q) => format!("{}?{q}", req.path),
-        None => req.path.clone(),
-    }
+/// The request as RFC 9421 derives its components from it.
+pub fn target(req: &Request) -> Result<Target, Error> {
+    let authority = req
+        .ctx
+        .authority
+        .as_deref()
+        .or_else(|| header(&req.headers, "host"))
+        .ok_or(SigError::Malformed("the request names no authority"))?;
+    Ok(Target::new(
+        req.method.as_str(),
+        req.ctx.scheme.as_deref().unwrap_or("http"),
+        authority,
+        &req.path,
+        req.query.as_deref(),
+    )?)
 }
 
-/// The parsed signature parameters, or the refusal.
-fn params(req: &Request) -> Result<(httpsig::Params, String), Error> {
-    let (Some(input), Some(sig)) = (
-        header(&req.headers, "signature-input"),
-        header(&req.headers, "signature"),
-    ) else {
-        return Err(Error::Unauthorized);
-    };
-    let p = httpsig::parse_input(input)?;
-    if p.nonce.len() > MAX_NONCE_CHARS {
-        return Err(SigError::Malformed("nonce too long").into());
+/// The signature this coordinator accepts, or the refusal.
+fn params(req: &Request) -> Result<Signed, Error> {
+    match Signed::from_headers(&req.headers) {
+        Err(SigError::Missing) => Err(Error::Unauthorized),
+        other => Ok(other?),
     }
-    Ok((p, sig.to_owned()))
 }
 
 /// Checks the request's signature with `key` and consumes its nonce.
 async fn verify_with(
     s: &Services,
     req: &Request,
-    p: &httpsig::Params,
-    sig: &str,
+    signed: &Signed,
     key: &VerifyingKey,
 ) -> Result<(), Error> {
     let now = s.clock.now_ms();
-    let pending = httpsig::prepare(
-        p,
-        sig,
-        header(&req.headers, "content-digest"),
-        req.method.as_str(),
-        &target(req),
-        &req.body,
-        now.div_euclid(1000),
-    )?;
+    let pending = signed.prepare(&target(req)?, &req.headers, &req.body, now.div_euclid(1000))?;
     let point = key.to_encoded_point(false);
     if !s
         .signatures
@@ -160,6 +153,7 @@ async fn verify_with(
     // nonce older than twice the skew can no longer come with an acceptable
     // `created`, so it is safe to forget.
     let cutoff = now - 2 * (httpsig::MAX_SKEW_SECS + 1) * 1000;
+    let p = &signed.params;
     let done = s
         .sql
         .batch(vec![
@@ -191,12 +185,12 @@ pub async fn signed_by_new_key(
     req: &Request,
     key: &VerifyingKey,
 ) -> Result<String, Error> {
-    let (p, sig) = params(req)?;
+    let signed = params(req)?;
     let kid = key_id(key);
-    if p.keyid != kid {
+    if signed.params.keyid != kid {
         return Err(SigError::Invalid.into());
     }
-    verify_with(s, req, &p, &sig, key).await?;
+    verify_with(s, req, &signed, key).await?;
     if let Some(ip) = req.ctx.client_ip {
         // Each registration costs a nonce row, an audit event and, on Spin,
         // a call to auth.
@@ -213,19 +207,28 @@ pub async fn signed_by_new_key(
 const NODE_COLUMNS: &str =
     "node_id, kind, owner_id, status, key_id, public_key, capabilities, telemetry";
 
-fn node_from(rows: &edgecoder_kernel::Rows, i: usize) -> Node {
+fn node_from(rows: &edgecoder_kernel::Rows, i: usize) -> Result<Node, Error> {
     let text = |c: &str| rows.get_str(i, c).unwrap_or_default().to_owned();
-    Node {
+    let corrupt = |what: &str| edgecoder_kernel::Error::Storage(format!("mesh_nodes.{what}"));
+    Ok(Node {
         node_id: text("node_id"),
-        kind: text("kind"),
+        kind: NodeKind::parse(&text("kind")).ok_or_else(|| corrupt("kind"))?,
         owner_id: text("owner_id"),
-        status: text("status"),
+        status: NodeStatus::parse(&text("status")),
         key_id: text("key_id"),
-        capabilities: serde_json::from_str(&text("capabilities")).unwrap_or(Json::Null),
+        // A node whose stored capabilities no longer read gets no sandbox,
+        // so no work, rather than a failed request.
+        capabilities: serde_json::from_str(&text("capabilities")).unwrap_or(Capabilities {
+            sandbox: Sandbox::None,
+            cpu_cores: 1,
+            memory_mb: 0,
+            gpu: None,
+            models: Vec::new(),
+        }),
         telemetry: rows
             .get_str(i, "telemetry")
             .and_then(|t| serde_json::from_str(t).ok()),
-    }
+    })
 }
 
 /// A node by id.
@@ -237,18 +240,21 @@ pub async fn load_node(s: &Services, node_id: &str) -> Result<Option<Node>, Erro
             vec![node_id.into()],
         ))
         .await?;
-    Ok((!rows.rows.is_empty()).then(|| node_from(&rows, 0)))
+    if rows.rows.is_empty() {
+        return Ok(None);
+    }
+    node_from(&rows, 0).map(Some)
 }
 
 /// A request signed by a registered node's current key, whatever its status;
 /// the node's request budget is charged.
 pub async fn signed_node(s: &Services, req: &Request) -> Result<Node, Error> {
-    let (p, sig) = params(req)?;
+    let signed = params(req)?;
     let rows = s
         .sql
         .execute(Statement::new(
             format!("SELECT {NODE_COLUMNS} FROM mesh_nodes WHERE key_id = ?1"),
-            vec![p.keyid.as_str().into()],
+            vec![signed.params.keyid.as_str().into()],
         ))
         .await?;
     let Some(raw) = rows.get_blob(0, "public_key") else {
@@ -256,8 +262,8 @@ pub async fn signed_node(s: &Services, req: &Request) -> Result<Node, Error> {
     };
     let key = VerifyingKey::from_sec1_bytes(raw)
         .map_err(|_| Error::Kernel(edgecoder_kernel::Error::Storage("stored key".into())))?;
-    let node = node_from(&rows, 0);
-    verify_with(s, req, &p, &sig, &key).await?;
+    let node = node_from(&rows, 0)?;
+    verify_with(s, req, &signed, &key).await?;
     charge(s, &node.node_id, s.config.mesh_node_rate_per_minute).await?;
     Ok(node)
 }
@@ -265,7 +271,7 @@ pub async fn signed_node(s: &Services, req: &Request) -> Result<Node, Error> {
 /// A request signed by an `active` node.
 pub async fn active_node(s: &Services, req: &Request) -> Result<Node, Error> {
     let node = signed_node(s, req).await?;
-    if node.status != "active" {
+    if node.status != NodeStatus::Active {
         return Err(Error::NodeNotActive);
     }
     Ok(node)

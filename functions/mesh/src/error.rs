@@ -6,7 +6,7 @@
 
 use edgecoder_kernel::Problem;
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
-use edgecoder_kernel::httpsig::SigError;
+use edgecoder_proto::Error as SigError;
 
 /// What can go wrong in the mesh function.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +16,7 @@ pub enum Error {
     Unauthorized,
     /// A signed request that failed a signature check.
     #[error("signature refused: {0}")]
-    Signature(#[from] SigError),
+    Signature(SigError),
     /// `keyid` names no registered key.
     #[error("unknown key")]
     UnknownKey,
@@ -88,6 +88,16 @@ pub enum Error {
     Kernel(#[from] edgecoder_kernel::Error),
 }
 
+impl From<SigError> for Error {
+    fn from(e: SigError) -> Error {
+        match e {
+            SigError::InvalidNodeId => Error::InvalidNodeId,
+            SigError::InvalidPublicKey => Error::InvalidPublicKey,
+            other => Error::Signature(other),
+        }
+    }
+}
+
 fn problem(status: StatusCode, code: &'static str, title: &'static str, detail: &str) -> Problem {
     Problem::new(status, code, title).with_detail(detail)
 }
@@ -106,17 +116,17 @@ impl From<Error> for Problem {
                 S::UNAUTHORIZED,
                 s.code(),
                 "Signature refused",
-                match s {
-                    SigError::Missing => "The request is not signed.",
-                    SigError::Malformed(_) => {
-                        "The signature headers are malformed or do not cover @method, @target-uri and content-digest with created, nonce and keyid."
-                    }
+                &match s {
+                    SigError::Missing => "The request is not signed.".to_owned(),
+                    SigError::Malformed(why) => format!(
+                        "The signature is not one this coordinator accepts ({why}): RFC 9421 Signature-Input and Signature covering @method, content-digest and @target-uri (or @authority with @path and @query), with created, nonce and keyid, alg ecdsa-p256-sha256 if given."
+                    ),
                     SigError::Expired => {
-                        "`created` is more than 60 seconds away from the server's clock."
+                        "`created` is more than 60 seconds away from the server's clock, or `expires` has passed.".to_owned()
                     }
-                    SigError::DigestMismatch => "Content-Digest does not match the body.",
-                    SigError::Invalid => {
-                        "The signature does not verify with the key named by keyid."
+                    SigError::DigestMismatch => "Content-Digest does not match the body.".to_owned(),
+                    SigError::Invalid | SigError::InvalidNodeId | SigError::InvalidPublicKey => {
+                        "The signature does not verify with the key named by keyid.".to_owned()
                     }
                 },
             ),

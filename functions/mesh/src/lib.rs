@@ -1,15 +1,16 @@
 //! The `mesh` function (the coordinator), served under `/mesh/`.
 //!
-//! In scope (issue 5): node identity (P-256 keys generated on the device,
+//! In scope: node identity (P-256 keys generated on the device,
 //! registration with a one-time enrollment token and proof of possession,
 //! signed key rotation), operator approval with step-up and ledger entries,
-//! mesh authentication on every route (RFC 9421-shaped request signatures
-//! with per-key nonces in SQL, or access tokens for operator and submitter
+//! mesh authentication on every route (RFC 9421 request signatures with
+//! per-key nonces in SQL, or access tokens for operator and submitter
 //! routes), per-node rate limits, the heartbeat's server-authoritative
 //! policy, and task scheduling with leases over frozen, content-addressed
-//! inputs. Out of scope for now: peers, gossip and blacklist propagation
-//! (federation; the blacklist version is already reported), and running
-//! tasks (the device agent, `agent/`).
+//! inputs. Out of scope: peers, gossip and blacklist propagation
+//! (federation; the blacklist version is already reported), running tasks
+//! (the device agent, `agent/`), and the wire formats themselves
+//! (`edgecoder-proto`: signatures, node ids, messages).
 //!
 //! Modules: [`authn`] (who is calling), [`nodes`], [`policy`], [`tasks`].
 //! Like every function crate this one is pure logic over the kernel's ports.
@@ -27,8 +28,9 @@ use edgecoder_kernel::http::{JSON, ok_json};
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::router::{ResponseDoc, RouteDoc, handler, response_doc};
 use edgecoder_kernel::{
-    Config, Handler, Problem, Request, Response, Router, Services, health, httpsig, testroutes,
+    Config, Handler, Problem, Request, Response, Router, Services, health, testroutes,
 };
+use edgecoder_proto::httpsig;
 use serde_json::{Value as Json, json};
 
 pub use edgecoder_kernel::http::rfc3339;
@@ -95,11 +97,11 @@ async fn identity(s: &Services, _req: Request) -> Result<Response, Error> {
         "issuer": s.config.issuer,
         "coordinator_key": key,
         "request_signatures": {
+            "standard": "RFC 9421",
             "algorithm": httpsig::ALG,
-            "covered_components": httpsig::REQUIRED,
+            "covered_components": [["@method", "@target-uri", "content-digest"], ["@method", "@authority", "@path", "@query", "content-digest"]],
             "required_parameters": ["created", "nonce", "keyid"],
-            "target_uri": "origin-form (path and query, as sent)",
-            "content_digest": "sha-256 (RFC 9530) over the raw body",
+            "content_digest": "RFC 9530, sha-256 required, over the raw body",
             "max_skew_secs": httpsig::MAX_SKEW_SECS,
         },
         "task_kinds": policy::TASK_KINDS,
@@ -170,10 +172,29 @@ async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
         .map_err(|_| edgecoder_kernel::Error::Config("bench key".into()))?;
     let body = br#"{"cpu_percent":5.0,"memory_used_mb":512,"memory_total_mb":4096,"battery_percent":null,"on_external_power":true,"low_power_mode":false,"thermal_state":"nominal","device_type":"server","sandbox_ready":true,"active_model":null}"#;
     let now = s.clock.now_ms() / 1000;
-    let (digest, input, sig) =
-        httpsig::sign(&key, "bench", "n", now, "POST", "/mesh/heartbeat", body)
-            .map_err(Error::Signature)?;
-    let caps = json!({"sandbox": "wasmtime", "cpu_cores": 2, "memory_mb": 4096});
+    let target = httpsig::Target::from_url("POST", "https://bench.example/mesh/heartbeat")
+        .map_err(Error::from)?;
+    let signed = httpsig::sign(&key, "bench", "n", now, &target, body).map_err(Error::from)?;
+    let mut headers = edgecoder_kernel::http_types::HeaderMap::new();
+    for (name, value) in [
+        ("content-digest", &signed.content_digest),
+        ("signature-input", &signed.signature_input),
+        ("signature", &signed.signature),
+    ] {
+        headers.insert(
+            name,
+            value
+                .parse()
+                .map_err(|_| edgecoder_kernel::Error::Config("bench headers".into()))?,
+        );
+    }
+    let caps = edgecoder_proto::mesh::Capabilities {
+        sandbox: edgecoder_proto::mesh::Sandbox::Wasmtime,
+        cpu_cores: 2,
+        memory_mb: 4096,
+        gpu: None,
+        models: Vec::new(),
+    };
     let point = key
         .verifying_key()
         .to_encoded_point(false)
@@ -184,42 +205,27 @@ async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
         match b.op.as_str() {
             "noop" => {}
             "signature_verify_software" => {
-                let params = httpsig::parse_input(&input).map_err(Error::Signature)?;
-                ok &= httpsig::verify(
-                    &params,
-                    &sig,
-                    Some(&digest),
-                    "POST",
-                    "/mesh/heartbeat",
-                    body,
-                    now,
-                    key.verifying_key(),
-                )
-                .is_ok();
+                ok &= httpsig::Signed::from_headers(&headers)
+                    .and_then(|sig| sig.prepare(&target, &headers, body, now))
+                    .and_then(|pending| pending.verify(key.verifying_key()))
+                    .is_ok();
             }
             "signature_verify" | "heartbeat_cpu" => {
                 // As a request is checked: the platform's signature port.
-                let params = httpsig::parse_input(&input).map_err(Error::Signature)?;
-                let pending = httpsig::prepare(
-                    &params,
-                    &sig,
-                    Some(&digest),
-                    "POST",
-                    "/mesh/heartbeat",
-                    body,
-                    now,
-                )
-                .map_err(Error::Signature)?;
+                let pending = httpsig::Signed::from_headers(&headers)
+                    .and_then(|sig| sig.prepare(&target, &headers, body, now))
+                    .map_err(Error::from)?;
                 ok &= s
                     .signatures
                     .verify_p256(&point, pending.base.as_bytes(), &pending.signature)
                     .await?;
                 if b.op == "heartbeat_cpu" {
-                    let t: policy::Telemetry = serde_json::from_slice(body).map_err(|_| {
-                        edgecoder_kernel::Error::InvalidRequest("bench body".into())
-                    })?;
-                    ok &= t.validate().is_ok();
-                    let stored = serde_json::to_value(&t).unwrap_or(Json::Null).to_string();
+                    let t: edgecoder_proto::mesh::Telemetry = serde_json::from_slice(body)
+                        .map_err(|_| {
+                            edgecoder_kernel::Error::InvalidRequest("bench body".into())
+                        })?;
+                    ok &= policy::validate_telemetry(&t).is_ok();
+                    let stored = serde_json::to_string(&t).unwrap_or_default();
                     let (_, p) = policy::for_node(&caps, Some(&t), 0);
                     ok &= !stored.is_empty();
                     ok &= !json!({"node_id": "bench", "status": "active", "policy": p})
@@ -294,7 +300,7 @@ pub fn router(config: &Config) -> Router {
         .route(Method::POST, "/mesh/tasks/{id}/result", h(|s, r| async move { tasks::result(&s, r).await }),
             doc("report_result", "Report a result: the lease holder only, before the lease expires; the first valid result wins", obj(&["lease_id", "ok", "duration_ms"], json!({
                 "lease_id": {"type": "string"}, "ok": {"type": "boolean"}, "output_digest": digest, "output": {"type": "string", "contentEncoding": "base64"},
-                "duration_ms": {"type": "integer"}, "error_code": {"enum": tasks::FAILURE_CODES}, "fuel_used": {"type": "integer"}, "stdout": {"type": "string"}, "stderr": {"type": "string"}})),
+                "duration_ms": {"type": "integer"}, "error_code": {"enum": edgecoder_proto::mesh::FailureCode::ALL.map(|c| c.as_str())}, "fuel_used": {"type": "integer"}, "stdout": {"type": "string"}, "stderr": {"type": "string"}})),
                 signed(vec![ok(200, "{task_id, status, ledger_index}"), err(403, "node_not_active"), err(409, "lease_invalid"), err(422, "digest_mismatch")])))
         .route(Method::GET, "/mesh/tasks/{id}", h(|s, r| async move { tasks::get(&s, r).await }),
             doc("get_task", "A task and its result: its submitter or an operator", None, vec![ok(200, "task"), err(401, "mesh_unauthorized / invalid_token"), err(404, "task_not_found")]))

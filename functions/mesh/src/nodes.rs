@@ -10,33 +10,25 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::audit::{AuditEvent, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::StatusCode;
-use edgecoder_kernel::keys::key_id;
 use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use edgecoder_proto::keys::key_id;
+use edgecoder_proto::mesh::{
+    Capabilities, HeartbeatResponse, NodeStatus, Policy, PolicyReason, RegisterRequest,
+    RegisterResponse, Telemetry, Work,
+};
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::authn::{self, Bearer, Node};
-use crate::policy::{self, Telemetry};
+use crate::policy;
 use crate::{Error, rfc3339};
 
 /// The ledger payload type of approval decisions.
 pub const NODE_APPROVAL_V1: &str = "edgecoder.dev/node-approval/v1";
 /// What a rotation proof signs: this, node id, old key id, new key id.
 pub const ROTATION_CONTEXT: &str = "edgecoder.dev/key-rotation/v1";
-
-/// Whether `id` matches `^[a-z0-9][a-z0-9._-]{2,62}$` and has no `..` (the
-/// enrollment pattern).
-pub fn valid_node_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    (3..=63).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|&c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-        })
-        && !id.contains("..")
-}
 
 /// An audit INSERT for this request.
 pub fn audit(
@@ -87,65 +79,23 @@ fn short_text(v: &str, name: &str, max: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// Declared capabilities.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Capabilities {
-    /// `wasmtime` or `none`.
-    pub sandbox: String,
-    /// CPU cores.
-    pub cpu_cores: u32,
-    /// Installed memory.
-    pub memory_mb: u64,
-    /// GPU description, if any.
-    #[serde(default)]
-    pub gpu: Option<Json>,
-    /// Models the node can serve.
-    #[serde(default)]
-    pub models: Vec<String>,
-}
-
-impl Capabilities {
-    fn validate(&self) -> Result<(), Error> {
-        if !matches!(self.sandbox.as_str(), "wasmtime" | "none") {
-            return Err(invalid(
-                "capabilities.sandbox must be \"wasmtime\" or \"none\".",
-            ));
-        }
-        if !(1..=4096).contains(&self.cpu_cores) || self.memory_mb > 1 << 24 {
-            return Err(invalid(
-                "capabilities.cpu_cores or memory_mb is out of range.",
-            ));
-        }
-        if self
-            .gpu
-            .as_ref()
-            .is_some_and(|g| g.to_string().len() > 1024)
-        {
-            return Err(invalid("capabilities.gpu is at most 1 KiB of JSON."));
-        }
-        if self.models.len() > 32 {
-            return Err(invalid("capabilities.models holds at most 32 names."));
-        }
-        for m in &self.models {
-            short_text(m, "a model name", 128)?;
-        }
-        Ok(())
+/// Range checks on declared capabilities that serde cannot express.
+fn validate_capabilities(c: &Capabilities) -> Result<(), Error> {
+    if !(1..=4096).contains(&c.cpu_cores) || c.memory_mb > 1 << 24 {
+        return Err(invalid(
+            "capabilities.cpu_cores or memory_mb is out of range.",
+        ));
     }
-}
-
-/// `POST /mesh/nodes/register` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Register {
-    enrollment_token: String,
-    node_id: String,
-    kind: String,
-    /// SEC1 point, base64url.
-    public_key: String,
-    os: String,
-    version: String,
-    capabilities: Capabilities,
+    if c.gpu.as_ref().is_some_and(|g| g.to_string().len() > 1024) {
+        return Err(invalid("capabilities.gpu is at most 1 KiB of JSON."));
+    }
+    if c.models.len() > 32 {
+        return Err(invalid("capabilities.models holds at most 32 names."));
+    }
+    for m in &c.models {
+        short_text(m, "a model name", 128)?;
+    }
+    Ok(())
 }
 
 async fn key_taken(s: &Services, kid: &str) -> Result<bool, Error> {
@@ -162,16 +112,11 @@ async fn key_taken(s: &Services, kid: &str) -> Result<bool, Error> {
 
 /// `POST /mesh/nodes/register`.
 pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
-    let body: Register = req.json()?;
-    if !valid_node_id(&body.node_id) {
-        return Err(Error::InvalidNodeId);
-    }
-    if !matches!(body.kind.as_str(), "agent" | "coordinator") {
-        return Err(invalid("kind must be \"agent\" or \"coordinator\"."));
-    }
+    let body: RegisterRequest = req.json()?;
+    authn::node_id(&body.node_id)?;
     short_text(&body.os, "os", 64)?;
     short_text(&body.version, "version", 64)?;
-    body.capabilities.validate()?;
+    validate_capabilities(&body.capabilities)?;
     let key = authn::parse_public_key(&body.public_key)?;
     // Proof of possession: the registration is signed by the key it carries.
     let kid = authn::signed_by_new_key(s, &req, &key).await?;
@@ -197,7 +142,7 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let Some(enrolled) = s
         .identity
-        .redeem_enrollment(&body.enrollment_token, &body.node_id, &body.kind)
+        .redeem_enrollment(&body.enrollment_token, &body.node_id, body.kind.as_str())
         .await?
     else {
         record(
@@ -254,18 +199,17 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
     if !inserted {
         return Err(Error::NodeAlreadyRegistered);
     }
-    let caps_json = serde_json::to_value(&body.capabilities).unwrap_or(Json::Null);
-    let (_, policy) = policy::for_node(&caps_json, None, blacklist_version(s).await?);
+    let (_, policy) = policy::for_node(&body.capabilities, None, blacklist_version(s).await?);
     Ok(json_response(
         StatusCode::CREATED,
         JSON,
-        &json!({
-            "node_id": body.node_id,
-            "kind": body.kind,
-            "status": "pending_approval",
-            "key_id": kid,
-            "policy": policy,
-        }),
+        &RegisterResponse {
+            node_id: body.node_id,
+            kind: body.kind,
+            status: NodeStatus::PendingApproval,
+            key_id: Some(kid),
+            policy: Some(policy),
+        },
     ))
 }
 
@@ -293,7 +237,10 @@ pub async fn rotate(s: &Services, req: Request) -> Result<Response, Error> {
     }
     // A suspended node keeps its key until an operator restores it, so a
     // blacklist keyed on it cannot be dodged.
-    if !matches!(node.status.as_str(), "active" | "pending_approval") {
+    if !matches!(
+        node.status,
+        NodeStatus::Active | NodeStatus::PendingApproval
+    ) {
         return Err(Error::NodeNotActive);
     }
     let body: Rotate = req.json()?;
@@ -387,17 +334,19 @@ impl Decide {
             Decide::Suspend => "suspend",
         }
     }
-    fn to(self) -> &'static str {
+    fn to(self) -> NodeStatus {
         match self {
-            Decide::Approve => "active",
-            Decide::Reject => "rejected",
-            Decide::Suspend => "suspended",
+            Decide::Approve => NodeStatus::Active,
+            Decide::Reject => NodeStatus::Rejected,
+            Decide::Suspend => NodeStatus::Suspended,
         }
     }
-    fn from(self) -> &'static [&'static str] {
+    fn from(self) -> &'static [NodeStatus] {
         match self {
-            Decide::Approve | Decide::Reject => &["pending_approval", "suspended"],
-            Decide::Suspend => &["pending_approval", "active"],
+            Decide::Approve | Decide::Reject => {
+                &[NodeStatus::PendingApproval, NodeStatus::Suspended]
+            }
+            Decide::Suspend => &[NodeStatus::PendingApproval, NodeStatus::Active],
         }
     }
 }
@@ -426,9 +375,7 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
         }
     };
     let actor = format!("user:{}", caller.user_id);
-    if !valid_node_id(&id) {
-        return Err(Error::InvalidNodeId);
-    }
+    authn::node_id(&id)?;
     let body: Decision = if req.body.is_empty() {
         Decision::default()
     } else {
@@ -440,7 +387,7 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
     let Some(node) = authn::load_node(s, &id).await? else {
         return Err(Error::NodeNotFound);
     };
-    if !what.from().contains(&node.status.as_str()) {
+    if !what.from().contains(&node.status) {
         return Err(Error::InvalidTransition);
     }
     let now = s.clock.now_ms();
@@ -460,7 +407,7 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
             vec![
                 id.as_str().into(),
                 node.status.as_str().into(),
-                what.to().into(),
+                what.to().as_str().into(),
                 actor.as_str().into(),
                 Value::Integer(now),
                 body.reason.clone().into(),
@@ -501,7 +448,7 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
                     vec![
                         id.as_str().into(),
                         node.status.as_str().into(),
-                        what.to().into(),
+                        what.to().as_str().into(),
                         Value::Integer(now),
                         before.get_str(0, "decided_by").map(str::to_owned).into(),
                         before.get_i64(0, "decided_at").into(),
@@ -644,7 +591,7 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
 }
 
 /// The blacklist version nodes should hold.
-pub async fn blacklist_version(s: &Services) -> Result<i64, Error> {
+pub async fn blacklist_version(s: &Services) -> Result<u64, Error> {
     let rows = s
         .sql
         .execute(Statement::new(
@@ -652,23 +599,22 @@ pub async fn blacklist_version(s: &Services) -> Result<i64, Error> {
             vec![],
         ))
         .await?;
-    Ok(rows.get_i64(0, "v").unwrap_or(0))
+    Ok(rows
+        .get_i64(0, "v")
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0))
 }
 
 /// The policy of a node from its stored telemetry.
 pub async fn node_policy(
     s: &Services,
     node: &Node,
-) -> Result<(Option<policy::Limits>, Json), Error> {
-    let telemetry: Option<Telemetry> = node
-        .telemetry
-        .clone()
-        .and_then(|t| serde_json::from_value(t).ok());
+) -> Result<(Option<policy::Limits>, Policy), Error> {
     let bl = blacklist_version(s).await?;
-    let (limits, mut p) = policy::for_node(&node.capabilities, telemetry.as_ref(), bl);
-    if node.status != "active" {
-        p["work"] = json!("none");
-        p["reason"] = json!("node_not_active");
+    let (limits, mut p) = policy::for_node(&node.capabilities, node.telemetry.as_ref(), bl);
+    if node.status != NodeStatus::Active {
+        p.work = Work::None;
+        p.reason = PolicyReason::NodeNotActive;
         return Ok((None, p));
     }
     Ok((limits, p))
@@ -679,28 +625,28 @@ pub async fn node_policy(
 /// rejected node may not.
 pub async fn heartbeat(s: &Services, req: Request) -> Result<Response, Error> {
     let mut node = authn::signed_node(s, &req).await?;
-    if node.status == "rejected" {
+    if node.status == NodeStatus::Rejected {
         return Err(Error::NodeNotActive);
     }
     let t: Telemetry = req.json()?;
-    t.validate()?;
-    let stored = serde_json::to_value(&t).unwrap_or(Json::Null);
+    policy::validate_telemetry(&t)?;
+    let stored = serde_json::to_string(&t).unwrap_or_default();
     s.sql
         .execute(Statement::new(
             "UPDATE mesh_nodes SET telemetry = ?2, last_heartbeat_at = ?3 WHERE node_id = ?1",
             vec![
                 node.node_id.as_str().into(),
-                stored.to_string().into(),
+                stored.into(),
                 Value::Integer(s.clock.now_ms()),
             ],
         ))
         .await?;
-    node.telemetry = Some(stored);
-    let (_, p) = node_policy(s, &node).await?;
-    Ok(ok_json(&json!({
-        "node_id": node.node_id,
-        "status": node.status,
-        "policy": p,
-        "heartbeat_interval_secs": policy::HEARTBEAT_INTERVAL_SECS,
-    })))
+    node.telemetry = Some(t);
+    let (_, policy) = node_policy(s, &node).await?;
+    Ok(ok_json(&HeartbeatResponse {
+        node_id: node.node_id,
+        status: node.status,
+        policy,
+        heartbeat_interval_secs: policy::HEARTBEAT_INTERVAL_SECS,
+    }))
 }

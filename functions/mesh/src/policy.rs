@@ -25,15 +25,16 @@
 //! Every device but a server is `idle_only`: the agent runs work only while
 //! its user is not using the machine.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Value as Json, json};
+use edgecoder_proto::mesh::{
+    Capabilities, DeviceType, Policy, PolicyReason, Sandbox, TaskKind, Telemetry, Thermal, Work,
+};
 
 use crate::Error;
 
 /// Bumped whenever this table or the limits change meaning.
-pub const POLICY_VERSION: i64 = 1;
+pub const POLICY_VERSION: u64 = 1;
 /// Task kinds the coordinator schedules.
-pub const TASK_KINDS: [&str; 1] = ["wasm"];
+pub const TASK_KINDS: [TaskKind; 1] = [TaskKind::Wasm];
 /// Largest task timeout anyone may ask for.
 pub const MAX_TIMEOUT_MS: i64 = 300_000;
 /// Largest task memory anyone may ask for.
@@ -47,122 +48,38 @@ pub const SMALL_MEMORY_MB: i64 = 64;
 /// "Small" task fuel.
 pub const SMALL_FUEL: i64 = 1_000_000_000;
 /// How often nodes should heartbeat.
-pub const HEARTBEAT_INTERVAL_SECS: i64 = 10;
+pub const HEARTBEAT_INTERVAL_SECS: u64 = 10;
 
-/// Thermal pressure as the OS reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Thermal {
-    /// No pressure.
-    Nominal,
-    /// Slightly elevated.
-    Fair,
-    /// Throttling.
-    Serious,
-    /// Severe throttling.
-    Critical,
-}
-
-/// What kind of device a node runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceType {
-    /// Phone.
-    Phone,
-    /// Tablet.
-    Tablet,
-    /// Laptop.
-    Laptop,
-    /// Desktop.
-    Desktop,
-    /// Server.
-    Server,
-}
-
-/// `POST /mesh/heartbeat` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Telemetry {
-    /// CPU use, 0–100.
-    pub cpu_percent: f64,
-    /// Memory in use.
-    pub memory_used_mb: u64,
-    /// Memory installed.
-    #[serde(default)]
-    pub memory_total_mb: Option<u64>,
-    /// Battery charge, 0–100; absent without a battery.
-    #[serde(default)]
-    pub battery_percent: Option<f64>,
-    /// Plugged in.
-    pub on_external_power: bool,
-    /// OS low-power mode.
-    #[serde(default)]
-    pub low_power_mode: bool,
-    /// Thermal state.
-    pub thermal_state: Thermal,
-    /// Device type.
-    pub device_type: DeviceType,
-    /// Whether the sandbox initialised.
-    pub sandbox_ready: bool,
-    /// The loaded model, if any.
-    #[serde(default)]
-    pub active_model: Option<String>,
-}
-
-impl Telemetry {
-    /// Range checks serde cannot express.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: &str| Err(edgecoder_kernel::Error::InvalidRequest(m.into()).into());
-        if !(0.0..=100.0).contains(&self.cpu_percent) {
-            return bad("cpu_percent must be 0 to 100.");
-        }
-        if self
-            .battery_percent
-            .is_some_and(|b| !(0.0..=100.0).contains(&b))
-        {
-            return bad("battery_percent must be 0 to 100.");
-        }
-        if self.active_model.as_ref().is_some_and(|m| m.len() > 128) {
-            return bad("active_model is at most 128 characters.");
-        }
-        Ok(())
+/// Range checks serde cannot express.
+pub fn validate_telemetry(t: &Telemetry) -> Result<(), Error> {
+    let bad = |m: &str| Err(edgecoder_kernel::Error::InvalidRequest(m.into()).into());
+    if !(0.0..=100.0).contains(&t.cpu_percent) {
+        return bad("cpu_percent must be 0 to 100.");
     }
-}
-
-/// How much work the power table allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Work {
-    /// Anything within the node's limits.
-    Any,
-    /// Small tasks only.
-    Small,
-    /// Nothing.
-    None,
-}
-
-impl Work {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Work::Any => "any",
-            Work::Small => "small",
-            Work::None => "none",
-        }
+    if t.battery_percent
+        .is_some_and(|b| !(0.0..=100.0).contains(&b))
+    {
+        return bad("battery_percent must be 0 to 100.");
     }
+    if t.active_model.as_ref().is_some_and(|m| m.len() > 128) {
+        return bad("active_model is at most 128 characters.");
+    }
+    Ok(())
 }
 
 /// The power table's decision for the last telemetry.
-pub fn power(t: Option<&Telemetry>) -> (Work, &'static str) {
+pub fn power(t: Option<&Telemetry>) -> (Work, PolicyReason) {
     use DeviceType::*;
+    use PolicyReason as R;
     let Some(t) = t else {
-        return (Work::None, "no_telemetry");
+        return (Work::None, R::NoTelemetry);
     };
     if !t.sandbox_ready {
-        return (Work::None, "sandbox_not_ready");
+        return (Work::None, R::SandboxNotReady);
     }
     match t.thermal_state {
-        Thermal::Serious => return (Work::None, "thermal_serious"),
-        Thermal::Critical => return (Work::None, "thermal_critical"),
+        Thermal::Serious => return (Work::None, R::ThermalSerious),
+        Thermal::Critical => return (Work::None, R::ThermalCritical),
         _ => {}
     }
     let battery = if t.on_external_power {
@@ -173,30 +90,30 @@ pub fn power(t: Option<&Telemetry>) -> (Work, &'static str) {
     match t.device_type {
         Phone | Tablet => {
             if t.low_power_mode {
-                return (Work::None, "low_power_mode");
+                return (Work::None, R::LowPowerMode);
             }
             if battery.is_some_and(|b| b < 20.0) {
-                return (Work::None, "battery_low");
+                return (Work::None, R::BatteryLow);
             }
         }
         Laptop => {
             if battery.is_some_and(|b| b < 15.0) {
-                return (Work::None, "battery_low");
+                return (Work::None, R::BatteryLow);
             }
         }
         Desktop | Server => {}
     }
     if t.device_type == Server {
-        return (Work::Any, "unrestricted");
+        return (Work::Any, R::Unrestricted);
     }
     if t.cpu_percent >= 85.0 {
-        return (Work::None, "device_busy");
+        return (Work::None, R::DeviceBusy);
     }
     match t.device_type {
-        Phone | Tablet if !t.on_external_power => (Work::Small, "on_battery"),
-        Laptop if battery.is_some_and(|b| b < 40.0) => (Work::Small, "battery_medium"),
-        Laptop if t.low_power_mode => (Work::Small, "low_power_mode"),
-        _ => (Work::Any, "ok"),
+        Phone | Tablet if !t.on_external_power => (Work::Small, R::OnBattery),
+        Laptop if battery.is_some_and(|b| b < 40.0) => (Work::Small, R::BatteryMedium),
+        Laptop if t.low_power_mode => (Work::Small, R::LowPowerMode),
+        _ => (Work::Any, R::Ok),
     }
 }
 
@@ -211,19 +128,19 @@ pub struct Limits {
     pub fuel: i64,
 }
 
-/// The node's policy: its limits, and the JSON it receives.
+/// The node's policy: its limits, and what it is told.
 pub fn for_node(
-    capabilities: &Json,
+    capabilities: &Capabilities,
     telemetry: Option<&Telemetry>,
-    blacklist_version: i64,
-) -> (Option<Limits>, Json) {
-    let sandboxed = capabilities["sandbox"].as_str() == Some("wasmtime");
+    blacklist_version: u64,
+) -> (Option<Limits>, Policy) {
+    let sandboxed = capabilities.sandbox == Sandbox::Wasmtime;
     // A quarter of the device's memory, so a task cannot starve its owner.
-    let device_mb = capabilities["memory_mb"].as_i64().unwrap_or(0);
+    let device_mb = i64::try_from(capabilities.memory_mb).unwrap_or(i64::MAX);
     let memory_cap = (device_mb / 4).clamp(16, MAX_MEMORY_MB);
     let (mut work, mut reason) = power(telemetry);
     if !sandboxed {
-        (work, reason) = (Work::None, "no_sandbox");
+        (work, reason) = (Work::None, PolicyReason::NoSandbox);
     }
     let limits = match work {
         Work::Any => Some(Limits {
@@ -236,26 +153,30 @@ pub fn for_node(
             memory_mb: memory_cap.min(SMALL_MEMORY_MB),
             fuel: SMALL_FUEL,
         }),
-        Work::None => None,
+        Work::None | Work::Unknown => None,
     };
     let idle_only = telemetry.is_none_or(|t| t.device_type != DeviceType::Server);
-    let kinds: &[&str] = if sandboxed { &TASK_KINDS } else { &[] };
     let shown = limits.unwrap_or(Limits {
         timeout_ms: 0,
         memory_mb: 0,
         fuel: 0,
     });
-    let policy = json!({
-        "allowed_task_kinds": kinds,
-        "max_memory_mb": shown.memory_mb,
-        "max_fuel": shown.fuel,
-        "max_timeout_ms": shown.timeout_ms,
-        "work": work.as_str(),
-        "reason": reason,
-        "idle_only": idle_only,
-        "policy_version": POLICY_VERSION,
-        "blacklist_version": blacklist_version,
-    });
+    let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
+    let policy = Policy {
+        allowed_task_kinds: if sandboxed {
+            TASK_KINDS.to_vec()
+        } else {
+            Vec::new()
+        },
+        max_memory_mb: unsigned(shown.memory_mb),
+        max_fuel: unsigned(shown.fuel),
+        max_timeout_ms: unsigned(shown.timeout_ms),
+        work,
+        reason,
+        idle_only,
+        policy_version: POLICY_VERSION,
+        blacklist_version,
+    };
     (limits, policy)
 }
 
@@ -281,43 +202,54 @@ mod tests {
     #[test]
     fn the_power_table() {
         use DeviceType::*;
+        use PolicyReason as R;
         let cases = [
-            (t(Phone, Some(50.0), false), Work::Small, "on_battery"),
-            (t(Phone, Some(19.0), false), Work::None, "battery_low"),
-            (t(Phone, Some(19.0), true), Work::Any, "ok"),
-            (t(Laptop, Some(14.0), false), Work::None, "battery_low"),
-            (t(Laptop, Some(30.0), false), Work::Small, "battery_medium"),
-            (t(Laptop, Some(30.0), true), Work::Any, "ok"),
-            (t(Laptop, Some(90.0), false), Work::Any, "ok"),
-            (t(Server, None, true), Work::Any, "unrestricted"),
+            (t(Phone, Some(50.0), false), Work::Small, R::OnBattery),
+            (t(Phone, Some(19.0), false), Work::None, R::BatteryLow),
+            (t(Phone, Some(19.0), true), Work::Any, R::Ok),
+            (t(Laptop, Some(14.0), false), Work::None, R::BatteryLow),
+            (t(Laptop, Some(30.0), false), Work::Small, R::BatteryMedium),
+            (t(Laptop, Some(30.0), true), Work::Any, R::Ok),
+            (t(Laptop, Some(90.0), false), Work::Any, R::Ok),
+            (t(Server, None, true), Work::Any, R::Unrestricted),
         ];
         for (tel, work, reason) in cases {
             assert_eq!(power(Some(&tel)), (work, reason), "{tel:?}");
         }
         let mut phone = t(Phone, Some(90.0), true);
         phone.low_power_mode = true;
-        assert_eq!(power(Some(&phone)), (Work::None, "low_power_mode"));
+        assert_eq!(power(Some(&phone)), (Work::None, R::LowPowerMode));
         let mut hot = t(Server, None, true);
         hot.thermal_state = Thermal::Critical;
-        assert_eq!(power(Some(&hot)), (Work::None, "thermal_critical"));
+        assert_eq!(power(Some(&hot)), (Work::None, R::ThermalCritical));
         let mut busy = t(Desktop, None, true);
         busy.cpu_percent = 95.0;
-        assert_eq!(power(Some(&busy)), (Work::None, "device_busy"));
-        assert_eq!(power(None), (Work::None, "no_telemetry"));
+        assert_eq!(power(Some(&busy)), (Work::None, R::DeviceBusy));
+        assert_eq!(power(None), (Work::None, R::NoTelemetry));
+    }
+
+    fn caps(sandbox: Sandbox, memory_mb: u64) -> Capabilities {
+        Capabilities {
+            sandbox,
+            cpu_cores: 2,
+            memory_mb,
+            gpu: None,
+            models: Vec::new(),
+        }
     }
 
     #[test]
     fn nodes_without_a_sandbox_get_no_work() {
-        let caps = json!({"sandbox": "none", "memory_mb": 8192});
+        let caps = caps(Sandbox::None, 8192);
         let (limits, policy) = for_node(&caps, Some(&t(DeviceType::Server, None, true)), 0);
         assert!(limits.is_none());
-        assert_eq!(policy["reason"], "no_sandbox");
-        assert_eq!(policy["allowed_task_kinds"], json!([]));
+        assert_eq!(policy.reason, PolicyReason::NoSandbox);
+        assert!(policy.allowed_task_kinds.is_empty());
     }
 
     #[test]
     fn memory_is_a_quarter_of_the_device() {
-        let caps = json!({"sandbox": "wasmtime", "memory_mb": 1024});
+        let caps = caps(Sandbox::Wasmtime, 1024);
         let (limits, _) = for_node(&caps, Some(&t(DeviceType::Server, None, true)), 3);
         assert_eq!(limits.map(|l| l.memory_mb), Some(256));
     }

@@ -12,6 +12,10 @@ use edgecoder_kernel::audit::Outcome;
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode};
 use edgecoder_kernel::{Request, Response, Rows, Services, Statement, Value};
+use edgecoder_proto::mesh::{
+    Blob, FailureCode, NoTaskReason, PolicyReason, PullResponse, Resources as TaskResources, Task,
+    TaskKind, TaskResult,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -30,18 +34,6 @@ pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
 const MAX_LOG_CHARS: usize = 16 * 1024;
 /// Why a 204 from `pull` carries no task.
 pub const REASON_HEADER: &str = "edgecoder-reason";
-
-/// Failure codes an agent may report.
-pub const FAILURE_CODES: [&str; 8] = [
-    "snapshot_digest_mismatch",
-    "outside_subset",
-    "timeout",
-    "fuel_exhausted",
-    "memory_exceeded",
-    "trap",
-    "link_error",
-    "output_too_large",
-];
 
 fn invalid(m: &str) -> Error {
     edgecoder_kernel::Error::InvalidRequest(m.to_owned()).into()
@@ -84,7 +76,7 @@ pub struct Resources {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Submit {
-    kind: String,
+    kind: TaskKind,
     module: BlobRef,
     input: BlobRef,
     timeout_ms: i64,
@@ -163,7 +155,7 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
         authn::SUBMIT_PER_MINUTE,
     )
     .await?;
-    if !TASK_KINDS.contains(&body.kind.as_str()) {
+    if !TASK_KINDS.contains(&body.kind) {
         record(
             s,
             &req,
@@ -306,11 +298,11 @@ pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
     Ok(())
 }
 
-fn no_task(reason: &'static str) -> Response {
+fn no_task(reason: NoTaskReason) -> Response {
     let mut resp = Response::new(Vec::new());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     resp.headers_mut()
-        .insert(REASON_HEADER, HeaderValue::from_static(reason));
+        .insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
     resp
 }
 
@@ -336,11 +328,10 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
     sweep(s, &req).await?;
     let (limits, p) = node_policy(s, &node).await?;
     let Some(limits) = limits else {
-        let reason = p["reason"].as_str().unwrap_or("");
-        return Ok(no_task(if reason == "no_sandbox" {
-            "outside_subset"
+        return Ok(no_task(if p.reason == PolicyReason::NoSandbox {
+            NoTaskReason::OutsideSubset
         } else {
-            "power_deferred"
+            NoTaskReason::PowerDeferred
         }));
     };
     let now = s.clock.now_ms();
@@ -383,7 +374,7 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
                 ))
                 .await?;
             if waiting.rows.is_empty() {
-                return Ok(no_task("no_work"));
+                return Ok(no_task(NoTaskReason::NoWork));
             }
             continue;
         }
@@ -402,43 +393,36 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
             json!({"lease_id": lease, "attempt": rows.get_i64(0, "attempts"), "lease_expires_at": expires}),
         )
         .await?;
-        return Ok(ok_json(&json!({
-            "task": {
-                "id": id,
-                "kind": text("kind"),
-                "module": {"digest": module, "bytes": blob_b64(&stored, &module)},
-                "input": {"digest": input, "bytes": blob_b64(&stored, &input)},
-                "timeout_ms": rows.get_i64(0, "timeout_ms"),
-                "resources": {"memory_mb": rows.get_i64(0, "memory_mb"), "fuel": rows.get_i64(0, "fuel")},
+        let unsigned = |c: &str| {
+            rows.get_i64(0, c)
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0)
+        };
+        let task = Task {
+            id,
+            kind: TaskKind::Wasm,
+            module: Some(Blob {
+                bytes: blob_b64(&stored, &module).unwrap_or_default(),
+                digest: module,
+            }),
+            input: Some(Blob {
+                bytes: blob_b64(&stored, &input).unwrap_or_default(),
+                digest: input,
+            }),
+            timeout_ms: unsigned("timeout_ms"),
+            resources: TaskResources {
+                memory_mb: unsigned("memory_mb"),
+                fuel: unsigned("fuel"),
             },
-            "lease_id": lease,
-            "lease_expires_at": rfc3339(expires),
-            "policy_version": p["policy_version"],
-        })));
+        };
+        return Ok(ok_json(&PullResponse {
+            task: serde_json::to_value(&task).unwrap_or(Json::Null),
+            lease_id: lease,
+            lease_expires_at: rfc3339(expires),
+            policy_version: p.policy_version,
+        }));
     }
-    Ok(no_task("no_work"))
-}
-
-/// `POST /mesh/tasks/{id}/result` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskResult {
-    lease_id: String,
-    ok: bool,
-    #[serde(default)]
-    output_digest: Option<String>,
-    /// Base64 (standard alphabet).
-    #[serde(default)]
-    output: Option<String>,
-    duration_ms: i64,
-    #[serde(default)]
-    error_code: Option<String>,
-    #[serde(default)]
-    fuel_used: Option<i64>,
-    #[serde(default)]
-    stdout: Option<String>,
-    #[serde(default)]
-    stderr: Option<String>,
+    Ok(no_task(NoTaskReason::NoWork))
 }
 
 fn capped(s: &Option<String>) -> Option<String> {
@@ -451,9 +435,6 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     let node = authn::active_node(s, &req).await?;
     let id = req.param("id").unwrap_or_default().to_owned();
     let body: TaskResult = req.json()?;
-    if body.duration_ms < 0 || body.fuel_used.is_some_and(|f| f < 0) {
-        return Err(invalid("duration_ms and fuel_used must not be negative."));
-    }
     let output = match (&body.ok, &body.output, &body.output_digest) {
         (true, Some(b64), Some(digest)) => {
             let bytes = STANDARD
@@ -473,11 +454,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
             ));
         }
         (false, None, None) => {
-            if !body
-                .error_code
-                .as_deref()
-                .is_some_and(|c| FAILURE_CODES.contains(&c))
-            {
+            if body.error_code.is_none() {
                 return Err(invalid("a failed result carries a known error_code."));
             }
             None
@@ -493,10 +470,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     // transfer fault, and a timeout may be a slow device: the task goes back
     // to the queue while attempts remain. The other failures are properties
     // of the module and would recur anywhere.
-    let retry = matches!(
-        body.error_code.as_deref(),
-        Some("snapshot_digest_mismatch" | "timeout")
-    );
+    let retry = body.error_code.is_some_and(FailureCode::is_retryable);
     let new_status = if body.ok { "completed" } else { "failed" };
     let summary = json!({
         "ok": body.ok,
@@ -524,7 +498,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
                 body.lease_id.as_str().into(),
                 node.node_id.as_str().into(),
                 new_status.into(),
-                body.error_code.clone().into(),
+                body.error_code.map(FailureCode::as_str).into(),
                 Value::Integer(i64::from(retry)),
                 summary.to_string().into(),
                 output.into(),

@@ -34,7 +34,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use http::HeaderMap;
+pub use http::{HeaderMap, HeaderName, HeaderValue};
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use sfv::{BareItem, Dictionary, FieldType, InnerList, Item, ListEntry, Parser};

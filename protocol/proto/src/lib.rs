@@ -17,7 +17,7 @@
 pub mod httpsig;
 pub mod keys;
 pub mod mesh;
-mod node_id;
+pub mod node_id;
 
 pub use node_id::NodeId;
 

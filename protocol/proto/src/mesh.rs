@@ -366,28 +366,45 @@ impl std::fmt::Display for PolicyReason {
     }
 }
 
-/// The coordinator's policy for a node, decided on the coordinator.
+/// The coordinator's policy for a node, decided on the coordinator. A field
+/// a coordinator leaves out reads as its most restrictive value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// Task kinds the node may run.
+    #[serde(default)]
     pub allowed_task_kinds: Vec<TaskKind>,
     /// Most memory a task may ask for, MiB.
+    #[serde(default)]
     pub max_memory_mb: u64,
     /// Most fuel a task may ask for.
+    #[serde(default)]
     pub max_fuel: u64,
     /// Longest timeout a task may ask for, ms.
+    #[serde(default)]
     pub max_timeout_ms: u64,
     /// How much work is allowed now.
+    #[serde(default = "no_work")]
     pub work: Work,
     /// Why.
+    #[serde(default = "unknown_reason")]
     pub reason: PolicyReason,
     /// Work only while the device's user is idle (every device but servers).
     #[serde(default = "yes")]
     pub idle_only: bool,
     /// Version of the policy table.
+    #[serde(default)]
     pub policy_version: u64,
     /// Version of the blacklist the policy reflects.
+    #[serde(default)]
     pub blacklist_version: u64,
+}
+
+fn no_work() -> Work {
+    Work::None
+}
+
+fn unknown_reason() -> PolicyReason {
+    PolicyReason::Unknown
 }
 
 fn yes() -> bool {
@@ -636,5 +653,8 @@ mod tests {
         );
         assert_eq!(p.reason, PolicyReason::Unknown);
         assert!(p.idle_only && !p.wants_no_work());
+        let sparse: Policy = serde_json::from_str(r#"{"reason":"ok"}"#).expect("lenient");
+        assert!(sparse.wants_no_work() && sparse.allowed_task_kinds.is_empty());
+        assert_eq!(sparse.max_fuel, 0);
     }
 }

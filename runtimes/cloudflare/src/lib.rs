@@ -450,9 +450,17 @@ async fn fetch(
         config,
     });
     let limit = services.config.max_body_bytes;
+    // The URL the client addressed, as Cloudflare's edge received it: what
+    // RFC 9421 derives `@scheme`, `@authority` and `@target-uri` from.
+    let authority = url.host_str().map(|h| match url.port() {
+        Some(p) => format!("{h}:{p}"),
+        None => h.to_owned(),
+    });
     let ctx = edgecoder_kernel::RequestContext {
         request_id,
         client_ip,
+        scheme: Some(url.scheme().to_owned()),
+        authority,
     };
 
     let mut headers = HeaderMap::new();

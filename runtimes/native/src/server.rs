@@ -203,7 +203,17 @@ async fn handle(
         forwarded,
         &services.config.trusted_proxies,
     );
-    let ctx = services.new_context(Some(client_ip));
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let (scheme, authority) = edgecoder_kernel::context::origin_behind_proxies(
+        peer.ip(),
+        header("host"),
+        header("x-forwarded-proto"),
+        header("x-forwarded-host"),
+        &services.config.trusted_proxies,
+    );
+    let mut ctx = services.new_context(Some(client_ip));
+    ctx.scheme = Some(scheme);
+    ctx.authority = authority;
     let (parts, body) = req.into_parts();
     let path_and_query = parts
         .uri

@@ -103,6 +103,7 @@ impl Env {
         let ctx = RequestContext {
             request_id: self.services.new_id(),
             client_ip: "192.0.2.7".parse().ok(),
+            ..Default::default()
         };
         let mut req = Request::new(method, path, ctx);
         if let Some(b) = body {
@@ -534,6 +535,7 @@ fn hsts_only_when_served_over_https() {
             let ctx = RequestContext {
                 request_id: "r".into(),
                 client_ip: None,
+                ..Default::default()
             };
             let resp = e
                 .router
@@ -739,6 +741,7 @@ mod oauth {
             let ctx = RequestContext {
                 request_id: self.services.new_id(),
                 client_ip: "192.0.2.7".parse().ok(),
+                ..Default::default()
             };
             let mut req = Request::new(Method::GET, path, ctx);
             if let Some(c) = cookie {

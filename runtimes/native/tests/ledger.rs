@@ -115,6 +115,7 @@ fn checkpoints_wait_for_the_interval_unless_forced() {
             let ctx = edgecoder_kernel::RequestContext {
                 request_id: "r".into(),
                 client_ip: None,
+                ..Default::default()
             };
             edgecoder_kernel::Request::new(
                 edgecoder_kernel::http_types::Method::GET,

@@ -12,17 +12,20 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use edgecoder_gateway::Selection;
 use edgecoder_kernel::http_types::{HeaderName, HeaderValue, Method, header};
-use edgecoder_kernel::keys::key_id;
 use edgecoder_kernel::{
     Clock, CollectDeferred, Config, Error, LedgerClient, Request, RequestContext, Router, Services,
-    Sql, Statement, async_trait, httpsig, migrations,
+    Sql, Statement, async_trait, migrations,
 };
 use edgecoder_native::platform::{NativeConfig, OsRng, SystemClock, UreqOutbound};
 use edgecoder_native::sqlite::{Db, SqliteKv};
+use edgecoder_proto::httpsig::{self, Target};
+use edgecoder_proto::keys::key_id;
 use p256::ecdsa::SigningKey;
 use serde_json::{Value as Json, json};
 
 const PASSWORD: &str = "correct horse battery staple";
+/// Where the in-process coordinator is addressed.
+const AUTHORITY: &str = "edge.test";
 
 struct TestClock(Cell<i64>);
 impl Clock for TestClock {
@@ -118,6 +121,8 @@ impl Env {
         req.ctx = RequestContext {
             request_id: self.services.new_id(),
             client_ip: "192.0.2.7".parse().ok(),
+            scheme: Some("http".into()),
+            authority: Some(AUTHORITY.into()),
         };
         let resp = self.router.handle(self.services.clone(), req).await;
         let status = resp.status().as_u16();
@@ -131,6 +136,7 @@ impl Env {
         let ctx = RequestContext {
             request_id: String::new(),
             client_ip: None,
+            ..Default::default()
         };
         let mut req = Request::new(method, path, ctx);
         if let Some(b) = body {
@@ -164,20 +170,21 @@ impl Env {
     fn signed(&self, node: &Node, method: Method, path: &str, body: &Json) -> Request {
         let mut req = Self::request(method.clone(), path, Some(body));
         let nonce = format!("{:x}", self.clock.now_ms()) + &self.services.new_id();
-        let (digest, input, sig) = httpsig::sign(
+        let target = Target::from_url(method.as_str(), &format!("http://{AUTHORITY}{path}"))
+            .expect("target");
+        let h = httpsig::sign(
             &node.key,
             &key_id(node.key.verifying_key()),
             &nonce,
             self.clock.now_ms() / 1000,
-            method.as_str(),
-            path,
+            &target,
             &req.body,
         )
         .expect("sign");
         for (name, value) in [
-            ("content-digest", digest),
-            ("signature-input", input),
-            ("signature", sig),
+            ("content-digest", h.content_digest),
+            ("signature-input", h.signature_input),
+            ("signature", h.signature),
         ] {
             req.headers.insert(
                 HeaderName::from_static(name),

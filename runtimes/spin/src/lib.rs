@@ -576,9 +576,12 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
         }
     }
+    let (scheme, authority) = addressed(&headers);
     let ctx = edgecoder_kernel::RequestContext {
         request_id,
         client_ip,
+        scheme,
+        authority,
     };
     let mut kreq = Request::new(method, &path_and_query, ctx);
     kreq.headers = headers;
@@ -591,6 +594,26 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     respond(out, resp).await;
     for task in DEFERRED.with(|d| d.take()) {
         task.await;
+    }
+}
+
+/// The scheme and authority the client addressed, from `spin-full-url`,
+/// which the Spin host sets (replacing any the client sent) to the URL it
+/// received: what RFC 9421 derives `@scheme`, `@authority` and
+/// `@target-uri` from.
+fn addressed(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let Some(url) = headers.get("spin-full-url").and_then(|v| v.to_str().ok()) else {
+        return (None, None);
+    };
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            (
+                Some(scheme.to_ascii_lowercase()),
+                (!authority.is_empty()).then(|| authority.to_owned()),
+            )
+        }
+        None => (None, None),
     }
 }
 

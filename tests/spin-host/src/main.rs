@@ -3,9 +3,9 @@
 //!
 //! In scope: what the EdgeCoder conformance suite needs from Spin and nothing
 //! more: HTTP trigger routing as Spin does it, per-request instances through
-//! `wasi:http/incoming-handler`, the `spin-client-addr` header, and the
-//! `fermyon:spin` key-value, sqlite and variables interfaces with Spin's
-//! least-privilege rules. The Spin CLI is on no registry this project can
+//! `wasi:http/incoming-handler`, the `spin-client-addr` and `spin-full-url`
+//! headers, and the `fermyon:spin` key-value, sqlite and variables interfaces
+//! with Spin's least-privilege rules. The Spin CLI is on no registry this project can
 //! reach, so this host stands in for `spin up` in tests; operators use Spin.
 //!
 //! Outbound HTTP is checked against the component's `allowed_outbound_hosts`
@@ -151,8 +151,18 @@ impl Server {
                 .body(body.map_err(|never| match never {}).boxed_unsync())?);
         };
         let served = &self.served[route.component];
-        // Spin sets these itself; a client cannot supply them.
+        // Spin sets these itself; a client cannot supply them. `spin-full-url`
+        // is the URL as the client addressed it (the `Host` it sent).
+        let full_url = format!(
+            "http://{}{}",
+            req.headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default(),
+            req.uri().path_and_query().map_or("/", |p| p.as_str())
+        );
         let headers = req.headers_mut();
+        headers.insert("spin-full-url", full_url.parse()?);
         headers.insert("spin-client-addr", peer.to_string().parse()?);
         headers.insert(
             "spin-path-info",

@@ -19,6 +19,8 @@ use edgecoder_kernel::audit::Outcome;
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::StatusCode;
 use edgecoder_kernel::{Request, Response, Services, Sql, Statement, Value};
+use edgecoder_proto::NodeId;
+use edgecoder_proto::mesh::NodeKind;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -31,21 +33,15 @@ pub const ENROLLMENT_TOKEN_MS: i64 = 3600 * 1000;
 /// Enrollment token prefix.
 pub const ENROLLMENT_PREFIX: &str = "ect_";
 
-/// Whether `id` matches `^[a-z0-9][a-z0-9._-]{2,62}$` and has no `..`.
-pub fn valid_node_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    (3..=63).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|&c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-        })
-        && !id.contains("..")
+/// Whether `id` is a node id (`edgecoder_proto::NodeId`, the one definition).
+fn valid_node_id(id: &str) -> bool {
+    NodeId::is_valid(id)
 }
 
 fn valid_kind(kind: &str) -> Result<(), Error> {
-    match kind {
-        "agent" | "coordinator" => Ok(()),
-        _ => Err(edgecoder_kernel::Error::InvalidRequest(
+    match NodeKind::parse(kind) {
+        Some(_) => Ok(()),
+        None => Err(edgecoder_kernel::Error::InvalidRequest(
             "kind must be \"agent\" or \"coordinator\".".into(),
         )
         .into()),
@@ -346,31 +342,6 @@ pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error>
             )
             .await?;
             Err(e)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_ids_follow_the_pattern() {
-        for ok in ["abc", "laptop-01", "gpu.host_2", "0ab"] {
-            assert!(valid_node_id(ok), "{ok}");
-        }
-        for bad in [
-            "%%%",
-            "../x",
-            "ab",
-            "-ab",
-            "Abc",
-            "a..b",
-            "a/b",
-            "",
-            &"a".repeat(64),
-        ] {
-            assert!(!valid_node_id(bad), "{bad}");
         }
     }
 }
