@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Identity and mesh benchmarks: CPU per credential operation, per signed
-# heartbeat and per request inside workerd (wrangler dev, the release Worker
-# build) and natively (release binary), native throughput, and the agent's
-# sandbox overhead. Prints the tables bench/README.md records.
+# heartbeat and per request inside workerd (wrangler dev, the Worker's
+# release profile with the bench routes built in) and natively (release
+# binary, likewise), native throughput, and the agent's sandbox overhead. Prints the tables bench/README.md records.
 # Run on an otherwise idle machine: `bash bench/run.sh`. The ledger's native
 # SQLite figures come from `cargo run --release -p edgecoder --example ledger_bench`.
 set -euo pipefail
@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 . scripts/setup-tools.sh
 ec_setup_all >&2
 
-cargo build --release --locked -p edgecoder --bin edgecoder
+# The bench routes exist only in builds with the danger-test-routes feature.
+cargo build --release --locked -p edgecoder --bin edgecoder --features danger-test-routes
 cargo build --release --locked -p edgecoder-conformance --example auth_bench --example mesh_bench
-bash scripts/build-worker.sh >&2
+bash scripts/build-worker.sh --test-routes >&2
 BENCH=target/release/examples/auth_bench
 MESH_BENCH=target/release/examples/mesh_bench
 KEY="$(target/release/edgecoder keygen --base64)"
@@ -50,12 +51,13 @@ wait_up http://127.0.0.1:18787
 echo
 echo "# workerd (wrangler dev, D1 + KV)"
 export PATH="$NODE22_BIN:$PATH" WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false CI=true
-"$WRANGLER_BIN" d1 migrations apply edgecoder --local --persist-to "$WORK/workerd" >&2
+"$WRANGLER_BIN" d1 migrations apply edgecoder --local --config tests/wrangler.test.toml \
+  --persist-to "$WORK/workerd" >&2
 var_args=()
 for s in "${SETTINGS[@]}"; do
   name="${s%%=*}"; var_args+=(--var "EDGECODER_${name^^}:${s#*=}")
 done
-"$WRANGLER_BIN" dev --ip 127.0.0.1 --port 18788 --persist-to "$WORK/workerd" \
+"$WRANGLER_BIN" dev --config tests/wrangler.test.toml --ip 127.0.0.1 --port 18788 --persist-to "$WORK/workerd" \
   --show-interactive-dev-session=false --log-level warn "${var_args[@]}" >"$WORK/workerd.log" 2>&1 &
 PIDS+=($!)
 wait_up http://127.0.0.1:18788

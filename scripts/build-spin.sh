@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # Builds the Spin component (spin-sdk 5.2, WASIp2) that spin.toml instantiates
-# once per function, and checks it is a valid component.
+# once per function, and checks it is a valid component: the release build,
+# without test routes.
+#
+# `--test-routes` builds the conformance component instead (the
+# `danger-test-routes` feature) in its own target directory,
+# target/test-routes/wasm32-wasip2/wasm-release/edgecoder_spin.wasm, which the
+# test host serves with `--source`; the release build is never replaced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup-tools.sh
 . scripts/setup-tools.sh
 ec_targets >&2
 ec_wasm_tools
-cargo build -p edgecoder-spin --target wasm32-wasip2 --profile wasm-release >&2
-wasm-tools validate --features all target/wasm32-wasip2/wasm-release/edgecoder_spin.wasm
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+features=()
+if [[ "${1:-}" == "--test-routes" ]]; then
+  target_dir="$target_dir/test-routes"
+  features=(--features danger-test-routes)
+fi
+CARGO_TARGET_DIR="$target_dir" cargo build -p edgecoder-spin --target wasm32-wasip2 --profile wasm-release "${features[@]}" >&2
+wasm-tools validate --features all "$target_dir/wasm32-wasip2/wasm-release/edgecoder_spin.wasm"

@@ -55,16 +55,110 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 /// Builds the workspace's binaries (the same package selection as `cargo
-/// test`, so nothing is rebuilt) and returns the `edgecoder` binary.
+/// test`) and returns the `edgecoder` binary, built with the
+/// `danger-test-routes` feature the suite needs (echo, ports, bench and
+/// outbox routes).
 pub fn edgecoder_binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
-        .args(["build", "--quiet", "--bins"])
+        .args([
+            "build",
+            "--quiet",
+            "--bins",
+            "--features",
+            "edgecoder/danger-test-routes",
+        ])
         .status()
         .expect("cargo build");
     assert!(status.success(), "building the binaries failed");
     target_dir().join("debug").join("edgecoder")
+}
+
+/// The release `edgecoder` binary, as the README's run command builds it
+/// (no test routes).
+pub fn release_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "--release", "-p", "edgecoder"])
+        .status()
+        .expect("cargo build --release");
+    assert!(status.success(), "building the release binary failed");
+    target_dir().join("release").join("edgecoder")
+}
+
+/// Every test-only route, as each function's `testing` module mounts it.
+pub const TEST_ROUTES: [(&str, &str); 9] = [
+    ("POST", "/auth/_test/echo"),
+    ("POST", "/auth/_test/ports"),
+    ("GET", "/auth/_test/outbox"),
+    ("POST", "/auth/_test/bench"),
+    ("POST", "/mesh/_test/echo"),
+    ("POST", "/mesh/_test/ports"),
+    ("POST", "/mesh/_test/bench"),
+    ("POST", "/ledger/_test/echo"),
+    ("POST", "/ledger/_test/ports"),
+];
+
+/// A release deployment started with `insecure_test_routes=true` answers
+/// 404 on every test route and lists none in `/openapi.json`.
+pub fn assert_no_test_routes(base: &str) {
+    let c = crate::Client::new(base);
+    for (method, path) in TEST_ROUTES {
+        let body: &[u8] = if method == "POST" { b"{}" } else { b"" };
+        let r = c
+            .send(method, path, Some("application/json"), body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(
+            r.status, 404,
+            "{method} {path} is served by a release build"
+        );
+    }
+    let doc = c
+        .get("/openapi.json")
+        .expect("openapi")
+        .json()
+        .expect("json");
+    let listed: Vec<&String> = doc["paths"]
+        .as_object()
+        .map(|p| p.keys().filter(|k| k.contains("/_test/")).collect())
+        .unwrap_or_default();
+    assert!(listed.is_empty(), "openapi lists {listed:?}");
+}
+
+/// A release artefact contains none of the test vectors' bytes (the RS256
+/// passkey and ID-token vectors of `functions/auth/testdata`) and none of the
+/// test routes' paths.
+pub fn assert_no_test_vectors(artefact: &Path) {
+    let bytes =
+        std::fs::read(artefact).unwrap_or_else(|e| panic!("reading {}: {e}", artefact.display()));
+    let mut needles: Vec<String> = TEST_ROUTES.iter().map(|(_, p)| (*p).to_owned()).collect();
+    for file in ["rs256.json", "id_token_rs256.json"] {
+        let path = workspace_root().join("functions/auth/testdata").join(file);
+        let text = std::fs::read_to_string(&path).expect("test vector");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        collect_long_strings(&v, &mut needles);
+    }
+    assert!(needles.len() > TEST_ROUTES.len(), "no vector strings found");
+    for needle in &needles {
+        let n = needle.as_bytes();
+        assert!(
+            !bytes.windows(n.len()).any(|w| w == n),
+            "{} contains test-only bytes: {}…",
+            artefact.display(),
+            &needle[..needle.len().min(40)]
+        );
+    }
+}
+
+fn collect_long_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) if s.len() >= 32 => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_long_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_long_strings(x, out)),
+        _ => {}
+    }
 }
 
 /// The `edgecoder-agent` binary (built with the others by [`edgecoder_binary`]).

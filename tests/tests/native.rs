@@ -89,6 +89,18 @@ fn native_state_survives_restart_and_shutdown_is_graceful() {
     assert_eq!(r.status, 200);
 }
 
+/// The release binary (the README's `cargo run --release -p edgecoder`) has
+/// no test routes, even with the setting on, and none of the test vectors'
+/// bytes.
+#[test]
+fn native_release_binary_has_no_test_routes() {
+    let bin = edgecoder_conformance::harness::release_binary();
+    edgecoder_conformance::harness::assert_no_test_vectors(&bin);
+    let dir = tempfile_dir("release");
+    let server = start(&bin, &dir, &[]).owning(dir.clone());
+    edgecoder_conformance::harness::assert_no_test_routes(&server.base);
+}
+
 #[test]
 fn native_files_are_owner_only() {
     let bin = binary();

@@ -3,6 +3,11 @@
 //! `edgecoder-spin-host`, routed and granted stores exactly as `spin.toml`
 //! says, with `fermyon:spin` key-value, sqlite and variables over SQLite.
 //!
+//! The suite runs against the conformance build of the component (the
+//! `danger-test-routes` feature, `scripts/build-spin.sh --test-routes`), which
+//! the host serves in place of the release build with `--source`; the release
+//! build itself is checked by `release_artefacts.rs`.
+//!
 //! Also checks the artefact itself with `wasm-tools`: it must import only the
 //! WASI and `fermyon:spin` interfaces it needs (wasm-tools and the wasm target
 //! come from `scripts/setup-tools.sh`, which the harness runs if needed).
@@ -28,24 +33,21 @@ fn cargo(args: &[&str]) {
     assert!(status.success(), "cargo {args:?} failed");
 }
 
-/// Builds (or confirms up to date) the component and the host.
+/// Builds (or confirms up to date) the conformance component and the host.
 fn build() -> (PathBuf, PathBuf) {
-    // Makes sure the setup ran (it adds the wasm32-wasip2 target).
-    let _ = tool("WASM_TOOLS_BIN");
-    cargo(&[
-        "build",
-        "--quiet",
-        "-p",
-        "edgecoder-spin",
-        "--target",
-        "wasm32-wasip2",
-        "--profile",
-        "wasm-release",
-    ]);
+    let status = Command::new("bash")
+        .current_dir(workspace_root())
+        .args(["scripts/build-spin.sh", "--test-routes"])
+        .status()
+        .expect("bash");
+    assert!(
+        status.success(),
+        "scripts/build-spin.sh --test-routes failed"
+    );
     // The same package selection as `cargo test`, so nothing is rebuilt.
     cargo(&["build", "--quiet", "--bins"]);
     (
-        target_dir().join("wasm32-wasip2/wasm-release/edgecoder_spin.wasm"),
+        target_dir().join("test-routes/wasm32-wasip2/wasm-release/edgecoder_spin.wasm"),
         target_dir().join("debug/edgecoder-spin-host"),
     )
 }
@@ -55,6 +57,19 @@ fn start(host: &Path, tag: &str, vars: &[&str]) -> Server {
 }
 
 fn start_expecting(host: &Path, tag: &str, vars: &[&str], status: u16) -> Server {
+    let (wasm, _) = build();
+    start_serving(host, Some(&wasm), tag, vars, status)
+}
+
+/// Serves `spin.toml` with the component at `source` (`None`: the release
+/// build the manifest names).
+fn start_serving(
+    host: &Path,
+    source: Option<&Path>,
+    tag: &str,
+    vars: &[&str],
+    status: u16,
+) -> Server {
     let port = free_port();
     let data = std::env::temp_dir().join(format!("edgecoder-spin-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
@@ -68,6 +83,9 @@ fn start_expecting(host: &Path, tag: &str, vars: &[&str], status: u16) -> Server
             "--data-dir",
         ])
         .arg(&data);
+    if let Some(source) = source {
+        cmd.arg("--source").arg(source);
+    }
     // The auth component reaches the ledger component through this app.
     cmd.args(["--var", &format!("ledger_url=http://127.0.0.1:{port}")]);
     // The mesh component reaches the auth component the same way.
@@ -130,6 +148,27 @@ fn spin_production_mode_without_signing_key_refuses_to_serve() {
             "must not describe secrets to clients: {body}"
         );
     }
+}
+
+/// The release component (what `spin.toml` names and `spin deploy` ships)
+/// has no test routes, even with the setting on, and none of the test
+/// vectors' bytes.
+#[test]
+fn spin_release_component_has_no_test_routes() {
+    let status = Command::new("bash")
+        .current_dir(workspace_root())
+        .arg("scripts/build-spin.sh")
+        .status()
+        .expect("bash");
+    assert!(status.success(), "scripts/build-spin.sh failed");
+    let (_, host) = build();
+    let release = target_dir().join("wasm32-wasip2/wasm-release/edgecoder_spin.wasm");
+    edgecoder_conformance::harness::assert_no_test_vectors(&release);
+    let key = signing_key_base64();
+    let vars = dev_vars(&key);
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let server = start_serving(&host, None, "release", &vars, 200);
+    edgecoder_conformance::harness::assert_no_test_routes(&server.base);
 }
 
 #[test]

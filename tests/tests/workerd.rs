@@ -1,6 +1,9 @@
 //! Conformance against workerd: the Worker built by `scripts/build-worker.sh`,
 //! served by `wrangler dev` with local D1 and KV, after `wrangler d1
-//! migrations apply --local`, exactly as an operator runs it.
+//! migrations apply --local`, exactly as an operator runs it. The suite runs
+//! against the conformance build (`tests/wrangler.test.toml`: the same code
+//! with the `danger-test-routes` feature); the release Worker of
+//! `wrangler.toml` is checked to have no test routes at all.
 //!
 //! Uses the tools `scripts/setup-tools.sh` installs (wrangler, Node 22,
 //! worker-build and its helpers); the harness installs them if needed.
@@ -15,7 +18,11 @@ use edgecoder_conformance::harness::{
 };
 use edgecoder_conformance::{Client, run_suite};
 
-fn wrangler(args: &[&str], persist: &Path) -> Command {
+/// The conformance Worker's configuration (test routes built in).
+const TEST_CONFIG: &str = "tests/wrangler.test.toml";
+
+/// `wrangler` with `config` (`wrangler.toml` is the release Worker).
+fn wrangler_with(config: &str, args: &[&str], persist: &Path) -> Command {
     let node = tool("NODE22_BIN");
     let path = format!(
         "{}:{}",
@@ -25,6 +32,7 @@ fn wrangler(args: &[&str], persist: &Path) -> Command {
     let mut cmd = Command::new(tool("WRANGLER_BIN"));
     cmd.current_dir(workspace_root())
         .args(args)
+        .args(["--config", config])
         .arg("--persist-to")
         .arg(persist)
         .env("PATH", path)
@@ -41,7 +49,12 @@ fn persist_dir(tag: &str) -> PathBuf {
 }
 
 fn apply_migrations(persist: &Path) {
-    let out = wrangler(
+    apply_migrations_with(TEST_CONFIG, persist);
+}
+
+fn apply_migrations_with(config: &str, persist: &Path) {
+    let out = wrangler_with(
+        config,
         &["d1", "migrations", "apply", "edgecoder", "--local"],
         persist,
     )
@@ -60,6 +73,15 @@ fn start(persist: &Path, key: &str) -> Server {
 }
 
 fn start_with(persist: &Path, key: &str, extra: Vec<(&'static str, String)>) -> Server {
+    start_config(TEST_CONFIG, persist, key, extra)
+}
+
+fn start_config(
+    config: &str,
+    persist: &Path,
+    key: &str,
+    extra: Vec<(&'static str, String)>,
+) -> Server {
     let port = free_port();
     let mut args: Vec<String> = [
         "dev",
@@ -77,7 +99,7 @@ fn start_with(persist: &Path, key: &str, extra: Vec<(&'static str, String)>) -> 
         args.push(format!("{}:{v}", env_name(k)));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cmd = wrangler(&args, persist);
+    let mut cmd = wrangler_with(config, &args, persist);
     cmd.arg("--log-level").arg("warn");
     let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
     // Includes wrangler's custom build (incremental) and workerd start.
@@ -85,6 +107,20 @@ fn start_with(persist: &Path, key: &str, extra: Vec<(&'static str, String)>) -> 
         panic!("wrangler dev did not start: {e}");
     }
     server.owning(persist.to_path_buf())
+}
+
+/// The release Worker (`wrangler.toml`, what `wrangler deploy` ships) has no
+/// test routes, even with the setting on, and none of the test vectors'
+/// bytes.
+#[test]
+fn workerd_release_worker_has_no_test_routes() {
+    let persist = persist_dir("release");
+    apply_migrations_with("wrangler.toml", &persist);
+    let server = start_config("wrangler.toml", &persist, &signing_key_base64(), Vec::new());
+    edgecoder_conformance::harness::assert_no_test_vectors(
+        &workspace_root().join("runtimes/cloudflare/build/index_bg.wasm"),
+    );
+    edgecoder_conformance::harness::assert_no_test_routes(&server.base);
 }
 
 #[test]

@@ -26,19 +26,19 @@ pub mod ratelimit;
 mod schemas;
 pub mod secrets;
 pub mod session;
+#[cfg(feature = "danger-test-routes")]
+mod testing;
 pub mod webauthn;
 
 use std::future::Future;
 use std::rc::Rc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
 use edgecoder_kernel::router::{ResponseDoc, RouteDoc, handler, response_doc};
 use edgecoder_kernel::{
     Config, Handler, HandlerResult, Problem, Request, Response, Router, Services, Statement,
-    health, testroutes, tokens,
+    health, tokens,
 };
 use serde_json::{Value as Json, json};
 
@@ -112,7 +112,7 @@ pub fn router(config: &Config) -> Router {
     let email = json!({"type": "string", "format": "email", "maxLength": 254});
     let pw = json!({"type": "string", "minLength": 12, "maxLength": 256});
     let token = json!({"type": "string"});
-    let mut r = health::routes(NAME, "/auth/health", "/auth/health/ready")
+    let r = health::routes(NAME, "/auth/health", "/auth/health/ready")
         .route(Method::GET, JWKS_PATH, handler(jwks), doc("jwks", "Public keys that verify access tokens (ES256 JWK Set)", None, vec![response_doc(200, "the JWK Set", Some(JWK_SET_JSON))]))
         .route(Method::POST, "/auth/signup", h(|s, r| async move { a::signup(&s, r).await }),
             doc("signup", "Create an account; always 202 {status: verification_sent}", obj(&["email", "password"], json!({"email": email, "password": pw, "display_name": {"type": "string", "maxLength": 100}})),
@@ -221,41 +221,10 @@ pub fn router(config: &Config) -> Router {
         .route(Method::POST, "/auth/oauth/exchange", h(|s, r| async move { oa::exchange(&s, r).await }),
             doc("oauth_exchange", "A native app trades its one-time code (60 s, single use) and PKCE code_verifier for a session", obj(&["code", "code_verifier"], json!({"code": token, "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128}, "client": {"enum": ["browser", "device"]}})),
                 token_response_docs().into_iter().chain([err(400, "oauth_code_invalid")]).collect()));
-    if config.insecure_test_routes {
-        r = r
-            .merge(testroutes::routes(
-                NAME,
-                "/auth/_test/echo",
-                "auth_test_echo",
-                "/auth/_test/ports",
-                "auth_test_ports",
-            ))
-            .route(
-                Method::GET,
-                "/auth/_test/outbox",
-                handler(outbox),
-                doc(
-                    "auth_test_outbox",
-                    "Development outbox messages for ?to= (insecure_test_routes only)",
-                    None,
-                    vec![ok(200, "{messages}")],
-                ),
-            )
-            .route(
-                Method::POST,
-                "/auth/_test/bench",
-                h(|s, r| async move { bench(&s, r).await }),
-                doc(
-                    "auth_test_bench",
-                    "Runs one credential operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
-                    obj(
-                        &["op", "iterations"],
-                        json!({"op": {"enum": ["noop", "token_issue", "token_verify", "argon2_hash", "argon2_verify", "passkey_es256", "passkey_eddsa", "passkey_rs256", "id_token_es256", "id_token_rs256"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}}),
-                    ),
-                    vec![ok(200, "{op, iterations}")],
-                ),
-            );
-    }
+    #[cfg(feature = "danger-test-routes")]
+    let r = testing::mount(r, config);
+    #[cfg(not(feature = "danger-test-routes"))]
+    let _ = config;
     r
 }
 
@@ -305,142 +274,4 @@ pub async fn outbox_messages(
             })
         })
         .collect())
-}
-
-#[derive(serde::Deserialize)]
-struct Bench {
-    op: String,
-    iterations: u32,
-}
-
-/// Runs a credential operation `iterations` times so a client can time the
-/// CPU it costs inside this runtime (wall time of a CPU-bound request, minus
-/// a `noop` request's).
-async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
-    let b: Bench = req.json()?;
-    let n = b.iterations.clamp(1, 1000);
-    let now = s.clock.now_ms();
-    let key = s
-        .config
-        .signing_key
-        .as_ref()
-        .ok_or_else(|| edgecoder_kernel::Error::Config("no signing key".into()))?;
-    let claims = tokens::AccessClaims {
-        iss: s.config.issuer.clone(),
-        aud: s.config.audience.clone(),
-        sub: "bench".into(),
-        sid: "bench".into(),
-        jti: "bench".into(),
-        roles: vec!["user".into()],
-        auth_time: now / 1000,
-        amr: vec!["pwd".into()],
-    };
-    let verifier = tokens::Verifier::from_config(&s.config, now);
-    let token = tokens::issue(key, claims.clone(), now, 60)?;
-    // A stored hash to verify against, made only when that is what is timed
-    // (the client subtracts a `noop` request, which must not hash).
-    let stored = if b.op == "argon2_verify" {
-        password::hash("benchmark password", s.rng.as_ref())?
-    } else {
-        String::new()
-    };
-    // Passkey assertions: a signature over authenticator data and the
-    // client data hash, made once, verified N times.
-    let signed = [0x49u8; 69];
-    let es_key = p256::ecdsa::SigningKey::from_slice(&[3u8; 32])
-        .map_err(|_| edgecoder_kernel::Error::Config("bench key".into()))?;
-    let es_sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(&es_key, &signed);
-    let es_cose = webauthn::CoseKey::Es256(
-        es_key
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec(),
-    );
-    let ed_key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
-    let ed_sig = ed25519_dalek::Signer::sign(&ed_key, &signed);
-    let ed_cose = webauthn::CoseKey::EdDsa(ed_key.verifying_key().to_bytes());
-    let rs = webauthn::rs256_vector()
-        .ok_or_else(|| edgecoder_kernel::Error::Config("rs256 vector".into()))?;
-    // ID tokens: an ES256 one signed here (checked through the signature
-    // port, WebCrypto on Workers) and the RS256 vector.
-    let id_rs = oidc::rs256_vector()
-        .ok_or_else(|| edgecoder_kernel::Error::Config("id token vector".into()))?;
-    let id_es_keys = vec![oidc::Jwk {
-        kid: Some("bench-ec".into()),
-        key: oidc::JwkKey::P256(
-            es_key
-                .verifying_key()
-                .to_encoded_point(false)
-                .as_bytes()
-                .to_vec(),
-        ),
-    }];
-    let id_es_token = {
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "kid": "bench-ec"}).to_string()),
-            URL_SAFE_NO_PAD.encode(
-                json!({"iss": id_rs.issuer, "aud": id_rs.client_id, "sub": "bench", "nonce": id_rs.nonce,
-                       "iat": id_rs.now, "exp": id_rs.now + 600})
-                .to_string()
-            )
-        );
-        let sig: p256::ecdsa::Signature =
-            p256::ecdsa::signature::Signer::sign(&es_key, input.as_bytes());
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
-    };
-    let mut ok = true;
-    for _ in 0..n {
-        match b.op.as_str() {
-            "noop" => {}
-            "passkey_es256" => {
-                ok &= es_cose
-                    .verify_with(s.signatures.as_ref(), &signed, es_sig.to_der().as_bytes())
-                    .await
-                    .is_ok();
-            }
-            "passkey_eddsa" => ok &= ed_cose.verify(&signed, &ed_sig.to_bytes()).is_ok(),
-            "passkey_rs256" => ok &= rs.0.verify(&rs.1, &rs.2).is_ok(),
-            "id_token_es256" => {
-                let jws = oidc::parse(&id_es_token)?;
-                ok &= oidc::validate_with(
-                    s.signatures.as_ref(),
-                    &jws,
-                    &id_es_keys,
-                    &id_rs.expected(),
-                )
-                .await
-                .is_ok();
-            }
-            "id_token_rs256" => {
-                let jws = oidc::parse(&id_rs.id_token)?;
-                ok &= oidc::validate_with(
-                    s.signatures.as_ref(),
-                    &jws,
-                    &id_rs.keys,
-                    &id_rs.expected(),
-                )
-                .await
-                .is_ok();
-            }
-            "token_issue" => ok &= tokens::issue(key, claims.clone(), now, 60).is_ok(),
-            "token_verify" => ok &= verifier.check(&token, now).is_ok(),
-            "argon2_hash" => ok &= password::hash("benchmark password", s.rng.as_ref()).is_ok(),
-            "argon2_verify" => {
-                ok &= password::verify("benchmark password", &stored)
-                    != password::Verification::Mismatch;
-            }
-            _ => {
-                return Err(edgecoder_kernel::Error::InvalidRequest("unknown op".into()).into());
-            }
-        }
-    }
-    Ok(ok_json(&json!({"op": b.op, "iterations": n, "ok": ok})))
-}
-
-async fn outbox(s: Rc<Services>, req: Request) -> HandlerResult {
-    let to = api::admin::query_param(&req, "to");
-    let messages = outbox_messages(s.sql.as_ref(), to.as_deref(), 100).await?;
-    Ok(ok_json(&json!({ "messages": messages })))
 }

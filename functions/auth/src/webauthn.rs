@@ -430,6 +430,7 @@ pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 
 /// A known-good RS256 signature (made by openssl with a throwaway key), for
 /// tests and the CPU benchmark: (key, message, signature).
+#[cfg(any(test, feature = "danger-test-routes"))]
 pub fn rs256_vector() -> Option<(CoseKey, Vec<u8>, Vec<u8>)> {
     let v: serde_json::Value = serde_json::from_str(include_str!("../testdata/rs256.json")).ok()?;
     let hex = |k: &str| -> Option<Vec<u8>> {

@@ -53,6 +53,10 @@ use crate::{ConfigSource, Error, SigningKey};
 /// Default request body cap in bytes (256 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// Whether this build contains the test routes (the `danger-test-routes`
+/// feature, which only the test harnesses and benchmarks enable).
+pub const TEST_ROUTES_BUILT: bool = cfg!(feature = "danger-test-routes");
+
 /// The issuer a development deployment uses when none is set.
 /// (`edgecoder serve` and `wrangler dev` both listen on 8787 by default, so
 /// emailed links work out of the box.)
@@ -139,7 +143,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Proxies whose `X-Forwarded-For` is believed (native runtime only).
     pub trusted_proxies: Vec<IpNet>,
-    /// Whether the conformance echo routes are mounted.
+    /// Whether the test routes (conformance echo and ports, benchmarks, the
+    /// development outbox) are mounted: the `insecure_test_routes` setting,
+    /// in a build made with the `danger-test-routes` feature. Release builds
+    /// do not contain the routes at all, whatever the setting says.
     pub insecure_test_routes: bool,
     /// The function's signing key, when configured.
     pub signing_key: Option<SigningKey>,
@@ -460,12 +467,17 @@ impl Config {
             }
         } else {
             warnings.push("mode=development: production checks are off".to_owned());
-            if insecure_test_routes {
+            if insecure_test_routes && TEST_ROUTES_BUILT {
                 warnings.push(
                     "insecure_test_routes=true: conformance echo routes are mounted".to_owned(),
                 );
+            } else if insecure_test_routes {
+                warnings.push(
+                    "insecure_test_routes=true has no effect: this build has no test routes (built without the danger-test-routes feature)".to_owned(),
+                );
             }
         }
+        let insecure_test_routes = insecure_test_routes && TEST_ROUTES_BUILT;
         Ok(Config {
             mode,
             max_body_bytes,

@@ -30,6 +30,7 @@ pub mod oauth;
 pub mod ports;
 pub mod router;
 pub mod services;
+#[cfg(feature = "danger-test-routes")]
 pub mod testroutes;
 pub mod tokens;
 

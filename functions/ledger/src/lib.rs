@@ -23,9 +23,7 @@ use std::rc::Rc;
 use edgecoder_kernel::http::JSON;
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::router::{ResponseDoc, RouteDoc, handler, response_doc};
-use edgecoder_kernel::{
-    Config, Handler, Problem, Request, Response, Router, Services, health, testroutes,
-};
+use edgecoder_kernel::{Config, Handler, Problem, Request, Response, Router, Services, health};
 use serde_json::{Value as Json, json};
 
 pub use error::Error;
@@ -147,8 +145,11 @@ pub fn router(config: &Config) -> Router {
                 ok(200, "a page", json!({"type": "object", "properties": {"id": {"type": "string"}, "postings": {"type": "array"}, "next_before": {"type": ["integer", "null"]}}})),
                 err(400, "invalid_range"), err(401, "ledger_unauthorized"), err(404, "account_not_found"),
             ]));
+    #[cfg(feature = "danger-test-routes")]
     if config.insecure_test_routes {
-        r = r.merge(testroutes::routes(
+        // Conformance echo and ports routes: only in builds with
+        // `danger-test-routes`, only with the setting on.
+        r = r.merge(edgecoder_kernel::testroutes::routes(
             NAME,
             "/ledger/_test/echo",
             "ledger_test_echo",
@@ -156,5 +157,7 @@ pub fn router(config: &Config) -> Router {
             "ledger_test_ports",
         ));
     }
+    #[cfg(not(feature = "danger-test-routes"))]
+    let _ = config;
     r
 }

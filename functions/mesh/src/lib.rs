@@ -20,6 +20,8 @@ mod error;
 pub mod nodes;
 pub mod policy;
 pub mod tasks;
+#[cfg(feature = "danger-test-routes")]
+mod testing;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -27,9 +29,7 @@ use std::rc::Rc;
 use edgecoder_kernel::http::{JSON, ok_json};
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::router::{ResponseDoc, RouteDoc, handler, response_doc};
-use edgecoder_kernel::{
-    Config, Handler, Problem, Request, Response, Router, Services, health, testroutes,
-};
+use edgecoder_kernel::{Config, Handler, Problem, Request, Response, Router, Services, health};
 use edgecoder_proto::httpsig;
 use serde_json::{Value as Json, json};
 
@@ -151,94 +151,6 @@ async fn audit_query(s: &Services, req: Request) -> Result<Response, Error> {
     Ok(ok_json(&json!({ "events": events })))
 }
 
-#[derive(serde::Deserialize)]
-struct Bench {
-    op: String,
-    iterations: u32,
-}
-
-/// Runs the CPU part of a signed heartbeat `iterations` times, so a client
-/// can time it inside this runtime (wall time of a CPU-bound request, minus
-/// a `noop` request): `signature_verify` checks an RFC 9421 signature and
-/// content digest as requests are checked (through the platform's
-/// signature port), `signature_verify_software` with the `p256` crate;
-/// `heartbeat_cpu` adds parsing and validating the
-/// telemetry, the policy decision and the answer's JSON. Storage round trips
-/// are I/O and not included.
-async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
-    let b: Bench = req.json()?;
-    let n = b.iterations.clamp(1, 1000);
-    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32])
-        .map_err(|_| edgecoder_kernel::Error::Config("bench key".into()))?;
-    let body = br#"{"cpu_percent":5.0,"memory_used_mb":512,"memory_total_mb":4096,"battery_percent":null,"on_external_power":true,"low_power_mode":false,"thermal_state":"nominal","device_type":"server","sandbox_ready":true,"active_model":null}"#;
-    let now = s.clock.now_ms() / 1000;
-    let target = httpsig::Target::from_url("POST", "https://bench.example/mesh/heartbeat")
-        .map_err(Error::from)?;
-    let signed = httpsig::sign(&key, "bench", "n", now, &target, body).map_err(Error::from)?;
-    let mut headers = edgecoder_kernel::http_types::HeaderMap::new();
-    for (name, value) in [
-        ("content-digest", &signed.content_digest),
-        ("signature-input", &signed.signature_input),
-        ("signature", &signed.signature),
-    ] {
-        headers.insert(
-            name,
-            value
-                .parse()
-                .map_err(|_| edgecoder_kernel::Error::Config("bench headers".into()))?,
-        );
-    }
-    let caps = edgecoder_proto::mesh::Capabilities {
-        sandbox: edgecoder_proto::mesh::Sandbox::Wasmtime,
-        cpu_cores: 2,
-        memory_mb: 4096,
-        gpu: None,
-        models: Vec::new(),
-    };
-    let point = key
-        .verifying_key()
-        .to_encoded_point(false)
-        .as_bytes()
-        .to_vec();
-    let mut ok = true;
-    for _ in 0..n {
-        match b.op.as_str() {
-            "noop" => {}
-            "signature_verify_software" => {
-                ok &= httpsig::Signed::from_headers(&headers)
-                    .and_then(|sig| sig.prepare(&target, &headers, body, now))
-                    .and_then(|pending| pending.verify(key.verifying_key()))
-                    .is_ok();
-            }
-            "signature_verify" | "heartbeat_cpu" => {
-                // As a request is checked: the platform's signature port.
-                let pending = httpsig::Signed::from_headers(&headers)
-                    .and_then(|sig| sig.prepare(&target, &headers, body, now))
-                    .map_err(Error::from)?;
-                ok &= s
-                    .signatures
-                    .verify_p256(&point, pending.base.as_bytes(), &pending.signature)
-                    .await?;
-                if b.op == "heartbeat_cpu" {
-                    let t: edgecoder_proto::mesh::Telemetry = serde_json::from_slice(body)
-                        .map_err(|_| {
-                            edgecoder_kernel::Error::InvalidRequest("bench body".into())
-                        })?;
-                    ok &= policy::validate_telemetry(&t).is_ok();
-                    let stored = serde_json::to_string(&t).unwrap_or_default();
-                    let (_, p) = policy::for_node(&caps, Some(&t), 0);
-                    ok &= !stored.is_empty();
-                    ok &= !json!({"node_id": "bench", "status": "active", "policy": p})
-                        .to_string()
-                        .is_empty();
-                }
-            }
-            _ => return Err(edgecoder_kernel::Error::InvalidRequest("unknown op".into()).into()),
-        }
-    }
-    Ok(ok_json(&json!({"op": b.op, "iterations": n, "ok": ok})))
-}
-
 /// The function's routes under the given configuration.
 pub fn router(config: &Config) -> Router {
     use nodes::Decide;
@@ -260,7 +172,7 @@ pub fn router(config: &Config) -> Router {
             ],
         )
     };
-    let mut r = health::routes(NAME, "/mesh/health", "/mesh/health/ready")
+    let r = health::routes(NAME, "/mesh/health", "/mesh/health/ready")
         .route(Method::GET, "/mesh/identity", h(|s, r| async move { identity(&s, r).await }),
             doc("mesh_identity", "How to talk to this coordinator: its key, the signature profile, task kinds", None, vec![ok(200, "identity")]))
         .route(Method::POST, "/mesh/nodes/register", h(|s, r| async move { nodes::register(&s, r).await }),
@@ -306,18 +218,9 @@ pub fn router(config: &Config) -> Router {
             doc("get_task", "A task and its result: its submitter or an operator", None, vec![ok(200, "task"), err(401, "mesh_unauthorized / invalid_token"), err(404, "task_not_found")]))
         .route(Method::GET, "/mesh/audit", h(|s, r| async move { audit_query(&s, r).await }),
             doc("mesh_audit", "The mesh's audit events (operator, step-up): ?action=&request_id=&target=&limit=", None, vec![ok(200, "{events}"), err(403, "forbidden / step_up_required")]));
-    if config.insecure_test_routes {
-        r = r.route(Method::POST, "/mesh/_test/bench", h(|s, r| async move { bench(&s, r).await }),
-            doc("mesh_test_bench", "Runs one mesh operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
-                obj(&["op", "iterations"], json!({"op": {"enum": ["noop", "signature_verify", "signature_verify_software", "heartbeat_cpu"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}})),
-                vec![ok(200, "{op, iterations, ok}")]));
-        r = r.merge(testroutes::routes(
-            NAME,
-            "/mesh/_test/echo",
-            "mesh_test_echo",
-            "/mesh/_test/ports",
-            "mesh_test_ports",
-        ));
-    }
+    #[cfg(feature = "danger-test-routes")]
+    let r = testing::mount(r, config);
+    #[cfg(not(feature = "danger-test-routes"))]
+    let _ = config;
     r
 }

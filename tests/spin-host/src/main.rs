@@ -53,6 +53,11 @@ struct Args {
     /// Application variable values, `name=value` (like SPIN_VARIABLE_NAME).
     #[arg(long = "var")]
     vars: Vec<String>,
+    /// Serve this component file wherever the manifest names the release
+    /// build (the test harnesses' build with the `danger-test-routes`
+    /// feature); the manifest's routes, stores and variables still apply.
+    #[arg(long)]
+    source: Option<PathBuf>,
 }
 
 struct Served {
@@ -81,7 +86,12 @@ async fn main() -> Result<()> {
             .ok_or_else(|| anyhow!("--var takes name=value"))?;
         overrides.insert(k.to_owned(), v.to_owned());
     }
-    let app = App::load(&args.manifest, &overrides)?;
+    let mut app = App::load(&args.manifest, &overrides)?;
+    if let Some(source) = &args.source {
+        for c in &mut app.components {
+            c.source = source.clone();
+        }
+    }
     std::fs::create_dir_all(&args.data_dir)?;
 
     let engine = Engine::new(&Config::new())?;
