@@ -1,7 +1,8 @@
 //! The black-box conformance suite: HTTP checks that every runtime must pass.
 //!
-//! In scope: [`run_suite`] against any base URL, and small process helpers the
-//! runtime harnesses in `tests/tests/` share. The suite knows nothing about the
+//! In scope: the [`Suite`] of named checks against any base URL, run as one
+//! test binary per runtime ([`main`]), and small process helpers the runtime
+//! harnesses in `tests/tests/` share. The suite knows nothing about the
 //! runtime it talks to; the harness starts one (native binary, `wrangler dev`,
 //! the Spin component under wasmtime) and hands over its URL.
 //!
@@ -17,8 +18,10 @@ pub mod mesh;
 pub mod oauth;
 pub mod passkeys;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value as Json;
 
 /// The body cap the suite assumes (the kernel's default).
@@ -331,9 +334,6 @@ pub fn checks() -> Vec<(&'static str, Check)> {
     ]
 }
 
-/// A check with its context bound.
-type BoundCheck<'a> = Box<dyn Fn() -> Result<(), String> + 'a>;
-
 /// A deployment under test and the secrets its harness configured.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -351,59 +351,147 @@ pub struct Target {
     pub allowed_origin: String,
 }
 
-/// The outcome of a suite run.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Names of passed checks.
-    pub passed: Vec<&'static str>,
-    /// Failed checks and why.
-    pub failed: Vec<(&'static str, String)>,
+/// A deployment under test: its target and whatever keeps it running
+/// (server processes, the test OpenID Provider), stopped when dropped.
+pub struct Deployment {
+    /// Where it is and how it is configured.
+    pub target: Target,
+    /// Held until the run ends.
+    pub keep: Vec<Box<dyn std::any::Any + Send>>,
 }
 
-/// Runs every check against `base`, printing one line per check and a
-/// `N passed, N failed` summary tagged with `runtime`.
-pub fn run_suite(runtime: &str, target: &Target) -> Report {
-    let client = Client::new(&target.base);
-    let mut report = Report::default();
-    let ctx = identity::Ctx::new(&client, target);
-    let mut all: Vec<(&'static str, BoundCheck<'_>)> = Vec::new();
-    for (name, check) in checks() {
-        let client = &client;
-        all.push((name, Box::new(move || check(client))));
-    }
-    // The identity checks end with the audit-coverage check, which must see
-    // every other check's requests: it runs last.
-    let mut id_checks = identity::checks();
-    let coverage = id_checks.pop();
-    for (name, check) in id_checks
-        .into_iter()
-        .chain(ledger::checks())
-        .chain(mesh::checks())
-        .chain(passkeys::checks())
-        .chain(oauth::checks())
-        .chain(coverage)
-    {
-        let ctx = &ctx;
-        all.push((name, Box::new(move || check(ctx))));
-    }
-    for (name, check) in all {
-        match check() {
-            Ok(()) => {
-                println!("conformance[{runtime}] {name} ... ok");
-                report.passed.push(name);
-            }
-            Err(why) => {
-                println!("conformance[{runtime}] {name} ... FAILED: {why}");
-                report.failed.push((name, why));
-            }
+/// What the checks share for one run: the deployment and one [`identity::Ctx`]
+/// (its admin, fresh-address counter and the audited requests the coverage
+/// check reads).
+struct Running {
+    ctx: identity::Ctx<'static>,
+    _deployment: Deployment,
+}
+
+type Start = Box<dyn Fn() -> Deployment + Send + Sync>;
+
+/// A check that runs with the shared context.
+type CtxCheck = fn(&identity::Ctx) -> Result<(), String>;
+
+struct Shared {
+    start: Start,
+    running: Mutex<Option<Running>>,
+}
+
+/// The conformance suite as named trials (`core::…`, `identity::…`,
+/// `ledger::…`, `mesh::…`, `passkeys::…`, `oauth::…`), all against one
+/// deployment that is started by the first trial that runs and stopped by
+/// [`Suite::finish`]; a filtered run starts it only if a check is selected.
+pub struct Suite {
+    shared: Arc<Shared>,
+}
+
+/// The check that must see every other check's requests; it only runs with
+/// the whole suite.
+pub const COVERAGE_CHECK: &str = "identity::every_mutating_route_emits_an_audit_event";
+
+impl Suite {
+    /// A suite whose deployment `start` brings up.
+    pub fn new(start: impl Fn() -> Deployment + Send + Sync + 'static) -> Suite {
+        Suite {
+            shared: Arc::new(Shared {
+                start: Box::new(start),
+                running: Mutex::new(None),
+            }),
         }
     }
-    println!(
-        "conformance[{runtime}]: {} passed, {} failed",
-        report.passed.len(),
-        report.failed.len()
-    );
-    report
+
+    fn trial(
+        &self,
+        name: String,
+        check: impl FnOnce(&identity::Ctx<'static>) -> Result<(), String> + Send + 'static,
+    ) -> Trial {
+        let shared = Arc::clone(&self.shared);
+        Trial::test(name, move || {
+            // A check that panicked poisons nothing the next one relies on.
+            let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
+            let r = running.get_or_insert_with(|| {
+                let deployment = (shared.start)();
+                let client: &'static Client =
+                    Box::leak(Box::new(Client::new(&deployment.target.base)));
+                let target: &'static Target = Box::leak(Box::new(deployment.target.clone()));
+                Running {
+                    ctx: identity::Ctx::new(client, target),
+                    _deployment: deployment,
+                }
+            });
+            check(&r.ctx).map_err(Failed::from)
+        })
+    }
+
+    /// Every check as a trial, in the suite's order; the coverage check comes
+    /// last and is skipped (ignored) when `args` select a subset.
+    pub fn trials(&self, args: &Arguments) -> Vec<Trial> {
+        let mut out = Vec::new();
+        for (name, check) in checks() {
+            out.push(self.trial(format!("core::{name}"), move |x| check(x.c)));
+        }
+        let mut id_checks = identity::checks();
+        let coverage = id_checks.pop();
+        let named = |module: &str, list: Vec<(&'static str, CtxCheck)>| {
+            list.into_iter()
+                .map(|(name, check)| (format!("{module}::{name}"), check))
+                .collect::<Vec<_>>()
+        };
+        let all = named("identity", id_checks)
+            .into_iter()
+            .chain(named("ledger", ledger::checks()))
+            .chain(named("mesh", mesh::checks()))
+            .chain(named("passkeys", passkeys::checks()))
+            .chain(named("oauth", oauth::checks()));
+        for (name, check) in all {
+            out.push(self.trial(name, move |x| check(x)));
+        }
+        if let Some((name, check)) = coverage {
+            let subset = args.filter.is_some() || !args.skip.is_empty();
+            out.push(
+                self.trial(format!("identity::{name}"), move |x| check(x))
+                    .with_ignored_flag(subset),
+            );
+        }
+        out
+    }
+
+    /// Stops the deployment (the test binary exits without running
+    /// destructors).
+    pub fn finish(self) {
+        let mut running = self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        running.take();
+    }
+}
+
+/// A runtime's test binary: `harness` trials (the runtime's own checks) and
+/// the suite against the deployment `start` brings up, filterable by name
+/// (`cargo test --test native -- mesh::replayed_nonce_is_refused`). Trials
+/// run one at a time unless `--test-threads` says otherwise.
+pub fn main(start: impl Fn() -> Deployment + Send + Sync + 'static, harness: Vec<Trial>) -> ! {
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
+    let suite = Suite::new(start);
+    let mut trials = harness;
+    trials.extend(suite.trials(&args));
+    let conclusion = libtest_mimic::run(&args, trials);
+    suite.finish();
+    conclusion.exit()
+}
+
+/// A harness check (a plain function that panics on failure) as a trial.
+pub fn trial(name: &str, check: fn()) -> Trial {
+    Trial::test(name, move || {
+        check();
+        Ok(())
+    })
 }
 
 fn health_is_pass_health_json(c: &Client) -> Result<(), String> {

@@ -2,6 +2,10 @@
 //! embedded SQLite in a temporary data directory, plus what only the native
 //! runtime promises (data kept across restarts, graceful shutdown, production
 //! mode refusing to start without its secrets, owner-only files).
+//!
+//! A test binary of named trials (`harness = false`): every suite check is
+//! its own test against one server, e.g.
+//! `cargo test -p edgecoder-conformance --test native -- mesh::replayed_nonce_is_refused`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +16,7 @@ use edgecoder_conformance::harness::{
     Server, conformance_target, dev_settings, edgecoder_binary, env_name, free_port,
     signing_key_base64, start_native,
 };
-use edgecoder_conformance::{Client, run_suite};
+use edgecoder_conformance::{Client, Deployment, trial};
 use edgecoder_kernel::migrations::MIGRATIONS;
 
 fn binary() -> PathBuf {
@@ -39,8 +43,9 @@ fn migrate_events(bin: &Path, data_dir: &Path) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-#[test]
-fn native_conformance() {
+/// The native deployment the suite runs against: the `edgecoder` binary
+/// (with test routes) over embedded SQLite, and the test OpenID Provider.
+fn deployment() -> Deployment {
     let bin = binary();
     let dir = tempfile_dir("conformance");
     let key = signing_key_base64();
@@ -52,11 +57,49 @@ fn native_conformance() {
         .collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = start(&bin, &dir, &env).owning(dir.clone());
-    let report = run_suite("native", &conformance_target(&server.base, &key));
-    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+    Deployment {
+        target: conformance_target(&server.base, &key),
+        keep: vec![Box::new(server), Box::new(op)],
+    }
 }
 
-#[test]
+fn main() {
+    edgecoder_conformance::main(
+        deployment,
+        vec![
+            trial(
+                "native_state_survives_restart_and_shutdown_is_graceful",
+                native_state_survives_restart_and_shutdown_is_graceful,
+            ),
+            trial(
+                "native_release_binary_has_no_test_routes",
+                native_release_binary_has_no_test_routes,
+            ),
+            trial("native_files_are_owner_only", native_files_are_owner_only),
+            trial(
+                "native_production_mode_refuses_to_start_without_signing_key",
+                native_production_mode_refuses_to_start_without_signing_key,
+            ),
+            trial(
+                "native_production_mode_refuses_insecure_test_routes",
+                native_production_mode_refuses_insecure_test_routes,
+            ),
+            trial(
+                "native_migrate_applies_once_and_is_idempotent",
+                native_migrate_applies_once_and_is_idempotent,
+            ),
+            trial(
+                "native_ledger_appends_are_gap_free_under_eight_concurrent_writers",
+                native_ledger_appends_are_gap_free_under_eight_concurrent_writers,
+            ),
+            trial(
+                "registrations_are_rate_limited_per_address",
+                registrations_are_rate_limited_per_address,
+            ),
+        ],
+    )
+}
+
 fn native_state_survives_restart_and_shutdown_is_graceful() {
     let bin = binary();
     let dir = tempfile_dir("restart");
@@ -92,7 +135,6 @@ fn native_state_survives_restart_and_shutdown_is_graceful() {
 /// The release binary (the README's `cargo run --release -p edgecoder`) has
 /// no test routes, even with the setting on, and none of the test vectors'
 /// bytes.
-#[test]
 fn native_release_binary_has_no_test_routes() {
     let bin = edgecoder_conformance::harness::release_binary();
     edgecoder_conformance::harness::assert_no_test_vectors(&bin);
@@ -101,7 +143,6 @@ fn native_release_binary_has_no_test_routes() {
     edgecoder_conformance::harness::assert_no_test_routes(&server.base);
 }
 
-#[test]
 fn native_files_are_owner_only() {
     let bin = binary();
     let dir = tempfile_dir("perms");
@@ -132,7 +173,6 @@ fn native_files_are_owner_only() {
     }
 }
 
-#[test]
 fn native_production_mode_refuses_to_start_without_signing_key() {
     let bin = binary();
     let dir = tempfile_dir("production");
@@ -158,7 +198,6 @@ fn native_production_mode_refuses_to_start_without_signing_key() {
     );
 }
 
-#[test]
 fn native_production_mode_refuses_insecure_test_routes() {
     let bin = binary();
     let dir = tempfile_dir("production-insecure");
@@ -201,7 +240,6 @@ fn tempfile_dir(tag: &str) -> PathBuf {
     base
 }
 
-#[test]
 fn native_migrate_applies_once_and_is_idempotent() {
     let bin = binary();
     let dir = tempfile_dir("migrate");
@@ -224,7 +262,6 @@ fn native_migrate_applies_once_and_is_idempotent() {
     assert_eq!(migrate_events(&bin, &dir), MIGRATIONS.len());
 }
 
-#[test]
 fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
@@ -326,7 +363,6 @@ fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
     assert_eq!(cp.root, root, "recomputed root differs from the signed one");
 }
 
-#[test]
 fn registrations_are_rate_limited_per_address() {
     use edgecoder_conformance::identity::Ctx;
     use edgecoder_conformance::mesh::{Node, Sig, enroll, registration, signed};

@@ -21,7 +21,7 @@ use edgecoder_conformance::harness::{
     Server, conformance_target, dev_settings, free_port, signing_key_base64, target_dir, tool,
     workspace_root,
 };
-use edgecoder_conformance::{Client, run_suite};
+use edgecoder_conformance::{Client, Deployment, trial};
 
 fn cargo(args: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -107,8 +107,9 @@ fn dev_vars(key: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn spin_conformance() {
+/// The Spin deployment the suite runs against: the conformance component in
+/// the test host, and the test OpenID Provider.
+fn deployment() -> Deployment {
     let (_, host) = build();
     let key = signing_key_base64();
     let op = edgecoder_conformance::harness::start_openid_provider();
@@ -123,11 +124,35 @@ fn spin_conformance() {
     vars.push(format!("oauth_outbound_host={}", op.issuer));
     let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
     let server = start(&host, "conformance", &vars);
-    let report = run_suite("spin", &conformance_target(&server.base, &key));
-    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+    Deployment {
+        target: conformance_target(&server.base, &key),
+        keep: vec![Box::new(server), Box::new(op)],
+    }
+}
+fn main() {
+    edgecoder_conformance::main(
+        deployment,
+        vec![
+            trial(
+                "spin_production_mode_without_signing_key_refuses_to_serve",
+                spin_production_mode_without_signing_key_refuses_to_serve,
+            ),
+            trial(
+                "spin_release_component_has_no_test_routes",
+                spin_release_component_has_no_test_routes,
+            ),
+            trial(
+                "spin_component_imports_only_what_it_needs",
+                spin_component_imports_only_what_it_needs,
+            ),
+            trial(
+                "spin_manifest_grants_each_function_only_its_own_stores",
+                spin_manifest_grants_each_function_only_its_own_stores,
+            ),
+        ],
+    )
 }
 
-#[test]
 fn spin_production_mode_without_signing_key_refuses_to_serve() {
     let (_, host) = build();
     let server = start_expecting(
@@ -153,7 +178,6 @@ fn spin_production_mode_without_signing_key_refuses_to_serve() {
 /// The release component (what `spin.toml` names and `spin deploy` ships)
 /// has no test routes, even with the setting on, and none of the test
 /// vectors' bytes.
-#[test]
 fn spin_release_component_has_no_test_routes() {
     let status = Command::new("bash")
         .current_dir(workspace_root())
@@ -171,7 +195,6 @@ fn spin_release_component_has_no_test_routes() {
     edgecoder_conformance::harness::assert_no_test_routes(&server.base);
 }
 
-#[test]
 fn spin_component_imports_only_what_it_needs() {
     let (wasm, _) = build();
     let tools = tool("WASM_TOOLS_BIN");
@@ -245,7 +268,6 @@ fn spin_component_imports_only_what_it_needs() {
     );
 }
 
-#[test]
 fn spin_manifest_grants_each_function_only_its_own_stores() {
     let text = std::fs::read_to_string(workspace_root().join("spin.toml")).expect("spin.toml");
     let manifest: toml::Table = toml::from_str(&text).expect("toml");

@@ -16,7 +16,7 @@ use edgecoder_conformance::harness::{
     Server, conformance_target, dev_settings, env_name, free_port, signing_key_base64, tool,
     workspace_root,
 };
-use edgecoder_conformance::{Client, run_suite};
+use edgecoder_conformance::{Client, Deployment, trial};
 
 /// The conformance Worker's configuration (test routes built in).
 const TEST_CONFIG: &str = "tests/wrangler.test.toml";
@@ -112,7 +112,6 @@ fn start_config(
 /// The release Worker (`wrangler.toml`, what `wrangler deploy` ships) has no
 /// test routes, even with the setting on, and none of the test vectors'
 /// bytes.
-#[test]
 fn workerd_release_worker_has_no_test_routes() {
     let persist = persist_dir("release");
     apply_migrations_with("wrangler.toml", &persist);
@@ -123,8 +122,10 @@ fn workerd_release_worker_has_no_test_routes() {
     edgecoder_conformance::harness::assert_no_test_routes(&server.base);
 }
 
-#[test]
-fn workerd_conformance() {
+/// The workerd deployment the suite runs against: the conformance Worker
+/// under `wrangler dev` with migrated local D1 and KV, and the test OpenID
+/// Provider.
+fn deployment() -> Deployment {
     let persist = persist_dir("conformance");
     apply_migrations(&persist);
     let key = signing_key_base64();
@@ -134,11 +135,27 @@ fn workerd_conformance() {
         &key,
         edgecoder_conformance::harness::oauth_settings(&op),
     );
-    let report = run_suite("workerd", &conformance_target(&server.base, &key));
-    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+    Deployment {
+        target: conformance_target(&server.base, &key),
+        keep: vec![Box::new(server), Box::new(op)],
+    }
+}
+fn main() {
+    edgecoder_conformance::main(
+        deployment,
+        vec![
+            trial(
+                "workerd_release_worker_has_no_test_routes",
+                workerd_release_worker_has_no_test_routes,
+            ),
+            trial(
+                "workerd_ready_fails_with_pending_migrations",
+                workerd_ready_fails_with_pending_migrations,
+            ),
+        ],
+    )
 }
 
-#[test]
 fn workerd_ready_fails_with_pending_migrations() {
     // No `migrations apply`: SQL and KV work, the schema is behind.
     let persist = persist_dir("unmigrated");

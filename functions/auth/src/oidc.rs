@@ -770,4 +770,26 @@ mod tests {
     fn small_rsa_keys_never_verify() {
         assert!(!rsa_verify(&[0xff; 128], &[1, 0, 1], b"m", &[0; 128]));
     }
+
+    /// Generated hostile ID tokens and key sets: seeded mutations of the
+    /// RS256 vector. None may panic; each is refused with an [`Error`].
+    #[test]
+    fn id_token_and_jwks_parsers_never_panic() {
+        let v = rs256_vector().expect("vector");
+        let jwks = include_bytes!("../testdata/id_token_rs256.json").to_vec();
+        let corpus = vec![v.id_token.clone().into_bytes(), jwks];
+        edgecoder_fuzzgen::run("id token", 22, 200_000, corpus, |input| {
+            let text = String::from_utf8_lossy(input);
+            if let Ok(jws) = parse(&text) {
+                let sw = edgecoder_kernel::SoftwareSignatures;
+                let _ =
+                    futures_executor::block_on(validate_with(&sw, &jws, &v.keys, &v.expected()));
+                let _ = check_claims(&jws.claims, &v.expected());
+            }
+            if let Ok(doc) = serde_json::from_slice::<Json>(input) {
+                let _ = parse_jwks(&doc);
+                let _ = parse_jwks(&doc["jwks"]);
+            }
+        });
+    }
 }

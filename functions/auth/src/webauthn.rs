@@ -603,4 +603,60 @@ mod tests {
             &["http://portal.example".to_owned()]
         ));
     }
+
+    /// Generated hostile inputs for every WebAuthn parser (COSE keys,
+    /// authenticator data, attestation objects, clientDataJSON) and the
+    /// signature checks behind them: seeded mutations of valid ones. None may
+    /// panic; each is refused with a [`Refusal`].
+    #[test]
+    fn webauthn_parsers_never_panic() {
+        let sk = p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).expect("key");
+        let cose = cose_es256(sk.verifying_key());
+        let (rs_key, _, rs_sig) = rs256_vector().expect("vector");
+        let rs_cose = {
+            let CoseKey::Rs256 { n, e } = &rs_key else {
+                panic!("an RSA key");
+            };
+            let map = Cbor::Map(vec![
+                (Cbor::Integer(1.into()), Cbor::Integer(3.into())),
+                (Cbor::Integer(3.into()), Cbor::Integer((-257).into())),
+                (Cbor::Integer((-1).into()), Cbor::Bytes(n.clone())),
+                (Cbor::Integer((-2).into()), Cbor::Bytes(e.clone())),
+            ]);
+            let mut out = Vec::new();
+            ciborium::ser::into_writer(&map, &mut out).expect("cbor");
+            out
+        };
+        let raw = auth_data(FLAG_UP | FLAG_UV | FLAG_AT, 7, Some((b"cred-1", &cose)));
+        let attestation = {
+            let map = Cbor::Map(vec![
+                (Cbor::Text("fmt".into()), Cbor::Text("none".into())),
+                (Cbor::Text("attStmt".into()), Cbor::Map(vec![])),
+                (Cbor::Text("authData".into()), Cbor::Bytes(raw.clone())),
+            ]);
+            let mut out = Vec::new();
+            ciborium::ser::into_writer(&map, &mut out).expect("cbor");
+            out
+        };
+        let client = br#"{"type":"webauthn.get","challenge":"AAAA","origin":"http://localhost:5173","crossOrigin":false}"#.to_vec();
+        let signature: p256::ecdsa::Signature = sk.sign(b"m");
+        let signature = signature.to_der().as_bytes().to_vec();
+        let corpus = vec![cose, rs_cose, raw, attestation, client, signature, rs_sig];
+        edgecoder_fuzzgen::run("webauthn", 21, 200_000, corpus, |input| {
+            if let Ok(key) = CoseKey::from_cbor(input) {
+                let _ = key.verify(b"message", input);
+            }
+            if let Ok(a) = AuthData::parse(input) {
+                let _ = a.require_up_uv();
+                let _ = a.require_rp("localhost");
+            }
+            if let Ok(o) = AttestationObject::parse(input)
+                && let Ok(key) = CoseKey::from_cbor(&o.auth_data)
+            {
+                let _ = o.verify(&key, input);
+            }
+            let _ = client_data(input);
+            let _ = rs_key.verify(b"message", input);
+        });
+    }
 }

@@ -61,3 +61,6 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;

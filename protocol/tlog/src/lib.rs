@@ -56,3 +56,6 @@ pub enum Error {
     #[error("key encoding: {0}")]
     Key(alloc::string::String),
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -87,11 +87,11 @@ pub struct NodeId {
 }
 
 /// The complete subtrees whose right fold is `MTH(D[start:end])`, left to
-/// right.
+/// right (none for an empty or reversed range).
 pub fn range_nodes(start: u64, end: u64) -> Vec<NodeId> {
     let mut out = Vec::new();
     let mut at = start;
-    let mut left = end - start;
+    let mut left = end.saturating_sub(start);
     while left > 0 {
         let level = 63 - left.leading_zeros();
         out.push(NodeId {
@@ -125,6 +125,9 @@ impl Nodes for alloc::collections::BTreeMap<NodeId, Hash> {
 
 /// `MTH(D[start:end])` from stored complete subtrees.
 pub fn range_hash<H: Hasher>(nodes: &dyn Nodes, start: u64, end: u64) -> Result<Hash, Error> {
+    if start > end {
+        return Err(Error::OutOfRange);
+    }
     if start == end {
         return Ok(H::empty());
     }

@@ -1,0 +1,216 @@
+//! Node enrollment: who may enroll which node id, and enrollment tokens that
+//! redeem once and die on re-enrollment or deletion.
+
+use super::*;
+
+pub(super) fn enroll(x: &Ctx, token: &str, node: &str) -> Result<Reply, String> {
+    x.call(
+        "POST",
+        "/auth/nodes/enroll",
+        "/auth/nodes/enroll",
+        Some(token),
+        Some(&json!({"node_id": node, "kind": "agent"})),
+        &[],
+    )
+}
+
+pub(super) fn redeem(
+    x: &Ctx,
+    service: Option<&str>,
+    token: &str,
+    node: &str,
+    kind: &str,
+) -> Result<Reply, String> {
+    x.call(
+        "POST",
+        "/auth/nodes/redeem",
+        "/auth/nodes/redeem",
+        service,
+        Some(&json!({"enrollment_token": token, "node_id": node, "kind": kind})),
+        &[],
+    )
+}
+
+pub(super) fn enrollment_needs_verified_email_and_valid_node_id(x: &Ctx) -> Result<(), String> {
+    let u = x.account("enroll-unverified", false)?;
+    let node = format!("node-{}-u", x.run);
+    expect_problem(&enroll(x, &u.access, &node)?, 403, "email_unverified")?;
+    let v = x.account("enroll-ids", true)?;
+    for bad in ["%%%", "../x", "ab", "UPPER", "a..b", "-lead"] {
+        let r = x.send(
+            "POST",
+            "/auth/nodes/enroll",
+            Some(&v.access),
+            Some(&json!({"node_id": bad, "kind": "agent"})),
+            &[],
+        )?;
+        expect_problem(&r, 400, "invalid_node_id").map_err(|e| format!("{bad}: {e}"))?;
+    }
+    let r = x.send(
+        "POST",
+        "/auth/nodes/enroll",
+        Some(&v.access),
+        Some(&json!({"node_id": node, "kind": "queen"})),
+        &[],
+    )?;
+    expect_problem(&r, 400, "invalid_request")
+}
+
+pub(super) fn enrolling_another_users_node_id_conflicts(x: &Ctx) -> Result<(), String> {
+    let owner = x.account("node-owner", true)?;
+    let thief = x.account("node-thief", true)?;
+    let node = format!("node-{}-taken", x.run);
+    let r = enroll(x, &owner.access, &node)?;
+    status(&r, 201, "enroll")?;
+    let token = r.json()?["enrollment_token"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    expect_problem(
+        &enroll(x, &thief.access, &node)?,
+        409,
+        "node_owned_by_another_user",
+    )?;
+    expect_problem(
+        &x.send(
+            "DELETE",
+            &format!("/auth/nodes/{node}"),
+            Some(&thief.access),
+            None,
+            &[],
+        )?,
+        404,
+        "node_not_found",
+    )?;
+    // The owner's token still works: the attempt changed nothing.
+    status(
+        &redeem(x, Some(&x.target.service_token), &token, &node, "agent")?,
+        200,
+        "owner's token after the takeover attempt",
+    )
+}
+
+pub(super) fn enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete(
+    x: &Ctx,
+) -> Result<(), String> {
+    let a = x.account("node-life", true)?;
+    let node = format!("node-{}-life", x.run);
+    let first = enroll(x, &a.access, &node)?.json()?;
+    let t1 = first["enrollment_token"].as_str().unwrap_or("").to_owned();
+    if !t1.starts_with("ect_") || !first["expires_at"].is_string() {
+        return Err(format!("enroll response {first}"));
+    }
+    let t2 = enroll(x, &a.access, &node)?.json()?["enrollment_token"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let svc = x.target.service_token.as_str();
+    expect_problem(
+        &redeem(x, None, &t2, &node, "agent")?,
+        401,
+        "service_unauthorized",
+    )?;
+    expect_problem(
+        &redeem(
+            x,
+            Some("wrong-service-token-wrong-service-token"),
+            &t2,
+            &node,
+            "agent",
+        )?,
+        401,
+        "service_unauthorized",
+    )?;
+    expect_problem(
+        &redeem(x, Some(svc), &t1, &node, "agent")?,
+        400,
+        "enrollment_token_invalid",
+    )
+    .map_err(|e| format!("superseded token: {e}"))?;
+    expect_problem(
+        &redeem(x, Some(svc), &t2, &node, "coordinator")?,
+        400,
+        "enrollment_token_invalid",
+    )
+    .map_err(|e| format!("wrong kind: {e}"))?;
+    expect_problem(
+        &redeem(x, Some(svc), &t2, "some-other-node", "agent")?,
+        400,
+        "enrollment_token_invalid",
+    )
+    .map_err(|e| format!("wrong node: {e}"))?;
+    let ok = redeem(x, Some(svc), &t2, &node, "agent")?;
+    status(&ok, 200, "redeem")?;
+    if ok.json()?["owner_id"] != json!(a.id) {
+        return Err("redeem does not name the owner".into());
+    }
+    expect_problem(
+        &redeem(x, Some(svc), &t2, &node, "agent")?,
+        400,
+        "enrollment_token_invalid",
+    )
+    .map_err(|e| format!("second redemption: {e}"))?;
+    let list = x
+        .send("GET", "/auth/nodes", Some(&a.access), None, &[])?
+        .json()?;
+    if !list["nodes"].as_array().is_some_and(|n| {
+        n.iter()
+            .any(|n| n["node_id"] == json!(node) && n["state"] == "redeemed")
+    }) {
+        return Err(format!("nodes list {list}"));
+    }
+    let t3 = enroll(x, &a.access, &node)?.json()?["enrollment_token"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    status(
+        &x.call(
+            "DELETE",
+            "/auth/nodes/{id}",
+            &format!("/auth/nodes/{node}"),
+            Some(&a.access),
+            None,
+            &[],
+        )?,
+        200,
+        "delete",
+    )?;
+    expect_problem(
+        &redeem(x, Some(svc), &t3, &node, "agent")?,
+        400,
+        "enrollment_token_invalid",
+    )
+    .map_err(|e| format!("deleted node's token: {e}"))?;
+    // An admin deletes others' nodes only with step-up.
+    let node2 = format!("node-{}-admin", x.run);
+    status(&enroll(x, &a.access, &node2)?, 201, "enroll")?;
+    let (admin_id, admin) = x.admin()?;
+    let me = x.send("GET", "/auth/me", Some(&admin), None, &[])?.json()?;
+    let stale = x.mint(
+        &admin_id,
+        me["session_id"].as_str().unwrap_or(""),
+        &json!({"auth_time": unix_now() - 11 * 60}),
+    )?;
+    expect_problem(
+        &x.send(
+            "DELETE",
+            &format!("/auth/nodes/{node2}"),
+            Some(&stale),
+            None,
+            &[],
+        )?,
+        403,
+        "step_up_required",
+    )?;
+    status(
+        &x.send(
+            "DELETE",
+            &format!("/auth/nodes/{node2}"),
+            Some(&admin),
+            None,
+            &[],
+        )?,
+        200,
+        "admin delete with step-up",
+    )
+}

@@ -1,0 +1,567 @@
+//! Identity checks: accounts, email verification, sessions, tokens, roles
+//! with step-up, node enrollment, rate limits and audit coverage, each attack
+//! as a named check, one module per topic ([`accounts`], [`tokens`],
+//! [`sessions`], [`roles`], [`enrollment`]); the shared [`Ctx`] and the audit
+//! coverage check live here.
+//!
+//! The suite knows the deployment's signing key, bootstrap secret and service
+//! credential (the harness configured them), so it can mint access tokens with
+//! chosen claims (an old `auth_time`, a wrong audience) and forge the ones an
+//! attacker would. Everything else goes through the public API; emailed tokens
+//! come from the development outbox through its test route.
+//!
+//! Every request that should leave an audit event is sent through
+//! [`Ctx::call`], which notes its route and request id; the last check asks
+//! the audit API for all of them and fails for any mutating route in
+//! `/openapi.json` that never produced one.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value as Json, json};
+
+use crate::{Client, Reply, Target, expect_problem};
+
+mod accounts;
+mod enrollment;
+mod roles;
+mod sessions;
+mod tokens;
+
+/// A password that satisfies the policy for every suite account.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Shared state across the identity checks of one suite run.
+pub struct Ctx<'a> {
+    /// The client.
+    pub c: &'a Client,
+    /// The deployment's secrets.
+    pub target: &'a Target,
+    /// (method, route template) -> request ids that should have been audited.
+    audited: RefCell<BTreeMap<(String, String), Vec<String>>>,
+    /// A verified system_admin: (user id, access token).
+    admin: RefCell<Option<(String, String)>>,
+    serial: RefCell<u32>,
+    run: String,
+}
+
+/// A signed-in test account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Email address.
+    pub email: String,
+    /// User id.
+    pub id: String,
+    /// Access token.
+    pub access: String,
+    /// Refresh token (device session).
+    pub refresh: String,
+}
+
+fn body_of(v: &Json) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for one run.
+    pub fn new(c: &'a Client, target: &'a Target) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Ctx {
+            c,
+            target,
+            audited: RefCell::default(),
+            admin: RefCell::default(),
+            serial: RefCell::new(0),
+            run: format!("{:x}", nanos % 0xffff_ffff),
+        }
+    }
+
+    /// A fresh email address.
+    pub fn email(&self, tag: &str) -> String {
+        let mut n = self.serial.borrow_mut();
+        *n += 1;
+        format!("{tag}-{}-{n}@example.com", self.run)
+    }
+
+    /// Sends JSON (or nothing) with optional bearer token and extra headers.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Json>,
+        extra: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        let bytes = match body {
+            Some(b) => {
+                headers.push(("content-type", "application/json"));
+                body_of(b)
+            }
+            None => Vec::new(),
+        };
+        self.c.send_with(method, path, &headers, &bytes)
+    }
+
+    /// Like [`Ctx::send`], and notes the request as one that must be audited
+    /// under the route `template`.
+    pub fn call(
+        &self,
+        method: &str,
+        template: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Json>,
+        extra: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        let r = self.send(method, path, bearer, body, extra)?;
+        if let Some(id) = r.header("x-request-id") {
+            self.audited
+                .borrow_mut()
+                .entry((method.to_owned(), template.to_owned()))
+                .or_default()
+                .push(id.to_owned());
+        }
+        Ok(r)
+    }
+
+    /// The newest outbox message to `email`.
+    pub fn last_mail(&self, email: &str) -> Result<Json, String> {
+        let r = self.c.get(&format!(
+            "/auth/_test/outbox?to={}",
+            email.replace('+', "%2B")
+        ))?;
+        let v = r.json()?;
+        v["messages"]
+            .get(0)
+            .cloned()
+            .ok_or_else(|| format!("no mail to {email}"))
+    }
+
+    /// The one-time token in the newest mail to `email`.
+    pub fn mailed_token(&self, email: &str) -> Result<String, String> {
+        let m = self.last_mail(email)?;
+        let body = m["body"].as_str().unwrap_or("");
+        let start = body
+            .find("evt_")
+            .ok_or_else(|| format!("no token in mail: {body}"))?;
+        Ok(body[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect())
+    }
+
+    /// Signs up `email`.
+    pub fn signup(&self, email: &str) -> Result<Reply, String> {
+        self.call(
+            "POST",
+            "/auth/signup",
+            "/auth/signup",
+            None,
+            Some(&json!({"email": email, "password": PASSWORD, "display_name": "Suite"})),
+            &[],
+        )
+    }
+
+    /// Verifies `email` with the token it was mailed.
+    pub fn verify(&self, email: &str) -> Result<(), String> {
+        let token = self.mailed_token(email)?;
+        let r = self.call(
+            "POST",
+            "/auth/verify-email",
+            "/auth/verify-email",
+            None,
+            Some(&json!({ "token": token })),
+            &[],
+        )?;
+        if r.status != 200 {
+            return Err(format!(
+                "verify: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Logs in as a device client.
+    pub fn login(&self, email: &str, password: &str) -> Result<Reply, String> {
+        self.call(
+            "POST",
+            "/auth/login",
+            "/auth/login",
+            None,
+            Some(&json!({"email": email, "password": password, "client": "device"})),
+            &[],
+        )
+    }
+
+    /// A new account, verified or not, signed in on a device session.
+    pub fn account(&self, tag: &str, verified: bool) -> Result<Account, String> {
+        let email = self.email(tag);
+        let r = self.signup(&email)?;
+        if r.status != 202 {
+            return Err(format!(
+                "signup: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        if verified {
+            self.verify(&email)?;
+        }
+        let r = self.login(&email, PASSWORD)?;
+        if r.status != 200 {
+            return Err(format!(
+                "login: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        let v = r.json()?;
+        let access = v["access_token"].as_str().unwrap_or("").to_owned();
+        let me = self
+            .send("GET", "/auth/me", Some(&access), None, &[])?
+            .json()?;
+        Ok(Account {
+            email,
+            id: me["id"].as_str().unwrap_or("").to_owned(),
+            access,
+            refresh: v["refresh_token"].as_str().unwrap_or("").to_owned(),
+        })
+    }
+
+    /// The suite's system_admin (made with the bootstrap secret on first use).
+    pub fn admin(&self) -> Result<(String, String), String> {
+        if let Some(a) = self.admin.borrow().clone() {
+            return Ok(a);
+        }
+        let a = self.account("admin", true)?;
+        let r = self.call(
+            "POST",
+            "/auth/admin/bootstrap",
+            "/auth/admin/bootstrap",
+            Some(&a.access),
+            Some(&json!({"secret": self.target.bootstrap_secret})),
+            &[],
+        )?;
+        if r.status != 200 {
+            return Err(format!(
+                "bootstrap: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        // Roles are read from storage, but tokens carry them too: fetch a fresh one.
+        let r = self.call(
+            "POST",
+            "/auth/step-up",
+            "/auth/step-up",
+            Some(&a.access),
+            Some(&json!({"password": PASSWORD})),
+            &[],
+        )?;
+        let token = r.json()?["access_token"].as_str().unwrap_or("").to_owned();
+        *self.admin.borrow_mut() = Some((a.id.clone(), token.clone()));
+        Ok((a.id, token))
+    }
+
+    /// An access token signed with the deployment's key, with `claims`
+    /// (merged over valid defaults for `sub`/`sid`).
+    pub fn mint(&self, sub: &str, sid: &str, patch: &Json) -> Result<String, String> {
+        let now = unix_now();
+        let mut payload = json!({
+            "iss": self.target.issuer, "aud": "edgecoder", "sub": sub, "sid": sid, "jti": "suite",
+            "roles": ["user"], "auth_time": now, "amr": ["pwd"], "iat": now, "exp": now + 600,
+        });
+        merge(&mut payload, patch);
+        let key = edgecoder_kernel::SigningKey::from_secret(&self.target.signing_key)
+            .map_err(|e| e.to_string())?;
+        sign_es256(
+            &key,
+            &json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid()}),
+            &payload,
+        )
+    }
+}
+
+fn merge(into: &mut Json, patch: &Json) {
+    if let (Some(a), Some(b)) = (into.as_object_mut(), patch.as_object()) {
+        for (k, v) in b {
+            a.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn b64(v: &Json) -> String {
+    URL_SAFE_NO_PAD.encode(body_of(v))
+}
+
+fn sign_es256(
+    key: &edgecoder_kernel::SigningKey,
+    header: &Json,
+    payload: &Json,
+) -> Result<String, String> {
+    use p256::ecdsa::signature::Signer;
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let sig: p256::ecdsa::Signature = key.ecdsa().sign(input.as_bytes());
+    Ok(format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(sig.to_bytes())
+    ))
+}
+
+fn hs256(secret: &[u8], header: &Json, payload: &Json) -> String {
+    use hmac::{Hmac, Mac};
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| {
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(b"k").unwrap_or_else(|_| unreachable!())
+    });
+    mac.update(input.as_bytes());
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+fn status(r: &Reply, want: u16, what: &str) -> Result<(), String> {
+    if r.status == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: got {} want {want}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ))
+    }
+}
+
+/// The problem body without the per-request fields, for "identical" comparisons.
+fn stable(r: &Reply) -> Result<Json, String> {
+    let mut v = r.json()?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("request_id");
+    }
+    Ok(v)
+}
+
+fn session_of(x: &Ctx, a: &Account) -> Result<String, String> {
+    let me = x
+        .send("GET", "/auth/me", Some(&a.access), None, &[])?
+        .json()?;
+    me["session_id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no session id: {me}"))
+}
+
+type IdCheck = fn(&Ctx) -> Result<(), String>;
+
+/// Every identity check, by name, in run order (the audit coverage check last).
+pub fn checks() -> Vec<(&'static str, IdCheck)> {
+    vec![
+        (
+            "openapi_documents_identity_request_and_response_schemas",
+            accounts::openapi_documents_identity_request_and_response_schemas,
+        ),
+        (
+            "security_headers_on_auth_responses",
+            accounts::security_headers_on_auth_responses,
+        ),
+        (
+            "signup_is_identical_for_known_and_unknown_emails",
+            accounts::signup_is_identical_for_known_and_unknown_emails,
+        ),
+        (
+            "signup_refuses_invalid_email_and_weak_passwords",
+            accounts::signup_refuses_invalid_email_and_weak_passwords,
+        ),
+        (
+            "one_mebibyte_password_is_refused_quickly",
+            accounts::one_mebibyte_password_is_refused_quickly,
+        ),
+        (
+            "verification_link_page_does_not_verify_on_prefetch",
+            accounts::verification_link_page_does_not_verify_on_prefetch,
+        ),
+        (
+            "verification_token_reuse_and_unknown_are_refused",
+            accounts::verification_token_reuse_and_unknown_are_refused,
+        ),
+        (
+            "resend_is_identical_for_known_and_unknown_emails",
+            accounts::resend_is_identical_for_known_and_unknown_emails,
+        ),
+        (
+            "login_failures_are_identical_for_unknown_email_and_wrong_password",
+            accounts::login_failures_are_identical_for_unknown_email_and_wrong_password,
+        ),
+        (
+            "login_returns_oauth_token_response_and_browser_cookie",
+            accounts::login_returns_oauth_token_response_and_browser_cookie,
+        ),
+        ("me_reports_the_account", accounts::me_reports_the_account),
+        ("jwt_alg_none_is_refused", tokens::jwt_alg_none_is_refused),
+        (
+            "jwt_hs256_signed_with_public_key_is_refused",
+            tokens::jwt_hs256_signed_with_public_key_is_refused,
+        ),
+        ("jwt_expired_is_refused", tokens::jwt_expired_is_refused),
+        (
+            "jwt_unknown_kid_is_refused",
+            tokens::jwt_unknown_kid_is_refused,
+        ),
+        (
+            "jwt_wrong_issuer_or_audience_is_refused",
+            tokens::jwt_wrong_issuer_or_audience_is_refused,
+        ),
+        (
+            "jwt_tampered_payload_is_refused",
+            tokens::jwt_tampered_payload_is_refused,
+        ),
+        (
+            "refresh_rotates_and_reuse_revokes_the_family",
+            sessions::refresh_rotates_and_reuse_revokes_the_family,
+        ),
+        (
+            "cookie_refresh_without_allowed_origin_is_csrf_rejected",
+            sessions::cookie_refresh_without_allowed_origin_is_csrf_rejected,
+        ),
+        (
+            "sessions_list_revoke_logout_and_logout_all",
+            sessions::sessions_list_revoke_logout_and_logout_all,
+        ),
+        (
+            "password_reset_is_uniform_single_use_and_revokes_sessions",
+            sessions::password_reset_is_uniform_single_use_and_revokes_sessions,
+        ),
+        (
+            "password_change_needs_step_up_and_revokes_other_sessions",
+            sessions::password_change_needs_step_up_and_revokes_other_sessions,
+        ),
+        (
+            "bootstrap_makes_one_admin_only",
+            roles::bootstrap_makes_one_admin_only,
+        ),
+        (
+            "user_granting_itself_a_role_is_forbidden",
+            roles::user_granting_itself_a_role_is_forbidden,
+        ),
+        (
+            "role_change_without_step_up_is_refused",
+            roles::role_change_without_step_up_is_refused,
+        ),
+        (
+            "roles_go_only_to_verified_accounts_and_last_admin_stays",
+            roles::roles_go_only_to_verified_accounts_and_last_admin_stays,
+        ),
+        (
+            "admin_lists_users_and_queries_audit",
+            roles::admin_lists_users_and_queries_audit,
+        ),
+        (
+            "enrollment_needs_verified_email_and_valid_node_id",
+            enrollment::enrollment_needs_verified_email_and_valid_node_id,
+        ),
+        (
+            "enrolling_another_users_node_id_conflicts",
+            enrollment::enrolling_another_users_node_id_conflicts,
+        ),
+        (
+            "enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete",
+            enrollment::enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete,
+        ),
+        (
+            "login_failures_per_account_and_ip_are_rate_limited",
+            accounts::login_failures_per_account_and_ip_are_rate_limited,
+        ),
+        (
+            "resend_per_email_is_rate_limited",
+            accounts::resend_per_email_is_rate_limited,
+        ),
+        (
+            "every_mutating_route_emits_an_audit_event",
+            every_mutating_route_emits_an_audit_event,
+        ),
+    ]
+}
+
+fn every_mutating_route_emits_an_audit_event(x: &Ctx) -> Result<(), String> {
+    let (_, admin) = x.admin()?;
+    let openapi = x.c.get("/openapi.json")?.json()?;
+    let mut mutating = Vec::new();
+    for (path, item) in openapi["paths"].as_object().ok_or("no paths")? {
+        // Options routes only hand out a single-use challenge; what is done
+        // with it (registration, sign-in) is audited.
+        if !path.starts_with("/auth/")
+            || path.starts_with("/auth/_test/")
+            || path.ends_with("/options")
+        {
+            continue;
+        }
+        for method in item
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            if method != "get" && method != "head" {
+                mutating.push((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    if mutating.len() < 15 {
+        return Err(format!(
+            "only {} mutating auth routes in openapi",
+            mutating.len()
+        ));
+    }
+    let audited = x.audited.borrow();
+    let mut missing = Vec::new();
+    for (method, path) in &mutating {
+        let Some(ids) = audited.get(&(method.clone(), path.clone())) else {
+            missing.push(format!("{method} {path} (never called)"));
+            continue;
+        };
+        let mut covered = false;
+        for id in ids {
+            let v = x
+                .send(
+                    "GET",
+                    &format!("/auth/admin/audit?request_id={id}"),
+                    Some(&admin),
+                    None,
+                    &[],
+                )?
+                .json()?;
+            if v["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                covered = true;
+                break;
+            }
+        }
+        if !covered {
+            missing.push(format!("{method} {path}"));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("no audit event from: {}", missing.join(", ")))
+    }
+}
