@@ -86,7 +86,7 @@ fn signed_notes_never_panic() {
         // A signature check costs ~0.1 ms: every eighth input goes all the
         // way through one.
         n += 1;
-        if n % 8 == 0 {
+        if n.is_multiple_of(8) {
             match checkpoint::open(&t, &keys) {
                 Ok(cp) => assert_eq!(cp.origin, ORIGIN),
                 Err(e) => assert!(matches!(
@@ -121,7 +121,7 @@ fn tlog_proofs_never_panic() {
         if let Ok(p) = TlogProof::parse(&text(input)) {
             let _ = p.to_text();
             n += 1;
-            if n % 8 == 0 {
+            if n.is_multiple_of(8) {
                 let _ = p.verify_extra(&keys);
             }
         }
