@@ -20,12 +20,14 @@ pub mod api;
 pub mod client;
 mod error;
 pub mod mail;
+pub mod oauth_settings;
 pub mod oidc;
 pub mod password;
 pub mod ratelimit;
 mod schemas;
 pub mod secrets;
 pub mod session;
+pub mod settings;
 #[cfg(feature = "danger-test-routes")]
 mod testing;
 pub mod webauthn;
@@ -43,6 +45,7 @@ use edgecoder_kernel::{
 use serde_json::{Value as Json, json};
 
 pub use error::Error;
+pub use settings::Settings;
 
 /// The function's name and path prefix.
 pub const NAME: &str = "auth";
@@ -230,10 +233,11 @@ pub fn router(config: &Config) -> Router {
 
 /// `GET /auth/capabilities`: what the portal may offer.
 async fn capabilities(s: &Services, _req: Request) -> Result<Response, Error> {
-    let passkeys = !s.config.passkey_rp_id.is_empty() && !s.config.allowed_origins.is_empty();
+    let settings = Settings::of(s)?;
+    let passkeys = !settings.passkey_rp_id.is_empty() && !s.config.allowed_origins.is_empty();
     Ok(ok_json(&json!({
         "password": true,
-        "passkeys": {"enabled": passkeys, "rp_id": passkeys.then_some(&s.config.passkey_rp_id)},
+        "passkeys": {"enabled": passkeys, "rp_id": passkeys.then_some(&settings.passkey_rp_id)},
         "oauth_providers": api::oauth::capabilities(s),
     })))
 }

@@ -10,8 +10,8 @@
 //! Delivery failures are logged as audit events and never change the response
 //! a client sees, so mail errors cannot become an account-existence oracle.
 
+use crate::settings::{MailSettings, Settings};
 use edgecoder_kernel::audit::{AuditEvent, Outcome};
-use edgecoder_kernel::config::MailSettings;
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::{OutboundRequest, RequestContext, Services, Statement};
 use serde_json::json;
@@ -83,7 +83,7 @@ pub fn password_reset(to: &str, token: &str) -> Mail {
 /// Refuses (503 `service_misconfigured`) when no provider is configured, so a
 /// route that must send mail fails before changing anything.
 pub fn require(s: &Services) -> Result<(), edgecoder_kernel::Error> {
-    match s.config.mail {
+    match Settings::of(s)?.mail {
         MailSettings::Unconfigured => Err(edgecoder_kernel::Error::Config(
             "no mail provider: set mail_api_key and mail_from".into(),
         )),
@@ -102,7 +102,14 @@ pub async fn send(s: &Services, ctx: &RequestContext, mail: &Mail) {
         outcome: Outcome::Failure,
         details: json!({ "subject": mail.subject, "error": why }),
     };
-    match &s.config.mail {
+    let settings = match Settings::of(s) {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = edgecoder_kernel::audit::record(s, Some(ctx), &failed(e.to_string())).await;
+            return;
+        }
+    };
+    match &settings.mail {
         MailSettings::Unconfigured => {
             let _ = edgecoder_kernel::audit::record(
                 s,

@@ -18,10 +18,10 @@
 //!
 //! [`SignatureCheck`]: edgecoder_kernel::SignatureCheck
 
+use crate::oauth_settings::OAuthProvider;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::http_types::Method;
-use edgecoder_kernel::oauth::OAuthProvider;
 use edgecoder_kernel::{OutboundRequest, Services, SignatureCheck};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;

@@ -1,11 +1,22 @@
 //! Composition of the functions into what a runtime serves.
 //!
 //! In scope: choosing which functions a deployment serves ([`Selection`]),
-//! merging their routers, and `GET /openapi.json`, the OpenAPI 3.1 document of
-//! every route of every function, generated from the same route tables that
-//! dispatch. Unknown paths fall through to the kernel's `not_found` problem.
+//! loading every setting a deployment unit needs ([`Loaded`]: the kernel's
+//! [`Config`] and each served function's own settings, failing with the
+//! setting's name), assembling the [`Services`] handlers receive from the
+//! ports a runtime provides ([`Loaded::services`]: which cross-function
+//! clients are in-process and which go over HTTP), merging the functions'
+//! routers, and `GET /openapi.json`, the OpenAPI 3.1 document of every route
+//! of every function, generated from the same route tables that dispatch.
+//! Unknown paths fall through to the kernel's `not_found` problem.
 //!
-//! Out of scope: platform bindings and any logic of the functions themselves.
+//! Out of scope: platform bindings (the runtimes implement the ports) and any
+//! logic of the functions themselves.
+//!
+//! | name | kind | default | meaning |
+//! |---|---|---|---|
+//! | `ledger_url` | var | — | Spin only: where the other components reach the `ledger` component over HTTP (e.g. `https://edge.example.com`) |
+//! | `auth_url` | var | — | Spin only: where the `mesh` component reaches the `auth` component (access-token callers, enrollment redemption) |
 //!
 //! Deployments: the native runtime and the Worker serve [`Selection::All`] on one
 //! origin. On Spin each function is its own component ([`Selection::Only`]) with
@@ -14,10 +25,14 @@
 
 use std::rc::Rc;
 
+use edgecoder_kernel::config::Vars;
 use edgecoder_kernel::http::{JSON, json_response};
 use edgecoder_kernel::http_types::{Method, StatusCode};
 use edgecoder_kernel::router::{RouteDoc, handler, response_doc};
-use edgecoder_kernel::{Config, Error, Router};
+use edgecoder_kernel::{
+    Clock, Config, ConfigSource, Defer, Error, FunctionSettings, IdentityClient, Kv, LedgerClient,
+    Outbound, Rng, Router, Services, SignatureCheck, Sql,
+};
 use serde_json::Value as Json;
 
 /// One of the functions.
@@ -86,6 +101,128 @@ impl Selection {
     /// Whether this unit needs SQL and KV (the gateway does not).
     pub fn uses_storage(self) -> bool {
         !matches!(self, Selection::Gateway)
+    }
+}
+
+/// What a runtime provides: its implementations of the kernel's ports.
+pub struct Ports {
+    /// The unit's relational store (a Spin component's own database).
+    pub sql: Rc<dyn Sql>,
+    /// The unit's key-value store.
+    pub kv: Rc<dyn Kv>,
+    /// Wall clock.
+    pub clock: Rc<dyn Clock>,
+    /// Randomness.
+    pub rng: Rc<dyn Rng>,
+    /// Outbound HTTP.
+    pub outbound: Rc<dyn Outbound>,
+    /// Work after the response.
+    pub defer: Rc<dyn Defer>,
+    /// ECDSA P-256 checks (WebCrypto on Workers, `p256` elsewhere).
+    pub signatures: Rc<dyn SignatureCheck>,
+}
+
+/// Every setting a deployment unit needs, loaded and validated once.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// What every function shares.
+    pub config: Config,
+    /// The served functions' own settings.
+    pub settings: FunctionSettings,
+    /// Where the ledger function is reached over HTTP, when it is another
+    /// component.
+    pub ledger_url: Option<String>,
+    /// Where the auth function is reached over HTTP, when it is another
+    /// component.
+    pub auth_url: Option<String>,
+    /// Weakened settings in force, for the runtime to log at start.
+    pub warnings: Vec<String>,
+}
+
+impl Loaded {
+    /// Loads the kernel's settings and those of every function `selection`
+    /// serves. In production mode a missing or invalid required setting is
+    /// an error naming it: the unit must refuse to serve rather than run
+    /// weakened.
+    pub fn load(src: &dyn ConfigSource, selection: Selection) -> Result<Loaded, Error> {
+        let config = Config::load(src)?;
+        let mut settings = FunctionSettings::default();
+        let mut warnings = config.warnings.clone();
+        let serves =
+            |f: Function| matches!(selection, Selection::All) || selection == Selection::Only(f);
+        if serves(Function::Auth) {
+            let auth = edgecoder_auth::Settings::load(src, &config)?;
+            warnings.extend(auth.warnings.iter().cloned());
+            settings = settings.with(auth);
+        }
+        if serves(Function::Mesh) {
+            settings = settings.with(edgecoder_mesh::Settings::load(src)?);
+        }
+        if serves(Function::Ledger) {
+            settings = settings.with(edgecoder_ledger::Settings::load(src)?);
+        }
+        let vars = Vars(src);
+        Ok(Loaded {
+            config,
+            settings,
+            ledger_url: vars.service_url("ledger_url")?,
+            auth_url: vars.service_url("auth_url")?,
+            warnings,
+        })
+    }
+
+    /// The services `selection`'s handlers receive over `ports`. Functions
+    /// that share the unit's database reach each other in-process (native,
+    /// the Worker: [`Selection::All`]); a Spin component that owns one
+    /// function reaches the others over HTTP with the service credential
+    /// (`ledger_url`, `auth_url`), and a client that cannot be built answers
+    /// every call with a configuration error naming what to set.
+    pub fn services(&self, ports: Ports, selection: Selection) -> Services {
+        let owns =
+            |f: Function| matches!(selection, Selection::All) || selection == Selection::Only(f);
+        let ledger: Rc<dyn LedgerClient> = match (&self.ledger_url, &self.config.service_token) {
+            _ if owns(Function::Ledger) => Rc::new(edgecoder_ledger::client::InProcess {
+                sql: ports.sql.clone(),
+                clock: ports.clock.clone(),
+                rng: ports.rng.clone(),
+            }),
+            (Some(url), Some(token)) => Rc::new(edgecoder_ledger::client::Http {
+                base: url.clone(),
+                token: token.clone(),
+                outbound: ports.outbound.clone(),
+            }),
+            _ => Rc::new(edgecoder_ledger::client::Unavailable(
+                "set ledger_url and service_token so this component can reach the ledger",
+            )),
+        };
+        let identity: Rc<dyn IdentityClient> = match &self.auth_url {
+            _ if owns(Function::Auth) => Rc::new(edgecoder_auth::client::InProcess {
+                sql: ports.sql.clone(),
+                clock: ports.clock.clone(),
+                config: self.config.clone(),
+            }),
+            Some(url) => Rc::new(edgecoder_auth::client::Http {
+                base: url.clone(),
+                service_token: self.config.service_token.clone(),
+                outbound: ports.outbound.clone(),
+            }),
+            None => Rc::new(edgecoder_auth::client::Unavailable(
+                "set auth_url so this component can reach the auth function",
+            )),
+        };
+        Services {
+            sql: ports.sql,
+            kv: ports.kv,
+            clock: ports.clock,
+            rng: ports.rng,
+            outbound: ports.outbound,
+            defer: ports.defer,
+            signatures: ports.signatures,
+            ledger,
+            identity,
+            config: self.config.clone(),
+            settings: self.settings.clone(),
+        }
     }
 }
 

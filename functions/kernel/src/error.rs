@@ -61,6 +61,12 @@ pub enum Error {
     /// A storage port failed (database or KV unreachable, statement error).
     #[error("storage error: {0}")]
     Storage(String),
+    /// A statement would have broken a UNIQUE or PRIMARY KEY constraint;
+    /// nothing was written. The ports report it as its own variant on every
+    /// runtime, so callers decide what a conflict means without reading
+    /// driver messages.
+    #[error("unique constraint violated: {0}")]
+    UniqueViolation(String),
     /// An outbound HTTP call failed.
     #[error("outbound request failed: {0}")]
     Outbound(String),
@@ -244,6 +250,12 @@ impl From<Error> for Problem {
             .with_detail(d),
             // Driver messages can name tables and constraints: keep them out of the
             // response (the runtime logs them with the request id).
+            // A conflict nobody anticipated: the request raced another.
+            Error::UniqueViolation(m) => Problem {
+                internal: Some(format!("unique constraint: {m}")),
+                ..Problem::new(StatusCode::CONFLICT, "conflict", "Conflict")
+                    .with_detail("The request conflicts with a concurrent change; retry.")
+            },
             Error::Storage(m) => Problem {
                 internal: Some(format!("storage: {m}")),
                 ..Problem::new(

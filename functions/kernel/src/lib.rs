@@ -26,7 +26,6 @@ pub mod health;
 pub mod http;
 pub mod keys;
 pub mod migrations;
-pub mod oauth;
 pub mod ports;
 pub mod router;
 pub mod services;
@@ -45,7 +44,7 @@ pub use ports::{
     SoftwareSignatures, Sql, Statement, Value,
 };
 pub use router::{Handler, HandlerResult, RouteDoc, Router};
-pub use services::Services;
+pub use services::{FunctionSettings, Services};
 
 /// Re-exported so function crates and runtimes agree on one `http` version.
 pub use ::http as http_types;

@@ -149,6 +149,10 @@ impl Rows {
 }
 
 /// Strongly consistent relational storage (SQLite dialect).
+///
+/// A statement that breaks a UNIQUE or PRIMARY KEY constraint fails with
+/// [`Error::UniqueViolation`] on every runtime (and a batch that contains one
+/// writes nothing).
 #[async_trait(?Send)]
 pub trait Sql {
     /// Runs one statement and returns its rows (if any) and change count.
@@ -157,6 +161,18 @@ pub trait Sql {
     /// Runs statements as one atomic unit: all apply or none do. The only
     /// transaction the port offers, because it is the only one D1 offers.
     async fn batch(&self, stmts: Vec<Statement>) -> Result<Vec<Rows>, Error>;
+}
+
+/// The error for a failed statement whose driver reports only SQLite's
+/// message (D1, Spin's SQLite): SQLite words a unique-key failure as
+/// `UNIQUE constraint failed: <table>.<column>` (PRIMARY KEY failures too),
+/// and D1 prefixes its own tag.
+pub fn sql_error(message: String) -> Error {
+    if message.contains("UNIQUE constraint failed") {
+        Error::UniqueViolation(message)
+    } else {
+        Error::Storage(message)
+    }
 }
 
 /// Eventually consistent key-value storage, for caches and immutable data.

@@ -1,10 +1,14 @@
 //! The bundle of ports and configuration a handler receives.
 //!
-//! In scope: holding the runtime's port implementations and the validated
-//! [`Config`]. Out of scope: constructing them (the runtime does, once per
-//! request on Workers and Spin, once per process natively).
+//! In scope: holding the runtime's port implementations, the validated
+//! [`Config`] and each function's own settings ([`FunctionSettings`]). Out of
+//! scope: constructing them (the gateway assembles them from the ports a
+//! runtime provides, once per request on Workers and Spin, once per process
+//! natively).
 
+use std::any::Any;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::{
     Clock, Config, Defer, IdentityClient, Kv, LedgerClient, Outbound, RequestContext, Rng,
@@ -31,8 +35,42 @@ pub struct Services {
     pub identity: Rc<dyn IdentityClient>,
     /// ECDSA P-256 signature checks.
     pub signatures: Rc<dyn SignatureCheck>,
-    /// Validated settings.
+    /// Validated settings every function shares.
     pub config: Config,
+    /// Each function's own validated settings.
+    pub settings: FunctionSettings,
+}
+
+/// Each function's own validated settings (`auth::Settings`,
+/// `mesh::Settings`, `ledger::Settings`), loaded from the same
+/// `ConfigSource` as [`Config`] and looked up by type, so a function reads
+/// its settings without the kernel knowing them. Shared across a native
+/// server's threads, hence `Arc`.
+#[derive(Clone, Default)]
+pub struct FunctionSettings(Vec<Arc<dyn Any + Send + Sync>>);
+
+impl FunctionSettings {
+    /// These settings and `value`.
+    pub fn with<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        self.0.push(Arc::new(value));
+        self
+    }
+
+    /// The settings of type `T`, if loaded.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0
+            .iter()
+            .find_map(|v| (v.as_ref() as &dyn Any).downcast_ref::<T>())
+    }
+}
+
+impl std::fmt::Debug for FunctionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The settings hold secrets; only their number is shown.
+        f.debug_tuple("FunctionSettings")
+            .field(&self.0.len())
+            .finish()
+    }
 }
 
 impl Services {

@@ -198,6 +198,22 @@ async fn ports(s: Rc<Services>, _req: Request) -> HandlerResult {
         ))
         .await;
     let rolled_back = batch.is_err() && matches!(&left, Ok(r) if r.get_i64(0, "c") == Some(0));
+    // A duplicate key is reported as its own variant, in a batch and alone.
+    let duplicate = s
+        .sql
+        .execute(Statement::new(
+            "INSERT INTO _conformance_ports (k, i) VALUES (?1, 3)",
+            vec![Value::Text(run.clone())],
+        ))
+        .await;
+    checks.insert(
+        "sql:unique_violation".into(),
+        outcome(
+            matches!(&batch, Err(Error::UniqueViolation(_)))
+                && matches!(&duplicate, Err(Error::UniqueViolation(_))),
+            format!("batch {batch:?}, alone {duplicate:?}"),
+        ),
+    );
     checks.insert(
         "sql:batch_rolls_back".into(),
         outcome(

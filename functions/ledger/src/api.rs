@@ -217,6 +217,7 @@ pub async fn sign_checkpoint(s: &Services, size: u64, root: Hash) -> Result<Stri
 }
 
 async fn current_checkpoint(s: &Services, force: bool) -> Result<String, Error> {
+    let interval_ms = crate::Settings::of(s)?.checkpoint_interval_ms;
     let (size, root) = log::head(s.sql.as_ref()).await?;
     let latest = s
         .sql
@@ -227,7 +228,7 @@ async fn current_checkpoint(s: &Services, force: bool) -> Result<String, Error> 
         .await?;
     let fresh_enough = latest
         .get_i64(0, "created_at")
-        .is_some_and(|t| s.clock.now_ms() - t < s.config.checkpoint_interval_ms);
+        .is_some_and(|t| s.clock.now_ms() - t < interval_ms);
     let latest_size = latest
         .get_i64(0, "size")
         .and_then(|v| u64::try_from(v).ok());

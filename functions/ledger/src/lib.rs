@@ -16,6 +16,7 @@ pub mod client;
 pub mod credits;
 mod error;
 pub mod log;
+mod settings;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -27,6 +28,7 @@ use edgecoder_kernel::{Config, Handler, Problem, Request, Response, Router, Serv
 use serde_json::{Value as Json, json};
 
 pub use error::Error;
+pub use settings::Settings;
 
 /// The function's name and path prefix.
 pub const NAME: &str = "ledger";

@@ -197,7 +197,7 @@ pub async fn signed_by_new_key(
         charge(
             s,
             &format!("register:{ip}"),
-            s.config.mesh_register_per_minute,
+            crate::Settings::of(s)?.register_per_minute,
         )
         .await?;
     }
@@ -264,7 +264,12 @@ pub async fn signed_node(s: &Services, req: &Request) -> Result<Node, Error> {
         .map_err(|_| Error::Kernel(edgecoder_kernel::Error::Storage("stored key".into())))?;
     let node = node_from(&rows, 0)?;
     verify_with(s, req, &signed, &key).await?;
-    charge(s, &node.node_id, s.config.mesh_node_rate_per_minute).await?;
+    charge(
+        s,
+        &node.node_id,
+        crate::Settings::of(s)?.node_rate_per_minute,
+    )
+    .await?;
     Ok(node)
 }
 

@@ -19,6 +19,7 @@ pub mod authn;
 mod error;
 pub mod nodes;
 pub mod policy;
+mod settings;
 pub mod tasks;
 #[cfg(feature = "danger-test-routes")]
 mod testing;
@@ -35,6 +36,7 @@ use serde_json::{Value as Json, json};
 
 pub use edgecoder_kernel::http::rfc3339;
 pub use error::Error;
+pub use settings::Settings;
 
 /// The function's name and path prefix.
 pub const NAME: &str = "mesh";

@@ -193,7 +193,7 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
     let inserted = match done {
         Ok(r) => r.first().is_some_and(|r| !r.rows.is_empty()),
         // A racing registration of the same key hits the UNIQUE key_id.
-        Err(edgecoder_kernel::Error::Storage(m)) if m.contains("UNIQUE") => false,
+        Err(edgecoder_kernel::Error::UniqueViolation(_)) => false,
         Err(e) => return Err(e.into()),
     };
     if !inserted {
@@ -297,7 +297,7 @@ pub async fn rotate(s: &Services, req: Request) -> Result<Response, Error> {
         .await;
     match done {
         Ok(_) => {}
-        Err(edgecoder_kernel::Error::Storage(m)) if m.contains("UNIQUE") => {
+        Err(edgecoder_kernel::Error::UniqueViolation(_)) => {
             return Err(Error::KeyInUse);
         }
         Err(e) => return Err(e.into()),

@@ -230,7 +230,7 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
             Value::Integer(body.resources.memory_mb),
             Value::Integer(body.resources.fuel),
             Value::Integer(priority),
-            Value::Integer(s.config.mesh_max_attempts),
+            Value::Integer(crate::Settings::of(s)?.max_attempts),
             Value::Integer(now),
         ],
     ));
@@ -353,7 +353,7 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
                     lease.as_str().into(),
                     node.node_id.as_str().into(),
                     Value::Integer(now),
-                    Value::Integer(s.config.mesh_lease_grace_ms),
+                    Value::Integer(crate::Settings::of(s)?.lease_grace_ms),
                     Value::Integer(limits.timeout_ms),
                     Value::Integer(limits.memory_mb),
                     Value::Integer(limits.fuel),

@@ -22,13 +22,13 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use edgecoder_gateway::Selection;
+use edgecoder_gateway::{Loaded, Ports, Selection};
 use edgecoder_kernel::http_types::{HeaderMap, HeaderName, HeaderValue, Method};
 use edgecoder_kernel::ports::{KV_LIST_MAX, validate_kv_key};
 use edgecoder_kernel::router::{InternalError, problem_response};
 use edgecoder_kernel::{
     Clock, Config, ConfigSource, Error, Kv, Outbound, OutboundRequest, OutboundResponse, Request,
-    Rng, Rows, Services, Sql, Statement, Value, async_trait,
+    Rng, Rows, Sql, Statement, Value, async_trait,
 };
 use futures_util::StreamExt;
 use js_sys::futures::JsFuture;
@@ -105,7 +105,7 @@ fn js_error(e: &JsValue) -> Error {
     let cause = Reflect::get(e, &JsValue::from_str("cause"))
         .ok()
         .and_then(|c| message(&c));
-    Error::Storage(match cause {
+    edgecoder_kernel::ports::sql_error(match cause {
         Some(c) => format!("{outer}: {c}"),
         None => outer,
     })
@@ -409,8 +409,8 @@ async fn fetch(
     let url = req.url()?;
     let path = url.path().to_owned();
 
-    let config = match Config::load(&WorkerConfig(&env)) {
-        Ok(c) => c,
+    let loaded = match Loaded::load(&WorkerConfig(&env), Selection::All) {
+        Ok(l) => l,
         Err(e) => {
             worker::console_error!("refusing to serve: {e}");
             return to_worker(problem_response(e, &path, &request_id));
@@ -426,29 +426,18 @@ async fn fetch(
             return to_worker(problem_response(e, &path, &request_id));
         }
     };
-    let sql: Rc<dyn edgecoder_kernel::Sql> = Rc::new(sql);
-    let ledger = Rc::new(edgecoder_ledger::client::InProcess {
-        sql: sql.clone(),
-        clock: Rc::new(DateClock),
-        rng: Rc::new(CryptoRng),
-    });
-    let identity = Rc::new(edgecoder_auth::client::InProcess {
-        sql: sql.clone(),
-        clock: Rc::new(DateClock),
-        config: config.clone(),
-    });
-    let services = Rc::new(Services {
-        signatures: Rc::new(WebCryptoSignatures),
-        sql,
-        ledger,
-        identity,
-        kv: Rc::new(kv),
-        clock: Rc::new(DateClock),
-        rng: Rc::new(CryptoRng),
-        outbound: Rc::new(Fetch),
-        defer: Rc::new(wait_until),
-        config,
-    });
+    let services = Rc::new(loaded.services(
+        Ports {
+            sql: Rc::new(sql),
+            kv: Rc::new(kv),
+            clock: Rc::new(DateClock),
+            rng: Rc::new(CryptoRng),
+            outbound: Rc::new(Fetch),
+            defer: Rc::new(wait_until),
+            signatures: Rc::new(WebCryptoSignatures),
+        },
+        Selection::All,
+    ));
     let limit = services.config.max_body_bytes;
     // The URL the client addressed, as Cloudflare's edge received it: what
     // RFC 9421 derives `@scheme`, `@authority` and `@target-uri` from.

@@ -17,7 +17,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use edgecoder_kernel::{Config, Mode, Services, migrations};
+use edgecoder_gateway::{Loaded, Ports, Selection};
+use edgecoder_kernel::{Mode, Services, migrations};
 
 use crate::datadir::DataDir;
 use crate::platform::{NativeConfig, OsRng, SystemClock, UreqOutbound};
@@ -31,8 +32,8 @@ pub struct Runtime {
     pub db: Db,
     /// The KV store.
     pub kv: SqliteKv,
-    /// Validated settings.
-    pub config: Config,
+    /// Every validated setting (the kernel's and each function's).
+    pub loaded: Loaded,
 }
 
 impl Runtime {
@@ -46,41 +47,32 @@ impl Runtime {
         }
         settings.set("mode", mode.as_str());
         let source = NativeConfig::clone(&settings).with_secrets_dir(&dir.secrets_dir());
-        let config = Config::load(&source).context("refusing to start")?;
+        let loaded = Loaded::load(&source, Selection::All).context("refusing to start")?;
         let db = Db::open(&dir.sql_path())?;
         let kv = SqliteKv::open(&dir.kv_path(), Arc::new(SystemClock))?;
         Ok(Runtime {
             dir,
             db,
             kv,
-            config,
+            loaded,
         })
     }
 
     /// Port bundle for work outside a request (migrations, CLI commands).
     pub fn services(&self) -> Services {
-        let sql: Rc<dyn edgecoder_kernel::Sql> = Rc::new(self.db.clone());
-        Services {
-            ledger: Rc::new(edgecoder_ledger::client::InProcess {
-                sql: sql.clone(),
+        self.loaded.services(
+            Ports {
+                sql: Rc::new(self.db.clone()),
+                kv: Rc::new(self.kv.handle()),
                 clock: Rc::new(SystemClock),
                 rng: Rc::new(OsRng),
-            }),
-            signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
-            identity: Rc::new(edgecoder_auth::client::InProcess {
-                sql: sql.clone(),
-                clock: Rc::new(SystemClock),
-                config: self.config.clone(),
-            }),
-            sql,
-            kv: Rc::new(self.kv.handle()),
-            clock: Rc::new(SystemClock),
-            rng: Rc::new(OsRng),
-            outbound: Rc::new(UreqOutbound::default()),
-            // CLI commands send no mail; nothing they defer would be run.
-            defer: Rc::new(edgecoder_kernel::CollectDeferred::default()),
-            config: self.config.clone(),
-        }
+                outbound: Rc::new(UreqOutbound::default()),
+                // CLI commands send no mail; nothing they defer would be run.
+                defer: Rc::new(edgecoder_kernel::CollectDeferred::default()),
+                signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
+            },
+            Selection::All,
+        )
     }
 
     /// Applies pending migrations; returns the names applied.

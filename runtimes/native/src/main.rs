@@ -318,7 +318,7 @@ fn open(data: &DataArgs) -> Result<Runtime> {
 
 async fn serve(data: DataArgs, listen: SocketAddr, threads: usize) -> Result<()> {
     let runtime = open(&data)?;
-    for warning in &runtime.config.warnings {
+    for warning in &runtime.loaded.warnings {
         tracing::warn!("{warning}");
     }
     for name in runtime.migrate().await.context("applying migrations")? {
@@ -328,16 +328,16 @@ async fn serve(data: DataArgs, listen: SocketAddr, threads: usize) -> Result<()>
         .await
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
-    if !local.ip().is_loopback() && runtime.config.mode == Mode::Development {
+    if !local.ip().is_loopback() && runtime.loaded.config.mode == Mode::Development {
         tracing::warn!(%local, "development mode listening on a non-loopback address");
     }
     // Harnesses and scripts wait for this exact line to learn the port.
     println!("edgecoder listening on http://{local}");
-    tracing::info!(data_dir = %runtime.dir.root().display(), mode = runtime.config.mode.as_str(), "serving auth, mesh and ledger");
+    tracing::info!(data_dir = %runtime.dir.root().display(), mode = runtime.loaded.config.mode.as_str(), "serving auth, mesh and ledger");
     let shared = Arc::new(Shared {
         db: runtime.db.clone(),
         kv: runtime.kv.handle(),
-        config: runtime.config.clone(),
+        loaded: runtime.loaded.clone(),
     });
     server::serve(listener, shared, threads, shutdown_signal()).await;
     tracing::info!("stopped");

@@ -18,10 +18,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgecoder_gateway::Selection;
+use edgecoder_gateway::{Loaded, Ports, Selection};
 use edgecoder_kernel::http::declared_length_exceeds;
 use edgecoder_kernel::router::{InternalError, problem_response};
-use edgecoder_kernel::{Config, Error, Request, Router, Services};
+use edgecoder_kernel::{Error, Request, Router, Services};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, HeaderValue};
@@ -54,8 +54,8 @@ pub struct Shared {
     pub db: Db,
     /// The KV store.
     pub kv: SqliteKv,
-    /// Validated settings.
-    pub config: Config,
+    /// Every validated setting.
+    pub loaded: Loaded,
 }
 
 thread_local! {
@@ -66,28 +66,18 @@ fn pipeline(shared: &Shared) -> (Rc<Router>, Rc<Services>) {
     PIPELINE.with(|cell| {
         cell.borrow_mut()
             .get_or_insert_with(|| {
-                let sql: Rc<dyn edgecoder_kernel::Sql> = Rc::new(shared.db.clone());
-                let ledger = Rc::new(edgecoder_ledger::client::InProcess {
-                    sql: sql.clone(),
-                    clock: Rc::new(SystemClock),
-                    rng: Rc::new(OsRng),
-                });
-                let services = Services {
-                    sql,
-                    kv: Rc::new(shared.kv.handle()),
-                    clock: Rc::new(SystemClock),
-                    rng: Rc::new(OsRng),
-                    outbound: Rc::new(UreqOutbound::default()),
-                    defer: Rc::new(crate::platform::SpawnLocal),
-                    ledger,
-                    signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
-                    identity: Rc::new(edgecoder_auth::client::InProcess {
+                let services = shared.loaded.services(
+                    Ports {
                         sql: Rc::new(shared.db.clone()),
+                        kv: Rc::new(shared.kv.handle()),
                         clock: Rc::new(SystemClock),
-                        config: shared.config.clone(),
-                    }),
-                    config: shared.config.clone(),
-                };
+                        rng: Rc::new(OsRng),
+                        outbound: Rc::new(UreqOutbound::default()),
+                        defer: Rc::new(crate::platform::SpawnLocal),
+                        signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
+                    },
+                    Selection::All,
+                );
                 let router = edgecoder_gateway::router(Selection::All, &services.config);
                 (Rc::new(router), Rc::new(services))
             })

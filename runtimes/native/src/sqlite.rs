@@ -68,11 +68,25 @@ impl rusqlite::ToSql for Param<'_> {
     }
 }
 
+/// A driver error as the port reports it: unique-key failures by their
+/// extended result codes, everything else as a storage failure.
+fn driver_error(e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Error::UniqueViolation(e.to_string())
+        }
+        _ => Error::storage(e),
+    }
+}
+
 fn run(conn: &Connection, stmt: &Statement) -> Result<Rows, Error> {
     // `changes()` keeps the last DML's count across DDL and SELECTs; only
     // believe it when this statement moved the connection's running total.
     let total_before = conn.total_changes();
-    let mut prepared = conn.prepare(&stmt.sql).map_err(Error::storage)?;
+    let mut prepared = conn.prepare(&stmt.sql).map_err(driver_error)?;
     let columns: Vec<String> = prepared
         .column_names()
         .into_iter()
@@ -80,12 +94,12 @@ fn run(conn: &Connection, stmt: &Statement) -> Result<Rows, Error> {
         .collect();
     let mut rows = prepared
         .query(params_from_iter(stmt.params.iter().map(Param)))
-        .map_err(Error::storage)?;
+        .map_err(driver_error)?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(Error::storage)? {
+    while let Some(row) = rows.next().map_err(driver_error)? {
         let mut values = Vec::with_capacity(columns.len());
         for i in 0..columns.len() {
-            values.push(match row.get_ref(i).map_err(Error::storage)? {
+            values.push(match row.get_ref(i).map_err(driver_error)? {
                 ValueRef::Null => Value::Null,
                 ValueRef::Integer(v) => Value::Integer(v),
                 ValueRef::Real(v) => Value::Real(v),

@@ -11,10 +11,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
 
+use edgecoder_gateway::Ports;
 use edgecoder_kernel::http_types::{HeaderValue, Method, header};
 use edgecoder_kernel::{
-    Clock, CollectDeferred, Config, Request, RequestContext, Response, Router, Services, Sql,
-    Statement, migrations,
+    Clock, CollectDeferred, Request, RequestContext, Response, Router, Services, Sql, Statement,
+    migrations,
 };
 use edgecoder_native::platform::{NativeConfig, OsRng, SystemClock, UreqOutbound};
 use edgecoder_native::sqlite::{Db, SqliteKv};
@@ -47,31 +48,25 @@ fn env(settings: &[(&str, &str)]) -> Env {
     for (k, v) in settings {
         cfg.set(k, *v);
     }
-    let config = Config::load(&cfg).expect("config");
+    let loaded =
+        edgecoder_gateway::Loaded::load(&cfg, edgecoder_gateway::Selection::All).expect("settings");
+    let config = loaded.config.clone();
     let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
     let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
     let clock = Rc::new(TestClock(Cell::new(1_800_000_000_000)));
     let deferred = Rc::new(CollectDeferred::default());
-    let services = Rc::new(Services {
-        sql: Rc::new(db.clone()),
-        kv: Rc::new(kv.handle()),
-        clock: clock.clone(),
-        rng: Rc::new(OsRng),
-        outbound: Rc::new(UreqOutbound::default()),
-        defer: deferred.clone(),
-        ledger: Rc::new(edgecoder_ledger::client::InProcess {
+    let services = Rc::new(loaded.services(
+        Ports {
             sql: Rc::new(db.clone()),
+            kv: Rc::new(kv.handle()),
             clock: clock.clone(),
             rng: Rc::new(OsRng),
-        }),
-        signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
-        identity: Rc::new(edgecoder_auth::client::InProcess {
-            sql: Rc::new(db.clone()),
-            clock: clock.clone(),
-            config: config.clone(),
-        }),
-        config: config.clone(),
-    });
+            outbound: Rc::new(UreqOutbound::default()),
+            defer: deferred.clone(),
+            signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
+        },
+        edgecoder_gateway::Selection::All,
+    ));
     Env {
         _dir: dir,
         clock,
@@ -520,7 +515,8 @@ fn production_refuses_the_outbox() {
     cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
     cfg.set("issuer", "https://edge.example");
     cfg.set("mail_provider", "outbox");
-    let err = Config::load(&cfg).expect_err("outbox in production");
+    let err = edgecoder_gateway::Loaded::load(&cfg, edgecoder_gateway::Selection::All)
+        .expect_err("outbox in production");
     assert!(err.to_string().contains("outbox"), "{err}");
 }
 
@@ -956,7 +952,12 @@ mod oauth {
         let op = start_openid_provider();
         let e = oauth_env(&op);
         let token = token_for_other_client(&op, "nonce-for-aud-test-0123456789");
-        let provider = e.services.config.oauth.provider("op").expect("op").clone();
+        let provider = edgecoder_auth::Settings::of(&e.services)
+            .expect("auth settings")
+            .oauth
+            .provider("op")
+            .expect("op")
+            .clone();
         assert_eq!(provider.client_id, OIDC_CLIENT_ID);
         let s = e.services.clone();
         let result = block_on(async {

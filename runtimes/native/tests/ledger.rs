@@ -5,7 +5,8 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use edgecoder_kernel::{CollectDeferred, Config, Services, migrations};
+use edgecoder_gateway::{Loaded, Ports, Selection};
+use edgecoder_kernel::{CollectDeferred, Services, migrations};
 use edgecoder_ledger::log::{self, NewEntry};
 use edgecoder_native::platform::{NativeConfig, OsRng, SystemClock, UreqOutbound};
 use edgecoder_native::sqlite::{Db, SqliteKv};
@@ -28,29 +29,21 @@ async fn setup(settings: &[(&str, &str)]) -> (tempfile::TempDir, Db, Services) {
     }
     let key = edgecoder_kernel::SigningKey::generate(&OsRng);
     cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
-    let config = Config::load(&cfg).expect("config");
+    let loaded = Loaded::load(&cfg, Selection::All).expect("settings");
     let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
     let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
-    let s = Services {
-        sql: Rc::new(db.clone()),
-        kv: Rc::new(kv.handle()),
-        clock: Rc::new(SystemClock),
-        rng: Rc::new(OsRng),
-        outbound: Rc::new(UreqOutbound::default()),
-        defer: Rc::new(CollectDeferred::default()),
-        ledger: Rc::new(edgecoder_ledger::client::InProcess {
+    let s = loaded.services(
+        Ports {
             sql: Rc::new(db.clone()),
+            kv: Rc::new(kv.handle()),
             clock: Rc::new(SystemClock),
             rng: Rc::new(OsRng),
-        }),
-        signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
-        identity: Rc::new(edgecoder_auth::client::InProcess {
-            sql: Rc::new(db.clone()),
-            clock: Rc::new(SystemClock),
-            config: config.clone(),
-        }),
-        config,
-    };
+            outbound: Rc::new(UreqOutbound::default()),
+            defer: Rc::new(CollectDeferred::default()),
+            signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
+        },
+        Selection::All,
+    );
     migrations::apply(&db, &SystemClock, &OsRng, "system:test")
         .await
         .expect("migrate");

@@ -13,8 +13,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use edgecoder_gateway::Selection;
 use edgecoder_kernel::http_types::{HeaderName, HeaderValue, Method, header};
 use edgecoder_kernel::{
-    Clock, CollectDeferred, Config, Error, LedgerClient, Request, RequestContext, Router, Services,
-    Sql, Statement, async_trait, migrations,
+    Clock, CollectDeferred, Error, LedgerClient, Request, RequestContext, Router, Services, Sql,
+    Statement, async_trait, migrations,
 };
 use edgecoder_native::platform::{NativeConfig, OsRng, SystemClock, UreqOutbound};
 use edgecoder_native::sqlite::{Db, SqliteKv};
@@ -72,7 +72,9 @@ impl Env {
         cfg.set("mesh_lease_grace_ms", "5000");
         let key = edgecoder_kernel::SigningKey::generate(&OsRng);
         cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
-        let config = Config::load(&cfg).expect("config");
+        let loaded = edgecoder_gateway::Loaded::load(&cfg, edgecoder_gateway::Selection::All)
+            .expect("settings");
+        let config = loaded.config.clone();
         let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
         let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
         let clock = Rc::new(TestClock(Cell::new(1_800_000_000_000)));
@@ -99,6 +101,7 @@ impl Env {
                 config: config.clone(),
             }),
             config: config.clone(),
+            settings: loaded.settings.clone(),
         });
         migrations::apply(&db, clock.as_ref(), &OsRng, "system:test")
             .await

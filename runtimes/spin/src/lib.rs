@@ -31,13 +31,13 @@ use std::cell::{Cell, OnceCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgecoder_gateway::{Function, Selection};
+use edgecoder_gateway::{Loaded, Ports, Selection};
 use edgecoder_kernel::http_types::{HeaderMap, HeaderName, HeaderValue, Method};
 use edgecoder_kernel::ports::{KV_LIST_MAX, validate_kv_key};
 use edgecoder_kernel::router::{InternalError, problem_response};
 use edgecoder_kernel::{
-    Clock, Config, ConfigSource, Error, Kv, Outbound, OutboundRequest, OutboundResponse, Request,
-    Rng, Rows, Services, Sql, Statement, Value, async_trait, migrations,
+    Clock, ConfigSource, Error, Kv, Outbound, OutboundRequest, OutboundResponse, Request, Rng,
+    Rows, Services, Sql, Statement, Value, async_trait, migrations,
 };
 use futures::StreamExt;
 use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
@@ -97,7 +97,7 @@ impl RawSpinSql {
         let result = self
             .conn
             .execute(&stmt.sql, &params)
-            .map_err(Error::storage)?;
+            .map_err(|e| edgecoder_kernel::ports::sql_error(e.to_string()))?;
         // `changes()` keeps the last DML's count across DDL and SELECTs; only
         // believe it when this statement moved the running total.
         let (total, last) = totals(&self.conn)?;
@@ -390,7 +390,9 @@ thread_local! {
     static DEFERRED: Rc<edgecoder_kernel::CollectDeferred> = Rc::default();
 }
 
-fn services(selection: Selection, config: Config) -> Result<Services, Error> {
+/// The component's services: its own stores (none for the gateway), the
+/// gateway's wiring to the other components over HTTP.
+fn services(selection: Selection, loaded: &Loaded) -> Services {
     let (sql, kv): (Rc<dyn Sql>, Rc<dyn Kv>) = match selection {
         Selection::Only(f) => (
             Rc::new(SpinSql {
@@ -407,54 +409,18 @@ fn services(selection: Selection, config: Config) -> Result<Services, Error> {
         // The gateway holds no stores; anything reaching for one is a bug.
         _ => (Rc::new(NoStorage), Rc::new(NoStorage)),
     };
-    let ledger: Rc<dyn edgecoder_kernel::LedgerClient> =
-        match (selection, &config.ledger_url, &config.service_token) {
-            // The ledger component owns the log's database.
-            (Selection::Only(Function::Ledger), _, _) => {
-                Rc::new(edgecoder_ledger::client::InProcess {
-                    sql: sql.clone(),
-                    clock: Rc::new(WasiClock),
-                    rng: Rc::new(WasiRng),
-                })
-            }
-            // Other components reach it over HTTP (allowed_outbound_hosts).
-            (_, Some(url), Some(token)) => Rc::new(edgecoder_ledger::client::Http {
-                base: url.clone(),
-                token: token.clone(),
-                outbound: Rc::new(SpinOutbound),
-            }),
-            _ => Rc::new(edgecoder_ledger::client::Unavailable(
-                "set ledger_url and service_token so this component can reach the ledger",
-            )),
-        };
-    let identity: Rc<dyn edgecoder_kernel::IdentityClient> = match (selection, &config.auth_url) {
-        // The auth component owns users, sessions and enrollments.
-        (Selection::Only(Function::Auth), _) => Rc::new(edgecoder_auth::client::InProcess {
-            sql: sql.clone(),
+    loaded.services(
+        Ports {
+            sql,
+            kv,
             clock: Rc::new(WasiClock),
-            config: config.clone(),
-        }),
-        (_, Some(url)) => Rc::new(edgecoder_auth::client::Http {
-            base: url.clone(),
-            service_token: config.service_token.clone(),
+            rng: Rc::new(WasiRng),
             outbound: Rc::new(SpinOutbound),
-        }),
-        _ => Rc::new(edgecoder_auth::client::Unavailable(
-            "set auth_url so this component can reach the auth function",
-        )),
-    };
-    Ok(Services {
-        signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
-        identity,
-        ledger,
-        sql,
-        kv,
-        clock: Rc::new(WasiClock),
-        rng: Rc::new(WasiRng),
-        outbound: Rc::new(SpinOutbound),
-        defer: DEFERRED.with(Rc::clone),
-        config,
-    })
+            defer: DEFERRED.with(Rc::clone),
+            signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
+        },
+        selection,
+    )
 }
 
 /// The storage ports of the storage-less gateway component.
@@ -500,8 +466,8 @@ impl Kv for NoStorage {
 
 async fn prepare(selection_name: Option<String>) -> Result<(Selection, Rc<Services>), Error> {
     let selection = Selection::from_name(selection_name.as_deref().unwrap_or(""))?;
-    let config = Config::load(&SpinConfig)?;
-    let services = services(selection, config)?;
+    let loaded = Loaded::load(&SpinConfig, selection)?;
+    let services = services(selection, &loaded);
     Ok((selection, Rc::new(services)))
 }
 

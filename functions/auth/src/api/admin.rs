@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::Error;
+use crate::Settings;
 use crate::secrets::{matches_secret, rfc3339};
 use crate::session::{self, GRANTABLE_ROLES, Principal, audit, record};
 
@@ -436,7 +437,7 @@ pub async fn bootstrap(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
         Err::<Response, Error>(Error::BootstrapRefused)
     };
-    if !matches_secret(&body.secret, s.config.bootstrap_secret.as_deref()) {
+    if !matches_secret(&body.secret, Settings::of(s)?.bootstrap_secret.as_deref()) {
         return deny("bad_secret").await;
     }
     if !p.email_verified {

@@ -25,12 +25,13 @@
 //! Out of scope: token and metadata checks (`crate::oidc`), provider
 //! settings (the kernel's `oauth` module).
 
+use crate::oauth_settings::{OAuthProvider, ProviderKind};
+use crate::settings::Settings;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use edgecoder_kernel::audit::Outcome;
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
-use edgecoder_kernel::oauth::{OAuthProvider, ProviderKind};
 use edgecoder_kernel::{OutboundRequest, Request, Response, Services, Statement, Value};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -67,7 +68,7 @@ const APP_CODE_PREFIX: &str = "eoc_";
 const MAX_RETURN_TO: usize = 2048;
 
 fn provider<'a>(s: &'a Services, req: &Request) -> Result<&'a OAuthProvider, Error> {
-    s.config
+    Settings::of(s)?
         .oauth
         .provider(req.param("provider").unwrap_or_default())
         .ok_or(Error::OAuthProviderUnknown)
@@ -165,11 +166,12 @@ fn return_to(s: &Services, raw: Option<&str>) -> ReturnTo {
         return default;
     }
     if let Some((scheme, _)) = raw.split_once(':')
-        && s.config
-            .oauth
-            .app_schemes
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(scheme))
+        && Settings::of(s).is_ok_and(|st| {
+            st.oauth
+                .app_schemes
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(scheme))
+        })
     {
         return ReturnTo::App(raw.to_owned());
     }
@@ -1041,12 +1043,13 @@ pub async fn links(s: &Services, req: Request) -> Result<Response, Error> {
             vec![principal.user_id.as_str().into()],
         ))
         .await?;
+    let oauth = &Settings::of(s)?.oauth;
     let links: Vec<Json> = (0..rows.rows.len())
         .map(|i| {
             let provider = rows.get_str(i, "provider").unwrap_or_default();
             json!({
                 "provider": provider,
-                "name": s.config.oauth.provider(provider).map(|p| p.name.as_str()),
+                "name": oauth.provider(provider).map(|p| p.name.as_str()),
                 "email": rows.get_str(i, "email"),
                 "created_at": rows.get_i64(i, "created_at").map(rfc3339),
                 "last_used_at": rows.get_i64(i, "last_used_at").map(rfc3339),
@@ -1195,25 +1198,23 @@ pub async fn exchange(s: &Services, req: Request) -> Result<Response, Error> {
     Ok(session::token_response(s, &access, Some(&refresh), client))
 }
 
+/// The configured providers (none where the auth settings are missing: the
+/// routes that need them answer 503 on their own).
+fn providers(s: &Services) -> &[OAuthProvider] {
+    Settings::of(s).map_or(&[], |st| st.oauth.providers.as_slice())
+}
+
 /// The configured provider ids as a JSON array, for SQL's `json_each`: a
 /// link to a provider the operator has removed no longer signs anyone in,
 /// so it does not count as a remaining way in.
 pub fn configured_ids(s: &Services) -> String {
-    let ids: Vec<&str> = s
-        .config
-        .oauth
-        .providers
-        .iter()
-        .map(|p| p.id.as_str())
-        .collect();
+    let ids: Vec<&str> = providers(s).iter().map(|p| p.id.as_str()).collect();
     json!(ids).to_string()
 }
 
 /// The providers for `/auth/capabilities`.
 pub fn capabilities(s: &Services) -> Vec<Json> {
-    s.config
-        .oauth
-        .providers
+    providers(s)
         .iter()
         .map(|p| {
             json!({

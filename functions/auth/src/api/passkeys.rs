@@ -22,6 +22,7 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use crate::Settings;
 use crate::ratelimit;
 use crate::secrets::rfc3339;
 use crate::session::{self, Client, audit, record};
@@ -52,7 +53,7 @@ fn challenge_hash(challenge_b64: &str) -> String {
 }
 
 fn enabled(s: &Services) -> Result<(), Error> {
-    if s.config.passkey_rp_id.is_empty() || s.config.allowed_origins.is_empty() {
+    if Settings::of(s)?.passkey_rp_id.is_empty() || s.config.allowed_origins.is_empty() {
         return Err(Error::PasskeysDisabled);
     }
     Ok(())
@@ -181,7 +182,7 @@ pub async fn register_options(s: &Services, req: Request) -> Result<Response, Er
         .map(|alg| json!({"type": "public-key", "alg": alg}))
         .collect();
     Ok(ok_json(&json!({
-        "rp": {"id": s.config.passkey_rp_id, "name": s.config.passkey_rp_name},
+        "rp": {"id": Settings::of(s)?.passkey_rp_id, "name": Settings::of(s)?.passkey_rp_name},
         "user": {
             "id": handle,
             "name": p.email,
@@ -357,7 +358,7 @@ async fn register_checks(
     let att =
         AttestationObject::parse(&unb64(&c.response.attestation_object, "attestationObject")?)?;
     let auth = AuthData::parse(&att.auth_data)?;
-    auth.require_rp(&s.config.passkey_rp_id)?;
+    auth.require_rp(&Settings::of(s)?.passkey_rp_id)?;
     auth.require_up_uv()?;
     if auth.flags & FLAG_BS != 0 && auth.flags & FLAG_BE == 0 {
         return Err(Refusal::Malformed("authenticatorData flags").into());
@@ -411,7 +412,7 @@ pub async fn step_up_options(s: &Services, req: Request) -> Result<Response, Err
     Ok(ok_json(&json!({
         "challenge": challenge,
         "timeout": CHALLENGE_MS,
-        "rpId": s.config.passkey_rp_id,
+        "rpId": Settings::of(s)?.passkey_rp_id,
         "allowCredentials": descriptors(&rows),
         "userVerification": "required",
     })))
@@ -487,7 +488,7 @@ pub async fn login_options(s: &Services, req: Request) -> Result<Response, Error
     Ok(ok_json(&json!({
         "challenge": challenge,
         "timeout": CHALLENGE_MS,
-        "rpId": s.config.passkey_rp_id,
+        "rpId": Settings::of(s)?.passkey_rp_id,
         "allowCredentials": allow,
         "userVerification": "required",
     })))
@@ -574,7 +575,7 @@ pub async fn verify_assertion(
     }
     let auth_raw = unb64(&c.response.authenticator_data, "authenticatorData")?;
     let auth = AuthData::parse(&auth_raw)?;
-    auth.require_rp(&s.config.passkey_rp_id)?;
+    auth.require_rp(&Settings::of(s)?.passkey_rp_id)?;
     auth.require_up_uv()?;
     if auth.attested.is_some() || (auth.flags & FLAG_BS != 0 && auth.flags & FLAG_BE == 0) {
         return Err(Refusal::Malformed("authenticatorData flags").into());
@@ -617,7 +618,8 @@ pub async fn verify_assertion(
         return Err(Error::PasskeyBackupStateChanged);
     }
     // A flagged credential stays refused until its owner deletes it.
-    if rows.get_i64(0, "clone_suspected_at").is_some() && s.config.passkey_refuse_counter_regression
+    if rows.get_i64(0, "clone_suspected_at").is_some()
+        && Settings::of(s)?.passkey_refuse_counter_regression
     {
         return Err(Error::PasskeyCloneSuspected);
     }
@@ -644,7 +646,7 @@ pub async fn verify_assertion(
     // Authenticators without a counter send 0 every time (synced passkeys):
     // that is no regression.
     if !moved && received != 0 {
-        let refuse = s.config.passkey_refuse_counter_regression;
+        let refuse = Settings::of(s)?.passkey_refuse_counter_regression;
         s.sql
             .batch(vec![
                 Statement::new(

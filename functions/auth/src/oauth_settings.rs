@@ -23,7 +23,7 @@
 
 use serde::Deserialize;
 
-use crate::Error;
+use edgecoder_kernel::Error;
 
 /// How a provider authenticates users.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +134,7 @@ fn id_ok(id: &str) -> bool {
 
 fn base_url(raw: &str, what: &str) -> Result<String, Error> {
     let url = raw.trim();
-    if !crate::config::is_secure_or_local(url) || url.contains(['?', '#', ' ']) {
+    if !edgecoder_kernel::config::is_secure_or_local(url) || url.contains(['?', '#', ' ']) {
         return Err(bad(format!(
             "{what} must be an https URL (http only on loopback)"
         )));
