@@ -28,12 +28,6 @@ pub enum Error {
     /// A refresh token is unknown, rotated, revoked or expired.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
-    /// Too many attempts; retry after this many seconds.
-    #[error("rate limited")]
-    RateLimited {
-        /// Seconds until the next attempt may succeed.
-        retry_after_secs: i64,
-    },
     /// No bearer credential on a route that needs one.
     #[error("authentication required")]
     AuthenticationRequired,
@@ -207,19 +201,6 @@ impl From<Error> for Problem {
                 "Invalid refresh token",
                 "The refresh token is unknown, already used, revoked or expired. Sign in again.",
             ),
-            Error::RateLimited { retry_after_secs } => {
-                let secs = retry_after_secs.max(1);
-                let p = problem(
-                    S::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "Too many requests",
-                    &format!("Too many attempts. Retry after {secs} seconds."),
-                );
-                match HeaderValue::from_str(&secs.to_string()) {
-                    Ok(v) => p.with_header(header::RETRY_AFTER, v),
-                    Err(_) => p,
-                }
-            }
             Error::AuthenticationRequired => problem(
                 S::UNAUTHORIZED,
                 "authentication_required",
@@ -512,9 +493,9 @@ mod tests {
 
     #[test]
     fn rate_limits_carry_retry_after() {
-        let p = Problem::from(Error::RateLimited {
+        let p = Problem::from(Error::Kernel(edgecoder_kernel::Error::RateLimited {
             retry_after_secs: 42,
-        });
+        }));
         assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(
             p.headers

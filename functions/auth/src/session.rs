@@ -7,7 +7,7 @@
 //! working here at once), role and step-up checks, and the audit helper every
 //! handler uses. Out of scope: the HTTP handlers themselves (`api`).
 
-use edgecoder_kernel::audit::{AuditEvent, Outcome};
+use edgecoder_kernel::audit::Outcome;
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
 use edgecoder_kernel::tokens::{self, AccessClaims, Verifier};
 use edgecoder_kernel::{Config, Request, Response, Services, Sql, Statement, Value};
@@ -338,26 +338,6 @@ pub fn token_response(
     resp
 }
 
-/// An audit event's INSERT for this request.
-pub fn audit(
-    s: &Services,
-    req: &Request,
-    actor: &str,
-    action: &str,
-    target: Option<&str>,
-    outcome: Outcome,
-    details: Json,
-) -> Statement {
-    AuditEvent {
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        target: target.map(str::to_owned),
-        outcome,
-        details,
-    }
-    .statement(&s.new_id(), s.clock.now_ms(), Some(&req.ctx))
-}
-
 /// An audit INSERT that commits in the same batch as the change it records
 /// and only if that change happened: `actor` and `target` are SQL expressions
 /// over `from_where` (a `FROM ... WHERE ...` tail, or just `WHERE ...`),
@@ -394,20 +374,4 @@ pub fn audit_when(
         ),
         all,
     )
-}
-
-/// Records an audit event on its own.
-pub async fn record(
-    s: &Services,
-    req: &Request,
-    actor: &str,
-    action: &str,
-    target: Option<&str>,
-    outcome: Outcome,
-    details: Json,
-) -> Result<(), Error> {
-    s.sql
-        .execute(audit(s, req, actor, action, target, outcome, details))
-        .await?;
-    Ok(())
 }

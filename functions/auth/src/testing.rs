@@ -10,11 +10,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::http_types::Method;
-use edgecoder_kernel::router::handler;
+use edgecoder_kernel::router::{endpoint, handler, object, ok};
 use edgecoder_kernel::{Config, HandlerResult, Request, Response, Router, Services, tokens};
 use serde_json::json;
 
-use crate::{Error, NAME, api, doc, h, obj, oidc, ok, outbox_messages, password, webauthn};
+use crate::{DOCS, Error, NAME, api, oidc, outbox_messages, password, webauthn};
 
 /// `r` with the test routes, when the setting asks for them.
 pub fn mount(r: Router, config: &Config) -> Router {
@@ -33,7 +33,7 @@ pub fn mount(r: Router, config: &Config) -> Router {
                 Method::GET,
                 "/auth/_test/outbox",
                 handler(outbox),
-                doc(
+                DOCS.op(
                     "auth_test_outbox",
                     "Development outbox messages for ?to= (insecure_test_routes only)",
                     None,
@@ -43,11 +43,11 @@ pub fn mount(r: Router, config: &Config) -> Router {
             .route(
                 Method::POST,
                 "/auth/_test/bench",
-                h(|s, r| async move { bench(&s, r).await }),
-                doc(
+                endpoint(|s, r| async move { bench(&s, r).await }),
+                DOCS.op(
                     "auth_test_bench",
                     "Runs one credential operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
-                    obj(
+                    object(
                         &["op", "iterations"],
                         json!({"op": {"enum": ["noop", "token_issue", "token_verify", "argon2_hash", "argon2_verify", "passkey_es256", "passkey_eddsa", "passkey_rs256", "id_token_es256", "id_token_rs256"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}}),
                     ),

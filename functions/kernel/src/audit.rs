@@ -91,11 +91,69 @@ impl AuditEvent {
                 self.outcome.as_str().into(),
                 ctx.map(|c| c.request_id.clone()).into(),
                 ctx.and_then(|c| c.client_ip)
-                    .map(|ip| ip.to_string())
+                    .map(|ip| ip.to_canonical().to_string())
                     .into(),
                 self.details.to_string().into(),
             ],
         )
+    }
+}
+
+/// The INSERT of an event of the request `ctx` describes: to run alone or
+/// in the batch of the change it records.
+pub fn statement_for(
+    s: &Services,
+    ctx: &RequestContext,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+    outcome: Outcome,
+    details: Json,
+) -> Statement {
+    AuditEvent {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: target.map(str::to_owned),
+        outcome,
+        details,
+    }
+    .statement(&s.new_id(), s.clock.now_ms(), Some(ctx))
+}
+
+/// Records an event of the request `ctx` describes, on its own.
+pub async fn note(
+    s: &Services,
+    ctx: &RequestContext,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+    outcome: Outcome,
+    details: Json,
+) -> Result<(), Error> {
+    s.sql
+        .execute(statement_for(
+            s, ctx, actor, action, target, outcome, details,
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Refuse, record the refusal, return the error: records that `actor` was
+/// denied `action` and gives `error` back for the handler to return. If the
+/// event cannot be stored, that failure is returned instead, so a refusal
+/// is never left unrecorded without anyone noticing.
+pub async fn denied<E: From<Error>>(
+    s: &Services,
+    ctx: &RequestContext,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+    details: Json,
+    error: E,
+) -> E {
+    match note(s, ctx, actor, action, target, Outcome::Denied, details).await {
+        Ok(()) => error,
+        Err(e) => e.into(),
     }
 }
 

@@ -67,6 +67,12 @@ pub enum Error {
     /// driver messages.
     #[error("unique constraint violated: {0}")]
     UniqueViolation(String),
+    /// A rate limit refused the request.
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until a retry can succeed.
+        retry_after_secs: i64,
+    },
     /// An outbound HTTP call failed.
     #[error("outbound request failed: {0}")]
     Outbound(String),
@@ -250,6 +256,19 @@ impl From<Error> for Problem {
             .with_detail(d),
             // Driver messages can name tables and constraints: keep them out of the
             // response (the runtime logs them with the request id).
+            Error::RateLimited { retry_after_secs } => {
+                let secs = retry_after_secs.max(1);
+                let p = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many requests",
+                )
+                .with_detail(format!("Too many requests. Retry after {secs} seconds."));
+                match HeaderValue::from_str(&secs.to_string()) {
+                    Ok(v) => p.with_header(header::RETRY_AFTER, v),
+                    Err(_) => p,
+                }
+            }
             // A conflict nobody anticipated: the request raced another.
             Error::UniqueViolation(m) => Problem {
                 internal: Some(format!("unique constraint: {m}")),

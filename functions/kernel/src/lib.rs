@@ -27,6 +27,7 @@ pub mod http;
 pub mod keys;
 pub mod migrations;
 pub mod ports;
+pub mod ratelimit;
 pub mod router;
 pub mod services;
 #[cfg(feature = "danger-test-routes")]

@@ -62,6 +62,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_ledger_rfc6962.sql",
         sql: include_str!("../../../migrations/0008_ledger_rfc6962.sql"),
     },
+    Migration {
+        name: "0009_one_rate_limiter.sql",
+        sql: include_str!("../../../migrations/0009_one_rate_limiter.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

@@ -33,6 +33,56 @@ where
     Rc::new(move |s, r| Box::pin(f(s, r)))
 }
 
+/// Wraps an `async fn(Rc<Services>, Request) -> Result<Response, E>` whose
+/// error becomes a problem (each function's `Error`) as a [`Handler`], so a
+/// route table lists plain handler functions.
+pub fn endpoint<F, Fut, E>(f: F) -> Handler
+where
+    F: Fn(Rc<Services>, Request) -> Fut + Copy + 'static,
+    Fut: Future<Output = Result<Response, E>> + 'static,
+    Problem: From<E>,
+{
+    handler(move |s, r| async move { f(s, r).await.map_err(Problem::from) })
+}
+
+/// The OpenAPI documentation of one function's routes, under its tag.
+#[derive(Debug, Clone, Copy)]
+pub struct Docs(pub &'static str);
+
+impl Docs {
+    /// An operation of this function.
+    pub fn op(
+        self,
+        operation_id: &str,
+        summary: &'static str,
+        request_schema: Option<Json>,
+        responses: Vec<ResponseDoc>,
+    ) -> RouteDoc {
+        RouteDoc {
+            operation_id: operation_id.to_owned(),
+            summary,
+            tag: self.0,
+            request_schema,
+            responses,
+        }
+    }
+}
+
+/// A documented JSON success response.
+pub fn ok(status: u16, what: &'static str) -> ResponseDoc {
+    response_doc(status, what, Some(crate::http::JSON))
+}
+
+/// A documented problem+json refusal.
+pub fn err(status: u16, what: &'static str) -> ResponseDoc {
+    response_doc(status, what, Some(crate::error::PROBLEM_JSON))
+}
+
+/// A JSON object schema with `required` keys and `props`.
+pub fn object(required: &[&str], props: Json) -> Option<Json> {
+    Some(json!({"type": "object", "required": required, "properties": props}))
+}
+
 /// One documented response of an operation.
 #[derive(Debug, Clone)]
 pub struct ResponseDoc {

@@ -15,7 +15,7 @@
 //! trusted proxy), the path and query as received.
 
 use edgecoder_kernel::http_types::HeaderMap;
-use edgecoder_kernel::{Caller, Request, Services, Statement, Value, tokens};
+use edgecoder_kernel::{Caller, Request, Services, Statement, Value, ratelimit, tokens};
 use edgecoder_proto::httpsig::{self, Signed, Target};
 use edgecoder_proto::keys::key_id;
 use edgecoder_proto::mesh::{Capabilities, NodeKind, NodeStatus, Sandbox, Telemetry};
@@ -286,35 +286,16 @@ pub async fn active_node(s: &Services, req: &Request) -> Result<Node, Error> {
 pub const SUBMIT_PER_MINUTE: i64 = 120;
 
 /// Counts one request against `bucket`'s per-minute budget of `limit` (a
-/// node id, or `register:<ip>` / `submit:<actor>`).
+/// node id, or `register:<ip>` / `submit:<actor>`), with the kernel's one
+/// limiter.
 pub async fn charge(s: &Services, bucket: &str, limit: i64) -> Result<(), Error> {
-    let node_id = bucket;
-    let now = s.clock.now_ms();
-    let window = now - now.rem_euclid(60_000);
-    let rows = s
-        .sql
-        .batch(vec![
-            Statement::new(
-                "DELETE FROM mesh_rate WHERE window_start < ?1",
-                vec![Value::Integer(window - 60_000)],
-            ),
-            Statement::new(
-                "INSERT INTO mesh_rate (node_id, window_start, count) VALUES (?1, ?2, 1) \
-                 ON CONFLICT (node_id, window_start) DO UPDATE SET count = count + 1 RETURNING count",
-                vec![node_id.into(), Value::Integer(window)],
-            ),
-        ])
-        .await?;
-    let count = rows
-        .get(1)
-        .and_then(|r| r.get_i64(0, "count"))
-        .unwrap_or(i64::MAX);
-    if count > limit {
-        return Err(Error::RateLimited {
-            retry_after_secs: (window + 60_000 - now + 999) / 1000,
-        });
-    }
-    Ok(())
+    let rule = ratelimit::Rule {
+        name: "mesh",
+        limit,
+        window_ms: ratelimit::MINUTE,
+        kind: ratelimit::Kind::Block,
+    };
+    Ok(ratelimit::hit(s, &rule, bucket).await?)
 }
 
 /// The bearer caller: the service credential, or a user's access token.

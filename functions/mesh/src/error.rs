@@ -5,7 +5,7 @@
 //! anything about another node.
 
 use edgecoder_kernel::Problem;
-use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
+use edgecoder_kernel::http_types::StatusCode;
 use edgecoder_proto::Error as SigError;
 
 /// What can go wrong in the mesh function.
@@ -26,12 +26,6 @@ pub enum Error {
     /// The node is not approved, or suspended, or rejected.
     #[error("node not active")]
     NodeNotActive,
-    /// The node spent its request budget.
-    #[error("rate limited")]
-    RateLimited {
-        /// Seconds until the next window.
-        retry_after_secs: i64,
-    },
     /// The access token is missing, invalid, or its session is gone.
     #[error("invalid access token")]
     InvalidToken,
@@ -148,20 +142,6 @@ impl From<Error> for Problem {
                 "Node not active",
                 "The node is pending approval, suspended or rejected.",
             ),
-            Error::RateLimited { retry_after_secs } => {
-                let secs = retry_after_secs.max(1);
-                problem(
-                    S::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "Too many requests",
-                    "This node sent too many requests; retry later.",
-                )
-                .with_header(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_str(&secs.to_string())
-                        .unwrap_or(HeaderValue::from_static("60")),
-                )
-            }
             Error::InvalidToken => problem(
                 S::UNAUTHORIZED,
                 "invalid_token",

@@ -7,7 +7,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use edgecoder_kernel::audit::{AuditEvent, Outcome};
+use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::StatusCode;
 use edgecoder_kernel::{Request, Response, Services, Statement, Value};
@@ -29,42 +29,6 @@ use crate::{Error, rfc3339};
 pub const NODE_APPROVAL_V1: &str = "edgecoder.dev/node-approval/v1";
 /// What a rotation proof signs: this, node id, old key id, new key id.
 pub const ROTATION_CONTEXT: &str = "edgecoder.dev/key-rotation/v1";
-
-/// An audit INSERT for this request.
-pub fn audit(
-    s: &Services,
-    req: &Request,
-    actor: &str,
-    action: &str,
-    target: Option<&str>,
-    outcome: Outcome,
-    details: Json,
-) -> Statement {
-    AuditEvent {
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        target: target.map(str::to_owned),
-        outcome,
-        details,
-    }
-    .statement(&s.new_id(), s.clock.now_ms(), Some(&req.ctx))
-}
-
-/// Records an audit event on its own.
-pub async fn record(
-    s: &Services,
-    req: &Request,
-    actor: &str,
-    action: &str,
-    target: Option<&str>,
-    outcome: Outcome,
-    details: Json,
-) -> Result<(), Error> {
-    s.sql
-        .execute(audit(s, req, actor, action, target, outcome, details))
-        .await?;
-    Ok(())
-}
 
 fn invalid(m: &str) -> Error {
     edgecoder_kernel::Error::InvalidRequest(m.to_owned()).into()
@@ -125,17 +89,16 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
     let claimant = format!("key:{kid}");
     let actor = format!("node:{}", body.node_id);
     if authn::load_node(s, &body.node_id).await?.is_some() {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &claimant,
             "mesh.node.register",
             Some(&body.node_id),
-            Outcome::Denied,
             json!({"reason": "node_already_registered", "key_id": kid}),
+            Error::NodeAlreadyRegistered,
         )
-        .await?;
-        return Err(Error::NodeAlreadyRegistered);
+        .await);
     }
     if key_taken(s, &kid).await? {
         return Err(Error::KeyInUse);
@@ -145,17 +108,16 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
         .redeem_enrollment(&body.enrollment_token, &body.node_id, body.kind.as_str())
         .await?
     else {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &claimant,
             "mesh.node.register",
             Some(&body.node_id),
-            Outcome::Denied,
             json!({"reason": "enrollment_token_invalid", "key_id": kid}),
+            Error::EnrollmentTokenInvalid,
         )
-        .await?;
-        return Err(Error::EnrollmentTokenInvalid);
+        .await);
     };
     let now = s.clock.now_ms();
     let caps = serde_json::to_string(&body.capabilities).unwrap_or_default();
@@ -179,9 +141,7 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
                     Value::Integer(now),
                 ],
             ),
-            audit(
-                s,
-                &req,
+            audit::statement_for(s, &req.ctx,
                 &actor,
                 "mesh.node.register",
                 Some(&body.node_id),
@@ -284,9 +244,9 @@ pub async fn rotate(s: &Services, req: Request) -> Result<Response, Error> {
                     Value::Integer(now),
                 ],
             ),
-            audit(
+            audit::statement_for(
                 s,
-                &req,
+                &req.ctx,
                 &node.actor(),
                 "mesh.node.key_rotate",
                 Some(&node.node_id),
@@ -360,9 +320,9 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
         Ok(c) => c,
         Err(e) => {
             if let Ok(Bearer::User(c)) = authn::bearer(s, &req).await {
-                record(
+                audit::note(
                     s,
-                    &req,
+                    &req.ctx,
                     &format!("user:{}", c.user_id),
                     &action,
                     Some(&id),
@@ -456,9 +416,9 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
                     ],
                 ))
                 .await?;
-            record(
+            audit::note(
                 s,
-                &req,
+                &req.ctx,
                 &actor,
                 &action,
                 Some(&id),
@@ -469,9 +429,9 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
             return Err(e.into());
         }
     };
-    record(
+    audit::note(
         s,
-        &req,
+        &req.ctx,
         &actor,
         &action,
         Some(&id),

@@ -8,7 +8,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode};
 use edgecoder_kernel::{Request, Response, Rows, Services, Statement, Value};
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::authn::{self, Bearer, Node};
-use crate::nodes::{audit, node_policy, record};
+use crate::nodes::node_policy;
 use crate::policy::{self, TASK_KINDS};
 use crate::{Error, rfc3339};
 
@@ -156,17 +156,16 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
     )
     .await?;
     if !TASK_KINDS.contains(&body.kind) {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &caller.actor(),
             "mesh.task.submit",
             None,
-            Outcome::Denied,
             json!({"reason": "outside_subset"}),
+            Error::OutsideSubset,
         )
-        .await?;
-        return Err(Error::OutsideSubset);
+        .await);
     }
     for (v, max, name) in [
         (body.timeout_ms, policy::MAX_TIMEOUT_MS, "timeout_ms"),
@@ -199,9 +198,9 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
             Ok(st) => stmts.extend(st),
             Err(e) => {
                 if matches!(e, Error::DigestMismatch) {
-                    record(
+                    audit::note(
                         s,
-                        &req,
+                        &req.ctx,
                         &caller.actor(),
                         "mesh.task.submit",
                         None,
@@ -234,9 +233,7 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
             Value::Integer(now),
         ],
     ));
-    stmts.push(audit(
-        s,
-        &req,
+    stmts.push(audit::statement_for(s, &req.ctx,
         &caller.actor(),
         "mesh.task.submit",
         Some(&id),
@@ -277,9 +274,7 @@ pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
     let events: Vec<Statement> = (0..rows.rows.len())
         .map(|i| {
             let failed = rows.get_str(i, "status") == Some("failed");
-            audit(
-                s,
-                req,
+            audit::statement_for(s, &req.ctx,
                 "system:scheduler",
                 if failed {
                     "mesh.task.fail"
@@ -383,9 +378,7 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
         let (module, input) = (text("module_digest"), text("input_digest"));
         let stored = blobs(s, &[&module, &input]).await?;
         let expires = rows.get_i64(0, "lease_expires_at").unwrap_or_default();
-        record(
-            s,
-            &req,
+        audit::note(s, &req.ctx,
             &node.actor(),
             "mesh.task.assign",
             Some(&id),
@@ -507,23 +500,22 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         ))
         .await?;
     if rows.rows.is_empty() {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &node.actor(),
             "mesh.task.result",
             Some(&id),
-            Outcome::Denied,
             json!({"reason": "lease_invalid"}),
+            Error::LeaseInvalid,
         )
-        .await?;
-        return Err(Error::LeaseInvalid);
+        .await);
     }
     let status = rows.get_str(0, "status").unwrap_or_default().to_owned();
     if status == "queued" {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             &node.actor(),
             "mesh.task.requeue",
             Some(&id),
@@ -577,9 +569,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
                 "UPDATE mesh_tasks SET ledger_index = ?2 WHERE id = ?1",
                 vec![id.as_str().into(), Value::Integer(i64::try_from(index).unwrap_or(-1))],
             ),
-            audit(
-                s,
-                &req,
+            audit::statement_for(s, &req.ctx,
                 &node.actor(),
                 if body.ok {
                     "mesh.task.complete"

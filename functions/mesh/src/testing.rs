@@ -10,16 +10,18 @@ use edgecoder_kernel::{Config, Request, Response, Router, Services};
 use edgecoder_proto::httpsig;
 use serde_json::json;
 
-use crate::{Error, NAME, doc, h, obj, ok, policy};
+use edgecoder_kernel::router::{endpoint, object, ok};
+
+use crate::{DOCS, Error, NAME, policy};
 
 /// `r` with the test routes, when the setting asks for them.
 pub fn mount(r: Router, config: &Config) -> Router {
     if !config.insecure_test_routes {
         return r;
     }
-    let r = r.route(Method::POST, "/mesh/_test/bench", h(|s, r| async move { bench(&s, r).await }),
-            doc("mesh_test_bench", "Runs one mesh operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
-                obj(&["op", "iterations"], json!({"op": {"enum": ["noop", "signature_verify", "signature_verify_software", "heartbeat_cpu"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}})),
+    let r = r.route(Method::POST, "/mesh/_test/bench", endpoint(|s, r| async move { bench(&s, r).await }),
+            DOCS.op("mesh_test_bench", "Runs one mesh operation N times inside the runtime, for CPU benchmarks (insecure_test_routes only)",
+                object(&["op", "iterations"], json!({"op": {"enum": ["noop", "signature_verify", "signature_verify_software", "heartbeat_cpu"]}, "iterations": {"type": "integer", "minimum": 1, "maximum": 1000}})),
                 vec![ok(200, "{op, iterations, ok}")]));
     r.merge(edgecoder_kernel::testroutes::routes(
         NAME,

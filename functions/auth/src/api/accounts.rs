@@ -4,7 +4,7 @@
 //! (sign-up, resend, reset request, login failure) is the same for known and
 //! unknown addresses, and costs the same Argon2id work.
 
-use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
 use edgecoder_kernel::{Request, Response, Services, Statement, Value};
@@ -16,7 +16,7 @@ use crate::mail;
 use crate::password::{self, Verification};
 use crate::ratelimit::{self as rl, ip_subject};
 use crate::secrets::{hash_token, new_token, well_formed};
-use crate::session::{self, Client, audit, record};
+use crate::session::{self, Client};
 
 /// Verification tokens live 24 hours.
 pub const VERIFY_TOKEN_MS: i64 = 24 * 3600 * 1000;
@@ -53,17 +53,16 @@ async fn limit(
     for (rule, subject) in rules {
         let Some(subject) = subject else { continue };
         if let Err(e) = rl::attempt(s, rule, subject).await {
-            record(
+            return Err(audit::denied(
                 s,
-                req,
+                &req.ctx,
                 "anonymous",
                 "auth.rate_limited",
                 None,
-                Outcome::Denied,
                 json!({"rule": rule.name}),
+                e.into(),
             )
-            .await?;
-            return Err(e);
+            .await);
         }
     }
     Ok(())
@@ -95,17 +94,16 @@ impl PasswordAttempt {
         if rl::over(s, &rl::LOGIN_FAILURES_PER_ACCOUNT, email).await?
             && let Err(e) = rl::claim_turn(s, &rl::LOGIN_FAILURES_PER_ACCOUNT, &pair).await
         {
-            record(
+            return Err(audit::denied(
                 s,
-                req,
+                &req.ctx,
                 "anonymous",
                 "auth.rate_limited",
                 None,
-                Outcome::Denied,
                 json!({"rule": rl::LOGIN_FAILURES_PER_ACCOUNT.name}),
+                e.into(),
             )
-            .await?;
-            return Err(e);
+            .await);
         }
         Ok(PasswordAttempt {
             ip,
@@ -116,7 +114,7 @@ impl PasswordAttempt {
 
     /// The password was wrong: the counts stay, and the account's soft count grows.
     pub async fn failed(&self, s: &Services) -> Result<(), Error> {
-        rl::count(s, &rl::LOGIN_FAILURES_PER_ACCOUNT, &self.email).await
+        Ok(rl::count(s, &rl::LOGIN_FAILURES_PER_ACCOUNT, &self.email).await?)
     }
 
     /// The password was right: give the attempt back.
@@ -124,7 +122,7 @@ impl PasswordAttempt {
         if let Some(ip) = &self.ip {
             rl::refund(s, &rl::LOGIN_FAILURES_PER_IP, ip).await?;
         }
-        rl::clear(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &self.pair).await
+        Ok(rl::clear(s, &rl::LOGIN_FAILURES_PER_ACCOUNT_IP, &self.pair).await?)
     }
 }
 
@@ -264,9 +262,9 @@ pub async fn signup(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .await;
     } else {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             "anonymous",
             "auth.signup",
             None,
@@ -427,9 +425,9 @@ async fn consume_verification(s: &Services, req: &Request, token: &str) -> Resul
         ])
         .await?;
     if results.first().map(|r| r.changes) != Some(1) {
-        record(
+        audit::note(
             s,
-            req,
+            &req.ctx,
             "anonymous",
             "auth.email.verify",
             None,
@@ -511,9 +509,9 @@ async fn mail_token(s: &Services, req: Request, spec: &TokenMail) -> Result<Resp
         s.sql
             .batch(vec![
                 email_token_statement(s, spec.purpose, &id, &email, &token, spec.ttl_ms),
-                audit(
+                audit::statement_for(
                     s,
-                    &req,
+                    &req.ctx,
                     &format!("user:{id}"),
                     spec.action,
                     Some(&id),
@@ -524,9 +522,9 @@ async fn mail_token(s: &Services, req: Request, spec: &TokenMail) -> Result<Resp
             .await?;
         mail::send(s, &req.ctx, &(spec.compose)(s, &email, &token)).await;
     } else {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             "anonymous",
             spec.action,
             None,
@@ -577,9 +575,9 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
         let actor = user
             .as_ref()
             .map_or_else(|| "anonymous".to_owned(), |u| format!("user:{u}"));
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             &actor,
             "auth.login",
             user.as_deref(),
@@ -610,9 +608,9 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
             ],
         ));
     }
-    stmts.push(audit(
+    stmts.push(audit::statement_for(
         s,
-        &req,
+        &req.ctx,
         &format!("user:{user}"),
         "auth.login",
         Some(&user),
@@ -674,9 +672,9 @@ pub async fn change_password(s: &Services, req: Request) -> Result<Response, Err
     let body: PasswordChange = req.json()?;
     p.require_step_up(s.clock.now_ms())?;
     if let Err(e) = check_password(s, &req, &p.user_id, &p.email, &body.current_password).await {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.password.change",
             Some(&p.user_id),
@@ -707,9 +705,9 @@ pub async fn change_password(s: &Services, req: Request) -> Result<Response, Err
             ),
             // A reset code mailed before the change must not undo it.
             supersede_tokens(s, "password_reset", &p.user_id),
-            audit(
+            audit::statement_for(
                 s,
-                &req,
+                &req.ctx,
                 &p.actor(),
                 "auth.password.change",
                 Some(&p.user_id),
@@ -753,9 +751,9 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
         ))
         .await?;
     let (Some(user), Some(email)) = (rows.get_str(0, "user_id"), rows.get_str(0, "email")) else {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             "anonymous",
             "auth.password.reset",
             None,
@@ -818,9 +816,9 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
         ])
         .await?;
     if results.first().map(|r| r.changes) != Some(1) {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             "anonymous",
             "auth.password.reset",
             Some(&user),
@@ -833,9 +831,9 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
     let revoked = results.get(2).map_or(0, |r| r.changes);
     let unlinked = results.get(3).map_or(0, |r| r.changes);
     if unlinked > 0 {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             &format!("user:{user}"),
             "auth.oauth.unlink",
             Some(&user),

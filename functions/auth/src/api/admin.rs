@@ -7,7 +7,7 @@
 //! The first admin comes from `edgecoder admin grant` (native) or the one-time
 //! `bootstrap_secret` (edge), never from an email allowlist.
 
-use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::{Request, Response, Services, Sql, Statement, Value};
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use serde_json::{Value as Json, json};
 use crate::Error;
 use crate::Settings;
 use crate::secrets::{matches_secret, rfc3339};
-use crate::session::{self, GRANTABLE_ROLES, Principal, audit, record};
+use crate::session::{self, GRANTABLE_ROLES, Principal};
 
 /// Largest page of users or audit events.
 pub const MAX_PAGE: i64 = 200;
@@ -59,17 +59,16 @@ async fn admin(
             Error::StepUpRequired => "step_up_required",
             _ => "not_admin",
         };
-        record(
+        return Err(audit::denied(
             s,
-            req,
+            &req.ctx,
             &p.actor(),
             action,
             req.param("id"),
-            Outcome::Denied,
             json!({"reason": reason}),
+            e,
         )
-        .await?;
-        return Err(e);
+        .await);
     }
     Ok(p)
 }
@@ -163,9 +162,9 @@ pub async fn grant(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
     let state = user_state(s.sql.as_ref(), &target).await;
     let Ok((verified, roles)) = state else {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.role.grant",
             Some(&target),
@@ -176,17 +175,16 @@ pub async fn grant(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(Error::UserNotFound);
     };
     if !verified {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.role.grant",
             Some(&target),
-            Outcome::Denied,
             json!({"role": role, "reason": "email_unverified"}),
+            Error::EmailUnverified,
         )
-        .await?;
-        return Err(Error::EmailUnverified);
+        .await);
     }
     let changed = results.first().is_some_and(|r| r.changes == 1);
     // A change that cannot be logged is undone: no unlogged trust changes.
@@ -215,9 +213,9 @@ pub async fn grant(s: &Services, req: Request) -> Result<Response, Error> {
     } else {
         None
     };
-    record(
+    audit::note(
         s,
-        &req,
+        &req.ctx,
         &p.actor(),
         "auth.role.grant",
         Some(&target),
@@ -245,9 +243,9 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
         ))
         .await?;
     let Ok((_, roles)) = user_state(s.sql.as_ref(), &target).await else {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.role.revoke",
             Some(&target),
@@ -258,17 +256,16 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(Error::UserNotFound);
     };
     if results.changes == 0 && roles.contains(&role) {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.role.revoke",
             Some(&target),
-            Outcome::Denied,
             json!({"role": role, "reason": "last_admin"}),
+            Error::LastAdmin,
         )
-        .await?;
-        return Err(Error::LastAdmin);
+        .await);
     }
     let index = if results.changes == 1 {
         match log_role_change(
@@ -297,9 +294,9 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
     } else {
         None
     };
-    record(
+    audit::note(
         s,
-        &req,
+        &req.ctx,
         &p.actor(),
         "auth.role.revoke",
         Some(&target),
@@ -425,33 +422,33 @@ pub async fn bootstrap(s: &Services, req: Request) -> Result<Response, Error> {
     let body: Bootstrap = req.json()?;
     let (req_ref, p_ref) = (&req, &p);
     let deny = |reason: &'static str| async move {
-        record(
-            s,
-            req_ref,
-            &p_ref.actor(),
-            "auth.admin.bootstrap",
-            Some(&p_ref.user_id),
-            Outcome::Denied,
-            json!({"reason": reason}),
+        Err::<Response, Error>(
+            audit::denied(
+                s,
+                &req_ref.ctx,
+                &p_ref.actor(),
+                "auth.admin.bootstrap",
+                Some(&p_ref.user_id),
+                json!({"reason": reason}),
+                Error::BootstrapRefused,
+            )
+            .await,
         )
-        .await?;
-        Err::<Response, Error>(Error::BootstrapRefused)
     };
     if !matches_secret(&body.secret, Settings::of(s)?.bootstrap_secret.as_deref()) {
         return deny("bad_secret").await;
     }
     if !p.email_verified {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.admin.bootstrap",
             Some(&p.user_id),
-            Outcome::Denied,
             json!({"reason": "email_unverified"}),
+            Error::EmailUnverified,
         )
-        .await?;
-        return Err(Error::EmailUnverified);
+        .await);
     }
     let now = s.clock.now_ms();
     // One statement: the grant happens only while no admin exists.
@@ -491,9 +488,9 @@ pub async fn bootstrap(s: &Services, req: Request) -> Result<Response, Error> {
         }
     };
     s.sql
-        .execute(audit(
+        .execute(audit::statement_for(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.admin.bootstrap",
             Some(&p.user_id),

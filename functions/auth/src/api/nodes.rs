@@ -15,7 +15,7 @@
 //! Worker) and through `POST /auth/nodes/redeem` with the service credential
 //! where it does not (Spin components have separate stores).
 
-use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::StatusCode;
 use edgecoder_kernel::{Request, Response, Services, Sql, Statement, Value};
@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::Error;
 use crate::secrets::{hash_token, matches_secret, new_token, rfc3339, well_formed};
-use crate::session::{self, bearer, record};
+use crate::session::{self, bearer};
 
 /// Enrollment tokens live one hour.
 pub const ENROLLMENT_TOKEN_MS: i64 = 3600 * 1000;
@@ -64,17 +64,16 @@ pub async fn enroll(s: &Services, req: Request) -> Result<Response, Error> {
     }
     valid_kind(&body.kind)?;
     if !p.email_verified {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.node.enroll",
             Some(&body.node_id),
-            Outcome::Denied,
             json!({"reason": "email_unverified"}),
+            Error::EmailUnverified,
         )
-        .await?;
-        return Err(Error::EmailUnverified);
+        .await);
     }
     let now = s.clock.now_ms();
     let token = new_token(s.rng.as_ref(), ENROLLMENT_PREFIX);
@@ -100,21 +99,20 @@ pub async fn enroll(s: &Services, req: Request) -> Result<Response, Error> {
         ))
         .await?;
     if rows.rows.is_empty() {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.node.enroll",
             Some(&body.node_id),
-            Outcome::Denied,
             json!({"reason": "owned_by_another_user"}),
+            Error::NodeOwnedByAnotherUser,
         )
-        .await?;
-        return Err(Error::NodeOwnedByAnotherUser);
+        .await);
     }
-    record(
+    audit::note(
         s,
-        &req,
+        &req.ctx,
         &p.actor(),
         "auth.node.enroll",
         Some(&body.node_id),
@@ -186,30 +184,28 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
     let is_owner = owner.as_deref() == Some(p.user_id.as_str());
     if owner.is_none() || (!is_owner && !p.has_role("system_admin")) {
         // Someone else's node looks exactly like no node.
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.node.delete",
             Some(&node),
-            Outcome::Denied,
             json!({"reason": "not_found"}),
+            Error::NodeNotFound,
         )
-        .await?;
-        return Err(Error::NodeNotFound);
+        .await);
     }
     if !is_owner && let Err(e) = p.require_step_up(s.clock.now_ms()) {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.node.delete",
             Some(&node),
-            Outcome::Denied,
             json!({"reason": "step_up_required"}),
+            e,
         )
-        .await?;
-        return Err(e);
+        .await);
     }
     let changed = s
         .sql
@@ -222,9 +218,9 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
     if changed != 1 {
         return Err(Error::NodeNotFound);
     }
-    record(
+    audit::note(
         s,
-        &req,
+        &req.ctx,
         &p.actor(),
         "auth.node.delete",
         Some(&node),
@@ -293,17 +289,16 @@ pub struct Redeem {
 pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error> {
     let presented = bearer(&req).unwrap_or("");
     if !matches_secret(presented, s.config.service_token.as_deref()) {
-        record(
+        return Err(audit::denied(
             s,
-            &req,
+            &req.ctx,
             "anonymous",
             "auth.node.redeem",
             None,
-            Outcome::Denied,
             json!({"reason": "service_unauthorized"}),
+            Error::ServiceUnauthorized,
         )
-        .await?;
-        return Err(Error::ServiceUnauthorized);
+        .await);
     }
     let body: Redeem = req.json()?;
     match redeem(
@@ -316,9 +311,9 @@ pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error>
     .await
     {
         Ok(r) => {
-            record(
+            audit::note(
                 s,
-                &req,
+                &req.ctx,
                 "service:mesh",
                 "auth.node.redeem",
                 Some(&r.node_id),
@@ -331,9 +326,9 @@ pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error>
             ))
         }
         Err(e) => {
-            record(
+            audit::note(
                 s,
-                &req,
+                &req.ctx,
                 "service:mesh",
                 "auth.node.redeem",
                 Some(&body.node_id),

@@ -29,7 +29,7 @@ use crate::oauth_settings::{OAuthProvider, ProviderKind};
 use crate::settings::Settings;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
 use edgecoder_kernel::{OutboundRequest, Request, Response, Services, Statement, Value};
@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::oidc::{self, Identity};
 use crate::secrets::{hash_token, matches_secret, new_token, rfc3339};
-use crate::session::{self, Client, audit, record};
+use crate::session::{self, Client};
 use crate::{Error, mail, ratelimit};
 
 /// A flow must come back within ten minutes.
@@ -431,9 +431,9 @@ pub async fn link_start(s: &Services, req: Request) -> Result<Response, Error> {
         },
     )
     .await?;
-    record(
+    audit::note(
         s,
-        &req,
+        &req.ctx,
         &principal.actor(),
         "auth.oauth.link_start",
         Some(&principal.user_id),
@@ -673,9 +673,9 @@ pub async fn callback(s: &Services, req: Request) -> Result<Response, Error> {
     let flow = match consume_state(s, &req, p).await {
         Ok(f) => f,
         Err(e) => {
-            record(
+            audit::note(
                 s,
-                &req,
+                &req.ctx,
                 "anonymous",
                 "auth.oauth.callback",
                 None,
@@ -689,9 +689,9 @@ pub async fn callback(s: &Services, req: Request) -> Result<Response, Error> {
     if let Some(error) = req.query_param("error") {
         // Only a plain error code travels on; descriptions stay behind.
         let code = error_code(&error);
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             "anonymous",
             "auth.oauth.callback",
             None,
@@ -708,9 +708,9 @@ pub async fn callback(s: &Services, req: Request) -> Result<Response, Error> {
     match finish(s, &req, p, &flow).await {
         Ok(resp) => Ok(resp),
         Err(e) => {
-            record(
+            audit::note(
                 s,
-                &req,
+                &req.ctx,
                 flow.user_id
                     .as_deref()
                     .map(|u| format!("user:{u}"))
@@ -771,9 +771,7 @@ async fn finish(
                             Value::Integer(now + APP_CODE_MS),
                         ],
                     ),
-                    audit(
-                        s,
-                        req,
+                    audit::statement_for(s, &req.ctx,
                         &format!("user:{user_id}"),
                         "auth.oauth.app_code",
                         Some(&user_id),
@@ -787,9 +785,9 @@ async fn finish(
         _ => {
             let (mut stmts, sid, refresh) =
                 session::create_session(s, req, &user_id, Client::Browser, &AMR, None);
-            stmts.push(audit(
+            stmts.push(audit::statement_for(
                 s,
-                req,
+                &req.ctx,
                 &format!("user:{user_id}"),
                 "auth.login",
                 Some(&user_id),
@@ -842,9 +840,7 @@ async fn resolve_account(
     if let Some(user_id) = existing.get_str(0, "id").map(str::to_owned) {
         let local_verified = existing.get_i64(0, "email_verified_at").is_some();
         if !(id.email_verified && local_verified) {
-            record(
-                s,
-                req,
+            audit::note(s, &req.ctx,
                 "anonymous",
                 "auth.oauth.link",
                 Some(&user_id),
@@ -989,9 +985,9 @@ async fn link(
     match owner.get_str(0, "user_id") {
         Some(u) if u == user_id => return Ok(()),
         Some(_) => {
-            record(
+            audit::note(
                 s,
-                req,
+                &req.ctx,
                 &format!("user:{user_id}"),
                 "auth.oauth.link",
                 Some(user_id),
@@ -1083,9 +1079,9 @@ pub async fn unlink(s: &Services, req: Request) -> Result<Response, Error> {
         .await?
         .changes;
     if changed == 1 {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             &principal.actor(),
             "auth.oauth.unlink",
             Some(&principal.user_id),
@@ -1112,9 +1108,9 @@ pub async fn unlink(s: &Services, req: Request) -> Result<Response, Error> {
     } else {
         Error::LastSignInMethod
     };
-    record(
+    audit::note(
         s,
-        &req,
+        &req.ctx,
         &principal.actor(),
         "auth.oauth.unlink",
         Some(&principal.user_id),
@@ -1141,9 +1137,9 @@ pub async fn exchange(s: &Services, req: Request) -> Result<Response, Error> {
     limit_address(s, &req).await?;
     let client = Client::parse(Some(body.client.as_deref().unwrap_or("device")))?;
     let fail = |reason: &str| {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             "anonymous",
             "auth.oauth.exchange",
             None,
@@ -1181,9 +1177,7 @@ pub async fn exchange(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let provider = rows.get_str(0, "provider").unwrap_or_default().to_owned();
     let (mut stmts, sid, refresh) = session::create_session(s, &req, &user_id, client, &AMR, None);
-    stmts.push(audit(
-        s,
-        &req,
+    stmts.push(audit::statement_for(s, &req.ctx,
         &format!("user:{user_id}"),
         "auth.login",
         Some(&user_id),

@@ -13,7 +13,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::StatusCode;
 use edgecoder_kernel::{Request, Response, Services, Statement, Value};
@@ -25,7 +25,7 @@ use crate::Error;
 use crate::Settings;
 use crate::ratelimit;
 use crate::secrets::rfc3339;
-use crate::session::{self, Client, audit, record};
+use crate::session::{self, Client};
 use crate::webauthn::{
     self, ALGORITHMS, AttestationObject, AuthData, CoseKey, FLAG_BE, FLAG_BS, Refusal,
 };
@@ -270,9 +270,9 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
     let (id, attested, auth) = match result {
         Ok(v) => v,
         Err(e) => {
-            record(
+            audit::note(
                 s,
-                &req,
+                &req.ctx,
                 &p.actor(),
                 "auth.passkey.register",
                 None,
@@ -319,9 +319,7 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
         .await?
         .changes
         == 1;
-    record(
-        s,
-        &req,
+    audit::note(s, &req.ctx,
         &p.actor(),
         "auth.passkey.register",
         Some(&id),
@@ -653,7 +651,7 @@ pub async fn verify_assertion(
                     "UPDATE webauthn_credentials SET clone_suspected_at = COALESCE(clone_suspected_at, ?2) WHERE id = ?1",
                     vec![id.as_str().into(), Value::Integer(now)],
                 ),
-                audit(s, req, &format!("user:{user_id}"), "auth.passkey.clone_suspected", Some(&id),
+                audit::statement_for(s, &req.ctx, &format!("user:{user_id}"), "auth.passkey.clone_suspected", Some(&id),
                     if refuse { Outcome::Denied } else { Outcome::Success },
                     json!({"severity": "critical", "stored_count": stored, "received_count": received, "refused": refuse})),
             ])
@@ -677,9 +675,7 @@ pub async fn login_verify(s: &Services, req: Request) -> Result<Response, Error>
     let asserted = match verify_assertion(s, &req, &body.credential, "authentication", None).await {
         Ok(a) => a,
         Err(e) => {
-            record(
-                s,
-                &req,
+            audit::note(s, &req.ctx,
                 "anonymous",
                 "auth.passkey.login",
                 None,
@@ -692,9 +688,7 @@ pub async fn login_verify(s: &Services, req: Request) -> Result<Response, Error>
     };
     let (mut stmts, sid, refresh) =
         session::create_session(s, &req, &asserted.user_id, client, &AMR, None);
-    stmts.push(audit(
-        s,
-        &req,
+    stmts.push(audit::statement_for(s, &req.ctx,
         &format!("user:{}", asserted.user_id),
         "auth.login",
         Some(&asserted.user_id),
@@ -771,9 +765,9 @@ pub async fn rename(s: &Services, req: Request) -> Result<Response, Error> {
     if changed != 1 {
         return Err(Error::PasskeyNotFound);
     }
-    record(
+    audit::note(
         s,
-        &req,
+        &req.ctx,
         &p.actor(),
         "auth.passkey.rename",
         Some(&id),
@@ -808,9 +802,9 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
         .await?
         .changes;
     if changed == 1 {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.passkey.delete",
             Some(&id),

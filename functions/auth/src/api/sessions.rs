@@ -7,7 +7,7 @@
 //! cannot both win. Presenting a rotated token again means it was copied: the
 //! whole session (the token family) is revoked and the event audited.
 
-use edgecoder_kernel::audit::Outcome;
+use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::http_types::{HeaderValue, header};
 use edgecoder_kernel::{Request, Response, Services, Statement, Value};
@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::Error;
 use crate::api::accounts::check_password;
 use crate::secrets::{hash_token, new_token, rfc3339, well_formed};
-use crate::session::{self, Client, REFRESH_PREFIX, REFRESH_SLIDING_MS, audit, record};
+use crate::session::{self, Client, REFRESH_PREFIX, REFRESH_SLIDING_MS};
 
 /// `POST /auth/token/refresh` body (device clients).
 #[derive(Deserialize, Default)]
@@ -63,9 +63,9 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
     let (Some(sid), Some(rotated_at)) =
         (rows.get_str(0, "session_id"), rows.get_i64(0, "rotated_at"))
     else {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             "anonymous",
             "auth.token.refresh",
             None,
@@ -94,9 +94,9 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
                  WHERE id = ?1 AND revoked_at IS NULL",
                 vec![sid.into(), Value::Integer(now)],
             ),
-            audit(
+            audit::statement_for(
                 s,
-                &req,
+                &req.ctx,
                 &format!("user:{user}"),
                 "auth.refresh.reuse",
                 Some(sid),
@@ -193,7 +193,7 @@ pub async fn logout(s: &Services, req: Request) -> Result<Response, Error> {
                 "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout' WHERE id = ?1 AND revoked_at IS NULL",
                 vec![p.session_id.as_str().into(), Value::Integer(s.clock.now_ms())],
             ),
-            audit(s, &req, &p.actor(), "auth.logout", Some(&p.session_id), Outcome::Success, json!({})),
+            audit::statement_for(s, &req.ctx, &p.actor(), "auth.logout", Some(&p.session_id), Outcome::Success, json!({})),
         ])
         .await?;
     Ok(clear_cookie(
@@ -212,7 +212,7 @@ pub async fn logout_all(s: &Services, req: Request) -> Result<Response, Error> {
                 "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout_all' WHERE user_id = ?1 AND revoked_at IS NULL",
                 vec![p.user_id.as_str().into(), Value::Integer(s.clock.now_ms())],
             ),
-            audit(s, &req, &p.actor(), "auth.logout_all", Some(&p.user_id), Outcome::Success, json!({})),
+            audit::statement_for(s, &req.ctx, &p.actor(), "auth.logout_all", Some(&p.user_id), Outcome::Success, json!({})),
         ])
         .await?;
     let n = results.first().map_or(0, |r| r.changes);
@@ -272,9 +272,9 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
     } else {
         Outcome::Failure
     };
-    record(
+    audit::note(
         s,
-        &req,
+        &req.ctx,
         &p.actor(),
         "auth.session.revoke",
         Some(&id),
@@ -344,9 +344,9 @@ pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
         }
     };
     if let Err(e) = checked {
-        record(
+        audit::note(
             s,
-            &req,
+            &req.ctx,
             &p.actor(),
             "auth.step_up",
             Some(&p.session_id),
@@ -370,9 +370,9 @@ pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
                     method.into(),
                 ],
             ),
-            audit(
+            audit::statement_for(
                 s,
-                &req,
+                &req.ctx,
                 &p.actor(),
                 "auth.step_up",
                 Some(&p.session_id),
