@@ -14,6 +14,9 @@ use edgecoder_conformance::harness::{
 };
 use p256::pkcs8::EncodePublicKey;
 
+/// The origin of the fixture's log (its issuer's host and `/ledger`).
+const ORIGIN: &str = "localhost:8080/ledger";
+
 struct Fixture {
     server: Server,
     dir: PathBuf,
@@ -116,7 +119,7 @@ impl Fixture {
     fn verify(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(edgecoder_binary())
             .arg("verify")
-            .args(["--key", &self.spki, "--state"])
+            .args(["--key", &self.spki, "--origin", ORIGIN, "--state"])
             .arg(self.state())
             .args(args)
             .output()
@@ -258,6 +261,8 @@ fn verify_refuses_a_checkpoint_signed_by_another_key() {
             &f.server.base,
             "--key",
             &other_spki,
+            "--origin",
+            ORIGIN,
             "--state",
         ])
         .arg(f.state())
@@ -278,7 +283,7 @@ fn verify_fails_when_the_signed_root_does_not_match_the_entries() {
     // entries do not produce.
     let signer = edgecoder_kernel::SigningKey::from_secret(&f.key).expect("key");
     let forged = edgecoder_tlog::checkpoint::Checkpoint {
-        origin: "localhost:8080/ledger".into(),
+        origin: ORIGIN.into(),
         size: 6,
         root: [9u8; 32],
     };
@@ -350,7 +355,7 @@ fn verify_checks_a_transfer_receipt_and_refuses_a_forged_one() {
     std::fs::write(&path, &receipt.body).expect("write");
     let run = |file: &std::path::Path| {
         let out = Command::new(edgecoder_binary())
-            .args(["verify", "--key", &f.spki, "--receipt"])
+            .args(["verify", "--key", &f.spki, "--origin", ORIGIN, "--receipt"])
             .arg(file)
             .output()
             .expect("verify");
@@ -391,6 +396,33 @@ fn verify_checks_a_transfer_receipt_and_refuses_a_forged_one() {
     // The JSON receipt of the blake3 era, or any other file, is not a proof.
     std::fs::write(&bad, r#"{"index": 0, "proof": [], "checkpoint": ""}"#).expect("write");
     must_fail(run(&bad), "not a tlog-proof");
+}
+
+#[test]
+fn verify_needs_the_logs_origin_and_refuses_another() {
+    let f = Fixture::new("needsorigin", 3);
+    let run = |args: &[&str]| {
+        let out = Command::new(edgecoder_binary())
+            .args(["verify", "--url", &f.server.base, "--key", &f.spki])
+            .args(args)
+            .arg("--state")
+            .arg(f.state())
+            .output()
+            .expect("verify");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A key alone would trust any log it signs, under whatever origin the
+    // note claims.
+    must_fail(run(&[]), "--key needs --origin");
+    must_fail(
+        run(&["--origin", "staging.example/ledger"]),
+        "checkpoint refused",
+    );
+    let (ok, out) = run(&["--origin", ORIGIN]);
+    assert!(ok, "{out}");
 }
 
 #[test]

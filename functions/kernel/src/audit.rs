@@ -170,18 +170,47 @@ pub async fn record(
     Ok(id)
 }
 
-/// The newest events, optionally only one action, at most `limit` (≤ 1000).
-pub async fn recent(
-    sql: &dyn Sql,
-    action: Option<&str>,
-    limit: usize,
-) -> Result<Vec<StoredAuditEvent>, Error> {
-    let limit = i64::try_from(limit.min(1000)).unwrap_or(1000);
+/// Which events [`query`] reads; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only events at or after this time (milliseconds since the epoch).
+    pub since: Option<i64>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only actions of one function: `mesh.` reads `mesh.*`.
+    pub action_prefix: Option<&'static str>,
+    /// Only this target.
+    pub target: Option<String>,
+    /// Only events of this request.
+    pub request_id: Option<String>,
+    /// At most this many (clamped to 1..=1000).
+    pub limit: usize,
+}
+
+/// The newest events matching `filter`, newest first.
+pub async fn query(sql: &dyn Sql, filter: &Filter) -> Result<Vec<StoredAuditEvent>, Error> {
+    let limit = i64::try_from(filter.limit.clamp(1, 1000)).unwrap_or(1000);
+    // The prefix is ours (a function name), never the caller's, so LIKE's
+    // wildcards cannot come from a request.
+    let prefix = filter.action_prefix.map(|p| format!("{p}%"));
     let rows = sql
         .execute(Statement::new(
             "SELECT id, time, actor, action, target, outcome, request_id, client_ip, details \
-             FROM audit_events WHERE (?1 IS NULL OR action = ?1) ORDER BY time DESC, id LIMIT ?2",
-            vec![action.map(str::to_owned).into(), Value::Integer(limit)],
+             FROM audit_events WHERE (?1 IS NULL OR time >= ?1) AND (?2 IS NULL OR actor = ?2) \
+               AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR action LIKE ?4) \
+               AND (?5 IS NULL OR target = ?5) AND (?6 IS NULL OR request_id = ?6) \
+             ORDER BY time DESC, id LIMIT ?7",
+            vec![
+                filter.since.into(),
+                filter.actor.clone().into(),
+                filter.action.clone().into(),
+                prefix.into(),
+                filter.target.clone().into(),
+                filter.request_id.clone().into(),
+                Value::Integer(limit),
+            ],
         ))
         .await?;
     let mut out = Vec::with_capacity(rows.rows.len());

@@ -151,8 +151,11 @@ pub fn body_of(note: &str) -> Result<Checkpoint, Error> {
     Checkpoint::parse_body(&note[..=split])
 }
 
-/// Opens a signed checkpoint: at least one signature by a trusted key must
-/// verify, and none by a trusted key may fail.
+/// Opens a signed checkpoint: a trusted key named as the checkpoint's origin
+/// (the log's own key) must have signed it, and no signature by a trusted
+/// key may fail. Other trusted names (witnesses) are checked when present but
+/// never stand in for the log's key, so a note whose origin line names one
+/// log and whose signature line names another is refused.
 pub fn open(note: &str, trusted: &[TrustedKey]) -> Result<Checkpoint, Error> {
     if note.len() > MAX_NOTE_BYTES {
         return Err(Error::Malformed("note too large"));
@@ -168,7 +171,7 @@ pub fn open(note: &str, trusted: &[TrustedKey]) -> Result<Checkpoint, Error> {
         return Err(Error::Malformed("signature block must end in a newline"));
     }
     let checkpoint = Checkpoint::parse_body(text)?;
-    let mut verified = false;
+    let mut by_log = false;
     let mut lines = 0usize;
     for line in sigs.strip_suffix('\n').unwrap_or(sigs).split('\n') {
         lines += 1;
@@ -198,10 +201,10 @@ pub fn open(note: &str, trusted: &[TrustedKey]) -> Result<Checkpoint, Error> {
             if !ok {
                 return Err(Error::BadSignature(name.to_owned()));
             }
-            verified = true;
+            by_log |= name == checkpoint.origin;
         }
     }
-    if verified {
+    if by_log {
         Ok(checkpoint)
     } else {
         Err(Error::Untrusted)
@@ -286,6 +289,31 @@ mod tests {
         let extra = witness.lines().last().expect("line");
         let both = format!("{note}{extra}\n");
         assert_eq!(open(&both, &trusted(&k)), Ok(cp()));
+    }
+
+    #[test]
+    fn the_log_key_must_sign_under_the_checkpoints_origin() {
+        let k = key(2);
+        // The same key, pinned for one log, signing another log's origin
+        // under the pinned name (staging and production sharing a key).
+        let staging = Checkpoint {
+            origin: "staging.example/ledger".into(),
+            ..cp()
+        };
+        let note = sign(&staging, "edgecoder.example/ledger", &k).expect("sign");
+        assert_eq!(open(&note, &trusted(&k)), Err(Error::Untrusted));
+        // A trusted witness's cosignature alone does not make a checkpoint.
+        let w = key(9);
+        let mut keys = trusted(&k);
+        keys.push(TrustedKey {
+            name: "witness.example/w1".into(),
+            key: *w.verifying_key(),
+        });
+        let by_witness = sign(&cp(), "witness.example/w1", &w).expect("sign");
+        assert_eq!(open(&by_witness, &keys), Err(Error::Untrusted));
+        let by_log = sign(&cp(), "edgecoder.example/ledger", &k).expect("sign");
+        let extra = by_witness.lines().last().expect("line");
+        assert_eq!(open(&format!("{by_log}{extra}\n"), &keys), Ok(cp()));
     }
 
     #[test]

@@ -46,8 +46,9 @@ pub enum Error {
     /// Not a well-formed note, checkpoint or tlog-proof.
     #[error("malformed: {0}")]
     Malformed(&'static str),
-    /// No signature by a trusted key.
-    #[error("no signature by a trusted key")]
+    /// No valid signature by the trusted key named as the checkpoint's
+    /// origin.
+    #[error("no signature by a trusted key for this origin")]
     Untrusted,
     /// A trusted key's signature does not verify.
     #[error("bad signature by {0}")]

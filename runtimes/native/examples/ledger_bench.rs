@@ -204,7 +204,7 @@ fn main() {
             .as_bytes(),
     );
     println!(
-        "verify with: edgecoder verify --db {} --key {spki} --state /tmp/bench-verify.json",
+        "verify with: edgecoder verify --db {} --key {spki} --origin bench.example/ledger --state /tmp/bench-verify.json",
         path.display()
     );
     // Keep the file for the verify run the bench script does next.

@@ -115,9 +115,11 @@ enum Command {
         /// gives), inline or a file path. Repeatable.
         #[arg(long)]
         key: Vec<String>,
-        /// The name `--key` signs under (default: the log's origin).
+        /// The log's origin (`GET /ledger/keys` gives it): the name `--key`
+        /// signs under. Required with `--key`: a checkpoint must name the log
+        /// you meant, not just carry a signature by a key you trust.
         #[arg(long)]
-        key_name: Option<String>,
+        origin: Option<String>,
         /// A trust file: `<key name> <base64 SPKI>` per line.
         #[arg(long)]
         trust: Option<PathBuf>,
@@ -212,7 +214,15 @@ fn main() -> Result<()> {
             limit,
         } => rt.block_on(async {
             let runtime = open(&data)?;
-            let events = audit::recent(&runtime.db, action.as_deref(), limit).await?;
+            let events = audit::query(
+                &runtime.db,
+                &audit::Filter {
+                    action,
+                    limit,
+                    ..audit::Filter::default()
+                },
+            )
+            .await?;
             for e in events {
                 println!("{}", serde_json::to_string(&e)?);
             }
@@ -241,14 +251,20 @@ fn main() -> Result<()> {
             url,
             db,
             key,
-            key_name,
+            origin,
             trust,
             state,
             entry,
             receipt,
         } => {
             use edgecoder_native::verify;
-            let name = key_name.clone().unwrap_or_default();
+            let name = match (&origin, key.is_empty()) {
+                (Some(o), _) => o.clone(),
+                (None, true) => String::new(),
+                (None, false) => anyhow::bail!(
+                    "--key needs --origin: the log's origin, as GET /ledger/keys names it"
+                ),
+            };
             if let Some(path) = receipt {
                 let mut trusted = key
                     .iter()

@@ -269,22 +269,9 @@ pub fn run(opts: &Options) -> Result<String> {
         }
     };
     let note = log.checkpoint()?;
-    // Keys given without a name sign as the log's origin (the note's first line).
-    let origin = note.lines().next().unwrap_or("").to_owned();
-    let trusted: Vec<TrustedKey> = opts
-        .trusted
-        .iter()
-        .map(|t| TrustedKey {
-            name: if t.name.is_empty() {
-                origin.clone()
-            } else {
-                t.name.clone()
-            },
-            key: t.key,
-        })
-        .collect();
+    let trusted = &opts.trusted;
     let cp: Checkpoint =
-        checkpoint::open(&note, &trusted).map_err(|e| anyhow!("checkpoint refused: {e}"))?;
+        checkpoint::open(&note, trusted).map_err(|e| anyhow!("checkpoint refused: {e}"))?;
     let previous: Option<State> = std::fs::read(&opts.state)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -436,19 +423,7 @@ pub fn verify_receipt(path: &Path, trusted: &[TrustedKey]) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let proof = TlogProof::parse(&text).map_err(|e| anyhow!("not a tlog-proof: {e}"))?;
-    let origin = proof.checkpoint.lines().next().unwrap_or("").to_owned();
-    let trusted: Vec<TrustedKey> = trusted
-        .iter()
-        .map(|t| TrustedKey {
-            name: if t.name.is_empty() {
-                origin.clone()
-            } else {
-                t.name.clone()
-            },
-            key: t.key,
-        })
-        .collect();
-    let (cp, entry) = proof.verify_extra(&trusted).map_err(|e| match e {
+    let (cp, entry) = proof.verify_extra(trusted).map_err(|e| match e {
         edgecoder_tlog::Error::Untrusted | edgecoder_tlog::Error::BadSignature(_) => {
             anyhow!("checkpoint refused: {e}")
         }
