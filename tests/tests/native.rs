@@ -96,6 +96,10 @@ fn main() {
                 "registrations_are_rate_limited_per_address",
                 registrations_are_rate_limited_per_address,
             ),
+            trial(
+                "signatures_for_an_origin_this_coordinator_does_not_serve_are_refused",
+                signatures_for_an_origin_this_coordinator_does_not_serve_are_refused,
+            ),
         ],
     )
 }
@@ -397,6 +401,92 @@ fn registrations_are_rate_limited_per_address() {
     }
     // Five in a row span at most two fixed windows of two each.
     assert!(statuses.contains(&429), "{statuses:?}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mesh_origins`: a coordinator serving `https://mesh.example` behind a
+/// trusted proxy refuses requests signed for any other origin (another
+/// coordinator where the same key is registered, or its raw address), and
+/// accepts those signed for its own.
+fn signatures_for_an_origin_this_coordinator_does_not_serve_are_refused() {
+    use edgecoder_conformance::expect_problem;
+    use edgecoder_conformance::identity::Ctx;
+    use edgecoder_conformance::mesh::{
+        Node, Sig, enroll, registration, server_telemetry, sign_headers, signed,
+    };
+    let bin = binary();
+    let dir = tempfile_dir("origins");
+    let key = signing_key_base64();
+    let mut env: Vec<(String, String)> = dev_settings(&key)
+        .into_iter()
+        .map(|(k, v)| (env_name(k), v))
+        .collect();
+    env.push((env_name("mesh_origins"), "https://mesh.example".into()));
+    env.push((env_name("trusted_proxies"), "127.0.0.1/32,::1/128".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = start(&bin, &dir, &env);
+    let target = conformance_target(&server.base, &key);
+    let client = Client::new(&server.base);
+    let x = Ctx::new(&client, &target);
+    let owner = x.account("origins", true).expect("account");
+    let node = Node::new(&x, "origins");
+    let token = enroll(&x, &owner, &node.id).expect("enroll");
+    let body = registration(&node, &token);
+    // Signed for the address it was sent to, which is not the served origin.
+    let raw = signed(
+        &x,
+        &node,
+        "POST",
+        "/mesh/nodes/register",
+        Some(&body),
+        &Sig::default(),
+    )
+    .expect("register");
+    expect_problem(&raw, 421, "misdirected_request").expect("raw address refused");
+    let send = |path: &str, origin_host: &str, signed_for: &str, body: &[u8]| {
+        let hs = sign_headers(
+            &node.key,
+            &node.kid,
+            "POST",
+            &format!("{signed_for}{path}"),
+            body,
+            &Sig::default(),
+        );
+        let mut headers: Vec<(&str, &str)> =
+            hs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        headers.push(("content-type", "application/json"));
+        headers.push(("x-forwarded-proto", "https"));
+        headers.push(("x-forwarded-host", origin_host));
+        client
+            .send_with("POST", path, &headers, body)
+            .expect("send")
+    };
+    let reg = body.to_string().into_bytes();
+    let r = send(
+        "/mesh/nodes/register",
+        "mesh.example",
+        "https://mesh.example",
+        &reg,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // The same registered key, a request signed for another coordinator and
+    // delivered here with that coordinator's name.
+    let hb = server_telemetry().to_string().into_bytes();
+    let other = send(
+        "/mesh/heartbeat",
+        "coordinator-b.example",
+        "https://coordinator-b.example",
+        &hb,
+    );
+    expect_problem(&other, 421, "misdirected_request").expect("other origin refused");
+    let here = send(
+        "/mesh/heartbeat",
+        "mesh.example",
+        "https://mesh.example",
+        &hb,
+    );
+    assert_eq!(here.status, 200, "{}", String::from_utf8_lossy(&here.body));
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

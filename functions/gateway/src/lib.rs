@@ -156,7 +156,7 @@ impl Loaded {
             settings = settings.with(auth);
         }
         if serves(Function::Mesh) {
-            settings = settings.with(edgecoder_mesh::Settings::load(src)?);
+            settings = settings.with(edgecoder_mesh::Settings::load(src, &config)?);
         }
         if serves(Function::Ledger) {
             settings = settings.with(edgecoder_ledger::Settings::load(src)?);

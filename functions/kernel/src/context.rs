@@ -35,29 +35,38 @@ pub struct RequestContext {
 /// The scheme and authority the client addressed on the native runtime: the
 /// connection's own (`http`, `Host`) unless the socket peer is a trusted
 /// proxy, which then reports them in `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (first value, the client-facing hop).
+/// `X-Forwarded-Host`. The value read is the last one, which the trusted
+/// proxy itself wrote: a proxy that appends to what the client sent leaves
+/// the client's guess first. `forwarded_*` is every field line of that
+/// header in order, read as one list.
 pub fn origin_behind_proxies(
     peer: IpAddr,
     host: Option<&str>,
-    forwarded_proto: Option<&str>,
-    forwarded_host: Option<&str>,
+    forwarded_proto: &[&str],
+    forwarded_host: &[&str],
     trusted: &[IpNet],
 ) -> (String, Option<String>) {
-    let first = |v: Option<&str>| {
-        v.and_then(|v| v.split(',').next())
+    let last = |lines: &[&str]| {
+        lines
+            .iter()
+            .flat_map(|l| l.split(','))
             .map(str::trim)
-            .filter(|v| !v.is_empty())
+            .rfind(|v| !v.is_empty())
             .map(str::to_owned)
     };
+    let host = host
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned);
     let peer = peer.to_canonical();
     if trusted.iter().any(|n| n.contains(&peer)) {
-        let scheme = first(forwarded_proto)
+        let scheme = last(forwarded_proto)
             .map(|p| p.to_ascii_lowercase())
             .filter(|p| p == "http" || p == "https")
             .unwrap_or_else(|| "http".to_owned());
-        (scheme, first(forwarded_host).or_else(|| first(host)))
+        (scheme, last(forwarded_host).or(host))
     } else {
-        ("http".to_owned(), first(host))
+        ("http".to_owned(), host)
     }
 }
 
@@ -150,8 +159,20 @@ mod tests {
             origin_behind_proxies(
                 ip("10.0.0.2"),
                 Some("internal:8787"),
-                Some("https"),
-                Some("edge.example"),
+                &["https"],
+                &["edge.example"],
+                &trusted
+            ),
+            ("https".to_owned(), Some("edge.example".to_owned()))
+        );
+        // An appending proxy: the client's own claim comes first, on the
+        // same line or on an earlier one.
+        assert_eq!(
+            origin_behind_proxies(
+                ip("10.0.0.2"),
+                Some("internal:8787"),
+                &["http, https"],
+                &["evil.example", "edge.example"],
                 &trusted
             ),
             ("https".to_owned(), Some("edge.example".to_owned()))
@@ -160,8 +181,8 @@ mod tests {
             origin_behind_proxies(
                 ip("203.0.113.9"),
                 Some("127.0.0.1:8787"),
-                Some("https"),
-                Some("evil.example"),
+                &["https"],
+                &["evil.example"],
                 &trusted
             ),
             ("http".to_owned(), Some("127.0.0.1:8787".to_owned()))

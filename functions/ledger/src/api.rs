@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
 use edgecoder_kernel::tokens::{Verifier, secret_matches};
-use edgecoder_kernel::{Request, Response, Services, SigningKey, Statement, Value};
+use edgecoder_kernel::{Request, Response, Services, SigningKey};
 use p256::pkcs8::EncodePublicKey;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -18,8 +18,8 @@ use edgecoder_tlog::checkpoint::{self, Checkpoint};
 use edgecoder_tlog::merkle::Hash;
 use edgecoder_tlog::proof::TlogProof;
 
-use crate::Error;
 use crate::log::{self, NewEntry};
+use crate::{Error, store};
 
 /// Largest page of entries.
 pub const MAX_PAGE: u64 = 1000;
@@ -186,56 +186,22 @@ pub async fn sign_checkpoint(s: &Services, size: u64, root: Hash) -> Result<Stri
     };
     let note = checkpoint::sign(&cp, &cp.origin, signing_key(s)?.ecdsa())
         .map_err(|_| Error::Corrupt("checkpoint signing"))?;
-    let size_v = Value::Integer(i64::try_from(size).unwrap_or(i64::MAX));
-    let rows = s
-        .sql
-        .batch(vec![
-            Statement::new(
-                "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (size) DO NOTHING",
-                vec![
-                    size_v.clone(),
-                    root.to_vec().into(),
-                    note.into(),
-                    Value::Integer(s.clock.now_ms()),
-                ],
-            ),
-            Statement::new(
-                "SELECT root, note FROM ledger_checkpoints WHERE size = ?1",
-                vec![size_v],
-            ),
-        ])
-        .await?;
-    let stored = rows.get(1).ok_or(Error::Corrupt("ledger_checkpoints"))?;
-    if stored.get_blob(0, "root") != Some(&root[..]) {
+    let (stored_root, stored_note) =
+        store::sign_once(s.sql.as_ref(), size, &root, note, s.clock.now_ms()).await?;
+    if stored_root != root {
         return Err(Error::CheckpointMismatch);
     }
-    stored
-        .get_str(0, "note")
-        .map(str::to_owned)
-        .ok_or(Error::Corrupt("ledger_checkpoints"))
+    Ok(stored_note)
 }
 
 async fn current_checkpoint(s: &Services, force: bool) -> Result<String, Error> {
     let interval_ms = crate::Settings::of(s)?.checkpoint_interval_ms;
     let (size, root) = log::head(s.sql.as_ref()).await?;
-    let latest = s
-        .sql
-        .execute(Statement::new(
-            "SELECT size, note, created_at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1",
-            vec![],
-        ))
-        .await?;
-    let fresh_enough = latest
-        .get_i64(0, "created_at")
-        .is_some_and(|t| s.clock.now_ms() - t < interval_ms);
-    let latest_size = latest
-        .get_i64(0, "size")
-        .and_then(|v| u64::try_from(v).ok());
-    if let Some(note) = latest.get_str(0, "note")
-        && (latest_size == Some(size) || (fresh_enough && !force))
-    {
-        return Ok(note.to_owned());
+    if let Some(latest) = store::latest_checkpoint(s.sql.as_ref()).await? {
+        let fresh_enough = s.clock.now_ms() - latest.created_at < interval_ms;
+        if latest.size == size || (fresh_enough && !force) {
+            return Ok(latest.note);
+        }
     }
     sign_checkpoint(s, size, root).await
 }
@@ -353,22 +319,10 @@ pub async fn keys(s: &Services, _req: Request) -> Result<Response, Error> {
 pub async fn receipt(s: &Services, req: Request) -> Result<Response, Error> {
     let id = req.param("id").unwrap_or_default().to_owned();
     crate::credits::may_see_transfer(s, &req, &id).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT ledger_index FROM credit_transfers WHERE id = ?1",
-            vec![id.as_str().into()],
-        ))
-        .await?;
-    if rows.rows.is_empty() {
-        return Err(Error::TransferNotFound);
-    }
-    let index = match rows
-        .get_i64(0, "ledger_index")
-        .and_then(|i| u64::try_from(i).ok())
-    {
-        Some(i) => i,
-        None => crate::credits::log_pending(s, &id).await?,
+    let index = match store::ledger_index(s.sql.as_ref(), &id).await? {
+        None => return Err(Error::TransferNotFound),
+        Some(Some(i)) => i,
+        Some(None) => crate::credits::log_pending(s, &id).await?,
     };
     let mut note = current_checkpoint(s, false).await?;
     let mut cp = checkpoint::body_of(&note).map_err(|_| Error::Corrupt("own checkpoint"))?;

@@ -15,11 +15,11 @@
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::StatusCode;
 use edgecoder_kernel::tokens::{Verifier, secret_matches};
-use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use edgecoder_kernel::{Request, Response, Services};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use crate::Error;
+use crate::{Error, store};
 
 /// The log entry type of a transfer.
 pub const CREDIT_TRANSFER_V1: &str = "edgecoder.dev/credit-transfer/v1";
@@ -127,30 +127,26 @@ fn check(body: &TransferBody) -> Result<(), Error> {
     Ok(())
 }
 
-async fn transfer_json(s: &Services, id: &str) -> Result<Json, Error> {
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT t.id, t.memo, t.created_by, t.created_at, t.ledger_index, p.account_id, p.amount \
-             FROM credit_transfers t JOIN credit_postings p ON p.transfer_id = t.id WHERE t.id = ?1 \
-             ORDER BY p.account_id",
-            vec![id.into()],
-        ))
-        .await?;
-    if rows.rows.is_empty() {
-        return Err(Error::Corrupt("credit transfer without postings"));
-    }
-    let postings: Vec<Json> = (0..rows.rows.len())
-        .map(|i| json!({"account": rows.get_str(i, "account_id"), "amount": rows.get_i64(i, "amount")}))
+fn transfer_json(t: &store::Transfer) -> Json {
+    let postings: Vec<Json> = t
+        .postings
+        .iter()
+        .map(|(account, amount)| json!({"account": account, "amount": amount}))
         .collect();
-    Ok(json!({
-        "id": id,
+    json!({
+        "id": t.id,
         "postings": postings,
-        "memo": rows.get_str(0, "memo"),
-        "created_by": rows.get_str(0, "created_by"),
-        "created_at": rows.get_i64(0, "created_at"),
-        "ledger_index": rows.get_i64(0, "ledger_index"),
-    }))
+        "memo": t.memo,
+        "created_by": t.created_by,
+        "created_at": t.created_at,
+        "ledger_index": t.ledger_index,
+    })
+}
+
+async fn stored_transfer(s: &Services, id: &str) -> Result<store::Transfer, Error> {
+    store::transfer(s.sql.as_ref(), id)
+        .await?
+        .ok_or(Error::Corrupt("credit transfer without postings"))
 }
 
 /// Logs a committed transfer whose log append has not happened yet.
@@ -165,14 +161,7 @@ pub async fn may_see_transfer(s: &Services, req: &Request, id: &str) -> Result<(
         Caller::Service | Caller::Admin { .. } => return Ok(()),
         Caller::User { sub } => sub,
     };
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT 1 AS party FROM credit_postings WHERE transfer_id = ?1 AND account_id = ?2",
-            vec![id.into(), format!("user:{sub}").into()],
-        ))
-        .await?;
-    if rows.rows.is_empty() {
+    if !store::is_party(s.sql.as_ref(), id, &format!("user:{sub}")).await? {
         return Err(Error::TransferNotFound);
     }
     Ok(())
@@ -180,7 +169,7 @@ pub async fn may_see_transfer(s: &Services, req: &Request, id: &str) -> Result<(
 
 /// Logs a committed transfer that has no log entry yet; returns its index.
 async fn log_transfer(s: &Services, id: &str) -> Result<u64, Error> {
-    let t = transfer_json(s, id).await?;
+    let t = transfer_json(&stored_transfer(s, id).await?);
     if let Some(i) = t["ledger_index"].as_u64() {
         return Ok(i);
     }
@@ -193,15 +182,7 @@ async fn log_transfer(s: &Services, id: &str) -> Result<u64, Error> {
             &format!("{CREDIT_TRANSFER_V1} {id}"),
         )
         .await?;
-    s.sql
-        .execute(Statement::new(
-            "UPDATE credit_transfers SET ledger_index = ?2 WHERE id = ?1 AND ledger_index IS NULL",
-            vec![
-                id.into(),
-                Value::Integer(i64::try_from(index).unwrap_or(i64::MAX)),
-            ],
-        ))
-        .await?;
+    store::set_ledger_index(s.sql.as_ref(), id, index).await?;
     Ok(index)
 }
 
@@ -222,80 +203,29 @@ pub async fn create(s: &Services, req: Request) -> Result<Response, Error> {
     let now = s.clock.now_ms();
     let id = s.new_id();
     let key = format!("{by} {}", body.idempotency_key);
-    let mut stmts = Vec::new();
-    let mut params: Vec<Value> = vec![
-        id.as_str().into(),
-        key.as_str().into(),
-        body.memo.clone().into(),
-        by.as_str().into(),
-        Value::Integer(now),
-    ];
-    let mut tuples = Vec::new();
-    for p in &body.postings {
-        tuples.push(format!("(?{}, ?{})", params.len() + 1, params.len() + 2));
-        params.push(p.account.as_str().into());
-        params.push(Value::Integer(p.amount));
-    }
-    let guard = stmts.len();
-    stmts.push(Statement::new(
-        format!(
-            "INSERT INTO credit_transfers (id, idempotency_key, memo, created_by, created_at) \
-             SELECT ?1, ?2, ?3, ?4, ?5 \
-             WHERE NOT EXISTS (SELECT 1 FROM credit_transfers WHERE idempotency_key = ?2) \
-               AND NOT EXISTS (SELECT 1 FROM (VALUES {}) v LEFT JOIN credit_accounts a ON a.id = v.column1 \
-                               WHERE (COALESCE(a.may_overdraw, 0) = 0 AND COALESCE(a.balance, 0) + v.column2 < 0) \
-                                  OR abs(COALESCE(a.balance, 0) + v.column2) > 9007199254740991)",
-            tuples.join(", ")
-        ),
-        params,
-    ));
-    // Accounts come into being with their first transfer, never without one.
-    for p in &body.postings {
-        if let Some(kind @ ("user" | "node")) = account_kind(&p.account) {
-            stmts.push(Statement::new(
-                "INSERT INTO credit_accounts (id, kind, created_at) SELECT ?1, ?2, ?3 \
-                 WHERE EXISTS (SELECT 1 FROM credit_transfers WHERE id = ?4) ON CONFLICT (id) DO NOTHING",
-                vec![p.account.as_str().into(), kind.into(), Value::Integer(now), id.as_str().into()],
-            ));
-        }
-    }
-    for p in &body.postings {
-        stmts.push(Statement::new(
-            "INSERT INTO credit_postings (transfer_id, account_id, amount, created_at) \
-             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM credit_transfers WHERE id = ?1)",
-            vec![
-                id.as_str().into(),
-                p.account.as_str().into(),
-                Value::Integer(p.amount),
-                Value::Integer(now),
-            ],
-        ));
-        stmts.push(Statement::new(
-            "UPDATE credit_accounts SET balance = balance + ?2 \
-             WHERE id = ?1 AND EXISTS (SELECT 1 FROM credit_transfers WHERE id = ?3)",
-            vec![
-                p.account.as_str().into(),
-                Value::Integer(p.amount),
-                id.as_str().into(),
-            ],
-        ));
-    }
-    stmts.push(Statement::new(
-        "SELECT id FROM credit_transfers WHERE idempotency_key = ?1",
-        vec![key.as_str().into()],
-    ));
-    let results = s.sql.batch(stmts).await?;
-    let created = results.get(guard).is_some_and(|r| r.changes == 1);
-    let existing = results
-        .last()
-        .and_then(|r| r.get_str(0, "id"))
-        .map(str::to_owned);
-    let Some(tid) = existing else {
-        return Err(Error::InsufficientCredits);
+    let new = store::NewTransfer {
+        id: &id,
+        idempotency_key: &key,
+        memo: body.memo.as_deref(),
+        created_by: &by,
+        now,
+        postings: body
+            .postings
+            .iter()
+            .map(|p| {
+                let kind = account_kind(&p.account).filter(|k| matches!(*k, "user" | "node"));
+                (p.account.as_str(), p.amount, kind)
+            })
+            .collect(),
+    };
+    let (tid, created) = match store::create(s.sql.as_ref(), &new).await? {
+        store::Created::New(id) => (id, true),
+        store::Created::Existing(id) => (id, false),
+        store::Created::Overdraft => return Err(Error::InsufficientCredits),
     };
     // A transfer committed earlier whose log append failed is logged now.
     log_transfer(s, &tid).await?;
-    let mut t = transfer_json(s, &tid).await?;
+    let mut t = transfer_json(&stored_transfer(s, &tid).await?);
     t["duplicate"] = json!(!created);
     let status = if created {
         StatusCode::CREATED
@@ -329,24 +259,16 @@ async fn postings(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Json>, Error> {
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT p.transfer_id, p.amount, p.created_at, t.ledger_index, t.memo FROM credit_postings p \
-             JOIN credit_transfers t ON t.id = p.transfer_id \
-             WHERE p.account_id = ?1 AND (?2 IS NULL OR p.created_at < ?2) \
-             ORDER BY p.created_at DESC, p.transfer_id LIMIT ?3",
-            vec![account.into(), before.into(), Value::Integer(limit)],
-        ))
-        .await?;
-    Ok((0..rows.rows.len())
-        .map(|i| {
+    Ok(store::postings(s.sql.as_ref(), account, before, limit)
+        .await?
+        .into_iter()
+        .map(|p| {
             json!({
-                "transfer": rows.get_str(i, "transfer_id"),
-                "amount": rows.get_i64(i, "amount"),
-                "created_at": rows.get_i64(i, "created_at"),
-                "ledger_index": rows.get_i64(i, "ledger_index"),
-                "memo": rows.get_str(i, "memo"),
+                "transfer": p.transfer,
+                "amount": p.amount,
+                "created_at": p.created_at,
+                "ledger_index": p.ledger_index,
+                "memo": p.memo,
             })
         })
         .collect())
@@ -359,16 +281,9 @@ async fn readable_account(s: &Services, req: &Request) -> Result<(String, Json),
     if account_kind(&account).is_none() || !may_read(&c, &account) {
         return Err(Error::AccountNotFound);
     }
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT kind, balance FROM credit_accounts WHERE id = ?1",
-            vec![account.as_str().into()],
-        ))
-        .await?;
-    let summary = match rows.get_i64(0, "balance") {
-        Some(balance) => {
-            json!({"id": account, "kind": rows.get_str(0, "kind"), "balance": balance})
+    let summary = match store::account(s.sql.as_ref(), &account).await? {
+        Some((kind, balance)) => {
+            json!({"id": account, "kind": kind, "balance": balance})
         }
         // An account nobody has paid yet: zero, not an error.
         None => json!({"id": account, "kind": account_kind(&account), "balance": 0}),

@@ -17,6 +17,7 @@ pub mod credits;
 mod error;
 pub mod log;
 mod settings;
+pub mod store;
 
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::router::{Docs, endpoint, err, ok, response_doc};

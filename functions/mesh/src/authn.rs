@@ -15,14 +15,14 @@
 //! trusted proxy), the path and query as received.
 
 use edgecoder_kernel::http_types::HeaderMap;
-use edgecoder_kernel::{Caller, Request, Services, Statement, Value, ratelimit, tokens};
+use edgecoder_kernel::{Caller, Request, Services, ratelimit, tokens};
 use edgecoder_proto::httpsig::{self, Signed, Target};
 use edgecoder_proto::keys::key_id;
-use edgecoder_proto::mesh::{Capabilities, NodeKind, NodeStatus, Sandbox, Telemetry};
+use edgecoder_proto::mesh::NodeStatus;
 use edgecoder_proto::{Error as SigError, NodeId};
 use p256::ecdsa::VerifyingKey;
 
-use crate::Error;
+use crate::{Error, store};
 
 /// Roles that operate the coordinator.
 pub const OPERATOR_ROLES: [&str; 2] = ["coordinator_owner", "system_admin"];
@@ -31,31 +31,7 @@ pub const OPERATOR_ROLES: [&str; 2] = ["coordinator_owner", "system_admin"];
 /// step-up window).
 pub const STEP_UP_WINDOW_SECS: i64 = 10 * 60;
 
-/// A registered node, as stored.
-#[derive(Debug, Clone)]
-pub struct Node {
-    /// Node id.
-    pub node_id: String,
-    /// Its role.
-    pub kind: NodeKind,
-    /// The enrolling user.
-    pub owner_id: String,
-    /// Where it stands.
-    pub status: NodeStatus,
-    /// Current key id.
-    pub key_id: String,
-    /// Declared capabilities.
-    pub capabilities: Capabilities,
-    /// Last heartbeat telemetry.
-    pub telemetry: Option<Telemetry>,
-}
-
-impl Node {
-    /// The audit actor.
-    pub fn actor(&self) -> String {
-        format!("node:{}", self.node_id)
-    }
-}
+pub use crate::store::nodes::Node;
 
 /// A user or a function calling with a bearer credential.
 #[derive(Debug, Clone)]
@@ -120,12 +96,20 @@ pub fn target(req: &Request) -> Result<Target, Error> {
     )?)
 }
 
-/// The signature this coordinator accepts, or the refusal.
-fn params(req: &Request) -> Result<Signed, Error> {
-    match Signed::from_headers(&req.headers) {
-        Err(SigError::Missing) => Err(Error::Unauthorized),
-        other => Ok(other?),
+/// The signature this coordinator accepts, or the refusal. A request
+/// addressed to an origin this coordinator does not serve is refused before
+/// any key is looked up: where the same key is registered with two
+/// coordinators, one must not accept what was signed for the other.
+fn params(s: &Services, req: &Request) -> Result<Signed, Error> {
+    let signed = match Signed::from_headers(&req.headers) {
+        Err(SigError::Missing) => return Err(Error::Unauthorized),
+        other => other?,
+    };
+    let origins = &crate::Settings::of(s)?.origins;
+    if !origins.is_empty() && !origins.contains(&target(req)?.origin()) {
+        return Err(Error::Misdirected);
     }
+    Ok(signed)
 }
 
 /// Checks the request's signature with `key` and consumes its nonce.
@@ -154,25 +138,7 @@ async fn verify_with(
     // `created`, so it is safe to forget.
     let cutoff = now - 2 * (httpsig::MAX_SKEW_SECS + 1) * 1000;
     let p = &signed.params;
-    let done = s
-        .sql
-        .batch(vec![
-            Statement::new(
-                "DELETE FROM mesh_nonces WHERE seen_at < ?1",
-                vec![Value::Integer(cutoff)],
-            ),
-            Statement::new(
-                "INSERT INTO mesh_nonces (key_id, nonce, seen_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (key_id, nonce) DO NOTHING RETURNING nonce",
-                vec![
-                    p.keyid.as_str().into(),
-                    p.nonce.as_str().into(),
-                    Value::Integer(now),
-                ],
-            ),
-        ])
-        .await?;
-    if done.get(1).is_none_or(|r| r.rows.is_empty()) {
+    if !store::fresh_nonce(s.sql.as_ref(), &p.keyid, &p.nonce, now, cutoff).await? {
         return Err(Error::ReplayDetected);
     }
     Ok(())
@@ -185,84 +151,41 @@ pub async fn signed_by_new_key(
     req: &Request,
     key: &VerifyingKey,
 ) -> Result<String, Error> {
-    let signed = params(req)?;
+    // Each registration costs a signature check, a nonce row, an audit
+    // event and, on Spin, a call to auth: the budget is charged first, per
+    // address (IPv6 by /64, which one client can fill).
+    if let Some(subject) = ratelimit::ip_subject(&req.ctx) {
+        charge(
+            s,
+            &format!("register:{subject}"),
+            crate::Settings::of(s)?.register_per_minute,
+        )
+        .await?;
+    }
+    let signed = params(s, req)?;
     let kid = key_id(key);
     if signed.params.keyid != kid {
         return Err(SigError::Invalid.into());
     }
     verify_with(s, req, &signed, key).await?;
-    if let Some(ip) = req.ctx.client_ip {
-        // Each registration costs a nonce row, an audit event and, on Spin,
-        // a call to auth.
-        charge(
-            s,
-            &format!("register:{ip}"),
-            crate::Settings::of(s)?.register_per_minute,
-        )
-        .await?;
-    }
     Ok(kid)
-}
-
-const NODE_COLUMNS: &str =
-    "node_id, kind, owner_id, status, key_id, public_key, capabilities, telemetry";
-
-fn node_from(rows: &edgecoder_kernel::Rows, i: usize) -> Result<Node, Error> {
-    let text = |c: &str| rows.get_str(i, c).unwrap_or_default().to_owned();
-    let corrupt = |what: &str| edgecoder_kernel::Error::Storage(format!("mesh_nodes.{what}"));
-    Ok(Node {
-        node_id: text("node_id"),
-        kind: NodeKind::parse(&text("kind")).ok_or_else(|| corrupt("kind"))?,
-        owner_id: text("owner_id"),
-        status: NodeStatus::parse(&text("status")),
-        key_id: text("key_id"),
-        // A node whose stored capabilities no longer read gets no sandbox,
-        // so no work, rather than a failed request.
-        capabilities: serde_json::from_str(&text("capabilities")).unwrap_or(Capabilities {
-            sandbox: Sandbox::None,
-            cpu_cores: 1,
-            memory_mb: 0,
-            gpu: None,
-            models: Vec::new(),
-        }),
-        telemetry: rows
-            .get_str(i, "telemetry")
-            .and_then(|t| serde_json::from_str(t).ok()),
-    })
 }
 
 /// A node by id.
 pub async fn load_node(s: &Services, node_id: &str) -> Result<Option<Node>, Error> {
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            format!("SELECT {NODE_COLUMNS} FROM mesh_nodes WHERE node_id = ?1"),
-            vec![node_id.into()],
-        ))
-        .await?;
-    if rows.rows.is_empty() {
-        return Ok(None);
-    }
-    node_from(&rows, 0).map(Some)
+    store::nodes::by_id(s.sql.as_ref(), node_id).await
 }
 
 /// A request signed by a registered node's current key, whatever its status;
 /// the node's request budget is charged.
 pub async fn signed_node(s: &Services, req: &Request) -> Result<Node, Error> {
-    let signed = params(req)?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            format!("SELECT {NODE_COLUMNS} FROM mesh_nodes WHERE key_id = ?1"),
-            vec![signed.params.keyid.as_str().into()],
-        ))
-        .await?;
-    let Some(raw) = rows.get_blob(0, "public_key") else {
+    let signed = params(s, req)?;
+    let Some((node, point)) = store::nodes::by_key(s.sql.as_ref(), &signed.params.keyid).await?
+    else {
         return Err(Error::UnknownKey);
     };
-    let key = VerifyingKey::from_sec1_bytes(raw)
+    let key = VerifyingKey::from_sec1_bytes(&point)
         .map_err(|_| Error::Kernel(edgecoder_kernel::Error::Storage("stored key".into())))?;
-    let node = node_from(&rows, 0)?;
     verify_with(s, req, &signed, &key).await?;
     charge(
         s,

@@ -17,6 +17,9 @@ pub enum Error {
     /// A signed request that failed a signature check.
     #[error("signature refused: {0}")]
     Signature(SigError),
+    /// The signature names an origin this coordinator does not serve.
+    #[error("misdirected request")]
+    Misdirected,
     /// `keyid` names no registered key.
     #[error("unknown key")]
     UnknownKey,
@@ -123,6 +126,12 @@ impl From<Error> for Problem {
                         "The signature does not verify with the key named by keyid.".to_owned()
                     }
                 },
+            ),
+            Error::Misdirected => problem(
+                S::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "Misdirected request",
+                "The request is signed for an origin this coordinator does not serve (mesh_origins); sign @target-uri with this coordinator's public origin.",
             ),
             Error::UnknownKey => problem(
                 S::UNAUTHORIZED,

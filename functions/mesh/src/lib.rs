@@ -20,6 +20,7 @@ mod error;
 pub mod nodes;
 pub mod policy;
 mod settings;
+pub mod store;
 pub mod tasks;
 #[cfg(feature = "danger-test-routes")]
 mod testing;
@@ -27,7 +28,7 @@ mod testing;
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::router::{Docs, ResponseDoc, endpoint, err, object, ok, response_doc};
-use edgecoder_kernel::{Config, Request, Response, Router, Services, health};
+use edgecoder_kernel::{Config, Request, Response, Router, Services, audit, health};
 use edgecoder_proto::httpsig;
 use serde_json::{Value as Json, json};
 
@@ -81,36 +82,29 @@ async fn audit_query(s: &Services, req: Request) -> Result<Response, Error> {
     authn::operator(s, &req).await?;
     let limit = req
         .query_param("limit")
-        .and_then(|l| l.parse::<i64>().ok())
-        .unwrap_or(100)
-        .clamp(1, 1000);
-    let rows = s
-        .sql
-        .execute(edgecoder_kernel::Statement::new(
-            "SELECT id, time, actor, action, target, outcome, request_id, details FROM audit_events \
-             WHERE action LIKE 'mesh.%' AND (?1 IS NULL OR action = ?1) AND (?2 IS NULL OR request_id = ?2) \
-               AND (?3 IS NULL OR target = ?3) \
-             ORDER BY time DESC, id LIMIT ?4",
-            vec![
-                req.query_param("action").into(),
-                req.query_param("request_id").into(),
-                req.query_param("target").into(),
-                edgecoder_kernel::Value::Integer(limit),
-            ],
-        ))
-        .await?;
-    let events: Vec<Json> = (0..rows.rows.len())
-        .map(|i| {
-            let text = |c: &str| rows.get_str(i, c).map(str::to_owned);
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(100);
+    let filter = audit::Filter {
+        action: req.query_param("action"),
+        action_prefix: Some("mesh."),
+        target: req.query_param("target"),
+        request_id: req.query_param("request_id"),
+        limit,
+        ..audit::Filter::default()
+    };
+    let events: Vec<Json> = audit::query(s.sql.as_ref(), &filter)
+        .await?
+        .into_iter()
+        .map(|e| {
             json!({
-                "id": text("id"),
-                "time": rows.get_i64(i, "time").map(rfc3339),
-                "actor": text("actor"),
-                "action": text("action"),
-                "target": text("target"),
-                "outcome": text("outcome"),
-                "request_id": text("request_id"),
-                "details": text("details").and_then(|d| serde_json::from_str::<Json>(&d).ok()),
+                "id": e.id,
+                "time": rfc3339(e.time),
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "outcome": e.outcome,
+                "request_id": e.request_id,
+                "details": e.details,
             })
         })
         .collect();

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::StatusCode;
-use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use edgecoder_kernel::{Request, Response, Services};
 use edgecoder_proto::keys::key_id;
 use edgecoder_proto::mesh::{
     Capabilities, HeartbeatResponse, NodeStatus, Policy, PolicyReason, RegisterRequest,
@@ -19,11 +19,11 @@ use edgecoder_proto::mesh::{
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use crate::authn::{self, Bearer, Node};
-use crate::policy;
 use crate::{Error, rfc3339};
+use crate::{policy, store};
 
 /// The ledger payload type of approval decisions.
 pub const NODE_APPROVAL_V1: &str = "edgecoder.dev/node-approval/v1";
@@ -62,18 +62,6 @@ fn validate_capabilities(c: &Capabilities) -> Result<(), Error> {
     Ok(())
 }
 
-async fn key_taken(s: &Services, kid: &str) -> Result<bool, Error> {
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT 1 AS taken FROM mesh_nodes WHERE key_id = ?1 \
-             UNION ALL SELECT 1 FROM mesh_retired_keys WHERE key_id = ?1",
-            vec![kid.into()],
-        ))
-        .await?;
-    Ok(!rows.rows.is_empty())
-}
-
 /// `POST /mesh/nodes/register`.
 pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
     let body: RegisterRequest = req.json()?;
@@ -100,7 +88,7 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .await);
     }
-    if key_taken(s, &kid).await? {
+    if store::nodes::key_taken(s.sql.as_ref(), &kid).await? {
         return Err(Error::KeyInUse);
     }
     let Some(enrolled) = s
@@ -120,28 +108,24 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
         .await);
     };
     let now = s.clock.now_ms();
-    let caps = serde_json::to_string(&body.capabilities).unwrap_or_default();
     let point = key.to_encoded_point(false);
     let done = s
         .sql
         .batch(vec![
-            Statement::new(
-                "INSERT INTO mesh_nodes (node_id, kind, owner_id, status, key_id, public_key, os, version, capabilities, registered_at, updated_at) \
-                 VALUES (?1, ?2, ?3, 'pending_approval', ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
-                 ON CONFLICT DO NOTHING RETURNING node_id",
-                vec![
-                    body.node_id.as_str().into(),
-                    body.kind.as_str().into(),
-                    enrolled.owner_id.as_str().into(),
-                    kid.as_str().into(),
-                    Value::Blob(point.as_bytes().to_vec()),
-                    body.os.as_str().into(),
-                    body.version.as_str().into(),
-                    caps.into(),
-                    Value::Integer(now),
-                ],
-            ),
-            audit::statement_for(s, &req.ctx,
+            store::nodes::insert(&store::nodes::NewNode {
+                node_id: &body.node_id,
+                kind: body.kind,
+                owner_id: &enrolled.owner_id,
+                key_id: &kid,
+                public_key: point.as_bytes(),
+                os: &body.os,
+                version: &body.version,
+                capabilities: &body.capabilities,
+                now,
+            }),
+            audit::statement_for(
+                s,
+                &req.ctx,
                 &actor,
                 "mesh.node.register",
                 Some(&body.node_id),
@@ -217,33 +201,17 @@ pub async fn rotate(s: &Services, req: Request) -> Result<Response, Error> {
             &proof,
         )
         .map_err(|_| Error::KeyProofInvalid)?;
-    if key_taken(s, &new_kid).await? {
+    if store::nodes::key_taken(s.sql.as_ref(), &new_kid).await? {
         return Err(Error::KeyInUse);
     }
     let now = s.clock.now_ms();
     let point = new_key.to_encoded_point(false);
+    let [retire, install] = store::nodes::replace_key(&node, &new_kid, point.as_bytes(), now);
     let done = s
         .sql
         .batch(vec![
-            Statement::new(
-                "INSERT INTO mesh_retired_keys (key_id, node_id, retired_at) VALUES (?1, ?2, ?3)",
-                vec![
-                    node.key_id.as_str().into(),
-                    node.node_id.as_str().into(),
-                    Value::Integer(now),
-                ],
-            ),
-            Statement::new(
-                "UPDATE mesh_nodes SET key_id = ?3, public_key = ?4, updated_at = ?5 \
-                 WHERE node_id = ?1 AND key_id = ?2",
-                vec![
-                    node.node_id.as_str().into(),
-                    node.key_id.as_str().into(),
-                    new_kid.as_str().into(),
-                    Value::Blob(point.as_bytes().to_vec()),
-                    Value::Integer(now),
-                ],
-            ),
+            retire,
+            install,
             audit::statement_for(
                 s,
                 &req.ctx,
@@ -352,30 +320,14 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
     }
     let now = s.clock.now_ms();
     // The previous decision, to put back if the ledger cannot take this one.
-    let before = s
-        .sql
-        .execute(Statement::new(
-            "SELECT decided_by, decided_at, decision_reason FROM mesh_nodes WHERE node_id = ?1",
-            vec![id.as_str().into()],
-        ))
-        .await?;
-    let changed = s
-        .sql
-        .execute(Statement::new(
-            "UPDATE mesh_nodes SET status = ?3, decided_by = ?4, decided_at = ?5, decision_reason = ?6, updated_at = ?5 \
-             WHERE node_id = ?1 AND status = ?2",
-            vec![
-                id.as_str().into(),
-                node.status.as_str().into(),
-                what.to().as_str().into(),
-                actor.as_str().into(),
-                Value::Integer(now),
-                body.reason.clone().into(),
-            ],
-        ))
-        .await?
-        .changes;
-    if changed != 1 {
+    let sql = s.sql.as_ref();
+    let before = store::nodes::decision(sql, &id).await?;
+    let decided = store::nodes::Decided {
+        by: Some(actor.clone()),
+        at: Some(now),
+        reason: body.reason.clone(),
+    };
+    if !store::nodes::set_status(sql, &id, node.status, what.to(), &decided).await? {
         return Err(Error::InvalidTransition);
     }
     let payload = json!({
@@ -401,21 +353,7 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
     {
         Ok(i) => i,
         Err(e) => {
-            s.sql
-                .execute(Statement::new(
-                    "UPDATE mesh_nodes SET status = ?2, decided_by = ?5, decided_at = ?6, decision_reason = ?7 \
-                     WHERE node_id = ?1 AND status = ?3 AND decided_at = ?4",
-                    vec![
-                        id.as_str().into(),
-                        node.status.as_str().into(),
-                        what.to().as_str().into(),
-                        Value::Integer(now),
-                        before.get_str(0, "decided_by").map(str::to_owned).into(),
-                        before.get_i64(0, "decided_at").into(),
-                        before.get_str(0, "decision_reason").map(str::to_owned).into(),
-                    ],
-                ))
-                .await?;
+            store::nodes::undo_status(sql, &id, node.status, what.to(), now, &before).await?;
             audit::note(
                 s,
                 &req.ctx,
@@ -456,64 +394,26 @@ fn refusal(e: &Error) -> &'static str {
     }
 }
 
-fn node_json(rows: &edgecoder_kernel::Rows, i: usize) -> Json {
-    let text = |c: &str| rows.get_str(i, c).map(str::to_owned);
-    let parse = |c: &str| {
-        rows.get_str(i, c)
-            .and_then(|t| serde_json::from_str::<Json>(t).ok())
-            .unwrap_or(Json::Null)
-    };
-    json!({
-        "node_id": text("node_id"),
-        "kind": text("kind"),
-        "owner_id": text("owner_id"),
-        "status": text("status"),
-        "key_id": text("key_id"),
-        "os": text("os"),
-        "version": text("version"),
-        "capabilities": parse("capabilities"),
-        "telemetry": parse("telemetry"),
-        "last_heartbeat_at": rows.get_i64(i, "last_heartbeat_at").map(rfc3339),
-        "registered_at": rows.get_i64(i, "registered_at").map(rfc3339),
-        "decided_by": text("decided_by"),
-        "decided_at": rows.get_i64(i, "decided_at").map(rfc3339),
-        "decision_reason": text("decision_reason"),
-    })
-}
-
-const LIST_COLUMNS: &str = "node_id, kind, owner_id, status, key_id, os, version, capabilities, telemetry, \
-     last_heartbeat_at, registered_at, decided_by, decided_at, decision_reason";
-
 /// `GET /mesh/nodes?status=`: operators see every node, users their own.
 pub async fn list(s: &Services, req: Request) -> Result<Response, Error> {
     let caller = authn::bearer(s, &req).await?;
-    let status = req.query_param("status");
-    if let Some(st) = &status
-        && !matches!(
-            st.as_str(),
-            "pending_approval" | "active" | "rejected" | "suspended"
-        )
-    {
-        return Err(invalid(
-            "status must be pending_approval, active, rejected or suspended.",
-        ));
-    }
+    let status = match req.query_param("status").as_deref() {
+        None => None,
+        Some(st) => match NodeStatus::parse(st) {
+            NodeStatus::Unknown => {
+                return Err(invalid(
+                    "status must be pending_approval, active, rejected or suspended.",
+                ));
+            }
+            known => Some(known),
+        },
+    };
     let owner = match &caller {
         Bearer::User(c) if !caller.is_operator() => Some(c.user_id.clone()),
         Bearer::User(_) => None,
         Bearer::Service => return Err(Error::Forbidden),
     };
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            format!(
-                "SELECT {LIST_COLUMNS} FROM mesh_nodes WHERE (?1 IS NULL OR status = ?1) \
-                 AND (?2 IS NULL OR owner_id = ?2) ORDER BY registered_at, node_id LIMIT 1000"
-            ),
-            vec![status.into(), owner.into()],
-        ))
-        .await?;
-    let nodes: Vec<Json> = (0..rows.rows.len()).map(|i| node_json(&rows, i)).collect();
+    let nodes = store::nodes::list(s.sql.as_ref(), status, owner.as_deref()).await?;
     Ok(ok_json(&json!({ "nodes": nodes })))
 }
 
@@ -533,36 +433,18 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
             Bearer::Service => return Err(Error::Forbidden),
         }
     };
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            format!("SELECT {LIST_COLUMNS} FROM mesh_nodes WHERE node_id = ?1"),
-            vec![id.as_str().into()],
-        ))
-        .await?;
-    if rows.rows.is_empty()
-        || allowed_owner
-            .as_deref()
-            .is_some_and(|o| rows.get_str(0, "owner_id") != Some(o))
-    {
+    let Some(node) = store::nodes::listed_by_id(s.sql.as_ref(), &id).await? else {
+        return Err(Error::NodeNotFound);
+    };
+    if allowed_owner.is_some_and(|o| node.owner_id != o) {
         return Err(Error::NodeNotFound);
     }
-    Ok(ok_json(&node_json(&rows, 0)))
+    Ok(ok_json(&node))
 }
 
 /// The blacklist version nodes should hold.
 pub async fn blacklist_version(s: &Services) -> Result<u64, Error> {
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT COALESCE(MAX(seq), 0) AS v FROM mesh_blacklist",
-            vec![],
-        ))
-        .await?;
-    Ok(rows
-        .get_i64(0, "v")
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(0))
+    store::nodes::blacklist_version(s.sql.as_ref()).await
 }
 
 /// The policy of a node from its stored telemetry.
@@ -590,17 +472,7 @@ pub async fn heartbeat(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let t: Telemetry = req.json()?;
     policy::validate_telemetry(&t)?;
-    let stored = serde_json::to_string(&t).unwrap_or_default();
-    s.sql
-        .execute(Statement::new(
-            "UPDATE mesh_nodes SET telemetry = ?2, last_heartbeat_at = ?3 WHERE node_id = ?1",
-            vec![
-                node.node_id.as_str().into(),
-                stored.into(),
-                Value::Integer(s.clock.now_ms()),
-            ],
-        ))
-        .await?;
+    store::nodes::store_telemetry(s.sql.as_ref(), &node.node_id, &t, s.clock.now_ms()).await?;
     node.telemetry = Some(t);
     let (_, policy) = node_policy(s, &node).await?;
     Ok(ok_json(&HeartbeatResponse {

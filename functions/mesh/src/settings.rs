@@ -8,9 +8,11 @@
 //! | `mesh_register_per_minute` | var | `30` | node registrations per client address per minute (1–100000) |
 //! | `mesh_max_attempts` | var | `3` | leases a task gets before it fails with `attempts_exhausted` (1–20) |
 //! | `mesh_lease_grace_ms` | var | `30000` | a lease lasts the task's timeout plus this (0–600000) |
+//! | `mesh_origins` | var | the `issuer` in production; any in development | comma-separated origins (`https://host[:port]`) node signatures must name in `@target-uri` / `@authority`: a request signed for another coordinator is refused (421 `misdirected_request`) even where the same key is registered |
 
-use edgecoder_kernel::config::Vars;
-use edgecoder_kernel::{ConfigSource, Error, Services};
+use edgecoder_kernel::config::{Mode, Vars, is_origin};
+use edgecoder_kernel::{Config, ConfigSource, Error, Services};
+use edgecoder_proto::httpsig::Target;
 
 /// The mesh function's validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +25,56 @@ pub struct Settings {
     pub max_attempts: i64,
     /// Time added to a task's timeout for its lease.
     pub lease_grace_ms: i64,
+    /// The origins (lowercase `scheme://authority`) signed requests must be
+    /// addressed to; empty accepts any (development only).
+    pub origins: Vec<String>,
+}
+
+/// `origin` as signatures name it (lowercase, default port dropped), if it
+/// is an origin at all.
+fn serialised(origin: &str) -> Option<String> {
+    if !is_origin(origin) {
+        return None;
+    }
+    Target::from_url("GET", &format!("{origin}/"))
+        .ok()
+        .map(|t| t.origin())
 }
 
 impl Settings {
     /// Loads and validates the mesh settings.
-    pub fn load(src: &dyn ConfigSource) -> Result<Settings, Error> {
+    pub fn load(src: &dyn ConfigSource, config: &Config) -> Result<Settings, Error> {
         let vars = Vars(src);
+        let origins = match vars.var("mesh_origins") {
+            Some(list) => {
+                let refused = || {
+                    Error::Config(
+                        "mesh_origins must list https origins (scheme://host[:port], http only on localhost)"
+                            .into(),
+                    )
+                };
+                let origins = list
+                    .split(',')
+                    .map(|o| o.trim().trim_end_matches('/'))
+                    .filter(|o| !o.is_empty())
+                    .map(|o| serialised(o).ok_or_else(refused))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if origins.is_empty() {
+                    return Err(refused());
+                }
+                origins
+            }
+            None if config.mode == Mode::Production => {
+                vec![
+                    serialised(config.issuer.trim_end_matches('/')).ok_or_else(|| {
+                        Error::Config("issuer is not an origin the mesh can serve".into())
+                    })?,
+                ]
+            }
+            None => Vec::new(),
+        };
         Ok(Settings {
+            origins,
             node_rate_per_minute: vars.bounded("mesh_node_rate_per_minute", 600, 1, 100_000)?,
             register_per_minute: vars.bounded("mesh_register_per_minute", 30, 1, 100_000)?,
             max_attempts: vars.bounded("mesh_max_attempts", 3, 1, 20)?,
@@ -62,9 +107,37 @@ mod tests {
         }
     }
 
+    fn load(map: HashMap<&'static str, &'static str>) -> Result<Settings, Error> {
+        let mut with_key = map.clone();
+        with_key.insert("mode", "development");
+        let config = Config::load(&Map(with_key)).expect("kernel config");
+        Settings::load(&Map(map), &config)
+    }
+
+    #[test]
+    fn origins_default_to_the_issuer_in_production_and_are_checked() {
+        assert!(load(HashMap::new()).expect("dev").origins.is_empty());
+        let mut production =
+            Config::load(&Map(HashMap::from([("mode", "development")]))).expect("kernel config");
+        production.mode = Mode::Production;
+        production.issuer = "https://Edge.example".into();
+        let s = Settings::load(&Map(HashMap::new()), &production).expect("production");
+        assert_eq!(s.origins, ["https://edge.example"]);
+        let s = load(HashMap::from([(
+            "mesh_origins",
+            "https://Mesh.example:443/, http://localhost:8787",
+        )]))
+        .expect("listed");
+        assert_eq!(s.origins, ["https://mesh.example", "http://localhost:8787"]);
+        for bad in ["http://mesh.example", "https://mesh.example/path", " , "] {
+            let err = load(HashMap::from([("mesh_origins", bad)])).expect_err(bad);
+            assert!(err.to_string().contains("mesh_origins"), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn defaults_and_refusals_by_name() {
-        let s = Settings::load(&Map(HashMap::new())).expect("defaults");
+        let s = load(HashMap::new()).expect("defaults");
         assert_eq!((s.node_rate_per_minute, s.max_attempts), (600, 3));
         for (k, v) in [
             ("mesh_node_rate_per_minute", "0"),
@@ -72,7 +145,7 @@ mod tests {
             ("mesh_max_attempts", "21"),
             ("mesh_lease_grace_ms", "-5"),
         ] {
-            let err = Settings::load(&Map(HashMap::from([(k, v)]))).expect_err("refused");
+            let err = load(HashMap::from([(k, v)])).expect_err("refused");
             assert!(err.to_string().contains(k), "{k}={v}: {err}");
         }
     }

@@ -11,10 +11,10 @@ use base64::engine::general_purpose::STANDARD;
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode};
-use edgecoder_kernel::{Request, Response, Rows, Services, Statement, Value};
+use edgecoder_kernel::{Request, Response, Services, Statement};
 use edgecoder_proto::mesh::{
-    Blob, FailureCode, NoTaskReason, PolicyReason, PullResponse, Resources as TaskResources, Task,
-    TaskKind, TaskResult,
+    Blob, NoTaskReason, PolicyReason, PullResponse, Resources as TaskResources, Task, TaskKind,
+    TaskResult,
 };
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -22,6 +22,7 @@ use serde_json::{Value as Json, json};
 use crate::authn::{self, Bearer, Node};
 use crate::nodes::node_policy;
 use crate::policy::{self, TASK_KINDS};
+use crate::store;
 use crate::{Error, rfc3339};
 
 /// The ledger payload type of task completions.
@@ -110,29 +111,14 @@ async fn intake(s: &Services, b: &BlobRef, name: &str) -> Result<Option<Statemen
             if digest_of(&bytes) != b.digest {
                 return Err(Error::DigestMismatch);
             }
-            let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-            // Content-addressed: a second upload of the same digest is the
-            // same bytes, so the first stays.
-            Ok(Some(Statement::new(
-                "INSERT INTO mesh_blobs (digest, bytes, size, created_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (digest) DO NOTHING",
-                vec![
-                    b.digest.as_str().into(),
-                    Value::Blob(bytes),
-                    Value::Integer(size),
-                    Value::Integer(s.clock.now_ms()),
-                ],
+            Ok(Some(store::tasks::insert_blob(
+                &b.digest,
+                bytes,
+                s.clock.now_ms(),
             )))
         }
         None => {
-            let rows = s
-                .sql
-                .execute(Statement::new(
-                    "SELECT 1 AS present FROM mesh_blobs WHERE digest = ?1",
-                    vec![b.digest.as_str().into()],
-                ))
-                .await?;
-            if rows.rows.is_empty() {
+            if !store::tasks::blob_exists(s.sql.as_ref(), &b.digest).await? {
                 return Err(Error::BlobUnknown);
             }
             Ok(None)
@@ -215,26 +201,23 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let id = s.new_id();
     let now = s.clock.now_ms();
-    stmts.push(Statement::new(
-        "INSERT INTO mesh_tasks (id, submitter, tenant, kind, module_digest, input_digest, timeout_ms, memory_mb, fuel, priority, status, attempts, max_attempts, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?12)",
-        vec![
-            id.as_str().into(),
-            caller.actor().into(),
-            body.tenant.clone().into(),
-            body.kind.as_str().into(),
-            body.module.digest.as_str().into(),
-            body.input.digest.as_str().into(),
-            Value::Integer(body.timeout_ms),
-            Value::Integer(body.resources.memory_mb),
-            Value::Integer(body.resources.fuel),
-            Value::Integer(priority),
-            Value::Integer(crate::Settings::of(s)?.max_attempts),
-            Value::Integer(now),
-        ],
-    ));
+    let submitter = caller.actor();
+    stmts.push(store::tasks::insert_task(&store::tasks::NewTask {
+        id: &id,
+        submitter: &submitter,
+        tenant: body.tenant.as_deref(),
+        kind: body.kind,
+        module_digest: &body.module.digest,
+        input_digest: &body.input.digest,
+        timeout_ms: body.timeout_ms,
+        memory_mb: body.resources.memory_mb,
+        fuel: body.resources.fuel,
+        priority,
+        max_attempts: crate::Settings::of(s)?.max_attempts,
+        now,
+    }));
     stmts.push(audit::statement_for(s, &req.ctx,
-        &caller.actor(),
+        &submitter,
         "mesh.task.submit",
         Some(&id),
         Outcome::Success,
@@ -257,33 +240,25 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
 /// had every attempt; each change is audited in the same batch.
 pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
     let now = s.clock.now_ms();
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "UPDATE mesh_tasks SET \
-               status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
-               error_code = CASE WHEN attempts >= max_attempts THEN 'attempts_exhausted' ELSE error_code END, \
-               lease_id = NULL, lease_node = NULL, lease_expires_at = NULL, updated_at = ?1 \
-             WHERE status = 'leased' AND lease_expires_at <= ?1 \
-             RETURNING id, status, lease_node, attempts",
-            vec![Value::Integer(now)],
-        ))
-        .await?;
-    // `RETURNING` shows the new values; the node that let its lease lapse is
-    // gone from the row, so the audit names the task only.
-    let events: Vec<Statement> = (0..rows.rows.len())
-        .map(|i| {
-            let failed = rows.get_str(i, "status") == Some("failed");
-            audit::statement_for(s, &req.ctx,
+    // The node that let its lease lapse is gone from the row, so the audit
+    // names the task only.
+    let events: Vec<Statement> = store::tasks::sweep(s.sql.as_ref(), now)
+        .await?
+        .into_iter()
+        .map(|t| {
+            let (action, reason) = if t.failed {
+                ("mesh.task.fail", "attempts_exhausted")
+            } else {
+                ("mesh.task.requeue", "lease_expired")
+            };
+            audit::statement_for(
+                s,
+                &req.ctx,
                 "system:scheduler",
-                if failed {
-                    "mesh.task.fail"
-                } else {
-                    "mesh.task.requeue"
-                },
-                rows.get_str(i, "id"),
+                action,
+                Some(&t.id),
                 Outcome::Success,
-                json!({"reason": if failed { "attempts_exhausted" } else { "lease_expired" }, "attempts": rows.get_i64(i, "attempts")}),
+                json!({"reason": reason, "attempts": t.attempts}),
             )
         })
         .collect();
@@ -301,20 +276,12 @@ fn no_task(reason: NoTaskReason) -> Response {
     resp
 }
 
-async fn blobs(s: &Services, digests: &[&str]) -> Result<Rows, Error> {
-    Ok(s.sql
-        .execute(Statement::new(
-            "SELECT digest, bytes FROM mesh_blobs WHERE digest IN (?1, ?2)",
-            vec![digests[0].into(), digests[1].into()],
-        ))
-        .await?)
-}
-
-fn blob_b64(rows: &Rows, digest: &str) -> Option<String> {
-    (0..rows.rows.len())
-        .find(|&i| rows.get_str(i, "digest") == Some(digest))
-        .and_then(|i| rows.get_blob(i, "bytes"))
-        .map(|b| STANDARD.encode(b))
+fn blob_b64(stored: &[(String, Vec<u8>)], digest: &str) -> String {
+    stored
+        .iter()
+        .find(|(d, _)| d == digest)
+        .map(|(_, b)| STANDARD.encode(b))
+        .unwrap_or_default()
 }
 
 /// `POST /mesh/tasks/pull`: an active node; policy first, then a lease.
@@ -334,78 +301,44 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
     // only one lease it, and the other tries the next row.
     for _ in 0..3 {
         let lease = s.new_id();
-        let rows = s
-            .sql
-            .execute(Statement::new(
-                "UPDATE mesh_tasks SET status = 'leased', lease_id = ?1, lease_node = ?2, \
-                   lease_expires_at = ?3 + timeout_ms + ?4, attempts = attempts + 1, updated_at = ?3 \
-                 WHERE id = (SELECT id FROM mesh_tasks WHERE status = 'queued' AND kind = 'wasm' \
-                               AND timeout_ms <= ?5 AND memory_mb <= ?6 AND fuel <= ?7 \
-                             ORDER BY priority DESC, created_at, id LIMIT 1) \
-                   AND status = 'queued' \
-                 RETURNING id, kind, module_digest, input_digest, timeout_ms, memory_mb, fuel, lease_expires_at, attempts",
-                vec![
-                    lease.as_str().into(),
-                    node.node_id.as_str().into(),
-                    Value::Integer(now),
-                    Value::Integer(crate::Settings::of(s)?.lease_grace_ms),
-                    Value::Integer(limits.timeout_ms),
-                    Value::Integer(limits.memory_mb),
-                    Value::Integer(limits.fuel),
-                ],
-            ))
-            .await?;
-        if rows.rows.is_empty() {
-            let waiting = s
-                .sql
-                .execute(Statement::new(
-                    "SELECT 1 AS waiting FROM mesh_tasks WHERE status = 'queued' \
-                       AND timeout_ms <= ?1 AND memory_mb <= ?2 AND fuel <= ?3 LIMIT 1",
-                    vec![
-                        Value::Integer(limits.timeout_ms),
-                        Value::Integer(limits.memory_mb),
-                        Value::Integer(limits.fuel),
-                    ],
-                ))
-                .await?;
-            if waiting.rows.is_empty() {
+        let sql = s.sql.as_ref();
+        let grace = crate::Settings::of(s)?.lease_grace_ms;
+        let Some(t) =
+            store::tasks::lease_next(sql, &lease, &node.node_id, now, grace, &limits).await?
+        else {
+            if !store::tasks::any_waiting(sql, &limits).await? {
                 return Ok(no_task(NoTaskReason::NoWork));
             }
             continue;
-        }
-        let text = |c: &str| rows.get_str(0, c).unwrap_or_default().to_owned();
-        let id = text("id");
-        let (module, input) = (text("module_digest"), text("input_digest"));
-        let stored = blobs(s, &[&module, &input]).await?;
-        let expires = rows.get_i64(0, "lease_expires_at").unwrap_or_default();
-        audit::note(s, &req.ctx,
+        };
+        let stored = store::tasks::blobs(sql, [&t.module_digest, &t.input_digest]).await?;
+        let expires = t.lease_expires_at;
+        audit::note(
+            s,
+            &req.ctx,
             &node.actor(),
             "mesh.task.assign",
-            Some(&id),
+            Some(&t.id),
             Outcome::Success,
-            json!({"lease_id": lease, "attempt": rows.get_i64(0, "attempts"), "lease_expires_at": expires}),
+            json!({"lease_id": lease, "attempt": t.attempt, "lease_expires_at": expires}),
         )
         .await?;
-        let unsigned = |c: &str| {
-            rows.get_i64(0, c)
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0)
-        };
+        let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
         let task = Task {
-            id,
+            id: t.id,
             kind: TaskKind::Wasm,
             module: Some(Blob {
-                bytes: blob_b64(&stored, &module).unwrap_or_default(),
-                digest: module,
+                bytes: blob_b64(&stored, &t.module_digest),
+                digest: t.module_digest,
             }),
             input: Some(Blob {
-                bytes: blob_b64(&stored, &input).unwrap_or_default(),
-                digest: input,
+                bytes: blob_b64(&stored, &t.input_digest),
+                digest: t.input_digest,
             }),
-            timeout_ms: unsigned("timeout_ms"),
+            timeout_ms: unsigned(t.timeout_ms),
             resources: TaskResources {
-                memory_mb: unsigned("memory_mb"),
-                fuel: unsigned("fuel"),
+                memory_mb: unsigned(t.memory_mb),
+                fuel: unsigned(t.fuel),
             },
         };
         return Ok(ok_json(&PullResponse {
@@ -463,8 +396,6 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     // transfer fault, and a timeout may be a slow device: the task goes back
     // to the queue while attempts remain. The other failures are properties
     // of the module and would recur anywhere.
-    let retry = body.error_code.is_some_and(FailureCode::is_retryable);
-    let new_status = if body.ok { "completed" } else { "failed" };
     let summary = json!({
         "ok": body.ok,
         "output_digest": body.output_digest,
@@ -476,30 +407,21 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         "node_id": node.node_id,
         "reported_at": rfc3339(now),
     });
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "UPDATE mesh_tasks SET \
-               status = CASE WHEN ?6 = 1 AND attempts < max_attempts THEN 'queued' ELSE ?4 END, \
-               error_code = ?5, result = ?7, output = ?8, completed_by = ?3, updated_at = ?9, \
-               lease_id = CASE WHEN ?6 = 1 AND attempts < max_attempts THEN NULL ELSE lease_id END, \
-               lease_node = CASE WHEN ?6 = 1 AND attempts < max_attempts THEN NULL ELSE lease_node END \
-             WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 AND lease_node = ?3 AND lease_expires_at > ?9 \
-             RETURNING status, submitter, module_digest, input_digest",
-            vec![
-                id.as_str().into(),
-                body.lease_id.as_str().into(),
-                node.node_id.as_str().into(),
-                new_status.into(),
-                body.error_code.map(FailureCode::as_str).into(),
-                Value::Integer(i64::from(retry)),
-                summary.to_string().into(),
-                output.into(),
-                Value::Integer(now),
-            ],
-        ))
-        .await?;
-    if rows.rows.is_empty() {
+    let reported = store::tasks::report(
+        s.sql.as_ref(),
+        &store::tasks::Report {
+            id: &id,
+            lease_id: &body.lease_id,
+            node_id: &node.node_id,
+            ok: body.ok,
+            error_code: body.error_code,
+            summary: summary.to_string(),
+            output,
+            now,
+        },
+    )
+    .await?;
+    let Some(reported) = reported else {
         return Err(audit::denied(
             s,
             &req.ctx,
@@ -510,8 +432,8 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
             Error::LeaseInvalid,
         )
         .await);
-    }
-    let status = rows.get_str(0, "status").unwrap_or_default().to_owned();
+    };
+    let status = reported.status;
     if status == "queued" {
         audit::note(
             s,
@@ -528,9 +450,9 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     let entry = json!({
         "task_id": id,
         "node_id": node.node_id,
-        "submitter": rows.get_str(0, "submitter"),
-        "module_digest": rows.get_str(0, "module_digest"),
-        "input_digest": rows.get_str(0, "input_digest"),
+        "submitter": reported.submitter,
+        "module_digest": reported.module_digest,
+        "input_digest": reported.input_digest,
         "ok": body.ok,
         "output_digest": body.output_digest,
         "error_code": body.error_code,
@@ -553,22 +475,13 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         Err(e) => {
             // Unrecorded completions must not stand: the lease holder may
             // report again while its lease lasts.
-            s.sql
-                .execute(Statement::new(
-                    "UPDATE mesh_tasks SET status = 'leased', error_code = NULL, result = NULL, output = NULL, completed_by = NULL \
-                     WHERE id = ?1 AND lease_id = ?2 AND status = ?3",
-                    vec![id.as_str().into(), body.lease_id.as_str().into(), status.as_str().into()],
-                ))
-                .await?;
+            store::tasks::unreport(s.sql.as_ref(), &id, &body.lease_id, &status).await?;
             return Err(e.into());
         }
     };
     s.sql
         .batch(vec![
-            Statement::new(
-                "UPDATE mesh_tasks SET ledger_index = ?2 WHERE id = ?1",
-                vec![id.as_str().into(), Value::Integer(i64::try_from(index).unwrap_or(-1))],
-            ),
+            store::tasks::set_ledger_index(&id, index),
             audit::statement_for(s, &req.ctx,
                 &node.actor(),
                 if body.ok {
@@ -592,44 +505,38 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
     let caller = authn::bearer(s, &req).await?;
     let id = req.param("id").unwrap_or_default().to_owned();
     sweep(s, &req).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT id, submitter, tenant, kind, module_digest, input_digest, timeout_ms, memory_mb, fuel, priority, \
-               status, attempts, max_attempts, lease_expires_at, result, output, error_code, completed_by, ledger_index, \
-               created_at, updated_at FROM mesh_tasks WHERE id = ?1",
-            vec![id.as_str().into()],
-        ))
-        .await?;
-    let visible =
-        rows.get_str(0, "submitter") == Some(caller.actor().as_str()) || caller.is_operator();
-    if rows.rows.is_empty() || !visible {
+    let visible = |t: &store::tasks::Stored| t.submitter == caller.actor() || caller.is_operator();
+    let Some(t) = store::tasks::task(s.sql.as_ref(), &id)
+        .await?
+        .filter(visible)
+    else {
         return Err(Error::TaskNotFound);
-    }
-    let text = |c: &str| rows.get_str(0, c).map(str::to_owned);
-    let result: Json = text("result")
-        .and_then(|r| serde_json::from_str(&r).ok())
+    };
+    let result: Json = t
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
         .unwrap_or(Json::Null);
     Ok(ok_json(&json!({
         "task_id": id,
-        "status": text("status"),
-        "kind": text("kind"),
-        "submitter": text("submitter"),
-        "tenant": text("tenant"),
-        "module_digest": text("module_digest"),
-        "input_digest": text("input_digest"),
-        "timeout_ms": rows.get_i64(0, "timeout_ms"),
-        "resources": {"memory_mb": rows.get_i64(0, "memory_mb"), "fuel": rows.get_i64(0, "fuel")},
-        "priority": rows.get_i64(0, "priority"),
-        "attempts": rows.get_i64(0, "attempts"),
-        "max_attempts": rows.get_i64(0, "max_attempts"),
-        "lease_expires_at": rows.get_i64(0, "lease_expires_at").map(rfc3339),
-        "error_code": text("error_code"),
+        "status": t.status,
+        "kind": t.kind,
+        "submitter": t.submitter,
+        "tenant": t.tenant,
+        "module_digest": t.module_digest,
+        "input_digest": t.input_digest,
+        "timeout_ms": t.timeout_ms,
+        "resources": {"memory_mb": t.memory_mb, "fuel": t.fuel},
+        "priority": t.priority,
+        "attempts": t.attempts,
+        "max_attempts": t.max_attempts,
+        "lease_expires_at": t.lease_expires_at.map(rfc3339),
+        "error_code": t.error_code,
         "result": result,
-        "output": rows.get_blob(0, "output").map(|b| STANDARD.encode(b)),
-        "completed_by": text("completed_by"),
-        "ledger_index": rows.get_i64(0, "ledger_index"),
-        "created_at": rows.get_i64(0, "created_at").map(rfc3339),
-        "updated_at": rows.get_i64(0, "updated_at").map(rfc3339),
+        "output": t.output.map(|b| STANDARD.encode(b)),
+        "completed_by": t.completed_by,
+        "ledger_index": t.ledger_index,
+        "created_at": t.created_at.map(rfc3339),
+        "updated_at": t.updated_at.map(rfc3339),
     })))
 }

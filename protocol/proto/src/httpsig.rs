@@ -144,6 +144,12 @@ impl Target {
         Target::new(method, scheme, authority, path, query)
     }
 
+    /// The origin the request is addressed to (RFC 6454 serialisation:
+    /// `scheme://authority`, lowercase, default port dropped).
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
     /// `@target-uri`: the absolute URI.
     pub fn target_uri(&self) -> String {
         format!(

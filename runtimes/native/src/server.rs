@@ -193,12 +193,19 @@ async fn handle(
         forwarded,
         &services.config.trusted_proxies,
     );
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let lines = |name: &str| -> Vec<&str> {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    };
+    let host = req.headers().get("host").and_then(|v| v.to_str().ok());
     let (scheme, authority) = edgecoder_kernel::context::origin_behind_proxies(
         peer.ip(),
-        header("host"),
-        header("x-forwarded-proto"),
-        header("x-forwarded-host"),
+        host,
+        &lines("x-forwarded-proto"),
+        &lines("x-forwarded-host"),
         &services.config.trusted_proxies,
     );
     let mut ctx = services.new_context(Some(client_ip));

@@ -1,0 +1,408 @@
+//! Blobs in `mesh_blobs` and tasks in `mesh_tasks`: intake, leases,
+//! results and the sweep of expired leases.
+
+use edgecoder_kernel::{Sql, Statement, Value};
+use edgecoder_proto::mesh::{FailureCode, TaskKind};
+
+use crate::Error;
+use crate::policy::Limits;
+
+fn int(n: usize) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// Whether a blob with this digest is stored.
+pub async fn blob_exists(sql: &dyn Sql, digest: &str) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT 1 AS present FROM mesh_blobs WHERE digest = ?1",
+            vec![digest.into()],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
+/// The INSERT of a blob whose digest the caller has checked. Content
+/// addressed: a second upload of the same digest is the same bytes, so the
+/// first stays.
+pub fn insert_blob(digest: &str, bytes: Vec<u8>, now: i64) -> Statement {
+    let size = int(bytes.len());
+    Statement::new(
+        "INSERT INTO mesh_blobs (digest, bytes, size, created_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (digest) DO NOTHING",
+        vec![digest.into(), Value::Blob(bytes), size, Value::Integer(now)],
+    )
+}
+
+/// The stored bytes of these digests (those that exist).
+pub async fn blobs(sql: &dyn Sql, digests: [&str; 2]) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT digest, bytes FROM mesh_blobs WHERE digest IN (?1, ?2)",
+            vec![digests[0].into(), digests[1].into()],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .filter_map(|i| {
+            Some((
+                rows.get_str(i, "digest")?.to_owned(),
+                rows.get_blob(i, "bytes")?.to_vec(),
+            ))
+        })
+        .collect())
+}
+
+/// A task to queue.
+pub struct NewTask<'a> {
+    /// Task id.
+    pub id: &'a str,
+    /// `user:<id>` or `service`.
+    pub submitter: &'a str,
+    /// Free text.
+    pub tenant: Option<&'a str>,
+    /// What runs it.
+    pub kind: TaskKind,
+    /// The module's digest (stored).
+    pub module_digest: &'a str,
+    /// The input's digest (stored).
+    pub input_digest: &'a str,
+    /// Wall-clock budget.
+    pub timeout_ms: i64,
+    /// Memory budget.
+    pub memory_mb: i64,
+    /// Fuel budget.
+    pub fuel: i64,
+    /// -10..=10, higher first.
+    pub priority: i64,
+    /// Leases before it fails.
+    pub max_attempts: i64,
+    /// Milliseconds since the epoch.
+    pub now: i64,
+}
+
+/// The INSERT of a queued task.
+pub fn insert_task(t: &NewTask<'_>) -> Statement {
+    Statement::new(
+        "INSERT INTO mesh_tasks (id, submitter, tenant, kind, module_digest, input_digest, timeout_ms, \
+           memory_mb, fuel, priority, status, attempts, max_attempts, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?12)",
+        vec![
+            t.id.into(),
+            t.submitter.into(),
+            t.tenant.into(),
+            t.kind.as_str().into(),
+            t.module_digest.into(),
+            t.input_digest.into(),
+            Value::Integer(t.timeout_ms),
+            Value::Integer(t.memory_mb),
+            Value::Integer(t.fuel),
+            Value::Integer(t.priority),
+            Value::Integer(t.max_attempts),
+            Value::Integer(t.now),
+        ],
+    )
+}
+
+/// A task whose lease expired.
+#[derive(Debug, Clone)]
+pub struct Swept {
+    /// Task id.
+    pub id: String,
+    /// Failed for good (every attempt used) rather than requeued.
+    pub failed: bool,
+    /// Leases so far.
+    pub attempts: Option<i64>,
+}
+
+/// Returns tasks whose lease expired by `now` to the queue, or fails them
+/// once they have had every attempt.
+pub async fn sweep(sql: &dyn Sql, now: i64) -> Result<Vec<Swept>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "UPDATE mesh_tasks SET \
+               status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+               error_code = CASE WHEN attempts >= max_attempts THEN 'attempts_exhausted' ELSE error_code END, \
+               lease_id = NULL, lease_node = NULL, lease_expires_at = NULL, updated_at = ?1 \
+             WHERE status = 'leased' AND lease_expires_at <= ?1 \
+             RETURNING id, status, attempts",
+            vec![Value::Integer(now)],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .map(|i| Swept {
+            id: rows.get_str(i, "id").unwrap_or_default().to_owned(),
+            failed: rows.get_str(i, "status") == Some("failed"),
+            attempts: rows.get_i64(i, "attempts"),
+        })
+        .collect())
+}
+
+/// A task leased to a node.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    /// Task id.
+    pub id: String,
+    /// The module's digest.
+    pub module_digest: String,
+    /// The input's digest.
+    pub input_digest: String,
+    /// Wall-clock budget.
+    pub timeout_ms: i64,
+    /// Memory budget.
+    pub memory_mb: i64,
+    /// Fuel budget.
+    pub fuel: i64,
+    /// Milliseconds since the epoch.
+    pub lease_expires_at: i64,
+    /// This lease's number.
+    pub attempt: Option<i64>,
+}
+
+/// Leases the first queued `wasm` task within `limits` to `node_id`: highest
+/// priority, then oldest. `None` if none was free; two racing pulls may pick
+/// the same row, and the status check lets only one of them lease it.
+pub async fn lease_next(
+    sql: &dyn Sql,
+    lease_id: &str,
+    node_id: &str,
+    now: i64,
+    grace_ms: i64,
+    limits: &Limits,
+) -> Result<Option<Leased>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "UPDATE mesh_tasks SET status = 'leased', lease_id = ?1, lease_node = ?2, \
+               lease_expires_at = ?3 + timeout_ms + ?4, attempts = attempts + 1, updated_at = ?3 \
+             WHERE id = (SELECT id FROM mesh_tasks WHERE status = 'queued' AND kind = 'wasm' \
+                           AND timeout_ms <= ?5 AND memory_mb <= ?6 AND fuel <= ?7 \
+                         ORDER BY priority DESC, created_at, id LIMIT 1) \
+               AND status = 'queued' \
+             RETURNING id, module_digest, input_digest, timeout_ms, memory_mb, fuel, lease_expires_at, attempts",
+            vec![
+                lease_id.into(),
+                node_id.into(),
+                Value::Integer(now),
+                Value::Integer(grace_ms),
+                Value::Integer(limits.timeout_ms),
+                Value::Integer(limits.memory_mb),
+                Value::Integer(limits.fuel),
+            ],
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        return Ok(None);
+    }
+    let text = |c: &str| rows.get_str(0, c).unwrap_or_default().to_owned();
+    let int = |c: &str| rows.get_i64(0, c).unwrap_or_default();
+    Ok(Some(Leased {
+        id: text("id"),
+        module_digest: text("module_digest"),
+        input_digest: text("input_digest"),
+        timeout_ms: int("timeout_ms"),
+        memory_mb: int("memory_mb"),
+        fuel: int("fuel"),
+        lease_expires_at: int("lease_expires_at"),
+        attempt: rows.get_i64(0, "attempts"),
+    }))
+}
+
+/// Whether any queued task fits `limits` (so a lost lease race is worth
+/// another try).
+pub async fn any_waiting(sql: &dyn Sql, limits: &Limits) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT 1 AS waiting FROM mesh_tasks WHERE status = 'queued' \
+               AND timeout_ms <= ?1 AND memory_mb <= ?2 AND fuel <= ?3 LIMIT 1",
+            vec![
+                Value::Integer(limits.timeout_ms),
+                Value::Integer(limits.memory_mb),
+                Value::Integer(limits.fuel),
+            ],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
+/// A lease holder's report.
+pub struct Report<'a> {
+    /// Task id.
+    pub id: &'a str,
+    /// The lease it reports on.
+    pub lease_id: &'a str,
+    /// The reporting node.
+    pub node_id: &'a str,
+    /// Whether it ran to completion.
+    pub ok: bool,
+    /// Why not.
+    pub error_code: Option<FailureCode>,
+    /// The result summary (JSON text).
+    pub summary: String,
+    /// Checked output bytes.
+    pub output: Option<Vec<u8>>,
+    /// Milliseconds since the epoch.
+    pub now: i64,
+}
+
+/// What [`report`] changed.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// `completed`, `failed`, or `queued` (a retryable failure with attempts
+    /// left).
+    pub status: String,
+    /// Who submitted it.
+    pub submitter: Option<String>,
+    /// The module's digest.
+    pub module_digest: Option<String>,
+    /// The input's digest.
+    pub input_digest: Option<String>,
+}
+
+/// Stores a report if it comes from the holder of a live lease; `None`
+/// otherwise (the first valid report wins).
+pub async fn report(sql: &dyn Sql, r: &Report<'_>) -> Result<Option<Reported>, Error> {
+    let retry = r.error_code.is_some_and(FailureCode::is_retryable);
+    let status = if r.ok { "completed" } else { "failed" };
+    let rows = sql
+        .execute(Statement::new(
+            "UPDATE mesh_tasks SET \
+               status = CASE WHEN ?6 = 1 AND attempts < max_attempts THEN 'queued' ELSE ?4 END, \
+               error_code = ?5, result = ?7, output = ?8, completed_by = ?3, updated_at = ?9, \
+               lease_id = CASE WHEN ?6 = 1 AND attempts < max_attempts THEN NULL ELSE lease_id END, \
+               lease_node = CASE WHEN ?6 = 1 AND attempts < max_attempts THEN NULL ELSE lease_node END \
+             WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 AND lease_node = ?3 AND lease_expires_at > ?9 \
+             RETURNING status, submitter, module_digest, input_digest",
+            vec![
+                r.id.into(),
+                r.lease_id.into(),
+                r.node_id.into(),
+                status.into(),
+                r.error_code.map(FailureCode::as_str).into(),
+                Value::Integer(i64::from(retry)),
+                r.summary.as_str().into(),
+                r.output.clone().into(),
+                Value::Integer(r.now),
+            ],
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        return Ok(None);
+    }
+    let text = |c: &str| rows.get_str(0, c).map(str::to_owned);
+    Ok(Some(Reported {
+        status: text("status").unwrap_or_default(),
+        submitter: text("submitter"),
+        module_digest: text("module_digest"),
+        input_digest: text("input_digest"),
+    }))
+}
+
+/// Puts a reported task back under its lease (its completion could not be
+/// recorded), so the holder may report again while the lease lasts.
+pub async fn unreport(sql: &dyn Sql, id: &str, lease_id: &str, status: &str) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "UPDATE mesh_tasks SET status = 'leased', error_code = NULL, result = NULL, output = NULL, \
+           completed_by = NULL \
+         WHERE id = ?1 AND lease_id = ?2 AND status = ?3",
+        vec![id.into(), lease_id.into(), status.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The UPDATE naming a finished task's ledger entry.
+pub fn set_ledger_index(id: &str, index: u64) -> Statement {
+    Statement::new(
+        "UPDATE mesh_tasks SET ledger_index = ?2 WHERE id = ?1",
+        vec![
+            id.into(),
+            Value::Integer(i64::try_from(index).unwrap_or(-1)),
+        ],
+    )
+}
+
+/// A task as stored.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Task id.
+    pub id: String,
+    /// `user:<id>` or `service`.
+    pub submitter: String,
+    /// Free text.
+    pub tenant: Option<String>,
+    /// What runs it.
+    pub kind: Option<String>,
+    /// The module's digest.
+    pub module_digest: Option<String>,
+    /// The input's digest.
+    pub input_digest: Option<String>,
+    /// Wall-clock budget.
+    pub timeout_ms: Option<i64>,
+    /// Memory budget.
+    pub memory_mb: Option<i64>,
+    /// Fuel budget.
+    pub fuel: Option<i64>,
+    /// -10..=10.
+    pub priority: Option<i64>,
+    /// `queued`, `leased`, `completed` or `failed`.
+    pub status: Option<String>,
+    /// Leases so far.
+    pub attempts: Option<i64>,
+    /// Leases before it fails.
+    pub max_attempts: Option<i64>,
+    /// Milliseconds since the epoch, while leased.
+    pub lease_expires_at: Option<i64>,
+    /// The result summary (JSON text).
+    pub result: Option<String>,
+    /// Output bytes.
+    pub output: Option<Vec<u8>>,
+    /// Why it failed.
+    pub error_code: Option<String>,
+    /// The node that reported it.
+    pub completed_by: Option<String>,
+    /// Its ledger entry.
+    pub ledger_index: Option<i64>,
+    /// Milliseconds since the epoch.
+    pub created_at: Option<i64>,
+    /// Milliseconds since the epoch.
+    pub updated_at: Option<i64>,
+}
+
+/// One task by id.
+pub async fn task(sql: &dyn Sql, id: &str) -> Result<Option<Stored>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT id, submitter, tenant, kind, module_digest, input_digest, timeout_ms, memory_mb, fuel, \
+               priority, status, attempts, max_attempts, lease_expires_at, result, output, error_code, \
+               completed_by, ledger_index, created_at, updated_at FROM mesh_tasks WHERE id = ?1",
+            vec![id.into()],
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        return Ok(None);
+    }
+    let text = |c: &str| rows.get_str(0, c).map(str::to_owned);
+    let int = |c: &str| rows.get_i64(0, c);
+    Ok(Some(Stored {
+        id: text("id").unwrap_or_default(),
+        submitter: text("submitter").unwrap_or_default(),
+        tenant: text("tenant"),
+        kind: text("kind"),
+        module_digest: text("module_digest"),
+        input_digest: text("input_digest"),
+        timeout_ms: int("timeout_ms"),
+        memory_mb: int("memory_mb"),
+        fuel: int("fuel"),
+        priority: int("priority"),
+        status: text("status"),
+        attempts: int("attempts"),
+        max_attempts: int("max_attempts"),
+        lease_expires_at: int("lease_expires_at"),
+        result: text("result"),
+        output: rows.get_blob(0, "output").map(<[u8]>::to_vec),
+        error_code: text("error_code"),
+        completed_by: text("completed_by"),
+        ledger_index: int("ledger_index"),
+        created_at: int("created_at"),
+        updated_at: int("updated_at"),
+    }))
+}
