@@ -14,7 +14,8 @@
 //!
 //! Modules: [`api`] (handlers), [`session`] (bearer authentication, sessions,
 //! cookies, audit helper), [`password`], [`ratelimit`], [`mail`], [`secrets`],
-//! [`client`] (what other functions ask: callers and enrollment redemption).
+//! [`client`] (what other functions ask: callers and enrollment redemption),
+//! [`store`] (the handlers' typed storage, one module per resource).
 
 pub mod api;
 pub mod client;
@@ -28,6 +29,7 @@ mod schemas;
 pub mod secrets;
 pub mod session;
 pub mod settings;
+pub mod store;
 #[cfg(feature = "danger-test-routes")]
 mod testing;
 pub mod webauthn;

@@ -7,7 +7,7 @@
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
-use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use edgecoder_kernel::{Request, Response, Services};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -17,6 +17,8 @@ use crate::password::{self, Verification};
 use crate::ratelimit::{self as rl, ip_subject};
 use crate::secrets::{hash_token, new_token, well_formed};
 use crate::session::{self, Client};
+use crate::store;
+use crate::store::email_tokens::Purpose;
 
 /// Verification tokens live 24 hours.
 pub const VERIFY_TOKEN_MS: i64 = 24 * 3600 * 1000;
@@ -148,58 +150,6 @@ pub fn display_name(raw: Option<String>) -> Result<Option<String>, Error> {
     Ok(Some(name))
 }
 
-fn email_token_statement(
-    s: &Services,
-    purpose: &str,
-    user_id: &str,
-    email: &str,
-    token: &str,
-    ttl_ms: i64,
-) -> Statement {
-    let now = s.clock.now_ms();
-    Statement::new(
-        "INSERT INTO email_tokens (token_hash, purpose, user_id, email, created_at, expires_at) \
-         SELECT ?1, ?2, id, ?4, ?5, ?6 FROM users WHERE id = ?3",
-        vec![
-            hash_token(token).into(),
-            purpose.into(),
-            user_id.into(),
-            email.into(),
-            Value::Integer(now),
-            Value::Integer(now + ttl_ms),
-        ],
-    )
-}
-
-/// Older unused tokens of a purpose stop working when a new one is sent.
-/// After a token of `purpose` is consumed by request `rid`, the user's other
-/// outstanding tokens of that purpose stop working.
-fn supersede_siblings(purpose: &str, token_hash: &str, rid: &str, now: i64) -> Statement {
-    Statement::new(
-        "UPDATE email_tokens SET consumed_at = ?4, consumed_by = 'superseded' \
-         WHERE purpose = ?1 AND consumed_at IS NULL \
-           AND user_id IN (SELECT user_id FROM email_tokens WHERE token_hash = ?2 AND consumed_by = ?3)",
-        vec![
-            purpose.into(),
-            token_hash.into(),
-            rid.into(),
-            Value::Integer(now),
-        ],
-    )
-}
-
-fn supersede_tokens(s: &Services, purpose: &str, user_id: &str) -> Statement {
-    Statement::new(
-        "UPDATE email_tokens SET consumed_at = ?3, consumed_by = 'superseded' \
-         WHERE user_id = ?1 AND purpose = ?2 AND consumed_at IS NULL",
-        vec![
-            user_id.into(),
-            purpose.into(),
-            Value::Integer(s.clock.now_ms()),
-        ],
-    )
-}
-
 /// `POST /auth/signup`.
 pub async fn signup(s: &Services, req: Request) -> Result<Response, Error> {
     mail::require(s)?;
@@ -227,18 +177,15 @@ pub async fn signup(s: &Services, req: Request) -> Result<Response, Error> {
     let results = s
         .sql
         .batch(vec![
-            Statement::new(
-                "INSERT INTO users (id, email, password_hash, display_name, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (email) DO NOTHING",
-                vec![
-                    id.as_str().into(),
-                    email.as_str().into(),
-                    hash.into(),
-                    name.into(),
-                    Value::Integer(now),
-                ],
+            store::users::insert_with_password(&id, &email, hash, name, now),
+            store::email_tokens::issue(
+                &hash_token(&token),
+                Purpose::VerifyEmail,
+                &id,
+                &email,
+                s.clock.now_ms(),
+                VERIFY_TOKEN_MS,
             ),
-            email_token_statement(s, "verify_email", &id, &email, &token, VERIFY_TOKEN_MS),
             // Committed with the account, or not at all.
             session::audit_when(
                 s,
@@ -399,18 +346,11 @@ async fn consume_verification(s: &Services, req: &Request, token: &str) -> Resul
     let results = s
         .sql
         .batch(vec![
-            Statement::new(
-                "UPDATE email_tokens SET consumed_at = ?2, consumed_by = ?3 \
-                 WHERE token_hash = ?1 AND purpose = 'verify_email' AND consumed_at IS NULL AND expires_at > ?2",
-                vec![h.as_str().into(), Value::Integer(now), rid.into()],
-            ),
+            store::email_tokens::consume(Purpose::VerifyEmail, &h, now, rid),
             // Only the address the token was sent to is verified.
-            Statement::new(
-                "UPDATE users SET email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2 \
-                 WHERE (id, email) IN (SELECT user_id, email FROM email_tokens WHERE token_hash = ?1 AND consumed_by = ?3)",
-                vec![h.as_str().into(), Value::Integer(now), rid.into()],
-            ),
-            supersede_siblings("verify_email", &h, rid, now),
+            store::users::verify_from_token(&h, now, rid),
+            // Using one token cancels the user's other outstanding ones.
+            store::email_tokens::supersede_siblings(Purpose::VerifyEmail, &h, rid, now),
             session::audit_when(
                 s,
                 req,
@@ -451,9 +391,9 @@ pub struct EmailBody {
 struct TokenMail {
     per_ip: rl::Rule,
     per_email: rl::Rule,
-    /// Selects `id` of an eligible account for `?1` (the email).
-    eligible_sql: &'static str,
-    purpose: &'static str,
+    /// Whether only accounts whose address is unverified are eligible.
+    unverified_only: bool,
+    purpose: Purpose,
     ttl_ms: i64,
     action: &'static str,
     compose: fn(&Services, &str, &str) -> mail::Mail,
@@ -463,8 +403,8 @@ struct TokenMail {
 const RESEND: TokenMail = TokenMail {
     per_ip: rl::RESEND_PER_IP,
     per_email: rl::RESEND_PER_EMAIL,
-    eligible_sql: "SELECT id FROM users WHERE email = ?1 AND email_verified_at IS NULL",
-    purpose: "verify_email",
+    unverified_only: true,
+    purpose: Purpose::VerifyEmail,
     ttl_ms: VERIFY_TOKEN_MS,
     action: "auth.verification.resend",
     compose: |s, to, token| mail::verification(&s.config.issuer, to, token),
@@ -474,8 +414,8 @@ const RESEND: TokenMail = TokenMail {
 const RESET: TokenMail = TokenMail {
     per_ip: rl::RESET_PER_IP,
     per_email: rl::RESET_PER_EMAIL,
-    eligible_sql: "SELECT id FROM users WHERE email = ?1",
-    purpose: "password_reset",
+    unverified_only: false,
+    purpose: Purpose::PasswordReset,
     ttl_ms: RESET_TOKEN_MS,
     action: "auth.password.reset.request",
     compose: |_, to, token| mail::password_reset(to, token),
@@ -495,20 +435,25 @@ async fn mail_token(s: &Services, req: Request, spec: &TokenMail) -> Result<Resp
         ],
     )
     .await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            spec.eligible_sql,
-            vec![email.as_str().into()],
-        ))
-        .await?;
+    let eligible = if spec.unverified_only {
+        store::users::unverified_id_by_email(s.sql.as_ref(), &email).await?
+    } else {
+        store::users::id_by_email(s.sql.as_ref(), &email).await?
+    };
     // Earlier tokens stay valid (nobody can cancel a victim's link by asking
     // for more); using any one of them cancels the rest.
-    if let Some(id) = rows.get_str(0, "id").map(str::to_owned) {
+    if let Some(id) = eligible {
         let token = new_token(s.rng.as_ref(), EMAIL_TOKEN_PREFIX);
         s.sql
             .batch(vec![
-                email_token_statement(s, spec.purpose, &id, &email, &token, spec.ttl_ms),
+                store::email_tokens::issue(
+                    &hash_token(&token),
+                    spec.purpose,
+                    &id,
+                    &email,
+                    s.clock.now_ms(),
+                    spec.ttl_ms,
+                ),
                 audit::statement_for(
                     s,
                     &req.ctx,
@@ -555,15 +500,12 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
     let client = Client::parse(body.client.as_deref())?;
     let email = password::normalise_email(&body.email)?;
     let attempt = PasswordAttempt::begin(s, &req, &email).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT id, password_hash FROM users WHERE email = ?1",
-            vec![email.as_str().into()],
-        ))
-        .await?;
-    let user = rows.get_str(0, "id").map(str::to_owned);
-    let verdict = match (&user, rows.get_str(0, "password_hash")) {
+    let found = store::users::credentials_by_email(s.sql.as_ref(), &email).await?;
+    let (user, stored) = match found {
+        Some(c) => (Some(c.id), c.password_hash),
+        None => (None, None),
+    };
+    let verdict = match (&user, stored.as_deref()) {
         (Some(_), Some(stored)) => password::verify(&body.password, stored),
         _ => {
             password::verify_dummy(&body.password);
@@ -588,24 +530,18 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(Error::InvalidCredentials);
     };
     let user = user.unwrap_or_default();
-    let verified_hash = rows
-        .get_str(0, "password_hash")
-        .unwrap_or_default()
-        .to_owned();
+    let verified_hash = stored.unwrap_or_default();
     attempt.succeeded(s).await?;
     // The session exists only if the hash just verified is still the stored
     // one, so a login racing a password reset cannot outlive it.
     let (mut stmts, sid, refresh) =
         session::create_session(s, &req, &user, client, &["pwd"], Some(&verified_hash));
     if rehash {
-        stmts.push(Statement::new(
-            "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1 AND password_hash = ?4",
-            vec![
-                user.as_str().into(),
-                password::hash(&body.password, s.rng.as_ref())?.into(),
-                Value::Integer(s.clock.now_ms()),
-                verified_hash.as_str().into(),
-            ],
+        stmts.push(store::users::rehash_password(
+            &user,
+            password::hash(&body.password, s.rng.as_ref())?,
+            s.clock.now_ms(),
+            &verified_hash,
         ));
     }
     stmts.push(audit::statement_for(
@@ -635,16 +571,9 @@ pub async fn check_password(
     candidate: &str,
 ) -> Result<(), Error> {
     let attempt = PasswordAttempt::begin(s, req, email).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT password_hash FROM users WHERE id = ?1",
-            vec![user_id.into()],
-        ))
-        .await?;
-    let ok = match rows.get_str(0, "password_hash") {
+    let ok = match store::users::password_hash(s.sql.as_ref(), user_id).await? {
         Some(stored) => matches!(
-            password::verify(candidate, stored),
+            password::verify(candidate, &stored),
             Verification::Match { .. }
         ),
         None => {
@@ -690,21 +619,14 @@ pub async fn change_password(s: &Services, req: Request) -> Result<Response, Err
     let results = s
         .sql
         .batch(vec![
-            Statement::new(
-                "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
-                vec![p.user_id.as_str().into(), hash.into(), Value::Integer(now)],
-            ),
-            Statement::new(
-                "UPDATE sessions SET revoked_at = ?3, revoked_reason = 'password_change' \
-                 WHERE user_id = ?1 AND id <> ?2 AND revoked_at IS NULL",
-                vec![
-                    p.user_id.as_str().into(),
-                    p.session_id.as_str().into(),
-                    Value::Integer(now),
-                ],
-            ),
+            store::users::set_password(&p.user_id, hash, now),
+            store::sessions::revoke_others_on_password_change(&p.user_id, &p.session_id, now),
             // A reset code mailed before the change must not undo it.
-            supersede_tokens(s, "password_reset", &p.user_id),
+            store::email_tokens::supersede_outstanding(
+                &p.user_id,
+                Purpose::PasswordReset,
+                s.clock.now_ms(),
+            ),
             audit::statement_for(
                 s,
                 &req.ctx,
@@ -742,15 +664,12 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
     }
     let now = s.clock.now_ms();
     let h = hash_token(&body.token);
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT t.user_id, u.email FROM email_tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.token_hash = ?1 AND t.purpose = 'password_reset' AND t.consumed_at IS NULL AND t.expires_at > ?2",
-            vec![h.as_str().into(), Value::Integer(now)],
-        ))
-        .await?;
-    let (Some(user), Some(email)) = (rows.get_str(0, "user_id"), rows.get_str(0, "email")) else {
+    let holder = store::email_tokens::reset_holder(s.sql.as_ref(), &h, now).await?;
+    let Some(store::email_tokens::ResetHolder {
+        user_id: user,
+        email,
+    }) = holder
+    else {
         audit::note(
             s,
             &req.ctx,
@@ -763,45 +682,22 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
         .await?;
         return Err(Error::TokenInvalid);
     };
-    let (user, email) = (user.to_owned(), email.to_owned());
     // Policy first: a weak choice must not burn the token.
     password::check_policy(&body.new_password, &email)?;
     let hash = password::hash(&body.new_password, s.rng.as_ref())?;
     let rid = req.ctx.request_id.as_str();
-    let consumed = "EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND consumed_by = ?3)";
     let results = s
         .sql
         .batch(vec![
-            Statement::new(
-                "UPDATE email_tokens SET consumed_at = ?2, consumed_by = ?3 \
-                 WHERE token_hash = ?1 AND purpose = 'password_reset' AND consumed_at IS NULL AND expires_at > ?2",
-                vec![h.as_str().into(), Value::Integer(now), rid.into()],
-            ),
+            store::email_tokens::consume(Purpose::PasswordReset, &h, now, rid),
             // The reset proved control of the mailbox, so it also verifies it.
-            Statement::new(
-                format!(
-                    "UPDATE users SET password_hash = ?5, email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2 \
-                     WHERE id = ?4 AND {consumed}"
-                ),
-                vec![h.as_str().into(), Value::Integer(now), rid.into(), user.as_str().into(), hash.into()],
-            ),
-            Statement::new(
-                format!(
-                    "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'password_reset' \
-                     WHERE user_id = ?4 AND revoked_at IS NULL AND {consumed}"
-                ),
-                vec![h.as_str().into(), Value::Integer(now), rid.into(), user.as_str().into()],
-            ),
+            store::users::reset_password(&h, now, rid, &user, hash),
+            store::sessions::revoke_all_on_reset(&h, now, rid, &user),
             // Whoever proved the mailbox owns the account: a provider
             // link made on an address that provider never verified (someone
             // pre-registering this address through it) goes.
-            Statement::new(
-                format!(
-                    "DELETE FROM oauth_links WHERE user_id = ?4 AND email_verified = 0 AND {consumed}"
-                ),
-                vec![h.as_str().into(), Value::Integer(now), rid.into(), user.as_str().into()],
-            ),
-            supersede_siblings("password_reset", &h, rid, now),
+            store::oauth::delete_unverified_links_on_reset(&h, now, rid, &user),
+            store::email_tokens::supersede_siblings(Purpose::PasswordReset, &h, rid, now),
             session::audit_when(
                 s,
                 &req,

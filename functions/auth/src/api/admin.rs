@@ -9,7 +9,7 @@
 
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::ok_json;
-use edgecoder_kernel::{Request, Response, Services, Sql, Statement, Value};
+use edgecoder_kernel::{Request, Response, Services, Sql};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -17,6 +17,7 @@ use crate::Error;
 use crate::Settings;
 use crate::secrets::{matches_secret, rfc3339};
 use crate::session::{self, GRANTABLE_ROLES, Principal};
+use crate::store;
 
 /// Largest page of users or audit events.
 pub const MAX_PAGE: i64 = 200;
@@ -81,42 +82,12 @@ fn valid_role(role: &str) -> Result<(), Error> {
     }
 }
 
-/// The statements granting `role` to a verified user; the INSERT changes
-/// nothing when the user is unknown, unverified or already holds it.
-fn grant_statement(user_id: &str, role: &str, granted_by: &str, now: i64) -> Statement {
-    Statement::new(
-        "INSERT INTO user_roles (user_id, role, granted_by, granted_at) \
-         SELECT id, ?2, ?3, ?4 FROM users WHERE id = ?1 AND email_verified_at IS NOT NULL \
-         ON CONFLICT (user_id, role) DO NOTHING",
-        vec![
-            user_id.into(),
-            role.into(),
-            granted_by.into(),
-            Value::Integer(now),
-        ],
-    )
-}
-
+/// Whether the user's address is verified, and their roles.
 async fn user_state(sql: &dyn Sql, user_id: &str) -> Result<(bool, Vec<String>), Error> {
-    let rows = sql
-        .execute(Statement::new(
-            "SELECT u.email_verified_at, (SELECT group_concat(role) FROM user_roles WHERE user_id = u.id) AS roles \
-             FROM users u WHERE u.id = ?1",
-            vec![user_id.into()],
-        ))
-        .await?;
-    if rows.rows.is_empty() {
-        return Err(Error::UserNotFound);
-    }
-    let mut roles = vec!["user".to_owned()];
-    roles.extend(
-        rows.get_str(0, "roles")
-            .unwrap_or("")
-            .split(',')
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned),
-    );
-    Ok((rows.get_i64(0, "email_verified_at").is_some(), roles))
+    let state = store::roles::of_user(sql, user_id)
+        .await?
+        .ok_or(Error::UserNotFound)?;
+    Ok((state.email_verified, state.roles))
 }
 
 /// Payload types of the role changes the transparency log records.
@@ -158,7 +129,7 @@ pub async fn grant(s: &Services, req: Request) -> Result<Response, Error> {
     let now = s.clock.now_ms();
     let results = s
         .sql
-        .batch(vec![grant_statement(&target, &role, &p.actor(), now)])
+        .batch(vec![store::roles::grant(&target, &role, &p.actor(), now)])
         .await?;
     let state = user_state(s.sql.as_ref(), &target).await;
     let Ok((verified, roles)) = state else {
@@ -201,12 +172,7 @@ pub async fn grant(s: &Services, req: Request) -> Result<Response, Error> {
         {
             Ok(i) => Some(i),
             Err(e) => {
-                s.sql
-                    .execute(Statement::new(
-                        "DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2",
-                        vec![target.as_str().into(), role.as_str().into()],
-                    ))
-                    .await?;
+                store::roles::remove(s.sql.as_ref(), &target, &role).await?;
                 return Err(e);
             }
         }
@@ -234,14 +200,7 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
     let role = req.param("role").unwrap_or_default().to_owned();
     valid_role(&role)?;
     let target = req.param("id").unwrap_or_default().to_owned();
-    let results = s
-        .sql
-        .execute(Statement::new(
-            "DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2 \
-             AND (role <> 'system_admin' OR (SELECT count(*) FROM user_roles WHERE role = 'system_admin') > 1)",
-            vec![target.as_str().into(), role.as_str().into()],
-        ))
-        .await?;
+    let revoked = store::roles::revoke(s.sql.as_ref(), &target, &role).await?;
     let Ok((_, roles)) = user_state(s.sql.as_ref(), &target).await else {
         audit::note(
             s,
@@ -255,7 +214,7 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
         return Err(Error::UserNotFound);
     };
-    if results.changes == 0 && roles.contains(&role) {
+    if !revoked && roles.contains(&role) {
         return Err(audit::denied(
             s,
             &req.ctx,
@@ -267,7 +226,7 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .await);
     }
-    let index = if results.changes == 1 {
+    let index = if revoked {
         match log_role_change(
             s.ledger.as_ref(),
             ROLE_REVOKE_V1,
@@ -281,7 +240,7 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
             Ok(i) => Some(i),
             Err(e) => {
                 s.sql
-                    .execute(grant_statement(
+                    .execute(store::roles::grant(
                         &target,
                         &role,
                         "system:revoke-undone",
@@ -301,7 +260,7 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
         "auth.role.revoke",
         Some(&target),
         Outcome::Success,
-        json!({"role": role, "changed": results.changes == 1, "ledger_index": index}),
+        json!({"role": role, "changed": revoked, "ledger_index": index}),
     )
     .await?;
     Ok(ok_json(
@@ -314,37 +273,23 @@ pub async fn users(s: &Services, req: Request) -> Result<Response, Error> {
     admin(s, &req, "auth.admin.users", false).await?;
     let limit = page_limit(&req)?;
     let after = query_param(&req, "after").unwrap_or_default();
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT u.id, u.email, u.email_verified_at, u.display_name, u.created_at, \
-             (SELECT group_concat(role) FROM user_roles WHERE user_id = u.id) AS roles \
-             FROM users u WHERE u.id > ?1 ORDER BY u.id LIMIT ?2",
-            vec![after.into(), Value::Integer(limit + 1)],
-        ))
-        .await?;
-    let n = rows.rows.len().min(usize::try_from(limit).unwrap_or(50));
-    let users: Vec<Json> = (0..n)
-        .map(|i| {
-            let mut roles = vec!["user".to_owned()];
-            roles.extend(
-                rows.get_str(i, "roles")
-                    .unwrap_or("")
-                    .split(',')
-                    .filter(|r| !r.is_empty())
-                    .map(str::to_owned),
-            );
+    // One more than the page, to know whether another follows.
+    let page = store::users::page(s.sql.as_ref(), after, limit + 1).await?;
+    let n = page.len().min(usize::try_from(limit).unwrap_or(50));
+    let users: Vec<Json> = page[..n]
+        .iter()
+        .map(|u| {
             json!({
-                "id": rows.get_str(i, "id"),
-                "email": rows.get_str(i, "email"),
-                "email_verified": rows.get_i64(i, "email_verified_at").is_some(),
-                "display_name": rows.get_str(i, "display_name"),
-                "roles": roles,
-                "created_at": rfc3339(rows.get_i64(i, "created_at").unwrap_or_default()),
+                "id": u.id,
+                "email": u.email,
+                "email_verified": u.email_verified,
+                "display_name": u.display_name,
+                "roles": u.roles,
+                "created_at": rfc3339(u.created_at),
             })
         })
         .collect();
-    let next = (rows.rows.len() > n)
+    let next = (page.len() > n)
         .then(|| {
             users
                 .last()
@@ -375,34 +320,28 @@ pub async fn audit_query(s: &Services, req: Request) -> Result<Response, Error> 
                 )
             })?,
     };
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT id, time, actor, action, target, outcome, request_id, client_ip, details FROM audit_events \
-             WHERE time >= ?1 AND (?2 IS NULL OR actor = ?2) AND (?3 IS NULL OR action = ?3) \
-               AND (?5 IS NULL OR request_id = ?5) \
-             ORDER BY time DESC, id LIMIT ?4",
-            vec![
-                Value::Integer(since),
-                query_param(&req, "actor").into(),
-                query_param(&req, "action").into(),
-                Value::Integer(limit),
-                query_param(&req, "request_id").into(),
-            ],
-        ))
-        .await?;
-    let events: Vec<Json> = (0..rows.rows.len())
-        .map(|i| {
+    let filter = audit::Filter {
+        since: Some(since),
+        actor: query_param(&req, "actor"),
+        action: query_param(&req, "action"),
+        request_id: query_param(&req, "request_id"),
+        limit: usize::try_from(limit).unwrap_or(1),
+        ..audit::Filter::default()
+    };
+    let events: Vec<Json> = audit::query(s.sql.as_ref(), &filter)
+        .await?
+        .into_iter()
+        .map(|e| {
             json!({
-                "id": rows.get_str(i, "id"),
-                "time": rfc3339(rows.get_i64(i, "time").unwrap_or_default()),
-                "actor": rows.get_str(i, "actor"),
-                "action": rows.get_str(i, "action"),
-                "target": rows.get_str(i, "target"),
-                "outcome": rows.get_str(i, "outcome"),
-                "request_id": rows.get_str(i, "request_id"),
-                "client_ip": rows.get_str(i, "client_ip"),
-                "details": rows.get_str(i, "details").and_then(|d| serde_json::from_str::<Json>(d).ok()),
+                "id": e.id,
+                "time": rfc3339(e.time),
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "outcome": e.outcome,
+                "request_id": e.request_id,
+                "client_ip": e.client_ip,
+                "details": e.details,
             })
         })
         .collect();
@@ -452,18 +391,7 @@ pub async fn bootstrap(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let now = s.clock.now_ms();
     // One statement: the grant happens only while no admin exists.
-    let results = s
-        .sql
-        .batch(vec![Statement::new(
-            "INSERT INTO user_roles (user_id, role, granted_by, granted_at) \
-             SELECT id, 'system_admin', 'system:bootstrap', ?2 FROM users \
-             WHERE id = ?1 AND email_verified_at IS NOT NULL \
-               AND NOT EXISTS (SELECT 1 FROM user_roles WHERE role = 'system_admin') \
-             ON CONFLICT (user_id, role) DO NOTHING",
-            vec![p.user_id.as_str().into(), Value::Integer(now)],
-        )])
-        .await?;
-    if results.first().map(|r| r.changes) != Some(1) {
+    if !store::roles::bootstrap_admin(s.sql.as_ref(), &p.user_id, now).await? {
         return deny("admin_exists").await;
     }
     let index = match log_role_change(
@@ -478,12 +406,7 @@ pub async fn bootstrap(s: &Services, req: Request) -> Result<Response, Error> {
     {
         Ok(i) => i,
         Err(e) => {
-            s.sql
-                .execute(Statement::new(
-                    "DELETE FROM user_roles WHERE user_id = ?1 AND role = 'system_admin' AND granted_by = 'system:bootstrap'",
-                    vec![p.user_id.as_str().into()],
-                ))
-                .await?;
+            store::roles::remove_bootstrap_admin(s.sql.as_ref(), &p.user_id).await?;
             return Err(e);
         }
     };
@@ -514,13 +437,9 @@ pub async fn grant_by_email(
 ) -> Result<String, Error> {
     valid_role(role)?;
     let email = crate::password::normalise_email(email)?;
-    let rows = sql
-        .execute(Statement::new(
-            "SELECT id FROM users WHERE email = ?1",
-            vec![email.as_str().into()],
-        ))
-        .await?;
-    let user = rows.get_str(0, "id").ok_or(Error::UserNotFound)?.to_owned();
+    let user = store::users::id_by_email(sql, &email)
+        .await?
+        .ok_or(Error::UserNotFound)?;
     let (verified, _) = user_state(sql, &user).await?;
     if !verified {
         return Err(Error::EmailUnverified);
@@ -533,18 +452,14 @@ pub async fn grant_by_email(
         details: json!({"role": role, "via": "edgecoder admin grant"}),
     };
     let results = sql
-        .batch(vec![grant_statement(&user, role, "system:cli", now_ms)])
+        .batch(vec![store::roles::grant(&user, role, "system:cli", now_ms)])
         .await?;
     let mut event = event;
     if results.first().is_some_and(|r| r.changes == 1) {
         match log_role_change(ledger, ROLE_GRANT_V1, &user, role, "system:cli", event_id).await {
             Ok(index) => event.details["ledger_index"] = json!(index),
             Err(e) => {
-                sql.execute(Statement::new(
-                    "DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2",
-                    vec![user.as_str().into(), role.into()],
-                ))
-                .await?;
+                store::roles::remove(sql, &user, role).await?;
                 return Err(e);
             }
         }

@@ -2,8 +2,8 @@
 //! verification, login, passwords), [`sessions`] (refresh, sign-out, `me`,
 //! step-up), [`admin`] (roles, users, audit, bootstrap), [`nodes`]
 //! (enrollment), [`passkeys`] (WebAuthn ceremonies) and [`oauth`] (sign-in
-//! with OAuth / OpenID Connect providers). Handlers parse and authorise; storage is plain SQL through
-//! the kernel's `Sql` port.
+//! with OAuth / OpenID Connect providers). Handlers parse and authorise;
+//! storage goes through [`crate::store`], which holds their SQL.
 
 pub mod accounts;
 pub mod admin;

@@ -18,7 +18,7 @@
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::StatusCode;
-use edgecoder_kernel::{Request, Response, Services, Sql, Statement, Value};
+use edgecoder_kernel::{Request, Response, Services, Sql};
 use edgecoder_proto::NodeId;
 use edgecoder_proto::mesh::NodeKind;
 use serde::Deserialize;
@@ -27,6 +27,8 @@ use serde_json::json;
 use crate::Error;
 use crate::secrets::{hash_token, matches_secret, new_token, rfc3339, well_formed};
 use crate::session::{self, bearer};
+use crate::store;
+use crate::store::enrollments::NewEnrollment;
 
 /// Enrollment tokens live one hour.
 pub const ENROLLMENT_TOKEN_MS: i64 = 3600 * 1000;
@@ -78,27 +80,19 @@ pub async fn enroll(s: &Services, req: Request) -> Result<Response, Error> {
     let now = s.clock.now_ms();
     let token = new_token(s.rng.as_ref(), ENROLLMENT_PREFIX);
     let expires = now + ENROLLMENT_TOKEN_MS;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "INSERT INTO node_enrollments (node_id, owner_id, kind, created_at, updated_at, token_hash, token_expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6) \
-             ON CONFLICT (node_id) DO UPDATE SET owner_id = excluded.owner_id, kind = excluded.kind, updated_at = excluded.updated_at, \
-               token_hash = excluded.token_hash, token_expires_at = excluded.token_expires_at, token_redeemed_at = NULL \
-             WHERE node_enrollments.owner_id = excluded.owner_id \
-                OR (node_enrollments.token_redeemed_at IS NULL AND node_enrollments.token_expires_at <= excluded.updated_at) \
-             RETURNING node_id",
-            vec![
-                body.node_id.as_str().into(),
-                p.user_id.as_str().into(),
-                body.kind.as_str().into(),
-                Value::Integer(now),
-                hash_token(&token).into(),
-                Value::Integer(expires),
-            ],
-        ))
-        .await?;
-    if rows.rows.is_empty() {
+    let enrolled = store::enrollments::enroll(
+        s.sql.as_ref(),
+        NewEnrollment {
+            node_id: &body.node_id,
+            owner_id: &p.user_id,
+            kind: &body.kind,
+            now,
+            token_hash: &hash_token(&token),
+            expires_at: expires,
+        },
+    )
+    .await?;
+    if !enrolled {
         return Err(audit::denied(
             s,
             &req.ctx,
@@ -135,30 +129,23 @@ pub async fn enroll(s: &Services, req: Request) -> Result<Response, Error> {
 /// `GET /auth/nodes`: the caller's enrollments.
 pub async fn list(s: &Services, req: Request) -> Result<Response, Error> {
     let p = session::authenticate(s, &req).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT node_id, kind, created_at, updated_at, token_expires_at, token_redeemed_at \
-             FROM node_enrollments WHERE owner_id = ?1 ORDER BY created_at LIMIT 1000",
-            vec![p.user_id.as_str().into()],
-        ))
-        .await?;
+    let enrollments = store::enrollments::of_owner(s.sql.as_ref(), &p.user_id).await?;
     let now = s.clock.now_ms();
-    let nodes: Vec<_> = (0..rows.rows.len())
-        .map(|i| {
-            let redeemed = rows.get_i64(i, "token_redeemed_at");
-            let expires = rows.get_i64(i, "token_expires_at").unwrap_or_default();
-            let state = match redeemed {
+    let nodes: Vec<_> = enrollments
+        .iter()
+        .map(|e| {
+            let expires = e.token_expires_at;
+            let state = match e.token_redeemed_at {
                 Some(_) => "redeemed",
                 None if expires > now => "token_pending",
                 None => "token_expired",
             };
             json!({
-                "node_id": rows.get_str(i, "node_id"),
-                "kind": rows.get_str(i, "kind"),
+                "node_id": e.node_id,
+                "kind": e.kind,
                 "state": state,
-                "created_at": rfc3339(rows.get_i64(i, "created_at").unwrap_or_default()),
-                "updated_at": rfc3339(rows.get_i64(i, "updated_at").unwrap_or_default()),
+                "created_at": rfc3339(e.created_at),
+                "updated_at": rfc3339(e.updated_at),
                 "token_expires_at": rfc3339(expires),
             })
         })
@@ -173,16 +160,9 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
     if !valid_node_id(&node) {
         return Err(Error::InvalidNodeId);
     }
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT owner_id FROM node_enrollments WHERE node_id = ?1",
-            vec![node.as_str().into()],
-        ))
-        .await?;
-    let owner = rows.get_str(0, "owner_id").map(str::to_owned);
+    let owner = store::enrollments::owner(s.sql.as_ref(), &node).await?;
     let is_owner = owner.as_deref() == Some(p.user_id.as_str());
-    if owner.is_none() || (!is_owner && !p.has_role("system_admin")) {
+    let Some(owner) = owner.filter(|_| is_owner || p.has_role("system_admin")) else {
         // Someone else's node looks exactly like no node.
         return Err(audit::denied(
             s,
@@ -194,7 +174,7 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
             Error::NodeNotFound,
         )
         .await);
-    }
+    };
     if !is_owner && let Err(e) = p.require_step_up(s.clock.now_ms()) {
         return Err(audit::denied(
             s,
@@ -207,15 +187,7 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .await);
     }
-    let changed = s
-        .sql
-        .execute(Statement::new(
-            "DELETE FROM node_enrollments WHERE node_id = ?1 AND owner_id = ?2",
-            vec![node.as_str().into(), owner.clone().into()],
-        ))
-        .await?
-        .changes;
-    if changed != 1 {
+    if !store::enrollments::delete(s.sql.as_ref(), &node, &owner).await? {
         return Err(Error::NodeNotFound);
     }
     audit::note(
@@ -253,27 +225,13 @@ pub async fn redeem(
     if !well_formed(token, ENROLLMENT_PREFIX) || !valid_node_id(node_id) {
         return Err(Error::EnrollmentTokenInvalid);
     }
-    let rows = sql
-        .execute(Statement::new(
-            "UPDATE node_enrollments SET token_redeemed_at = ?4, updated_at = ?4 \
-             WHERE token_hash = ?1 AND node_id = ?2 AND kind = ?3 \
-               AND token_redeemed_at IS NULL AND token_expires_at > ?4 \
-             RETURNING owner_id",
-            vec![
-                hash_token(token).into(),
-                node_id.into(),
-                kind.into(),
-                Value::Integer(now_ms),
-            ],
-        ))
-        .await?;
-    let owner = rows
-        .get_str(0, "owner_id")
+    let owner = store::enrollments::redeem(sql, &hash_token(token), node_id, kind, now_ms)
+        .await?
         .ok_or(Error::EnrollmentTokenInvalid)?;
     Ok(Redeemed {
         node_id: node_id.to_owned(),
         kind: kind.to_owned(),
-        owner_id: owner.to_owned(),
+        owner_id: owner,
     })
 }
 

@@ -32,7 +32,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
-use edgecoder_kernel::{OutboundRequest, Request, Response, Services, Statement, Value};
+use edgecoder_kernel::{OutboundRequest, Request, Response, Services, Value};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
@@ -40,6 +40,8 @@ use sha2::{Digest, Sha256};
 use crate::oidc::{self, Identity};
 use crate::secrets::{hash_token, matches_secret, new_token, rfc3339};
 use crate::session::{self, Client};
+use crate::store;
+use crate::store::oauth::{NewLink, NewState};
 use crate::{Error, mail, ratelimit};
 
 /// A flow must come back within ten minutes.
@@ -309,31 +311,23 @@ async fn begin(
     let secret = browser_secret(s, req).unwrap_or_else(|| random(s));
     let (state, nonce, verifier) = (random(s), random(s), random(s));
     let now = s.clock.now_ms();
-    s.sql
-        .batch(vec![
-            Statement::new(
-                "DELETE FROM oauth_states WHERE expires_at <= ?1",
-                vec![Value::Integer(now)],
-            ),
-            Statement::new(
-                "INSERT INTO oauth_states (state_hash, browser_hash, provider, code_verifier, nonce, return_to, purpose, user_id, app_challenge, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                vec![
-                    hash_token(&state).into(),
-                    hash_token(&secret).into(),
-                    p.id.as_str().into(),
-                    verifier.as_str().into(),
-                    nonce.as_str().into(),
-                    b.return_to.stored().into(),
-                    b.purpose.into(),
-                    b.user_id.map(str::to_owned).into(),
-                    b.app_challenge.into(),
-                    Value::Integer(now),
-                    Value::Integer(now + STATE_MS),
-                ],
-            ),
-        ])
-        .await?;
+    store::oauth::put_state(
+        s.sql.as_ref(),
+        NewState {
+            state_hash: &hash_token(&state),
+            browser_hash: &hash_token(&secret),
+            provider: &p.id,
+            code_verifier: &verifier,
+            nonce: &nonce,
+            return_to: b.return_to.stored(),
+            purpose: b.purpose,
+            user_id: b.user_id,
+            app_challenge: b.app_challenge,
+            now,
+            expires_at: now + STATE_MS,
+        },
+    )
+    .await?;
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("response_type", "code")
         .append_pair("client_id", &p.client_id)
@@ -464,30 +458,22 @@ async fn consume_state(s: &Services, req: &Request, p: &OAuthProvider) -> Result
         .filter(|st| is_b64_43(st))
         .ok_or(Error::OAuthStateInvalid)?;
     // Only the browser that started the flow can use (and so use up) it.
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "DELETE FROM oauth_states WHERE state_hash = ?1 AND browser_hash = ?2 AND provider = ?3 AND expires_at > ?4 \
-             RETURNING code_verifier, nonce, return_to, purpose, user_id, app_challenge",
-            vec![
-                hash_token(&state).into(),
-                hash_token(&secret).into(),
-                p.id.as_str().into(),
-                Value::Integer(s.clock.now_ms()),
-            ],
-        ))
-        .await?;
-    if rows.rows.is_empty() {
-        return Err(Error::OAuthStateInvalid);
-    }
-    let get = |c: &str| rows.get_str(0, c).map(str::to_owned);
+    let stored = store::oauth::take_state(
+        s.sql.as_ref(),
+        &hash_token(&state),
+        &hash_token(&secret),
+        &p.id,
+        s.clock.now_ms(),
+    )
+    .await?
+    .ok_or(Error::OAuthStateInvalid)?;
     Ok(Flow {
-        verifier: get("code_verifier").unwrap_or_default(),
-        nonce: get("nonce").unwrap_or_default(),
-        return_to: ReturnTo::load(&get("return_to").unwrap_or_default()),
-        purpose: get("purpose").unwrap_or_default(),
-        user_id: get("user_id"),
-        app_challenge: get("app_challenge"),
+        verifier: stored.code_verifier,
+        nonce: stored.nonce,
+        return_to: ReturnTo::load(&stored.return_to),
+        purpose: stored.purpose,
+        user_id: stored.user_id,
+        app_challenge: stored.app_challenge,
     })
 }
 
@@ -756,22 +742,18 @@ async fn finish(
             let now = s.clock.now_ms();
             s.sql
                 .batch(vec![
-                    Statement::new(
-                        "DELETE FROM oauth_app_codes WHERE expires_at <= ?1",
-                        vec![Value::Integer(now)],
+                    store::oauth::expire_app_codes(now),
+                    store::oauth::insert_app_code(
+                        &hash_token(&code),
+                        &user_id,
+                        challenge,
+                        &p.id,
+                        now,
+                        now + APP_CODE_MS,
                     ),
-                    Statement::new(
-                        "INSERT INTO oauth_app_codes (code_hash, user_id, challenge, provider, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        vec![
-                            hash_token(&code).into(),
-                            user_id.as_str().into(),
-                            challenge.as_str().into(),
-                            p.id.as_str().into(),
-                            Value::Integer(now),
-                            Value::Integer(now + APP_CODE_MS),
-                        ],
-                    ),
-                    audit::statement_for(s, &req.ctx,
+                    audit::statement_for(
+                        s,
+                        &req.ctx,
                         &format!("user:{user_id}"),
                         "auth.oauth.app_code",
                         Some(&user_id),
@@ -813,32 +795,19 @@ async fn resolve_account(
     id: &Identity,
 ) -> Result<String, Error> {
     let now = s.clock.now_ms();
-    let linked = s
-        .sql
-        .execute(Statement::new(
-            "UPDATE oauth_links SET last_used_at = ?3, email = COALESCE(?4, email) \
-             WHERE provider = ?1 AND subject = ?2 RETURNING user_id",
-            vec![
-                p.id.as_str().into(),
-                id.subject.as_str().into(),
-                Value::Integer(now),
-                id.email.clone().into(),
-            ],
-        ))
-        .await?;
-    if let Some(user_id) = linked.get_str(0, "user_id") {
-        return Ok(user_id.to_owned());
+    let linked =
+        store::oauth::touch_link(s.sql.as_ref(), &p.id, &id.subject, now, id.email.as_deref())
+            .await?;
+    if let Some(user_id) = linked {
+        return Ok(user_id);
     }
     let email = id.email.clone().ok_or(Error::OAuthEmailMissing)?;
-    let existing = s
-        .sql
-        .execute(Statement::new(
-            "SELECT id, email_verified_at FROM users WHERE email = ?1",
-            vec![email.as_str().into()],
-        ))
-        .await?;
-    if let Some(user_id) = existing.get_str(0, "id").map(str::to_owned) {
-        let local_verified = existing.get_i64(0, "email_verified_at").is_some();
+    let existing = store::users::owner_of_email(s.sql.as_ref(), &email).await?;
+    if let Some(store::users::EmailOwner {
+        id: user_id,
+        email_verified: local_verified,
+    }) = existing
+    {
         if !(id.email_verified && local_verified) {
             audit::note(s, &req.ctx,
                 "anonymous",
@@ -854,7 +823,7 @@ async fn resolve_account(
         let results = s
             .sql
             .batch(vec![
-                insert_link(p, id, &user_id, now),
+                store::oauth::insert_link(new_link(p, id), &user_id, now),
                 session::audit_when(
                     s,
                     req,
@@ -889,36 +858,24 @@ async fn resolve_account(
     let results = s
         .sql
         .batch(vec![
-            Statement::new(
-                "INSERT INTO users (id, email, email_verified_at, password_hash, display_name, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?5) ON CONFLICT DO NOTHING",
-                vec![
-                    user_id.as_str().into(),
-                    email.as_str().into(),
-                    id.email_verified.then_some(now).into(),
-                    id.name.clone().into(),
-                    Value::Integer(now),
-                ],
+            store::users::insert_federated(
+                &user_id,
+                &email,
+                id.email_verified.then_some(now),
+                id.name.clone(),
+                now,
             ),
-            Statement::new(
-                "INSERT INTO oauth_links (provider, subject, user_id, email, email_verified, created_at, last_used_at) \
-                 SELECT ?1, ?2, id, ?4, ?6, ?5, ?5 FROM users WHERE id = ?3 AND created_at = ?5 \
-                 ON CONFLICT DO NOTHING",
-                vec![
-                    p.id.as_str().into(),
-                    id.subject.as_str().into(),
-                    user_id.as_str().into(),
-                    email.as_str().into(),
-                    Value::Integer(now),
-                    Value::Integer(i64::from(id.email_verified)),
-                ],
+            store::oauth::insert_link_for_new_user(
+                &p.id,
+                &id.subject,
+                &user_id,
+                &email,
+                now,
+                id.email_verified,
             ),
             // A concurrent sign-in of the same subject linked it first: no
             // account without a way in is left behind.
-            Statement::new(
-                "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM oauth_links WHERE user_id = ?1)",
-                vec![user_id.as_str().into()],
-            ),
+            store::users::delete_if_unlinked(&user_id),
             session::audit_when(
                 s,
                 req,
@@ -937,34 +894,22 @@ async fn resolve_account(
     }
     if results.first().map(|r| r.changes) == Some(1) {
         // Our user lost the race for the link; the winner's account is it.
-        let winner = s
-            .sql
-            .execute(Statement::new(
-                "SELECT user_id FROM oauth_links WHERE provider = ?1 AND subject = ?2",
-                vec![p.id.as_str().into(), id.subject.as_str().into()],
-            ))
-            .await?;
-        if let Some(u) = winner.get_str(0, "user_id") {
-            return Ok(u.to_owned());
+        if let Some(u) = store::oauth::linked_user(s.sql.as_ref(), &p.id, &id.subject).await? {
+            return Ok(u);
         }
     }
     // Someone registered the address in between.
     Err(Error::AccountExistsSignInToLink)
 }
 
-fn insert_link(p: &OAuthProvider, id: &Identity, user_id: &str, now: i64) -> Statement {
-    Statement::new(
-        "INSERT INTO oauth_links (provider, subject, user_id, email, email_verified, created_at, last_used_at) \
-         VALUES (?1, ?2, ?3, ?4, ?6, ?5, ?5) ON CONFLICT DO NOTHING",
-        vec![
-            p.id.as_str().into(),
-            id.subject.as_str().into(),
-            user_id.into(),
-            id.email.clone().into(),
-            Value::Integer(now),
-            Value::Integer(i64::from(id.email_verified)),
-        ],
-    )
+/// The link an identity of provider `p` makes.
+fn new_link<'a>(p: &'a OAuthProvider, id: &'a Identity) -> NewLink<'a> {
+    NewLink {
+        provider: &p.id,
+        subject: &id.subject,
+        email: id.email.as_deref(),
+        email_verified: id.email_verified,
+    }
 }
 
 /// Links the provider account to `user_id` (an explicit link from a session).
@@ -975,14 +920,8 @@ async fn link(
     id: &Identity,
     user_id: &str,
 ) -> Result<(), Error> {
-    let owner = s
-        .sql
-        .execute(Statement::new(
-            "SELECT user_id FROM oauth_links WHERE provider = ?1 AND subject = ?2",
-            vec![p.id.as_str().into(), id.subject.as_str().into()],
-        ))
-        .await?;
-    match owner.get_str(0, "user_id") {
+    let owner = store::oauth::linked_user(s.sql.as_ref(), &p.id, &id.subject).await?;
+    match owner.as_deref() {
         Some(u) if u == user_id => return Ok(()),
         Some(_) => {
             audit::note(
@@ -1003,7 +942,7 @@ async fn link(
     let results = s
         .sql
         .batch(vec![
-            insert_link(p, id, user_id, now),
+            store::oauth::insert_link(new_link(p, id), user_id, now),
             session::audit_when(
                 s,
                 req,
@@ -1032,23 +971,17 @@ async fn link(
 /// `GET /auth/oauth/links`: the caller's linked providers.
 pub async fn links(s: &Services, req: Request) -> Result<Response, Error> {
     let principal = session::authenticate(s, &req).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT provider, email, created_at, last_used_at FROM oauth_links WHERE user_id = ?1 ORDER BY created_at",
-            vec![principal.user_id.as_str().into()],
-        ))
-        .await?;
+    let stored = store::oauth::links_of(s.sql.as_ref(), &principal.user_id).await?;
     let oauth = &Settings::of(s)?.oauth;
-    let links: Vec<Json> = (0..rows.rows.len())
-        .map(|i| {
-            let provider = rows.get_str(i, "provider").unwrap_or_default();
+    let links: Vec<Json> = stored
+        .iter()
+        .map(|l| {
             json!({
-                "provider": provider,
-                "name": oauth.provider(provider).map(|p| p.name.as_str()),
-                "email": rows.get_str(i, "email"),
-                "created_at": rows.get_i64(i, "created_at").map(rfc3339),
-                "last_used_at": rows.get_i64(i, "last_used_at").map(rfc3339),
+                "provider": l.provider,
+                "name": oauth.provider(&l.provider).map(|p| p.name.as_str()),
+                "email": l.email,
+                "created_at": l.created_at.map(rfc3339),
+                "last_used_at": l.last_used_at.map(rfc3339),
             })
         })
         .collect();
@@ -1062,23 +995,14 @@ pub async fn unlink(s: &Services, req: Request) -> Result<Response, Error> {
     // Any provider id, configured or no longer: a link to a provider the
     // operator removed must still be removable.
     let provider_id = req.param("provider").unwrap_or_default().to_owned();
-    let changed = s
-        .sql
-        .execute(Statement::new(
-            "DELETE FROM oauth_links WHERE user_id = ?1 AND provider = ?2 AND ( \
-               EXISTS (SELECT 1 FROM users WHERE id = ?1 AND password_hash IS NOT NULL) \
-               OR EXISTS (SELECT 1 FROM webauthn_credentials WHERE user_id = ?1) \
-               OR EXISTS (SELECT 1 FROM oauth_links WHERE user_id = ?1 AND provider <> ?2 \
-                          AND provider IN (SELECT value FROM json_each(?3))))",
-            vec![
-                principal.user_id.as_str().into(),
-                provider_id.as_str().into(),
-                configured_ids(s).into(),
-            ],
-        ))
-        .await?
-        .changes;
-    if changed == 1 {
+    let removed = store::oauth::unlink_unless_last(
+        s.sql.as_ref(),
+        &principal.user_id,
+        &provider_id,
+        configured_ids(s),
+    )
+    .await?;
+    if removed {
         audit::note(
             s,
             &req.ctx,
@@ -1093,20 +1017,10 @@ pub async fn unlink(s: &Services, req: Request) -> Result<Response, Error> {
             &json!({"provider": provider_id, "status": "deleted"}),
         ));
     }
-    let exists = s
-        .sql
-        .execute(Statement::new(
-            "SELECT 1 AS linked FROM oauth_links WHERE user_id = ?1 AND provider = ?2",
-            vec![
-                principal.user_id.as_str().into(),
-                provider_id.as_str().into(),
-            ],
-        ))
-        .await?;
-    let err = if exists.rows.is_empty() {
-        Error::OAuthLinkNotFound
-    } else {
+    let err = if store::oauth::is_linked(s.sql.as_ref(), &principal.user_id, &provider_id).await? {
         Error::LastSignInMethod
+    } else {
+        Error::OAuthLinkNotFound
     };
     audit::note(
         s,
@@ -1154,28 +1068,22 @@ pub async fn exchange(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(Error::OAuthCodeInvalid);
     }
     // Consumed whatever the verifier: a guessed verifier burns the code.
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "DELETE FROM oauth_app_codes WHERE code_hash = ?1 AND expires_at > ?2 RETURNING user_id, challenge, provider",
-            vec![
-                hash_token(&body.code).into(),
-                Value::Integer(s.clock.now_ms()),
-            ],
-        ))
-        .await?;
-    let (Some(user_id), Some(challenge)) = (
-        rows.get_str(0, "user_id").map(str::to_owned),
-        rows.get_str(0, "challenge"),
-    ) else {
+    let consumed =
+        store::oauth::take_app_code(s.sql.as_ref(), &hash_token(&body.code), s.clock.now_ms())
+            .await?;
+    let Some(store::oauth::AppCode {
+        user_id,
+        challenge,
+        provider,
+    }) = consumed
+    else {
         fail("unknown_or_expired").await?;
         return Err(Error::OAuthCodeInvalid);
     };
-    if !matches_secret(&s256(&body.code_verifier), Some(challenge)) {
+    if !matches_secret(&s256(&body.code_verifier), Some(&challenge)) {
         fail("verifier_mismatch").await?;
         return Err(Error::OAuthCodeInvalid);
     }
-    let provider = rows.get_str(0, "provider").unwrap_or_default().to_owned();
     let (mut stmts, sid, refresh) = session::create_session(s, &req, &user_id, client, &AMR, None);
     stmts.push(audit::statement_for(s, &req.ctx,
         &format!("user:{user_id}"),

@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::StatusCode;
-use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use edgecoder_kernel::{Request, Response, Services};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
@@ -26,6 +26,8 @@ use crate::Settings;
 use crate::ratelimit;
 use crate::secrets::rfc3339;
 use crate::session::{self, Client};
+use crate::store;
+use crate::store::passkeys::{Descriptor, NewChallenge, NewCredential};
 use crate::webauthn::{
     self, ALGORITHMS, AttestationObject, AuthData, CoseKey, FLAG_BE, FLAG_BS, Refusal,
 };
@@ -70,26 +72,18 @@ async fn new_challenge(
     s.rng.fill(&mut raw);
     let challenge = b64(&raw);
     let now = s.clock.now_ms();
-    s.sql
-        .batch(vec![
-            Statement::new(
-                "DELETE FROM webauthn_challenges WHERE expires_at <= ?1",
-                vec![Value::Integer(now)],
-            ),
-            Statement::new(
-                "INSERT INTO webauthn_challenges (challenge_hash, ceremony, user_id, session_id, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?6, ?4, ?5)",
-                vec![
-                    challenge_hash(&challenge).into(),
-                    ceremony.into(),
-                    session.map(|p| p.user_id.clone()).into(),
-                    Value::Integer(now),
-                    Value::Integer(now + CHALLENGE_MS),
-                    session.map(|p| p.session_id.clone()).into(),
-                ],
-            ),
-        ])
-        .await?;
+    store::passkeys::put_challenge(
+        s.sql.as_ref(),
+        NewChallenge {
+            challenge_hash: &challenge_hash(&challenge),
+            ceremony,
+            user_id: session.map(|p| p.user_id.as_str()),
+            session_id: session.map(|p| p.session_id.as_str()),
+            now,
+            expires_at: now + CHALLENGE_MS,
+        },
+    )
+    .await?;
     Ok(challenge)
 }
 
@@ -101,57 +95,36 @@ async fn consume_challenge(
     ceremony: &str,
     session: Option<&str>,
 ) -> Result<Option<String>, Error> {
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "DELETE FROM webauthn_challenges WHERE challenge_hash = ?1 AND ceremony = ?2 AND expires_at > ?3 \
-               AND session_id IS ?4 \
-             RETURNING user_id",
-            vec![
-                challenge_hash(challenge_b64).into(),
-                ceremony.into(),
-                Value::Integer(s.clock.now_ms()),
-                session.map(str::to_owned).into(),
-            ],
-        ))
-        .await?;
-    if rows.rows.is_empty() {
-        return Err(Error::PasskeyChallengeInvalid);
-    }
-    Ok(rows.get_str(0, "user_id").map(str::to_owned))
+    let consumed = store::passkeys::take_challenge(
+        s.sql.as_ref(),
+        &challenge_hash(challenge_b64),
+        ceremony,
+        s.clock.now_ms(),
+        session,
+    )
+    .await?
+    .ok_or(Error::PasskeyChallengeInvalid)?;
+    Ok(consumed.user_id)
 }
 
 /// The user's opaque WebAuthn handle, made on first use.
 async fn user_handle(s: &Services, user_id: &str) -> Result<String, Error> {
     let mut raw = [0u8; 32];
     s.rng.fill(&mut raw);
-    let rows = s
-        .sql
-        .batch(vec![
-            Statement::new(
-                "INSERT INTO webauthn_user_handles (user_id, handle) VALUES (?1, ?2) ON CONFLICT (user_id) DO NOTHING",
-                vec![user_id.into(), b64(&raw).into()],
-            ),
-            Statement::new(
-                "SELECT handle FROM webauthn_user_handles WHERE user_id = ?1",
-                vec![user_id.into()],
-            ),
-        ])
-        .await?;
-    rows.get(1)
-        .and_then(|r| r.get_str(0, "handle"))
-        .map(str::to_owned)
+    store::passkeys::user_handle(s.sql.as_ref(), user_id, &b64(&raw))
+        .await?
         .ok_or_else(|| edgecoder_kernel::Error::Storage("user handle".into()).into())
 }
 
-fn descriptors(rows: &edgecoder_kernel::Rows) -> Vec<Json> {
-    (0..rows.rows.len())
-        .map(|i| {
-            let transports: Json = rows
-                .get_str(i, "transports")
+fn descriptors(list: &[Descriptor]) -> Vec<Json> {
+    list.iter()
+        .map(|d| {
+            let transports: Json = d
+                .transports
+                .as_deref()
                 .and_then(|t| serde_json::from_str(t).ok())
                 .unwrap_or(json!([]));
-            json!({"type": "public-key", "id": rows.get_str(i, "id"), "transports": transports})
+            json!({"type": "public-key", "id": d.id, "transports": transports})
         })
         .collect()
 }
@@ -162,20 +135,8 @@ pub async fn register_options(s: &Services, req: Request) -> Result<Response, Er
     let p = session::authenticate(s, &req).await?;
     p.require_step_up(s.clock.now_ms())?;
     let handle = user_handle(s, &p.user_id).await?;
-    let existing = s
-        .sql
-        .execute(Statement::new(
-            "SELECT id, transports FROM webauthn_credentials WHERE user_id = ?1 ORDER BY created_at",
-            vec![p.user_id.as_str().into()],
-        ))
-        .await?;
-    let name = s
-        .sql
-        .execute(Statement::new(
-            "SELECT display_name FROM users WHERE id = ?1",
-            vec![p.user_id.as_str().into()],
-        ))
-        .await?;
+    let existing = store::passkeys::descriptors_of_user(s.sql.as_ref(), &p.user_id).await?;
+    let name = store::users::display_name(s.sql.as_ref(), &p.user_id).await?;
     let challenge = new_challenge(s, "registration", Some(&p)).await?;
     let params: Vec<Json> = ALGORITHMS
         .iter()
@@ -186,7 +147,7 @@ pub async fn register_options(s: &Services, req: Request) -> Result<Response, Er
         "user": {
             "id": handle,
             "name": p.email,
-            "displayName": name.get_str(0, "display_name").unwrap_or(&p.email),
+            "displayName": name.as_deref().unwrap_or(&p.email),
         },
         "challenge": challenge,
         "pubKeyCredParams": params,
@@ -297,28 +258,23 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
         .take(6)
         .collect();
     let now = s.clock.now_ms();
-    let inserted = s
-        .sql
-        .execute(Statement::new(
-            "INSERT INTO webauthn_credentials (id, user_id, public_key, alg, sign_count, backup_eligible, backed_up, transports, aaguid, name, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
-            vec![
-                id.as_str().into(),
-                p.user_id.as_str().into(),
-                Value::Blob(attested.key_cbor.clone()),
-                Value::Integer(attested.key.alg()),
-                Value::Integer(i64::from(auth.sign_count)),
-                Value::Integer(i64::from(auth.flags & FLAG_BE != 0)),
-                Value::Integer(i64::from(auth.flags & FLAG_BS != 0)),
-                json!(transports).to_string().into(),
-                uuid(&attested.aaguid).into(),
-                name.into(),
-                Value::Integer(now),
-            ],
-        ))
-        .await?
-        .changes
-        == 1;
+    let inserted = store::passkeys::insert_credential(
+        s.sql.as_ref(),
+        NewCredential {
+            id: &id,
+            user_id: &p.user_id,
+            public_key: attested.key_cbor.clone(),
+            alg: attested.key.alg(),
+            sign_count: i64::from(auth.sign_count),
+            backup_eligible: auth.flags & FLAG_BE != 0,
+            backed_up: auth.flags & FLAG_BS != 0,
+            transports: json!(transports).to_string(),
+            aaguid: uuid(&attested.aaguid),
+            name,
+            created_at: now,
+        },
+    )
+    .await?;
     audit::note(s, &req.ctx,
         &p.actor(),
         "auth.passkey.register",
@@ -399,19 +355,13 @@ async fn limit_address(s: &Services, req: &Request) -> Result<(), Error> {
 pub async fn step_up_options(s: &Services, req: Request) -> Result<Response, Error> {
     enabled(s)?;
     let p = session::authenticate(s, &req).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT id, transports FROM webauthn_credentials WHERE user_id = ?1 ORDER BY created_at",
-            vec![p.user_id.as_str().into()],
-        ))
-        .await?;
+    let existing = store::passkeys::descriptors_of_user(s.sql.as_ref(), &p.user_id).await?;
     let challenge = new_challenge(s, "step_up", Some(&p)).await?;
     Ok(ok_json(&json!({
         "challenge": challenge,
         "timeout": CHALLENGE_MS,
         "rpId": Settings::of(s)?.passkey_rp_id,
-        "allowCredentials": descriptors(&rows),
+        "allowCredentials": descriptors(&existing),
         "userVerification": "required",
     })))
 }
@@ -467,18 +417,11 @@ pub async fn login_options(s: &Services, req: Request) -> Result<Response, Error
     let allow = match body.email.as_deref().map(|e| e.trim().to_ascii_lowercase()) {
         None => Vec::new(),
         Some(email) => {
-            let rows = s
-                .sql
-                .execute(Statement::new(
-                    "SELECT c.id, c.transports FROM webauthn_credentials c JOIN users u ON u.id = c.user_id \
-                     WHERE u.email = ?1 ORDER BY c.created_at",
-                    vec![email.as_str().into()],
-                ))
-                .await?;
-            if rows.rows.is_empty() {
+            let found = store::passkeys::descriptors_by_email(s.sql.as_ref(), &email).await?;
+            if found.is_empty() {
                 fake_ids(s, &email)
             } else {
-                descriptors(&rows)
+                descriptors(&found)
             }
         }
     };
@@ -582,75 +525,53 @@ pub async fn verify_assertion(
     let mut signed = auth_raw.clone();
     signed.extend_from_slice(&Sha256::digest(&client_data_raw));
     let id = b64(&raw_id);
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT c.user_id, c.public_key, c.sign_count, c.backup_eligible, c.clone_suspected_at, h.handle \
-             FROM webauthn_credentials c LEFT JOIN webauthn_user_handles h ON h.user_id = c.user_id WHERE c.id = ?1",
-            vec![id.as_str().into()],
-        ))
-        .await?;
-    let (Some(user_id), Some(key_cbor)) =
-        (rows.get_str(0, "user_id"), rows.get_blob(0, "public_key"))
-    else {
+    let Some(cred) = store::passkeys::credential(s.sql.as_ref(), &id).await? else {
         let _ = CoseKey::Es256(DUMMY_POINT.to_vec())
             .verify_with(s.signatures.as_ref(), &signed, &signature)
             .await;
         return Err(Error::PasskeyAssertionInvalid);
     };
-    let user_id = user_id.to_owned();
-    let key = CoseKey::from_cbor(key_cbor)?;
+    let user_id = cred.user_id;
+    let key = CoseKey::from_cbor(&cred.public_key)?;
     key.verify_with(s.signatures.as_ref(), &signed, &signature)
         .await
         .map_err(|_| Error::PasskeyAssertionInvalid)?;
     if let Some(h) = &c.response.user_handle
         && !h.is_empty()
-        && Some(h.trim_end_matches('=')) != rows.get_str(0, "handle")
+        && Some(h.trim_end_matches('=')) != cred.handle.as_deref()
     {
         return Err(Error::PasskeyUserMismatch);
     }
     if expected_user.is_some_and(|u| u != user_id) {
         return Err(Error::PasskeyUserMismatch);
     }
-    if (auth.flags & FLAG_BE != 0) != (rows.get_i64(0, "backup_eligible") == Some(1)) {
+    if (auth.flags & FLAG_BE != 0) != cred.backup_eligible {
         return Err(Error::PasskeyBackupStateChanged);
     }
     // A flagged credential stays refused until its owner deletes it.
-    if rows.get_i64(0, "clone_suspected_at").is_some()
-        && Settings::of(s)?.passkey_refuse_counter_regression
-    {
+    if cred.clone_suspected && Settings::of(s)?.passkey_refuse_counter_regression {
         return Err(Error::PasskeyCloneSuspected);
     }
-    let stored = rows.get_i64(0, "sign_count").unwrap_or(0);
+    let stored = cred.sign_count;
     let received = i64::from(auth.sign_count);
     let now = s.clock.now_ms();
     // The counter moves only forward, in one conditional UPDATE, so two
     // assertions with the same counter cannot both pass.
-    let moved = s
-        .sql
-        .execute(Statement::new(
-            "UPDATE webauthn_credentials SET sign_count = ?2, backed_up = ?3, last_used_at = ?4 \
-             WHERE id = ?1 AND (sign_count < ?2 OR (?2 = 0 AND sign_count = 0))",
-            vec![
-                id.as_str().into(),
-                Value::Integer(received),
-                Value::Integer(i64::from(auth.flags & FLAG_BS != 0)),
-                Value::Integer(now),
-            ],
-        ))
-        .await?
-        .changes
-        == 1;
+    let moved = store::passkeys::advance_counter(
+        s.sql.as_ref(),
+        &id,
+        received,
+        auth.flags & FLAG_BS != 0,
+        now,
+    )
+    .await?;
     // Authenticators without a counter send 0 every time (synced passkeys):
     // that is no regression.
     if !moved && received != 0 {
         let refuse = Settings::of(s)?.passkey_refuse_counter_regression;
         s.sql
             .batch(vec![
-                Statement::new(
-                    "UPDATE webauthn_credentials SET clone_suspected_at = COALESCE(clone_suspected_at, ?2) WHERE id = ?1",
-                    vec![id.as_str().into(), Value::Integer(now)],
-                ),
+                store::passkeys::flag_clone_suspected(&id, now),
                 audit::statement_for(s, &req.ctx, &format!("user:{user_id}"), "auth.passkey.clone_suspected", Some(&id),
                     if refuse { Outcome::Denied } else { Outcome::Success },
                     json!({"severity": "critical", "stored_count": stored, "received_count": received, "refused": refuse})),
@@ -706,27 +627,21 @@ pub async fn login_verify(s: &Services, req: Request) -> Result<Response, Error>
 /// `GET /auth/passkeys`: the caller's passkeys.
 pub async fn list(s: &Services, req: Request) -> Result<Response, Error> {
     let p = session::authenticate(s, &req).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT id, name, alg, aaguid, transports, backup_eligible, backed_up, created_at, last_used_at, clone_suspected_at \
-             FROM webauthn_credentials WHERE user_id = ?1 ORDER BY created_at",
-            vec![p.user_id.as_str().into()],
-        ))
-        .await?;
-    let items: Vec<Json> = (0..rows.rows.len())
-        .map(|i| {
+    let items: Vec<Json> = store::passkeys::of_user(s.sql.as_ref(), &p.user_id)
+        .await?
+        .into_iter()
+        .map(|k| {
             json!({
-                "id": rows.get_str(i, "id"),
-                "name": rows.get_str(i, "name"),
-                "alg": rows.get_i64(i, "alg"),
-                "aaguid": rows.get_str(i, "aaguid"),
-                "transports": rows.get_str(i, "transports").and_then(|t| serde_json::from_str::<Json>(t).ok()),
-                "backup_eligible": rows.get_i64(i, "backup_eligible") == Some(1),
-                "backed_up": rows.get_i64(i, "backed_up") == Some(1),
-                "created_at": rows.get_i64(i, "created_at").map(rfc3339),
-                "last_used_at": rows.get_i64(i, "last_used_at").map(rfc3339),
-                "clone_suspected": rows.get_i64(i, "clone_suspected_at").is_some(),
+                "id": k.id,
+                "name": k.name,
+                "alg": k.alg,
+                "aaguid": k.aaguid,
+                "transports": k.transports.and_then(|t| serde_json::from_str::<Json>(&t).ok()),
+                "backup_eligible": k.backup_eligible,
+                "backed_up": k.backed_up,
+                "created_at": k.created_at.map(rfc3339),
+                "last_used_at": k.last_used_at.map(rfc3339),
+                "clone_suspected": k.clone_suspected,
             })
         })
         .collect();
@@ -754,15 +669,7 @@ pub async fn rename(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .into());
     }
-    let changed = s
-        .sql
-        .execute(Statement::new(
-            "UPDATE webauthn_credentials SET name = ?3 WHERE id = ?1 AND user_id = ?2",
-            vec![id.as_str().into(), p.user_id.as_str().into(), name.into()],
-        ))
-        .await?
-        .changes;
-    if changed != 1 {
+    if !store::passkeys::rename(s.sql.as_ref(), &id, &p.user_id, name).await? {
         return Err(Error::PasskeyNotFound);
     }
     audit::note(
@@ -785,23 +692,14 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
     let id = req.param("id").unwrap_or_default().to_owned();
     // Deleted only if something else signs the user in afterwards: a
     // password, another passkey, or a linked provider.
-    let changed = s
-        .sql
-        .execute(Statement::new(
-            "DELETE FROM webauthn_credentials WHERE id = ?1 AND user_id = ?2 AND ( \
-               EXISTS (SELECT 1 FROM users WHERE id = ?2 AND password_hash IS NOT NULL) \
-               OR EXISTS (SELECT 1 FROM oauth_links WHERE user_id = ?2 \
-                          AND provider IN (SELECT value FROM json_each(?3))) \
-               OR (SELECT COUNT(*) FROM webauthn_credentials WHERE user_id = ?2) > 1)",
-            vec![
-                id.as_str().into(),
-                p.user_id.as_str().into(),
-                crate::api::oauth::configured_ids(s).into(),
-            ],
-        ))
-        .await?
-        .changes;
-    if changed == 1 {
+    let deleted = store::passkeys::delete_unless_last(
+        s.sql.as_ref(),
+        &id,
+        &p.user_id,
+        crate::api::oauth::configured_ids(s),
+    )
+    .await?;
+    if deleted {
         audit::note(
             s,
             &req.ctx,
@@ -814,16 +712,9 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
         return Ok(ok_json(&json!({"id": id, "status": "deleted"})));
     }
-    let owned = s
-        .sql
-        .execute(Statement::new(
-            "SELECT 1 AS owned FROM webauthn_credentials WHERE id = ?1 AND user_id = ?2",
-            vec![id.as_str().into(), p.user_id.as_str().into()],
-        ))
-        .await?;
-    if owned.rows.is_empty() {
-        Err(Error::PasskeyNotFound)
-    } else {
+    if store::passkeys::owns(s.sql.as_ref(), &id, &p.user_id).await? {
         Err(Error::LastSignInMethod)
+    } else {
+        Err(Error::PasskeyNotFound)
     }
 }

@@ -10,14 +10,16 @@
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::http_types::{HeaderValue, header};
-use edgecoder_kernel::{Request, Response, Services, Statement, Value};
+use edgecoder_kernel::{Request, Response, Services};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::Error;
 use crate::api::accounts::check_password;
 use crate::secrets::{hash_token, new_token, rfc3339, well_formed};
-use crate::session::{self, Client, REFRESH_PREFIX, REFRESH_SLIDING_MS};
+use crate::session::{self, Client, REFRESH_PREFIX};
+use crate::store;
+use crate::store::sessions::PresentedToken;
 
 /// `POST /auth/token/refresh` body (device clients).
 #[derive(Deserialize, Default)]
@@ -51,17 +53,14 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
         return issue(s, &sid, &fresh, client).await;
     }
     // Not exchanged: was it a token we already rotated?
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT r.session_id, r.rotated_at, r.replaced_by, s.user_id, \
-               (SELECT rotated_at IS NULL FROM refresh_tokens WHERE token_hash = r.replaced_by) AS successor_unused \
-             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = ?1",
-            vec![old.as_str().into()],
-        ))
-        .await?;
-    let (Some(sid), Some(rotated_at)) =
-        (rows.get_str(0, "session_id"), rows.get_i64(0, "rotated_at"))
+    let known = store::sessions::presented_token(s.sql.as_ref(), &old).await?;
+    let Some(PresentedToken {
+        session_id: sid,
+        rotated_at: Some(rotated_at),
+        replaced_by,
+        user_id,
+        successor_unused,
+    }) = known
     else {
         audit::note(
             s,
@@ -75,13 +74,13 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
         return Err(Error::InvalidRefreshToken);
     };
-    let user = rows.get_str(0, "user_id").unwrap_or_default().to_owned();
+    let user = user_id.unwrap_or_default();
     // Two tabs refreshing together, or a client retrying after losing the
     // answer: within the grace window, while the successor is unused, the
     // exchange is redone from the successor (which dies with it).
     if now - rotated_at <= REUSE_GRACE_MS
-        && rows.get_i64(0, "successor_unused") == Some(1)
-        && let Some(successor) = rows.get_str(0, "replaced_by")
+        && successor_unused
+        && let Some(successor) = replaced_by.as_deref()
         && let Some((sid, fresh)) = exchange(s, &req, successor, client, now).await?
     {
         return issue(s, &sid, &fresh, client).await;
@@ -89,17 +88,13 @@ pub async fn refresh(s: &Services, req: Request) -> Result<Response, Error> {
     // A copy of a rotated token is in use: revoke the whole family.
     s.sql
         .batch(vec![
-            Statement::new(
-                "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'refresh_token_reuse' \
-                 WHERE id = ?1 AND revoked_at IS NULL",
-                vec![sid.into(), Value::Integer(now)],
-            ),
+            store::sessions::revoke_family(&sid, now),
             audit::statement_for(
                 s,
                 &req.ctx,
                 &format!("user:{user}"),
                 "auth.refresh.reuse",
-                Some(sid),
+                Some(&sid),
                 Outcome::Denied,
                 json!({"severity": "critical", "session_revoked": sid}),
             ),
@@ -123,53 +118,21 @@ async fn exchange(
 ) -> Result<Option<(String, String)>, Error> {
     let fresh = new_token(s.rng.as_ref(), REFRESH_PREFIX);
     let new = hash_token(&fresh);
-    let results = s
-        .sql
-        .batch(vec![
-            Statement::new(
-                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) \
-                 SELECT ?2, r.session_id, ?3 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
-                 WHERE r.token_hash = ?1 AND r.rotated_at IS NULL AND s.revoked_at IS NULL \
-                   AND s.expires_at > ?3 AND s.client = ?4",
-                vec![from.into(), new.as_str().into(), Value::Integer(now), client.as_str().into()],
-            ),
-            Statement::new(
-                "UPDATE refresh_tokens SET rotated_at = ?3, replaced_by = ?2 WHERE token_hash = ?1 AND rotated_at IS NULL \
-                 AND EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ?2)",
-                vec![from.into(), new.as_str().into(), Value::Integer(now)],
-            ),
-            Statement::new(
-                "UPDATE sessions SET last_used_at = ?2, expires_at = ?3 \
-                 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)",
-                vec![new.as_str().into(), Value::Integer(now), Value::Integer(now + REFRESH_SLIDING_MS)],
-            ),
-            Statement::new(
-                "SELECT r.session_id, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
-                 WHERE r.token_hash = ?1",
-                vec![new.as_str().into()],
-            ),
-            // Committed with the rotation, or not at all.
-            session::audit_when(
-                s,
-                req,
-                "'user:' || s.user_id",
-                "auth.token.refresh",
-                "r.session_id",
-                Outcome::Success,
-                json!({}),
-                "FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = ?8",
-                vec![new.as_str().into()],
-            ),
-        ])
-        .await?;
-    if results.first().map(|r| r.changes) != Some(1) {
-        return Ok(None);
-    }
-    let Some(rows) = results.get(3) else {
-        return Ok(None);
-    };
-    let sid = rows.get_str(0, "session_id").unwrap_or_default().to_owned();
-    Ok(Some((sid, fresh)))
+    let mut stmts = store::sessions::rotate_refresh_token(from, &new, now, client);
+    // Committed with the rotation, or not at all.
+    stmts.push(session::audit_when(
+        s,
+        req,
+        "'user:' || s.user_id",
+        "auth.token.refresh",
+        "r.session_id",
+        Outcome::Success,
+        json!({}),
+        "FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = ?8",
+        vec![new.as_str().into()],
+    ));
+    let results = s.sql.batch(stmts).await?;
+    Ok(store::sessions::rotated_session(&results).map(|sid| (sid, fresh)))
 }
 
 async fn issue(s: &Services, sid: &str, fresh: &str, client: Client) -> Result<Response, Error> {
@@ -189,11 +152,16 @@ pub async fn logout(s: &Services, req: Request) -> Result<Response, Error> {
     let p = session::authenticate(s, &req).await?;
     s.sql
         .batch(vec![
-            Statement::new(
-                "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout' WHERE id = ?1 AND revoked_at IS NULL",
-                vec![p.session_id.as_str().into(), Value::Integer(s.clock.now_ms())],
+            store::sessions::sign_out(&p.session_id, s.clock.now_ms()),
+            audit::statement_for(
+                s,
+                &req.ctx,
+                &p.actor(),
+                "auth.logout",
+                Some(&p.session_id),
+                Outcome::Success,
+                json!({}),
             ),
-            audit::statement_for(s, &req.ctx, &p.actor(), "auth.logout", Some(&p.session_id), Outcome::Success, json!({})),
         ])
         .await?;
     Ok(clear_cookie(
@@ -208,11 +176,16 @@ pub async fn logout_all(s: &Services, req: Request) -> Result<Response, Error> {
     let results = s
         .sql
         .batch(vec![
-            Statement::new(
-                "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout_all' WHERE user_id = ?1 AND revoked_at IS NULL",
-                vec![p.user_id.as_str().into(), Value::Integer(s.clock.now_ms())],
+            store::sessions::sign_out_all(&p.user_id, s.clock.now_ms()),
+            audit::statement_for(
+                s,
+                &req.ctx,
+                &p.actor(),
+                "auth.logout_all",
+                Some(&p.user_id),
+                Outcome::Success,
+                json!({}),
             ),
-            audit::statement_for(s, &req.ctx, &p.actor(), "auth.logout_all", Some(&p.user_id), Outcome::Success, json!({})),
         ])
         .await?;
     let n = results.first().map_or(0, |r| r.changes);
@@ -225,25 +198,18 @@ pub async fn logout_all(s: &Services, req: Request) -> Result<Response, Error> {
 /// `GET /auth/sessions`: the caller's live sessions.
 pub async fn list(s: &Services, req: Request) -> Result<Response, Error> {
     let p = session::authenticate(s, &req).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT id, client, created_at, last_used_at, client_ip, user_agent FROM sessions \
-             WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 ORDER BY created_at DESC LIMIT 200",
-            vec![p.user_id.as_str().into(), Value::Integer(s.clock.now_ms())],
-        ))
-        .await?;
-    let sessions: Vec<_> = (0..rows.rows.len())
-        .map(|i| {
-            let id = rows.get_str(i, "id").unwrap_or_default();
+    let live = store::sessions::live(s.sql.as_ref(), &p.user_id, s.clock.now_ms()).await?;
+    let sessions: Vec<_> = live
+        .iter()
+        .map(|l| {
             json!({
-                "id": id,
-                "client": rows.get_str(i, "client"),
-                "created_at": rfc3339(rows.get_i64(i, "created_at").unwrap_or_default()),
-                "last_used_at": rfc3339(rows.get_i64(i, "last_used_at").unwrap_or_default()),
-                "client_ip": rows.get_str(i, "client_ip"),
-                "user_agent": rows.get_str(i, "user_agent"),
-                "current": id == p.session_id,
+                "id": l.id,
+                "client": l.client,
+                "created_at": rfc3339(l.created_at),
+                "last_used_at": rfc3339(l.last_used_at),
+                "client_ip": l.client_ip,
+                "user_agent": l.user_agent,
+                "current": l.id == p.session_id,
             })
         })
         .collect();
@@ -254,20 +220,9 @@ pub async fn list(s: &Services, req: Request) -> Result<Response, Error> {
 pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
     let p = session::authenticate(s, &req).await?;
     let id = req.param("id").unwrap_or_default().to_owned();
-    let changed = s
-        .sql
-        .execute(Statement::new(
-            "UPDATE sessions SET revoked_at = ?3, revoked_reason = 'revoked_by_user' \
-             WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
-            vec![
-                id.as_str().into(),
-                p.user_id.as_str().into(),
-                Value::Integer(s.clock.now_ms()),
-            ],
-        ))
-        .await?
-        .changes;
-    let outcome = if changed == 1 {
+    let revoked =
+        store::sessions::revoke_own(s.sql.as_ref(), &id, &p.user_id, s.clock.now_ms()).await?;
+    let outcome = if revoked {
         Outcome::Success
     } else {
         Outcome::Failure
@@ -282,7 +237,7 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
         json!({}),
     )
     .await?;
-    if changed != 1 {
+    if !revoked {
         return Err(Error::SessionNotFound);
     }
     Ok(ok_json(&json!({"status": "revoked", "id": id})))
@@ -291,20 +246,16 @@ pub async fn revoke(s: &Services, req: Request) -> Result<Response, Error> {
 /// `GET /auth/me`.
 pub async fn me(s: &Services, req: Request) -> Result<Response, Error> {
     let p = session::authenticate(s, &req).await?;
-    let rows = s
-        .sql
-        .execute(Statement::new(
-            "SELECT display_name, created_at FROM users WHERE id = ?1",
-            vec![p.user_id.as_str().into()],
-        ))
-        .await?;
+    let profile = store::users::profile(s.sql.as_ref(), &p.user_id)
+        .await?
+        .unwrap_or_default();
     Ok(ok_json(&json!({
         "id": p.user_id,
         "email": p.email,
         "email_verified": p.email_verified,
-        "display_name": rows.get_str(0, "display_name"),
+        "display_name": profile.display_name,
         "roles": p.roles,
-        "created_at": rfc3339(rows.get_i64(0, "created_at").unwrap_or_default()),
+        "created_at": rfc3339(profile.created_at),
         "session_id": p.session_id,
         "auth_time": p.auth_time,
     })))
@@ -359,17 +310,7 @@ pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
     let now = s.clock.now_ms();
     s.sql
         .batch(vec![
-            Statement::new(
-                "UPDATE sessions SET auth_time = ?2, \
-                 amr = CASE WHEN EXISTS (SELECT 1 FROM json_each(amr) WHERE value = ?3) THEN amr \
-                       ELSE json_insert(amr, '$[#]', ?3) END \
-                 WHERE id = ?1 AND revoked_at IS NULL",
-                vec![
-                    p.session_id.as_str().into(),
-                    Value::Integer(now / 1000),
-                    method.into(),
-                ],
-            ),
+            store::sessions::record_step_up(&p.session_id, now / 1000, method),
             audit::statement_for(
                 s,
                 &req.ctx,
