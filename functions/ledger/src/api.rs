@@ -7,9 +7,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edgecoder_kernel::http::{json_response, ok_json};
-use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
+use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, ok, response_doc};
 use edgecoder_kernel::tokens::{Verifier, secret_matches};
-use edgecoder_kernel::{Request, Response, Services, SigningKey};
+use edgecoder_kernel::{Request, Response, Router, Services, SigningKey};
 use p256::pkcs8::EncodePublicKey;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -19,7 +20,7 @@ use edgecoder_tlog::merkle::Hash;
 use edgecoder_tlog::proof::TlogProof;
 
 use crate::log::{self, NewEntry};
-use crate::{Error, store};
+use crate::{DOCS, Error, b64, store};
 
 /// Largest page of entries.
 pub const MAX_PAGE: u64 = 1000;
@@ -342,4 +343,193 @@ pub async fn receipt(s: &Services, req: Request) -> Result<Response, Error> {
         checkpoint: note,
     };
     Ok(note_response(StatusCode::OK, proof.to_text()))
+}
+
+fn object_with(properties: Json) -> Json {
+    json!({"type": "object", "properties": properties})
+}
+
+fn append_doc() -> RouteDoc {
+    let body = json!({
+        "type": "object",
+        "required": ["payload_type", "payload", "idempotency_key"],
+        "properties": {
+            "payload_type": {"type": "string", "pattern": "^[a-z0-9.-]+/[a-z0-9.-]+/v[0-9]+$"},
+            "payload": b64(),
+            "idempotency_key": {"type": "string", "maxLength": 200},
+        },
+    });
+    let appended = |duplicate: bool| {
+        object_with(json!({"index": {"type": "integer"}, "duplicate": {"const": duplicate}}))
+    };
+    DOCS.op(
+        "ledger_append",
+        "Append an entry (service credential or system_admin)",
+        Some(body),
+        vec![
+            ok(201, "appended").with_schema(appended(false)),
+            ok(
+                200,
+                "the idempotency key was used before: the earlier index",
+            )
+            .with_schema(appended(true)),
+            err(400, "invalid_entry"),
+            err(401, "ledger_unauthorized"),
+            err(413, "entry_too_large"),
+        ],
+    )
+}
+
+fn entry_schema() -> Json {
+    json!({
+        "type": "object",
+        "required": ["index", "entry", "leaf_hash"],
+        "properties": {"index": {"type": "integer"}, "entry": b64(), "leaf_hash": b64()},
+    })
+}
+
+fn proof_docs() -> (RouteDoc, RouteDoc) {
+    let proof = json!({"type": "array", "items": b64()});
+    let inclusion = object_with(json!({
+        "index": {"type": "integer"},
+        "tree_size": {"type": "integer"},
+        "leaf_hash": b64(),
+        "root": b64(),
+        "proof": proof,
+    }));
+    let consistency = object_with(json!({
+        "first": {"type": "integer"},
+        "second": {"type": "integer"},
+        "proof": proof,
+    }));
+    (
+        DOCS.op(
+            "ledger_inclusion_proof",
+            "Inclusion proof (?index=&tree_size=)",
+            None,
+            vec![
+                ok(200, "the proof").with_schema(inclusion),
+                err(400, "invalid_range"),
+            ],
+        ),
+        DOCS.op(
+            "ledger_consistency_proof",
+            "Consistency proof (?first=&second=)",
+            None,
+            vec![
+                ok(200, "the proof").with_schema(consistency),
+                err(400, "invalid_range"),
+            ],
+        ),
+    )
+}
+
+fn keys_doc() -> RouteDoc {
+    let key = object_with(json!({
+        "name": {"type": "string"},
+        "key_id": {"type": "string"},
+        "algorithm": {"type": "string"},
+        "signature_type": {"type": "integer"},
+        "public_key": b64(),
+        "valid_until": {"type": ["integer", "null"]},
+    }));
+    let keys = object_with(json!({
+        "origin": {"type": "string"},
+        "keys": {"type": "array", "items": key},
+    }));
+    DOCS.op(
+        "ledger_keys",
+        "Checkpoint keys with ids and validity windows",
+        None,
+        vec![ok(200, "the keys").with_schema(keys), err(404, "not_found")],
+    )
+}
+
+/// The log's routes: entries, checkpoints, proofs and keys.
+pub fn routes(r: Router) -> Router {
+    let note = || response_doc(200, "C2SP signed checkpoint (text)", Some("text/plain"));
+    let entries = object_with(json!({
+        "tree_size": {"type": "integer"},
+        "entries": {"type": "array", "items": entry_schema()},
+    }));
+    let page_doc = DOCS.op(
+        "ledger_entries",
+        "Entries [start, end), at most 1000",
+        None,
+        vec![
+            ok(200, "a page").with_schema(entries),
+            err(400, "invalid_range"),
+        ],
+    );
+    let entry_doc = DOCS.op(
+        "ledger_entry",
+        "One entry: its exact bytes and leaf hash",
+        None,
+        vec![
+            ok(200, "the entry").with_schema(entry_schema()),
+            err(400, "invalid_range"),
+            err(404, "entry_not_found"),
+        ],
+    );
+    let checkpoint_doc = DOCS.op(
+        "ledger_checkpoint",
+        "The latest signed checkpoint",
+        None,
+        vec![note(), err(404, "not_found")],
+    );
+    let sign_doc = DOCS.op(
+        "ledger_checkpoint_now",
+        "Sign the current head now (appenders only)",
+        None,
+        vec![note(), err(401, "ledger_unauthorized")],
+    );
+    let (inclusion_doc, consistency_doc) = proof_docs();
+    r.route(
+        Method::POST,
+        "/ledger/entries",
+        endpoint(|s, r| async move { append(&s, r).await }),
+        append_doc(),
+    )
+    .route(
+        Method::GET,
+        "/ledger/entries",
+        endpoint(|s, r| async move { page(&s, r).await }),
+        page_doc,
+    )
+    .route(
+        Method::GET,
+        "/ledger/entries/{index}",
+        endpoint(|s, r| async move { entry(&s, r).await }),
+        entry_doc,
+    )
+    .route(
+        Method::GET,
+        "/ledger/checkpoint",
+        endpoint(|s, r| async move { get_checkpoint(&s, r).await }),
+        checkpoint_doc,
+    )
+    .route(
+        Method::POST,
+        "/ledger/checkpoint",
+        endpoint(|s, r| async move { post_checkpoint(&s, r).await }),
+        sign_doc,
+    )
+    .route(
+        Method::GET,
+        "/ledger/proof/inclusion",
+        endpoint(|s, r| async move { inclusion(&s, r).await }),
+        inclusion_doc,
+    )
+    .route(
+        Method::GET,
+        "/ledger/proof/consistency",
+        endpoint(|s, r| async move { consistency(&s, r).await }),
+        consistency_doc,
+    )
+    .route(
+        Method::GET,
+        "/ledger/keys",
+        endpoint(|s, r| async move { keys(&s, r).await }),
+        keys_doc(),
+    )
 }

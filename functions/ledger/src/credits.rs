@@ -13,13 +13,14 @@
 //! on that row, so either all of them apply or none does.
 
 use edgecoder_kernel::http::{json_response, ok_json};
-use edgecoder_kernel::http_types::StatusCode;
+use edgecoder_kernel::http_types::{Method, StatusCode};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, ok, response_doc};
 use edgecoder_kernel::tokens::{Verifier, secret_matches};
-use edgecoder_kernel::{Request, Response, Services};
+use edgecoder_kernel::{Request, Response, Router, Services};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use crate::{Error, store};
+use crate::{DOCS, Error, store};
 
 /// The log entry type of a transfer.
 pub const CREDIT_TRANSFER_V1: &str = "edgecoder.dev/credit-transfer/v1";
@@ -316,6 +317,140 @@ pub async fn account_transfers(s: &Services, req: Request) -> Result<Response, E
     Ok(ok_json(
         &json!({"id": id, "postings": items, "next_before": next}),
     ))
+}
+
+fn posting_schema() -> Json {
+    let account =
+        json!({"type": "string", "description": "user:<id>, node:<id>, issuance or fees"});
+    json!({
+        "type": "object",
+        "required": ["account", "amount"],
+        "properties": {"account": account, "amount": {"type": "integer"}},
+    })
+}
+
+fn create_doc() -> RouteDoc {
+    let body = json!({
+        "type": "object",
+        "required": ["postings", "idempotency_key"],
+        "properties": {
+            "postings": {"type": "array", "minItems": 2, "maxItems": 16, "items": posting_schema()},
+            "idempotency_key": {"type": "string", "maxLength": 200},
+            "memo": {"type": "string", "maxLength": 500},
+        },
+    });
+    let transfer = json!({
+        "type": "object",
+        "required": ["id", "postings"],
+        "properties": {
+            "id": {"type": "string"},
+            "postings": {"type": "array", "items": posting_schema()},
+            "memo": {"type": ["string", "null"]},
+            "created_by": {"type": "string"},
+            "created_at": {"type": "integer"},
+            "ledger_index": {"type": ["integer", "null"]},
+            "duplicate": {"type": "boolean"},
+        },
+    });
+    let summary = "A balanced transfer (services, or system_admin with step-up); also a credit-transfer/v1 log entry";
+    DOCS.op(
+        "ledger_transfer",
+        summary,
+        Some(body),
+        vec![
+            ok(201, "the transfer").with_schema(transfer.clone()),
+            ok(200, "the idempotency key was used before: that transfer").with_schema(transfer),
+            err(400, "invalid_transfer"),
+            err(401, "ledger_unauthorized"),
+            err(403, "forbidden / step_up_required"),
+            err(409, "insufficient_credits"),
+        ],
+    )
+}
+
+fn account_docs() -> (RouteDoc, RouteDoc) {
+    let account = json!({
+        "type": "object",
+        "required": ["id", "balance"],
+        "properties": {
+            "id": {"type": "string"},
+            "kind": {"type": "string"},
+            "balance": {"type": "integer"},
+            "recent": {"type": "array"},
+        },
+    });
+    let page = json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "postings": {"type": "array"},
+            "next_before": {"type": ["integer", "null"]},
+        },
+    });
+    (
+        DOCS.op(
+            "ledger_account",
+            "Balance and latest postings (the owner, admins, services)",
+            None,
+            vec![
+                ok(200, "the account").with_schema(account),
+                err(401, "ledger_unauthorized"),
+                err(404, "account_not_found"),
+            ],
+        ),
+        DOCS.op(
+            "ledger_account_transfers",
+            "Postings, newest first (?limit=&before=)",
+            None,
+            vec![
+                ok(200, "a page").with_schema(page),
+                err(400, "invalid_range"),
+                err(401, "ledger_unauthorized"),
+                err(404, "account_not_found"),
+            ],
+        ),
+    )
+}
+
+/// The credit routes: transfers, their receipts and accounts.
+pub fn routes(r: Router) -> Router {
+    let summary = "A c2sp.org/tlog-proof of the transfer: its log entry (extra), inclusion proof and a signed checkpoint covering it (parties, admins, services)";
+    let receipt = "the receipt, c2sp.org/tlog-proof@v1 (text)";
+    let receipt_doc = DOCS.op(
+        "ledger_transfer_receipt",
+        summary,
+        None,
+        vec![
+            response_doc(200, receipt, Some("text/plain")),
+            err(401, "ledger_unauthorized"),
+            err(404, "transfer_not_found"),
+        ],
+    );
+    let (account_doc, transfers_doc) = account_docs();
+    r.route(
+        Method::POST,
+        "/ledger/transfers",
+        endpoint(|s, r| async move { create(&s, r).await }),
+        create_doc(),
+    )
+    .route(
+        Method::GET,
+        "/ledger/transfers/{id}/receipt",
+        endpoint(|s, r| async move { crate::api::receipt(&s, r).await }),
+        receipt_doc,
+    )
+    .route(
+        Method::GET,
+        "/ledger/accounts/{id}",
+        endpoint(|s, r| async move { account(&s, r).await }),
+        account_doc,
+    )
+    .route(
+        Method::GET,
+        "/ledger/accounts/{id}/transfers",
+        endpoint(|s, r| async move { account_transfers(&s, r).await }),
+        transfers_doc,
+    )
 }
 
 #[cfg(test)]

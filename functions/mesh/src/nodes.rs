@@ -9,8 +9,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
-use edgecoder_kernel::http_types::StatusCode;
-use edgecoder_kernel::{Request, Response, Services};
+use edgecoder_kernel::http_types::{Method, StatusCode};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok};
+use edgecoder_kernel::{Request, Response, Router, Services};
 use edgecoder_proto::keys::key_id;
 use edgecoder_proto::mesh::{
     Capabilities, HeartbeatResponse, NodeStatus, Policy, PolicyReason, RegisterRequest,
@@ -19,10 +20,10 @@ use edgecoder_proto::mesh::{
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
 use crate::authn::{self, Bearer, Node};
-use crate::{Error, rfc3339};
+use crate::{DOCS, Error, rfc3339, signed};
 use crate::{policy, store};
 
 /// The ledger payload type of approval decisions.
@@ -481,4 +482,219 @@ pub async fn heartbeat(s: &Services, req: Request) -> Result<Response, Error> {
         policy,
         heartbeat_interval_secs: policy::HEARTBEAT_INTERVAL_SECS,
     }))
+}
+
+/// The JSON Schema of a node id.
+pub fn node_id_schema() -> Json {
+    json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{2,62}$"})
+}
+
+fn register_doc() -> RouteDoc {
+    let capabilities = object(
+        &["sandbox", "cpu_cores", "memory_mb"],
+        json!({
+            "sandbox": {"enum": ["wasmtime", "none"]},
+            "cpu_cores": {"type": "integer"},
+            "memory_mb": {"type": "integer"},
+            "gpu": {},
+            "models": {"type": "array", "items": {"type": "string"}},
+        }),
+    );
+    let required = [
+        "enrollment_token",
+        "node_id",
+        "kind",
+        "public_key",
+        "os",
+        "version",
+        "capabilities",
+    ];
+    let body = object(
+        &required,
+        json!({
+            "enrollment_token": {"type": "string"},
+            "node_id": node_id_schema(),
+            "kind": {"enum": ["agent", "coordinator"]},
+            "public_key": {"type": "string", "description": "P-256 SEC1 point, base64url"},
+            "os": {"type": "string"},
+            "version": {"type": "string"},
+            "capabilities": capabilities,
+        }),
+    );
+    let summary = "Register a node: enrollment token, node id, kind, public key, capabilities; signed by the new key";
+    DOCS.op(
+        "register_node",
+        summary,
+        body,
+        signed(vec![
+            ok(
+                201,
+                "{node_id, kind, status: pending_approval, key_id, policy}",
+            ),
+            err(
+                400,
+                "enrollment_token_invalid / invalid_node_id / invalid_public_key",
+            ),
+            err(409, "node_already_registered / key_in_use"),
+        ]),
+    )
+}
+
+fn rotate_doc() -> RouteDoc {
+    let proof = "base64url r||s by the new key over \
+                 edgecoder.dev/key-rotation/v1\\n{node_id}\\n{old key id}\\n{new key id}";
+    let body = object(
+        &["new_public_key", "proof"],
+        json!({
+            "new_public_key": {"type": "string"},
+            "proof": {"type": "string", "description": proof},
+        }),
+    );
+    DOCS.op(
+        "rotate_node_key",
+        "Replace the node's key: signed by the current key, with a proof by the new one",
+        body,
+        signed(vec![
+            ok(200, "{node_id, key_id, previous_key_id}"),
+            err(400, "key_proof_invalid / invalid_public_key"),
+            err(409, "key_in_use"),
+        ]),
+    )
+}
+
+fn decision_doc(what: Decide) -> RouteDoc {
+    let (id, summary) = match what {
+        Decide::Approve => (
+            "approve_node",
+            "Approve a node (coordinator_owner or system_admin, step-up); audited and logged in the ledger",
+        ),
+        Decide::Reject => (
+            "reject_node",
+            "Reject a node (operator, step-up); audited and logged in the ledger",
+        ),
+        Decide::Suspend => (
+            "suspend_node",
+            "Suspend a node (operator, step-up); audited and logged in the ledger",
+        ),
+    };
+    DOCS.op(
+        id,
+        summary,
+        object(&[], json!({"reason": {"type": "string", "maxLength": 500}})),
+        vec![
+            ok(200, "{node_id, status, previous_status, ledger_index}"),
+            err(401, "mesh_unauthorized / invalid_token"),
+            err(403, "forbidden / step_up_required"),
+            err(404, "node_not_found"),
+            err(409, "invalid_transition"),
+        ],
+    )
+}
+
+fn heartbeat_doc() -> RouteDoc {
+    let required = [
+        "cpu_percent",
+        "memory_used_mb",
+        "on_external_power",
+        "thermal_state",
+        "device_type",
+        "sandbox_ready",
+    ];
+    let body = object(
+        &required,
+        json!({
+            "cpu_percent": {"type": "number"},
+            "memory_used_mb": {"type": "integer"},
+            "memory_total_mb": {"type": "integer"},
+            "battery_percent": {"type": ["number", "null"]},
+            "on_external_power": {"type": "boolean"},
+            "low_power_mode": {"type": "boolean"},
+            "thermal_state": {"enum": ["nominal", "fair", "serious", "critical"]},
+            "device_type": {"enum": ["phone", "tablet", "laptop", "desktop", "server"]},
+            "sandbox_ready": {"type": "boolean"},
+            "active_model": {"type": ["string", "null"]},
+        }),
+    );
+    DOCS.op(
+        "heartbeat",
+        "Telemetry in, the node's server-authoritative policy out (signed)",
+        body,
+        signed(vec![
+            ok(200, "{node_id, status, policy, heartbeat_interval_secs}"),
+            err(403, "node_not_active (rejected)"),
+        ]),
+    )
+}
+
+/// The node routes.
+pub fn routes(r: Router) -> Router {
+    let decision = |what: Decide| {
+        let h = match what {
+            Decide::Approve => endpoint(|s, r| async move { decide(&s, r, Decide::Approve).await }),
+            Decide::Reject => endpoint(|s, r| async move { decide(&s, r, Decide::Reject).await }),
+            Decide::Suspend => endpoint(|s, r| async move { decide(&s, r, Decide::Suspend).await }),
+        };
+        (h, decision_doc(what))
+    };
+    let (approve, approve_doc) = decision(Decide::Approve);
+    let (reject, reject_doc) = decision(Decide::Reject);
+    let (suspend, suspend_doc) = decision(Decide::Suspend);
+    let list_doc = DOCS.op(
+        "list_nodes",
+        "Nodes: every node for operators, your own otherwise (?status=)",
+        None,
+        vec![
+            ok(200, "{nodes}"),
+            err(401, "mesh_unauthorized / invalid_token"),
+        ],
+    );
+    let get_doc = DOCS.op(
+        "get_node",
+        "One node: to itself (signed), its owner or an operator",
+        None,
+        signed(vec![ok(200, "node"), err(404, "node_not_found")]),
+    );
+    r.route(
+        Method::POST,
+        "/mesh/nodes/register",
+        endpoint(|s, r| async move { register(&s, r).await }),
+        register_doc(),
+    )
+    .route(
+        Method::GET,
+        "/mesh/nodes",
+        endpoint(|s, r| async move { list(&s, r).await }),
+        list_doc,
+    )
+    .route(
+        Method::GET,
+        "/mesh/nodes/{id}",
+        endpoint(|s, r| async move { get(&s, r).await }),
+        get_doc,
+    )
+    .route(
+        Method::POST,
+        "/mesh/nodes/{id}/keys/rotate",
+        endpoint(|s, r| async move { rotate(&s, r).await }),
+        rotate_doc(),
+    )
+    .route(
+        Method::POST,
+        "/mesh/nodes/{id}/approve",
+        approve,
+        approve_doc,
+    )
+    .route(Method::POST, "/mesh/nodes/{id}/reject", reject, reject_doc)
+    .route(
+        Method::POST,
+        "/mesh/nodes/{id}/suspend",
+        suspend,
+        suspend_doc,
+    )
+    .route(
+        Method::POST,
+        "/mesh/heartbeat",
+        endpoint(|s, r| async move { heartbeat(&s, r).await }),
+        heartbeat_doc(),
+    )
 }

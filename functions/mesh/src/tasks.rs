@@ -10,11 +10,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
-use edgecoder_kernel::http_types::{HeaderValue, StatusCode};
-use edgecoder_kernel::{Request, Response, Services, Statement};
+use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok, response_doc};
+use edgecoder_kernel::{Request, Response, Router, Services, Statement};
 use edgecoder_proto::mesh::{
-    Blob, NoTaskReason, PolicyReason, PullResponse, Resources as TaskResources, Task, TaskKind,
-    TaskResult,
+    Blob, FailureCode, NoTaskReason, PolicyReason, PullResponse, Resources as TaskResources, Task,
+    TaskKind, TaskResult,
 };
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -23,7 +24,7 @@ use crate::authn::{self, Bearer, Node};
 use crate::nodes::node_policy;
 use crate::policy::{self, TASK_KINDS};
 use crate::store;
-use crate::{Error, rfc3339};
+use crate::{DOCS, Error, rfc3339, signed};
 
 /// The ledger payload type of task completions.
 pub const TASK_COMPLETION_V1: &str = "edgecoder.dev/task-completion/v1";
@@ -539,4 +540,129 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
         "created_at": t.created_at.map(rfc3339),
         "updated_at": t.updated_at.map(rfc3339),
     })))
+}
+
+fn digest_schema() -> Json {
+    json!({"type": "string", "pattern": "^blake3:[0-9a-f]{64}$"})
+}
+
+fn submit_doc() -> RouteDoc {
+    let blob = object(
+        &["digest"],
+        json!({
+            "digest": digest_schema(),
+            "bytes": {"type": "string", "contentEncoding": "base64"},
+        }),
+    );
+    let resources = object(
+        &["memory_mb", "fuel"],
+        json!({"memory_mb": {"type": "integer"}, "fuel": {"type": "integer"}}),
+    );
+    let body = object(
+        &["kind", "module", "input", "timeout_ms", "resources"],
+        json!({
+            "kind": {"enum": ["wasm"]},
+            "module": blob,
+            "input": blob,
+            "timeout_ms": {"type": "integer"},
+            "resources": resources,
+            "priority": {"type": "integer", "minimum": -10, "maximum": 10},
+            "tenant": {"type": "string"},
+        }),
+    );
+    DOCS.op(
+        "submit_task",
+        "Submit a wasm task over frozen, content-addressed inputs (verified user or service)",
+        body,
+        vec![
+            ok(201, "{task_id, status: queued}"),
+            err(401, "mesh_unauthorized / invalid_token"),
+            err(
+                422,
+                "outside_subset / limits_exceeded / digest_mismatch / blob_unknown",
+            ),
+        ],
+    )
+}
+
+fn pull_doc() -> RouteDoc {
+    let none = "no task; edgecoder-reason: no_work / power_deferred / outside_subset";
+    DOCS.op(
+        "pull_task",
+        "Take a task under a lease, after the node's policy is checked (signed, active node)",
+        None,
+        signed(vec![
+            ok(200, "{task, lease_id, lease_expires_at}"),
+            response_doc(204, none, None),
+            err(403, "node_not_active"),
+        ]),
+    )
+}
+
+fn result_doc() -> RouteDoc {
+    let codes = FailureCode::ALL.map(FailureCode::as_str);
+    let body = object(
+        &["lease_id", "ok", "duration_ms"],
+        json!({
+            "lease_id": {"type": "string"},
+            "ok": {"type": "boolean"},
+            "output_digest": digest_schema(),
+            "output": {"type": "string", "contentEncoding": "base64"},
+            "duration_ms": {"type": "integer"},
+            "error_code": {"enum": codes},
+            "fuel_used": {"type": "integer"},
+            "stdout": {"type": "string"},
+            "stderr": {"type": "string"},
+        }),
+    );
+    let summary = "Report a result: the lease holder only, before the lease expires; the first valid result wins";
+    DOCS.op(
+        "report_result",
+        summary,
+        body,
+        signed(vec![
+            ok(200, "{task_id, status, ledger_index}"),
+            err(403, "node_not_active"),
+            err(409, "lease_invalid"),
+            err(422, "digest_mismatch"),
+        ]),
+    )
+}
+
+/// The task routes.
+pub fn routes(r: Router) -> Router {
+    let get_doc = DOCS.op(
+        "get_task",
+        "A task and its result: its submitter or an operator",
+        None,
+        vec![
+            ok(200, "task"),
+            err(401, "mesh_unauthorized / invalid_token"),
+            err(404, "task_not_found"),
+        ],
+    );
+    r.route(
+        Method::POST,
+        "/mesh/tasks",
+        endpoint(|s, r| async move { submit(&s, r).await }),
+        submit_doc(),
+    )
+    .route(
+        Method::POST,
+        "/mesh/tasks/pull",
+        endpoint(|s, r| async move { pull(&s, r).await }),
+        pull_doc(),
+    )
+    .route(
+        Method::POST,
+        "/mesh/tasks/{id}/result",
+        endpoint(|s, r| async move { result(&s, r).await }),
+        result_doc(),
+    )
+    .route(
+        Method::GET,
+        "/mesh/tasks/{id}",
+        endpoint(|s, r| async move { get(&s, r).await }),
+        get_doc,
+    )
 }

@@ -6,12 +6,13 @@
 
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{json_response, ok_json};
-use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
-use edgecoder_kernel::{Request, Response, Services};
+use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok, response_doc};
+use edgecoder_kernel::{Request, Response, Router, Services};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
-use crate::Error;
+use crate::api::{authed, client_schema, token_response_docs, token_schema};
 use crate::mail;
 use crate::password::{self, Verification};
 use crate::ratelimit::{self as rl, ip_subject};
@@ -19,6 +20,7 @@ use crate::secrets::{hash_token, new_token, well_formed};
 use crate::session::{self, Client};
 use crate::store;
 use crate::store::email_tokens::Purpose;
+use crate::{DOCS, Error, schemas};
 
 /// Verification tokens live 24 hours.
 pub const VERIFY_TOKEN_MS: i64 = 24 * 3600 * 1000;
@@ -741,4 +743,189 @@ pub async fn reset_confirm(s: &Services, req: Request) -> Result<Response, Error
     Ok(ok_json(
         &json!({"status": "reset", "sessions_revoked": revoked}),
     ))
+}
+
+/// The JSON Schema of an email address.
+pub(crate) fn email_schema() -> Json {
+    json!({"type": "string", "format": "email", "maxLength": 254})
+}
+
+/// The JSON Schema of a new password (the policy's length bounds).
+pub(crate) fn password_schema() -> Json {
+    json!({"type": "string", "minLength": 12, "maxLength": 256})
+}
+
+/// The account routes: sign-up, email verification, login, passwords.
+pub fn routes(r: Router) -> Router {
+    r.route(
+        Method::POST,
+        "/auth/signup",
+        endpoint(|s, r| async move { signup(&s, r).await }),
+        signup_doc(),
+    )
+    .route(
+        Method::GET,
+        "/auth/verify-email",
+        endpoint(|s, r| async move { verify_email_page(&s, r).await }),
+        verify_email_page_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/verify-email",
+        endpoint(|s, r| async move { verify_email(&s, r).await }),
+        verify_email_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/resend-verification",
+        endpoint(|s, r| async move { resend_verification(&s, r).await }),
+        resend_verification_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/login",
+        endpoint(|s, r| async move { login(&s, r).await }),
+        login_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/password/change",
+        endpoint(|s, r| async move { change_password(&s, r).await }),
+        password_change_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/password/reset/request",
+        endpoint(|s, r| async move { reset_request(&s, r).await }),
+        password_reset_request_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/password/reset/confirm",
+        endpoint(|s, r| async move { reset_confirm(&s, r).await }),
+        password_reset_confirm_doc(),
+    )
+}
+
+fn signup_doc() -> RouteDoc {
+    let body = object(
+        &["email", "password"],
+        json!({
+            "email": email_schema(),
+            "password": password_schema(),
+            "display_name": {"type": "string", "maxLength": 100},
+        }),
+    );
+    DOCS.op(
+        "signup",
+        "Create an account; always 202 {status: verification_sent}",
+        body,
+        vec![
+            ok(202, "verification_sent (the same for registered addresses)")
+                .with_schema(schemas::status()),
+            err(400, "invalid_email / weak_password"),
+            err(429, "rate_limited"),
+        ],
+    )
+}
+
+fn verify_email_page_doc() -> RouteDoc {
+    let summary =
+        "The emailed link: an HTML page whose button POSTs the token (prefetching does not verify)";
+    DOCS.op(
+        "verify_email_page",
+        summary,
+        None,
+        vec![
+            response_doc(
+                200,
+                "HTML page with a form that POSTs the token",
+                Some("text/html"),
+            ),
+            response_doc(400, "HTML page: the link is malformed", Some("text/html")),
+        ],
+    )
+}
+
+fn verify_email_doc() -> RouteDoc {
+    DOCS.op(
+        "verify_email",
+        "Consume a verification token (JSON or the page's form)",
+        object(&["token"], json!({"token": token_schema()})),
+        vec![
+            ok(200, "{status: verified}").with_schema(schemas::status()),
+            err(400, "token_invalid"),
+        ],
+    )
+}
+
+fn resend_verification_doc() -> RouteDoc {
+    DOCS.op(
+        "resend_verification",
+        "Send a new verification email; always 202",
+        object(&["email"], json!({"email": email_schema()})),
+        vec![
+            ok(202, "verification_sent").with_schema(schemas::status()),
+            err(429, "rate_limited"),
+        ],
+    )
+}
+
+fn login_doc() -> RouteDoc {
+    let body = object(
+        &["email", "password"],
+        json!({
+            "email": email_schema(),
+            "password": {"type": "string"},
+            "client": client_schema(),
+        }),
+    );
+    let mut responses = token_response_docs();
+    responses.push(err(401, "invalid_credentials"));
+    responses.push(err(429, "rate_limited"));
+    DOCS.op("login", "Password sign-in", body, responses)
+}
+
+fn password_change_doc() -> RouteDoc {
+    let body = object(
+        &["current_password", "new_password"],
+        json!({"current_password": {"type": "string"}, "new_password": password_schema()}),
+    );
+    DOCS.op(
+        "password_change",
+        "Change the password (step-up); revokes every other session",
+        body,
+        authed(vec![
+            ok(200, "{status: changed, sessions_revoked}").with_schema(schemas::status()),
+            err(400, "weak_password"),
+            err(403, "step_up_required"),
+        ]),
+    )
+}
+
+fn password_reset_request_doc() -> RouteDoc {
+    DOCS.op(
+        "password_reset_request",
+        "Email a reset code; always 202",
+        object(&["email"], json!({"email": email_schema()})),
+        vec![
+            ok(202, "{status: reset_sent}").with_schema(schemas::status()),
+            err(429, "rate_limited"),
+        ],
+    )
+}
+
+fn password_reset_confirm_doc() -> RouteDoc {
+    DOCS.op(
+        "password_reset_confirm",
+        "Set a new password with a reset code; revokes every session",
+        object(
+            &["token", "new_password"],
+            json!({"token": token_schema(), "new_password": password_schema()}),
+        ),
+        vec![
+            ok(200, "{status: reset, sessions_revoked}").with_schema(schemas::status()),
+            err(400, "token_invalid / weak_password"),
+        ],
+    )
 }

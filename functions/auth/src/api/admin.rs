@@ -9,15 +9,18 @@
 
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::ok_json;
-use edgecoder_kernel::{Request, Response, Services, Sql};
+use edgecoder_kernel::http_types::Method;
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok};
+use edgecoder_kernel::{Request, Response, Router, Services, Sql};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use crate::Error;
 use crate::Settings;
+use crate::api::authed;
 use crate::secrets::{matches_secret, rfc3339};
 use crate::session::{self, GRANTABLE_ROLES, Principal};
 use crate::store;
+use crate::{DOCS, Error, schemas};
 
 /// Largest page of users or audit events.
 pub const MAX_PAGE: i64 = 200;
@@ -466,4 +469,101 @@ pub async fn grant_by_email(
     }
     sql.execute(event.statement(event_id, now_ms, None)).await?;
     Ok(user)
+}
+
+/// The administration routes: users, roles, the audit trail, bootstrap.
+pub fn routes(r: Router) -> Router {
+    r.route(
+        Method::GET,
+        "/auth/admin/users",
+        endpoint(|s, r| async move { users(&s, r).await }),
+        users_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/admin/users/{id}/roles",
+        endpoint(|s, r| async move { grant(&s, r).await }),
+        grant_doc(),
+    )
+    .route(
+        Method::DELETE,
+        "/auth/admin/users/{id}/roles/{role}",
+        endpoint(|s, r| async move { revoke(&s, r).await }),
+        revoke_doc(),
+    )
+    .route(
+        Method::GET,
+        "/auth/admin/audit",
+        endpoint(|s, r| async move { audit_query(&s, r).await }),
+        audit_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/admin/bootstrap",
+        endpoint(|s, r| async move { bootstrap(&s, r).await }),
+        bootstrap_doc(),
+    )
+}
+
+fn users_doc() -> RouteDoc {
+    DOCS.op(
+        "admin_users",
+        "Users, paginated (?limit=&after=); system_admin",
+        None,
+        authed(vec![
+            ok(200, "{users, next}").with_schema(schemas::users()),
+            err(403, "forbidden"),
+        ]),
+    )
+}
+
+fn grant_doc() -> RouteDoc {
+    DOCS.op(
+        "admin_role_grant",
+        "Grant a role to a verified user; system_admin with step-up",
+        object(&["role"], json!({"role": {"enum": GRANTABLE_ROLES}})),
+        authed(vec![
+            ok(200, "{id, roles}").with_schema(schemas::user_roles()),
+            err(400, "invalid_role"),
+            err(403, "forbidden / step_up_required / email_unverified"),
+            err(404, "user_not_found"),
+        ]),
+    )
+}
+
+fn revoke_doc() -> RouteDoc {
+    DOCS.op(
+        "admin_role_revoke",
+        "Revoke a role; system_admin with step-up",
+        None,
+        authed(vec![
+            ok(200, "{id, roles}").with_schema(schemas::user_roles()),
+            err(403, "forbidden / step_up_required"),
+            err(409, "last_admin"),
+        ]),
+    )
+}
+
+fn audit_doc() -> RouteDoc {
+    DOCS.op(
+        "admin_audit",
+        "Audit events, newest first (?since=&actor=&action=&limit=); system_admin",
+        None,
+        authed(vec![
+            ok(200, "{events}").with_schema(schemas::audit()),
+            err(403, "forbidden"),
+        ]),
+    )
+}
+
+fn bootstrap_doc() -> RouteDoc {
+    DOCS.op(
+        "admin_bootstrap",
+        "Become the first system_admin with the one-time bootstrap secret",
+        object(&["secret"], json!({"secret": {"type": "string"}})),
+        authed(vec![
+            ok(200, "{id, roles}").with_schema(schemas::user_roles()),
+            err(403, "bootstrap_refused / email_unverified"),
+        ]),
+    )
 }

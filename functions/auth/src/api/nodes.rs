@@ -17,18 +17,20 @@
 
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{json_response, ok_json};
-use edgecoder_kernel::http_types::StatusCode;
-use edgecoder_kernel::{Request, Response, Services, Sql};
+use edgecoder_kernel::http_types::{Method, StatusCode};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok};
+use edgecoder_kernel::{Request, Response, Router, Services, Sql};
 use edgecoder_proto::NodeId;
 use edgecoder_proto::mesh::NodeKind;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
-use crate::Error;
+use crate::api::{authed, token_schema};
 use crate::secrets::{hash_token, matches_secret, new_token, rfc3339, well_formed};
 use crate::session::{self, bearer};
 use crate::store;
 use crate::store::enrollments::NewEnrollment;
+use crate::{DOCS, Error, schemas};
 
 /// Enrollment tokens live one hour.
 pub const ENROLLMENT_TOKEN_MS: i64 = 3600 * 1000;
@@ -297,4 +299,102 @@ pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error>
             Err(e)
         }
     }
+}
+
+/// The JSON Schema of a node kind.
+fn kind_schema() -> Json {
+    json!({"enum": ["agent", "coordinator"]})
+}
+
+/// The node enrollment routes: enroll, list, delete, and redemption by the mesh.
+pub fn routes(r: Router) -> Router {
+    r.route(
+        Method::POST,
+        "/auth/nodes/enroll",
+        endpoint(|s, r| async move { enroll(&s, r).await }),
+        enroll_doc(),
+    )
+    .route(
+        Method::GET,
+        "/auth/nodes",
+        endpoint(|s, r| async move { list(&s, r).await }),
+        list_doc(),
+    )
+    .route(
+        Method::DELETE,
+        "/auth/nodes/{id}",
+        endpoint(|s, r| async move { delete(&s, r).await }),
+        delete_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/nodes/redeem",
+        endpoint(|s, r| async move { redeem_route(&s, r).await }),
+        redeem_doc(),
+    )
+}
+
+fn enroll_doc() -> RouteDoc {
+    let body = object(
+        &["node_id", "kind"],
+        json!({
+            "node_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{2,62}$"},
+            "kind": kind_schema(),
+        }),
+    );
+    DOCS.op(
+        "node_enroll",
+        "Issue a one-time enrollment token for a node id (verified email)",
+        body,
+        authed(vec![
+            ok(201, "{node_id, kind, enrollment_token, expires_at}")
+                .with_schema(schemas::enrollment()),
+            err(400, "invalid_node_id"),
+            err(403, "email_unverified"),
+            err(409, "node_owned_by_another_user"),
+        ]),
+    )
+}
+
+fn list_doc() -> RouteDoc {
+    DOCS.op(
+        "nodes_list",
+        "The caller's node enrollments",
+        None,
+        authed(vec![ok(200, "{nodes}").with_schema(schemas::nodes())]),
+    )
+}
+
+fn delete_doc() -> RouteDoc {
+    DOCS.op(
+        "node_delete",
+        "Delete an enrollment (owner, or system_admin with step-up); its tokens stop working",
+        None,
+        authed(vec![
+            ok(200, "{status: deleted}").with_schema(schemas::status()),
+            err(403, "step_up_required"),
+            err(404, "node_not_found"),
+        ]),
+    )
+}
+
+fn redeem_doc() -> RouteDoc {
+    let body = object(
+        &["enrollment_token", "node_id", "kind"],
+        json!({
+            "enrollment_token": token_schema(),
+            "node_id": {"type": "string"},
+            "kind": kind_schema(),
+        }),
+    );
+    DOCS.op(
+        "node_redeem",
+        "Redeem an enrollment token once (the mesh function, with the service credential)",
+        body,
+        vec![
+            ok(200, "{node_id, kind, owner_id}").with_schema(schemas::redeemed()),
+            err(400, "enrollment_token_invalid"),
+            err(401, "service_unauthorized"),
+        ],
+    )
 }

@@ -32,17 +32,19 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
-use edgecoder_kernel::{OutboundRequest, Request, Response, Services, Value};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok, response_doc};
+use edgecoder_kernel::{OutboundRequest, Request, Response, Router, Services, Value};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
+use crate::api::{authed, client_schema, token_response_docs, token_schema};
 use crate::oidc::{self, Identity};
 use crate::secrets::{hash_token, matches_secret, new_token, rfc3339};
 use crate::session::{self, Client};
 use crate::store;
 use crate::store::oauth::{NewLink, NewState};
-use crate::{Error, mail, ratelimit};
+use crate::{DOCS, Error, mail, ratelimit, schemas};
 
 /// A flow must come back within ten minutes.
 pub const STATE_MS: i64 = 10 * 60 * 1000;
@@ -1127,6 +1129,145 @@ pub fn capabilities(s: &Services) -> Vec<Json> {
             })
         })
         .collect()
+}
+
+/// The OAuth sign-in routes: start, callback, linking, the native app exchange.
+pub fn routes(r: Router) -> Router {
+    r.route(
+        Method::GET,
+        "/auth/oauth/{provider}/start",
+        endpoint(|s, r| async move { start(&s, r).await }),
+        start_doc(),
+    )
+    .route(
+        Method::GET,
+        "/auth/oauth/{provider}/callback",
+        endpoint(|s, r| async move { callback(&s, r).await }),
+        callback_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/oauth/{provider}/link/start",
+        endpoint(|s, r| async move { link_start(&s, r).await }),
+        link_start_doc(),
+    )
+    .route(
+        Method::GET,
+        "/auth/oauth/links",
+        endpoint(|s, r| async move { links(&s, r).await }),
+        links_doc(),
+    )
+    .route(
+        Method::DELETE,
+        "/auth/oauth/links/{provider}",
+        endpoint(|s, r| async move { unlink(&s, r).await }),
+        unlink_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/oauth/exchange",
+        endpoint(|s, r| async move { exchange(&s, r).await }),
+        exchange_doc(),
+    )
+}
+
+fn start_doc() -> RouteDoc {
+    let summary = "302 to the provider (?return_to=: a relative path, an allowed origin's URL, or a native app's scheme with ?code_challenge=); sets the browser-binding cookie";
+    let redirect = "to the provider's authorization endpoint (code flow, PKCE S256, state, nonce)";
+    DOCS.op(
+        "oauth_start",
+        summary,
+        None,
+        vec![
+            response_doc(302, redirect, None),
+            err(
+                400,
+                "invalid_request (app return_to without code_challenge)",
+            ),
+            err(404, "oauth_provider_unknown"),
+            err(429, "rate_limited"),
+            err(502, "oauth_provider_unavailable"),
+        ],
+    )
+}
+
+fn callback_doc() -> RouteDoc {
+    let summary = "The provider's redirect: checks the state and its browser, exchanges the code, validates the ID token, signs in (refresh cookie) or links, then 302 to return_to";
+    let redirect = "to return_to (?error= when the provider refused; ?code= for native apps; ?linked= after linking)";
+    let conflict = "account_exists_sign_in_to_link / oauth_identity_linked_elsewhere / oauth_provider_already_linked";
+    DOCS.op(
+        "oauth_callback",
+        summary,
+        None,
+        vec![
+            response_doc(302, redirect, None),
+            err(
+                400,
+                "oauth_state_invalid / oauth_issuer_mismatch / oauth_email_missing",
+            ),
+            err(401, "oauth_id_token_invalid"),
+            err(404, "oauth_provider_unknown"),
+            err(409, conflict),
+            err(429, "rate_limited"),
+            err(
+                502,
+                "oauth_token_exchange_failed / oauth_provider_unavailable",
+            ),
+        ],
+    )
+}
+
+fn link_start_doc() -> RouteDoc {
+    let summary = "Start linking a provider to the signed-in account (step-up); returns the URL to send the browser to and sets the browser-binding cookie";
+    DOCS.op(
+        "oauth_link_start",
+        summary,
+        object(&[], json!({"return_to": {"type": "string"}})),
+        authed(vec![
+            ok(200, "{authorization_url}").with_schema(schemas::oauth_link_start()),
+            err(403, "step_up_required"),
+            err(404, "oauth_provider_unknown"),
+            err(502, "oauth_provider_unavailable"),
+        ]),
+    )
+}
+
+fn links_doc() -> RouteDoc {
+    DOCS.op(
+        "oauth_links",
+        "The caller's linked sign-in providers",
+        None,
+        authed(vec![ok(200, "{links}").with_schema(schemas::oauth_links())]),
+    )
+}
+
+fn unlink_doc() -> RouteDoc {
+    DOCS.op(
+        "oauth_unlink",
+        "Remove a linked provider (step-up; never the last way to sign in)",
+        None,
+        authed(vec![
+            ok(200, "{provider, status: deleted}").with_schema(schemas::oauth_unlinked()),
+            err(403, "step_up_required"),
+            err(404, "oauth_link_not_found"),
+            err(409, "last_sign_in_method"),
+        ]),
+    )
+}
+
+fn exchange_doc() -> RouteDoc {
+    let summary = "A native app trades its one-time code (60 s, single use) and PKCE code_verifier for a session";
+    let body = object(
+        &["code", "code_verifier"],
+        json!({
+            "code": token_schema(),
+            "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128},
+            "client": client_schema(),
+        }),
+    );
+    let mut responses = token_response_docs();
+    responses.push(err(400, "oauth_code_invalid"));
+    DOCS.op("oauth_exchange", summary, body, responses)
 }
 
 #[cfg(test)]

@@ -1,104 +1,102 @@
-//! Passkeys (WebAuthn Level 3, JSON serialisation with base64url): the
-//! registration and authentication ceremonies, and managing one's passkeys.
+//! Passkeys: the HTTP side of the WebAuthn ceremonies and managing one's
+//! passkeys.
 //!
-//! In scope: challenges (32 random bytes, single use, 5 minutes, bound to
-//! the ceremony and, for registration, to the user; stored hashed and
-//! consumed by one `DELETE … RETURNING`), origin and RP id checks, UP and UV,
-//! the signature counter (a regression flags the credential as possibly
-//! cloned, refused by default), the backup-eligible flag (must not change),
-//! sign-in options that look the same for unknown emails (fake credential
-//! ids derived from a server secret), sessions like password login (`amr`
-//! `["pop", "mfa"]`) and step-up by passkey. Out of scope: the byte-level
-//! checks (`crate::webauthn`) and attestation trust chains.
+//! In scope: who may run which ceremony (registration and step-up signed
+//! in, with a challenge bound to the session; sign-in for anyone, rate
+//! limited per address), keeping each ceremony's state as its challenge's
+//! row (stored hashed, single use, five minutes, consumed by one `DELETE …
+//! RETURNING`), the signature counter (a regression flags the credential as
+//! possibly cloned, refused by default), sign-in options that look the same
+//! for unknown emails (fake credential ids derived from a server secret),
+//! sessions like password login (`amr` `["pop", "mfa"]`) and step-up by
+//! passkey, and the audit records. Out of scope: the ceremonies' checks
+//! ([`crate::ceremony`]) and the byte-level parsing (`crate::webauthn`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
-use edgecoder_kernel::http_types::StatusCode;
-use edgecoder_kernel::{Request, Response, Services};
+use edgecoder_kernel::http_types::{Method, StatusCode};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok};
+use edgecoder_kernel::{Request, Response, Router, Services};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
-use sha2::{Digest, Sha256};
 
-use crate::Error;
-use crate::Settings;
+use crate::api::{authed, token_response_docs};
+use crate::ceremony::{
+    self, AuthenticationResponse, AuthenticationResponseJson, Ceremony, Challenge, Descriptor,
+    PasskeyAuthentication, PasskeyRegistration, RegistrationResponse, RegistrationResponseJson,
+    RelyingParty, StoredPasskey, UserEntity,
+};
 use crate::ratelimit;
 use crate::secrets::rfc3339;
 use crate::session::{self, Client};
 use crate::store;
-use crate::store::passkeys::{Descriptor, NewChallenge, NewCredential};
-use crate::webauthn::{
-    self, ALGORITHMS, AttestationObject, AuthData, CoseKey, FLAG_BE, FLAG_BS, Refusal,
-};
+use crate::store::passkeys::{NewChallenge, NewCredential};
+use crate::{DOCS, Error, Settings, schemas};
 
-/// Challenges live five minutes.
-pub const CHALLENGE_MS: i64 = 5 * 60 * 1000;
 /// What a passkey sign-in puts in `amr` (RFC 8176: proof of possession of a
 /// key, with user verification making it multi-factor).
 pub const AMR: [&str; 2] = ["pop", "mfa"];
 /// Longest passkey name.
 const MAX_NAME_CHARS: usize = 64;
 
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn unb64(s: &str, what: &'static str) -> Result<Vec<u8>, Error> {
-    URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('=').as_bytes())
-        .map_err(|_| Error::Passkey(Refusal::Malformed(what)))
-}
-
-fn challenge_hash(challenge_b64: &str) -> String {
-    blake3::hash(challenge_b64.as_bytes()).to_hex().to_string()
-}
-
-fn enabled(s: &Services) -> Result<(), Error> {
-    if Settings::of(s)?.passkey_rp_id.is_empty() || s.config.allowed_origins.is_empty() {
+/// This deployment as the relying party, or `passkeys_disabled`.
+fn relying_party(s: &Services) -> Result<RelyingParty<'_>, Error> {
+    let settings = Settings::of(s)?;
+    if settings.passkey_rp_id.is_empty() || s.config.allowed_origins.is_empty() {
         return Err(Error::PasskeysDisabled);
     }
-    Ok(())
+    Ok(RelyingParty {
+        id: &settings.passkey_rp_id,
+        name: &settings.passkey_rp_name,
+        origins: &s.config.allowed_origins,
+    })
 }
 
-/// A fresh challenge for `ceremony`, stored, bound to a user's session for
-/// registration and step-up; returns its base64url.
-async fn new_challenge(
-    s: &Services,
-    ceremony: &str,
-    session: Option<&session::Principal>,
-) -> Result<String, Error> {
+fn random(s: &Services) -> [u8; 32] {
     let mut raw = [0u8; 32];
     s.rng.fill(&mut raw);
-    let challenge = b64(&raw);
+    raw
+}
+
+/// Keeps a ceremony's state: its challenge's row, bound to the session for
+/// registration and step-up.
+async fn keep(
+    s: &Services,
+    challenge: &Challenge,
+    ceremony: Ceremony,
+    session: Option<&session::Principal>,
+) -> Result<(), Error> {
     let now = s.clock.now_ms();
     store::passkeys::put_challenge(
         s.sql.as_ref(),
         NewChallenge {
-            challenge_hash: &challenge_hash(&challenge),
-            ceremony,
+            challenge_hash: &challenge.storage_key(),
+            ceremony: ceremony.as_str(),
             user_id: session.map(|p| p.user_id.as_str()),
             session_id: session.map(|p| p.session_id.as_str()),
             now,
-            expires_at: now + CHALLENGE_MS,
+            expires_at: now + ceremony::TIMEOUT_MS,
         },
     )
     .await?;
-    Ok(challenge)
+    Ok(())
 }
 
-/// Consumes a challenge of `ceremony` issued to `session` (none for
-/// sign-in); returns the user it was bound to.
-async fn consume_challenge(
+/// Consumes the state of the ceremony `challenge` answers: it must be of
+/// `ceremony`, live, issued in `session` (none for sign-in); returns the
+/// user it was bound to.
+async fn take(
     s: &Services,
-    challenge_b64: &str,
-    ceremony: &str,
+    challenge: &Challenge,
+    ceremony: Ceremony,
     session: Option<&str>,
 ) -> Result<Option<String>, Error> {
     let consumed = store::passkeys::take_challenge(
         s.sql.as_ref(),
-        &challenge_hash(challenge_b64),
-        ceremony,
+        &challenge.storage_key(),
+        ceremony.as_str(),
         s.clock.now_ms(),
         session,
     )
@@ -109,109 +107,57 @@ async fn consume_challenge(
 
 /// The user's opaque WebAuthn handle, made on first use.
 async fn user_handle(s: &Services, user_id: &str) -> Result<String, Error> {
-    let mut raw = [0u8; 32];
-    s.rng.fill(&mut raw);
-    store::passkeys::user_handle(s.sql.as_ref(), user_id, &b64(&raw))
+    let candidate = URL_SAFE_NO_PAD.encode(random(s));
+    store::passkeys::user_handle(s.sql.as_ref(), user_id, &candidate)
         .await?
         .ok_or_else(|| edgecoder_kernel::Error::Storage("user handle".into()).into())
 }
 
-fn descriptors(list: &[Descriptor]) -> Vec<Json> {
-    list.iter()
-        .map(|d| {
-            let transports: Json = d
+fn descriptors(list: Vec<store::passkeys::Descriptor>) -> Vec<Descriptor> {
+    list.into_iter()
+        .map(|d| Descriptor {
+            id: d.id.unwrap_or_default(),
+            transports: d
                 .transports
                 .as_deref()
                 .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or(json!([]));
-            json!({"type": "public-key", "id": d.id, "transports": transports})
+                .unwrap_or_default(),
         })
         .collect()
 }
 
 /// `POST /auth/passkeys/register/options`: signed in, with step-up.
 pub async fn register_options(s: &Services, req: Request) -> Result<Response, Error> {
-    enabled(s)?;
+    let rp = relying_party(s)?;
     let p = session::authenticate(s, &req).await?;
     p.require_step_up(s.clock.now_ms())?;
     let handle = user_handle(s, &p.user_id).await?;
     let existing = store::passkeys::descriptors_of_user(s.sql.as_ref(), &p.user_id).await?;
     let name = store::users::display_name(s.sql.as_ref(), &p.user_id).await?;
-    let challenge = new_challenge(s, "registration", Some(&p)).await?;
-    let params: Vec<Json> = ALGORITHMS
-        .iter()
-        .map(|alg| json!({"type": "public-key", "alg": alg}))
-        .collect();
-    Ok(ok_json(&json!({
-        "rp": {"id": Settings::of(s)?.passkey_rp_id, "name": Settings::of(s)?.passkey_rp_name},
-        "user": {
-            "id": handle,
-            "name": p.email,
-            "displayName": name.as_deref().unwrap_or(&p.email),
-        },
-        "challenge": challenge,
-        "pubKeyCredParams": params,
-        "timeout": CHALLENGE_MS,
-        "excludeCredentials": descriptors(&existing),
-        "authenticatorSelection": {
-            "residentKey": "required",
-            "requireResidentKey": true,
-            "userVerification": "required",
-        },
-        "attestation": "none",
-    })))
-}
-
-/// `RegistrationResponseJSON.response`.
-#[derive(Deserialize)]
-struct AttestationResponse {
-    #[serde(rename = "clientDataJSON")]
-    client_data_json: String,
-    #[serde(rename = "attestationObject")]
-    attestation_object: String,
-    #[serde(default)]
-    transports: Vec<String>,
-}
-
-/// `RegistrationResponseJSON`.
-#[derive(Deserialize)]
-struct RegistrationJson {
-    id: String,
-    #[serde(rename = "rawId")]
-    raw_id: String,
-    #[serde(rename = "type")]
-    type_: String,
-    response: AttestationResponse,
+    let challenge = Challenge::new(random(s));
+    let user = UserEntity {
+        handle: &handle,
+        name: &p.email,
+        display_name: name.as_deref().unwrap_or(&p.email),
+    };
+    let (options, _state) =
+        ceremony::start_registration(&rp, &p.user_id, &user, &descriptors(existing), &challenge);
+    keep(s, &challenge, Ceremony::Registration, Some(&p)).await?;
+    Ok(ok_json(&options))
 }
 
 /// `POST /auth/passkeys/register/verify` body.
 #[derive(Deserialize)]
 pub struct RegisterVerify {
-    credential: RegistrationJson,
+    credential: RegistrationResponseJson,
     #[serde(default)]
     name: Option<String>,
-}
-
-/// The client data checks every ceremony shares.
-fn check_client_data(
-    s: &Services,
-    raw: &[u8],
-    ceremony_type: &str,
-) -> Result<webauthn::ClientData, Error> {
-    let cd = webauthn::client_data(raw)?;
-    if cd.type_ != ceremony_type {
-        return Err(Refusal::Type.into());
-    }
-    if cd.cross_origin || !webauthn::origin_allowed(&cd.origin, &s.config.allowed_origins) {
-        return Err(Refusal::Origin.into());
-    }
-    Ok(cd)
 }
 
 /// `POST /auth/passkeys/register/verify`: signed in; the challenge must be
 /// this user's registration challenge.
 pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Error> {
-    enabled(s)?;
+    let rp = relying_party(s)?;
     let p = session::authenticate(s, &req).await?;
     let body: RegisterVerify = req.json()?;
     // Checked before the challenge is spent on a ceremony that would fail.
@@ -227,8 +173,23 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
         )
         .into());
     }
-    let result = register_checks(s, &p, &body).await;
-    let (id, attested, auth) = match result {
+    let finished = async {
+        let response = RegistrationResponse::read(&rp, body.credential)?;
+        let bound = take(
+            s,
+            response.challenge(),
+            Ceremony::Registration,
+            Some(&p.session_id),
+        )
+        .await?;
+        let state = match bound {
+            Some(user) if user == p.user_id => PasskeyRegistration::resume(user),
+            _ => return Err(Error::PasskeyChallengeInvalid),
+        };
+        ceremony::finish_registration(&rp, state, response)
+    }
+    .await;
+    let passkey = match finished {
         Ok(v) => v,
         Err(e) => {
             audit::note(
@@ -244,43 +205,44 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
             return Err(e);
         }
     };
-    let transports: Vec<&String> = body
-        .credential
-        .response
-        .transports
-        .iter()
-        .filter(|t| {
-            matches!(
-                t.as_str(),
-                "usb" | "nfc" | "ble" | "smart-card" | "hybrid" | "internal"
-            )
-        })
-        .take(6)
-        .collect();
     let now = s.clock.now_ms();
     let inserted = store::passkeys::insert_credential(
         s.sql.as_ref(),
         NewCredential {
-            id: &id,
-            user_id: &p.user_id,
-            public_key: attested.key_cbor.clone(),
-            alg: attested.key.alg(),
-            sign_count: i64::from(auth.sign_count),
-            backup_eligible: auth.flags & FLAG_BE != 0,
-            backed_up: auth.flags & FLAG_BS != 0,
-            transports: json!(transports).to_string(),
-            aaguid: uuid(&attested.aaguid),
+            id: &passkey.id,
+            user_id: &passkey.user_id,
+            public_key: passkey.public_key_cbor.clone(),
+            alg: passkey.alg,
+            sign_count: i64::from(passkey.sign_count),
+            backup_eligible: passkey.backup_eligible,
+            backed_up: passkey.backed_up,
+            transports: json!(passkey.transports).to_string(),
+            aaguid: passkey.aaguid.clone(),
             name,
             created_at: now,
         },
     )
     .await?;
-    audit::note(s, &req.ctx,
+    let details = json!({
+        "alg": passkey.alg,
+        "aaguid": passkey.aaguid,
+        "backup_eligible": passkey.backup_eligible,
+        "reason": (!inserted).then_some("passkey_exists"),
+    });
+    let outcome = if inserted {
+        Outcome::Success
+    } else {
+        Outcome::Denied
+    };
+    let action = "auth.passkey.register";
+    audit::note(
+        s,
+        &req.ctx,
         &p.actor(),
-        "auth.passkey.register",
-        Some(&id),
-        if inserted { Outcome::Success } else { Outcome::Denied },
-        json!({"alg": attested.key.alg(), "aaguid": uuid(&attested.aaguid), "backup_eligible": auth.flags & FLAG_BE != 0, "reason": (!inserted).then_some("passkey_exists")}),
+        action,
+        Some(&passkey.id),
+        outcome,
+        details,
     )
     .await?;
     if !inserted {
@@ -289,58 +251,8 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
     Ok(json_response(
         StatusCode::CREATED,
         JSON,
-        &json!({"id": id, "name": name, "alg": attested.key.alg(), "created_at": rfc3339(now)}),
+        &json!({"id": passkey.id, "name": name, "alg": passkey.alg, "created_at": rfc3339(now)}),
     ))
-}
-
-async fn register_checks(
-    s: &Services,
-    p: &session::Principal,
-    body: &RegisterVerify,
-) -> Result<(String, webauthn::Attested, AuthData), Error> {
-    let c = &body.credential;
-    if c.type_ != "public-key" || c.id != c.raw_id {
-        return Err(Refusal::Malformed("credential").into());
-    }
-    let raw_id = unb64(&c.raw_id, "rawId")?;
-    let client_data_raw = unb64(&c.response.client_data_json, "clientDataJSON")?;
-    let cd = check_client_data(s, &client_data_raw, "webauthn.create")?;
-    let bound = consume_challenge(s, &cd.challenge, "registration", Some(&p.session_id)).await?;
-    if bound.as_deref() != Some(p.user_id.as_str()) {
-        return Err(Error::PasskeyChallengeInvalid);
-    }
-    let att =
-        AttestationObject::parse(&unb64(&c.response.attestation_object, "attestationObject")?)?;
-    let auth = AuthData::parse(&att.auth_data)?;
-    auth.require_rp(&Settings::of(s)?.passkey_rp_id)?;
-    auth.require_up_uv()?;
-    if auth.flags & FLAG_BS != 0 && auth.flags & FLAG_BE == 0 {
-        return Err(Refusal::Malformed("authenticatorData flags").into());
-    }
-    let attested = auth
-        .attested
-        .clone()
-        .ok_or(Refusal::Malformed("attested credential data"))?;
-    if attested.credential_id != raw_id {
-        return Err(Refusal::Malformed("credential id").into());
-    }
-    if !ALGORITHMS.contains(&attested.key.alg()) {
-        return Err(Refusal::Algorithm.into());
-    }
-    att.verify(&attested.key, &Sha256::digest(&client_data_raw))?;
-    Ok((b64(&raw_id), attested, auth))
-}
-
-fn uuid(b: &[u8; 16]) -> String {
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 async fn limit_address(s: &Services, req: &Request) -> Result<(), Error> {
@@ -353,17 +265,19 @@ async fn limit_address(s: &Services, req: &Request) -> Result<(), Error> {
 /// `POST /auth/passkeys/step-up/options`: a challenge only this signed-in
 /// user can answer, for `POST /auth/step-up {passkey}`.
 pub async fn step_up_options(s: &Services, req: Request) -> Result<Response, Error> {
-    enabled(s)?;
+    let rp = relying_party(s)?;
     let p = session::authenticate(s, &req).await?;
     let existing = store::passkeys::descriptors_of_user(s.sql.as_ref(), &p.user_id).await?;
-    let challenge = new_challenge(s, "step_up", Some(&p)).await?;
-    Ok(ok_json(&json!({
-        "challenge": challenge,
-        "timeout": CHALLENGE_MS,
-        "rpId": Settings::of(s)?.passkey_rp_id,
-        "allowCredentials": descriptors(&existing),
-        "userVerification": "required",
-    })))
+    let challenge = Challenge::new(random(s));
+    let (options, _state) = ceremony::start_authentication(
+        &rp,
+        Ceremony::StepUp,
+        Some(&p.user_id),
+        &descriptors(existing),
+        &challenge,
+    );
+    keep(s, &challenge, Ceremony::StepUp, Some(&p)).await?;
+    Ok(ok_json(&options))
 }
 
 /// `POST /auth/passkeys/login/options` body.
@@ -375,7 +289,7 @@ pub struct LoginOptions {
 
 /// Credential ids that stand in for an account that has none: derived from
 /// a server secret, so the same email always gets the same answer.
-fn fake_ids(s: &Services, email: &str) -> Vec<Json> {
+fn fake_ids(s: &Services, email: &str) -> Vec<Descriptor> {
     let secret = s
         .config
         .signing_key
@@ -399,7 +313,10 @@ fn fake_ids(s: &Services, email: &str) -> Vec<Json> {
             let mut id = [0u8; 65];
             xof.fill(&mut id);
             let len = LENGTHS[usize::from(id[64] % 4)];
-            json!({"type": "public-key", "id": b64(&id[..len]), "transports": ["internal", "hybrid"]})
+            Descriptor {
+                id: URL_SAFE_NO_PAD.encode(&id[..len]),
+                transports: vec!["internal".into(), "hybrid".into()],
+            }
         })
         .collect()
 }
@@ -407,7 +324,7 @@ fn fake_ids(s: &Services, email: &str) -> Vec<Json> {
 /// `POST /auth/passkeys/login/options`: discoverable with no email; with an
 /// email, its credentials, or fakes that look the same.
 pub async fn login_options(s: &Services, req: Request) -> Result<Response, Error> {
-    enabled(s)?;
+    let rp = relying_party(s)?;
     limit_address(s, &req).await?;
     let body: LoginOptions = if req.body.is_empty() {
         LoginOptions::default()
@@ -421,47 +338,21 @@ pub async fn login_options(s: &Services, req: Request) -> Result<Response, Error
             if found.is_empty() {
                 fake_ids(s, &email)
             } else {
-                descriptors(&found)
+                descriptors(found)
             }
         }
     };
-    let challenge = new_challenge(s, "authentication", None).await?;
-    Ok(ok_json(&json!({
-        "challenge": challenge,
-        "timeout": CHALLENGE_MS,
-        "rpId": Settings::of(s)?.passkey_rp_id,
-        "allowCredentials": allow,
-        "userVerification": "required",
-    })))
-}
-
-/// `AuthenticationResponseJSON.response`.
-#[derive(Deserialize)]
-struct AssertionResponse {
-    #[serde(rename = "clientDataJSON")]
-    client_data_json: String,
-    #[serde(rename = "authenticatorData")]
-    authenticator_data: String,
-    signature: String,
-    #[serde(default, rename = "userHandle")]
-    user_handle: Option<String>,
-}
-
-/// `AuthenticationResponseJSON`.
-#[derive(Deserialize)]
-pub struct AssertionJson {
-    id: String,
-    #[serde(rename = "rawId")]
-    raw_id: String,
-    #[serde(rename = "type")]
-    type_: String,
-    response: AssertionResponse,
+    let challenge = Challenge::new(random(s));
+    let (options, _state) =
+        ceremony::start_authentication(&rp, Ceremony::Authentication, None, &allow, &challenge);
+    keep(s, &challenge, Ceremony::Authentication, None).await?;
+    Ok(ok_json(&options))
 }
 
 /// `POST /auth/passkeys/login/verify` body.
 #[derive(Deserialize)]
 pub struct LoginVerify {
-    credential: AssertionJson,
+    credential: AuthenticationResponseJson,
     #[serde(default)]
     client: Option<String>,
 }
@@ -474,107 +365,72 @@ pub struct Asserted {
     pub user_id: String,
 }
 
-/// A fixed P-256 key (the curve's base point, private half 1, whose
-/// signatures nobody here makes), checked against when the credential is
-/// unknown so both answers cost the same.
-const DUMMY_POINT: [u8; 65] = [
-    0x04, 0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40,
-    0xf2, 0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2,
-    0x96, 0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e,
-    0x16, 0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51,
-    0xf5,
-];
-
-/// Every check of an assertion answering a challenge of `ceremony` (for
-/// step-up, issued to the caller's session), then the counter update. The answer for
-/// an unknown credential is the one for a bad signature, at the same cost,
-/// so assertions cannot probe which credential ids exist.
+/// Finishes a sign-in (`caller` none) or a step-up (the caller's session
+/// must have been issued the challenge), then moves the credential's
+/// counter forward.
 pub async fn verify_assertion(
     s: &Services,
     req: &Request,
-    c: &AssertionJson,
-    ceremony: &str,
+    json: &AuthenticationResponseJson,
+    ceremony: Ceremony,
     caller: Option<&session::Principal>,
 ) -> Result<Asserted, Error> {
-    let expected_user = caller.map(|p| p.user_id.as_str());
-    if c.type_ != "public-key" || c.id != c.raw_id {
-        return Err(Refusal::Malformed("credential").into());
-    }
-    let raw_id = unb64(&c.raw_id, "rawId")?;
-    let client_data_raw = unb64(&c.response.client_data_json, "clientDataJSON")?;
-    let cd = check_client_data(s, &client_data_raw, "webauthn.get")?;
+    let rp = relying_party(s)?;
+    let response = AuthenticationResponse::read(&rp, ceremony, json)?;
     // Consumed first: a response is good for one try, whatever happens next.
-    let bound = consume_challenge(
-        s,
-        &cd.challenge,
-        ceremony,
-        caller.map(|p| p.session_id.as_str()),
-    )
-    .await?;
-    if bound.as_deref() != expected_user {
+    let session_id = caller.map(|p| p.session_id.as_str());
+    let bound = take(s, response.challenge(), ceremony, session_id).await?;
+    if bound.as_deref() != caller.map(|p| p.user_id.as_str()) {
         return Err(Error::PasskeyChallengeInvalid);
     }
-    let auth_raw = unb64(&c.response.authenticator_data, "authenticatorData")?;
-    let auth = AuthData::parse(&auth_raw)?;
-    auth.require_rp(&Settings::of(s)?.passkey_rp_id)?;
-    auth.require_up_uv()?;
-    if auth.attested.is_some() || (auth.flags & FLAG_BS != 0 && auth.flags & FLAG_BE == 0) {
-        return Err(Refusal::Malformed("authenticatorData flags").into());
-    }
-    let signature = unb64(&c.response.signature, "signature")?;
-    let mut signed = auth_raw.clone();
-    signed.extend_from_slice(&Sha256::digest(&client_data_raw));
-    let id = b64(&raw_id);
-    let Some(cred) = store::passkeys::credential(s.sql.as_ref(), &id).await? else {
-        let _ = CoseKey::Es256(DUMMY_POINT.to_vec())
-            .verify_with(s.signatures.as_ref(), &signed, &signature)
-            .await;
+    let state = PasskeyAuthentication::resume(ceremony, bound);
+    let id = response.credential_id();
+    let cred = store::passkeys::credential(s.sql.as_ref(), &id).await?;
+    let stored = cred.as_ref().map(|c| StoredPasskey {
+        user_id: &c.user_id,
+        public_key_cbor: &c.public_key,
+        backup_eligible: c.backup_eligible,
+        user_handle: c.handle.as_deref(),
+    });
+    let assertion =
+        ceremony::finish_authentication(&rp, state, response, stored, s.signatures.as_ref())
+            .await?;
+    let Some(cred) = cred else {
         return Err(Error::PasskeyAssertionInvalid);
     };
-    let user_id = cred.user_id;
-    let key = CoseKey::from_cbor(&cred.public_key)?;
-    key.verify_with(s.signatures.as_ref(), &signed, &signature)
-        .await
-        .map_err(|_| Error::PasskeyAssertionInvalid)?;
-    if let Some(h) = &c.response.user_handle
-        && !h.is_empty()
-        && Some(h.trim_end_matches('=')) != cred.handle.as_deref()
-    {
-        return Err(Error::PasskeyUserMismatch);
-    }
-    if expected_user.is_some_and(|u| u != user_id) {
-        return Err(Error::PasskeyUserMismatch);
-    }
-    if (auth.flags & FLAG_BE != 0) != cred.backup_eligible {
-        return Err(Error::PasskeyBackupStateChanged);
-    }
     // A flagged credential stays refused until its owner deletes it.
-    if cred.clone_suspected && Settings::of(s)?.passkey_refuse_counter_regression {
+    let refuse = Settings::of(s)?.passkey_refuse_counter_regression;
+    if cred.clone_suspected && refuse {
         return Err(Error::PasskeyCloneSuspected);
     }
-    let stored = cred.sign_count;
-    let received = i64::from(auth.sign_count);
+    let stored_count = cred.sign_count;
+    let received = i64::from(assertion.sign_count);
     let now = s.clock.now_ms();
     // The counter moves only forward, in one conditional UPDATE, so two
     // assertions with the same counter cannot both pass.
-    let moved = store::passkeys::advance_counter(
-        s.sql.as_ref(),
-        &id,
-        received,
-        auth.flags & FLAG_BS != 0,
-        now,
-    )
-    .await?;
+    let moved =
+        store::passkeys::advance_counter(s.sql.as_ref(), &id, received, assertion.backed_up, now)
+            .await?;
     // Authenticators without a counter send 0 every time (synced passkeys):
     // that is no regression.
     if !moved && received != 0 {
-        let refuse = Settings::of(s)?.passkey_refuse_counter_regression;
+        let details = json!({
+            "severity": "critical",
+            "stored_count": stored_count,
+            "received_count": received,
+            "refused": refuse,
+        });
+        let outcome = if refuse {
+            Outcome::Denied
+        } else {
+            Outcome::Success
+        };
+        let actor = format!("user:{}", assertion.user_id);
+        let action = "auth.passkey.clone_suspected";
         s.sql
             .batch(vec![
                 store::passkeys::flag_clone_suspected(&id, now),
-                audit::statement_for(s, &req.ctx, &format!("user:{user_id}"), "auth.passkey.clone_suspected", Some(&id),
-                    if refuse { Outcome::Denied } else { Outcome::Success },
-                    json!({"severity": "critical", "stored_count": stored, "received_count": received, "refused": refuse})),
+                audit::statement_for(s, &req.ctx, &actor, action, Some(&id), outcome, details),
             ])
             .await?;
         if refuse {
@@ -582,39 +438,52 @@ pub async fn verify_assertion(
         }
     }
     Ok(Asserted {
-        credential_id: id,
-        user_id,
+        credential_id: assertion.credential_id,
+        user_id: assertion.user_id,
     })
 }
 
 /// `POST /auth/passkeys/login/verify`: a session like password login.
 pub async fn login_verify(s: &Services, req: Request) -> Result<Response, Error> {
-    enabled(s)?;
+    relying_party(s)?;
     let body: LoginVerify = req.json()?;
     let client = Client::parse(body.client.as_deref())?;
     limit_address(s, &req).await?;
-    let asserted = match verify_assertion(s, &req, &body.credential, "authentication", None).await {
-        Ok(a) => a,
-        Err(e) => {
-            audit::note(s, &req.ctx,
-                "anonymous",
-                "auth.passkey.login",
-                None,
-                Outcome::Failure,
-                json!({"reason": e.to_string(), "credential": body.credential.id.chars().take(1400).collect::<String>()}),
-            )
-            .await?;
-            return Err(e);
-        }
-    };
+    let asserted =
+        match verify_assertion(s, &req, &body.credential, Ceremony::Authentication, None).await {
+            Ok(a) => a,
+            Err(e) => {
+                let claimed: String = body.credential.id().chars().take(1400).collect();
+                audit::note(
+                    s,
+                    &req.ctx,
+                    "anonymous",
+                    "auth.passkey.login",
+                    None,
+                    Outcome::Failure,
+                    json!({"reason": e.to_string(), "credential": claimed}),
+                )
+                .await?;
+                return Err(e);
+            }
+        };
     let (mut stmts, sid, refresh) =
         session::create_session(s, &req, &asserted.user_id, client, &AMR, None);
-    stmts.push(audit::statement_for(s, &req.ctx,
-        &format!("user:{}", asserted.user_id),
+    let details = json!({
+        "session": sid,
+        "client": client.as_str(),
+        "method": "passkey",
+        "credential": asserted.credential_id,
+    });
+    let actor = format!("user:{}", asserted.user_id);
+    stmts.push(audit::statement_for(
+        s,
+        &req.ctx,
+        &actor,
         "auth.login",
         Some(&asserted.user_id),
         Outcome::Success,
-        json!({"session": sid, "client": client.as_str(), "method": "passkey", "credential": asserted.credential_id}),
+        details,
     ));
     let results = s.sql.batch(stmts).await?;
     if results.first().map(|r| r.changes) != Some(1) {
@@ -717,4 +586,172 @@ pub async fn delete(s: &Services, req: Request) -> Result<Response, Error> {
     } else {
         Err(Error::PasskeyNotFound)
     }
+}
+
+fn register_docs() -> (RouteDoc, RouteDoc) {
+    let summary = "PublicKeyCredentialCreationOptionsJSON for a new passkey (signed in, step-up)";
+    let options = ok(200, "creation options (challenge single-use, 5 min)")
+        .with_schema(schemas::passkey_creation_options());
+    let body = object(
+        &["credential"],
+        json!({"credential": {"type": "object"}, "name": {"type": "string", "maxLength": 64}}),
+    );
+    let refused = "passkey_* (the failed check) / passkey_challenge_invalid";
+    (
+        DOCS.op(
+            "passkey_register_options",
+            summary,
+            object(&[], json!({})),
+            authed(vec![
+                options,
+                err(403, "step_up_required"),
+                err(404, "passkeys_disabled"),
+            ]),
+        ),
+        DOCS.op(
+            "passkey_register_verify",
+            "Verify a RegistrationResponseJSON and store the passkey",
+            body,
+            authed(vec![
+                ok(201, "{id, name, alg, created_at}").with_schema(schemas::passkey()),
+                err(400, refused),
+                err(409, "passkey_exists"),
+            ]),
+        ),
+    )
+}
+
+fn login_docs() -> (RouteDoc, RouteDoc) {
+    let summary = "PublicKeyCredentialRequestOptionsJSON: discoverable without an email; the same shape for unknown emails";
+    let options = ok(200, "request options (challenge single-use, 5 min)")
+        .with_schema(schemas::passkey_request_options());
+    let verify =
+        "Verify an AuthenticationResponseJSON; a session like password login (amr pop, mfa)";
+    let body = object(
+        &["credential"],
+        json!({"credential": {"type": "object"}, "client": {"enum": ["browser", "device"]}}),
+    );
+    let refused = "passkey_unknown / passkey_user_mismatch / passkey_clone_suspected / passkey_backup_state_changed";
+    let responses = token_response_docs()
+        .into_iter()
+        .chain([
+            err(400, "passkey_* / passkey_challenge_invalid"),
+            err(401, refused),
+        ])
+        .collect();
+    (
+        DOCS.op(
+            "passkey_login_options",
+            summary,
+            object(&[], json!({"email": crate::api::accounts::email_schema()})),
+            vec![options, err(404, "passkeys_disabled")],
+        ),
+        DOCS.op("passkey_login_verify", verify, body, responses),
+    )
+}
+
+fn step_up_doc() -> RouteDoc {
+    let summary =
+        "Request options for POST /auth/step-up {passkey}: a challenge bound to the signed-in user";
+    let options = ok(
+        200,
+        "request options (challenge single-use, 5 min, this user only)",
+    )
+    .with_schema(schemas::passkey_request_options());
+    DOCS.op(
+        "passkey_step_up_options",
+        summary,
+        object(&[], json!({})),
+        authed(vec![options, err(404, "passkeys_disabled")]),
+    )
+}
+
+fn manage_docs() -> [RouteDoc; 3] {
+    let summary = "Delete one of the caller's passkeys (step-up; never the last way to sign in)";
+    [
+        DOCS.op(
+            "passkeys",
+            "The caller's passkeys",
+            None,
+            authed(vec![ok(200, "{passkeys}").with_schema(schemas::passkeys())]),
+        ),
+        DOCS.op(
+            "passkey_rename",
+            "Rename one of the caller's passkeys",
+            object(
+                &["name"],
+                json!({"name": {"type": "string", "maxLength": 64}}),
+            ),
+            authed(vec![
+                ok(200, "{id, name}").with_schema(schemas::passkey()),
+                err(404, "passkey_not_found"),
+            ]),
+        ),
+        DOCS.op(
+            "passkey_delete",
+            summary,
+            None,
+            authed(vec![
+                ok(200, "{id, status: deleted}").with_schema(schemas::deleted()),
+                err(403, "step_up_required"),
+                err(404, "passkey_not_found"),
+                err(409, "last_sign_in_method"),
+            ]),
+        ),
+    ]
+}
+
+/// The passkey routes: the ceremonies and managing one's passkeys.
+pub fn routes(r: Router) -> Router {
+    let (register_options_doc, register_verify_doc) = register_docs();
+    let (login_options_doc, login_verify_doc) = login_docs();
+    let [list_doc, rename_doc, delete_doc] = manage_docs();
+    r.route(
+        Method::POST,
+        "/auth/passkeys/register/options",
+        endpoint(|s, r| async move { register_options(&s, r).await }),
+        register_options_doc,
+    )
+    .route(
+        Method::POST,
+        "/auth/passkeys/register/verify",
+        endpoint(|s, r| async move { register_verify(&s, r).await }),
+        register_verify_doc,
+    )
+    .route(
+        Method::POST,
+        "/auth/passkeys/login/options",
+        endpoint(|s, r| async move { login_options(&s, r).await }),
+        login_options_doc,
+    )
+    .route(
+        Method::POST,
+        "/auth/passkeys/login/verify",
+        endpoint(|s, r| async move { login_verify(&s, r).await }),
+        login_verify_doc,
+    )
+    .route(
+        Method::POST,
+        "/auth/passkeys/step-up/options",
+        endpoint(|s, r| async move { step_up_options(&s, r).await }),
+        step_up_doc(),
+    )
+    .route(
+        Method::GET,
+        "/auth/passkeys",
+        endpoint(|s, r| async move { list(&s, r).await }),
+        list_doc,
+    )
+    .route(
+        Method::PATCH,
+        "/auth/passkeys/{id}",
+        endpoint(|s, r| async move { rename(&s, r).await }),
+        rename_doc,
+    )
+    .route(
+        Method::DELETE,
+        "/auth/passkeys/{id}",
+        endpoint(|s, r| async move { delete(&s, r).await }),
+        delete_doc,
+    )
 }

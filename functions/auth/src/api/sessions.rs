@@ -9,17 +9,19 @@
 
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::ok_json;
-use edgecoder_kernel::http_types::{HeaderValue, header};
-use edgecoder_kernel::{Request, Response, Services};
+use edgecoder_kernel::http_types::{HeaderValue, Method, header};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok};
+use edgecoder_kernel::{Request, Response, Router, Services};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::Error;
 use crate::api::accounts::check_password;
+use crate::api::{authed, token_response_docs, token_schema};
 use crate::secrets::{hash_token, new_token, rfc3339, well_formed};
 use crate::session::{self, Client, REFRESH_PREFIX};
 use crate::store;
 use crate::store::sessions::PresentedToken;
+use crate::{DOCS, Error, schemas};
 
 /// `POST /auth/token/refresh` body (device clients).
 #[derive(Deserialize, Default)]
@@ -268,7 +270,7 @@ pub struct StepUp {
     #[serde(default)]
     password: Option<String>,
     #[serde(default)]
-    passkey: Option<crate::api::passkeys::AssertionJson>,
+    passkey: Option<crate::ceremony::AuthenticationResponseJson>,
 }
 
 /// `POST /auth/step-up`: re-authenticates and returns a token with a fresh
@@ -282,9 +284,15 @@ pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
             "pwd",
         ),
         (None, Some(assertion)) => (
-            crate::api::passkeys::verify_assertion(s, &req, assertion, "step_up", Some(&p))
-                .await
-                .map(|_| ()),
+            crate::api::passkeys::verify_assertion(
+                s,
+                &req,
+                assertion,
+                crate::ceremony::Ceremony::StepUp,
+                Some(&p),
+            )
+            .await
+            .map(|_| ()),
             "pop",
         ),
         _ => {
@@ -324,4 +332,129 @@ pub async fn step_up(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
     let access = session::access_token(s, &p.session_id).await?;
     Ok(session::token_response(s, &access, None, Client::Device))
+}
+
+/// The session routes: refresh, sign-out, the caller's sessions, `me`, step-up.
+pub fn routes(r: Router) -> Router {
+    r.route(
+        Method::POST,
+        "/auth/token/refresh",
+        endpoint(|s, r| async move { refresh(&s, r).await }),
+        refresh_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/logout",
+        endpoint(|s, r| async move { logout(&s, r).await }),
+        logout_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/logout-all",
+        endpoint(|s, r| async move { logout_all(&s, r).await }),
+        logout_all_doc(),
+    )
+    .route(
+        Method::GET,
+        "/auth/sessions",
+        endpoint(|s, r| async move { list(&s, r).await }),
+        list_doc(),
+    )
+    .route(
+        Method::DELETE,
+        "/auth/sessions/{id}",
+        endpoint(|s, r| async move { revoke(&s, r).await }),
+        revoke_doc(),
+    )
+    .route(
+        Method::GET,
+        "/auth/me",
+        endpoint(|s, r| async move { me(&s, r).await }),
+        me_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/step-up",
+        endpoint(|s, r| async move { step_up(&s, r).await }),
+        step_up_doc(),
+    )
+}
+
+fn refresh_doc() -> RouteDoc {
+    let summary = "Exchange a refresh token (body for devices, cookie + allowed Origin for browsers); rotates it";
+    let mut responses = token_response_docs();
+    responses.push(err(401, "invalid_refresh_token"));
+    responses.push(err(403, "csrf_rejected"));
+    DOCS.op(
+        "token_refresh",
+        summary,
+        object(&[], json!({"refresh_token": token_schema()})),
+        responses,
+    )
+}
+
+fn logout_doc() -> RouteDoc {
+    DOCS.op(
+        "logout",
+        "Sign out this session",
+        None,
+        authed(vec![
+            ok(200, "{status: signed_out}").with_schema(schemas::status()),
+        ]),
+    )
+}
+
+fn logout_all_doc() -> RouteDoc {
+    DOCS.op(
+        "logout_all",
+        "Sign out every session",
+        None,
+        authed(vec![
+            ok(200, "{status: signed_out, sessions_revoked}").with_schema(schemas::status()),
+        ]),
+    )
+}
+
+fn list_doc() -> RouteDoc {
+    DOCS.op(
+        "sessions_list",
+        "The caller's live sessions",
+        None,
+        authed(vec![
+            ok(200, "{sessions: [...]}").with_schema(schemas::sessions()),
+        ]),
+    )
+}
+
+fn revoke_doc() -> RouteDoc {
+    DOCS.op(
+        "session_revoke",
+        "Revoke one of the caller's sessions",
+        None,
+        authed(vec![
+            ok(200, "{status: revoked}").with_schema(schemas::status()),
+            err(404, "session_not_found"),
+        ]),
+    )
+}
+
+fn me_doc() -> RouteDoc {
+    let what = "{id, email, email_verified, display_name, roles, created_at}";
+    DOCS.op(
+        "me",
+        "The signed-in user",
+        None,
+        authed(vec![ok(200, what).with_schema(schemas::me())]),
+    )
+}
+
+fn step_up_doc() -> RouteDoc {
+    let mut responses = token_response_docs();
+    responses.push(err(429, "rate_limited"));
+    DOCS.op(
+        "step_up",
+        "Re-authenticate; returns a token with a fresh auth_time",
+        object(&["password"], json!({"password": {"type": "string"}})),
+        authed(responses),
+    )
 }
