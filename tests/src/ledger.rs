@@ -1,4 +1,4 @@
-//! Ledger checks (issue 4, first part): appends under the service credential
+//! Ledger checks: appends under the service credential
 //! only, idempotency, exact entry bytes, signed checkpoints that open with the
 //! deployment's key, inclusion and consistency proofs that verify against
 //! them, and the range errors.

@@ -1,4 +1,4 @@
-//! Mesh checks (issue 5): node registration under approval, signed requests
+//! Mesh checks: node registration under approval, signed requests
 //! and each way a signature is refused, per-node rate limits, the heartbeat
 //! policy, and task scheduling with leases, over HTTP on any runtime. The
 //! suite plays the device agent itself (it signs with its own keys and

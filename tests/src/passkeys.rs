@@ -1,4 +1,4 @@
-//! Passkey checks (issue 6, first part): full registration and sign-in
+//! Passkey checks: full registration and sign-in
 //! ceremonies over HTTP with a real software authenticator nobody here
 //! wrote (1Password's `passkey-authenticator` behind `passkey-client`), for
 //! ES256 and EdDSA, and each refusal the relying party owes: wrong origin,

@@ -1,19 +1,23 @@
 //! The `auth` function, served under `/auth/` (and the issuer's
 //! `/.well-known/jwks.json`).
 //!
-//! In scope: portal identity (issue 3): accounts with Argon2id passwords,
-//! email verification and password reset by one-time emailed tokens, sessions
-//! with ES256 access tokens and rotating refresh tokens, roles with step-up,
-//! node enrollment tokens, SQL rate limits, the audit trail of all of it, and
-//! the JWK Set. Passkeys and OAuth sign-in come with issue 6.
+//! In scope: portal identity: accounts with Argon2id passwords, email
+//! verification and password reset by one-time emailed tokens, sessions with
+//! ES256 access tokens and rotating refresh tokens, passkeys (WebAuthn),
+//! sign-in with OAuth 2.0 / OpenID Connect providers, roles with step-up,
+//! node enrollment tokens, rate limits, the audit trail of all of it, and the
+//! JWK Set; the function's own settings ([`settings`]).
 //!
 //! Out of scope: platform bindings. Like every function crate this one is pure
 //! logic over the kernel's ports; `runtimes/` serve it. Access-token
 //! verification lives in the kernel (`tokens`) so every function can check
 //! tokens statelessly.
 //!
-//! Modules: [`api`] (handlers), [`session`] (bearer authentication, sessions,
-//! cookies, audit helper), [`password`], [`ratelimit`], [`mail`], [`secrets`],
+//! Modules: [`api`] (handlers, each module with its `routes()`), [`session`]
+//! (bearer authentication, sessions, cookies, audit helper), [`ceremony`]
+//! (the WebAuthn ceremonies' start/finish API) over [`webauthn`] (its byte
+//! formats), [`oidc`] and [`oauth_settings`], [`password`], [`ratelimit`]
+//! (identity's rules over the kernel's limiter), [`mail`], [`secrets`],
 //! [`client`] (what other functions ask: callers and enrollment redemption),
 //! [`store`] (the handlers' typed storage, one module per resource).
 

@@ -8,7 +8,7 @@
 //! that reports when stored parameters are older than the current ones
 //! (rehash on login), a dummy verification with the same cost for unknown
 //! accounts (no timing oracle), and email normalisation. Out of scope:
-//! storage, rate limits and the routes that use these (the rest of issue 3).
+//! storage, rate limits and the routes that use these.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};

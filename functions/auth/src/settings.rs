@@ -143,6 +143,11 @@ impl Settings {
         if mail == MailSettings::Outbox {
             warnings.push("mail_provider=outbox: mail is stored, not sent".to_owned());
         }
+        if !passkey_refuse_counter_regression {
+            warnings.push(
+                "passkey_counter_policy=warn: a passkey whose counter went backwards (a possible clone) still signs in; it is only audited".to_owned(),
+            );
+        }
         Ok(Settings {
             bootstrap_secret,
             mail,
@@ -233,6 +238,24 @@ mod tests {
         }
         let err = load("production", &[("mail_api_key", "k")]).expect_err("no sender");
         assert!(err.to_string().contains("mail_from"), "{err}");
+        // Accepting possibly cloned passkeys is allowed, but never silently.
+        let warn = load(
+            "production",
+            &[
+                ("mail_api_key", "re_test"),
+                ("mail_from", "a@b"),
+                ("passkey_counter_policy", "warn"),
+            ],
+        )
+        .expect("ok");
+        assert!(!warn.passkey_refuse_counter_regression);
+        assert!(
+            warn.warnings
+                .iter()
+                .any(|w| w.contains("passkey_counter_policy=warn")),
+            "{:?}",
+            warn.warnings
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Conformance-only routes, mounted when `insecure_test_routes` is on
-//! (development mode only; production refuses the setting).
+//! Conformance-only routes, compiled only with the `danger-test-routes`
+//! feature and mounted only when `insecure_test_routes` is on (development
+//! mode only; production refuses the setting).
 //!
 //! In scope: `POST /<fn>/_test/echo`, a JSON route that exercises the request
-//! pipeline (media type, size cap, syntax, shape) before later issues add real
-//! JSON routes (it echoes only a validated `message` field), and
+//! pipeline (media type, size cap, syntax, shape) on every runtime (it
+//! echoes only a validated `message` field), and
 //! `POST /<fn>/_test/ports`, which runs the `Sql` and `Kv` port contract inside
 //! the runtime (typed values, change counts, batch rollback, KV prefix listing
 //! and deletion) and reports each check, so the same contract is verified on
