@@ -423,6 +423,39 @@ fn verify_needs_the_logs_origin_and_refuses_another() {
     );
     let (ok, out) = run(&["--origin", ORIGIN]);
     assert!(ok, "{out}");
+    // A trust file pinning two logs' keys: --origin names the one meant, and
+    // a checkpoint of the other is refused though its key is trusted.
+    let other = edgecoder_kernel::SigningKey::from_secret(&signing_key_base64()).expect("key");
+    let other_spki = STANDARD.encode(
+        other
+            .verifying_key()
+            .to_public_key_der()
+            .expect("spki")
+            .as_bytes(),
+    );
+    let trust = f.dir.join("trust.txt");
+    std::fs::write(
+        &trust,
+        format!("{ORIGIN} {}\nstaging.example/ledger {other_spki}\n", f.spki),
+    )
+    .expect("trust file");
+    let _ = std::fs::remove_file(f.state());
+    let by_trust = |origin: &str| {
+        let out = Command::new(edgecoder_binary())
+            .args(["verify", "--url", &f.server.base, "--trust"])
+            .arg(&trust)
+            .args(["--origin", origin, "--state"])
+            .arg(f.state())
+            .output()
+            .expect("verify");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    must_fail(by_trust("staging.example/ledger"), "checkpoint refused");
+    let (ok, out) = by_trust(ORIGIN);
+    assert!(ok, "{out}");
 }
 
 #[test]

@@ -134,13 +134,15 @@ pub struct UserEntity<'a> {
 /// whose passkey it makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasskeyRegistration {
+    challenge: Challenge,
     user_id: String,
 }
 
 impl PasskeyRegistration {
-    /// The state as its consumed challenge row describes it.
-    pub fn resume(user_id: String) -> PasskeyRegistration {
-        PasskeyRegistration { user_id }
+    /// The state as its consumed challenge row describes it: the challenge
+    /// the row was found by, and the user it was bound to.
+    pub fn resume(challenge: Challenge, user_id: String) -> PasskeyRegistration {
+        PasskeyRegistration { challenge, user_id }
     }
 
     /// The user the passkey is for.
@@ -152,15 +154,25 @@ impl PasskeyRegistration {
 /// An authentication or step-up in progress (opaque).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasskeyAuthentication {
+    challenge: Challenge,
     ceremony: Ceremony,
     user_id: Option<String>,
 }
 
 impl PasskeyAuthentication {
-    /// The state as its consumed challenge row describes it: the user it
-    /// was bound to (step-up), or none (sign-in).
-    pub fn resume(ceremony: Ceremony, user_id: Option<String>) -> PasskeyAuthentication {
-        PasskeyAuthentication { ceremony, user_id }
+    /// The state as its consumed challenge row describes it: the challenge
+    /// it was found by, its ceremony, and the user it was bound to (step-up)
+    /// or none (sign-in).
+    pub fn resume(
+        challenge: Challenge,
+        ceremony: Ceremony,
+        user_id: Option<String>,
+    ) -> PasskeyAuthentication {
+        PasskeyAuthentication {
+            challenge,
+            ceremony,
+            user_id,
+        }
     }
 
     /// The ceremony.
@@ -205,6 +217,7 @@ pub fn start_registration(
     (
         options,
         PasskeyRegistration {
+            challenge: challenge.clone(),
             user_id: user_id.to_owned(),
         },
     )
@@ -230,6 +243,7 @@ pub fn start_authentication(
     (
         options,
         PasskeyAuthentication {
+            challenge: challenge.clone(),
             ceremony,
             user_id: user_id.map(str::to_owned),
         },
@@ -389,6 +403,12 @@ pub fn finish_registration(
     state: PasskeyRegistration,
     response: RegistrationResponse,
 ) -> Result<NewPasskey, Error> {
+    // The handler found the state by this challenge; checked again so that
+    // no caller can finish a ceremony with another one's state. Challenges
+    // are not secret (the browser holds them), so plain equality will do.
+    if response.read.challenge != state.challenge {
+        return Err(Error::PasskeyChallengeInvalid);
+    }
     let att = AttestationObject::parse(&unb64(&response.attestation_object, "attestationObject")?)?;
     let auth = AuthData::parse(&att.auth_data)?;
     auth.require_rp(rp.id)?;
@@ -445,6 +465,7 @@ fn uuid(b: &[u8; 16]) -> String {
 /// its credential id the stored key.
 pub struct AuthenticationResponse {
     read: Read,
+    ceremony: Ceremony,
     authenticator_data: String,
     signature: String,
     user_handle: Option<String>,
@@ -467,6 +488,7 @@ impl AuthenticationResponse {
         )?;
         Ok(AuthenticationResponse {
             read,
+            ceremony,
             authenticator_data: json.response.authenticator_data.clone(),
             signature: json.response.signature.clone(),
             user_handle: json.response.user_handle.clone(),
@@ -535,6 +557,9 @@ pub async fn finish_authentication(
     stored: Option<StoredPasskey<'_>>,
     signatures: &dyn SignatureCheck,
 ) -> Result<Assertion, Error> {
+    if response.read.challenge != state.challenge || response.ceremony != state.ceremony {
+        return Err(Error::PasskeyChallengeInvalid);
+    }
     let auth_raw = unb64(&response.authenticator_data, "authenticatorData")?;
     let auth = AuthData::parse(&auth_raw)?;
     auth.require_rp(rp.id)?;
@@ -748,7 +773,7 @@ mod tests {
         other_rp.rp_id = "evil.example";
         let response = RegistrationResponse::read(&rp, other_rp.create(&options, ORIGIN))
             .expect("client data passes");
-        let state = PasskeyRegistration::resume("u1".into());
+        let state = PasskeyRegistration::resume(Challenge::new([1; 32]), "u1".into());
         assert!(finish_registration(&rp, state.clone(), response).is_err());
         let mut no_uv = Authenticator::new(4);
         no_uv.flags = FLAG_UP;
@@ -826,5 +851,50 @@ mod tests {
             assert_with(&a, None, Some(wrong_key), ""),
             Err(Error::PasskeyAssertionInvalid)
         ));
+    }
+
+    #[test]
+    fn a_state_finishes_only_the_ceremony_it_was_started_for() {
+        let origins = vec![ORIGIN.to_owned()];
+        let rp = rp(&origins);
+        let a = Authenticator::new(7);
+        let user = UserEntity {
+            handle: "aGFuZGxl",
+            name: "ada@example.com",
+            display_name: "Ada",
+        };
+        let (options, _) = start_registration(&rp, "u1", &user, &[], &Challenge::new([1; 32]));
+        let response = RegistrationResponse::read(&rp, a.create(&options, ORIGIN)).expect("read");
+        let other = PasskeyRegistration::resume(Challenge::new([2; 32]), "u1".into());
+        assert!(matches!(
+            finish_registration(&rp, other, response),
+            Err(Error::PasskeyChallengeInvalid)
+        ));
+        let challenge = Challenge::new([3; 32]);
+        let (options, _) =
+            start_authentication(&rp, Ceremony::Authentication, None, &[], &challenge);
+        let json = a.get(&options, ORIGIN, "");
+        let cose = a.cose();
+        let stored = StoredPasskey {
+            user_id: "u1",
+            public_key_cbor: &cose,
+            backup_eligible: false,
+            user_handle: None,
+        };
+        for state in [
+            PasskeyAuthentication::resume(challenge.clone(), Ceremony::StepUp, None),
+            PasskeyAuthentication::resume(Challenge::new([4; 32]), Ceremony::Authentication, None),
+        ] {
+            let response =
+                AuthenticationResponse::read(&rp, Ceremony::Authentication, &json).expect("read");
+            let finished = block_on(finish_authentication(
+                &rp,
+                state,
+                response,
+                Some(stored.clone()),
+                &SoftwareSignatures,
+            ));
+            assert!(matches!(finished, Err(Error::PasskeyChallengeInvalid)));
+        }
     }
 }

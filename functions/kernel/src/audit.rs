@@ -192,14 +192,12 @@ pub struct Filter {
 /// The newest events matching `filter`, newest first.
 pub async fn query(sql: &dyn Sql, filter: &Filter) -> Result<Vec<StoredAuditEvent>, Error> {
     let limit = i64::try_from(filter.limit.clamp(1, 1000)).unwrap_or(1000);
-    // The prefix is ours (a function name), never the caller's, so LIKE's
-    // wildcards cannot come from a request.
-    let prefix = filter.action_prefix.map(|p| format!("{p}%"));
+    let prefix = filter.action_prefix;
     let rows = sql
         .execute(Statement::new(
             "SELECT id, time, actor, action, target, outcome, request_id, client_ip, details \
              FROM audit_events WHERE (?1 IS NULL OR time >= ?1) AND (?2 IS NULL OR actor = ?2) \
-               AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR action LIKE ?4) \
+               AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR substr(action, 1, length(?4)) = ?4) \
                AND (?5 IS NULL OR target = ?5) AND (?6 IS NULL OR request_id = ?6) \
              ORDER BY time DESC, id LIMIT ?7",
             vec![

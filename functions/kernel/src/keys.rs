@@ -1,7 +1,7 @@
 //! The function's P-256 signing key: loading, generation and key ids.
 //!
 //! In scope: parsing a PKCS#8 PEM key from the secret store, generating one from
-//! the [`Rng`](crate::Rng) port for development, and the key id. Out of scope:
+//! the [`Rng`] port for development, and the key id. Out of scope:
 //! what gets signed (JWTs, checkpoints and envelopes belong to the functions that
 //! issue them) and where the key is kept (the runtime's secret store).
 //!

@@ -5,12 +5,19 @@
 //! - [`ports`]: the capabilities a runtime provides (`Sql`, `Kv`, `Clock`, `Rng`,
 //!   `ConfigSource`, `Outbound`, `Defer`, `LedgerClient`, `IdentityClient`), as traits with no platform types;
 //! - [`error`]: the crate's one error enum and RFC 9457 problem+json rendering;
-//! - [`config`]: typed settings, production-mode refusals;
+//! - [`config`]: the settings every function shares, production-mode
+//!   refusals, and `Vars` for each function's own settings;
 //! - [`context`] and [`http`]: request context (request id, client IP), requests,
 //!   responses, the body cap and JSON decoding;
-//! - [`router`]: the route table, dispatch and the OpenAPI document;
-//! - [`health`], [`audit`], [`migrations`], [`keys`]: readiness, the audit sink,
-//!   the shared schema and the signing key.
+//! - [`router`]: the route table, dispatch, the OpenAPI document and the
+//!   helpers each function's `routes()` uses (`endpoint`, `Docs`, `ok`, `err`);
+//! - [`ratelimit`]: the one rate limiter (fixed windows in SQL, 429 with
+//!   `Retry-After`), whose rules the functions name;
+//! - [`health`], [`audit`], [`migrations`], [`keys`]: readiness, the audit sink
+//!   (with `audit::denied`, which records a refusal and returns its error, and
+//!   `audit::query`), the shared schema and the signing key;
+//! - `testroutes`: conformance routes, only with the `danger-test-routes`
+//!   feature.
 //!
 //! Wire formats are not here: request signatures, node ids and mesh messages
 //! are `edgecoder-proto`'s, log formats `edgecoder-tlog`'s.

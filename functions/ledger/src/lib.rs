@@ -3,7 +3,9 @@
 //! In scope: the append-only log's storage on SQL with gap-free
 //! compare-and-set appends and O(log n) proofs ([`log`]), the HTTP routes,
 //! checkpoints and c2sp.org/tlog-proof receipts ([`api`]), double-entry
-//! credits ([`credits`]) and the [`client`]s other functions append through.
+//! credits ([`credits`]) with their typed storage ([`store`]), the
+//! [`client`]s other functions append through, and the function's own
+//! settings ([`Settings`]). `api` and `credits` each expose their `routes()`.
 //! The formats themselves (RFC 6962 SHA-256 trees and proofs, C2SP signed
 //! checkpoints, tlog-proof) are `edgecoder-tlog`'s; the offline verifier is
 //! the native runtime's `edgecoder verify`.

@@ -12,8 +12,10 @@
 //! (the device agent, `agent/`), and the wire formats themselves
 //! (`edgecoder-proto`: signatures, node ids, messages).
 //!
-//! Modules: [`authn`] (who is calling), [`nodes`], [`policy`], [`tasks`].
-//! Like every function crate this one is pure logic over the kernel's ports.
+//! Modules: [`authn`] (who is calling), [`nodes`] and [`tasks`] (handlers,
+//! each with its `routes()`), [`policy`], [`store`] (every statement the
+//! mesh runs, typed), and its own settings ([`Settings`]). Like every
+//! function crate this one is pure logic over the kernel's ports.
 
 pub mod authn;
 mod error;

@@ -9,6 +9,12 @@
 //! | `mesh_max_attempts` | var | `3` | leases a task gets before it fails with `attempts_exhausted` (1–20) |
 //! | `mesh_lease_grace_ms` | var | `30000` | a lease lasts the task's timeout plus this (0–600000) |
 //! | `mesh_origins` | var | the `issuer` in production; any in development | comma-separated origins (`https://host[:port]`) node signatures must name in `@target-uri` / `@authority`: a request signed for another coordinator is refused (421 `misdirected_request`) even where the same key is registered |
+//!
+//! `mesh_origins` is what nodes are told to sign for, so it must be the
+//! origin they reach: a mesh served from another host than the issuer lists
+//! that host, and a native server behind a proxy needs `trusted_proxies` (the
+//! last `X-Forwarded-Host` / `-Proto` values count, those the nearest trusted
+//! proxy wrote); otherwise every signed request is answered 421.
 
 use edgecoder_kernel::config::{Mode, Vars, is_origin};
 use edgecoder_kernel::{Config, ConfigSource, Error, Services};
@@ -61,6 +67,16 @@ impl Settings {
                     .collect::<Result<Vec<_>, _>>()?;
                 if origins.is_empty() {
                     return Err(refused());
+                }
+                // Natively, without a trusted proxy, the authority is the
+                // client's Host header: a loopback origin in production would
+                // let anyone address a request "here".
+                if config.mode == Mode::Production
+                    && origins.iter().any(|o| !o.starts_with("https://"))
+                {
+                    return Err(Error::Config(
+                        "mesh_origins must be https in production".into(),
+                    ));
                 }
                 origins
             }
@@ -123,6 +139,9 @@ mod tests {
         production.issuer = "https://Edge.example".into();
         let s = Settings::load(&Map(HashMap::new()), &production).expect("production");
         assert_eq!(s.origins, ["https://edge.example"]);
+        let loopback = Map(HashMap::from([("mesh_origins", "http://localhost:8787")]));
+        let err = Settings::load(&loopback, &production).expect_err("http in production");
+        assert!(err.to_string().contains("mesh_origins"), "{err}");
         let s = load(HashMap::from([(
             "mesh_origins",
             "https://Mesh.example:443/, http://localhost:8787",

@@ -238,7 +238,8 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
 }
 
 /// Returns expired leases to the queue, or fails their tasks once they have
-/// had every attempt; each change is audited in the same batch.
+/// had every attempt, then audits each change (in one batch after the
+/// update: the rows changed are known only from its `RETURNING`).
 pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
     let now = s.clock.now_ms();
     // The node that let its lease lapse is gone from the row, so the audit

@@ -116,8 +116,9 @@ enum Command {
         #[arg(long)]
         key: Vec<String>,
         /// The log's origin (`GET /ledger/keys` gives it): the name `--key`
-        /// signs under. Required with `--key`: a checkpoint must name the log
-        /// you meant, not just carry a signature by a key you trust.
+        /// signs under, and the only log accepted (also with `--trust`).
+        /// Required with `--key`: a checkpoint must name the log you meant,
+        /// not just carry a signature by a key you trust.
         #[arg(long)]
         origin: Option<String>,
         /// A trust file: `<key name> <base64 SPKI>` per line.
@@ -276,7 +277,10 @@ fn main() -> Result<()> {
                 if trusted.is_empty() {
                     anyhow::bail!("no trusted key: pass --key or --trust");
                 }
-                println!("{}", verify::verify_receipt(&path, &trusted)?);
+                println!(
+                    "{}",
+                    verify::verify_receipt(&path, &trusted, origin.as_deref())?
+                );
                 return Ok(());
             }
             let source = match (url, db) {
@@ -303,6 +307,7 @@ fn main() -> Result<()> {
             let summary = verify::run(&verify::Options {
                 source,
                 trusted,
+                origin,
                 state,
                 entry,
             })?;

@@ -39,6 +39,9 @@ pub struct Options {
     pub source: Source,
     /// Trusted checkpoint keys.
     pub trusted: Vec<TrustedKey>,
+    /// The log meant: a checkpoint of another origin is refused even when a
+    /// trusted key (of another log) signed it.
+    pub origin: Option<String>,
     /// The last accepted checkpoint is remembered here.
     pub state: PathBuf,
     /// Also check this entry's inclusion proof.
@@ -245,6 +248,17 @@ fn b64(h: &Hash) -> String {
     STANDARD.encode(h)
 }
 
+/// Refuses a checkpoint of another log than the one asked for.
+fn expect_origin(cp: &Checkpoint, origin: Option<&str>) -> Result<()> {
+    match origin {
+        Some(o) if o != cp.origin => bail!(
+            "checkpoint refused: it is {}'s, not {o}'s (--origin)",
+            cp.origin
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Runs the verification; `Ok` carries the summary line.
 pub fn run(opts: &Options) -> Result<String> {
     if opts.trusted.is_empty() {
@@ -272,6 +286,7 @@ pub fn run(opts: &Options) -> Result<String> {
     let trusted = &opts.trusted;
     let cp: Checkpoint =
         checkpoint::open(&note, trusted).map_err(|e| anyhow!("checkpoint refused: {e}"))?;
+    expect_origin(&cp, opts.origin.as_deref())?;
     let previous: Option<State> = std::fs::read(&opts.state)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -419,7 +434,7 @@ pub fn run(opts: &Options) -> Result<String> {
 /// the entry's RFC 6962 leaf hash must be included at the proof's index, and
 /// the (now authenticated) entry must be a credit transfer written by the
 /// ledger itself; the transfer's id and postings are printed.
-pub fn verify_receipt(path: &Path, trusted: &[TrustedKey]) -> Result<String> {
+pub fn verify_receipt(path: &Path, trusted: &[TrustedKey], origin: Option<&str>) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let proof = TlogProof::parse(&text).map_err(|e| anyhow!("not a tlog-proof: {e}"))?;
@@ -429,6 +444,7 @@ pub fn verify_receipt(path: &Path, trusted: &[TrustedKey]) -> Result<String> {
         }
         _ => anyhow!("the entry is not in the signed log: {e}"),
     })?;
+    expect_origin(&cp, origin)?;
     let envelope: serde_json::Value =
         serde_json::from_slice(entry).context("entry is not an envelope")?;
     let payload: serde_json::Value = serde_json::from_slice(

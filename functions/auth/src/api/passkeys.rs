@@ -183,7 +183,9 @@ pub async fn register_verify(s: &Services, req: Request) -> Result<Response, Err
         )
         .await?;
         let state = match bound {
-            Some(user) if user == p.user_id => PasskeyRegistration::resume(user),
+            Some(user) if user == p.user_id => {
+                PasskeyRegistration::resume(response.challenge().clone(), user)
+            }
             _ => return Err(Error::PasskeyChallengeInvalid),
         };
         ceremony::finish_registration(&rp, state, response)
@@ -383,7 +385,7 @@ pub async fn verify_assertion(
     if bound.as_deref() != caller.map(|p| p.user_id.as_str()) {
         return Err(Error::PasskeyChallengeInvalid);
     }
-    let state = PasskeyAuthentication::resume(ceremony, bound);
+    let state = PasskeyAuthentication::resume(response.challenge().clone(), ceremony, bound);
     let id = response.credential_id();
     let cred = store::passkeys::credential(s.sql.as_ref(), &id).await?;
     let stored = cred.as_ref().map(|c| StoredPasskey {
