@@ -190,7 +190,10 @@ pub fn start_native_at(
     .arg(data_dir)
     .env_remove("EDGECODER_MODE")
     .env("EDGECODER_INSECURE_TEST_ROUTES", "true")
-    .env("EDGECODER_LOG", "warn");
+    .env("EDGECODER_LOG", "warn")
+    // Signed requests must be addressed to this server (the suite checks
+    // that one addressed elsewhere is misdirected).
+    .env("EDGECODER_MESH_ORIGINS", format!("http://127.0.0.1:{port}"));
     for (k, v) in extra_env {
         cmd.env(k, v);
     }

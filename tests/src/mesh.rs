@@ -371,6 +371,10 @@ pub fn checks() -> Vec<(&'static str, MeshCheck)> {
             signature_for_another_authority_or_path_is_refused,
         ),
         (
+            "request_signed_for_another_coordinator_is_misdirected",
+            request_signed_for_another_coordinator_is_misdirected,
+        ),
+        (
             "signature_structured_fields_are_parsed_per_rfc_9651",
             signature_structured_fields_are_parsed_per_rfc_9651,
         ),
@@ -675,6 +679,32 @@ fn signature_for_another_authority_or_path_is_refused(x: &Ctx) -> Result<(), Str
         .map_err(|e| format!("signed for {signed_for}: {e}"))?;
     }
     Ok(())
+}
+
+/// The same registered key, a request signed for another coordinator and
+/// delivered here under that coordinator's name (`Host`): refused as
+/// misdirected before any key is looked up, since this deployment serves
+/// only its own origin (`mesh_origins`).
+fn request_signed_for_another_coordinator_is_misdirected(x: &Ctx) -> Result<(), String> {
+    let (_, node) = pending(x, "misdirected")?;
+    let body = server_telemetry().to_string().into_bytes();
+    let other = "coordinator-b.example";
+    let hs = sign_headers(
+        &node.key,
+        &node.kid,
+        "POST",
+        &format!("http://{other}/mesh/heartbeat"),
+        &body,
+        &ok_sig(),
+    );
+    let mut headers: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    headers.push(("content-type", "application/json"));
+    headers.push(("host", other));
+    expect_problem(
+        &x.c.send_with("POST", "/mesh/heartbeat", &headers, &body)?,
+        421,
+        "misdirected_request",
+    )
 }
 
 /// Optional whitespace after `;` and a second signature label are valid

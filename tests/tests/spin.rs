@@ -90,6 +90,8 @@ fn start_serving(
     cmd.args(["--var", &format!("ledger_url=http://127.0.0.1:{port}")]);
     // The mesh component reaches the auth component the same way.
     cmd.args(["--var", &format!("auth_url=http://127.0.0.1:{port}")]);
+    // Signed requests must be addressed to this app.
+    cmd.args(["--var", &format!("mesh_origins=http://127.0.0.1:{port}")]);
     for v in vars {
         cmd.args(["--var", v]);
     }

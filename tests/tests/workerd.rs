@@ -94,7 +94,9 @@ fn start_config(
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    for (k, v) in dev_settings(key).into_iter().chain(extra) {
+    // Signed requests must be addressed to this Worker.
+    let origin = ("mesh_origins", format!("http://127.0.0.1:{port}"));
+    for (k, v) in dev_settings(key).into_iter().chain([origin]).chain(extra) {
         args.push("--var".into());
         args.push(format!("{}:{v}", env_name(k)));
     }
