@@ -214,7 +214,7 @@ fn ledger(c: &Client, service_token: &str) {
     let mut n = 0u32;
     let append = timed(101, || {
         n += 1;
-        let body = json!({"payload_type": "edgecoder.dev/audit/v1", "payload": "aGVsbG8=", "idempotency_key": format!("bench-{nanos}-{n}")});
+        let body = json!({"payload_type": "example.org/audit/v1", "payload": "aGVsbG8=", "idempotency_key": format!("bench-{nanos}-{n}")});
         let r = c.send_with(
             "POST",
             "/ledger/entries",

@@ -19,7 +19,7 @@ fn append(x: &Ctx, bearer: Option<&str>, key: &str, payload: &[u8]) -> Result<Re
         "/ledger/entries",
         bearer,
         Some(&json!({
-            "payload_type": "edgecoder.dev/audit/v1",
+            "payload_type": "example.org/audit/v1",
             "payload": STANDARD.encode(payload),
             "idempotency_key": key,
         })),
@@ -84,6 +84,18 @@ pub fn checks() -> Vec<(&'static str, LedgerCheck)> {
         (
             "credits_balance_refuse_overdraft_and_are_logged",
             credits_balance_refuse_overdraft_and_are_logged,
+        ),
+        (
+            "ledger_authorises_on_current_roles_not_token_claims",
+            ledger_authorises_on_current_roles_not_token_claims,
+        ),
+        (
+            "ledger_reserves_the_project_namespace_and_refuses_look_alikes",
+            ledger_reserves_the_project_namespace_and_refuses_look_alikes,
+        ),
+        (
+            "ledger_refuses_an_idempotency_key_reused_with_another_payload",
+            ledger_refuses_an_idempotency_key_reused_with_another_payload,
         ),
     ]
 }
@@ -306,7 +318,7 @@ fn ledger_appends_are_idempotent_and_keep_exact_bytes(x: &Ctx) -> Result<(), Str
         ));
     }
     let index = first.json()?["index"].as_u64().ok_or("no index")?;
-    let again = append(x, Some(&svc), &key, b"something else")?;
+    let again = append(x, Some(&svc), &key, b"hello ledger")?;
     let v = again.json()?;
     if again.status != 200 || v["index"].as_u64() != Some(index) || v["duplicate"] != true {
         return Err(format!(
@@ -320,7 +332,7 @@ fn ledger_appends_are_idempotent_and_keep_exact_bytes(x: &Ctx) -> Result<(), Str
         return Err("leaf_hash is not SHA-256(0x00 || entry bytes)".into());
     }
     let envelope: Json = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    if envelope["type"] != "edgecoder.dev/audit/v1"
+    if envelope["type"] != "example.org/audit/v1"
         || envelope["principal"] != "service"
         || b64(&envelope["payload"]) != b"hello ledger"
     {
@@ -479,6 +491,223 @@ fn ledger_bad_ranges_are_invalid_range(x: &Ctx) -> Result<(), String> {
     ] {
         expect_problem(&x.c.get(path)?, 400, "invalid_range")
             .map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Grants `system_admin` to `user` with the suite's admin; returns a fresh,
+/// stepped-up token of `user`'s (its claims name the role).
+fn make_admin(x: &Ctx, user: &crate::identity::Account) -> Result<String, String> {
+    let (_, admin) = x.admin()?;
+    let r = x.send(
+        "POST",
+        &format!("/auth/admin/users/{}/roles", user.id),
+        Some(&admin),
+        Some(&json!({"role": "system_admin"})),
+        &[],
+    )?;
+    if r.status != 200 {
+        return Err(format!(
+            "grant: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ));
+    }
+    let r = x.send(
+        "POST",
+        "/auth/step-up",
+        Some(&user.access),
+        Some(&json!({"password": crate::identity::PASSWORD})),
+        &[],
+    )?;
+    Ok(r.json()?["access_token"].as_str().unwrap_or("").to_owned())
+}
+
+fn issuance_grant(to: &str, amount: i64) -> Json {
+    json!([{"account": "issuance", "amount": -amount}, {"account": format!("user:{to}"), "amount": amount}])
+}
+
+fn ledger_authorises_on_current_roles_not_token_claims(x: &Ctx) -> Result<(), String> {
+    // A validly signed token that claims system_admin for a user who does
+    // not hold it.
+    let b = x.account("ledger-roles", true)?;
+    let me = x
+        .send("GET", "/auth/me", Some(&b.access), None, &[])?
+        .json()?;
+    let claimed = x.mint(
+        &b.id,
+        me["session_id"].as_str().unwrap_or(""),
+        &json!({"roles": ["user", "system_admin"]}),
+    )?;
+    expect_problem(
+        &append(x, Some(&claimed), &x.email("claims"), b"x")?,
+        401,
+        "ledger_unauthorized",
+    )
+    .map_err(|e| format!("claimed role, append: {e}"))?;
+    expect_problem(
+        &transfer(
+            x,
+            Some(&claimed),
+            &x.email("claims"),
+            issuance_grant(&b.id, 5),
+        )?,
+        403,
+        "forbidden",
+    )
+    .map_err(|e| format!("claimed role, transfer: {e}"))?;
+
+    // An admin whose role is revoked: the token still says system_admin.
+    let (_, admin) = x.admin()?;
+    let token = make_admin(x, &b)?;
+    let r = append(x, Some(&token), &x.email("before-revoke"), b"x")?;
+    if r.status != 201 {
+        return Err(format!("admin append before revoke: {}", r.status));
+    }
+    let r = x.send(
+        "DELETE",
+        &format!("/auth/admin/users/{}/roles/system_admin", b.id),
+        Some(&admin),
+        None,
+        &[],
+    )?;
+    if r.status != 200 {
+        return Err(format!("revoke: {}", r.status));
+    }
+    expect_problem(
+        &append(x, Some(&token), &x.email("after-revoke"), b"x")?,
+        401,
+        "ledger_unauthorized",
+    )
+    .map_err(|e| format!("revoked admin, append: {e}"))?;
+    expect_problem(
+        &transfer(
+            x,
+            Some(&token),
+            &x.email("after-revoke"),
+            issuance_grant(&b.id, 5),
+        )?,
+        403,
+        "forbidden",
+    )
+    .map_err(|e| format!("revoked admin, transfer: {e}"))?;
+
+    // An admin again, who signs out everywhere: the token is no one's.
+    let token = make_admin(x, &b)?;
+    let r = append(x, Some(&token), &x.email("before-logout"), b"x")?;
+    if r.status != 201 {
+        return Err(format!("admin append before logout-all: {}", r.status));
+    }
+    let r = x.send("POST", "/auth/logout-all", Some(&token), None, &[])?;
+    if r.status != 200 {
+        return Err(format!("logout-all: {}", r.status));
+    }
+    expect_problem(
+        &append(x, Some(&token), &x.email("after-logout"), b"x")?,
+        401,
+        "ledger_unauthorized",
+    )
+    .map_err(|e| format!("signed-out admin, append: {e}"))?;
+    expect_problem(
+        &transfer(
+            x,
+            Some(&token),
+            &x.email("after-logout"),
+            issuance_grant(&b.id, 5),
+        )?,
+        401,
+        "ledger_unauthorized",
+    )
+    .map_err(|e| format!("signed-out admin, transfer: {e}"))
+}
+
+fn append_typed(x: &Ctx, bearer: &str, payload_type: &str, key: &str) -> Result<Reply, String> {
+    x.send(
+        "POST",
+        "/ledger/entries",
+        Some(bearer),
+        Some(&json!({"payload_type": payload_type, "payload": "e30=", "idempotency_key": key})),
+        &[],
+    )
+}
+
+fn ledger_reserves_the_project_namespace_and_refuses_look_alikes(x: &Ctx) -> Result<(), String> {
+    let svc = x.target.service_token.clone();
+    let (_, admin) = x.admin()?;
+    for who in [svc.as_str(), admin.as_str()] {
+        for t in [
+            "edgecoder.dev/credit-transfer/v01",
+            "edgecoder.dev/credit-transfer/v2",
+            "edgecoder.dev/credits/v1",
+            "edgecoder.dev/audit/v1",
+            "ledger.edgecoder.dev/credit-transfer/v1",
+            "example.org/note/v01",
+            "example.org/note/v0",
+        ] {
+            expect_problem(
+                &append_typed(x, who, t, &x.email("lookalike"))?,
+                400,
+                "invalid_entry",
+            )
+            .map_err(|e| format!("{t}: {e}"))?;
+        }
+    }
+    // The admin keeps its own namespace; the service its declared types.
+    let r = append_typed(x, &admin, "example.org/note/v1", &x.email("own"))?;
+    if r.status != 201 {
+        return Err(format!("admin, example.org/note/v1: {}", r.status));
+    }
+    expect_problem(
+        &append_typed(x, &admin, "edgecoder.dev/role-grant/v1", &x.email("role"))?,
+        400,
+        "invalid_entry",
+    )
+}
+
+fn ledger_refuses_an_idempotency_key_reused_with_another_payload(x: &Ctx) -> Result<(), String> {
+    let svc = x.target.service_token.clone();
+    let key = x.email("reuse");
+    let first = append(x, Some(&svc), &key, b"first")?;
+    if first.status != 201 {
+        return Err(format!("first append: {}", first.status));
+    }
+    let again = append(x, Some(&svc), &key, b"first")?;
+    if again.status != 200 || again.json()?["index"] != first.json()?["index"] {
+        return Err(format!("same request again: {}", again.status));
+    }
+    expect_problem(
+        &append(x, Some(&svc), &key, b"second")?,
+        422,
+        "idempotency_key_reused",
+    )
+    .map_err(|e| format!("other payload: {e}"))?;
+    expect_problem(
+        &append_typed(x, &svc, "example.org/other/v1", &key)?,
+        422,
+        "idempotency_key_reused",
+    )
+    .map_err(|e| format!("other type: {e}"))?;
+    // Transfers too: the same key with other postings is refused.
+    let (admin_id, admin) = x.admin()?;
+    let account = format!("user:{admin_id}");
+    let before = balance(x, &admin, &account).unwrap_or(0);
+    let tkey = x.email("reuse-transfer");
+    let t1 = transfer(x, Some(&svc), &tkey, issuance_grant(&admin_id, 5))?;
+    if t1.status != 201 {
+        return Err(format!("first transfer: {}", t1.status));
+    }
+    let t2 = transfer(x, Some(&svc), &tkey, issuance_grant(&admin_id, 5))?;
+    if t2.status != 200 {
+        return Err(format!("same transfer again: {}", t2.status));
+    }
+    expect_problem(
+        &transfer(x, Some(&svc), &tkey, issuance_grant(&admin_id, 500))?,
+        422,
+        "idempotency_key_reused",
+    )
+    .map_err(|e| format!("other postings: {e}"))?;
+    if balance(x, &admin, &account)? != before + 5 {
+        return Err("the refused transfer moved credits".into());
     }
     Ok(())
 }

@@ -24,31 +24,36 @@ struct Fixture {
     spki: String,
 }
 
+/// Serves the data directory `dir` with `key` on a fresh port.
+fn serve(dir: &std::path::Path, key: &str) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(edgecoder_binary());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(dir)
+    .env_remove("EDGECODER_MODE")
+    .env("EDGECODER_LOG", "warn");
+    for (k, v) in dev_settings(key) {
+        cmd.env(env_name(k), v);
+    }
+    let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
+    server
+        .wait_ready("/ledger/health", Duration::from_secs(30))
+        .expect("edgecoder starts");
+    server
+}
+
 impl Fixture {
     fn new(tag: &str, entries: usize) -> Fixture {
-        let bin = edgecoder_binary();
         let dir =
             std::env::temp_dir().join(format!("edgecoder-tamper-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let key = signing_key_base64();
-        let port = free_port();
-        let mut cmd = Command::new(&bin);
-        cmd.args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .env_remove("EDGECODER_MODE")
-        .env("EDGECODER_LOG", "warn");
-        for (k, v) in dev_settings(&key) {
-            cmd.env(env_name(k), v);
-        }
-        let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
-        server
-            .wait_ready("/ledger/health", Duration::from_secs(30))
-            .expect("edgecoder starts");
+        let server = serve(&dir, &key);
         let signer = edgecoder_kernel::SigningKey::from_secret(&key).expect("key");
         let spki = STANDARD.encode(
             signer
@@ -73,7 +78,7 @@ impl Fixture {
         let auth = format!("Bearer {SERVICE_TOKEN}");
         for i in 0..n {
             let body = serde_json::json!({
-                "payload_type": "edgecoder.dev/audit/v1",
+                "payload_type": "example.org/audit/v1",
                 "payload": STANDARD.encode(format!("{tag} {i}")),
                 "idempotency_key": format!("{tag}-{i}"),
             });
@@ -90,6 +95,25 @@ impl Fixture {
                 .expect("append");
             assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         }
+    }
+
+    /// Stops the server and starts it again on the same data.
+    fn restart(&mut self) {
+        self.server.terminate(Duration::from_secs(5));
+        self.server = serve(&self.dir, &self.key);
+    }
+
+    /// `POST /ledger/checkpoint` as the service: the reply, or the client's
+    /// account of a server error (status and body).
+    fn try_checkpoint(&self) -> Result<u16, String> {
+        Client::new(&self.server.base)
+            .send_with(
+                "POST",
+                "/ledger/checkpoint",
+                &[("authorization", &format!("Bearer {SERVICE_TOKEN}"))],
+                &[],
+            )
+            .map(|r| r.status)
     }
 
     fn checkpoint(&self) {
@@ -241,6 +265,84 @@ fn verify_detects_a_fork_after_truncation_on_the_next_run() {
     f.append("forked", 7);
     f.checkpoint();
     must_fail(f.verify(&["--url", &f.server.base]), "fork");
+}
+
+/// Rewrites history as someone with write access to the database but not the
+/// key would: the entries after the fifth and their subtrees are deleted and
+/// the stored head reset, the signed checkpoints left in place.
+fn truncate_to_five(db: &rusqlite::Connection) {
+    db.execute_batch(
+        "DELETE FROM ledger_entries WHERE idx >= 5;
+         DELETE FROM ledger_nodes WHERE ((idx + 1) << level) > 5;
+         UPDATE ledger_state SET size = 5 WHERE id = 1;",
+    )
+    .expect("truncate");
+}
+
+#[test]
+fn the_log_refuses_to_sign_a_rewritten_history() {
+    let mut f = Fixture::new("rewrite", 10);
+    truncate_to_five(&f.db());
+    f.restart();
+    // Appends go on (the log cannot tell a legitimate writer from this one),
+    // but no checkpoint of the fork is ever signed.
+    f.append("forked", 7);
+    let refused = f.try_checkpoint().expect_err("the fork must not be signed");
+    assert!(
+        refused.contains("-> 503") && refused.contains("history_rewritten"),
+        "{refused}"
+    );
+    let alerts: i64 = f
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'ledger.history_rewritten' AND outcome = 'failure'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("audit");
+    assert!(alerts >= 1, "the refusal is audited");
+    let signed: i64 = f
+        .db()
+        .query_row("SELECT MAX(size) FROM ledger_checkpoints", [], |r| r.get(0))
+        .expect("checkpoints");
+    assert_eq!(
+        signed, 10,
+        "nothing beyond the genuine checkpoint is signed"
+    );
+    must_fail(f.verify_db(), "root mismatch");
+}
+
+#[test]
+fn verify_db_checks_every_stored_checkpoint_not_only_the_newest() {
+    let f = Fixture::new("older", 5);
+    f.append("later", 5);
+    f.checkpoint();
+    let (ok, out) = f.verify_db();
+    assert!(ok, "{out}");
+    // An older checkpoint, validly signed with the log's key, that the
+    // entries contradict (as a log that signed a fork would have left).
+    let key = edgecoder_kernel::SigningKey::from_secret(&f.key).expect("key");
+    let forged = edgecoder_tlog::checkpoint::sign(
+        &edgecoder_tlog::checkpoint::Checkpoint {
+            origin: ORIGIN.into(),
+            size: 5,
+            root: [7; 32],
+        },
+        ORIGIN,
+        key.ecdsa(),
+    )
+    .expect("sign");
+    f.db()
+        .execute(
+            "UPDATE ledger_checkpoints SET note = ?1, root = ?2 WHERE size = 5",
+            rusqlite::params![forged, vec![7u8; 32]],
+        )
+        .expect("tamper");
+    std::fs::remove_file(f.state()).expect("forget the verifier's state");
+    must_fail(
+        f.verify_db(),
+        "the signed checkpoint of size 5 contradicts the entries",
+    );
 }
 
 #[test]

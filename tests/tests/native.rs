@@ -290,7 +290,7 @@ fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
                 let mut indexes = Vec::with_capacity(each);
                 for i in 0..each {
                     let body = serde_json::json!({
-                        "payload_type": "edgecoder.dev/audit/v1",
+                        "payload_type": "example.org/audit/v1",
                         "payload": STANDARD.encode(format!("writer {w} entry {i}")),
                         "idempotency_key": format!("w{w}-{i}"),
                     });

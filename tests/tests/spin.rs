@@ -288,7 +288,7 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
         assert_eq!(c["variables"]["function"].as_str(), Some(f));
         // Auth calls the ledger (role changes), the email API and the sign-in
         // providers; the mesh calls auth (callers, enrollments) and the
-        // ledger; the ledger nothing.
+        // ledger; the ledger calls auth (current roles of a caller).
         let outbound: Vec<&str> = c
             .get("allowed_outbound_hosts")
             .and_then(|v| v.as_array())
@@ -308,6 +308,7 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
                 "{{ oauth_outbound_host }}",
             ],
             "mesh" => vec!["{{ auth_url }}", "{{ ledger_url }}"],
+            "ledger" => vec!["{{ auth_url }}"],
             _ => vec![],
         };
         assert_eq!(outbound, want, "{f}.allowed_outbound_hosts");

@@ -16,7 +16,7 @@
 //! | name | kind | default | meaning |
 //! |---|---|---|---|
 //! | `ledger_url` | var | — | Spin only: where the other components reach the `ledger` component over HTTP (e.g. `https://edge.example.com`) |
-//! | `auth_url` | var | — | Spin only: where the `mesh` component reaches the `auth` component (access-token callers, enrollment redemption) |
+//! | `auth_url` | var | — | Spin only: where the `mesh` and `ledger` components reach the `auth` component (access-token callers with their current roles, enrollment redemption) |
 //!
 //! Deployments: the native runtime and the Worker serve [`Selection::All`] on one
 //! origin. On Spin each function is its own component ([`Selection::Only`]) with
@@ -273,6 +273,25 @@ pub fn router(selection: Selection, config: &Config) -> Router {
 mod tests {
     use super::*;
     use edgecoder_kernel::ConfigSource;
+
+    #[test]
+    fn the_ledger_accepts_exactly_the_types_the_other_functions_append() {
+        let mut written = vec![
+            edgecoder_auth::api::admin::ROLE_GRANT_V1,
+            edgecoder_auth::api::admin::ROLE_REVOKE_V1,
+            edgecoder_mesh::nodes::NODE_APPROVAL_V1,
+            edgecoder_mesh::tasks::TASK_COMPLETION_V1,
+        ];
+        written.sort_unstable();
+        let mut accepted = edgecoder_ledger::api::SERVICE_TYPES.to_vec();
+        accepted.sort_unstable();
+        assert_eq!(written, accepted);
+        assert!(
+            written
+                .iter()
+                .all(|t| edgecoder_ledger::api::reserved_type(t))
+        );
+    }
 
     struct Dev;
     impl ConfigSource for Dev {

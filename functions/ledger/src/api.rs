@@ -1,22 +1,23 @@
 //! HTTP handlers of the log: append, read, checkpoint, proofs and keys.
 //!
-//! Appending needs the inter-function `service_token` or a `system_admin`
-//! access token (verified statelessly with the kernel's verifier); reading is
-//! public, as a transparency log's must be.
+//! Appending needs the inter-function `service_token` or the access token of
+//! a user who holds `system_admin` now (asked of the identity function, never
+//! read from the token's claims); types under `edgecoder.dev` are the
+//! functions' own. Reading is public, as a transparency log's must be.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
 use edgecoder_kernel::router::{RouteDoc, endpoint, err, ok, response_doc};
-use edgecoder_kernel::tokens::{Verifier, secret_matches};
+use edgecoder_kernel::tokens::secret_matches;
 use edgecoder_kernel::{Request, Response, Router, Services, SigningKey};
 use p256::pkcs8::EncodePublicKey;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use edgecoder_tlog::checkpoint::{self, Checkpoint};
-use edgecoder_tlog::merkle::Hash;
+use edgecoder_tlog::checkpoint::{self, Checkpoint, TrustedKey};
+use edgecoder_tlog::merkle::{self, Hash, Sha256};
 use edgecoder_tlog::proof::TlogProof;
 
 use crate::log::{self, NewEntry};
@@ -27,21 +28,44 @@ pub const MAX_PAGE: u64 = 1000;
 /// `text/plain` for signed notes.
 pub const NOTE_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
 
-/// Who may append: the service credential or a `system_admin` token.
-fn appender(s: &Services, req: &Request) -> Result<String, Error> {
+/// Who may append: the service credential, or a user who holds
+/// `system_admin` now. Roles come from the identity function (storage), not
+/// from the token's claims, so a revoke or sign-out takes effect at once.
+async fn appender(s: &Services, req: &Request) -> Result<String, Error> {
     let token = req.bearer().ok_or(Error::Unauthorized)?;
     if secret_matches(token, s.config.service_token.as_deref()) {
         return Ok("service".into());
     }
-    let now = s.clock.now_ms();
-    let v = Verifier::from_config(&s.config, now)
-        .verify(token, now)
-        .map_err(|_| Error::Unauthorized)?;
-    if v.claims.roles.iter().any(|r| r == "system_admin") {
-        Ok(format!("user:{}", v.claims.sub))
-    } else {
-        Err(Error::Unauthorized)
+    match s.identity.caller(token).await? {
+        Some(c) if c.has_role("system_admin") => Ok(format!("user:{}", c.user_id)),
+        _ => Err(Error::Unauthorized),
     }
+}
+
+/// The project's own namespace of entry types: every type under this domain
+/// (or a subdomain) is written only by the functions, so an admin cannot
+/// append a look-alike (`…/credit-transfer/v01`, `…/credits/v1`) that a
+/// reader of the log could mistake for a record the functions made.
+pub const PROJECT_DOMAIN: &str = "edgecoder.dev";
+
+/// The types the other functions append over HTTP with the service
+/// credential (role changes from auth; node approvals and task completions
+/// from the mesh). Credit transfers are written by the ledger itself, never
+/// over HTTP.
+pub const SERVICE_TYPES: [&str; 4] = [
+    "edgecoder.dev/role-grant/v1",
+    "edgecoder.dev/role-revoke/v1",
+    "edgecoder.dev/node-approval/v1",
+    "edgecoder.dev/task-completion/v1",
+];
+
+/// Whether `payload_type` is in the project's namespace.
+pub fn reserved_type(payload_type: &str) -> bool {
+    let domain = payload_type.split('/').next().unwrap_or_default();
+    domain == PROJECT_DOMAIN
+        || domain
+            .strip_suffix(PROJECT_DOMAIN)
+            .is_some_and(|sub| sub.ends_with('.'))
 }
 
 /// `POST /ledger/entries` body.
@@ -55,23 +79,14 @@ pub struct Append {
 
 /// `POST /ledger/entries`.
 pub async fn append(s: &Services, req: Request) -> Result<Response, Error> {
-    let principal = appender(s, &req)?;
+    let principal = appender(s, &req).await?;
     let body: Append = req.json()?;
-    // Types with a meaning other records rely on are written only by the
-    // functions that own them: transfers by the ledger itself (never over
-    // HTTP), role changes by the auth function, node approvals and task
-    // completions by the mesh (the service credential).
-    let reserved_for_service = [
-        "edgecoder.dev/role-",
-        "edgecoder.dev/node-",
-        "edgecoder.dev/task-",
-    ]
-    .iter()
-    .any(|p| body.payload_type.starts_with(p));
-    if body.payload_type == crate::credits::CREDIT_TRANSFER_V1
-        || (reserved_for_service && principal != "service")
+    if reserved_type(&body.payload_type)
+        && !(principal == "service" && SERVICE_TYPES.contains(&body.payload_type.as_str()))
     {
-        return Err(Error::InvalidEntry("this payload type is reserved"));
+        return Err(Error::InvalidEntry(
+            "types under edgecoder.dev are reserved for the functions' own records",
+        ));
     }
     let payload = STANDARD
         .decode(body.payload.as_bytes())
@@ -174,12 +189,74 @@ fn signing_key(s: &Services) -> Result<&SigningKey, Error> {
     })
 }
 
+/// The log's own checkpoint keys, as a verifier of its notes holds them.
+fn own_keys(s: &Services) -> Vec<TrustedKey> {
+    let name = origin(s);
+    s.config
+        .signing_key
+        .iter()
+        .map(|k| *k.verifying_key())
+        .chain(s.config.previous_key.iter().map(|(k, _)| *k))
+        .map(|key| TrustedKey {
+            name: name.clone(),
+            key,
+        })
+        .collect()
+}
+
+/// Proves the head about to be signed consistent with the newest checkpoint
+/// this log already signed, from storage alone. Someone with write access to
+/// the database but not the key can truncate the entries and reset the head;
+/// without this check the log would then sign the fork and hand its key's
+/// authority to the rewritten history. A refusal is audited, and stays in
+/// force until an operator restores the entries the signed checkpoint covers.
+async fn consistent_with_signed(s: &Services, size: u64, root: &Hash) -> Result<(), Error> {
+    let Some(latest) = store::latest_checkpoint(s.sql.as_ref()).await? else {
+        return Ok(());
+    };
+    let why = match checkpoint::open(&latest.note, &own_keys(s)) {
+        Err(_) => Some("the newest stored checkpoint is not signed by this log's keys".to_owned()),
+        Ok(signed) if signed.size > size => Some(format!(
+            "the log was rewound: size {} was signed, the head is at {size}",
+            signed.size
+        )),
+        Ok(signed) if signed.size == 0 => None,
+        Ok(signed) => {
+            let proof: Vec<Vec<u8>> = log::consistency_proof(s.sql.as_ref(), signed.size, size)
+                .await?
+                .iter()
+                .map(|h| h.to_vec())
+                .collect();
+            merkle::verify_consistency::<Sha256>(signed.size, size, &proof, &signed.root, root)
+                .err()
+                .map(|_| {
+                    format!(
+                        "the stored tree of size {size} is not an extension of the signed checkpoint of size {}",
+                        signed.size
+                    )
+                })
+        }
+    };
+    let Some(why) = why else { return Ok(()) };
+    let event = edgecoder_kernel::audit::AuditEvent {
+        actor: "system:ledger".into(),
+        action: "ledger.history_rewritten".into(),
+        target: Some(origin(s)),
+        outcome: edgecoder_kernel::audit::Outcome::Failure,
+        details: json!({"head_size": size, "signed_size": latest.size, "reason": why}),
+    };
+    edgecoder_kernel::audit::record(s, None, &event).await?;
+    Err(Error::HistoryRewritten(why))
+}
+
 /// Signs the checkpoint for `size` unless one exists; refuses a root that is
-/// not the log's root at that size, so no size is ever signed with two roots.
+/// not the log's root at that size, so no size is ever signed with two roots,
+/// and a head that does not extend the newest signed checkpoint.
 pub async fn sign_checkpoint(s: &Services, size: u64, root: Hash) -> Result<String, Error> {
     if log::root_at(s.sql.as_ref(), size).await? != root {
         return Err(Error::CheckpointMismatch);
     }
+    consistent_with_signed(s, size, &root).await?;
     let cp = Checkpoint {
         origin: origin(s),
         size,
@@ -228,7 +305,7 @@ pub async fn get_checkpoint(s: &Services, _req: Request) -> Result<Response, Err
 
 /// `POST /ledger/checkpoint`: sign the current head now (appenders only).
 pub async fn post_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
-    appender(s, &req)?;
+    appender(s, &req).await?;
     Ok(note_response(
         StatusCode::OK,
         current_checkpoint(s, true).await?,
@@ -376,6 +453,7 @@ fn append_doc() -> RouteDoc {
             err(400, "invalid_entry"),
             err(401, "ledger_unauthorized"),
             err(413, "entry_too_large"),
+            err(422, "idempotency_key_reused"),
         ],
     )
 }
@@ -475,13 +553,17 @@ pub fn routes(r: Router) -> Router {
         "ledger_checkpoint",
         "The latest signed checkpoint",
         None,
-        vec![note(), err(404, "not_found")],
+        vec![note(), err(404, "not_found"), err(503, "history_rewritten")],
     );
     let sign_doc = DOCS.op(
         "ledger_checkpoint_now",
         "Sign the current head now (appenders only)",
         None,
-        vec![note(), err(401, "ledger_unauthorized")],
+        vec![
+            note(),
+            err(401, "ledger_unauthorized"),
+            err(503, "history_rewritten"),
+        ],
     );
     let (inclusion_doc, consistency_doc) = proof_docs();
     r.route(
@@ -532,4 +614,27 @@ pub fn routes(r: Router) -> Router {
         endpoint(|s, r| async move { keys(&s, r).await }),
         keys_doc(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_project_namespace_includes_subdomains_and_nothing_else() {
+        for t in [
+            "edgecoder.dev/credit-transfer/v1",
+            "edgecoder.dev/credits/v1",
+            "audit.edgecoder.dev/x/v1",
+        ] {
+            assert!(reserved_type(t), "{t}");
+        }
+        for t in [
+            "example.org/x/v1",
+            "notedgecoder.dev/x/v1",
+            "edgecoder.devx/x/v1",
+        ] {
+            assert!(!reserved_type(t), "{t}");
+        }
+    }
 }

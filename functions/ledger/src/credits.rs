@@ -15,7 +15,7 @@
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::{Method, StatusCode};
 use edgecoder_kernel::router::{RouteDoc, endpoint, err, ok, response_doc};
-use edgecoder_kernel::tokens::{Verifier, secret_matches};
+use edgecoder_kernel::tokens::secret_matches;
 use edgecoder_kernel::{Request, Response, Router, Services};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -38,23 +38,21 @@ enum Caller {
     User { sub: String },
 }
 
-fn caller(s: &Services, req: &Request) -> Result<Caller, Error> {
+/// The caller, with roles as the identity function holds them now (a
+/// revoked session or role is refused at once, whatever the token claims).
+async fn caller(s: &Services, req: &Request) -> Result<Caller, Error> {
     let token = req.bearer().ok_or(Error::Unauthorized)?;
     if secret_matches(token, s.config.service_token.as_deref()) {
         return Ok(Caller::Service);
     }
-    let now = s.clock.now_ms();
-    let v = Verifier::from_config(&s.config, now)
-        .verify(token, now)
-        .map_err(|_| Error::Unauthorized)?;
-    let c = v.claims;
-    if c.roles.iter().any(|r| r == "system_admin") {
+    let c = s.identity.caller(token).await?.ok_or(Error::Unauthorized)?;
+    if c.has_role("system_admin") {
         Ok(Caller::Admin {
-            sub: c.sub,
+            sub: c.user_id,
             auth_time: c.auth_time,
         })
     } else {
-        Ok(Caller::User { sub: c.sub })
+        Ok(Caller::User { sub: c.user_id })
     }
 }
 
@@ -158,7 +156,7 @@ pub async fn log_pending(s: &Services, id: &str) -> Result<u64, Error> {
 /// Refuses (as not found) callers who are neither services, admins, nor a
 /// user party to the transfer.
 pub async fn may_see_transfer(s: &Services, req: &Request, id: &str) -> Result<(), Error> {
-    let sub = match caller(s, req)? {
+    let sub = match caller(s, req).await? {
         Caller::Service | Caller::Admin { .. } => return Ok(()),
         Caller::User { sub } => sub,
     };
@@ -189,7 +187,7 @@ async fn log_transfer(s: &Services, id: &str) -> Result<u64, Error> {
 
 /// `POST /ledger/transfers`: services, or admins with step-up.
 pub async fn create(s: &Services, req: Request) -> Result<Response, Error> {
-    let by = match caller(s, &req)? {
+    let by = match caller(s, &req).await? {
         Caller::Service => "service".to_owned(),
         Caller::Admin { sub, auth_time } => {
             if s.clock.now_ms() / 1000 - auth_time > STEP_UP_WINDOW_SECS {
@@ -224,6 +222,24 @@ pub async fn create(s: &Services, req: Request) -> Result<Response, Error> {
         store::Created::Existing(id) => (id, false),
         store::Created::Overdraft => return Err(Error::InsufficientCredits),
     };
+    if !created {
+        let first = stored_transfer(s, &tid).await?;
+        let mut asked: Vec<(&str, i64)> = body
+            .postings
+            .iter()
+            .map(|p| (p.account.as_str(), p.amount))
+            .collect();
+        asked.sort_unstable();
+        let mut had: Vec<(&str, i64)> = first
+            .postings
+            .iter()
+            .map(|(a, n)| (a.as_str(), *n))
+            .collect();
+        had.sort_unstable();
+        if asked != had || first.memo != body.memo {
+            return Err(Error::IdempotencyKeyReused);
+        }
+    }
     // A transfer committed earlier whose log append failed is logged now.
     log_transfer(s, &tid).await?;
     let mut t = transfer_json(&stored_transfer(s, &tid).await?);
@@ -276,7 +292,7 @@ async fn postings(
 }
 
 async fn readable_account(s: &Services, req: &Request) -> Result<(String, Json), Error> {
-    let c = caller(s, req)?;
+    let c = caller(s, req).await?;
     let account = req.param("id").unwrap_or_default().to_owned();
     // Someone else's account looks exactly like a missing one.
     if account_kind(&account).is_none() || !may_read(&c, &account) {
@@ -364,6 +380,7 @@ fn create_doc() -> RouteDoc {
             err(401, "ledger_unauthorized"),
             err(403, "forbidden / step_up_required"),
             err(409, "insufficient_credits"),
+            err(422, "idempotency_key_reused"),
         ],
     )
 }
@@ -424,6 +441,7 @@ pub fn routes(r: Router) -> Router {
             response_doc(200, receipt, Some("text/plain")),
             err(401, "ledger_unauthorized"),
             err(404, "transfer_not_found"),
+            err(503, "history_rewritten"),
         ],
     );
     let (account_doc, transfers_doc) = account_docs();

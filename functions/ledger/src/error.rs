@@ -30,6 +30,12 @@ pub enum Error {
     /// Refused to sign a checkpoint whose root is not the log's root at that size.
     #[error("checkpoint root mismatch")]
     CheckpointMismatch,
+    /// An idempotency key used before for another type or payload.
+    #[error("idempotency key reused with another payload")]
+    IdempotencyKeyReused,
+    /// The stored history does not extend the newest signed checkpoint.
+    #[error("history rewritten: {0}")]
+    HistoryRewritten(String),
     /// A transfer that does not balance or names bad accounts.
     #[error("invalid transfer: {0}")]
     InvalidTransfer(&'static str),
@@ -81,7 +87,7 @@ impl From<Error> for Problem {
                 S::UNAUTHORIZED,
                 "ledger_unauthorized",
                 "Not allowed to append",
-                "Appending needs the service credential or a system_admin access token.",
+                "Appending needs the service credential or the access token of a current system_admin.",
             )
             .with_header(
                 header::WWW_AUTHENTICATE,
@@ -101,6 +107,24 @@ impl From<Error> for Problem {
             Error::CheckpointMismatch => Problem {
                 internal: Some("refused to sign a checkpoint with a foreign root".into()),
                 ..Problem::new(S::CONFLICT, "checkpoint_mismatch", "Checkpoint mismatch")
+            },
+            Error::IdempotencyKeyReused => p(
+                S::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "This idempotency key was used for a different request; use a new key for a new request.",
+            ),
+            Error::HistoryRewritten(why) => Problem {
+                internal: Some(format!("refused to sign a checkpoint: {why}")),
+                ..Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "history_rewritten",
+                    "Log history rewritten",
+                )
+                .with_detail(
+                    "The stored log is not consistent with a checkpoint it already signed; \
+                     it signs nothing until an operator restores the signed history.",
+                )
             },
             Error::InvalidTransfer(why) => {
                 p(S::BAD_REQUEST, "invalid_transfer", "Invalid transfer", why)

@@ -76,9 +76,10 @@ pub fn valid_payload_type(t: &str) -> bool {
     parts.len() == 3
         && label(parts[0])
         && label(parts[1])
-        && parts[2]
-            .strip_prefix('v')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && parts[2].strip_prefix('v').is_some_and(|n| {
+            // v1, v12; never v01 or v0 (one spelling per version).
+            !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// The envelope bytes for `e` at `time_ms`.
@@ -180,25 +181,59 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-async fn existing_keys(sql: &dyn Sql, keys: &[String]) -> Result<HashMap<String, u64>, Error> {
+/// What an idempotency key was first used for: the entry's index, type and
+/// payload (base64, as the envelope holds it).
+struct Used {
+    index: u64,
+    payload_type: String,
+    payload: String,
+}
+
+impl Used {
+    /// Whether `e` asks for exactly what the key was first used for; the
+    /// IETF Idempotency-Key draft requires refusing a key reused with another
+    /// payload rather than answering with the first result.
+    fn same_as(&self, e: &NewEntry) -> bool {
+        self.payload_type == e.payload_type && self.payload == STANDARD.encode(&e.payload)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StoredEnvelope {
+    #[serde(rename = "type")]
+    payload_type: String,
+    payload: String,
+}
+
+async fn existing_keys(sql: &dyn Sql, keys: &[String]) -> Result<HashMap<String, Used>, Error> {
     let mut out = HashMap::new();
     for chunk in keys.chunks(90) {
         let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
         let rows = sql
             .execute(Statement::new(
                 format!(
-                    "SELECT idx, idempotency_key FROM ledger_entries WHERE idempotency_key IN ({})",
+                    "SELECT idx, idempotency_key, entry FROM ledger_entries WHERE idempotency_key IN ({})",
                     marks.join(", ")
                 ),
                 chunk.iter().map(|k| Value::from(k.as_str())).collect(),
             ))
             .await?;
         for i in 0..rows.rows.len() {
-            if let (Some(k), Some(idx)) = (
+            if let (Some(k), Some(index), Some(entry)) = (
                 rows.get_str(i, "idempotency_key"),
                 rows.get_i64(i, "idx").and_then(|x| u64::try_from(x).ok()),
+                rows.get_blob(i, "entry"),
             ) {
-                out.insert(k.to_owned(), idx);
+                let env: StoredEnvelope = serde_json::from_slice(entry)
+                    .map_err(|_| Error::Corrupt("ledger_entries envelope"))?;
+                out.insert(
+                    k.to_owned(),
+                    Used {
+                        index,
+                        payload_type: env.payload_type,
+                        payload: env.payload,
+                    },
+                );
             }
         }
     }
@@ -206,7 +241,8 @@ async fn existing_keys(sql: &dyn Sql, keys: &[String]) -> Result<HashMap<String,
 }
 
 /// Appends `entries` (at most [`MAX_BATCH`]) atomically and gap-free; entries
-/// whose idempotency key exists return the earlier index instead.
+/// whose idempotency key exists return the earlier index instead, when they
+/// carry the same type and payload ([`Error::IdempotencyKeyReused`] when not).
 pub async fn append(
     sql: &dyn Sql,
     clock: &dyn Clock,
@@ -231,10 +267,21 @@ pub async fn append(
         let mut stmts = Vec::new();
         let writer = edgecoder_kernel::ports::random_hex(rng, 16);
         let mut next = size;
-        let mut batch_keys: HashMap<&str, u64> = HashMap::new();
+        let mut batch_keys: HashMap<&str, (u64, &NewEntry)> = HashMap::new();
         let mut inserts = Vec::new();
         for (e, key) in entries.iter().zip(&keys) {
-            if let Some(&index) = known.get(key).or_else(|| batch_keys.get(key.as_str())) {
+            let earlier = match (known.get(key), batch_keys.get(key.as_str())) {
+                (Some(used), _) => Some((used.index, used.same_as(e))),
+                (None, Some((index, first))) => Some((
+                    *index,
+                    first.payload_type == e.payload_type && first.payload == e.payload,
+                )),
+                (None, None) => None,
+            };
+            if let Some((index, same)) = earlier {
+                if !same {
+                    return Err(Error::IdempotencyKeyReused);
+                }
                 out.push(Appended {
                     index,
                     duplicate: true,
@@ -263,7 +310,7 @@ pub async fn append(
                     writer.as_str().into(),
                 ],
             ));
-            batch_keys.insert(key.as_str(), next);
+            batch_keys.insert(key.as_str(), (next, e));
             out.push(Appended {
                 index: next,
                 duplicate: false,
@@ -388,7 +435,16 @@ mod tests {
         for ok in ["edgecoder.dev/role-grant/v1", "edgecoder.dev/audit/v12"] {
             assert!(valid_payload_type(ok), "{ok}");
         }
-        for bad in ["role-grant", "a/b/1", "A.dev/x/v1", "a/b/v", "a/b/c/v1", ""] {
+        for bad in [
+            "role-grant",
+            "a/b/1",
+            "A.dev/x/v1",
+            "a/b/v",
+            "a/b/c/v1",
+            "",
+            "a/b/v01",
+            "a/b/v0",
+        ] {
             assert!(!valid_payload_type(bad), "{bad}");
         }
     }

@@ -449,6 +449,9 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
         return Ok(ok_json(&json!({"task_id": id, "status": status})));
     }
+    // No time of our own: the envelope's is the record's, and a report
+    // retried after a lost answer must carry the very payload the ledger
+    // holds under this key (it refuses a reused key with another payload).
     let entry = json!({
         "task_id": id,
         "node_id": node.node_id,
@@ -460,7 +463,6 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         "error_code": body.error_code,
         "duration_ms": body.duration_ms,
         "fuel_used": body.fuel_used,
-        "completed_at": rfc3339(now),
     });
     let index = match s
         .ledger

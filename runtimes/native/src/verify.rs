@@ -103,6 +103,11 @@ struct Entry {
 
 trait Log {
     fn checkpoint(&mut self) -> Result<String>;
+    /// Every checkpoint the source holds, oldest first: a database keeps all
+    /// it signed, a server serves only its latest.
+    fn signed_checkpoints(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
     fn entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>>;
     fn inclusion(&mut self, index: u64, size: u64) -> Result<Option<Vec<Vec<u8>>>>;
     fn consistency(&mut self, first: u64, second: u64) -> Result<Option<Vec<Vec<u8>>>>;
@@ -196,6 +201,16 @@ impl Log for Sqlite {
                 |r| r.get::<_, String>(0),
             )
             .context("the database holds no signed checkpoint")
+    }
+
+    fn signed_checkpoints(&mut self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .0
+            .prepare("SELECT note FROM ledger_checkpoints ORDER BY size")?;
+        let notes = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        notes
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
     }
 
     fn entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
@@ -309,6 +324,48 @@ pub fn run(opts: &Options) -> Result<String> {
         );
     }
 
+    // Every checkpoint the log signed must describe the same history: the
+    // newest one agreeing with the entries proves nothing about the older
+    // ones, which a rewrite signed with the log's key would contradict.
+    let mut older = std::collections::BTreeMap::new();
+    for note in log.signed_checkpoints()? {
+        let signed = checkpoint::open(&note, trusted).map_err(|e| {
+            anyhow!(
+                "a stored checkpoint is refused: {e} (pass --trust for every key this log has used)"
+            )
+        })?;
+        expect_origin(&signed, Some(&cp.origin))?;
+        if signed.size > cp.size {
+            bail!(
+                "a stored checkpoint of size {} is beyond the newest one ({})",
+                signed.size,
+                cp.size
+            );
+        }
+        if signed.size == cp.size {
+            // The newest: checked against the entries below, by name.
+            if signed.root != cp.root {
+                bail!(
+                    "two stored checkpoints of size {} sign different roots",
+                    cp.size
+                );
+            }
+            continue;
+        }
+        if older
+            .insert(signed.size, signed.root)
+            .is_some_and(|r| r != signed.root)
+        {
+            bail!(
+                "two stored checkpoints of size {} sign different roots",
+                signed.size
+            );
+        }
+    }
+    if older.get(&0).is_some_and(|r| *r != Sha256::empty()) {
+        bail!("the stored checkpoint of size 0 does not sign the empty tree");
+    }
+
     let started = Instant::now();
     let mut frontier = Frontier::new();
     let mut nodes = std::collections::HashMap::new();
@@ -349,6 +406,16 @@ pub fn run(opts: &Options) -> Result<String> {
                     "fork: the first {} entries no longer hash to the root verified before ({})",
                     p.size,
                     p.root
+                );
+            }
+            if let Some(root) = older.get(&frontier.size())
+                && *root != frontier.root::<Sha256>()
+            {
+                bail!(
+                    "the signed checkpoint of size {} contradicts the entries: they hash to {}, it signs {}",
+                    frontier.size(),
+                    b64(&frontier.root::<Sha256>()),
+                    b64(root)
                 );
             }
             if expected.is_multiple_of(PROGRESS_EVERY) {
