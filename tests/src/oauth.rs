@@ -90,6 +90,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             oauth_unverified_local_email_does_not_link,
         ),
         (
+            "oauth_look_alike_provider_email_does_not_reach_a_local_account",
+            oauth_look_alike_provider_email_does_not_reach_a_local_account,
+        ),
+        (
             "oauth_verified_emails_on_both_sides_link_and_notify",
             oauth_verified_emails_on_both_sides_link_and_notify,
         ),
@@ -795,6 +799,22 @@ fn oauth_unverified_local_email_does_not_link(x: &Ctx) -> Result<(), String> {
     let mut b = Browser::new();
     let r = sign_in(x, &mut b, "op", &login, None)?;
     expect_problem(&r, 409, "account_exists_sign_in_to_link")
+}
+
+fn oauth_look_alike_provider_email_does_not_reach_a_local_account(x: &Ctx) -> Result<(), String> {
+    // The provider vouches for `\u{212A}…@example.com` (KELVIN SIGN), which
+    // Unicode lowercasing folds into the local, verified `k…@example.com`.
+    let login = login_name(x, "k-oidc-kelvin");
+    let email = format!("{login}@example.com");
+    let access = password_account(x, &email, true)?;
+    let kelvin = login.replacen('k', "\u{212A}", 1);
+    let mut b = Browser::new();
+    let r = sign_in(x, &mut b, "op", &kelvin, None)?;
+    expect_problem(&r, 400, "oauth_email_missing")?;
+    if !links(x, &access)?.is_empty() {
+        return Err("a look-alike provider address linked to the local account".into());
+    }
+    Ok(())
 }
 
 fn oauth_verified_emails_on_both_sides_link_and_notify(x: &Ctx) -> Result<(), String> {

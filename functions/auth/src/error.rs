@@ -52,6 +52,9 @@ pub enum Error {
     /// The node id is enrolled by someone else.
     #[error("node owned by another user")]
     NodeOwnedByAnotherUser,
+    /// The account holds as many pending enrollments or node ids as it may.
+    #[error("too many enrollments")]
+    TooManyEnrollments,
     /// No such node enrollment visible to the caller.
     #[error("node not found")]
     NodeNotFound,
@@ -170,6 +173,13 @@ impl From<Error> for Problem {
                     "contains_email" => {
                         "The password must not contain the email address's local part."
                     }
+                    "common" => {
+                        "The password is commonly used or appears in breached-password lists; choose another."
+                    }
+                    "repetitive" => "The password is a repeated character or pattern.",
+                    "sequential" => {
+                        "The password is a sequence (digits, letters or a keyboard row)."
+                    }
                     _ => "The password does not meet the policy.",
                 },
             ),
@@ -256,6 +266,12 @@ impl From<Error> for Problem {
                 "node_owned_by_another_user",
                 "Node owned by another user",
                 "This node id is enrolled by another account.",
+            ),
+            Error::TooManyEnrollments => problem(
+                S::CONFLICT,
+                "too_many_enrollments",
+                "Too many enrollments",
+                "This account has 10 enrollments waiting to be redeemed (or 1000 node ids); redeem or delete some first.",
             ),
             Error::NodeNotFound => problem(
                 S::NOT_FOUND,
@@ -441,7 +457,7 @@ impl From<Error> for Problem {
                 S::BAD_REQUEST,
                 "oauth_email_missing",
                 "No email address",
-                "The provider shared no email address; allow the email scope and try again.",
+                "The provider shared no email address this service accepts (an ASCII address); allow the email scope and try again.",
             ),
             Error::AccountExistsSignInToLink => problem(
                 S::CONFLICT,

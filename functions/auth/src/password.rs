@@ -1,9 +1,11 @@
 //! Passwords and email addresses: the policy, Argon2id hashing, and the
 //! normalised form accounts are keyed by.
 //!
-//! In scope: NIST SP 800-63B-style policy (length only: at least 12
-//! characters, at most 256 bytes, and not the email's local part; no
-//! composition rules), Argon2id at OWASP's minimum (m = 19 MiB, t = 2, p = 1)
+//! In scope: NIST SP 800-63B-style policy (at least 12 characters, at most
+//! 256 bytes, not the email's local part, not a commonly used or breached
+//! password — the list in `data/common-passwords.txt`, also with digits or
+//! symbols around a common word — and not a repetitive or sequential string;
+//! no composition rules), Argon2id at OWASP's minimum (m = 19 MiB, t = 2, p = 1)
 //! in PHC string form with salts from the kernel's `Rng` port, verification
 //! that reports when stored parameters are older than the current ones
 //! (rehash on login), a dummy verification with the same cost for unknown
@@ -38,6 +40,94 @@ fn argon2() -> Result<Argon2<'static>, Error> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
+/// Commonly used passwords, lowercased and sorted (see
+/// `scripts/gen-common-passwords.sh` for where they come from).
+const COMMON_PASSWORDS: &str = include_str!("../data/common-passwords.txt");
+
+fn common_passwords() -> &'static [&'static str] {
+    static LIST: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        let mut v: Vec<&str> = COMMON_PASSWORDS
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        v.sort_unstable();
+        v
+    })
+}
+
+fn is_common(lower: &str) -> bool {
+    common_passwords().binary_search(&lower).is_ok()
+}
+
+/// A common word with only digits or symbols around it (`password1234`,
+/// `!!dragon2024`): as guessable as the word, whatever its length.
+fn is_common_with_affixes(lower: &str) -> bool {
+    let base = lower.trim_matches(|c: char| !c.is_alphabetic());
+    base.len() >= 4
+        && base.len() < lower.len()
+        && base.chars().all(char::is_alphabetic)
+        && is_common(base)
+}
+
+/// Sequences people type: digits, the alphabet, and keyboard rows, each
+/// walked either way (and the digits round from 9 to 0).
+const SEQUENCES: [&str; 5] = [
+    "01234567890",
+    "abcdefghijklmnopqrstuvwxyz",
+    "qwertyuiop",
+    "asdfghjkl",
+    "zxcvbnm",
+];
+
+fn steps_in_a_sequence(a: char, b: char) -> bool {
+    SEQUENCES.iter().any(|seq| {
+        seq.char_indices()
+            .any(|(i, c)| c == a && (seq[i + 1..].starts_with(b) || seq[..i].ends_with(b)))
+    })
+}
+
+/// Made of runs: a character repeated, or a sequence walked, three or more
+/// long, leaving at most two other characters (`123456789012`,
+/// `aaaaaa111111`, `qwertyuiop12`, twelve spaces); or one unit repeated
+/// (`abcabcabcabc`); or fewer than four distinct characters.
+fn is_repetitive_or_sequential(lower: &str) -> Option<&'static str> {
+    let chars: Vec<char> = lower.chars().collect();
+    let mut distinct = chars.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 4 {
+        return Some("repetitive");
+    }
+    let n = chars.len();
+    if (1..=n / 2)
+        .any(|unit| n.is_multiple_of(unit) && chars.chunks(unit).all(|c| c == &chars[..unit]))
+    {
+        return Some("repetitive");
+    }
+    let mut covered = 0;
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        let same = end < n && chars[end] == chars[start];
+        while end < n
+            && (if same {
+                chars[end] == chars[start]
+            } else {
+                steps_in_a_sequence(chars[end - 1], chars[end])
+                    && (end - start < 2 || steps_in_a_sequence(chars[end - 2], chars[end - 1]))
+            })
+        {
+            end += 1;
+        }
+        if end - start >= 3 {
+            covered += end - start;
+        }
+        start = if end - start >= 2 { end } else { start + 1 };
+    }
+    (covered + 2 >= n).then_some("sequential")
+}
+
 /// Checks the policy; the error names the rule that failed.
 pub fn check_policy(password: &str, normalised_email: &str) -> Result<(), Error> {
     if password.len() > MAX_PASSWORD_BYTES {
@@ -54,6 +144,12 @@ pub fn check_policy(password: &str, normalised_email: &str) -> Result<(), Error>
         && (lower == local || (local.chars().count() >= 3 && lower.contains(local)))
     {
         return Err(Error::WeakPassword("contains_email"));
+    }
+    if is_common(&lower) || is_common_with_affixes(&lower) {
+        return Err(Error::WeakPassword("common"));
+    }
+    if let Some(rule) = is_repetitive_or_sequential(&lower) {
+        return Err(Error::WeakPassword(rule));
     }
     Ok(())
 }
@@ -120,9 +216,22 @@ pub fn verify_dummy(password: &str) {
 /// one `@`, a non-empty local part of at most 64 bytes without spaces or
 /// control characters, and a domain of dot-separated LDH labels with at least
 /// one dot.
+///
+/// Addresses are ASCII (RFC 5321 mailboxes, without the SMTPUTF8 extension).
+/// This is the one canonical form every path compares in (signup, sign-in,
+/// reset, provider linking, admin lookups), and it refuses look-alikes
+/// rather than guessing at them: an invisible character (zero-width space,
+/// soft hyphen, any default-ignorable code point) would make a second account
+/// that reads like the first in lists and the audit log, and Unicode case
+/// mapping would fold a provider's `\u{212A}ate@` (KELVIN SIGN) into the local
+/// `kate@`, a mailbox the provider never vouched for.
 pub fn normalise_email(raw: &str) -> Result<String, Error> {
-    let email = raw.trim().to_lowercase();
+    let trimmed = raw.trim();
     let invalid = || Error::InvalidEmail;
+    if !trimmed.is_ascii() {
+        return Err(invalid());
+    }
+    let email = trimmed.to_ascii_lowercase();
     if email.is_empty() || email.len() > MAX_EMAIL_BYTES {
         return Err(invalid());
     }
@@ -165,6 +274,61 @@ mod tests {
     }
 
     #[test]
+    fn common_repetitive_and_sequential_passwords_are_refused() {
+        let email = "alice@example.com";
+        for (pw, rule) in [
+            ("password1234", "common"),
+            ("!!Dragon2024", "common"),
+            ("1qaz2wsx3edc", "common"),
+            ("sunshine98765432", "common"),
+            ("234567890123", "sequential"),
+            ("987654321098", "sequential"),
+            ("abcdefghijkl", "sequential"),
+            ("poiuytrewq12", "sequential"),
+            ("aaaaaa111111", "repetitive"),
+            ("aaaa12345678", "sequential"),
+            ("            ", "repetitive"),
+            ("aaaaaaaaaaaa", "repetitive"),
+            ("abcabcabcabc", "repetitive"),
+            ("xyzxyzxyzxyzxyz", "repetitive"),
+            ("121212121212", "repetitive"),
+        ] {
+            assert!(
+                matches!(check_policy(pw, email), Err(Error::WeakPassword(r)) if r == rule),
+                "{pw:?} should be refused as {rule}: {:?}",
+                check_policy(pw, email)
+            );
+        }
+        for pw in [
+            "correct horse battery staple",
+            "tulip-engine-47-harbor",
+            "Xk9#mQ2$vL7!pR",
+            "my dog ate 3 abc books",
+        ] {
+            assert!(check_policy(pw, email).is_ok(), "{pw:?}");
+        }
+        assert!(common_passwords().len() > 5000, "the list is compiled in");
+    }
+
+    #[test]
+    fn addresses_with_invisible_or_look_alike_characters_are_refused() {
+        for bad in [
+            "ka\u{200B}te@example.com",
+            "ka\u{00AD}te@example.com",
+            "kate\u{2060}@example.com",
+            "\u{212A}ate@example.com",
+            "kate@ex\u{0430}mple.com",
+            "k\u{0061}\u{0301}te@example.com",
+        ] {
+            assert!(normalise_email(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            normalise_email(" Kate@Example.COM ").ok().as_deref(),
+            Some("kate@example.com")
+        );
+    }
+
+    #[test]
     fn policy_rules() {
         let email = "alice.smith@example.com";
         assert!(check_policy("correct horse battery", email).is_ok());
@@ -173,8 +337,8 @@ mod tests {
             Err(Error::WeakPassword("too_short"))
         ));
         // Twelve characters, not twelve bytes: multi-byte characters count once.
-        assert!(check_policy("ééééééééééé", email).is_err());
-        assert!(check_policy("éééééééééééé", email).is_ok());
+        assert!(check_policy("éàüößçñøåæœ", email).is_err());
+        assert!(check_policy("éàüößçñøåæœî", email).is_ok());
         let long = "x".repeat(MAX_PASSWORD_BYTES + 1);
         assert!(matches!(
             check_policy(&long, email),

@@ -26,7 +26,8 @@ pub const LOGIN_FAILURES_PER_ACCOUNT: Rule = Rule {
     kind: Kind::Spacing(5_000),
 };
 /// Signups per client address (generous: offices and campuses share one
-/// address; the per-email limit stops mailbombing).
+/// address; the per-email limit stops mailbombing). The limit is the
+/// `signup_per_ip_per_hour` setting's.
 pub const SIGNUP_PER_IP: Rule = Rule {
     name: "signup_ip",
     limit: 100,

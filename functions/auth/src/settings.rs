@@ -13,6 +13,7 @@
 //! | `passkey_rp_id` | var | the host of the first `allowed_origins` entry | the WebAuthn relying party id (a registrable domain the portal's origins share) |
 //! | `passkey_rp_name` | var | `EdgeCoder` | the relying party name authenticators show |
 //! | `passkey_counter_policy` | var | `refuse` | a passkey whose signature counter went backwards: `refuse` the sign-in, or only `warn` (both flag it and write a critical audit event) |
+//! | `signup_per_ip_per_hour` | var | `100` | signups per client address per hour (1–100000; offices and campuses share one address, the per-email limit stops mailbombing) |
 //! | `oauth_providers` | var | — | JSON array of sign-in providers (`google`, `microsoft`, `github`, or any OpenID Connect issuer); see [`crate::oauth_settings`] |
 //! | `oauth_client_secrets` | secret | — | JSON object: provider id → client secret |
 //! | `oauth_app_schemes` | var | — | comma-separated custom URL schemes of native apps (`com.example.app`) whose `return_to` receives a one-time code |
@@ -56,6 +57,8 @@ pub struct Settings {
     pub passkey_refuse_counter_regression: bool,
     /// OAuth / OpenID Connect sign-in providers.
     pub oauth: OAuthSettings,
+    /// Signups per client address per hour.
+    pub signup_per_ip_per_hour: i64,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
 }
@@ -139,6 +142,7 @@ impl Settings {
             vars.secret("oauth_client_secrets").as_deref(),
             vars.var("oauth_app_schemes").as_deref(),
         )?;
+        let signup_per_ip_per_hour = vars.bounded("signup_per_ip_per_hour", 100, 1, 100_000)?;
         let mut warnings = Vec::new();
         if mail == MailSettings::Outbox {
             warnings.push("mail_provider=outbox: mail is stored, not sent".to_owned());
@@ -155,6 +159,7 @@ impl Settings {
             passkey_rp_name,
             passkey_refuse_counter_regression,
             oauth,
+            signup_per_ip_per_hour,
             warnings,
         })
     }

@@ -132,6 +132,14 @@ pub(super) fn signup_refuses_invalid_email_and_weak_passwords(x: &Ctx) -> Result
         ("short-pass".to_owned(), "12 characters"),
         (format!("xx{local}xx"), "local part"),
         ("x".repeat(257), "256 bytes"),
+        // NIST SP 800-63B: commonly used and breached values are refused,
+        // also with digits around them; so are repetitive and sequential strings.
+        ("password1234".to_owned(), "commonly used"),
+        ("Sunshine2024!".to_owned(), "commonly used"),
+        (" ".repeat(12), "repeated"),
+        ("abcabcabcabc".to_owned(), "repeated"),
+        ("zyxwvutsrqpo".to_owned(), "sequence"),
+        ("lkjhgfdsa987".to_owned(), "sequence"),
     ] {
         let r = x.send(
             "POST",
@@ -146,6 +154,53 @@ pub(super) fn signup_refuses_invalid_email_and_weak_passwords(x: &Ctx) -> Result
         }
     }
     Ok(())
+}
+
+pub(super) fn addresses_with_invisible_or_look_alike_characters_are_refused(
+    x: &Ctx,
+) -> Result<(), String> {
+    let a = x.account("kelvin", true)?;
+    let (local, domain) = a.email.split_once('@').ok_or("suite email")?;
+    let rest = &local[1..];
+    // Each reads like the account's address in a list or the audit log.
+    for bad in [
+        format!("{}\u{200B}{rest}@{domain}", &local[..1]),
+        format!("{}\u{00AD}{rest}@{domain}", &local[..1]),
+        format!("{local}\u{2060}@{domain}"),
+        format!("{local}@{domain}\u{FEFF}"),
+    ] {
+        let r = x.send(
+            "POST",
+            "/auth/signup",
+            None,
+            Some(&json!({"email": bad, "password": PASSWORD})),
+            &[],
+        )?;
+        expect_problem(&r, 400, "invalid_email").map_err(|e| format!("{bad:?}: {e}"))?;
+    }
+    // KELVIN SIGN folds to `k` under Unicode lowercasing: an address that
+    // starts with it must not reach the account of the one with `k`.
+    let kate = x.account("k-kelvin", true)?;
+    let kelvin = kate.email.replacen('k', "\u{212A}", 1);
+    if kelvin == kate.email {
+        return Err("suite email does not start with k".into());
+    }
+    let r = x.send(
+        "POST",
+        "/auth/login",
+        None,
+        Some(&json!({"email": kelvin, "password": PASSWORD, "client": "device"})),
+        &[],
+    )?;
+    expect_problem(&r, 400, "invalid_email").map_err(|e| format!("kelvin sign-in: {e}"))?;
+    let r = x.send(
+        "POST",
+        "/auth/signup",
+        None,
+        Some(&json!({"email": kelvin, "password": PASSWORD})),
+        &[],
+    )?;
+    expect_problem(&r, 400, "invalid_email").map_err(|e| format!("kelvin signup: {e}"))
 }
 
 pub(super) fn one_mebibyte_password_is_refused_quickly(x: &Ctx) -> Result<(), String> {

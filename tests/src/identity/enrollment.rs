@@ -214,3 +214,51 @@ pub(super) fn enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete(
         "admin delete with step-up",
     )
 }
+
+pub(super) fn one_account_cannot_hold_unbounded_enrollments(x: &Ctx) -> Result<(), String> {
+    let a = x.account("enroll-many", true)?;
+    let node = |i: usize| format!("node-{}-many-{i}", x.run);
+    let mut sent = 0;
+    for i in 0..10 {
+        status(&enroll(x, &a.access, &node(i))?, 201, "pending enrollment")?;
+        sent += 1;
+    }
+    // The eleventh unredeemed enrollment is refused; re-enrolling one the
+    // account holds replaces its token and does not count twice.
+    expect_problem(
+        &enroll(x, &a.access, &node(10))?,
+        409,
+        "too_many_enrollments",
+    )?;
+    status(&enroll(x, &a.access, &node(3))?, 201, "re-enroll")?;
+    sent += 2;
+    let path = format!("/auth/nodes/{}", node(0));
+    status(
+        &x.call(
+            "DELETE",
+            "/auth/nodes/{id}",
+            &path,
+            Some(&a.access),
+            None,
+            &[],
+        )?,
+        200,
+        "delete",
+    )?;
+    status(&enroll(x, &a.access, &node(10))?, 201, "after a delete")?;
+    sent += 1;
+    // Enrolling is rate limited per user (50 an hour), refused or not.
+    let mut limited = false;
+    while sent < 60 && !limited {
+        let r = enroll(x, &a.access, &node(3))?;
+        sent += 1;
+        limited = r.status == 429;
+        if !limited && r.status != 201 {
+            return Err(format!("re-enroll {sent}: {}", r.status));
+        }
+    }
+    if !limited || sent != 51 {
+        return Err(format!("no 429 by the 51st enrollment (sent {sent})"));
+    }
+    expect_problem(&enroll(x, &a.access, &node(3))?, 429, "rate_limited")
+}

@@ -394,6 +394,10 @@ pub fn checks() -> Vec<(&'static str, IdCheck)> {
             accounts::signup_refuses_invalid_email_and_weak_passwords,
         ),
         (
+            "addresses_with_invisible_or_look_alike_characters_are_refused",
+            accounts::addresses_with_invisible_or_look_alike_characters_are_refused,
+        ),
+        (
             "one_mebibyte_password_is_refused_quickly",
             accounts::one_mebibyte_password_is_refused_quickly,
         ),
@@ -483,6 +487,10 @@ pub fn checks() -> Vec<(&'static str, IdCheck)> {
         (
             "enrolling_another_users_node_id_conflicts",
             enrollment::enrolling_another_users_node_id_conflicts,
+        ),
+        (
+            "one_account_cannot_hold_unbounded_enrollments",
+            enrollment::one_account_cannot_hold_unbounded_enrollments,
         ),
         (
             "enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete",

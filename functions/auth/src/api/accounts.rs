@@ -160,11 +160,15 @@ pub async fn signup(s: &Services, req: Request) -> Result<Response, Error> {
     password::check_policy(&body.password, &email)?;
     let name = display_name(body.display_name)?;
     let ip = ip_subject(&req.ctx);
+    let per_ip = rl::Rule {
+        limit: crate::Settings::of(s)?.signup_per_ip_per_hour,
+        ..rl::SIGNUP_PER_IP
+    };
     limit(
         s,
         &req,
         &[
-            (&rl::SIGNUP_PER_IP, ip.as_deref()),
+            (&per_ip, ip.as_deref()),
             (&rl::SIGNUP_PER_EMAIL, Some(&email)),
         ],
     )

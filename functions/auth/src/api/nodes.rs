@@ -9,7 +9,8 @@
 //! verified user who enrolls it; nobody else can take it over, except an
 //! enrollment that was never redeemed and whose token expired (so ids cannot
 //! be squatted by enrolling and walking away). Enrollment is rate limited
-//! per user.
+//! per user, and an account holds at most 10 unredeemed enrollments and
+//! 1000 node ids (`store::enrollments`).
 //!
 //! The mesh redeems in-process where it shares the database (native, the
 //! Worker) and through `POST /auth/nodes/redeem` with the service credential
@@ -29,7 +30,7 @@ use crate::api::{authed, token_schema};
 use crate::secrets::{hash_token, matches_secret, new_token, rfc3339, well_formed};
 use crate::session::{self, bearer};
 use crate::store;
-use crate::store::enrollments::NewEnrollment;
+use crate::store::enrollments::{Enrolled, NewEnrollment};
 use crate::{DOCS, Error, schemas};
 
 /// Enrollment tokens live one hour.
@@ -79,6 +80,7 @@ pub async fn enroll(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .await);
     }
+    crate::ratelimit::attempt(s, &crate::ratelimit::ENROLL_PER_USER, &p.user_id).await?;
     let now = s.clock.now_ms();
     let token = new_token(s.rng.as_ref(), ENROLLMENT_PREFIX);
     let expires = now + ENROLLMENT_TOKEN_MS;
@@ -94,15 +96,20 @@ pub async fn enroll(s: &Services, req: Request) -> Result<Response, Error> {
         },
     )
     .await?;
-    if !enrolled {
+    let refused = match enrolled {
+        Enrolled::Stored => None,
+        Enrolled::OwnedByAnother => Some(("owned_by_another_user", Error::NodeOwnedByAnotherUser)),
+        Enrolled::OwnerAtLimit => Some(("too_many_enrollments", Error::TooManyEnrollments)),
+    };
+    if let Some((reason, error)) = refused {
         return Err(audit::denied(
             s,
             &req.ctx,
             &p.actor(),
             "auth.node.enroll",
             Some(&body.node_id),
-            json!({"reason": "owned_by_another_user"}),
-            Error::NodeOwnedByAnotherUser,
+            json!({"reason": reason}),
+            error,
         )
         .await);
     }
@@ -351,7 +358,8 @@ fn enroll_doc() -> RouteDoc {
                 .with_schema(schemas::enrollment()),
             err(400, "invalid_node_id"),
             err(403, "email_unverified"),
-            err(409, "node_owned_by_another_user"),
+            err(409, "node_owned_by_another_user / too_many_enrollments"),
+            err(429, "rate_limited"),
         ]),
     )
 }

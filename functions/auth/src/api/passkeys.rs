@@ -6,8 +6,9 @@
 //! limited per address), keeping each ceremony's state as its challenge's
 //! row (stored hashed, single use, five minutes, consumed by one `DELETE …
 //! RETURNING`), the signature counter (a regression flags the credential as
-//! possibly cloned, refused by default), sign-in options that look the same
-//! for unknown emails (fake credential ids derived from a server secret),
+//! possibly cloned, refused by default), sign-in options that are the same
+//! whoever asks (passkeys are discoverable, so no credential list is ever
+//! sent, and an email says nothing about its account),
 //! sessions like password login (`amr` `["pop", "mfa"]`) and step-up by
 //! passkey, and the audit records. Out of scope: the ceremonies' checks
 //! ([`crate::ceremony`]) and the byte-level parsing (`crate::webauthn`).
@@ -285,68 +286,26 @@ pub async fn step_up_options(s: &Services, req: Request) -> Result<Response, Err
 /// `POST /auth/passkeys/login/options` body.
 #[derive(Deserialize, Default)]
 pub struct LoginOptions {
-    #[serde(default)]
-    email: Option<String>,
+    /// Accepted for older portals and ignored: see [`login_options`].
+    #[serde(default, rename = "email")]
+    _email: Option<String>,
 }
 
-/// Credential ids that stand in for an account that has none: derived from
-/// a server secret, so the same email always gets the same answer.
-fn fake_ids(s: &Services, email: &str) -> Vec<Descriptor> {
-    let secret = s
-        .config
-        .signing_key
-        .as_ref()
-        .and_then(|k| k.to_pkcs8_base64().ok())
-        .unwrap_or_default();
-    let key = blake3::derive_key(
-        "edgecoder.dev passkey fake credential ids v1",
-        secret.as_bytes(),
-    );
-    let seed = blake3::keyed_hash(&key, email.as_bytes());
-    let count = 1 + usize::from(seed.as_bytes()[0] % 2);
-    // Real ids come in the lengths authenticators use (16 to 64 bytes), so
-    // the fakes take one of those per id rather than one tell-tale length.
-    const LENGTHS: [usize; 4] = [16, 20, 32, 64];
-    (0..count)
-        .map(|i| {
-            let mut xof = blake3::Hasher::new_keyed(&key)
-                .update(format!("{email}\n{i}").as_bytes())
-                .finalize_xof();
-            let mut id = [0u8; 65];
-            xof.fill(&mut id);
-            let len = LENGTHS[usize::from(id[64] % 4)];
-            Descriptor {
-                id: URL_SAFE_NO_PAD.encode(&id[..len]),
-                transports: vec!["internal".into(), "hybrid".into()],
-            }
-        })
-        .collect()
-}
-
-/// `POST /auth/passkeys/login/options`: discoverable with no email; with an
-/// email, its credentials, or fakes that look the same.
+/// `POST /auth/passkeys/login/options`: the same answer for every caller,
+/// with or without an email. Registration requires discoverable credentials
+/// (`residentKey: "required"`), so the authenticator finds the account's
+/// passkey without a list; sending one (real ids for accounts with passkeys,
+/// stand-ins for the rest) told which addresses have passkeys through the
+/// count and transports of the list, however the stand-ins were made.
 pub async fn login_options(s: &Services, req: Request) -> Result<Response, Error> {
     let rp = relying_party(s)?;
     limit_address(s, &req).await?;
-    let body: LoginOptions = if req.body.is_empty() {
-        LoginOptions::default()
-    } else {
-        req.json()?
-    };
-    let allow = match body.email.as_deref().map(|e| e.trim().to_ascii_lowercase()) {
-        None => Vec::new(),
-        Some(email) => {
-            let found = store::passkeys::descriptors_by_email(s.sql.as_ref(), &email).await?;
-            if found.is_empty() {
-                fake_ids(s, &email)
-            } else {
-                descriptors(found)
-            }
-        }
-    };
+    if !req.body.is_empty() {
+        req.json::<LoginOptions>()?;
+    }
     let challenge = Challenge::new(random(s));
     let (options, _state) =
-        ceremony::start_authentication(&rp, Ceremony::Authentication, None, &allow, &challenge);
+        ceremony::start_authentication(&rp, Ceremony::Authentication, None, &[], &challenge);
     keep(s, &challenge, Ceremony::Authentication, None).await?;
     Ok(ok_json(&options))
 }
@@ -624,7 +583,7 @@ fn register_docs() -> (RouteDoc, RouteDoc) {
 }
 
 fn login_docs() -> (RouteDoc, RouteDoc) {
-    let summary = "PublicKeyCredentialRequestOptionsJSON: discoverable without an email; the same shape for unknown emails";
+    let summary = "PublicKeyCredentialRequestOptionsJSON for discoverable credentials: the same answer for every caller (an email is accepted and ignored)";
     let options = ok(200, "request options (challenge single-use, 5 min)")
         .with_schema(schemas::passkey_request_options());
     let verify =

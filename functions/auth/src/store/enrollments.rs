@@ -28,16 +28,37 @@ pub struct NewEnrollment<'a> {
     pub expires_at: i64,
 }
 
+/// Enrollments one account may have waiting to be redeemed (unexpired).
+pub const MAX_PENDING_PER_OWNER: i64 = 10;
+/// Node ids one account may hold at all.
+pub const MAX_NODES_PER_OWNER: i64 = 1000;
+
+/// What [`enroll`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enrolled {
+    /// The token is stored.
+    Stored,
+    /// The node id is another user's.
+    OwnedByAnother,
+    /// The owner is at [`MAX_PENDING_PER_OWNER`] or [`MAX_NODES_PER_OWNER`].
+    OwnerAtLimit,
+}
+
 /// Stores an enrollment token for a node id, replacing the stored one (the
 /// old token dies). A node id belongs to the user who enrolled it; nobody
 /// else can take it over, except an enrollment that was never redeemed and
 /// whose token expired (so ids cannot be squatted by enrolling and walking
-/// away). Whether it was stored (`false`: owned by another user).
-pub async fn enroll(sql: &dyn Sql, e: NewEnrollment<'_>) -> Result<bool, Error> {
+/// away). The caps per owner are part of the same statement, so concurrent
+/// enrollments cannot overshoot them; re-enrolling a node id the owner
+/// already holds does not count twice.
+pub async fn enroll(sql: &dyn Sql, e: NewEnrollment<'_>) -> Result<Enrolled, Error> {
     let rows = sql
         .execute(Statement::new(
             "INSERT INTO node_enrollments (node_id, owner_id, kind, created_at, updated_at, token_hash, token_expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6) \
+             SELECT ?1, ?2, ?3, ?4, ?4, ?5, ?6 \
+             WHERE (SELECT COUNT(*) FROM node_enrollments WHERE owner_id = ?2 AND node_id <> ?1 \
+                      AND token_redeemed_at IS NULL AND token_expires_at > ?4) < ?7 \
+               AND (SELECT COUNT(*) FROM node_enrollments WHERE owner_id = ?2 AND node_id <> ?1) < ?8 \
              ON CONFLICT (node_id) DO UPDATE SET owner_id = excluded.owner_id, kind = excluded.kind, updated_at = excluded.updated_at, \
                token_hash = excluded.token_hash, token_expires_at = excluded.token_expires_at, token_redeemed_at = NULL \
              WHERE node_enrollments.owner_id = excluded.owner_id \
@@ -50,10 +71,18 @@ pub async fn enroll(sql: &dyn Sql, e: NewEnrollment<'_>) -> Result<bool, Error> 
                 Value::Integer(e.now),
                 e.token_hash.into(),
                 Value::Integer(e.expires_at),
+                Value::Integer(MAX_PENDING_PER_OWNER),
+                Value::Integer(MAX_NODES_PER_OWNER),
             ],
         ))
         .await?;
-    Ok(!rows.rows.is_empty())
+    if !rows.rows.is_empty() {
+        return Ok(Enrolled::Stored);
+    }
+    Ok(match owner(sql, e.node_id).await? {
+        Some(owner) if owner != e.owner_id => Enrolled::OwnedByAnother,
+        _ => Enrolled::OwnerAtLimit,
+    })
 }
 
 /// One of a user's enrollments.

@@ -146,18 +146,6 @@ pub async fn descriptors_of_user(sql: &dyn Sql, user_id: &str) -> Result<Vec<Des
     Ok(descriptors(&rows))
 }
 
-/// The credentials of the account with this email address, oldest first.
-pub async fn descriptors_by_email(sql: &dyn Sql, email: &str) -> Result<Vec<Descriptor>, Error> {
-    let rows = sql
-        .execute(Statement::new(
-            "SELECT c.id, c.transports FROM webauthn_credentials c JOIN users u ON u.id = c.user_id \
-             WHERE u.email = ?1 ORDER BY c.created_at",
-            vec![email.into()],
-        ))
-        .await?;
-    Ok(descriptors(&rows))
-}
-
 /// A newly registered credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCredential<'a> {
