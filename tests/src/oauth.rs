@@ -94,6 +94,18 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             oauth_look_alike_provider_email_does_not_reach_a_local_account,
         ),
         (
+            "oauth_pre_hijack_by_password_signup_is_undone_by_verification_and_claim",
+            oauth_pre_hijack_by_password_signup_is_undone_by_verification_and_claim,
+        ),
+        (
+            "oauth_verification_evicts_a_link_made_on_an_unverified_provider_address",
+            oauth_verification_evicts_a_link_made_on_an_unverified_provider_address,
+        ),
+        (
+            "oauth_link_flow_dies_with_its_session_and_every_link_is_mailed",
+            oauth_link_flow_dies_with_its_session_and_every_link_is_mailed,
+        ),
+        (
             "oauth_verified_emails_on_both_sides_link_and_notify",
             oauth_verified_emails_on_both_sides_link_and_notify,
         ),
@@ -813,6 +825,152 @@ fn oauth_look_alike_provider_email_does_not_reach_a_local_account(x: &Ctx) -> Re
     expect_problem(&r, 400, "oauth_email_missing")?;
     if !links(x, &access)?.is_empty() {
         return Err("a look-alike provider address linked to the local account".into());
+    }
+    Ok(())
+}
+
+fn oauth_pre_hijack_by_password_signup_is_undone_by_verification_and_claim(
+    x: &Ctx,
+) -> Result<(), String> {
+    // The attacker signs up with the victim's address, chooses the password
+    // and signs in before anyone has proven the address.
+    let login = login_name(x, "oidc-prehijack-pw");
+    let email = format!("{login}@example.com");
+    let r = x.signup(&email)?;
+    if r.status != 202 {
+        return Err(format!("signup {}", r.status));
+    }
+    let pre = x.login(&email, PASSWORD)?.json()?;
+    let pre_access = pre["access_token"].as_str().unwrap_or("").to_owned();
+    let pre_refresh = pre["refresh_token"].as_str().unwrap_or("").to_owned();
+    // The victim follows the verification mail (without the password, which
+    // they never chose).
+    x.verify_with(&email, None)?;
+    // What the attacker opened before the proof is over.
+    expect_problem(
+        &x.send("GET", "/auth/me", Some(&pre_access), None, &[])?,
+        401,
+        "invalid_token",
+    )
+    .map_err(|e| format!("pre-verification access token: {e}"))?;
+    let r = x.send(
+        "POST",
+        "/auth/token/refresh",
+        None,
+        Some(&json!({"refresh_token": pre_refresh})),
+        &[],
+    )?;
+    expect_problem(&r, 401, "invalid_refresh_token")
+        .map_err(|e| format!("pre-verification refresh token: {e}"))?;
+    // The password still signs in, until the proven owner claims the account.
+    let post_access = x.login(&email, PASSWORD)?.json()?["access_token"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let account = me(x, &post_access)?["id"].clone();
+    let mut b = Browser::new();
+    let r = sign_in(x, &mut b, "op", &login, None)?;
+    expect_redirect_to(&r, &x.target.allowed_origin)?;
+    if me(x, &session_of(x, &mut b)?)?["id"] != account {
+        return Err("the owner reached another account".into());
+    }
+    // The account is the owner's alone: the attacker's password and the
+    // session it opened after verification are gone.
+    expect_problem(
+        &x.send("GET", "/auth/me", Some(&post_access), None, &[])?,
+        401,
+        "invalid_token",
+    )
+    .map_err(|e| format!("attacker's later session: {e}"))?;
+    expect_problem(&x.login(&email, PASSWORD)?, 401, "invalid_credentials")
+        .map_err(|e| format!("attacker's password: {e}"))?;
+    let mail = x.last_mail(&email)?;
+    if !mail["subject"].as_str().unwrap_or("").contains("now owns") {
+        return Err(format!("owner not told: {mail}"));
+    }
+    Ok(())
+}
+
+fn oauth_verification_evicts_a_link_made_on_an_unverified_provider_address(
+    x: &Ctx,
+) -> Result<(), String> {
+    // An attacker's provider account claims the victim's address without
+    // verifying it, and creates the account first.
+    let login = format!("unverified-{}", login_name(x, "oidc-squat-verify"));
+    let email = format!("{login}@example.com");
+    let mut attacker = Browser::new();
+    let r = sign_in(x, &mut attacker, "op", &login, None)?;
+    expect_redirect_to(&r, &x.target.allowed_origin)?;
+    let attacker_access = session_of(x, &mut attacker)?;
+    // The mailbox's owner verifies the address by mail.
+    let r = x.call(
+        "POST",
+        "/auth/resend-verification",
+        "/auth/resend-verification",
+        None,
+        Some(&json!({"email": email})),
+        &[],
+    )?;
+    if r.status != 202 {
+        return Err(format!("resend {}", r.status));
+    }
+    x.verify_with(&email, None)?;
+    // The attacker's session and its unverified link are gone.
+    expect_problem(
+        &x.send("GET", "/auth/me", Some(&attacker_access), None, &[])?,
+        401,
+        "invalid_token",
+    )?;
+    let mut again = Browser::new();
+    expect_problem(
+        &sign_in(x, &mut again, "op", &login, None)?,
+        409,
+        "account_exists_sign_in_to_link",
+    )
+}
+
+fn oauth_link_flow_dies_with_its_session_and_every_link_is_mailed(x: &Ctx) -> Result<(), String> {
+    // A thief holding a stepped-up token starts a link flow to their own
+    // provider account; the owner signs out everywhere before it finishes.
+    let email = x.email("oidc-link-revoked");
+    let access = password_account(x, &email, true)?;
+    let mut thief = Browser::new();
+    let authorize = link_start(x, &mut thief, &access, "op")?;
+    let r = x.send("POST", "/auth/logout-all", Some(&access), None, &[])?;
+    if r.status != 200 {
+        return Err(format!("logout-all {}", r.status));
+    }
+    let cb = through_provider(x, &mut thief, &authorize, &login_name(x, "oidc-thief-link"))?;
+    expect_problem(
+        &thief.to_deployment(x, "GET", &cb, &[])?,
+        401,
+        "invalid_token",
+    )?;
+    let fresh = x.login(&email, PASSWORD)?.json()?["access_token"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    if !links(x, &fresh)?.is_empty() {
+        return Err("linked after the session was revoked".into());
+    }
+    // A link the owner makes is mailed to them, like an automatic one.
+    let mut b = Browser::new();
+    let authorize = link_start(x, &mut b, &fresh, "op")?;
+    let cb = through_provider(x, &mut b, &authorize, &login_name(x, "oidc-own-link"))?;
+    let loc = expect_redirect_to(
+        &b.to_deployment(x, "GET", &cb, &[])?,
+        &format!("{}/settings?", x.target.allowed_origin),
+    )?;
+    if query(&loc, "linked").as_deref() != Some("op") {
+        return Err(format!("not linked: {loc}"));
+    }
+    let mail = x.last_mail(&email)?;
+    if !mail["subject"]
+        .as_str()
+        .unwrap_or("")
+        .contains("sign-in was added")
+    {
+        return Err(format!("owner not told of the link: {mail}"));
     }
     Ok(())
 }

@@ -60,9 +60,39 @@ pub fn provider_linked(issuer: &str, to: &str, provider: &str) -> Mail {
         to: to.to_owned(),
         subject: format!("{provider} sign-in was added to your EdgeCoder account"),
         text: format!(
-            "Someone signed in to EdgeCoder with a {provider} account that uses this verified address,              so that {provider} account can now sign in to yours.
-             If it was not you, sign in at {issuer}, remove the link under your account's sign-in methods              and sign out everywhere.
-"
+            "Someone signed in to EdgeCoder with a {provider} account that uses this verified address, \
+             so that {provider} account can now sign in to yours.\n\
+             If it was not you, sign in at {issuer}, remove the link under your account's sign-in methods \
+             and sign out everywhere.\n"
+        ),
+    }
+}
+
+/// The notice that a signed-in session linked a sign-in provider.
+pub fn provider_link_added(issuer: &str, to: &str, provider: &str) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{provider} sign-in was added to your EdgeCoder account"),
+        text: format!(
+            "A {provider} account was linked to your EdgeCoder account from a signed-in session, \
+             so it can now sign in to yours.\n\
+             If it was not you, sign in at {issuer}, remove the link under your account's sign-in methods, \
+             reset your password and sign out everywhere.\n"
+        ),
+    }
+}
+
+/// The notice that the address's proven owner claimed an account whose
+/// password was set by someone who had not proven the address.
+pub fn account_claimed(issuer: &str, to: &str, provider: &str) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{provider} sign-in now owns your EdgeCoder account"),
+        text: format!(
+            "You signed in with a {provider} account that proves this address. The account's password \
+             had been chosen before the address was verified, so it was removed, with every session \
+             and passkey made with it.\n\
+             To sign in with a password again, reset it at {issuer}.\n"
         ),
     }
 }

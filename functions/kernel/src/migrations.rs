@@ -66,6 +66,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_one_rate_limiter.sql",
         sql: include_str!("../../../migrations/0009_one_rate_limiter.sql"),
     },
+    Migration {
+        name: "0010_proven_credentials.sql",
+        sql: include_str!("../../../migrations/0010_proven_credentials.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

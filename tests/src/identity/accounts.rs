@@ -244,16 +244,26 @@ pub(super) fn verification_link_page_does_not_verify_on_prefetch(x: &Ctx) -> Res
     if String::from_utf8_lossy(&page.body).contains("<script>") {
         return Err("token reflected into HTML".into());
     }
-    // The page's form submission verifies.
+    // The page's form submission (with the password it asks for) verifies.
     let r = x.c.send_with(
         "POST",
         "/auth/verify-email",
         &[("content-type", "application/x-www-form-urlencoded")],
-        format!("token={token}").as_bytes(),
+        format!("token={token}&password={}", PASSWORD.replace(' ', "+")).as_bytes(),
     )?;
     status(&r, 200, "form POST")?;
+    // The session begun before the address was proven is over.
+    expect_problem(
+        &x.send("GET", "/auth/me", Some(&a.access), None, &[])?,
+        401,
+        "invalid_token",
+    )?;
+    let access = x.login(&a.email, PASSWORD)?.json()?["access_token"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     let me = x
-        .send("GET", "/auth/me", Some(&a.access), None, &[])?
+        .send("GET", "/auth/me", Some(&access), None, &[])?
         .json()?;
     if me["email_verified"] != json!(true) {
         return Err(format!("form POST did not verify: {me}"));

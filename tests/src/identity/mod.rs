@@ -172,15 +172,26 @@ impl<'a> Ctx<'a> {
         )
     }
 
-    /// Verifies `email` with the token it was mailed.
+    /// Verifies `email` with the token it was mailed, presenting the
+    /// suite's password with it (the owner of the address chose it).
     pub fn verify(&self, email: &str) -> Result<(), String> {
+        self.verify_with(email, Some(PASSWORD))
+    }
+
+    /// Verifies `email` with the token it was mailed and, if given, the
+    /// account's password.
+    pub fn verify_with(&self, email: &str, password: Option<&str>) -> Result<(), String> {
         let token = self.mailed_token(email)?;
+        let body = match password {
+            Some(p) => json!({ "token": token, "password": p }),
+            None => json!({ "token": token }),
+        };
         let r = self.call(
             "POST",
             "/auth/verify-email",
             "/auth/verify-email",
             None,
-            Some(&json!({ "token": token })),
+            Some(&body),
             &[],
         )?;
         if r.status != 200 {

@@ -239,6 +239,11 @@ pub async fn signup(s: &Services, req: Request) -> Result<Response, Error> {
 #[derive(Deserialize)]
 pub struct TokenBody {
     token: String,
+    /// The account's password, when it has one: presenting it with the
+    /// token shows that whoever controls the address also chose the
+    /// password (see [`consume_verification`]).
+    #[serde(default)]
+    password: Option<String>,
 }
 
 fn is_form(req: &Request) -> bool {
@@ -303,6 +308,9 @@ pub async fn verify_email_page(_s: &Services, req: Request) -> Result<Response, 
             &format!(
                 "<form method=\"post\" action=\"/auth/verify-email\">\
                  <input type=\"hidden\" name=\"token\" value=\"{t}\">\
+                 <p><label for=\"password\">Your password, if you chose one when you signed up \
+                 (it keeps the password working if you later sign in with Google, Microsoft or GitHub)</label>\
+                 <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\"></p>\
                  <button type=\"submit\">Verify my email address</button></form>"
             ),
         ),
@@ -317,15 +325,20 @@ pub async fn verify_email_page(_s: &Services, req: Request) -> Result<Response, 
 /// `POST /auth/verify-email`.
 pub async fn verify_email(s: &Services, req: Request) -> Result<Response, Error> {
     let form = is_form(&req);
-    let token = if form {
-        form_urlencoded::parse(&req.body)
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+    let body = if form {
+        let field = |name: &str| {
+            form_urlencoded::parse(&req.body)
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        TokenBody {
+            token: field("token").unwrap_or_default(),
+            password: field("password").filter(|p| !p.is_empty()),
+        }
     } else {
-        req.json::<TokenBody>()?.token
+        req.json::<TokenBody>()?
     };
-    let outcome = consume_verification(s, &req, &token).await;
+    let outcome = consume_verification(s, &req, &body.token, body.password.as_deref()).await;
     match (outcome, form) {
         (Ok(()), false) => Ok(ok_json(&json!({"status": "verified"}))),
         (Ok(()), true) => Ok(html(
@@ -342,33 +355,78 @@ pub async fn verify_email(s: &Services, req: Request) -> Result<Response, Error>
     }
 }
 
-async fn consume_verification(s: &Services, req: &Request, token: &str) -> Result<(), Error> {
+/// Verifies the address a token was mailed to. Whoever opens the link proves
+/// the mailbox, not the credentials made before it (pre-hijacking: anyone can
+/// sign up with someone else's address and sign in before verifying). So the
+/// sessions begun before the verification are revoked, links made through a
+/// provider that never verified the address go, and the password counts as
+/// the owner's only if it is presented with the token; a password that was
+/// not does not survive the owner claiming the account through a provider
+/// (see `api::oauth`).
+async fn consume_verification(
+    s: &Services,
+    req: &Request,
+    token: &str,
+    password: Option<&str>,
+) -> Result<(), Error> {
     if !well_formed(token, EMAIL_TOKEN_PREFIX) {
         return Err(Error::TokenInvalid);
     }
     let now = s.clock.now_ms();
     let rid = req.ctx.request_id.as_str();
     let h = hash_token(token);
+    let mut proof = None;
+    if let Some(password) = password {
+        let holder = store::email_tokens::verification_holder(s.sql.as_ref(), &h, now)
+            .await?
+            .ok_or(Error::TokenInvalid)?;
+        let stored = store::users::password_hash(s.sql.as_ref(), &holder).await?;
+        let matches = match stored.as_deref() {
+            Some(hash) => !matches!(
+                password::verify(password, hash),
+                password::Verification::Mismatch
+            ),
+            None => {
+                password::verify_dummy(password);
+                false
+            }
+        };
+        if !matches {
+            return Err(Error::InvalidCredentials);
+        }
+        proof = stored
+            .map(|hash| store::users::prove_password_from_token(&h, now, rid, &holder, &hash));
+    }
+    let mut stmts = vec![
+        store::email_tokens::consume(Purpose::VerifyEmail, &h, now, rid),
+        // Only the address the token was sent to is verified.
+        store::users::verify_from_token(&h, now, rid),
+        store::sessions::revoke_before_verification(&h, now, rid),
+        store::oauth::delete_unverified_links_on_verification(&h, rid),
+    ];
+    stmts.extend(proof);
     let results = s
         .sql
-        .batch(vec![
-            store::email_tokens::consume(Purpose::VerifyEmail, &h, now, rid),
-            // Only the address the token was sent to is verified.
-            store::users::verify_from_token(&h, now, rid),
-            // Using one token cancels the user's other outstanding ones.
-            store::email_tokens::supersede_siblings(Purpose::VerifyEmail, &h, rid, now),
-            session::audit_when(
-                s,
-                req,
-                "'user:' || user_id",
-                "auth.email.verify",
-                "user_id",
-                Outcome::Success,
-                json!({}),
-                "FROM email_tokens WHERE token_hash = ?8 AND consumed_by = ?9",
-                vec![h.as_str().into(), rid.into()],
-            ),
-        ])
+        .batch(
+            stmts
+                .into_iter()
+                .chain([
+                    // Using one token cancels the user's other outstanding ones.
+                    store::email_tokens::supersede_siblings(Purpose::VerifyEmail, &h, rid, now),
+                    session::audit_when(
+                        s,
+                        req,
+                        "'user:' || user_id",
+                        "auth.email.verify",
+                        "user_id",
+                        Outcome::Success,
+                        json!({}),
+                        "FROM email_tokens WHERE token_hash = ?8 AND consumed_by = ?9",
+                        vec![h.as_str().into(), rid.into()],
+                    ),
+                ])
+                .collect(),
+        )
         .await?;
     if results.first().map(|r| r.changes) != Some(1) {
         audit::note(
@@ -854,11 +912,15 @@ fn verify_email_page_doc() -> RouteDoc {
 fn verify_email_doc() -> RouteDoc {
     DOCS.op(
         "verify_email",
-        "Consume a verification token (JSON or the page's form)",
-        object(&["token"], json!({"token": token_schema()})),
+        "Consume a verification token (JSON or the page's form); with the account's password, that password counts as the address owner's",
+        object(
+            &["token"],
+            json!({"token": token_schema(), "password": {"type": "string", "maxLength": 256}}),
+        ),
         vec![
             ok(200, "{status: verified}").with_schema(schemas::status()),
             err(400, "token_invalid"),
+            err(401, "invalid_credentials"),
         ],
     )
 }

@@ -287,6 +287,7 @@ async fn limit_address(s: &Services, req: &Request) -> Result<(), Error> {
 struct Begin<'a> {
     purpose: &'static str,
     user_id: Option<&'a str>,
+    session_id: Option<&'a str>,
     return_to: ReturnTo,
     app_challenge: Option<String>,
 }
@@ -324,6 +325,7 @@ async fn begin(
             return_to: b.return_to.stored(),
             purpose: b.purpose,
             user_id: b.user_id,
+            session_id: b.session_id,
             app_challenge: b.app_challenge,
             now,
             expires_at: now + STATE_MS,
@@ -382,6 +384,7 @@ pub async fn start(s: &Services, req: Request) -> Result<Response, Error> {
         Begin {
             purpose: "sign_in",
             user_id: None,
+            session_id: None,
             return_to: target,
             app_challenge,
         },
@@ -422,6 +425,7 @@ pub async fn link_start(s: &Services, req: Request) -> Result<Response, Error> {
         Begin {
             purpose: "link",
             user_id: Some(&principal.user_id),
+            session_id: Some(&principal.session_id),
             return_to: target,
             app_challenge: None,
         },
@@ -450,6 +454,7 @@ struct Flow {
     return_to: ReturnTo,
     purpose: String,
     user_id: Option<String>,
+    session_id: Option<String>,
     app_challenge: Option<String>,
 }
 
@@ -475,6 +480,7 @@ async fn consume_state(s: &Services, req: &Request, p: &OAuthProvider) -> Result
         return_to: ReturnTo::load(&stored.return_to),
         purpose: stored.purpose,
         user_id: stored.user_id,
+        session_id: stored.session_id,
         app_challenge: stored.app_challenge,
     })
 }
@@ -731,12 +737,29 @@ async fn finish(
                 "The callback has neither code nor error.".into(),
             )
         })?;
-    let identity = identify(s, req, p, flow, &code).await?;
     if flow.purpose == "link" {
         let user_id = flow.user_id.clone().ok_or(Error::OAuthStateInvalid)?;
+        // The flow acts for the session that started it, and only while that
+        // session lives: a sign-out everywhere (or a reset) cancels links in
+        // progress, even when the state is in a thief's browser.
+        let session_id = flow.session_id.as_deref().ok_or(Error::OAuthStateInvalid)?;
+        if !store::sessions::is_live(s.sql.as_ref(), session_id, &user_id, s.clock.now_ms()).await?
+        {
+            return Err(Error::SessionRevoked);
+        }
+        let identity = identify(s, req, p, flow, &code).await?;
         link(s, req, p, &identity, &user_id).await?;
+        if let Some(email) = store::users::email_of(s.sql.as_ref(), &user_id).await? {
+            mail::send(
+                s,
+                &req.ctx,
+                &mail::provider_link_added(&s.config.issuer, &email, &p.name),
+            )
+            .await;
+        }
         return redirect(&flow.return_to.with(&[("linked", &p.id)]));
     }
+    let identity = identify(s, req, p, flow, &code).await?;
     let user_id = resolve_account(s, req, p, &identity).await?;
     match (&flow.return_to, &flow.app_challenge) {
         (ReturnTo::App(_), Some(challenge)) => {
@@ -822,9 +845,33 @@ async fn resolve_account(
             .await?;
             return Err(Error::AccountExistsSignInToLink);
         }
-        let results = s
-            .sql
-            .batch(vec![
+        // The provider proves the address. A password chosen before anyone
+        // proved it (pre-hijacking: the attacker signed up first, the owner
+        // verified later) does not stay beside the proven owner, nor do the
+        // sessions and passkeys it opened, nor links made on an unverified
+        // provider address. The clean-up comes first in the batch: the owner
+        // is demonstrably here, whether or not the link below lands.
+        let claimed = store::users::has_unproven_password(s.sql.as_ref(), &user_id).await?;
+        let mut stmts = Vec::new();
+        if claimed {
+            stmts.extend([
+                store::users::drop_unproven_password(&user_id, now),
+                store::sessions::revoke_all_for_proven_owner(&user_id, now),
+                store::passkeys::delete_all_of(&user_id),
+                store::oauth::delete_unverified_links_of(&user_id),
+                audit::statement_for(
+                    s,
+                    &req.ctx,
+                    "system:oauth",
+                    "auth.account.claim",
+                    Some(&user_id),
+                    Outcome::Success,
+                    json!({"provider": p.id, "removed": ["unproven_password", "sessions", "passkeys", "unverified_links"]}),
+                ),
+            ]);
+        }
+        let link_at = stmts.len();
+        stmts.extend([
                 store::oauth::insert_link(new_link(p, id), &user_id, now),
                 session::audit_when(
                     s,
@@ -842,18 +889,18 @@ async fn resolve_account(
                         Value::Integer(now),
                     ],
                 ),
-            ])
-            .await?;
-        if results.first().map(|r| r.changes) != Some(1) {
+            ]);
+        let results = s.sql.batch(stmts).await?;
+        if results.get(link_at).map(|r| r.changes) != Some(1) {
             // The account already links another subject of this provider.
             return Err(Error::AccountExistsSignInToLink);
         }
-        mail::send(
-            s,
-            &req.ctx,
-            &mail::provider_linked(&s.config.issuer, &email, &p.name),
-        )
-        .await;
+        let notice = if claimed {
+            mail::account_claimed(&s.config.issuer, &email, &p.name)
+        } else {
+            mail::provider_linked(&s.config.issuer, &email, &p.name)
+        };
+        mail::send(s, &req.ctx, &notice).await;
         return Ok(user_id);
     }
     let user_id = s.new_id();
@@ -1205,7 +1252,7 @@ fn callback_doc() -> RouteDoc {
                 400,
                 "oauth_state_invalid / oauth_issuer_mismatch / oauth_email_missing",
             ),
-            err(401, "oauth_id_token_invalid"),
+            err(401, "oauth_id_token_invalid / invalid_token"),
             err(404, "oauth_provider_unknown"),
             err(409, conflict),
             err(429, "rate_limited"),

@@ -122,6 +122,22 @@ pub struct ResetHolder {
     pub email: String,
 }
 
+/// The user a live, unused verification token was sent for.
+pub async fn verification_holder(
+    sql: &dyn Sql,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<String>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT user_id FROM email_tokens \
+             WHERE token_hash = ?1 AND purpose = 'verify_email' AND consumed_at IS NULL AND expires_at > ?2",
+            vec![token_hash.into(), Value::Integer(now)],
+        ))
+        .await?;
+    Ok(rows.get_str(0, "user_id").map(str::to_owned))
+}
+
 /// The user of a live, unused password-reset token and their address.
 pub async fn reset_holder(
     sql: &dyn Sql,

@@ -32,6 +32,8 @@ pub struct NewState<'a> {
     pub purpose: &'a str,
     /// Who asked (linking).
     pub user_id: Option<&'a str>,
+    /// The session that asked (linking).
+    pub session_id: Option<&'a str>,
     /// A native app's own S256 challenge.
     pub app_challenge: Option<String>,
     /// Now (ms since the epoch).
@@ -48,8 +50,8 @@ pub async fn put_state(sql: &dyn Sql, st: NewState<'_>) -> Result<(), Error> {
             vec![Value::Integer(st.now)],
         ),
         Statement::new(
-            "INSERT INTO oauth_states (state_hash, browser_hash, provider, code_verifier, nonce, return_to, purpose, user_id, app_challenge, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO oauth_states (state_hash, browser_hash, provider, code_verifier, nonce, return_to, purpose, user_id, app_challenge, created_at, expires_at, session_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             vec![
                 st.state_hash.into(),
                 st.browser_hash.into(),
@@ -62,6 +64,7 @@ pub async fn put_state(sql: &dyn Sql, st: NewState<'_>) -> Result<(), Error> {
                 st.app_challenge.into(),
                 Value::Integer(st.now),
                 Value::Integer(st.expires_at),
+                st.session_id.map(str::to_owned).into(),
             ],
         ),
     ])
@@ -82,6 +85,8 @@ pub struct State {
     pub purpose: String,
     /// Who asked (linking).
     pub user_id: Option<String>,
+    /// The session that asked (linking).
+    pub session_id: Option<String>,
     /// A native app's own S256 challenge.
     pub app_challenge: Option<String>,
 }
@@ -100,7 +105,7 @@ pub async fn take_state(
     let rows = sql
         .execute(Statement::new(
             "DELETE FROM oauth_states WHERE state_hash = ?1 AND browser_hash = ?2 AND provider = ?3 AND expires_at > ?4 \
-             RETURNING code_verifier, nonce, return_to, purpose, user_id, app_challenge",
+             RETURNING code_verifier, nonce, return_to, purpose, user_id, app_challenge, session_id",
             vec![
                 state_hash.into(),
                 browser_hash.into(),
@@ -119,6 +124,7 @@ pub async fn take_state(
         return_to: get("return_to").unwrap_or_default(),
         purpose: get("purpose").unwrap_or_default(),
         user_id: get("user_id"),
+        session_id: get("session_id"),
         app_challenge: get("app_challenge"),
     }))
 }
@@ -375,5 +381,27 @@ pub fn delete_unverified_links_on_reset(
             request_id.into(),
             user_id.into(),
         ],
+    )
+}
+
+/// The statement removing the links made on an address their provider never
+/// verified, of the user whose address the token consumed in this batch
+/// (request `request_id`) verifies: whoever proved the mailbox owns the
+/// account, so a link someone made by signing in first with that unverified
+/// address goes. Its change count is the number removed.
+pub fn delete_unverified_links_on_verification(token_hash: &str, request_id: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM oauth_links WHERE email_verified = 0 \
+           AND user_id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
+        vec![token_hash.into(), request_id.into()],
+    )
+}
+
+/// The statement removing `user_id`'s links made on an unverified provider
+/// address (the address's proven owner claimed the account).
+pub fn delete_unverified_links_of(user_id: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM oauth_links WHERE user_id = ?1 AND email_verified = 0",
+        vec![user_id.into()],
     )
 }

@@ -371,3 +371,13 @@ pub async fn owns(sql: &dyn Sql, id: &str, user_id: &str) -> Result<bool, Error>
         .await?;
     Ok(!rows.rows.is_empty())
 }
+
+/// The statement removing every passkey of `user_id` (the address's proven
+/// owner claimed an account whose passkeys were registered under a password
+/// that was never proven).
+pub fn delete_all_of(user_id: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM webauthn_credentials WHERE user_id = ?1",
+        vec![user_id.into()],
+    )
+}

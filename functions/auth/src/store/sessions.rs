@@ -168,6 +168,46 @@ pub fn revoke_all_on_reset(
     )
 }
 
+/// The statement revoking the sessions that began before the address was
+/// verified by the token consumed in this batch (request `request_id`):
+/// they were opened by someone who had not proven it. Its change count is
+/// the number revoked.
+pub fn revoke_before_verification(token_hash: &str, now: i64, request_id: &str) -> Statement {
+    Statement::new(
+        "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'email_verified' \
+         WHERE user_id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND consumed_by = ?3) \
+           AND revoked_at IS NULL AND created_at < ?2",
+        vec![token_hash.into(), Value::Integer(now), request_id.into()],
+    )
+}
+
+/// The statement revoking every live session of `user_id` when the
+/// address's proven owner claims an account that held an unproven password.
+pub fn revoke_all_for_proven_owner(user_id: &str, now: i64) -> Statement {
+    Statement::new(
+        "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'claimed_by_address_owner' \
+         WHERE user_id = ?1 AND revoked_at IS NULL",
+        vec![user_id.into(), Value::Integer(now)],
+    )
+}
+
+/// Whether `session_id` is `user_id`'s and still live (not revoked, not
+/// expired).
+pub async fn is_live(
+    sql: &dyn Sql,
+    session_id: &str,
+    user_id: &str,
+    now: i64,
+) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT 1 AS live FROM sessions WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
+            vec![session_id.into(), user_id.into(), Value::Integer(now)],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
 /// Revokes one of the user's own live sessions; whether it did.
 pub async fn revoke_own(
     sql: &dyn Sql,

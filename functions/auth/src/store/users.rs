@@ -80,6 +80,65 @@ pub fn verify_from_token(token_hash: &str, now: i64, request_id: &str) -> Statem
     )
 }
 
+/// The statement recording that the verification consumed in this batch
+/// (request `request_id`) also presented the account's password
+/// (`verified_hash`, still the stored one): whoever controls the address
+/// holds the password too.
+pub fn prove_password_from_token(
+    token_hash: &str,
+    now: i64,
+    request_id: &str,
+    user_id: &str,
+    verified_hash: &str,
+) -> Statement {
+    Statement::new(
+        format!(
+            "UPDATE users SET password_proven_at = ?2 \
+             WHERE id = ?4 AND password_hash = ?5 AND {CONSUMED_IN_BATCH}"
+        ),
+        vec![
+            token_hash.into(),
+            Value::Integer(now),
+            request_id.into(),
+            user_id.into(),
+            verified_hash.into(),
+        ],
+    )
+}
+
+/// Whether `user_id` has a password chosen by someone who had not proven
+/// the address (set before verification and never confirmed since).
+pub async fn has_unproven_password(sql: &dyn Sql, user_id: &str) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT 1 AS unproven FROM users WHERE id = ?1 AND password_hash IS NOT NULL AND password_proven_at IS NULL",
+            vec![user_id.into()],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
+/// The statement removing `user_id`'s password if it is still unproven
+/// (the address's proven owner claimed the account).
+pub fn drop_unproven_password(user_id: &str, now: i64) -> Statement {
+    Statement::new(
+        "UPDATE users SET password_hash = NULL, updated_at = ?2 \
+         WHERE id = ?1 AND password_hash IS NOT NULL AND password_proven_at IS NULL",
+        vec![user_id.into(), Value::Integer(now)],
+    )
+}
+
+/// The current address of `user_id`.
+pub async fn email_of(sql: &dyn Sql, user_id: &str) -> Result<Option<String>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT email FROM users WHERE id = ?1",
+            vec![user_id.into()],
+        ))
+        .await?;
+    Ok(rows.get_str(0, "email").map(str::to_owned))
+}
+
 /// The statement replacing the password hash (a password change).
 pub fn set_password(user_id: &str, password_hash: String, now: i64) -> Statement {
     Statement::new(
@@ -120,7 +179,8 @@ pub fn reset_password(
 ) -> Statement {
     Statement::new(
         format!(
-            "UPDATE users SET password_hash = ?5, email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2 \
+            "UPDATE users SET password_hash = ?5, password_proven_at = ?2, \
+               email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2 \
              WHERE id = ?4 AND {CONSUMED_IN_BATCH}"
         ),
         vec![
