@@ -24,7 +24,10 @@
 //   OIDC_CLIENT2_AUTH    its token endpoint auth method (OIDC_CLIENT_AUTH)
 //   (always)             a GitHub OAuth stand-in under /github: github.mjs
 //   OIDC_MOUNTS          JSON array of extra issuers on the same port, each
-//                        {"path": "/decoy", "jwks_mode": "mismatch"}: issuer
+//                        {"path": "/decoy", "jwks_mode": "mismatch"} or
+//                        {"path": "/userinfo", "id_token_claims": "minimal"}
+//                        (the ID token carries no email; the UserInfo
+//                        endpoint does, as OIDC Core allows): issuer
 //                        http://HOST:PORT/decoy with its own keys and the same
 //                        clients (one origin, so one allowed outbound host)
 //
@@ -101,7 +104,7 @@ if (env.OIDC_CLIENT2_ID) {
     env.OIDC_CLIENT2_AUTH || authMethod));
 }
 
-const configuration = (keys, mountPath) => ({
+const configuration = (keys, mountPath, minimalIdToken = false) => ({
   clients,
   jwks: { keys },
   interactions: { url: (ctx, interaction) => `${mountPath}/interaction/${interaction.uid}` },
@@ -116,7 +119,9 @@ const configuration = (keys, mountPath) => ({
   },
   // Put the scope-granted claims (email, email_verified, ...) into the ID token
   // even though an access token for /me is also issued.
-  conformIdTokenClaims: false,
+  // A "minimal" mount conforms: with an access token for UserInfo, the
+  // scope's claims go there only.
+  conformIdTokenClaims: minimalIdToken,
   features: {
     devInteractions: { enabled: true }, // default; login form accepts any login/password
     // defaults left enabled: resourceIndicators, userinfo, revocation, PAR, rpInitiatedLogout, dPoP
@@ -176,8 +181,8 @@ await new Promise((resolve, reject) => {
 const actualPort = server.address().port;
 const issuer = env.OIDC_ISSUER || `http://${host}:${actualPort}`;
 
-function makeProvider(iss, keys, mountPath, decoy) {
-  const p = new Provider(iss, configuration(keys, mountPath));
+function makeProvider(iss, keys, mountPath, decoy, minimalIdToken = false) {
+  const p = new Provider(iss, configuration(keys, mountPath, minimalIdToken));
   p.on('server_error', (ctx, err) => console.error('server_error', err));
   if (decoy) {
     p.use(async (ctx, next) => {
@@ -200,7 +205,8 @@ const mounts = JSON.parse(env.OIDC_MOUNTS || '[]').map((m) => {
   const decoy = m.jwks_mode === 'mismatch'
     ? { keys: freshKeys().map((k, i) => ({ ...toPublic(k), kid: keys[i].kid })) }
     : undefined;
-  return { path: m.path, issuer: `${issuer}${m.path}`, handle: makeProvider(`${issuer}${m.path}`, keys, m.path, decoy) };
+  const minimal = m.id_token_claims === 'minimal';
+  return { path: m.path, issuer: `${issuer}${m.path}`, handle: makeProvider(`${issuer}${m.path}`, keys, m.path, decoy, minimal) };
 });
 // GitHub's OAuth protocol under /github (see github.mjs), same origin.
 const githubHandler = github({ clientId, clientSecret, redirectUris });

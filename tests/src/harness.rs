@@ -455,7 +455,7 @@ pub struct OpenIdProvider {
 pub fn start_openid_provider() -> OpenIdProvider {
     let node = tool("NODE22_BIN").join("node");
     let module = tool("OIDC_PROVIDER_MODULE");
-    let redirects: Vec<String> = ["op", "op-es", "decoy", "github"]
+    let redirects: Vec<String> = ["op", "op-es", "decoy", "op-userinfo", "github"]
         .iter()
         .map(|p| format!("{ISSUER}/auth/oauth/{p}/callback"))
         .collect();
@@ -472,7 +472,7 @@ pub fn start_openid_provider() -> OpenIdProvider {
         .env("OIDC_SKIP_CONSENT", "1")
         .env(
             "OIDC_MOUNTS",
-            r#"[{"path": "/decoy", "jwks_mode": "mismatch"}]"#,
+            r#"[{"path": "/decoy", "jwks_mode": "mismatch"}, {"path": "/userinfo", "id_token_claims": "minimal"}]"#,
         );
     let mut server = Server::spawn(cmd, String::new());
     let ready = server
@@ -486,18 +486,21 @@ pub fn start_openid_provider() -> OpenIdProvider {
 }
 
 /// The OAuth settings a conformance deployment runs with: providers `op`
-/// (RS256), `op-es` (ES256, `client_secret_post`) and `decoy`, and `github`
+/// (RS256), `op-es` (ES256, `client_secret_post`), `decoy`, `op-userinfo`
+/// (the email only in the UserInfo response), and `github`
 /// (the provider process's GitHub stand-in), all on one origin.
 pub fn oauth_settings(op: &OpenIdProvider) -> Vec<(&'static str, String)> {
     let providers = serde_json::json!([
         {"id": "op", "issuer": op.issuer, "client_id": OIDC_CLIENT_ID, "name": "Test OP"},
         {"id": "op-es", "issuer": op.issuer, "client_id": OIDC_ES_CLIENT_ID, "name": "Test OP (ES256)"},
         {"id": "decoy", "issuer": format!("{}/decoy", op.issuer), "client_id": OIDC_CLIENT_ID, "name": "Decoy OP"},
+        {"id": "op-userinfo", "issuer": format!("{}/userinfo", op.issuer), "client_id": OIDC_CLIENT_ID, "name": "Test OP (email in UserInfo only)"},
         {"id": "github", "client_id": OIDC_CLIENT_ID,
          "web_base": format!("{}/github", op.issuer), "api_base": format!("{}/github/api", op.issuer)},
     ]);
     let secrets = serde_json::json!({
         "op": OIDC_CLIENT_SECRET, "op-es": OIDC_CLIENT_SECRET, "decoy": OIDC_CLIENT_SECRET,
+        "op-userinfo": OIDC_CLIENT_SECRET,
         "github": OIDC_CLIENT_SECRET,
     });
     vec![

@@ -94,6 +94,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             oauth_look_alike_provider_email_does_not_reach_a_local_account,
         ),
         (
+            "oauth_provider_with_the_email_only_in_userinfo_signs_in",
+            oauth_provider_with_the_email_only_in_userinfo_signs_in,
+        ),
+        (
             "oauth_pre_hijack_by_password_signup_is_undone_by_verification_and_claim",
             oauth_pre_hijack_by_password_signup_is_undone_by_verification_and_claim,
         ),
@@ -515,12 +519,12 @@ fn oauth_capabilities_list_the_providers(x: &Ctx) -> Result<(), String> {
         .iter()
         .filter_map(|p| p["id"].as_str())
         .collect();
-    if ids != ["op", "op-es", "decoy", "github"] {
+    if ids != ["op", "op-es", "decoy", "op-userinfo", "github"] {
         return Err(format!("providers {ids:?}"));
     }
     if v["oauth_providers"][0]["start"] != "/auth/oauth/op/start"
         || v["oauth_providers"][0]["protocol"] != "oidc"
-        || v["oauth_providers"][3]["protocol"] != "oauth2"
+        || v["oauth_providers"][4]["protocol"] != "oauth2"
     {
         return Err(format!("{}", v["oauth_providers"]));
     }
@@ -825,6 +829,20 @@ fn oauth_look_alike_provider_email_does_not_reach_a_local_account(x: &Ctx) -> Re
     expect_problem(&r, 400, "oauth_email_missing")?;
     if !links(x, &access)?.is_empty() {
         return Err("a look-alike provider address linked to the local account".into());
+    }
+    Ok(())
+}
+
+fn oauth_provider_with_the_email_only_in_userinfo_signs_in(x: &Ctx) -> Result<(), String> {
+    // This issuer's ID tokens carry no email (OIDC Core puts `email` in the
+    // UserInfo response); the deployment asks UserInfo for it.
+    let login = login_name(x, "oidc-userinfo");
+    let mut b = Browser::new();
+    let r = sign_in(x, &mut b, "op-userinfo", &login, None)?;
+    expect_redirect_to(&r, &x.target.allowed_origin)?;
+    let v = me(x, &session_of(x, &mut b)?)?;
+    if v["email"] != format!("{login}@example.com") || v["email_verified"] != true {
+        return Err(format!("the UserInfo email was not used: {v}"));
     }
     Ok(())
 }

@@ -56,6 +56,10 @@ pub struct Discovery {
     /// (RFC 9207).
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// Where claims the ID token left out can be asked for (OIDC Core
+    /// §5.3), with the access token.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
 }
 
 /// A key from a JWK Set that can check an accepted algorithm.
@@ -119,6 +123,52 @@ fn kv_key(kind: &str, provider: &OAuthProvider, url: &str) -> String {
     // entry.
     let h = blake3::hash(url.as_bytes()).to_hex();
     format!("oauth:{kind}:{}:{}", provider.id, &h[..16])
+}
+
+/// Fills the address from the UserInfo endpoint when the ID token left it
+/// out, as OIDC Core §5.4 allows (`email` is a UserInfo claim; some providers
+/// put it only there). The response counts only if its `sub` is exactly the
+/// ID token's (§5.3.4); a signed or encrypted UserInfo response is not
+/// accepted (it would need its own validation), nor is one over the size cap.
+pub async fn with_userinfo(
+    s: &Services,
+    disco: &Discovery,
+    access_token: Option<&str>,
+    id: Identity,
+) -> Result<Identity, Error> {
+    let (None, Some(url), Some(token)) = (&id.email, &disco.userinfo_endpoint, access_token) else {
+        return Ok(id);
+    };
+    if token.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return Ok(id);
+    }
+    let info = get_json(
+        s,
+        url,
+        vec![("authorization".to_owned(), format!("Bearer {token}"))],
+    )
+    .await?;
+    if info.get("sub").and_then(Json::as_str) != Some(id.subject.as_str()) {
+        return Err(Error::IdTokenInvalid(
+            "the userinfo response is about another subject",
+        ));
+    }
+    let email = info
+        .get("email")
+        .and_then(Json::as_str)
+        .and_then(normalise_email);
+    let email_verified = matches!(info.get("email_verified"), Some(Json::Bool(true)))
+        || info.get("email_verified").and_then(Json::as_str) == Some("true");
+    Ok(Identity {
+        email_verified: email.is_some() && email_verified,
+        email,
+        name: id.name.or_else(|| {
+            info.get("name")
+                .and_then(Json::as_str)
+                .and_then(display_name)
+        }),
+        subject: id.subject,
+    })
 }
 
 /// GETs a JSON document from a provider.
@@ -195,7 +245,8 @@ pub async fn discovery(
         )));
     }
     if ![&d.authorization_endpoint, &d.token_endpoint, &d.jwks_uri]
-        .iter()
+        .into_iter()
+        .chain(d.userinfo_endpoint.as_ref())
         .all(|u| endpoint_ok(issuer, u))
     {
         return Err(Error::OAuthProviderUnavailable(format!(

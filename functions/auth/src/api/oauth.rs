@@ -580,7 +580,7 @@ async fn identify(
                 .ok_or_else(|| {
                     Error::OAuthTokenExchangeFailed("no id_token in the token response".into())
                 })?;
-            oidc::validate(
+            let id = oidc::validate(
                 s,
                 p,
                 &disco,
@@ -593,7 +593,9 @@ async fn identify(
                     now_secs: s.clock.now_ms() / 1000,
                 },
             )
-            .await
+            .await?;
+            let access = tokens.get("access_token").and_then(Json::as_str);
+            oidc::with_userinfo(s, &disco, access, id).await
         }
         ProviderKind::GitHub { web_base, api_base } => {
             let tokens = exchange_code(
