@@ -100,6 +100,10 @@ fn main() {
                 "signatures_for_an_origin_this_coordinator_does_not_serve_are_refused",
                 signatures_for_an_origin_this_coordinator_does_not_serve_are_refused,
             ),
+            trial(
+                "idle_connections_from_one_host_do_not_starve_the_others",
+                idle_connections_from_one_host_do_not_starve_the_others,
+            ),
         ],
     )
 }
@@ -487,6 +491,86 @@ fn signatures_for_an_origin_this_coordinator_does_not_serve_are_refused() {
         &hb,
     );
     assert_eq!(here.status, 200, "{}", String::from_utf8_lossy(&here.body));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GET `path` over a fresh connection from the local address `from`
+/// (127.0.0.0/8 is all loopback, so each is another client to the server);
+/// the status line, or the error.
+fn get_from(from: std::net::Ipv4Addr, port: u16, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    socket
+        .bind(&std::net::SocketAddr::from((from, 0)).into())
+        .map_err(|e| e.to_string())?;
+    socket
+        .connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
+            Duration::from_secs(2),
+        )
+        .map_err(|e| e.to_string())?;
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// One host opening ~1,100 connections and sending nothing used to hold
+/// every slot until the header timeout, so health probes timed out for
+/// everyone. Now a host holds at most its share: the rest of its
+/// connections get an immediate 503, and other hosts are served at once.
+fn idle_connections_from_one_host_do_not_starve_the_others() {
+    use std::io::Read;
+    let bin = binary();
+    let dir = tempfile_dir("idle");
+    let server = start(&bin, &dir, &[]);
+    let port: u16 = server
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => idle.push(c),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    // Another host is served promptly, several times over.
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let answer = get_from(std::net::Ipv4Addr::new(127, 0, 0, 2), port, "/auth/health")
+            .expect("another host is served");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    // The idle host's excess connections were answered, not queued.
+    let mut busy = 0;
+    for c in idle.iter_mut().rev().take(20) {
+        c.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        if out.starts_with("HTTP/1.1 503") && out.contains("server_busy") {
+            busy += 1;
+        }
+    }
+    assert_eq!(
+        busy, 20,
+        "connections over the per-host cap get 503 server_busy"
+    );
+    drop(idle);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

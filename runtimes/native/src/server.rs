@@ -1,9 +1,13 @@
 //! The HTTP/1.1 server: hyper on tokio, one request pipeline per thread.
 //!
-//! In scope: accepting connections, reading bodies up to the cap, the client
-//! address (socket peer; `X-Forwarded-For` only from trusted proxies), handing
-//! requests to the gateway router, logging, and graceful shutdown (stop
-//! accepting, let in-flight requests finish, close idle keep-alives).
+//! In scope: accepting connections (at most [`MAX_CONNECTIONS`] at once and
+//! [`MAX_PER_CLIENT`] per client address, a short header timeout while more
+//! than half the slots are taken, and a `503` for a connection over either
+//! cap instead of a wait in the backlog, so one host cannot starve the
+//! others), reading bodies up to the cap, the client address (socket peer;
+//! `X-Forwarded-For` only from trusted proxies), handing requests to the
+//! gateway router, logging, and graceful shutdown (stop accepting, let
+//! in-flight requests finish, close idle keep-alives).
 //! Out of scope: routing and everything a function does.
 //!
 //! Function futures are not `Send` (Workers and Spin are single-threaded), so
@@ -13,7 +17,7 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +46,95 @@ const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 /// How long a client may take to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connections served at once; further clients wait in the accept backlog.
-const MAX_CONNECTIONS: usize = 1024;
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Connections one client address (an IPv6 /64) may hold at once; trusted
+/// proxies, which carry many clients, are not limited.
+pub const MAX_PER_CLIENT: usize = 64;
+
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The header timeout of connections accepted while more than half the
+/// slots are taken: idle connections then give their slot back quickly.
+const HEADER_TIMEOUT_UNDER_PRESSURE: Duration = Duration::from_secs(2);
+
+/// Counts the connections each client address holds.
+#[derive(Default)]
+struct Clients(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+/// One client's connection slot, given back on drop.
+struct ClientSlot {
+    clients: Arc<Clients>,
+    key: IpAddr,
+}
+
+impl Clients {
+    /// Takes a slot for `key` unless it holds [`MAX_PER_CLIENT`] already.
+    fn enter(self: &Arc<Self>, key: IpAddr) -> Option<ClientSlot> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(key).or_insert(0);
+        if *n >= MAX_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            clients: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .clients
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The address a connection counts against: the host for IPv4, the /64 for
+/// IPv6 (one host's usual allocation).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// The answer to a connection over a cap: a complete `503` problem, then
+/// close. Written with a deadline, so a client that does not read cannot
+/// hold the task.
+async fn refuse(mut stream: tokio::net::TcpStream, why: &'static str) {
+    use tokio::io::AsyncWriteExt as _;
+    let body = format!(
+        "{{\"type\":\"https://edgecoder.dev/problems/server_busy\",\"title\":\"Server busy\",\"status\":503,\"code\":\"server_busy\",\"detail\":\"{why}\"}}"
+    );
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(resp.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -96,37 +187,60 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(Clients::default());
+    let proxies = shared.loaded.config.trusted_proxies.clone();
     tokio::pin!(shutdown);
     loop {
-        // Stop accepting while every slot is busy, so slow clients cannot
-        // exhaust memory or file descriptors.
-        let permit = tokio::select! {
-            p = Arc::clone(&slots).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+        // Accept whatever the load: a connection over a cap is answered and
+        // closed at once rather than left in the backlog, where it would
+        // queue behind whoever holds the slots.
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             () = &mut shutdown => break,
         };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let shared = Arc::clone(&shared);
-                let stop = stop_rx.clone();
-                let handle = pool.spawn_pinned(move || connection(stream, peer, shared, stop));
-                tracker.spawn(async move {
-                    let _ = handle.await;
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracker.spawn(refuse(
+                stream,
+                "Every connection slot is taken; retry shortly.",
+            ));
+            continue;
+        };
+        let client = if proxies.iter().any(|n| n.contains(&peer.ip())) {
+            None
+        } else {
+            match clients.enter(client_key(peer.ip())) {
+                Some(slot) => Some(slot),
+                None => {
                     drop(permit);
-                });
+                    tracker.spawn(refuse(
+                        stream,
+                        "Too many connections from this address; close idle ones and retry.",
+                    ));
+                    continue;
+                }
             }
-            () = &mut shutdown => break,
-        }
+        };
+        let header_timeout = if slots.available_permits() < MAX_CONNECTIONS / 2 {
+            HEADER_TIMEOUT_UNDER_PRESSURE
+        } else {
+            HEADER_TIMEOUT
+        };
+        let shared = Arc::clone(&shared);
+        let stop = stop_rx.clone();
+        let handle =
+            pool.spawn_pinned(move || connection(stream, peer, shared, stop, header_timeout));
+        tracker.spawn(async move {
+            let _ = handle.await;
+            drop(client);
+            drop(permit);
+        });
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -145,11 +259,12 @@ async fn connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    header_timeout: Duration,
 ) {
     let svc = service_fn(move |req| handle(req, peer, Arc::clone(&shared)));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(20))
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     tokio::select! {
