@@ -72,6 +72,8 @@ fn target(base: &str) -> Target {
     Target {
         base: base.to_owned(),
         signing_key: String::new(),
+        checkpoint_key: String::new(),
+        coordinator_key: String::new(),
         issuer: String::new(),
         bootstrap_secret: std::env::var("EDGECODER_BENCH_BOOTSTRAP_SECRET")
             .expect("EDGECODER_BENCH_BOOTSTRAP_SECRET"),

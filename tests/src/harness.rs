@@ -405,6 +405,23 @@ pub const ALLOWED_ORIGIN: &str = "http://localhost:5173";
 /// The issuer conformance deployments use (local, so cookies omit `Secure`).
 pub const ISSUER: &str = "http://localhost:8080";
 
+/// The key of one job (`checkpoint`, `coordinator`) of a test deployment
+/// whose access-token key is `signing_key` (both one line of base64 DER):
+/// derived from it, so every harness and check can recompute it, and
+/// distinct per job, as a deployment's keys must be.
+pub fn job_key(signing_key: &str, job: &str) -> String {
+    use p256::pkcs8::EncodePrivateKey;
+    let seed = blake3::derive_key(
+        &format!("edgecoder conformance {job} key v1"),
+        signing_key.as_bytes(),
+    );
+    let secret = p256::SecretKey::from_slice(&seed).expect("a P-256 scalar");
+    base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        secret.to_pkcs8_der().expect("pkcs8").as_bytes(),
+    )
+}
+
 /// The settings (by their snake_case names) a conformance deployment runs
 /// with; each harness passes them the way its runtime takes settings.
 pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
@@ -412,6 +429,8 @@ pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
         ("mode", "development".into()),
         ("insecure_test_routes", "true".into()),
         ("signing_key", signing_key.into()),
+        ("checkpoint_key", job_key(signing_key, "checkpoint")),
+        ("coordinator_key", job_key(signing_key, "coordinator")),
         ("issuer", ISSUER.into()),
         ("allowed_origins", ALLOWED_ORIGIN.into()),
         ("bootstrap_secret", BOOTSTRAP_SECRET.into()),
@@ -524,6 +543,8 @@ pub fn conformance_target(base: &str, signing_key: &str) -> crate::Target {
     crate::Target {
         base: base.to_owned(),
         signing_key: signing_key.to_owned(),
+        checkpoint_key: job_key(signing_key, "checkpoint"),
+        coordinator_key: job_key(signing_key, "coordinator"),
         issuer: ISSUER.to_owned(),
         bootstrap_secret: BOOTSTRAP_SECRET.to_owned(),
         service_token: SERVICE_TOKEN.to_owned(),

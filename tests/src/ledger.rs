@@ -34,7 +34,7 @@ fn b64(v: &Json) -> Vec<u8> {
 }
 
 fn trusted(x: &Ctx) -> Result<Vec<TrustedKey>, String> {
-    let key = edgecoder_kernel::SigningKey::from_secret(&x.target.signing_key)
+    let key = edgecoder_kernel::SigningKey::from_secret(&x.target.checkpoint_key)
         .map_err(|e| e.to_string())?;
     let origin = format!(
         "{}/ledger",

@@ -331,6 +331,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             "jwks_publishes_the_signing_key",
             jwks_publishes_the_signing_key,
         ),
+        (
+            "one_key_per_job_each_published_where_verifiers_look",
+            one_key_per_job_each_published_where_verifiers_look,
+        ),
     ]
 }
 
@@ -341,6 +345,10 @@ pub struct Target {
     pub base: String,
     /// The access-token signing key (base64 PKCS#8 DER).
     pub signing_key: String,
+    /// The log's checkpoint key (one line of base64 DER).
+    pub checkpoint_key: String,
+    /// The coordinator's identity key (one line of base64 DER).
+    pub coordinator_key: String,
     /// The configured `issuer`.
     pub issuer: String,
     /// The configured `bootstrap_secret`.
@@ -797,6 +805,45 @@ fn parse_raw(raw: &[u8]) -> Option<Reply> {
         headers,
         body,
     })
+}
+
+/// Access tokens, log checkpoints and the coordinator's identity each have
+/// their own key: a key leaked from one job cannot sign for another. Each is
+/// published where its verifiers look (JWKS, `/ledger/keys`,
+/// `/mesh/identity`).
+fn one_key_per_job_each_published_where_verifiers_look(c: &Client) -> Result<(), String> {
+    let jwks = c.get("/.well-known/jwks.json")?.json()?;
+    let access = jwks["keys"][0]["kid"].as_str().unwrap_or("").to_owned();
+    let ledger = c.get("/ledger/keys")?.json()?;
+    let checkpoint_spki = ledger["keys"][0]["public_key"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let mesh = c.get("/mesh/identity")?.json()?;
+    let coordinator = mesh["coordinator_key"]["key_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    if access.is_empty() || checkpoint_spki.is_empty() || coordinator.is_empty() {
+        return Err(format!("a key is not published: {jwks} {ledger} {mesh}"));
+    }
+    // Key ids of the same kind (blake3 of the point) for the checkpoint key.
+    let spki = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &checkpoint_spki)
+        .map_err(|e| e.to_string())?;
+    let key = {
+        use p256::pkcs8::DecodePublicKey;
+        p256::ecdsa::VerifyingKey::from_public_key_der(&spki).map_err(|e| e.to_string())?
+    };
+    let checkpoint = edgecoder_proto::keys::key_id(&key);
+    let mut ids = vec![access.clone(), checkpoint.clone(), coordinator.clone()];
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != 3 {
+        return Err(format!(
+            "keys are shared between jobs: access {access}, checkpoint {checkpoint}, coordinator {coordinator}"
+        ));
+    }
+    Ok(())
 }
 
 fn jwks_publishes_the_signing_key(c: &Client) -> Result<(), String> {

@@ -10,7 +10,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edgecoder_conformance::Client;
 use edgecoder_conformance::harness::{
-    SERVICE_TOKEN, Server, dev_settings, edgecoder_binary, env_name, free_port, signing_key_base64,
+    SERVICE_TOKEN, Server, dev_settings, edgecoder_binary, env_name, free_port, job_key,
+    signing_key_base64,
 };
 use p256::pkcs8::EncodePublicKey;
 
@@ -54,7 +55,8 @@ impl Fixture {
         let _ = std::fs::remove_dir_all(&dir);
         let key = signing_key_base64();
         let server = serve(&dir, &key);
-        let signer = edgecoder_kernel::SigningKey::from_secret(&key).expect("key");
+        let signer =
+            edgecoder_kernel::SigningKey::from_secret(&job_key(&key, "checkpoint")).expect("key");
         let spki = STANDARD.encode(
             signer
                 .verifying_key()
@@ -321,7 +323,8 @@ fn verify_db_checks_every_stored_checkpoint_not_only_the_newest() {
     assert!(ok, "{out}");
     // An older checkpoint, validly signed with the log's key, that the
     // entries contradict (as a log that signed a fork would have left).
-    let key = edgecoder_kernel::SigningKey::from_secret(&f.key).expect("key");
+    let key =
+        edgecoder_kernel::SigningKey::from_secret(&job_key(&f.key, "checkpoint")).expect("key");
     let forged = edgecoder_tlog::checkpoint::sign(
         &edgecoder_tlog::checkpoint::Checkpoint {
             origin: ORIGIN.into(),
@@ -383,7 +386,8 @@ fn verify_fails_when_the_signed_root_does_not_match_the_entries() {
     let f = Fixture::new("root", 6);
     // A validly signed checkpoint (the attacker holds the key) for a root the
     // entries do not produce.
-    let signer = edgecoder_kernel::SigningKey::from_secret(&f.key).expect("key");
+    let signer =
+        edgecoder_kernel::SigningKey::from_secret(&job_key(&f.key, "checkpoint")).expect("key");
     let forged = edgecoder_tlog::checkpoint::Checkpoint {
         origin: ORIGIN.into(),
         size: 6,

@@ -181,29 +181,56 @@ fn native_files_are_owner_only() {
     }
 }
 
+/// Production fails fast, naming each key a served function needs and is
+/// missing, one per job, and invents none.
 fn native_production_mode_refuses_to_start_without_signing_key() {
     let bin = binary();
     let dir = tempfile_dir("production");
-    let out = Command::new(&bin)
-        .args([
-            "serve",
-            "--mode",
-            "production",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .env_remove("EDGECODER_SIGNING_KEY")
-        .output()
-        .expect("run");
-    assert!(!out.status.success(), "must refuse to start");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("signing_key"), "{stderr}");
-    assert!(
-        !dir.join("secrets/signing_key").exists(),
-        "production must not invent keys"
-    );
+    let serve = |dir: &Path| {
+        let out = Command::new(&bin)
+            .args([
+                "serve",
+                "--mode",
+                "production",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env_remove("EDGECODER_SIGNING_KEY")
+            .env_remove("EDGECODER_CHECKPOINT_KEY")
+            .env_remove("EDGECODER_COORDINATOR_KEY")
+            .env("EDGECODER_ISSUER", "https://edge.example")
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "must refuse to start");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Each start names every key still missing, and only those.
+    let all = ["signing_key", "checkpoint_key", "coordinator_key"];
+    for added in 0..all.len() {
+        let stderr = serve(&dir);
+        for (i, name) in all.iter().enumerate() {
+            let named = stderr.contains(&format!("the {name} secret"));
+            assert_eq!(named, i >= added, "{name} named: {stderr}");
+            if i >= added {
+                assert!(
+                    !dir.join("secrets").join(name).exists(),
+                    "production must not invent keys"
+                );
+            }
+        }
+        {
+            let name = all[added];
+            std::fs::create_dir_all(dir.join("secrets")).expect("mkdir");
+            let made = Command::new(&bin)
+                .args(["keygen", "--out"])
+                .arg(dir.join("secrets").join(name))
+                .status()
+                .expect("keygen");
+            assert!(made.success());
+        }
+    }
 }
 
 fn native_production_mode_refuses_insecure_test_routes() {
@@ -358,7 +385,10 @@ fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
     let root = edgecoder_tlog::merkle::range_hash::<Sha256>(&nodes, 0, total).expect("root");
     let r = c.get("/ledger/checkpoint").expect("checkpoint");
     let note = String::from_utf8_lossy(&r.body).into_owned();
-    let signer = edgecoder_kernel::SigningKey::from_secret(&key).expect("key");
+    let signer = edgecoder_kernel::SigningKey::from_secret(
+        &edgecoder_conformance::harness::job_key(&key, "checkpoint"),
+    )
+    .expect("key");
     let cp = edgecoder_tlog::checkpoint::open(
         &note,
         &[edgecoder_tlog::checkpoint::TrustedKey {

@@ -160,7 +160,12 @@ fn spin_production_mode_without_signing_key_refuses_to_serve() {
     let server = start_expecting(
         &host,
         "production",
-        &["mode=production", "signing_key="],
+        &[
+            "mode=production",
+            "signing_key=",
+            "checkpoint_key=",
+            "coordinator_key=",
+        ],
         503,
     );
     let client = Client::unchecked(&server.base);
@@ -312,6 +317,44 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
             _ => vec![],
         };
         assert_eq!(outbound, want, "{f}.allowed_outbound_hosts");
+    }
+    // One key per job, and each component holds only the keys it uses.
+    for (f, want) in [
+        (
+            "auth",
+            vec![
+                "previous_key_retired_at",
+                "previous_signing_key",
+                "signing_key",
+            ],
+        ),
+        (
+            "mesh",
+            vec![
+                "coordinator_key",
+                "previous_coordinator_key",
+                "previous_coordinator_key_retired_at",
+            ],
+        ),
+        (
+            "ledger",
+            vec![
+                "checkpoint_key",
+                "previous_checkpoint_key",
+                "previous_checkpoint_key_retired_at",
+            ],
+        ),
+        ("gateway", vec![]),
+    ] {
+        let vars = components[f]["variables"].as_table().expect("variables");
+        let mut keys: Vec<&str> = vars
+            .keys()
+            .map(String::as_str)
+            .filter(|k| k.ends_with("_key") || k.contains("key_retired_at"))
+            .filter(|k| *k != "mail_api_key")
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, want, "{f}'s keys");
     }
     let gw = components["gateway"].as_table().expect("gateway");
     assert!(gw.get("sqlite_databases").is_none() && gw.get("key_value_stores").is_none());

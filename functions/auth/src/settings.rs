@@ -69,6 +69,11 @@ impl Settings {
     pub fn load(src: &dyn ConfigSource, config: &Config) -> Result<Settings, Error> {
         let vars = Vars(src);
         let mode = config.mode;
+        if mode == Mode::Production && config.signing_key.is_none() {
+            return Err(Error::Config(
+                "production mode requires the signing_key secret (the access-token key)".into(),
+            ));
+        }
         let bootstrap_secret = vars.shared_secret("bootstrap_secret")?;
         let mail = match vars.var("mail_provider").as_deref() {
             Some("outbox") if mode == Mode::Production => {

@@ -150,23 +150,67 @@ impl Loaded {
         let mut warnings = config.warnings.clone();
         let serves =
             |f: Function| matches!(selection, Selection::All) || selection == Selection::Only(f);
+        // Every served function's settings are checked before any error is
+        // returned, so one start names every missing secret, not the first.
+        let mut problems = Vec::new();
+        let mut note = |e: Error| problems.push(e.to_string());
         if serves(Function::Auth) {
-            let auth = edgecoder_auth::Settings::load(src, &config)?;
-            warnings.extend(auth.warnings.iter().cloned());
-            settings = settings.with(auth);
+            match edgecoder_auth::Settings::load(src, &config) {
+                Ok(auth) => {
+                    warnings.extend(auth.warnings.iter().cloned());
+                    settings = settings.with(auth);
+                }
+                Err(e) => note(e),
+            }
         }
         if serves(Function::Mesh) {
-            settings = settings.with(edgecoder_mesh::Settings::load(src, &config)?);
+            match edgecoder_mesh::Settings::load(src, &config) {
+                Ok(mesh) => settings = settings.with(mesh),
+                Err(e) => note(e),
+            }
         }
         if serves(Function::Ledger) {
-            settings = settings.with(edgecoder_ledger::Settings::load(src)?);
+            match edgecoder_ledger::Settings::load(src, &config) {
+                Ok(ledger) => settings = settings.with(ledger),
+                Err(e) => note(e),
+            }
         }
+        // A component that owns one function reaches the others over HTTP:
+        // in production, what it needs for that must be there at start.
         let vars = Vars(src);
+        let ledger_url = vars.service_url("ledger_url")?;
+        let auth_url = vars.service_url("auth_url")?;
+        if config.mode == edgecoder_kernel::Mode::Production
+            && let Selection::Only(f) = selection
+        {
+            let writes_log = matches!(f, Function::Auth | Function::Mesh);
+            let asks_auth = matches!(f, Function::Mesh | Function::Ledger);
+            if writes_log && ledger_url.is_none() {
+                problems.push("production mode requires ledger_url for this component".into());
+            }
+            if matches!(f, Function::Auth | Function::Mesh) && config.service_token.is_none() {
+                problems.push(
+                    "production mode requires the service_token secret for this component".into(),
+                );
+            }
+            if asks_auth && auth_url.is_none() {
+                problems.push("production mode requires auth_url for this component".into());
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Config(
+                problems
+                    .iter()
+                    .map(|p| p.trim_start_matches("configuration error: "))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+        }
         Ok(Loaded {
             config,
             settings,
-            ledger_url: vars.service_url("ledger_url")?,
-            auth_url: vars.service_url("auth_url")?,
+            ledger_url,
+            auth_url,
             warnings,
         })
     }

@@ -17,7 +17,7 @@
 //! | name | kind | default | meaning |
 //! |---|---|---|---|
 //! | `mode` | var | `production` | `production` or `development` |
-//! | `signing_key` | secret | — | P-256 PKCS#8 PEM (or one-line base64 DER); required in production |
+//! | `signing_key` | secret | — | the access-token key: P-256 PKCS#8 PEM (or one-line base64 DER); only the auth function signs with it (and requires it in production); one key per job, so it is neither the log's `checkpoint_key` nor the mesh's `coordinator_key` |
 //! | `previous_signing_key` | secret | — | the key `signing_key` replaced, same format; only its public half is used |
 //! | `previous_key_retired_at` | var | — | Unix seconds when `signing_key` took over; required with `previous_signing_key` |
 //! | `issuer` | var | `http://localhost:8787` in development | the public https origin of the deployment: access tokens' `iss`, the base of emailed links; required in production |
@@ -37,6 +37,7 @@
 
 use ipnet::IpNet;
 
+use crate::keys::KeySet;
 use crate::{ConfigSource, Error, SigningKey};
 
 /// Default request body cap in bytes (256 KiB).
@@ -188,6 +189,49 @@ impl Vars<'_> {
         }
     }
 
+    /// The key set of one job: the secret `name` (PKCS#8 PEM or one-line
+    /// base64 DER), the secret `previous_name` it replaced, and the var
+    /// `retired_name` saying when (Unix seconds); the last two go together.
+    pub fn key_set(
+        &self,
+        name: &str,
+        previous_name: &str,
+        retired_name: &str,
+    ) -> Result<KeySet, Error> {
+        let current = match self.secret(name) {
+            Some(v) => Some(
+                SigningKey::from_secret(&v)
+                    .map_err(|_| Error::Config(format!("{name} is not a P-256 private key")))?,
+            ),
+            None => None,
+        };
+        let previous = match (self.secret(previous_name), self.var(retired_name)) {
+            (None, None) => None,
+            (Some(key), Some(at)) => {
+                let key = SigningKey::from_secret(&key).map_err(|_| {
+                    Error::Config(format!("{previous_name} is not a P-256 private key"))
+                })?;
+                let at = at
+                    .parse::<i64>()
+                    .map_err(|_| Error::Config(format!("{retired_name} must be Unix seconds")))?;
+                Some((*key.verifying_key(), at))
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "{previous_name} and {retired_name} go together"
+                )));
+            }
+        };
+        if let (Some(c), Some((p, _))) = (&current, &previous)
+            && c.verifying_key() == p
+        {
+            return Err(Error::Config(format!(
+                "{previous_name} is the same key as {name}"
+            )));
+        }
+        Ok(KeySet { current, previous })
+    }
+
     /// A shared secret of at least [`MIN_SHARED_SECRET_CHARS`] characters.
     pub fn shared_secret(&self, name: &str) -> Result<Option<String>, Error> {
         match self.secret(name) {
@@ -245,39 +289,15 @@ impl Config {
             trusted_proxies.push(net);
         }
         let insecure_test_routes = Vars(src).flag("insecure_test_routes")?;
-        let signing_key = match src.secret("signing_key") {
-            Some(v) if !v.trim().is_empty() => Some(SigningKey::from_secret(&v)?),
-            _ => None,
-        };
-
-        let previous_key = match (
-            src.secret("previous_signing_key")
-                .filter(|v| !v.trim().is_empty()),
-            src.var("previous_key_retired_at")
-                .filter(|v| !v.trim().is_empty()),
-        ) {
-            (None, None) => None,
-            (Some(key), Some(at)) => {
-                let key = SigningKey::from_secret(&key).map_err(|_| {
-                    Error::Config("previous_signing_key is not a P-256 private key".into())
-                })?;
-                let at = at.trim().parse::<i64>().map_err(|_| {
-                    Error::Config("previous_key_retired_at must be Unix seconds".into())
-                })?;
-                Some((*key.verifying_key(), at))
-            }
-            _ => {
-                return Err(Error::Config(
-                    "previous_signing_key and previous_key_retired_at go together".into(),
-                ));
-            }
-        };
-
-        if mode == Mode::Production && signing_key.is_none() {
-            return Err(Error::Config(
-                "production mode requires the signing_key secret".into(),
-            ));
-        }
+        // The access-token key; the auth function requires it in production
+        // (the other functions ask auth who a token belongs to and do not
+        // hold it).
+        let access_keys = Vars(src).key_set(
+            "signing_key",
+            "previous_signing_key",
+            "previous_key_retired_at",
+        )?;
+        let (signing_key, previous_key) = (access_keys.current, access_keys.previous);
         let vars = Vars(src);
         let var = |name: &str| vars.var(name);
         let issuer = match var("issuer") {
@@ -397,9 +417,9 @@ mod tests {
     }
 
     #[test]
-    fn production_is_the_default_and_requires_the_signing_key() {
+    fn production_is_the_default_and_requires_an_issuer() {
         let err = Config::load(&Map(HashMap::new())).expect_err("must refuse");
-        assert!(err.to_string().contains("signing_key"));
+        assert!(err.to_string().contains("issuer"), "{err}");
     }
 
     fn production() -> Vec<(&'static str, String)> {

@@ -158,3 +158,45 @@ mod tests {
         ));
     }
 }
+
+/// The key of one job (access tokens, log checkpoints, the coordinator's
+/// identity), with the key it replaced during a rotation's overlap: only the
+/// old key's public half and when it was retired, so verifiers can still
+/// check what it signed.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    /// The key that signs now.
+    pub current: Option<SigningKey>,
+    /// The key it replaced, and when (Unix seconds).
+    pub previous: Option<(ecdsa::VerifyingKey, i64)>,
+}
+
+impl KeySet {
+    /// Every public key a verifier should hold: the current one, then the
+    /// previous one.
+    pub fn verifying_keys(&self) -> Vec<ecdsa::VerifyingKey> {
+        self.current
+            .iter()
+            .map(|k| *k.verifying_key())
+            .chain(self.previous.iter().map(|(k, _)| *k))
+            .collect()
+    }
+}
+
+impl PartialEq for KeySet {
+    fn eq(&self, other: &KeySet) -> bool {
+        self.current.as_ref().map(SigningKey::kid) == other.current.as_ref().map(SigningKey::kid)
+            && self.previous == other.previous
+    }
+}
+
+impl Eq for KeySet {}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("current", &self.current)
+            .field("previous_retired_at", &self.previous.map(|(_, at)| at))
+            .finish()
+    }
+}

@@ -184,24 +184,27 @@ pub fn origin(s: &Services) -> String {
 }
 
 fn signing_key(s: &Services) -> Result<&SigningKey, Error> {
-    s.config.signing_key.as_ref().ok_or_else(|| {
-        edgecoder_kernel::Error::Config("no signing_key to sign checkpoints".into()).into()
-    })
+    crate::Settings::of(s)?
+        .checkpoint_keys
+        .current
+        .as_ref()
+        .ok_or_else(|| {
+            edgecoder_kernel::Error::Config("no checkpoint_key to sign checkpoints".into()).into()
+        })
 }
 
 /// The log's own checkpoint keys, as a verifier of its notes holds them.
-fn own_keys(s: &Services) -> Vec<TrustedKey> {
+fn own_keys(s: &Services) -> Result<Vec<TrustedKey>, Error> {
     let name = origin(s);
-    s.config
-        .signing_key
-        .iter()
-        .map(|k| *k.verifying_key())
-        .chain(s.config.previous_key.iter().map(|(k, _)| *k))
+    Ok(crate::Settings::of(s)?
+        .checkpoint_keys
+        .verifying_keys()
+        .into_iter()
         .map(|key| TrustedKey {
             name: name.clone(),
             key,
         })
-        .collect()
+        .collect())
 }
 
 /// Proves the head about to be signed consistent with the newest checkpoint
@@ -214,7 +217,7 @@ async fn consistent_with_signed(s: &Services, size: u64, root: &Hash) -> Result<
     let Some(latest) = store::latest_checkpoint(s.sql.as_ref()).await? else {
         return Ok(());
     };
-    let why = match checkpoint::open(&latest.note, &own_keys(s)) {
+    let why = match checkpoint::open(&latest.note, &own_keys(s)?) {
         Err(_) => Some("the newest stored checkpoint is not signed by this log's keys".to_owned()),
         Ok(signed) if signed.size > size => Some(format!(
             "the log was rewound: size {} was signed, the head is at {size}",
@@ -379,11 +382,12 @@ pub async fn keys(s: &Services, _req: Request) -> Result<Response, Error> {
             "valid_until": until,
         }))
     };
+    let keys = &crate::Settings::of(s)?.checkpoint_keys;
     let mut out = Vec::new();
-    if let Some(k) = &s.config.signing_key {
+    if let Some(k) = &keys.current {
         out.push(describe(k.verifying_key(), None)?);
     }
-    if let Some((k, retired)) = &s.config.previous_key {
+    if let Some((k, retired)) = &keys.previous {
         out.push(describe(k, Some(*retired))?);
     }
     Ok(ok_json(&json!({ "origin": name, "keys": out })))

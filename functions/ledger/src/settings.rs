@@ -4,22 +4,46 @@
 //!
 //! | name | kind | default | meaning |
 //! |---|---|---|---|
+//! | `checkpoint_key` | secret | — | the log's own P-256 key (PKCS#8 PEM or one-line base64 DER) that signs checkpoints, published at `/ledger/keys`; required in production, and never the access-token `signing_key` |
+//! | `previous_checkpoint_key` | secret | — | the key `checkpoint_key` replaced (rotation with overlap; only its public half is used, to open older checkpoints) |
+//! | `previous_checkpoint_key_retired_at` | var | — | Unix seconds when `checkpoint_key` took over; required with `previous_checkpoint_key` |
 //! | `checkpoint_interval_ms` | var | `1000` | the ledger signs a new checkpoint at most this often on reads (0–3600000); `POST /ledger/checkpoint` signs at once |
 
-use edgecoder_kernel::config::Vars;
-use edgecoder_kernel::{ConfigSource, Error, Services};
+use edgecoder_kernel::config::{Mode, Vars};
+use edgecoder_kernel::keys::KeySet;
+use edgecoder_kernel::{Config, ConfigSource, Error, Services};
 
 /// The ledger function's validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// The checkpoint key and the one it replaced.
+    pub checkpoint_keys: KeySet,
     /// Minimum time between two automatically signed checkpoints.
     pub checkpoint_interval_ms: i64,
 }
 
 impl Settings {
     /// Loads and validates the ledger settings.
-    pub fn load(src: &dyn ConfigSource) -> Result<Settings, Error> {
+    pub fn load(src: &dyn ConfigSource, config: &Config) -> Result<Settings, Error> {
+        let checkpoint_keys = Vars(src).key_set(
+            "checkpoint_key",
+            "previous_checkpoint_key",
+            "previous_checkpoint_key_retired_at",
+        )?;
+        if config.mode == Mode::Production && checkpoint_keys.current.is_none() {
+            return Err(Error::Config(
+                "production mode requires the checkpoint_key secret (the log's own key)".into(),
+            ));
+        }
+        if let (Some(c), Some(a)) = (&checkpoint_keys.current, &config.signing_key)
+            && c.kid() == a.kid()
+        {
+            return Err(Error::Config(
+                "checkpoint_key must not be the access-token signing_key (one key per job)".into(),
+            ));
+        }
         Ok(Settings {
+            checkpoint_keys,
             checkpoint_interval_ms: Vars(src).bounded(
                 "checkpoint_interval_ms",
                 1000,
@@ -45,23 +69,26 @@ mod tests {
     struct One(&'static str);
     impl ConfigSource for One {
         fn var(&self, name: &str) -> Option<String> {
-            (name == "checkpoint_interval_ms").then(|| self.0.to_owned())
+            match name {
+                "checkpoint_interval_ms" => Some(self.0.to_owned()),
+                "mode" => Some("development".to_owned()),
+                _ => None,
+            }
         }
         fn secret(&self, _: &str) -> Option<String> {
             None
         }
     }
 
+    fn load(src: &One) -> Result<Settings, Error> {
+        Settings::load(src, &Config::load(src).expect("kernel config"))
+    }
+
     #[test]
     fn the_interval_is_bounded() {
-        assert_eq!(
-            Settings::load(&One("0"))
-                .expect("ok")
-                .checkpoint_interval_ms,
-            0
-        );
+        assert_eq!(load(&One("0")).expect("ok").checkpoint_interval_ms, 0);
         for bad in ["-1", "soon", "3600001"] {
-            let err = Settings::load(&One(bad)).expect_err("refused");
+            let err = load(&One(bad)).expect_err("refused");
             assert!(
                 err.to_string().contains("checkpoint_interval_ms"),
                 "{bad}: {err}"

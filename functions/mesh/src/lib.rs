@@ -55,17 +55,29 @@ pub(crate) fn signed(mut v: Vec<ResponseDoc>) -> Vec<ResponseDoc> {
 }
 /// `GET /mesh/identity`: how to talk to this coordinator.
 async fn identity(s: &Services, _req: Request) -> Result<Response, Error> {
-    let key = s.config.signing_key.as_ref().map(|k| {
-        let point = k.verifying_key().to_encoded_point(false);
+    let describe = |k: &p256::ecdsa::VerifyingKey, retired_at: Option<i64>| {
+        let point = k.to_encoded_point(false);
         json!({
-            "key_id": k.kid(),
+            "key_id": edgecoder_kernel::keys::key_id(k),
             "public_key": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, point.as_bytes()),
+            "retired_at": retired_at,
         })
-    });
+    };
+    let keys = &Settings::of(s)?.coordinator_keys;
+    let key = keys
+        .current
+        .as_ref()
+        .map(|k| describe(k.verifying_key(), None));
+    let previous: Vec<Json> = keys
+        .previous
+        .iter()
+        .map(|(k, at)| describe(k, Some(*at)))
+        .collect();
     Ok(ok_json(&json!({
         "function": NAME,
         "issuer": s.config.issuer,
         "coordinator_key": key,
+        "previous_coordinator_keys": previous,
         "request_signatures": {
             "standard": "RFC 9421",
             "algorithm": httpsig::ALG,

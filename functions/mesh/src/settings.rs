@@ -4,6 +4,9 @@
 //!
 //! | name | kind | default | meaning |
 //! |---|---|---|---|
+//! | `coordinator_key` | secret | — | this coordinator's identity key (P-256, PKCS#8 PEM or one-line base64 DER), published at `/mesh/identity`; required in production, and never the access-token `signing_key` nor the log's `checkpoint_key` |
+//! | `previous_coordinator_key` | secret | — | the key `coordinator_key` replaced (rotation with overlap; only its public half is used) |
+//! | `previous_coordinator_key_retired_at` | var | — | Unix seconds when `coordinator_key` took over; required with `previous_coordinator_key` |
 //! | `mesh_node_rate_per_minute` | var | `600` | signed requests one node may make per minute (1–100000); more get 429 |
 //! | `mesh_register_per_minute` | var | `30` | node registrations per client address per minute (1–100000) |
 //! | `mesh_max_attempts` | var | `3` | leases a task gets before it fails with `attempts_exhausted` (1–20) |
@@ -17,12 +20,15 @@
 //! proxy wrote); otherwise every signed request is answered 421.
 
 use edgecoder_kernel::config::{Mode, Vars, is_origin};
+use edgecoder_kernel::keys::KeySet;
 use edgecoder_kernel::{Config, ConfigSource, Error, Services};
 use edgecoder_proto::httpsig::Target;
 
 /// The mesh function's validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// The coordinator's identity key and the one it replaced.
+    pub coordinator_keys: KeySet,
     /// Signed requests per node per minute.
     pub node_rate_per_minute: i64,
     /// Registrations per client address per minute.
@@ -89,7 +95,26 @@ impl Settings {
             }
             None => Vec::new(),
         };
+        let coordinator_keys = vars.key_set(
+            "coordinator_key",
+            "previous_coordinator_key",
+            "previous_coordinator_key_retired_at",
+        )?;
+        if config.mode == Mode::Production && coordinator_keys.current.is_none() {
+            return Err(Error::Config(
+                "production mode requires the coordinator_key secret (the coordinator's identity key)"
+                    .into(),
+            ));
+        }
+        if let (Some(c), Some(a)) = (&coordinator_keys.current, &config.signing_key)
+            && c.kid() == a.kid()
+        {
+            return Err(Error::Config(
+                "coordinator_key must not be the access-token signing_key (one key per job)".into(),
+            ));
+        }
         Ok(Settings {
+            coordinator_keys,
             origins,
             node_rate_per_minute: vars.bounded("mesh_node_rate_per_minute", 600, 1, 100_000)?,
             register_per_minute: vars.bounded("mesh_register_per_minute", 30, 1, 100_000)?,
@@ -118,8 +143,18 @@ mod tests {
         fn var(&self, name: &str) -> Option<String> {
             self.0.get(name).map(|v| (*v).to_owned())
         }
-        fn secret(&self, _: &str) -> Option<String> {
-            None
+        fn secret(&self, name: &str) -> Option<String> {
+            (name == "coordinator_key" && self.0.contains_key("with_coordinator_key")).then(|| {
+                struct Sevens;
+                impl edgecoder_kernel::Rng for Sevens {
+                    fn fill(&self, buf: &mut [u8]) {
+                        buf.fill(7);
+                    }
+                }
+                edgecoder_kernel::SigningKey::generate(&Sevens)
+                    .to_pkcs8_base64()
+                    .expect("key")
+            })
         }
     }
 
@@ -137,9 +172,15 @@ mod tests {
             Config::load(&Map(HashMap::from([("mode", "development")]))).expect("kernel config");
         production.mode = Mode::Production;
         production.issuer = "https://Edge.example".into();
-        let s = Settings::load(&Map(HashMap::new()), &production).expect("production");
+        let err = Settings::load(&Map(HashMap::new()), &production).expect_err("no key");
+        assert!(err.to_string().contains("coordinator_key"), "{err}");
+        let keyed = Map(HashMap::from([("with_coordinator_key", "")]));
+        let s = Settings::load(&keyed, &production).expect("production");
         assert_eq!(s.origins, ["https://edge.example"]);
-        let loopback = Map(HashMap::from([("mesh_origins", "http://localhost:8787")]));
+        let loopback = Map(HashMap::from([
+            ("mesh_origins", "http://localhost:8787"),
+            ("with_coordinator_key", ""),
+        ]));
         let err = Settings::load(&loopback, &production).expect_err("http in production");
         assert!(err.to_string().contains("mesh_origins"), "{err}");
         let s = load(HashMap::from([(

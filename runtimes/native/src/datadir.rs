@@ -81,15 +81,24 @@ impl DataDir {
         self.root.join("secrets")
     }
 
-    /// Writes a development signing key if none exists; returns whether it did.
-    pub fn ensure_dev_signing_key(&self, rng: &dyn Rng) -> Result<bool> {
-        let path = self.secrets_dir().join("signing_key");
-        if path.exists() {
-            return Ok(false);
+    /// The keys a development deployment generates for itself, one per job:
+    /// access tokens, log checkpoints, the coordinator's identity.
+    pub const DEV_KEYS: [&'static str; 3] = ["signing_key", "checkpoint_key", "coordinator_key"];
+
+    /// Writes each development key that does not exist yet; returns the ones
+    /// it wrote.
+    pub fn ensure_dev_keys(&self, rng: &dyn Rng) -> Result<Vec<&'static str>> {
+        let mut made = Vec::new();
+        for name in Self::DEV_KEYS {
+            let path = self.secrets_dir().join(name);
+            if path.exists() {
+                continue;
+            }
+            let pem = SigningKey::generate(rng).to_pkcs8_pem()?;
+            write_private(&path, pem.as_bytes())?;
+            made.push(name);
         }
-        let pem = SigningKey::generate(rng).to_pkcs8_pem()?;
-        write_private(&path, pem.as_bytes())?;
-        Ok(true)
+        Ok(made)
     }
 }
 

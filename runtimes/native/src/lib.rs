@@ -37,13 +37,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Opens `data_dir` in `mode` (creating it, and a development signing key in
+    /// Opens `data_dir` in `mode` (creating it, and the development keys in
     /// development mode) and validates the configuration. In production mode a
     /// missing required secret is an error: the caller must not serve.
     pub fn open(data_dir: &Path, mode: Mode, mut settings: NativeConfig) -> Result<Runtime> {
         let dir = DataDir::create(data_dir)?;
-        if mode == Mode::Development && dir.ensure_dev_signing_key(&OsRng)? {
-            tracing::info!(path = %dir.secrets_dir().join("signing_key").display(), "generated a development signing key");
+        if mode == Mode::Development {
+            for name in dir.ensure_dev_keys(&OsRng)? {
+                tracing::info!(path = %dir.secrets_dir().join(name).display(), "generated a development key");
+            }
         }
         settings.set("mode", mode.as_str());
         let source = NativeConfig::clone(&settings).with_secrets_dir(&dir.secrets_dir());
