@@ -104,6 +104,10 @@ fn main() {
                 "idle_connections_from_one_host_do_not_starve_the_others",
                 idle_connections_from_one_host_do_not_starve_the_others,
             ),
+            trial(
+                "an_https_deployment_never_serves_plain_http",
+                an_https_deployment_never_serves_plain_http,
+            ),
         ],
     )
 }
@@ -529,6 +533,16 @@ fn signatures_for_an_origin_this_coordinator_does_not_serve_are_refused() {
 /// (127.0.0.0/8 is all loopback, so each is another client to the server);
 /// the status line, or the error.
 fn get_from(from: std::net::Ipv4Addr, port: u16, path: &str) -> Result<String, String> {
+    get_from_with(from, port, path, &[])
+}
+
+/// [`get_from`] with extra header lines.
+fn get_from_with(
+    from: std::net::Ipv4Addr,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<String, String> {
     use std::io::{Read, Write};
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| e.to_string())?;
@@ -545,9 +559,13 @@ fn get_from(from: std::net::Ipv4Addr, port: u16, path: &str) -> Result<String, S
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{extra}connection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut out = String::new();
@@ -601,6 +619,86 @@ fn idle_connections_from_one_host_do_not_starve_the_others() {
         "connections over the per-host cap get 503 server_busy"
     );
     drop(idle);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A deployment whose public origin is https acts on nothing that reached it
+/// over plain http: API calls get 403 `https_required`, a person's GET of a
+/// page is redirected to the issuer's https address (never to the Host the
+/// client named), and the same requests through the trusted proxy that
+/// terminated TLS are served.
+fn an_https_deployment_never_serves_plain_http() {
+    use edgecoder_conformance::expect_problem;
+    let bin = binary();
+    let dir = tempfile_dir("https-only");
+    let key = signing_key_base64();
+    let port = edgecoder_conformance::harness::free_port();
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(&dir)
+    .env_remove("EDGECODER_MODE")
+    .env("EDGECODER_LOG", "warn");
+    for (k, v) in dev_settings(&key) {
+        cmd.env(env_name(k), v);
+    }
+    cmd.env(env_name("issuer"), "https://edge.example")
+        .env(env_name("allowed_origins"), "https://edge.example")
+        .env(env_name("trusted_proxies"), "127.0.0.2/32");
+    let mut server =
+        edgecoder_conformance::harness::Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
+    server
+        .wait_status("/auth/health", 403, Duration::from_secs(30))
+        .expect("edgecoder starts");
+    let c = Client::new(&server.base);
+    let login = c
+        .send_with(
+            "POST",
+            "/auth/login",
+            &[("content-type", "application/json")],
+            br#"{"email":"someone@example.com","password":"correct horse battery staple"}"#,
+        )
+        .expect("login");
+    expect_problem(&login, 403, "https_required").expect("credentials over http refused");
+    expect_problem(
+        &c.get("/auth/health").expect("health"),
+        403,
+        "https_required",
+    )
+    .expect("health over http refused");
+    let page = c
+        .send_with(
+            "GET",
+            "/auth/verify-email?token=evt_x",
+            &[("accept", "text/html"), ("host", "evil.example")],
+            &[],
+        )
+        .expect("page");
+    assert_eq!(page.status, 308);
+    assert_eq!(
+        page.header("location"),
+        Some("https://edge.example/auth/verify-email?token=evt_x")
+    );
+    // The proxy that terminated TLS says so, and is believed.
+    let answer = get_from_with(
+        std::net::Ipv4Addr::new(127, 0, 0, 2),
+        port,
+        "/auth/health",
+        &[("x-forwarded-proto", "https")],
+    )
+    .expect("through the proxy");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "{answer}"
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

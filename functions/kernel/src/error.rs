@@ -43,6 +43,10 @@ pub enum Error {
     /// The client did not send the body within the runtime's read timeout.
     #[error("request body not received in time")]
     RequestTimeout,
+    /// The deployment is served over https and this request came over plain
+    /// http (as the platform reports it).
+    #[error("https required")]
+    HttpsRequired,
     /// A bearer token was refused; the reason goes to the log only.
     #[error("invalid access token: {0}")]
     InvalidToken(&'static str),
@@ -238,6 +242,12 @@ impl From<Error> for Problem {
                     "Internal error",
                 )
             },
+            Error::HttpsRequired => Problem::new(
+                StatusCode::FORBIDDEN,
+                "https_required",
+                "HTTPS required",
+            )
+            .with_detail("This deployment is served over HTTPS only; nothing sent over plain HTTP is acted on."),
             Error::UnsupportedMediaType => Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

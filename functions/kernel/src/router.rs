@@ -202,9 +202,41 @@ impl Router {
     pub async fn handle(&self, services: Rc<Services>, mut req: Request) -> Response {
         let request_id = req.ctx.request_id.clone();
         let path = req.path.clone();
-        // The deployment is served over https exactly when its issuer is.
+        // The deployment is served over https exactly when its issuer is;
+        // then a request the platform saw arrive over plain http is never
+        // acted on: a person's GET of a page is sent to the https address
+        // (the issuer's, never the Host the client named), anything else
+        // is refused, since its credentials already crossed the network in
+        // the clear and a redirect would only invite a resend.
         let https = services.config.issuer.starts_with("https://");
-        let result = self.dispatch(services, &mut req).await;
+        let plain_http = https && req.ctx.scheme.as_deref() == Some("http");
+        let result = if plain_http {
+            let wants_html = req
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"));
+            if matches!(req.method, Method::GET | Method::HEAD) && wants_html {
+                let mut to = format!("{}{}", services.config.issuer.trim_end_matches('/'), path);
+                if let Some(q) = req.query.as_deref().filter(|q| !q.is_empty()) {
+                    to.push('?');
+                    to.push_str(q);
+                }
+                let mut resp = crate::http_types::Response::new(Vec::new());
+                *resp.status_mut() = crate::http_types::StatusCode::PERMANENT_REDIRECT;
+                match HeaderValue::from_str(&to) {
+                    Ok(v) => {
+                        resp.headers_mut().insert(header::LOCATION, v);
+                        Ok(resp)
+                    }
+                    Err(_) => Err(Error::HttpsRequired.into()),
+                }
+            } else {
+                Err(Error::HttpsRequired.into())
+            }
+        } else {
+            self.dispatch(services, &mut req).await
+        };
         let mut resp = match result {
             Ok(resp) => resp,
             Err(problem) => {
