@@ -77,7 +77,6 @@ fn target(base: &str) -> Target {
         issuer: String::new(),
         bootstrap_secret: std::env::var("EDGECODER_BENCH_BOOTSTRAP_SECRET")
             .expect("EDGECODER_BENCH_BOOTSTRAP_SECRET"),
-        service_token: String::new(),
         allowed_origin: String::new(),
     }
 }

@@ -399,7 +399,6 @@ impl Drop for Server {
 /// The bootstrap secret every conformance deployment is configured with.
 pub const BOOTSTRAP_SECRET: &str = "conformance-bootstrap-secret-0123456789abcdef";
 /// The service credential every conformance deployment is configured with.
-pub const SERVICE_TOKEN: &str = "conformance-service-token-0123456789abcdef";
 /// The browser origin allowed to use cookie authentication.
 pub const ALLOWED_ORIGIN: &str = "http://localhost:5173";
 /// The issuer conformance deployments use (local, so cookies omit `Secure`).
@@ -422,6 +421,28 @@ pub fn job_key(signing_key: &str, job: &str) -> String {
     )
 }
 
+/// The service key of `caller` (`auth`, `mesh`) in a test deployment.
+pub fn service_key(signing_key: &str, caller: &str) -> String {
+    job_key(signing_key, &format!("{caller}-service"))
+}
+
+/// The `service_keys` setting of a test deployment: each caller's public key.
+pub fn service_keys(signing_key: &str) -> String {
+    use p256::pkcs8::EncodePublicKey;
+    let public = |caller: &str| {
+        let key = edgecoder_kernel::SigningKey::from_secret(&service_key(signing_key, caller))
+            .expect("service key");
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            key.verifying_key()
+                .to_public_key_der()
+                .expect("spki")
+                .as_bytes(),
+        )
+    };
+    serde_json::json!({"auth": [public("auth")], "mesh": [public("mesh")]}).to_string()
+}
+
 /// The settings (by their snake_case names) a conformance deployment runs
 /// with; each harness passes them the way its runtime takes settings.
 pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
@@ -434,7 +455,11 @@ pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
         ("issuer", ISSUER.into()),
         ("allowed_origins", ALLOWED_ORIGIN.into()),
         ("bootstrap_secret", BOOTSTRAP_SECRET.into()),
-        ("service_token", SERVICE_TOKEN.into()),
+        // Each calling function's own key (Spin gives each component only
+        // its own), and the callers' public keys every callee accepts.
+        ("auth_service_key", service_key(signing_key, "auth")),
+        ("mesh_service_key", service_key(signing_key, "mesh")),
+        ("service_keys", service_keys(signing_key)),
         // Small enough that the suite can reach them quickly.
         (
             "mesh_node_rate_per_minute",
@@ -547,7 +572,6 @@ pub fn conformance_target(base: &str, signing_key: &str) -> crate::Target {
         coordinator_key: job_key(signing_key, "coordinator"),
         issuer: ISSUER.to_owned(),
         bootstrap_secret: BOOTSTRAP_SECRET.to_owned(),
-        service_token: SERVICE_TOKEN.to_owned(),
         allowed_origin: ALLOWED_ORIGIN.to_owned(),
     }
 }

@@ -47,7 +47,7 @@ fn trusted(x: &Ctx) -> Result<Vec<TrustedKey>, String> {
 }
 
 fn checkpoint(x: &Ctx) -> Result<checkpoint::Checkpoint, String> {
-    let svc = x.target.service_token.clone();
+    let (_, svc) = x.admin()?;
     let r = x.send("POST", "/ledger/checkpoint", Some(&svc), None, &[])?;
     if r.status != 200 || !r.media_type().starts_with("text/plain") {
         return Err(format!("checkpoint: {} {}", r.status, r.media_type()));
@@ -131,7 +131,7 @@ fn balance(x: &Ctx, bearer: &str, account: &str) -> Result<i64, String> {
 }
 
 fn credits_balance_refuse_overdraft_and_are_logged(x: &Ctx) -> Result<(), String> {
-    let svc = x.target.service_token.clone();
+    let (_, svc) = x.admin()?;
     let alice = x.account("credits-alice", true)?;
     let bob = x.account("credits-bob", true)?;
     let acct = format!("user:{}", alice.id);
@@ -276,7 +276,7 @@ fn ledger_append_refuses_anonymous_and_plain_users(x: &Ctx) -> Result<(), String
         401,
         "ledger_unauthorized",
     )?;
-    let svc = x.target.service_token.clone();
+    let (_, svc) = x.admin()?;
     // Transfer entries come only from the ledger itself; role changes only
     // from the auth function.
     let (_, admin) = x.admin()?;
@@ -307,7 +307,7 @@ fn ledger_append_refuses_anonymous_and_plain_users(x: &Ctx) -> Result<(), String
 }
 
 fn ledger_appends_are_idempotent_and_keep_exact_bytes(x: &Ctx) -> Result<(), String> {
-    let svc = x.target.service_token.clone();
+    let (_, svc) = x.admin()?;
     let key = x.email("ledger-key");
     let first = append(x, Some(&svc), &key, b"hello ledger")?;
     if first.status != 201 {
@@ -333,7 +333,9 @@ fn ledger_appends_are_idempotent_and_keep_exact_bytes(x: &Ctx) -> Result<(), Str
     }
     let envelope: Json = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     if envelope["type"] != "example.org/audit/v1"
-        || envelope["principal"] != "service"
+        || !envelope["principal"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("user:"))
         || b64(&envelope["payload"]) != b"hello ledger"
     {
         return Err(format!("envelope {envelope}"));
@@ -346,7 +348,7 @@ fn ledger_appends_are_idempotent_and_keep_exact_bytes(x: &Ctx) -> Result<(), Str
 }
 
 fn ledger_checkpoint_is_signed_and_proofs_verify(x: &Ctx) -> Result<(), String> {
-    let svc = x.target.service_token.clone();
+    let (_, svc) = x.admin()?;
     for i in 0..5 {
         append(
             x,
@@ -446,7 +448,7 @@ fn rfc6962_root(entries: &[Vec<u8>]) -> [u8; 32] {
 }
 
 fn ledger_root_is_rfc6962_sha256_recomputed_independently(x: &Ctx) -> Result<(), String> {
-    let svc = x.target.service_token.clone();
+    let (_, svc) = x.admin()?;
     append(x, Some(&svc), &x.email("rfc6962"), b"witnessable")?;
     let cp = checkpoint(x)?;
     let mut entries = Vec::new();
@@ -632,40 +634,57 @@ fn append_typed(x: &Ctx, bearer: &str, payload_type: &str, key: &str) -> Result<
 }
 
 fn ledger_reserves_the_project_namespace_and_refuses_look_alikes(x: &Ctx) -> Result<(), String> {
-    let svc = x.target.service_token.clone();
     let (_, admin) = x.admin()?;
-    for who in [svc.as_str(), admin.as_str()] {
-        for t in [
-            "edgecoder.dev/credit-transfer/v01",
-            "edgecoder.dev/credit-transfer/v2",
-            "edgecoder.dev/credits/v1",
-            "edgecoder.dev/audit/v1",
-            "ledger.edgecoder.dev/credit-transfer/v1",
-            "example.org/note/v01",
-            "example.org/note/v0",
-        ] {
-            expect_problem(
-                &append_typed(x, who, t, &x.email("lookalike"))?,
-                400,
-                "invalid_entry",
-            )
-            .map_err(|e| format!("{t}: {e}"))?;
-        }
+    for t in [
+        "edgecoder.dev/credit-transfer/v01",
+        "edgecoder.dev/credit-transfer/v2",
+        "edgecoder.dev/credits/v1",
+        "edgecoder.dev/audit/v1",
+        "edgecoder.dev/role-grant/v1",
+        "ledger.edgecoder.dev/credit-transfer/v1",
+        "example.org/note/v01",
+        "example.org/note/v0",
+    ] {
+        expect_problem(
+            &append_typed(x, &admin, t, &x.email("lookalike"))?,
+            400,
+            "invalid_entry",
+        )
+        .map_err(|e| format!("admin, {t}: {e}"))?;
     }
-    // The admin keeps its own namespace; the service its declared types.
+    // A function's token appends its own types, and nothing else.
+    let auth = x.target.service_token("auth", "ledger");
+    for t in [
+        "edgecoder.dev/credit-transfer/v01",
+        "edgecoder.dev/node-approval/v1",
+        "example.org/note/v1",
+    ] {
+        expect_problem(
+            &append_typed(x, &auth, t, &x.email("auth-other"))?,
+            403,
+            "forbidden",
+        )
+        .map_err(|e| format!("auth's token, {t}: {e}"))?;
+    }
+    let r = append_typed(
+        x,
+        &auth,
+        "edgecoder.dev/role-grant/v1",
+        &x.email("auth-own"),
+    )?;
+    if r.status != 201 {
+        return Err(format!("auth's token, its own role-grant: {}", r.status));
+    }
+    // The admin keeps everything outside the functions' namespace.
     let r = append_typed(x, &admin, "example.org/note/v1", &x.email("own"))?;
     if r.status != 201 {
         return Err(format!("admin, example.org/note/v1: {}", r.status));
     }
-    expect_problem(
-        &append_typed(x, &admin, "edgecoder.dev/role-grant/v1", &x.email("role"))?,
-        400,
-        "invalid_entry",
-    )
+    Ok(())
 }
 
 fn ledger_refuses_an_idempotency_key_reused_with_another_payload(x: &Ctx) -> Result<(), String> {
-    let svc = x.target.service_token.clone();
+    let (_, svc) = x.admin()?;
     let key = x.email("reuse");
     let first = append(x, Some(&svc), &key, b"first")?;
     if first.status != 201 {

@@ -353,10 +353,30 @@ pub struct Target {
     pub issuer: String,
     /// The configured `bootstrap_secret`.
     pub bootstrap_secret: String,
-    /// The configured `service_token`.
-    pub service_token: String,
     /// The one configured `allowed_origins` entry.
     pub allowed_origin: String,
+}
+
+impl Target {
+    /// A service token of `caller` (`auth`, `mesh`) for one call to
+    /// `callee`, signed with the caller's key as the deployment registers it
+    /// in `service_keys` (see [`harness::service_key`]).
+    pub fn service_token(&self, caller: &str, callee: &str) -> String {
+        let key = edgecoder_kernel::SigningKey::from_secret(&harness::service_key(
+            &self.signing_key,
+            caller,
+        ))
+        .expect("service key");
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX);
+        edgecoder_kernel::service::mint(&key, caller, callee, now, &format!("suite-{now}"))
+            .expect("mint")
+    }
 }
 
 /// A deployment under test: its target and whatever keeps it running

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edgecoder_conformance::Client;
 use edgecoder_conformance::harness::{
-    SERVICE_TOKEN, Server, dev_settings, edgecoder_binary, env_name, free_port, job_key,
+    Server, conformance_target, dev_settings, edgecoder_binary, env_name, free_port, job_key,
     signing_key_base64,
 };
 use p256::pkcs8::EncodePublicKey;
@@ -23,6 +23,8 @@ struct Fixture {
     dir: PathBuf,
     key: String,
     spki: String,
+    /// A stepped-up `system_admin`'s access token (appends, checkpoints).
+    admin: String,
 }
 
 /// Serves the data directory `dir` with `key` on a fresh port.
@@ -64,20 +66,31 @@ impl Fixture {
                 .expect("spki")
                 .as_bytes(),
         );
+        let admin = {
+            let target = conformance_target(&server.base, &key);
+            let client = Client::new(&server.base);
+            edgecoder_conformance::identity::Ctx::new(&client, &target)
+                .admin()
+                .expect("admin")
+                .1
+        };
         let f = Fixture {
             server,
             dir,
             key,
             spki,
+            admin,
         };
-        f.append("original", entries);
+        // Making the admin logged its role grant as entry 0: the log holds
+        // `entries` entries in all.
+        f.append("original", entries - 1);
         f.checkpoint();
         f
     }
 
     fn append(&self, tag: &str, n: usize) {
         let c = Client::new(&self.server.base);
-        let auth = format!("Bearer {SERVICE_TOKEN}");
+        let auth = format!("Bearer {}", self.admin);
         for i in 0..n {
             let body = serde_json::json!({
                 "payload_type": "example.org/audit/v1",
@@ -112,7 +125,7 @@ impl Fixture {
             .send_with(
                 "POST",
                 "/ledger/checkpoint",
-                &[("authorization", &format!("Bearer {SERVICE_TOKEN}"))],
+                &[("authorization", &format!("Bearer {}", self.admin))],
                 &[],
             )
             .map(|r| r.status)
@@ -123,7 +136,7 @@ impl Fixture {
             .send_with(
                 "POST",
                 "/ledger/checkpoint",
-                &[("authorization", &format!("Bearer {SERVICE_TOKEN}"))],
+                &[("authorization", &format!("Bearer {}", self.admin))],
                 &[],
             )
             .expect("checkpoint");
@@ -422,7 +435,7 @@ fn verify_detects_a_rewound_log() {
 fn verify_checks_a_transfer_receipt_and_refuses_a_forged_one() {
     let f = Fixture::new("receipt", 3);
     let c = Client::new(&f.server.base);
-    let auth = format!("Bearer {SERVICE_TOKEN}");
+    let auth = format!("Bearer {}", f.admin);
     let body = serde_json::json!({
         "postings": [{"account": "issuance", "amount": -7}, {"account": "user:receipt-holder", "amount": 7}],
         "idempotency_key": "receipt-1",

@@ -315,13 +315,19 @@ fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
         .collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = start(&bin, &dir, &env);
+    let target = conformance_target(&server.base, &key);
+    let admin = {
+        let client = Client::new(&server.base);
+        let x = edgecoder_conformance::identity::Ctx::new(&client, &target);
+        x.admin().expect("admin").1
+    };
     let (writers, each) = (8usize, 2000usize);
     let threads: Vec<_> = (0..writers)
         .map(|w| {
             let base = server.base.clone();
+            let auth = format!("Bearer {admin}");
             std::thread::spawn(move || {
                 let c = Client::new(&base);
-                let auth = format!("Bearer {}", edgecoder_conformance::harness::SERVICE_TOKEN);
                 let mut indexes = Vec::with_capacity(each);
                 for i in 0..each {
                     let body = serde_json::json!({
@@ -352,10 +358,11 @@ fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
         .flat_map(|t| t.join().expect("writer"))
         .collect();
     all.sort_unstable();
-    let total = (writers * each) as u64;
+    // The admin's role grant is entry 0; the writers' entries follow it.
+    let total = (writers * each) as u64 + 1;
     assert_eq!(
         all,
-        (0..total).collect::<Vec<_>>(),
+        (1..total).collect::<Vec<_>>(),
         "gaps or duplicate indexes"
     );
     // The root over every stored entry equals the signed head.

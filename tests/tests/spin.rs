@@ -165,6 +165,9 @@ fn spin_production_mode_without_signing_key_refuses_to_serve() {
             "signing_key=",
             "checkpoint_key=",
             "coordinator_key=",
+            "auth_service_key=",
+            "mesh_service_key=",
+            "service_keys=",
         ],
         503,
     );
@@ -318,13 +321,16 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
         };
         assert_eq!(outbound, want, "{f}.allowed_outbound_hosts");
     }
-    // One key per job, and each component holds only the keys it uses.
+    // One key per job, and each component holds only the keys it uses: the
+    // callers (auth, mesh) each their own service key, mapped from its own
+    // variable, so neither can sign as the other.
     for (f, want) in [
         (
             "auth",
             vec![
                 "previous_key_retired_at",
                 "previous_signing_key",
+                "service_key",
                 "signing_key",
             ],
         ),
@@ -334,6 +340,7 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
                 "coordinator_key",
                 "previous_coordinator_key",
                 "previous_coordinator_key_retired_at",
+                "service_key",
             ],
         ),
         (
@@ -355,6 +362,13 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
             .collect();
         keys.sort_unstable();
         assert_eq!(keys, want, "{f}'s keys");
+    }
+    for (f, var) in [("auth", "auth_service_key"), ("mesh", "mesh_service_key")] {
+        assert_eq!(
+            components[f]["variables"]["service_key"].as_str(),
+            Some(format!("{{{{ {var} }}}}").as_str()),
+            "{f}'s service_key"
+        );
     }
     let gw = components["gateway"].as_table().expect("gateway");
     assert!(gw.get("sqlite_databases").is_none() && gw.get("key_value_stores").is_none());

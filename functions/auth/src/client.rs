@@ -1,7 +1,7 @@
 //! [`IdentityClient`] implementations for the other functions: in-process
 //! over the shared database (native, the Worker), and over HTTP where each
 //! component has its own store (Spin): `GET /auth/me` with the caller's own
-//! access token, `POST /auth/nodes/redeem` with the service credential.
+//! access token, `POST /auth/nodes/redeem` with the mesh's service token.
 //!
 //! Out of scope: deciding what a caller may do (the calling function does).
 
@@ -10,7 +10,7 @@ use std::rc::Rc;
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::{
     Caller, Clock, Config, Enrollment, Error as KernelError, IdentityClient, Outbound,
-    OutboundRequest, Sql, async_trait,
+    OutboundRequest, Rng, SigningKey, Sql, async_trait,
 };
 use serde::Deserialize;
 
@@ -75,8 +75,12 @@ impl IdentityClient for InProcess {
 pub struct Http {
     /// Where the auth function is served (no trailing slash).
     pub base: String,
-    /// The `service_token`, for redemption.
-    pub service_token: Option<String>,
+    /// The calling function and its `service_key`, for redemption.
+    pub service: Option<(&'static str, SigningKey)>,
+    /// Time source (token lifetimes).
+    pub clock: Rc<dyn Clock>,
+    /// Randomness (token ids).
+    pub rng: Rc<dyn Rng>,
     /// Outbound HTTP.
     pub outbound: Rc<dyn Outbound>,
 }
@@ -134,9 +138,16 @@ impl IdentityClient for Http {
         node_id: &str,
         kind: &str,
     ) -> Result<Option<Enrollment>, KernelError> {
-        let service = self.service_token.as_deref().ok_or_else(|| {
-            KernelError::Config("set service_token so the mesh can redeem enrollments".into())
+        let (caller, key) = self.service.as_ref().ok_or_else(|| {
+            KernelError::Config("set service_key so the mesh can redeem enrollments".into())
         })?;
+        let service = edgecoder_kernel::service::mint(
+            key,
+            caller,
+            crate::NAME,
+            self.clock.now_ms(),
+            &edgecoder_kernel::ports::random_hex(self.rng.as_ref(), 16),
+        )?;
         let body = serde_json::json!({"enrollment_token": token, "node_id": node_id, "kind": kind});
         let resp = self
             .outbound

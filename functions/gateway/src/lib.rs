@@ -188,9 +188,16 @@ impl Loaded {
             if writes_log && ledger_url.is_none() {
                 problems.push("production mode requires ledger_url for this component".into());
             }
-            if matches!(f, Function::Auth | Function::Mesh) && config.service_token.is_none() {
+            if writes_log && config.service_key.is_none() {
                 problems.push(
-                    "production mode requires the service_token secret for this component".into(),
+                    "production mode requires the service_key secret for this component".into(),
+                );
+            }
+            let callee = matches!(f, Function::Auth | Function::Ledger);
+            if callee && config.service_keys.is_empty() {
+                problems.push(
+                    "production mode requires service_keys (the callers' public keys) for this component"
+                        .into(),
                 );
             }
             if asks_auth && auth_url.is_none() {
@@ -218,25 +225,36 @@ impl Loaded {
     /// The services `selection`'s handlers receive over `ports`. Functions
     /// that share the unit's database reach each other in-process (native,
     /// the Worker: [`Selection::All`]); a Spin component that owns one
-    /// function reaches the others over HTTP with the service credential
-    /// (`ledger_url`, `auth_url`), and a client that cannot be built answers
+    /// function reaches the others over HTTP with tokens signed by its own
+    /// `service_key` (`ledger_url`, `auth_url`), and a client that cannot be built answers
     /// every call with a configuration error naming what to set.
     pub fn services(&self, ports: Ports, selection: Selection) -> Services {
         let owns =
             |f: Function| matches!(selection, Selection::All) || selection == Selection::Only(f);
-        let ledger: Rc<dyn LedgerClient> = match (&self.ledger_url, &self.config.service_token) {
+        // The name this component signs its calls as: the one function it
+        // serves (a unit serving all calls in-process and signs nothing).
+        let caller = match selection {
+            Selection::Only(Function::Auth) => Some(edgecoder_auth::NAME),
+            Selection::Only(Function::Mesh) => Some(edgecoder_mesh::NAME),
+            _ => None,
+        };
+        let service = caller.zip(self.config.service_key.clone());
+        let ledger: Rc<dyn LedgerClient> = match (&self.ledger_url, &service) {
             _ if owns(Function::Ledger) => Rc::new(edgecoder_ledger::client::InProcess {
                 sql: ports.sql.clone(),
                 clock: ports.clock.clone(),
                 rng: ports.rng.clone(),
             }),
-            (Some(url), Some(token)) => Rc::new(edgecoder_ledger::client::Http {
+            (Some(url), Some((caller, key))) => Rc::new(edgecoder_ledger::client::Http {
                 base: url.clone(),
-                token: token.clone(),
+                caller,
+                key: key.clone(),
+                clock: ports.clock.clone(),
+                rng: ports.rng.clone(),
                 outbound: ports.outbound.clone(),
             }),
             _ => Rc::new(edgecoder_ledger::client::Unavailable(
-                "set ledger_url and service_token so this component can reach the ledger",
+                "set ledger_url and this component's service_key so it can reach the ledger",
             )),
         };
         let identity: Rc<dyn IdentityClient> = match &self.auth_url {
@@ -247,7 +265,9 @@ impl Loaded {
             }),
             Some(url) => Rc::new(edgecoder_auth::client::Http {
                 base: url.clone(),
-                service_token: self.config.service_token.clone(),
+                service: service.clone(),
+                clock: ports.clock.clone(),
+                rng: ports.rng.clone(),
                 outbound: ports.outbound.clone(),
             }),
             None => Rc::new(edgecoder_auth::client::Unavailable(
@@ -321,19 +341,31 @@ mod tests {
     #[test]
     fn the_ledger_accepts_exactly_the_types_the_other_functions_append() {
         let mut written = vec![
-            edgecoder_auth::api::admin::ROLE_GRANT_V1,
-            edgecoder_auth::api::admin::ROLE_REVOKE_V1,
-            edgecoder_mesh::nodes::NODE_APPROVAL_V1,
-            edgecoder_mesh::tasks::TASK_COMPLETION_V1,
+            (
+                edgecoder_auth::NAME,
+                edgecoder_auth::api::admin::ROLE_GRANT_V1,
+            ),
+            (
+                edgecoder_auth::NAME,
+                edgecoder_auth::api::admin::ROLE_REVOKE_V1,
+            ),
+            (
+                edgecoder_mesh::NAME,
+                edgecoder_mesh::nodes::NODE_APPROVAL_V1,
+            ),
+            (
+                edgecoder_mesh::NAME,
+                edgecoder_mesh::tasks::TASK_COMPLETION_V1,
+            ),
         ];
         written.sort_unstable();
-        let mut accepted = edgecoder_ledger::api::SERVICE_TYPES.to_vec();
+        let mut accepted = edgecoder_ledger::api::APPENDED_BY.to_vec();
         accepted.sort_unstable();
         assert_eq!(written, accepted);
         assert!(
             written
                 .iter()
-                .all(|t| edgecoder_ledger::api::reserved_type(t))
+                .all(|(_, t)| edgecoder_ledger::api::reserved_type(t))
         );
     }
 

@@ -23,7 +23,8 @@
 //! | `issuer` | var | `http://localhost:8787` in development | the public https origin of the deployment: access tokens' `iss`, the base of emailed links; required in production |
 //! | `audience` | var | `edgecoder` | access tokens' `aud` |
 //! | `allowed_origins` | var | — | comma-separated browser origins allowed to make cookie-authenticated requests (CSRF defence); https, or http on localhost |
-//! | `service_token` | secret | — | bearer credential functions present to each other (≥ 32 chars), e.g. mesh redeeming enrollment tokens |
+//! | `service_key` | secret | — | this component's own key for calling the other functions over HTTP (Spin components, split Workers): it signs a short-lived token per call ([`crate::service`]); one per caller, never shared |
+//! | `service_keys` | var | — | JSON object from caller (`auth`, `mesh`) to the public keys (base64 SPKI, `edgecoder keygen --public`) a callee accepts from it; list two during a rotation |
 //! | `max_body_bytes` | var | `262144` | request body cap (1 KiB to 16 MiB) |
 //! | `trusted_proxies` | var | — | comma-separated IPs or CIDRs whose `X-Forwarded-*` headers are believed (native runtime) |
 //! | `insecure_test_routes` | var | `false` | mounts the test routes in builds with the `danger-test-routes` feature; refused in production |
@@ -55,7 +56,7 @@ pub const DEV_ISSUER: &str = "http://localhost:8787";
 /// The default access-token audience.
 pub const DEFAULT_AUDIENCE: &str = "edgecoder";
 
-/// The shortest accepted `bootstrap_secret` / `service_token`.
+/// The shortest accepted shared secret (`bootstrap_secret`).
 pub const MIN_SHARED_SECRET_CHARS: usize = 32;
 
 /// Whether `url` is https, or plain http to a loopback host (local use).
@@ -128,8 +129,10 @@ pub struct Config {
     pub audience: String,
     /// Origins allowed to send cookie-authenticated state-changing requests.
     pub allowed_origins: Vec<String>,
-    /// The inter-function bearer credential, if provisioned.
-    pub service_token: Option<String>,
+    /// This component's key for calling the other functions.
+    pub service_key: Option<SigningKey>,
+    /// The callers' public keys, for the calls this component receives.
+    pub service_keys: crate::service::ServiceKeys,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
 }
@@ -329,7 +332,17 @@ impl Config {
             }
             allowed_origins.push(o.to_owned());
         }
-        let service_token = vars.shared_secret("service_token")?;
+        let service_key = match vars.secret("service_key") {
+            Some(v) => Some(
+                SigningKey::from_secret(&v)
+                    .map_err(|_| Error::Config("service_key is not a P-256 private key".into()))?,
+            ),
+            None => None,
+        };
+        let service_keys = match vars.var("service_keys") {
+            Some(v) => crate::service::ServiceKeys::parse(&v)?,
+            None => crate::service::ServiceKeys::default(),
+        };
 
         let mut warnings = Vec::new();
         if mode == Mode::Production {
@@ -364,7 +377,8 @@ impl Config {
             issuer,
             audience,
             allowed_origins,
-            service_token,
+            service_key,
+            service_keys,
             warnings,
         })
     }
@@ -542,7 +556,7 @@ mod tests {
             ("max_body_bytes", "12"),
             ("trusted_proxies", "not-an-ip"),
             ("insecure_test_routes", "maybe"),
-            ("service_token", "short"),
+            ("service_keys", "{\"ledger\": []}"),
             ("issuer", "not a url"),
         ] {
             let src = Map(HashMap::from([

@@ -36,6 +36,7 @@ pub mod migrations;
 pub mod ports;
 pub mod ratelimit;
 pub mod router;
+pub mod service;
 pub mod services;
 #[cfg(feature = "danger-test-routes")]
 pub mod testroutes;

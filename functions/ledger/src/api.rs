@@ -1,16 +1,17 @@
 //! HTTP handlers of the log: append, read, checkpoint, proofs and keys.
 //!
-//! Appending needs the inter-function `service_token` or the access token of
-//! a user who holds `system_admin` now (asked of the identity function, never
-//! read from the token's claims); types under `edgecoder.dev` are the
-//! functions' own. Reading is public, as a transparency log's must be.
+//! Appending needs a service token of the function that owns the entry type
+//! (auth: role changes; mesh: node approvals and task completions), or the
+//! access token of a user who holds `system_admin` now (asked of the identity
+//! function, never read from the token's claims), who may append anything
+//! outside the functions' `edgecoder.dev` namespace. Reading is public, as a
+//! transparency log's must be.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
 use edgecoder_kernel::router::{RouteDoc, endpoint, err, ok, response_doc};
-use edgecoder_kernel::tokens::secret_matches;
 use edgecoder_kernel::{Request, Response, Router, Services, SigningKey};
 use p256::pkcs8::EncodePublicKey;
 use serde::Deserialize;
@@ -28,14 +29,24 @@ pub const MAX_PAGE: u64 = 1000;
 /// `text/plain` for signed notes.
 pub const NOTE_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
 
-/// Who may append: the service credential, or a user who holds
-/// `system_admin` now. Roles come from the identity function (storage), not
-/// from the token's claims, so a revoke or sign-out takes effect at once.
+/// Who is appending: another function, by the service token it signed
+/// (`service:<function>`), or a user who holds `system_admin` now. Roles come
+/// from the identity function (storage), not from the token's claims, so a
+/// revoke or sign-out takes effect at once.
 async fn appender(s: &Services, req: &Request) -> Result<String, Error> {
     let token = req.bearer().ok_or(Error::Unauthorized)?;
-    if secret_matches(token, s.config.service_token.as_deref()) {
-        return Ok("service".into());
+    if let Some(caller) = s
+        .config
+        .service_keys
+        .caller(token, crate::NAME, s.clock.now_ms())
+    {
+        return Ok(format!("service:{caller}"));
     }
+    admin(s, token).await
+}
+
+/// A user who holds `system_admin` now.
+async fn admin(s: &Services, token: &str) -> Result<String, Error> {
     match s.identity.caller(token).await? {
         Some(c) if c.has_role("system_admin") => Ok(format!("user:{}", c.user_id)),
         _ => Err(Error::Unauthorized),
@@ -48,16 +59,25 @@ async fn appender(s: &Services, req: &Request) -> Result<String, Error> {
 /// reader of the log could mistake for a record the functions made.
 pub const PROJECT_DOMAIN: &str = "edgecoder.dev";
 
-/// The types the other functions append over HTTP with the service
-/// credential (role changes from auth; node approvals and task completions
-/// from the mesh). Credit transfers are written by the ledger itself, never
-/// over HTTP.
-pub const SERVICE_TYPES: [&str; 4] = [
-    "edgecoder.dev/role-grant/v1",
-    "edgecoder.dev/role-revoke/v1",
-    "edgecoder.dev/node-approval/v1",
-    "edgecoder.dev/task-completion/v1",
+/// Which function writes which of the project's entry types, over the
+/// service path: role changes come from auth, node approvals and task
+/// completions from the mesh. A function's token appends its own types and
+/// nothing else (credit transfers are written by the ledger itself, never
+/// over HTTP).
+pub const APPENDED_BY: [(&str, &str); 4] = [
+    ("auth", "edgecoder.dev/role-grant/v1"),
+    ("auth", "edgecoder.dev/role-revoke/v1"),
+    ("mesh", "edgecoder.dev/node-approval/v1"),
+    ("mesh", "edgecoder.dev/task-completion/v1"),
 ];
+
+/// The function that writes `payload_type`, if another function does.
+pub fn owner_of(payload_type: &str) -> Option<&'static str> {
+    APPENDED_BY
+        .iter()
+        .find(|(_, t)| *t == payload_type)
+        .map(|(f, _)| *f)
+}
 
 /// Whether `payload_type` is in the project's namespace.
 pub fn reserved_type(payload_type: &str) -> bool {
@@ -81,12 +101,17 @@ pub struct Append {
 pub async fn append(s: &Services, req: Request) -> Result<Response, Error> {
     let principal = appender(s, &req).await?;
     let body: Append = req.json()?;
-    if reserved_type(&body.payload_type)
-        && !(principal == "service" && SERVICE_TYPES.contains(&body.payload_type.as_str()))
-    {
-        return Err(Error::InvalidEntry(
-            "types under edgecoder.dev are reserved for the functions' own records",
-        ));
+    let own_type = owner_of(&body.payload_type)
+        .is_some_and(|owner| principal.strip_prefix("service:") == Some(owner));
+    match (principal.starts_with("service:"), own_type) {
+        (true, true) => {}
+        (true, false) => return Err(Error::Forbidden),
+        (false, _) if reserved_type(&body.payload_type) => {
+            return Err(Error::InvalidEntry(
+                "types under edgecoder.dev are reserved for the functions' own records",
+            ));
+        }
+        (false, _) => {}
     }
     let payload = STANDARD
         .decode(body.payload.as_bytes())
@@ -306,9 +331,10 @@ pub async fn get_checkpoint(s: &Services, _req: Request) -> Result<Response, Err
     ))
 }
 
-/// `POST /ledger/checkpoint`: sign the current head now (appenders only).
+/// `POST /ledger/checkpoint`: sign the current head now (a current
+/// `system_admin`; no function needs to).
 pub async fn post_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
-    appender(s, &req).await?;
+    admin(s, req.bearer().ok_or(Error::Unauthorized)?).await?;
     Ok(note_response(
         StatusCode::OK,
         current_checkpoint(s, true).await?,
@@ -456,6 +482,10 @@ fn append_doc() -> RouteDoc {
             .with_schema(appended(true)),
             err(400, "invalid_entry"),
             err(401, "ledger_unauthorized"),
+            err(
+                403,
+                "forbidden (a function's token appends only its own types)",
+            ),
             err(413, "entry_too_large"),
             err(422, "idempotency_key_reused"),
         ],

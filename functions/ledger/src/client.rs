@@ -1,12 +1,12 @@
 //! [`LedgerClient`] implementations: in-process over the shared database, and
-//! over HTTP with the service credential (for Spin, where each component has
-//! its own store).
+//! over HTTP with a service token signed by the calling function's own key
+//! (for Spin, where each component has its own store).
 
 use std::rc::Rc;
 
 use edgecoder_kernel::http_types::Method;
 use edgecoder_kernel::{
-    Clock, Error, LedgerClient, Outbound, OutboundRequest, Rng, Sql, async_trait,
+    Clock, Error, LedgerClient, Outbound, OutboundRequest, Rng, SigningKey, Sql, async_trait,
 };
 
 use crate::log::{self, NewEntry};
@@ -27,7 +27,10 @@ impl LedgerClient for InProcess {
         let entry = NewEntry {
             payload_type: payload_type.to_owned(),
             payload: payload.to_vec(),
-            principal: "service".into(),
+            // The same principal the HTTP path records for the function
+            // that owns the type, so the log reads alike on every runtime.
+            principal: crate::api::owner_of(payload_type)
+                .map_or_else(|| "service".to_owned(), |f| format!("service:{f}")),
             idempotency_key: key.to_owned(),
         };
         let done = log::append(
@@ -44,12 +47,19 @@ impl LedgerClient for InProcess {
     }
 }
 
-/// Appends through `POST {base}/ledger/entries` with the service credential.
+/// Appends through `POST {base}/ledger/entries`, each call with a fresh
+/// service token signed by the calling function's own key.
 pub struct Http {
     /// Where the ledger function is served (no trailing slash).
     pub base: String,
-    /// The `service_token`.
-    pub token: String,
+    /// The calling function (`auth`, `mesh`).
+    pub caller: &'static str,
+    /// Its `service_key`.
+    pub key: SigningKey,
+    /// Time source (token lifetimes).
+    pub clock: Rc<dyn Clock>,
+    /// Randomness (token ids).
+    pub rng: Rc<dyn Rng>,
     /// Outbound HTTP.
     pub outbound: Rc<dyn Outbound>,
 }
@@ -63,13 +73,20 @@ impl LedgerClient for Http {
             "payload": base64::engine::general_purpose::STANDARD.encode(payload),
             "idempotency_key": key,
         });
+        let token = edgecoder_kernel::service::mint(
+            &self.key,
+            self.caller,
+            crate::NAME,
+            self.clock.now_ms(),
+            &edgecoder_kernel::ports::random_hex(self.rng.as_ref(), 16),
+        )?;
         let resp = self
             .outbound
             .send(OutboundRequest {
                 method: Method::POST,
                 url: format!("{}/ledger/entries", self.base),
                 headers: vec![
-                    ("authorization".into(), format!("Bearer {}", self.token)),
+                    ("authorization".into(), format!("Bearer {token}")),
                     ("content-type".into(), "application/json".into()),
                 ],
                 body: body.to_string().into_bytes(),

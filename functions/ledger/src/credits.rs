@@ -15,7 +15,6 @@
 use edgecoder_kernel::http::{json_response, ok_json};
 use edgecoder_kernel::http_types::{Method, StatusCode};
 use edgecoder_kernel::router::{RouteDoc, endpoint, err, ok, response_doc};
-use edgecoder_kernel::tokens::secret_matches;
 use edgecoder_kernel::{Request, Response, Router, Services};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -33,18 +32,15 @@ const STEP_UP_WINDOW_SECS: i64 = 10 * 60;
 
 /// Who is calling.
 enum Caller {
-    Service,
     Admin { sub: String, auth_time: i64 },
     User { sub: String },
 }
 
 /// The caller, with roles as the identity function holds them now (a
 /// revoked session or role is refused at once, whatever the token claims).
+/// No function moves credits over HTTP, so no service token is accepted.
 async fn caller(s: &Services, req: &Request) -> Result<Caller, Error> {
     let token = req.bearer().ok_or(Error::Unauthorized)?;
-    if secret_matches(token, s.config.service_token.as_deref()) {
-        return Ok(Caller::Service);
-    }
     let c = s.identity.caller(token).await?.ok_or(Error::Unauthorized)?;
     if c.has_role("system_admin") {
         Ok(Caller::Admin {
@@ -157,7 +153,7 @@ pub async fn log_pending(s: &Services, id: &str) -> Result<u64, Error> {
 /// user party to the transfer.
 pub async fn may_see_transfer(s: &Services, req: &Request, id: &str) -> Result<(), Error> {
     let sub = match caller(s, req).await? {
-        Caller::Service | Caller::Admin { .. } => return Ok(()),
+        Caller::Admin { .. } => return Ok(()),
         Caller::User { sub } => sub,
     };
     if !store::is_party(s.sql.as_ref(), id, &format!("user:{sub}")).await? {
@@ -185,10 +181,9 @@ async fn log_transfer(s: &Services, id: &str) -> Result<u64, Error> {
     Ok(index)
 }
 
-/// `POST /ledger/transfers`: services, or admins with step-up.
+/// `POST /ledger/transfers`: admins with step-up.
 pub async fn create(s: &Services, req: Request) -> Result<Response, Error> {
     let by = match caller(s, &req).await? {
-        Caller::Service => "service".to_owned(),
         Caller::Admin { sub, auth_time } => {
             if s.clock.now_ms() / 1000 - auth_time > STEP_UP_WINDOW_SECS {
                 return Err(Error::StepUpRequired);
@@ -254,7 +249,7 @@ pub async fn create(s: &Services, req: Request) -> Result<Response, Error> {
 
 fn may_read(c: &Caller, account: &str) -> bool {
     match c {
-        Caller::Service | Caller::Admin { .. } => true,
+        Caller::Admin { .. } => true,
         Caller::User { sub } => account == format!("user:{sub}"),
     }
 }

@@ -87,7 +87,7 @@ impl From<Error> for Problem {
                 S::UNAUTHORIZED,
                 "ledger_unauthorized",
                 "Not allowed to append",
-                "Appending needs the service credential or the access token of a current system_admin.",
+                "Appending needs the owning function's service token or the access token of a current system_admin.",
             )
             .with_header(
                 header::WWW_AUTHENTICATE,

@@ -15,7 +15,7 @@
 //! trusted proxy), the path and query as received.
 
 use edgecoder_kernel::http_types::HeaderMap;
-use edgecoder_kernel::{Caller, Request, Services, ratelimit, tokens};
+use edgecoder_kernel::{Caller, Request, Services, ratelimit};
 use edgecoder_proto::httpsig::{self, Signed, Target};
 use edgecoder_proto::keys::key_id;
 use edgecoder_proto::mesh::NodeStatus;
@@ -33,30 +33,20 @@ pub const STEP_UP_WINDOW_SECS: i64 = 10 * 60;
 
 pub use crate::store::nodes::Node;
 
-/// A user or a function calling with a bearer credential.
+/// A signed-in user calling with an access token. No function calls the
+/// mesh, so no service token is accepted here.
 #[derive(Debug, Clone)]
-pub enum Bearer {
-    /// A signed-in user.
-    User(Caller),
-    /// Another EdgeCoder function (the service credential).
-    Service,
-}
+pub struct Bearer(pub Caller);
 
 impl Bearer {
     /// The audit actor (and task submitter).
     pub fn actor(&self) -> String {
-        match self {
-            Bearer::User(c) => format!("user:{}", c.user_id),
-            Bearer::Service => "service".to_owned(),
-        }
+        format!("user:{}", self.0.user_id)
     }
 
     /// Whether the caller operates the coordinator.
     pub fn is_operator(&self) -> bool {
-        match self {
-            Bearer::User(c) => OPERATOR_ROLES.iter().any(|r| c.has_role(r)),
-            Bearer::Service => false,
-        }
+        OPERATOR_ROLES.iter().any(|r| self.0.has_role(r))
     }
 }
 
@@ -221,25 +211,21 @@ pub async fn charge(s: &Services, bucket: &str, limit: i64) -> Result<(), Error>
     Ok(ratelimit::hit(s, &rule, bucket).await?)
 }
 
-/// The bearer caller: the service credential, or a user's access token.
+/// The bearer caller: a user's access token, checked with the identity
+/// function (current session and roles).
 pub async fn bearer(s: &Services, req: &Request) -> Result<Bearer, Error> {
     let Some(token) = req.bearer() else {
         return Err(Error::Unauthorized);
     };
-    if tokens::secret_matches(token, s.config.service_token.as_deref()) {
-        return Ok(Bearer::Service);
-    }
     match s.identity.caller(token).await? {
-        Some(c) => Ok(Bearer::User(c)),
+        Some(c) => Ok(Bearer(c)),
         None => Err(Error::InvalidToken),
     }
 }
 
 /// An operator (coordinator_owner or system_admin) with a recent sign-in.
 pub async fn operator(s: &Services, req: &Request) -> Result<Caller, Error> {
-    let Bearer::User(c) = bearer(s, req).await? else {
-        return Err(Error::Forbidden);
-    };
+    let Bearer(c) = bearer(s, req).await?;
     if !OPERATOR_ROLES.iter().any(|r| c.has_role(r)) {
         return Err(Error::Forbidden);
     }

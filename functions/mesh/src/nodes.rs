@@ -288,7 +288,7 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
     let caller = match authn::operator(s, &req).await {
         Ok(c) => c,
         Err(e) => {
-            if let Ok(Bearer::User(c)) = authn::bearer(s, &req).await {
+            if let Ok(Bearer(c)) = authn::bearer(s, &req).await {
                 audit::note(
                     s,
                     &req.ctx,
@@ -409,11 +409,7 @@ pub async fn list(s: &Services, req: Request) -> Result<Response, Error> {
             known => Some(known),
         },
     };
-    let owner = match &caller {
-        Bearer::User(c) if !caller.is_operator() => Some(c.user_id.clone()),
-        Bearer::User(_) => None,
-        Bearer::Service => return Err(Error::Forbidden),
-    };
+    let owner = (!caller.is_operator()).then(|| caller.0.user_id.clone());
     let nodes = store::nodes::list(s.sql.as_ref(), status, owner.as_deref()).await?;
     Ok(ok_json(&json!({ "nodes": nodes })))
 }
@@ -429,9 +425,8 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
         None
     } else {
         match authn::bearer(s, &req).await? {
-            b @ Bearer::User(_) if b.is_operator() => None,
-            Bearer::User(c) => Some(c.user_id),
-            Bearer::Service => return Err(Error::Forbidden),
+            b if b.is_operator() => None,
+            Bearer(c) => Some(c.user_id),
         }
     };
     let Some(node) = store::nodes::listed_by_id(s.sql.as_ref(), &id).await? else {

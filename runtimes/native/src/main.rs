@@ -85,6 +85,10 @@ enum Command {
         /// One line of base64 DER instead of PEM, for stores without newlines.
         #[arg(long)]
         base64: bool,
+        /// Print the public key (base64 SPKI DER, for `service_keys` and
+        /// trust files) of the private key in this file instead of making one.
+        #[arg(long, value_name = "KEY_FILE", conflicts_with_all = ["out", "base64"])]
+        public: Option<PathBuf>,
     },
     /// Print recent audit events as JSON lines.
     Audit {
@@ -193,7 +197,21 @@ fn main() -> Result<()> {
             }
             Ok(())
         }),
-        Command::Keygen { out, base64 } => {
+        Command::Keygen {
+            public: Some(path), ..
+        } => {
+            use p256::pkcs8::EncodePublicKey as _;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let key = SigningKey::from_secret(&text)?;
+            let spki = key.verifying_key().to_public_key_der()?;
+            println!(
+                "{}",
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, spki.as_bytes())
+            );
+            Ok(())
+        }
+        Command::Keygen { out, base64, .. } => {
             let key = SigningKey::generate(&OsRng);
             let pem = if base64 {
                 key.to_pkcs8_base64()? + "\n"

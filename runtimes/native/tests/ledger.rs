@@ -29,6 +29,8 @@ async fn setup(settings: &[(&str, &str)]) -> (tempfile::TempDir, Db, Services) {
     }
     let key = edgecoder_kernel::SigningKey::generate(&OsRng);
     cfg.set("signing_key", key.to_pkcs8_base64().expect("key"));
+    let checkpoint = edgecoder_kernel::SigningKey::generate(&OsRng);
+    cfg.set("checkpoint_key", checkpoint.to_pkcs8_base64().expect("key"));
     let loaded = Loaded::load(&cfg, Selection::All).expect("settings");
     let db = Db::open(&dir.path().join("edgecoder.sqlite")).expect("db");
     let kv = SqliteKv::open(&dir.path().join("kv.sqlite"), Arc::new(SystemClock)).expect("kv");
@@ -48,6 +50,47 @@ async fn setup(settings: &[(&str, &str)]) -> (tempfile::TempDir, Db, Services) {
         .await
         .expect("migrate");
     (dir, db, s)
+}
+
+/// A current `system_admin` with a live session, stored as the auth
+/// function stores them, and an access token of that session.
+async fn admin_token(db: &Db, s: &Services) -> String {
+    use edgecoder_kernel::{Sql as _, Statement};
+    let now = s.clock.now_ms();
+    for (sql, params) in [
+        (
+            "INSERT INTO users (id, email, email_verified_at, created_at, updated_at) VALUES ('u1', 'admin@example.com', ?1, ?1, ?1)",
+            vec![now.into()],
+        ),
+        (
+            "INSERT INTO user_roles (user_id, role, granted_by, granted_at) VALUES ('u1', 'system_admin', 'system:test', ?1)",
+            vec![now.into()],
+        ),
+        (
+            "INSERT INTO sessions (id, user_id, client, amr, auth_time, created_at, last_used_at, expires_at) \
+             VALUES ('s1', 'u1', 'device', '[\"pwd\"]', ?1, ?2, ?2, ?3)",
+            vec![(now / 1000).into(), now.into(), (now + 3_600_000).into()],
+        ),
+    ] {
+        db.execute(Statement::new(sql, params)).await.expect("seed");
+    }
+    let key = s.config.signing_key.as_ref().expect("key");
+    edgecoder_kernel::tokens::issue(
+        key,
+        edgecoder_kernel::tokens::AccessClaims {
+            iss: s.config.issuer.clone(),
+            aud: s.config.audience.clone(),
+            sub: "u1".into(),
+            sid: "s1".into(),
+            jti: "j1".into(),
+            roles: vec!["system_admin".into()],
+            auth_time: now / 1000,
+            amr: vec!["pwd".into()],
+        },
+        now,
+        600,
+    )
+    .expect("token")
 }
 
 #[test]
@@ -94,11 +137,8 @@ fn a_size_is_never_signed_with_two_roots() {
 #[test]
 fn checkpoints_wait_for_the_interval_unless_forced() {
     block_on(async {
-        let (_dir, db, s) = setup(&[
-            ("checkpoint_interval_ms", "3600000"),
-            ("service_token", "checkpoint-test-service-token-0123456789"),
-        ])
-        .await;
+        let (_dir, db, s) = setup(&[("checkpoint_interval_ms", "3600000")]).await;
+        let admin = admin_token(&db, &s).await;
         let size_of = |note: &[u8]| {
             edgecoder_tlog::checkpoint::body_of(&String::from_utf8_lossy(note))
                 .expect("note")
@@ -134,14 +174,13 @@ fn checkpoints_wait_for_the_interval_unless_forced() {
             .await
             .expect("cp");
         assert_eq!(size_of(again.body()), 0);
-        // ...until an appender asks for one now.
+        // ...until an admin asks for one now.
         let mut forced = get();
         forced.method = edgecoder_kernel::http_types::Method::POST;
         forced.headers.insert(
             edgecoder_kernel::http_types::header::AUTHORIZATION,
-            edgecoder_kernel::http_types::HeaderValue::from_static(
-                "Bearer checkpoint-test-service-token-0123456789",
-            ),
+            edgecoder_kernel::http_types::HeaderValue::from_str(&format!("Bearer {admin}"))
+                .expect("header"),
         );
         let now = edgecoder_ledger::api::post_checkpoint(&s, forced)
             .await

@@ -84,7 +84,13 @@ pub(super) fn enrolling_another_users_node_id_conflicts(x: &Ctx) -> Result<(), S
     )?;
     // The owner's token still works: the attempt changed nothing.
     status(
-        &redeem(x, Some(&x.target.service_token), &token, &node, "agent")?,
+        &redeem(
+            x,
+            Some(&x.target.service_token("mesh", "auth")),
+            &token,
+            &node,
+            "agent",
+        )?,
         200,
         "owner's token after the takeover attempt",
     )
@@ -104,12 +110,29 @@ pub(super) fn enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete(
         .as_str()
         .unwrap_or("")
         .to_owned();
-    let svc = x.target.service_token.as_str();
+    let svc_token = x.target.service_token("mesh", "auth");
+    let svc = svc_token.as_str();
     expect_problem(
         &redeem(x, None, &t2, &node, "agent")?,
         401,
         "service_unauthorized",
     )?;
+    // Only the mesh redeems: auth's own token, or the mesh's meant for the
+    // ledger, are refused.
+    for (caller, callee) in [("auth", "auth"), ("mesh", "ledger"), ("auth", "ledger")] {
+        expect_problem(
+            &redeem(
+                x,
+                Some(&x.target.service_token(caller, callee)),
+                &t2,
+                &node,
+                "agent",
+            )?,
+            401,
+            "service_unauthorized",
+        )
+        .map_err(|e| format!("{caller}'s token for {callee}: {e}"))?;
+    }
     expect_problem(
         &redeem(
             x,

@@ -504,6 +504,10 @@ pub fn checks() -> Vec<(&'static str, IdCheck)> {
             enrollment::one_account_cannot_hold_unbounded_enrollments,
         ),
         (
+            "service_tokens_grant_nothing_outside_their_callers_scope",
+            service_tokens_grant_nothing_outside_their_callers_scope,
+        ),
+        (
             "enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete",
             enrollment::enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete,
         ),
@@ -583,4 +587,60 @@ fn every_mutating_route_emits_an_audit_event(x: &Ctx) -> Result<(), String> {
     } else {
         Err(format!("no audit event from: {}", missing.join(", ")))
     }
+}
+
+/// Every route of the deployment, called with each function's service token
+/// (for every audience): a token gets no success an anonymous caller would
+/// not get, except the scopes its caller has (auth appends role changes,
+/// the mesh appends approvals and completions and redeems enrollments; those
+/// are sent here with bodies that fail, and are checked positively by the
+/// ledger and enrollment checks). A leaked credential of one function cannot
+/// act as another, nor as a user.
+fn service_tokens_grant_nothing_outside_their_callers_scope(x: &Ctx) -> Result<(), String> {
+    let doc = x.c.get("/openapi.json")?.json()?;
+    let paths = doc["paths"].as_object().ok_or("no paths")?;
+    let mut tokens = Vec::new();
+    for caller in ["auth", "mesh"] {
+        for callee in ["auth", "mesh", "ledger"] {
+            tokens.push((caller, callee, x.target.service_token(caller, callee)));
+        }
+    }
+    let mut checked = 0;
+    for (template, item) in paths {
+        // Concrete values for path parameters: any will do, the route
+        // decides before it looks anything up.
+        let path: String = template
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in item
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let method = method.to_ascii_uppercase();
+            if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
+                continue;
+            }
+            let body = (method != "GET" && method != "DELETE").then(|| json!({}));
+            let anonymous = x.send(&method, &path, None, body.as_ref(), &[])?;
+            for (caller, callee, token) in &tokens {
+                let r = x.send(&method, &path, Some(token), body.as_ref(), &[])?;
+                if (200..300).contains(&r.status) && !(200..300).contains(&anonymous.status) {
+                    return Err(format!(
+                        "{method} {path}: {caller}'s token for {callee} got {} where anonymous got {}",
+                        r.status, anonymous.status
+                    ));
+                }
+                checked += 1;
+            }
+        }
+    }
+    if checked < 100 {
+        return Err(format!(
+            "only {checked} calls made: the document lists too few routes"
+        ));
+    }
+    Ok(())
 }

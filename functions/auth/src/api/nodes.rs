@@ -13,7 +13,7 @@
 //! 1000 node ids (`store::enrollments`).
 //!
 //! The mesh redeems in-process where it shares the database (native, the
-//! Worker) and through `POST /auth/nodes/redeem` with the service credential
+//! Worker) and through `POST /auth/nodes/redeem` with its own service token
 //! where it does not (Spin components have separate stores).
 
 use edgecoder_kernel::audit::{self, Outcome};
@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::api::{authed, token_schema};
-use crate::secrets::{hash_token, matches_secret, new_token, rfc3339, well_formed};
+use crate::secrets::{hash_token, new_token, rfc3339, well_formed};
 use crate::session::{self, bearer};
 use crate::store;
 use crate::store::enrollments::{Enrolled, NewEnrollment};
@@ -252,10 +252,15 @@ pub struct Redeem {
     kind: String,
 }
 
-/// `POST /auth/nodes/redeem`: for the mesh function, with the service credential.
+/// `POST /auth/nodes/redeem`: for the mesh function only, with a service
+/// token signed by its own key.
 pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error> {
     let presented = bearer(&req).unwrap_or("");
-    if !matches_secret(presented, s.config.service_token.as_deref()) {
+    let caller = s
+        .config
+        .service_keys
+        .caller(presented, crate::NAME, s.clock.now_ms());
+    if caller.as_deref() != Some("mesh") {
         return Err(audit::denied(
             s,
             &req.ctx,
