@@ -18,10 +18,11 @@ bash scripts/build-worker.sh --test-routes >&2
 BENCH=target/release/examples/auth_bench
 MESH_BENCH=target/release/examples/mesh_bench
 KEY="$(target/release/edgecoder keygen --base64)"
-export EDGECODER_BENCH_SERVICE_TOKEN=bench-service-token-0123456789abcdef0123
+CHECKPOINT_KEY="$(target/release/edgecoder keygen --base64)"
+COORDINATOR_KEY="$(target/release/edgecoder keygen --base64)"
 export EDGECODER_BENCH_BOOTSTRAP_SECRET=bench-bootstrap-secret-0123456789abcdef01
 SETTINGS=(mode=development insecure_test_routes=true "signing_key=$KEY" issuer=http://localhost:8080
-  allowed_origins=http://localhost:5173 "service_token=$EDGECODER_BENCH_SERVICE_TOKEN"
+  allowed_origins=http://localhost:5173 "checkpoint_key=$CHECKPOINT_KEY" "coordinator_key=$COORDINATOR_KEY"
   "bootstrap_secret=$EDGECODER_BENCH_BOOTSTRAP_SECRET" mesh_node_rate_per_minute=100000)
 WORK="$(mktemp -d)"
 PIDS=()

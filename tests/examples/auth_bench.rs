@@ -8,8 +8,8 @@
 //!   CPU-bound request's wall time is its CPU time.
 //! - `endpoints`: median wall time of whole requests (`/auth/me`, login,
 //!   refresh), an upper bound on their CPU.
-//! - `ledger`: median wall time of appends and proofs (service credential
-//!   from `EDGECODER_BENCH_SERVICE_TOKEN`).
+//! - `ledger`: median wall time of appends and proofs (as a `system_admin`
+//!   made with `EDGECODER_BENCH_BOOTSTRAP_SECRET`).
 //! - `load`: requests per second for `/auth/me` and login with C concurrent
 //!   clients for D seconds.
 //!
@@ -204,9 +204,9 @@ fn load(base: &str) {
     }
 }
 
-fn ledger(c: &Client, service_token: &str) {
+fn ledger(c: &Client, admin_token: &str) {
     println!("## Ledger requests (ms wall, median; an upper bound on CPU)");
-    let auth = format!("Bearer {service_token}");
+    let auth = format!("Bearer {admin_token}");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -265,10 +265,23 @@ fn main() {
             "cpu" => cpu(&c),
             "endpoints" => endpoints(&c),
             "load" => load(base),
-            "ledger" => ledger(
-                &c,
-                &std::env::var("EDGECODER_BENCH_SERVICE_TOKEN").unwrap_or_default(),
-            ),
+            "ledger" => {
+                let target = edgecoder_conformance::Target {
+                    base: base.to_owned(),
+                    signing_key: String::new(),
+                    checkpoint_key: String::new(),
+                    coordinator_key: String::new(),
+                    issuer: String::new(),
+                    bootstrap_secret: std::env::var("EDGECODER_BENCH_BOOTSTRAP_SECRET")
+                        .unwrap_or_default(),
+                    allowed_origin: String::new(),
+                };
+                let admin = edgecoder_conformance::identity::Ctx::new(&c, &target)
+                    .admin()
+                    .unwrap_or_else(|e| panic!("admin: {e}"))
+                    .1;
+                ledger(&c, &admin);
+            }
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);

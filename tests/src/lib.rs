@@ -72,6 +72,8 @@ pub struct Client {
     base: String,
     agent: ureq::Agent,
     checked: bool,
+    /// Every (method, path, status) answered, for the document check.
+    seen: std::sync::Mutex<Vec<(String, String, u16)>>,
 }
 
 impl Client {
@@ -87,6 +89,7 @@ impl Client {
             base: base.trim_end_matches('/').to_owned(),
             agent,
             checked: true,
+            seen: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -158,8 +161,24 @@ impl Client {
         };
         if self.checked {
             invariants(method, path, &reply)?;
+            self.seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((
+                    method.to_owned(),
+                    path.split('?').next().unwrap_or("").to_owned(),
+                    reply.status,
+                ));
         }
         Ok(reply)
+    }
+
+    /// Every (method, path, status) this client has been answered, so far.
+    pub fn seen(&self) -> Vec<(String, String, u16)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// GET.
@@ -482,6 +501,11 @@ impl Suite {
                     .with_ignored_flag(subset),
             );
         }
+        // Last: every answer the suite saw is one the document promises.
+        out.push(self.trial(
+            "core::every_response_the_suite_saw_is_in_the_openapi_document".to_owned(),
+            |x| every_response_is_documented(x.c),
+        ));
         out
     }
 
@@ -520,6 +544,62 @@ pub fn trial(name: &str, check: fn()) -> Trial {
         check();
         Ok(())
     })
+}
+
+/// The operation of `doc` that `method path` is an instance of: the path
+/// template with the most literal segments that matches.
+fn documented_operation<'a>(doc: &'a Json, method: &str, path: &str) -> Option<&'a Json> {
+    let want: Vec<&str> = path.split('/').collect();
+    let method = if method == "HEAD" { "get" } else { method };
+    doc["paths"]
+        .as_object()?
+        .iter()
+        .filter_map(|(template, item)| {
+            let segs: Vec<&str> = template.split('/').collect();
+            let matches = segs.len() == want.len()
+                && segs
+                    .iter()
+                    .zip(&want)
+                    .all(|(t, w)| t == w || (t.starts_with('{') && !w.is_empty()));
+            let literal = segs.iter().filter(|t| !t.starts_with('{')).count();
+            matches.then_some((literal, item))
+        })
+        .max_by_key(|(literal, _)| *literal)
+        .and_then(|(_, item)| item.get(method.to_ascii_lowercase()))
+}
+
+/// The OpenAPI document is the contract a portal team generates a client
+/// from: every status the suite was answered on a documented operation of
+/// the auth, mesh and ledger functions must be one that operation lists.
+fn every_response_is_documented(c: &Client) -> Result<(), String> {
+    let doc = c.get("/openapi.json")?.json()?;
+    let mut outside = std::collections::BTreeSet::new();
+    for (method, path, status) in c.seen() {
+        let ours = ["/auth/", "/mesh/", "/ledger/", "/.well-known/"]
+            .iter()
+            .any(|p| path.starts_with(p));
+        if !ours {
+            continue;
+        }
+        let Some(op) = documented_operation(&doc, &method, &path) else {
+            // Unknown paths and methods: 404/405, not an operation's answer.
+            continue;
+        };
+        if op["responses"].get(status.to_string()).is_none() {
+            outside.insert(format!(
+                "{method} {} -> {status}",
+                op["operationId"].as_str().unwrap_or(&path)
+            ));
+        }
+    }
+    if !outside.is_empty() {
+        return Err(format!(
+            "{} answers outside the document: {}",
+            outside.len(),
+            outside.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
 }
 
 fn health_is_pass_health_json(c: &Client) -> Result<(), String> {

@@ -356,6 +356,44 @@ fn operation(r: &Route) -> Json {
         }
         responses.insert(d.status.to_string(), Json::Object(resp));
     }
+    // What the router itself answers on any route (so a client generated
+    // from the document expects it): a body over the cap, a request over
+    // plain http to an https deployment, a deployment missing a setting; on
+    // routes with a JSON body, a body that is not JSON of the right shape.
+    let body = r.doc.request_schema.is_some();
+    for (status, description, applies) in [
+        (
+            "400",
+            "invalid_json / invalid_request: the body is not the JSON this route takes",
+            body,
+        ),
+        (
+            "403",
+            "https_required: an https deployment acts on nothing sent over plain http",
+            true,
+        ),
+        ("413", "payload_too_large: body over the cap", true),
+        (
+            "415",
+            "unsupported_media_type: the body is not application/json",
+            body,
+        ),
+        (
+            "503",
+            "service_misconfigured: the deployment lacks a setting this route needs",
+            true,
+        ),
+    ] {
+        if applies && !responses.contains_key(status) {
+            responses.insert(
+                status.into(),
+                json!({
+                    "description": description,
+                    "content": {crate::error::PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                }),
+            );
+        }
+    }
     let mut op = Map::new();
     op.insert("operationId".into(), json!(r.doc.operation_id));
     op.insert("summary".into(), json!(r.doc.summary));

@@ -50,6 +50,10 @@ pub(crate) fn signed(mut v: Vec<ResponseDoc>) -> Vec<ResponseDoc> {
         401,
         "mesh_unauthorized / signature_invalid / signature_expired / content_digest_mismatch / unknown_key / replay_detected",
     ));
+    v.push(err(
+        421,
+        "misdirected_request: signed for another coordinator's origin",
+    ));
     v.push(err(429, "rate_limited (per node, with Retry-After)"));
     v
 }
@@ -140,6 +144,8 @@ pub fn router(config: &Config) -> Router {
         None,
         vec![
             ok(200, "{events}"),
+            err(400, "invalid_request: a bad query parameter"),
+            err(401, "mesh_unauthorized / invalid_token"),
             err(403, "forbidden / step_up_required"),
         ],
     );

@@ -512,6 +512,7 @@ fn users_doc() -> RouteDoc {
         None,
         authed(vec![
             ok(200, "{users, next}").with_schema(schemas::users()),
+            err(400, "invalid_request: a bad query parameter"),
             err(403, "forbidden"),
         ]),
     )
@@ -551,6 +552,7 @@ fn audit_doc() -> RouteDoc {
         None,
         authed(vec![
             ok(200, "{events}").with_schema(schemas::audit()),
+            err(400, "invalid_request: a bad query parameter"),
             err(403, "forbidden"),
         ]),
     )
