@@ -1,5 +1,10 @@
 //! The EdgeCoder Cloudflare Worker: every function behind one Worker, over D1,
-//! Workers KV and Worker secrets.
+//! Workers KV and Worker secrets; or, with `EDGECODER_FUNCTION` set, one
+//! function per Worker (each with only its own D1 and KV) behind a gateway
+//! Worker that hands each request to its function's Worker through a
+//! Service Binding (`AUTH`, `MESH`, `LEDGER`), and through which the
+//! functions call each other (`https://<binding>.internal` URLs, signed with
+//! each caller's own service key).
 //!
 //! In scope: the `fetch` entry point and the kernel's ports over the Workers
 //! platform: `Sql` over the `DB` D1 binding (`batch` is D1's atomic batch), `Kv`
@@ -307,7 +312,33 @@ impl edgecoder_kernel::Defer for WaitUntil {
     }
 }
 
-struct Fetch;
+/// Outbound `fetch`; a URL `https://<name>.internal/...` goes to the Service
+/// Binding `<NAME>` (another function's Worker in a split deployment), never
+/// to the network.
+struct Fetch(Env);
+
+/// The Service Binding of `url`, if it names one (`https://ledger.internal`).
+fn internal_binding(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let host = rest.split(['/', '?']).next()?;
+    let name = host.strip_suffix(".internal")?;
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()))
+        .then(|| name.to_ascii_uppercase())
+}
+
+/// Which function's Worker serves `path` in a split deployment.
+fn binding_for(path: &str) -> Option<&'static str> {
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    if under("/auth") || path == "/.well-known/jwks.json" {
+        Some("AUTH")
+    } else if under("/mesh") {
+        Some("MESH")
+    } else if under("/ledger") {
+        Some("LEDGER")
+    } else {
+        None
+    }
+}
 
 #[async_trait(?Send)]
 impl Outbound for Fetch {
@@ -327,10 +358,21 @@ impl Outbound for Fetch {
         }
         let request = worker::Request::new_with_init(&req.url, &init)
             .map_err(|e| Error::Outbound(e.to_string()))?;
-        let mut resp = worker::Fetch::Request(request)
-            .send()
-            .await
-            .map_err(|e| Error::Outbound(e.to_string()))?;
+        let mut resp = match internal_binding(&req.url) {
+            Some(name) => {
+                let service = self.0.service(&name).map_err(|_| {
+                    Error::Config(format!("no Service Binding {name} for {}", req.url))
+                })?;
+                service
+                    .fetch_request(request)
+                    .await
+                    .map_err(|e| Error::Outbound(e.to_string()))?
+            }
+            None => worker::Fetch::Request(request)
+                .send()
+                .await
+                .map_err(|e| Error::Outbound(e.to_string()))?,
+        };
         let status = resp.status_code();
         let headers = resp.headers().entries().collect();
         let body = resp
@@ -368,23 +410,26 @@ fn to_worker(resp: edgecoder_kernel::Response) -> worker::Result<worker::Respons
     Ok(out.with_status(status).with_headers(headers))
 }
 
+type CachedRouter = Option<(bool, Selection, Rc<edgecoder_kernel::Router>)>;
+
 thread_local! {
     // An isolate serves many requests with the same bindings and vars; build
     // the route table (and its OpenAPI document) once per isolate and shape.
-    static ROUTER: std::cell::RefCell<Option<(bool, Rc<edgecoder_kernel::Router>)>> =
-        const { std::cell::RefCell::new(None) };
+    static ROUTER: std::cell::RefCell<CachedRouter> = const { std::cell::RefCell::new(None) };
 }
 
-fn cached_router(config: &Config) -> Rc<edgecoder_kernel::Router> {
+fn cached_router(config: &Config, selection: Selection) -> Rc<edgecoder_kernel::Router> {
     ROUTER.with(|cell| {
         let mut cell = cell.borrow_mut();
         match &*cell {
-            Some((test_routes, router)) if *test_routes == config.insecure_test_routes => {
+            Some((test_routes, sel, router))
+                if *test_routes == config.insecure_test_routes && *sel == selection =>
+            {
                 Rc::clone(router)
             }
             _ => {
-                let router = Rc::new(edgecoder_gateway::router(Selection::All, config));
-                *cell = Some((config.insecure_test_routes, Rc::clone(&router)));
+                let router = Rc::new(edgecoder_gateway::router(selection, config));
+                *cell = Some((config.insecure_test_routes, selection, Rc::clone(&router)));
                 router
             }
         }
@@ -409,34 +454,67 @@ async fn fetch(
     let url = req.url()?;
     let path = url.path().to_owned();
 
-    let loaded = match Loaded::load(&WorkerConfig(&env), Selection::All) {
+    let selection = match WorkerConfig(&env).var("function") {
+        None => Ok(Selection::All),
+        Some(name) => Selection::from_name(name.trim()),
+    };
+    let selection = match selection {
+        Ok(s) => s,
+        Err(e) => {
+            worker::console_error!("refusing to serve: {e}");
+            return to_worker(problem_response(e, &path, &request_id));
+        }
+    };
+    // A split deployment's gateway hands each function's requests, as they
+    // came (URL, headers, body), to that function's Worker.
+    if selection == Selection::Gateway
+        && let Some(name) = binding_for(&path)
+    {
+        return match env.service(name) {
+            Ok(service) => service.fetch_request(req).await,
+            Err(_) => {
+                let e = Error::Config(format!("the {name} Service Binding is required"));
+                worker::console_error!("refusing to serve: {e}");
+                to_worker(problem_response(e, &path, &request_id))
+            }
+        };
+    }
+    let loaded = match Loaded::load(&WorkerConfig(&env), selection) {
         Ok(l) => l,
         Err(e) => {
             worker::console_error!("refusing to serve: {e}");
             return to_worker(problem_response(e, &path, &request_id));
         }
     };
-    let (sql, kv) = match (env.d1(D1_BINDING), env.kv(KV_BINDING)) {
-        (Ok(db), Ok(kv)) => (D1(db), WorkersKv(kv)),
-        _ => {
-            let e = Error::Config(format!(
-                "the {D1_BINDING} (D1) and {KV_BINDING} (KV) bindings are required"
-            ));
-            worker::console_error!("refusing to serve: {e}");
-            return to_worker(problem_response(e, &path, &request_id));
-        }
-    };
+    let (sql, kv): (Rc<dyn edgecoder_kernel::Sql>, Rc<dyn edgecoder_kernel::Kv>) =
+        if selection.uses_storage() {
+            match (env.d1(D1_BINDING), env.kv(KV_BINDING)) {
+                (Ok(db), Ok(kv)) => (Rc::new(D1(db)), Rc::new(WorkersKv(kv))),
+                _ => {
+                    let e = Error::Config(format!(
+                        "the {D1_BINDING} (D1) and {KV_BINDING} (KV) bindings are required"
+                    ));
+                    worker::console_error!("refusing to serve: {e}");
+                    return to_worker(problem_response(e, &path, &request_id));
+                }
+            }
+        } else {
+            (
+                Rc::new(edgecoder_kernel::ports::NoStorage),
+                Rc::new(edgecoder_kernel::ports::NoStorage),
+            )
+        };
     let services = Rc::new(loaded.services(
         Ports {
-            sql: Rc::new(sql),
-            kv: Rc::new(kv),
+            sql,
+            kv,
             clock: Rc::new(DateClock),
             rng: Rc::new(CryptoRng),
-            outbound: Rc::new(Fetch),
+            outbound: Rc::new(Fetch(env.clone())),
             defer: Rc::new(wait_until),
             signatures: Rc::new(WebCryptoSignatures),
         },
-        Selection::All,
+        selection,
     ));
     let limit = services.config.max_body_bytes;
     // The URL the client addressed, as Cloudflare's edge received it: what
@@ -503,7 +581,7 @@ async fn fetch(
     let mut kreq = Request::new(method, &path_and_query, ctx);
     kreq.headers = headers;
     kreq.body = body;
-    let router = cached_router(&services.config);
+    let router = cached_router(&services.config, selection);
     let resp = router.handle(Rc::clone(&services), kreq).await;
     if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
         worker::console_error!("{} {path}: {msg}", resp.status());

@@ -407,7 +407,10 @@ fn services(selection: Selection, loaded: &Loaded) -> Services {
             }),
         ),
         // The gateway holds no stores; anything reaching for one is a bug.
-        _ => (Rc::new(NoStorage), Rc::new(NoStorage)),
+        _ => (
+            Rc::new(edgecoder_kernel::ports::NoStorage),
+            Rc::new(edgecoder_kernel::ports::NoStorage),
+        ),
     };
     loaded.services(
         Ports {
@@ -421,47 +424,6 @@ fn services(selection: Selection, loaded: &Loaded) -> Services {
         },
         selection,
     )
-}
-
-/// The storage ports of the storage-less gateway component.
-struct NoStorage;
-
-#[async_trait(?Send)]
-impl Sql for NoStorage {
-    async fn execute(&self, _: Statement) -> Result<Rows, Error> {
-        Err(Error::Config(
-            "the gateway component has no SQL database".into(),
-        ))
-    }
-    async fn batch(&self, _: Vec<Statement>) -> Result<Vec<Rows>, Error> {
-        Err(Error::Config(
-            "the gateway component has no SQL database".into(),
-        ))
-    }
-}
-
-#[async_trait(?Send)]
-impl Kv for NoStorage {
-    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, Error> {
-        Err(Error::Config(
-            "the gateway component has no KV store".into(),
-        ))
-    }
-    async fn put(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<(), Error> {
-        Err(Error::Config(
-            "the gateway component has no KV store".into(),
-        ))
-    }
-    async fn delete(&self, _: &str) -> Result<(), Error> {
-        Err(Error::Config(
-            "the gateway component has no KV store".into(),
-        ))
-    }
-    async fn list(&self, _: &str, _: usize) -> Result<Vec<String>, Error> {
-        Err(Error::Config(
-            "the gateway component has no KV store".into(),
-        ))
-    }
 }
 
 async fn prepare(selection_name: Option<String>) -> Result<(Selection, Rc<Services>), Error> {
