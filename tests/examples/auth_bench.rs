@@ -266,16 +266,7 @@ fn main() {
             "endpoints" => endpoints(&c),
             "load" => load(base),
             "ledger" => {
-                let target = edgecoder_conformance::Target {
-                    base: base.to_owned(),
-                    signing_key: String::new(),
-                    checkpoint_key: String::new(),
-                    coordinator_key: String::new(),
-                    issuer: String::new(),
-                    bootstrap_secret: std::env::var("EDGECODER_BENCH_BOOTSTRAP_SECRET")
-                        .unwrap_or_default(),
-                    allowed_origin: String::new(),
-                };
+                let target = edgecoder_conformance::Target::bench(base);
                 let admin = edgecoder_conformance::identity::Ctx::new(&c, &target)
                     .admin()
                     .unwrap_or_else(|e| panic!("admin: {e}"))

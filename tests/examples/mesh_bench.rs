@@ -69,16 +69,11 @@ fn cpu(c: &Client) {
 }
 
 fn target(base: &str) -> Target {
-    Target {
-        base: base.to_owned(),
-        signing_key: String::new(),
-        checkpoint_key: String::new(),
-        coordinator_key: String::new(),
-        issuer: String::new(),
-        bootstrap_secret: std::env::var("EDGECODER_BENCH_BOOTSTRAP_SECRET")
-            .expect("EDGECODER_BENCH_BOOTSTRAP_SECRET"),
-        allowed_origin: String::new(),
-    }
+    assert!(
+        std::env::var("EDGECODER_BENCH_BOOTSTRAP_SECRET").is_ok(),
+        "EDGECODER_BENCH_BOOTSTRAP_SECRET"
+    );
+    Target::bench(base)
 }
 
 fn endpoints(x: &Ctx) {

@@ -404,6 +404,26 @@ pub const ALLOWED_ORIGIN: &str = "http://localhost:5173";
 /// The issuer conformance deployments use (local, so cookies omit `Secure`).
 pub const ISSUER: &str = "http://localhost:8080";
 
+/// `wrangler` (the installed one, under Node 22) run from the workspace
+/// root with local state in `persist`, telemetry off.
+pub fn wrangler(persist: &Path) -> Command {
+    let node = tool("NODE22_BIN");
+    let path = format!(
+        "{}:{}",
+        node.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new(tool("WRANGLER_BIN"));
+    cmd.current_dir(workspace_root())
+        .arg("--persist-to")
+        .arg(persist)
+        .env("PATH", path)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+        .env("CI", "true");
+    cmd
+}
+
 /// The key of one job (`checkpoint`, `coordinator`) of a test deployment
 /// whose access-token key is `signing_key` (both one line of base64 DER):
 /// derived from it, so every harness and check can recompute it, and

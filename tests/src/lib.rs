@@ -377,6 +377,21 @@ pub struct Target {
 }
 
 impl Target {
+    /// A benchmark's view of a deployment `bench/run.sh` started: only its
+    /// base and the bootstrap secret (`EDGECODER_BENCH_BOOTSTRAP_SECRET`) to
+    /// make an admin.
+    pub fn bench(base: &str) -> Target {
+        Target {
+            base: base.to_owned(),
+            signing_key: String::new(),
+            checkpoint_key: String::new(),
+            coordinator_key: String::new(),
+            issuer: String::new(),
+            bootstrap_secret: std::env::var("EDGECODER_BENCH_BOOTSTRAP_SECRET").unwrap_or_default(),
+            allowed_origin: String::new(),
+        }
+    }
+
     /// A service token of `caller` (`auth`, `mesh`) for one call to
     /// `callee`, signed with the caller's key as the deployment registers it
     /// in `service_keys` (see [`harness::service_key`]).

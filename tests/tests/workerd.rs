@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use edgecoder_conformance::harness::{
-    Server, conformance_target, dev_settings, env_name, free_port, signing_key_base64, tool,
+    Server, conformance_target, dev_settings, env_name, free_port, signing_key_base64,
     workspace_root,
 };
 use edgecoder_conformance::{Client, Deployment, trial};
@@ -23,22 +23,8 @@ const TEST_CONFIG: &str = "tests/wrangler.test.toml";
 
 /// `wrangler` with `config` (`wrangler.toml` is the release Worker).
 fn wrangler_with(config: &str, args: &[&str], persist: &Path) -> Command {
-    let node = tool("NODE22_BIN");
-    let path = format!(
-        "{}:{}",
-        node.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut cmd = Command::new(tool("WRANGLER_BIN"));
-    cmd.current_dir(workspace_root())
-        .args(args)
-        .args(["--config", config])
-        .arg("--persist-to")
-        .arg(persist)
-        .env("PATH", path)
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("WRANGLER_SEND_ERROR_REPORTS", "false")
-        .env("CI", "true");
+    let mut cmd = edgecoder_conformance::harness::wrangler(persist);
+    cmd.args(args).args(["--config", config]);
     cmd
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use edgecoder_conformance::harness::{
     Server, conformance_target, dev_settings, env_name, free_port, service_key, signing_key_base64,
-    tool, workspace_root,
+    workspace_root, wrangler,
 };
 use edgecoder_conformance::{Deployment, trial};
 
@@ -27,24 +27,6 @@ const FUNCTIONS: [(&str, &[&str]); 3] = [
     ("mesh", &["AUTH", "LEDGER"]),
     ("ledger", &["AUTH"]),
 ];
-
-fn wrangler(persist: &Path) -> Command {
-    let node = tool("NODE22_BIN");
-    let path = format!(
-        "{}:{}",
-        node.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut cmd = Command::new(tool("WRANGLER_BIN"));
-    cmd.current_dir(workspace_root())
-        .arg("--persist-to")
-        .arg(persist)
-        .env("PATH", path)
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("WRANGLER_SEND_ERROR_REPORTS", "false")
-        .env("CI", "true");
-    cmd
-}
 
 fn worker_name(f: &str) -> String {
     format!("edgecoder-split-{f}")
