@@ -653,25 +653,39 @@ fn ledger_reserves_the_project_namespace_and_refuses_look_alikes(x: &Ctx) -> Res
         .map_err(|e| format!("admin, {t}: {e}"))?;
     }
     // A function's token appends its own types, and nothing else.
-    let auth = x.target.service_token("auth", "ledger");
+    let as_auth = |payload_type: &str, key: &str| -> Result<Reply, String> {
+        let body = json!({"payload_type": payload_type, "payload": "e30=", "idempotency_key": key});
+        let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let token = x
+            .target
+            .service_token("auth", "ledger", "POST", "/ledger/entries", &bytes);
+        x.send("POST", "/ledger/entries", Some(&token), Some(&body), &[])
+    };
     for t in [
         "edgecoder.dev/credit-transfer/v01",
         "edgecoder.dev/node-approval/v1",
         "example.org/note/v1",
     ] {
-        expect_problem(
-            &append_typed(x, &auth, t, &x.email("auth-other"))?,
-            403,
-            "forbidden",
-        )
-        .map_err(|e| format!("auth's token, {t}: {e}"))?;
+        expect_problem(&as_auth(t, &x.email("auth-other"))?, 403, "forbidden")
+            .map_err(|e| format!("auth's token, {t}: {e}"))?;
     }
-    let r = append_typed(
-        x,
-        &auth,
-        "edgecoder.dev/role-grant/v1",
-        &x.email("auth-own"),
-    )?;
+    // A token is bound to its request: another body is not what it signed.
+    let key = x.email("auth-bound");
+    let body = json!({"payload_type": "edgecoder.dev/role-grant/v1", "payload": "e30=", "idempotency_key": key});
+    let token = x.target.service_token(
+        "auth",
+        "ledger",
+        "POST",
+        "/ledger/entries",
+        &serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+    );
+    expect_problem(
+        &append_typed(x, &token, "edgecoder.dev/role-revoke/v1", &key)?,
+        401,
+        "ledger_unauthorized",
+    )
+    .map_err(|e| format!("a token replayed on another body: {e}"))?;
+    let r = as_auth("edgecoder.dev/role-grant/v1", &x.email("auth-own"))?;
     if r.status != 201 {
         return Err(format!("auth's token, its own role-grant: {}", r.status));
     }

@@ -393,9 +393,17 @@ impl Target {
     }
 
     /// A service token of `caller` (`auth`, `mesh`) for one call to
-    /// `callee`, signed with the caller's key as the deployment registers it
-    /// in `service_keys` (see [`harness::service_key`]).
-    pub fn service_token(&self, caller: &str, callee: &str) -> String {
+    /// `callee`, bound to that request (`method`, `path`, exact `body`) and
+    /// signed with the caller's key as the deployment registers it in
+    /// `service_keys` (see [`harness::service_key`]).
+    pub fn service_token(
+        &self,
+        caller: &str,
+        callee: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> String {
         let key = edgecoder_kernel::SigningKey::from_secret(&harness::service_key(
             &self.signing_key,
             caller,
@@ -408,8 +416,16 @@ impl Target {
                 .as_millis(),
         )
         .unwrap_or(i64::MAX);
-        edgecoder_kernel::service::mint(&key, caller, callee, now, &format!("suite-{now}"))
-            .expect("mint")
+        let request = edgecoder_kernel::service::request_digest(method, path, body);
+        edgecoder_kernel::service::mint(
+            &key,
+            caller,
+            callee,
+            &request,
+            now,
+            &format!("suite-{now}"),
+        )
+        .expect("mint")
     }
 }
 

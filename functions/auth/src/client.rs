@@ -141,14 +141,17 @@ impl IdentityClient for Http {
         let (caller, key) = self.service.as_ref().ok_or_else(|| {
             KernelError::Config("set service_key so the mesh can redeem enrollments".into())
         })?;
+        let body = serde_json::json!({"enrollment_token": token, "node_id": node_id, "kind": kind})
+            .to_string()
+            .into_bytes();
         let service = edgecoder_kernel::service::mint(
             key,
             caller,
             crate::NAME,
+            &edgecoder_kernel::service::request_digest("POST", "/auth/nodes/redeem", &body),
             self.clock.now_ms(),
             &edgecoder_kernel::ports::random_hex(self.rng.as_ref(), 16),
         )?;
-        let body = serde_json::json!({"enrollment_token": token, "node_id": node_id, "kind": kind});
         let resp = self
             .outbound
             .send(OutboundRequest {
@@ -158,7 +161,7 @@ impl IdentityClient for Http {
                     ("authorization".into(), format!("Bearer {service}")),
                     ("content-type".into(), "application/json".into()),
                 ],
-                body: body.to_string().into_bytes(),
+                body,
             })
             .await?;
         match resp.status {

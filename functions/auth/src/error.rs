@@ -52,6 +52,10 @@ pub enum Error {
     /// The node id is enrolled by someone else.
     #[error("node owned by another user")]
     NodeOwnedByAnotherUser,
+    /// The password was chosen before the address was verified and never
+    /// confirmed by its owner since.
+    #[error("password unconfirmed")]
+    PasswordUnconfirmed,
     /// The account holds as many pending enrollments or node ids as it may.
     #[error("too many enrollments")]
     TooManyEnrollments,
@@ -266,6 +270,12 @@ impl From<Error> for Problem {
                 "node_owned_by_another_user",
                 "Node owned by another user",
                 "This node id is enrolled by another account.",
+            ),
+            Error::PasswordUnconfirmed => problem(
+                S::FORBIDDEN,
+                "password_unconfirmed",
+                "Password needs confirming",
+                "This password was set before the address was verified. Reset it (the mail goes to the address) to use a password again.",
             ),
             Error::TooManyEnrollments => problem(
                 S::CONFLICT,

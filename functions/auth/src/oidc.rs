@@ -203,6 +203,17 @@ pub async fn get_json(
 /// itself is a loopback test provider (an https issuer's document cannot
 /// point us at local services).
 fn endpoint_ok(issuer: &str, url: &str) -> bool {
+    // `https://<name>.internal` reaches another function's Worker through a
+    // Service Binding: never a provider's endpoint.
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(['/', '?', ':']).next())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host.ends_with(".internal") {
+        return false;
+    }
     let scheme_ok = if issuer.starts_with("https://") {
         url.starts_with("https://")
     } else {

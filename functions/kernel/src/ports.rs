@@ -406,6 +406,37 @@ pub fn random_hex(rng: &dyn Rng, bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The storage ports of a unit that holds no stores (the gateway component
+/// or Worker, which only routes and documents): any use is a configuration
+/// error, never a silent success.
+pub struct NoStorage;
+
+#[async_trait(?Send)]
+impl Sql for NoStorage {
+    async fn execute(&self, _: Statement) -> Result<Rows, Error> {
+        Err(Error::Config("the gateway holds no SQL database".into()))
+    }
+    async fn batch(&self, _: Vec<Statement>) -> Result<Vec<Rows>, Error> {
+        Err(Error::Config("the gateway holds no SQL database".into()))
+    }
+}
+
+#[async_trait(?Send)]
+impl Kv for NoStorage {
+    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, Error> {
+        Err(Error::Config("the gateway holds no KV store".into()))
+    }
+    async fn put(&self, _: &str, _: &[u8], _: Option<std::time::Duration>) -> Result<(), Error> {
+        Err(Error::Config("the gateway holds no KV store".into()))
+    }
+    async fn delete(&self, _: &str) -> Result<(), Error> {
+        Err(Error::Config("the gateway holds no KV store".into()))
+    }
+    async fn list(&self, _: &str, _: usize) -> Result<Vec<String>, Error> {
+        Err(Error::Config("the gateway holds no KV store".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,36 +489,5 @@ mod tests {
             changes: 0,
         };
         assert_eq!(rows.get_i64(0, "n"), None);
-    }
-}
-
-/// The storage ports of a unit that holds no stores (the gateway component
-/// or Worker, which only routes and documents): any use is a configuration
-/// error, never a silent success.
-pub struct NoStorage;
-
-#[async_trait(?Send)]
-impl Sql for NoStorage {
-    async fn execute(&self, _: Statement) -> Result<Rows, Error> {
-        Err(Error::Config("the gateway holds no SQL database".into()))
-    }
-    async fn batch(&self, _: Vec<Statement>) -> Result<Vec<Rows>, Error> {
-        Err(Error::Config("the gateway holds no SQL database".into()))
-    }
-}
-
-#[async_trait(?Send)]
-impl Kv for NoStorage {
-    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, Error> {
-        Err(Error::Config("the gateway holds no KV store".into()))
-    }
-    async fn put(&self, _: &str, _: &[u8], _: Option<std::time::Duration>) -> Result<(), Error> {
-        Err(Error::Config("the gateway holds no KV store".into()))
-    }
-    async fn delete(&self, _: &str) -> Result<(), Error> {
-        Err(Error::Config("the gateway holds no KV store".into()))
-    }
-    async fn list(&self, _: &str, _: usize) -> Result<Vec<String>, Error> {
-        Err(Error::Config("the gateway holds no KV store".into()))
     }
 }

@@ -12,8 +12,12 @@
 //!
 //! ```text
 //! header   {"alg":"ES256","typ":"edgecoder-service+jwt","kid":"<16 hex>"}
-//! payload  {"iss":"<caller>","aud":"<callee>","jti","iat","exp"}
+//! payload  {"iss":"<caller>","aud":"<callee>","req":"<digest>","jti","iat","exp"}
 //! ```
+//!
+//! `req` is [`request_digest`] of the one request the token is for (method,
+//! path, body): a token seen in a log or a proxy replays only that request,
+//! and every call a function makes over this path is idempotent.
 //!
 //! A token lives at most [`MAX_SERVICE_TOKEN_SECS`] and names its one
 //! audience, so a token captured in one callee's logs cannot be replayed
@@ -48,18 +52,33 @@ pub const CALLERS: [&str; 2] = ["auth", "mesh"];
 struct ServiceClaims {
     iss: String,
     aud: String,
+    req: String,
     jti: String,
+}
+
+/// The digest a token binds: blake3 over the method, the path (no query) and
+/// the exact body bytes.
+pub fn request_digest(method: &str, path: &str, body: &[u8]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(method.as_bytes());
+    h.update(b"\n");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    h.finalize().to_hex().to_string()
 }
 
 fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// A token for one call from `caller` to `callee` at `now_ms`.
+/// A token for one call from `caller` to `callee` at `now_ms`, for the
+/// request whose [`request_digest`] is `request`.
 pub fn mint(
     key: &SigningKey,
     caller: &str,
     callee: &str,
+    request: &str,
     now_ms: i64,
     jti: &str,
 ) -> Result<String, Error> {
@@ -69,6 +88,7 @@ pub fn mint(
     let mut claims = Claims::new(ServiceClaims {
         iss: caller.to_owned(),
         aud: callee.to_owned(),
+        req: request.to_owned(),
         jti: jti.to_owned(),
     });
     claims.issued_at = Some(at(now_ms));
@@ -123,9 +143,9 @@ impl ServiceKeys {
     /// for `callee` at `now_ms`: ES256 only, `typ` a service token's, `kid`
     /// registered, signature, `iss` the caller that key is registered for,
     /// `aud` exactly `callee`, `iat`/`exp` within the leeway and at most
-    /// [`MAX_SERVICE_TOKEN_SECS`] apart. `None` for anything else, including
-    /// every access token.
-    pub fn caller(&self, token: &str, callee: &str, now_ms: i64) -> Option<String> {
+    /// [`MAX_SERVICE_TOKEN_SECS`] apart, `req` the digest of this `request`.
+    /// `None` for anything else, including every access token.
+    pub fn caller(&self, token: &str, callee: &str, request: &str, now_ms: i64) -> Option<String> {
         if self.0.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return None;
         }
@@ -150,7 +170,10 @@ impl ServiceKeys {
         {
             return None;
         }
-        (claims.custom.iss == *caller && claims.custom.aud == callee).then(|| caller.clone())
+        (claims.custom.iss == *caller
+            && claims.custom.aud == callee
+            && claims.custom.req == request)
+            .then(|| caller.clone())
     }
 }
 
@@ -189,17 +212,31 @@ mod tests {
         ))
         .expect("keys");
         let now = 1_800_000_000_000;
-        let t = mint(&auth, "auth", "ledger", now, "j1").expect("mint");
-        assert_eq!(keys.caller(&t, "ledger", now).as_deref(), Some("auth"));
-        assert_eq!(keys.caller(&t, "auth", now), None, "another audience");
-        assert_eq!(keys.caller(&t, "ledger", now + 120_000), None, "expired");
+        let req = request_digest("POST", "/ledger/entries", b"{}");
+        let t = mint(&auth, "auth", "ledger", &req, now, "j1").expect("mint");
+        assert_eq!(
+            keys.caller(&t, "ledger", &req, now).as_deref(),
+            Some("auth")
+        );
+        assert_eq!(keys.caller(&t, "auth", &req, now), None, "another audience");
+        assert_eq!(
+            keys.caller(&t, "ledger", &req, now + 120_000),
+            None,
+            "expired"
+        );
+        let other = request_digest("POST", "/ledger/entries", b"{\"x\":1}");
+        assert_eq!(
+            keys.caller(&t, "ledger", &other, now),
+            None,
+            "another request"
+        );
         // Mesh's key cannot sign as auth.
-        let forged = mint(&mesh, "auth", "ledger", now, "j2").expect("mint");
-        assert_eq!(keys.caller(&forged, "ledger", now), None);
+        let forged = mint(&mesh, "auth", "ledger", &req, now, "j2").expect("mint");
+        assert_eq!(keys.caller(&forged, "ledger", &req, now), None);
         // A key nobody registered proves nothing.
         let stranger = SigningKey::generate(&Fill(9));
-        let t = mint(&stranger, "auth", "ledger", now, "j3").expect("mint");
-        assert_eq!(keys.caller(&t, "ledger", now), None);
+        let t = mint(&stranger, "auth", "ledger", &req, now, "j3").expect("mint");
+        assert_eq!(keys.caller(&t, "ledger", &req, now), None);
         // An access token signed with a registered key is not a service token.
         let claims = crate::tokens::AccessClaims {
             iss: "auth".into(),
@@ -212,7 +249,7 @@ mod tests {
             amr: vec![],
         };
         let access = crate::tokens::issue(&auth, claims, now, 60).expect("issue");
-        assert_eq!(keys.caller(&access, "ledger", now), None);
+        assert_eq!(keys.caller(&access, "ledger", &req, now), None);
         for bad in [r#"{"ledger": []}"#, r#"{"auth": ["not base64!"]}"#, "[]"] {
             assert!(ServiceKeys::parse(bad).is_err(), "{bad}");
         }

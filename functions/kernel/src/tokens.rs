@@ -201,6 +201,11 @@ impl Verifier {
         if untrusted.algorithm() != ALGORITHM {
             return Err(Refusal::Algorithm);
         }
+        // Only access tokens (RFC 9068 `at+jwt`): never a service token or
+        // an ID token, whatever key signed it.
+        if untrusted.header().token_type.as_deref() != Some("at+jwt") {
+            return Err(Refusal::Malformed);
+        }
         let kid = untrusted
             .header()
             .key_id
@@ -372,12 +377,34 @@ mod tests {
     #[test]
     fn attack_known_kid_with_another_keys_signature_is_refused() {
         let (k, other) = (key(1), key(2));
-        let header = Header::empty().with_key_id(k.kid());
+        let header = Header::empty()
+            .with_key_id(k.kid())
+            .with_token_type("at+jwt");
         let mut c = Claims::new(claims());
         c.issued_at = Some(at(NOW));
         c.expiration = Some(at(NOW + 600_000));
         let t = Es256.token(&header, &c, other.ecdsa()).expect("sign");
         assert_eq!(verifier(&k).check(&t, NOW), Err(Refusal::Signature));
+    }
+
+    #[test]
+    fn attack_a_token_of_another_type_is_refused() {
+        let k = key(1);
+        for typ in [None, Some("edgecoder-service+jwt"), Some("JWT")] {
+            let mut header = Header::empty().with_key_id(k.kid());
+            if let Some(t) = typ {
+                header = header.with_token_type(t);
+            }
+            let mut c = Claims::new(claims());
+            c.issued_at = Some(at(NOW));
+            c.expiration = Some(at(NOW + 600_000));
+            let t = Es256.token(&header, &c, k.ecdsa()).expect("sign");
+            assert_eq!(
+                verifier(&k).check(&t, NOW),
+                Err(Refusal::Malformed),
+                "{typ:?}"
+            );
+        }
     }
 
     #[test]
@@ -414,7 +441,9 @@ mod tests {
     #[test]
     fn tokens_without_exp_or_from_the_future_are_refused() {
         let k = key(1);
-        let header = Header::empty().with_key_id(k.kid());
+        let header = Header::empty()
+            .with_key_id(k.kid())
+            .with_token_type("at+jwt");
         let mut no_exp = Claims::new(claims());
         no_exp.issued_at = Some(at(NOW));
         let t = Es256.token(&header, &no_exp, k.ecdsa()).expect("sign");

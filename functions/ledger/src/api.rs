@@ -35,10 +35,12 @@ pub const NOTE_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
 /// revoke or sign-out takes effect at once.
 async fn appender(s: &Services, req: &Request) -> Result<String, Error> {
     let token = req.bearer().ok_or(Error::Unauthorized)?;
-    if let Some(caller) = s
-        .config
-        .service_keys
-        .caller(token, crate::NAME, s.clock.now_ms())
+    let request =
+        edgecoder_kernel::service::request_digest(req.method.as_str(), &req.path, &req.body);
+    if let Some(caller) =
+        s.config
+            .service_keys
+            .caller(token, crate::NAME, &request, s.clock.now_ms())
     {
         return Ok(format!("service:{caller}"));
     }
@@ -238,12 +240,21 @@ fn own_keys(s: &Services) -> Result<Vec<TrustedKey>, Error> {
 /// without this check the log would then sign the fork and hand its key's
 /// authority to the rewritten history. A refusal is audited, and stays in
 /// force until an operator restores the entries the signed checkpoint covers.
+/// Out of reach here: an attacker who also deletes the newest checkpoint
+/// rows; witnesses outside this database (peers cosigning, a verifier's
+/// state file) catch that.
 async fn consistent_with_signed(s: &Services, size: u64, root: &Hash) -> Result<(), Error> {
     let Some(latest) = store::latest_checkpoint(s.sql.as_ref()).await? else {
         return Ok(());
     };
     let why = match checkpoint::open(&latest.note, &own_keys(s)?) {
         Err(_) => Some("the newest stored checkpoint is not signed by this log's keys".to_owned()),
+        // A genuine older note copied into a row that claims a larger size
+        // would let a fork extend the older note instead.
+        Ok(signed) if signed.size != latest.size => Some(format!(
+            "the checkpoint row of size {} holds a note signing size {}",
+            latest.size, signed.size
+        )),
         Ok(signed) if signed.size > size => Some(format!(
             "the log was rewound: size {} was signed, the head is at {size}",
             signed.size

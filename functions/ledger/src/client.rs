@@ -73,10 +73,12 @@ impl LedgerClient for Http {
             "payload": base64::engine::general_purpose::STANDARD.encode(payload),
             "idempotency_key": key,
         });
+        let body = body.to_string().into_bytes();
         let token = edgecoder_kernel::service::mint(
             &self.key,
             self.caller,
             crate::NAME,
+            &edgecoder_kernel::service::request_digest("POST", "/ledger/entries", &body),
             self.clock.now_ms(),
             &edgecoder_kernel::ports::random_hex(self.rng.as_ref(), 16),
         )?;
@@ -89,7 +91,7 @@ impl LedgerClient for Http {
                     ("authorization".into(), format!("Bearer {token}")),
                     ("content-type".into(), "application/json".into()),
                 ],
-                body: body.to_string().into_bytes(),
+                body,
             })
             .await?;
         if resp.status != 200 && resp.status != 201 {

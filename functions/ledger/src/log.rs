@@ -73,7 +73,13 @@ pub fn valid_payload_type(t: &str) -> bool {
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
     };
+    // The domain: dot-separated, non-empty labels (no `edgecoder.dev.`
+    // standing in for `edgecoder.dev`).
+    let domain_ok = parts
+        .first()
+        .is_some_and(|d| d.split('.').all(|l| !l.is_empty()));
     parts.len() == 3
+        && domain_ok
         && label(parts[0])
         && label(parts[1])
         && parts[2].strip_prefix('v').is_some_and(|n| {
@@ -444,6 +450,9 @@ mod tests {
             "",
             "a/b/v01",
             "a/b/v0",
+            "edgecoder.dev./x/v1",
+            ".edgecoder.dev/x/v1",
+            "a..b/x/v1",
         ] {
             assert!(!valid_payload_type(bad), "{bad}");
         }

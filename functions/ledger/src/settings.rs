@@ -7,6 +7,12 @@
 //! | `checkpoint_key` | secret | — | the log's own P-256 key (PKCS#8 PEM or one-line base64 DER) that signs checkpoints, published at `/ledger/keys`; required in production, and never the access-token `signing_key` |
 //! | `previous_checkpoint_key` | secret | — | the key `checkpoint_key` replaced (rotation with overlap; only its public half is used, to open older checkpoints) |
 //! | `previous_checkpoint_key_retired_at` | var | — | Unix seconds when `checkpoint_key` took over; required with `previous_checkpoint_key` |
+//!
+//! Rotating `checkpoint_key`: keep `previous_checkpoint_key` until the log has
+//! signed a checkpoint with the new key (the next append and checkpoint do).
+//! The log opens its newest signed checkpoint with its own keys before it
+//! signs another, so dropping the old key while the newest checkpoint is
+//! still signed by it stops checkpoints (503 `history_rewritten`).
 //! | `checkpoint_interval_ms` | var | `1000` | the ledger signs a new checkpoint at most this often on reads (0–3600000); `POST /ledger/checkpoint` signs at once |
 
 use edgecoder_kernel::config::{Mode, Vars};

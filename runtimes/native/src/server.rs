@@ -117,6 +117,27 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Refusals being written at once; past this a connection over a cap is
+/// closed without an answer, so a flood cannot hold file descriptors.
+const MAX_REFUSALS: usize = 256;
+
+fn refuse_bounded(
+    tracker: &TaskTracker,
+    refusals: &Arc<tokio::sync::Semaphore>,
+    stream: tokio::net::TcpStream,
+    why: &'static str,
+) {
+    match Arc::clone(refusals).try_acquire_owned() {
+        Ok(permit) => {
+            tracker.spawn(async move {
+                refuse(stream, why).await;
+                drop(permit);
+            });
+        }
+        Err(_) => drop(stream),
+    }
+}
+
 /// The answer to a connection over a cap: a complete `503` problem, then
 /// close. Written with a deadline, so a client that does not read cannot
 /// hold the task.
@@ -188,6 +209,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let clients = Arc::new(Clients::default());
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS));
     let proxies = shared.loaded.config.trusted_proxies.clone();
     tokio::pin!(shutdown);
     loop {
@@ -206,23 +228,30 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracker.spawn(refuse(
+            refuse_bounded(
+                &tracker,
+                &refusals,
                 stream,
                 "Every connection slot is taken; retry shortly.",
-            ));
+            );
             continue;
         };
-        let client = if proxies.iter().any(|n| n.contains(&peer.ip())) {
+        let client = if proxies
+            .iter()
+            .any(|n| n.contains(&peer.ip().to_canonical()))
+        {
             None
         } else {
             match clients.enter(client_key(peer.ip())) {
                 Some(slot) => Some(slot),
                 None => {
                     drop(permit);
-                    tracker.spawn(refuse(
+                    refuse_bounded(
+                        &tracker,
+                        &refusals,
                         stream,
                         "Too many connections from this address; close idle ones and retry.",
-                    ));
+                    );
                     continue;
                 }
             }

@@ -14,19 +14,42 @@ pub(super) fn enroll(x: &Ctx, token: &str, node: &str) -> Result<Reply, String> 
     )
 }
 
+/// Who presents a redemption.
+#[derive(Clone, Copy)]
+pub(super) enum As<'a> {
+    /// No credential.
+    Nobody,
+    /// A bearer string as given.
+    Raw(&'a str),
+    /// A service token of `caller` for `callee`, bound to this very request.
+    Service(&'a str, &'a str),
+}
+
 pub(super) fn redeem(
     x: &Ctx,
-    service: Option<&str>,
+    who: As<'_>,
     token: &str,
     node: &str,
     kind: &str,
 ) -> Result<Reply, String> {
+    let body = json!({"enrollment_token": token, "node_id": node, "kind": kind});
+    let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    let bearer = match who {
+        As::Nobody => None,
+        As::Raw(t) => Some(t.to_owned()),
+        As::Service(caller, callee) => {
+            Some(
+                x.target
+                    .service_token(caller, callee, "POST", "/auth/nodes/redeem", &bytes),
+            )
+        }
+    };
     x.call(
         "POST",
         "/auth/nodes/redeem",
         "/auth/nodes/redeem",
-        service,
-        Some(&json!({"enrollment_token": token, "node_id": node, "kind": kind})),
+        bearer.as_deref(),
+        Some(&body),
         &[],
     )
 }
@@ -84,13 +107,7 @@ pub(super) fn enrolling_another_users_node_id_conflicts(x: &Ctx) -> Result<(), S
     )?;
     // The owner's token still works: the attempt changed nothing.
     status(
-        &redeem(
-            x,
-            Some(&x.target.service_token("mesh", "auth")),
-            &token,
-            &node,
-            "agent",
-        )?,
+        &redeem(x, As::Service("mesh", "auth"), &token, &node, "agent")?,
         200,
         "owner's token after the takeover attempt",
     )
@@ -110,10 +127,9 @@ pub(super) fn enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete(
         .as_str()
         .unwrap_or("")
         .to_owned();
-    let svc_token = x.target.service_token("mesh", "auth");
-    let svc = svc_token.as_str();
+    let svc = As::Service("mesh", "auth");
     expect_problem(
-        &redeem(x, None, &t2, &node, "agent")?,
+        &redeem(x, As::Nobody, &t2, &node, "agent")?,
         401,
         "service_unauthorized",
     )?;
@@ -121,13 +137,7 @@ pub(super) fn enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete(
     // ledger, are refused.
     for (caller, callee) in [("auth", "auth"), ("mesh", "ledger"), ("auth", "ledger")] {
         expect_problem(
-            &redeem(
-                x,
-                Some(&x.target.service_token(caller, callee)),
-                &t2,
-                &node,
-                "agent",
-            )?,
+            &redeem(x, As::Service(caller, callee), &t2, &node, "agent")?,
             401,
             "service_unauthorized",
         )
@@ -136,7 +146,7 @@ pub(super) fn enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete(
     expect_problem(
         &redeem(
             x,
-            Some("wrong-service-token-wrong-service-token"),
+            As::Raw("wrong-service-token-wrong-service-token"),
             &t2,
             &node,
             "agent",
@@ -145,30 +155,30 @@ pub(super) fn enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete(
         "service_unauthorized",
     )?;
     expect_problem(
-        &redeem(x, Some(svc), &t1, &node, "agent")?,
+        &redeem(x, svc, &t1, &node, "agent")?,
         400,
         "enrollment_token_invalid",
     )
     .map_err(|e| format!("superseded token: {e}"))?;
     expect_problem(
-        &redeem(x, Some(svc), &t2, &node, "coordinator")?,
+        &redeem(x, svc, &t2, &node, "coordinator")?,
         400,
         "enrollment_token_invalid",
     )
     .map_err(|e| format!("wrong kind: {e}"))?;
     expect_problem(
-        &redeem(x, Some(svc), &t2, "some-other-node", "agent")?,
+        &redeem(x, svc, &t2, "some-other-node", "agent")?,
         400,
         "enrollment_token_invalid",
     )
     .map_err(|e| format!("wrong node: {e}"))?;
-    let ok = redeem(x, Some(svc), &t2, &node, "agent")?;
+    let ok = redeem(x, svc, &t2, &node, "agent")?;
     status(&ok, 200, "redeem")?;
     if ok.json()?["owner_id"] != json!(a.id) {
         return Err("redeem does not name the owner".into());
     }
     expect_problem(
-        &redeem(x, Some(svc), &t2, &node, "agent")?,
+        &redeem(x, svc, &t2, &node, "agent")?,
         400,
         "enrollment_token_invalid",
     )
@@ -199,7 +209,7 @@ pub(super) fn enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete(
         "delete",
     )?;
     expect_problem(
-        &redeem(x, Some(svc), &t3, &node, "agent")?,
+        &redeem(x, svc, &t3, &node, "agent")?,
         400,
         "enrollment_token_invalid",
     )

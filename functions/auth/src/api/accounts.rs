@@ -380,6 +380,12 @@ async fn consume_verification(
         let holder = store::email_tokens::verification_holder(s.sql.as_ref(), &h, now)
             .await?
             .ok_or(Error::TokenInvalid)?;
+        // Counted like a login for the address: a token is no licence to
+        // guess the password (or to burn Argon2 time) without limit.
+        let email = store::users::email_of(s.sql.as_ref(), &holder)
+            .await?
+            .unwrap_or_default();
+        let attempt = PasswordAttempt::begin(s, req, &email).await?;
         let stored = store::users::password_hash(s.sql.as_ref(), &holder).await?;
         let matches = match stored.as_deref() {
             Some(hash) => !matches!(
@@ -392,8 +398,10 @@ async fn consume_verification(
             }
         };
         if !matches {
+            attempt.failed(s).await?;
             return Err(Error::InvalidCredentials);
         }
+        attempt.succeeded(s).await?;
         proof = stored
             .map(|hash| store::users::prove_password_from_token(&h, now, rid, &holder, &hash));
     }
@@ -403,6 +411,7 @@ async fn consume_verification(
         store::users::verify_from_token(&h, now, rid),
         store::sessions::revoke_before_verification(&h, now, rid),
         store::oauth::delete_unverified_links_on_verification(&h, rid),
+        store::passkeys::delete_before_verification(&h, now, rid),
     ];
     stmts.extend(proof);
     let results = s
@@ -565,9 +574,9 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
     let email = password::normalise_email(&body.email)?;
     let attempt = PasswordAttempt::begin(s, &req, &email).await?;
     let found = store::users::credentials_by_email(s.sql.as_ref(), &email).await?;
-    let (user, stored) = match found {
-        Some(c) => (Some(c.id), c.password_hash),
-        None => (None, None),
+    let (user, stored, unconfirmed) = match found {
+        Some(c) => (Some(c.id), c.password_hash, c.password_unconfirmed),
+        None => (None, None, false),
     };
     let verdict = match (&user, stored.as_deref()) {
         (Some(_), Some(stored)) => password::verify(&body.password, stored),
@@ -596,6 +605,21 @@ pub async fn login(s: &Services, req: Request) -> Result<Response, Error> {
     let user = user.unwrap_or_default();
     let verified_hash = stored.unwrap_or_default();
     attempt.succeeded(s).await?;
+    // Pre-hijacking: a password chosen before the address was verified, and
+    // never confirmed by whoever verified it, may be someone else's; the
+    // address's owner re-confirms it (a reset, mailed to them) first.
+    if unconfirmed {
+        return Err(audit::denied(
+            s,
+            &req.ctx,
+            &format!("user:{user}"),
+            "auth.login",
+            Some(&user),
+            json!({"reason": "password_unconfirmed"}),
+            Error::PasswordUnconfirmed,
+        )
+        .await);
+    }
     // The session exists only if the hash just verified is still the stored
     // one, so a login racing a password reset cannot outlive it.
     let (mut stmts, sid, refresh) =
@@ -921,6 +945,7 @@ fn verify_email_doc() -> RouteDoc {
             ok(200, "{status: verified}").with_schema(schemas::status()),
             err(400, "token_invalid"),
             err(401, "invalid_credentials"),
+            err(429, "rate_limited"),
         ],
     )
 }
@@ -948,6 +973,7 @@ fn login_doc() -> RouteDoc {
     );
     let mut responses = token_response_docs();
     responses.push(err(401, "invalid_credentials"));
+    responses.push(err(403, "password_unconfirmed"));
     responses.push(err(429, "rate_limited"));
     DOCS.op("login", "Password sign-in", body, responses)
 }

@@ -256,10 +256,12 @@ pub struct Redeem {
 /// token signed by its own key.
 pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error> {
     let presented = bearer(&req).unwrap_or("");
+    let request =
+        edgecoder_kernel::service::request_digest(req.method.as_str(), &req.path, &req.body);
     let caller = s
         .config
         .service_keys
-        .caller(presented, crate::NAME, s.clock.now_ms());
+        .caller(presented, crate::NAME, &request, s.clock.now_ms());
     if caller.as_deref() != Some("mesh") {
         return Err(audit::denied(
             s,

@@ -132,6 +132,11 @@ pub async fn register_options(s: &Services, req: Request) -> Result<Response, Er
     let rp = relying_party(s)?;
     let p = session::authenticate(s, &req).await?;
     p.require_step_up(s.clock.now_ms())?;
+    // A passkey is a credential for the address's owner: none before the
+    // address is proven (pre-hijacking would keep one past verification).
+    if !p.email_verified {
+        return Err(Error::EmailUnverified);
+    }
     let handle = user_handle(s, &p.user_id).await?;
     let existing = store::passkeys::descriptors_of_user(s.sql.as_ref(), &p.user_id).await?;
     let name = store::users::display_name(s.sql.as_ref(), &p.user_id).await?;
@@ -565,7 +570,7 @@ fn register_docs() -> (RouteDoc, RouteDoc) {
             object(&[], json!({})),
             authed(vec![
                 options,
-                err(403, "step_up_required"),
+                err(403, "step_up_required / email_unverified"),
                 err(404, "passkeys_disabled"),
             ]),
         ),

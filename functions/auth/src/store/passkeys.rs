@@ -381,3 +381,15 @@ pub fn delete_all_of(user_id: &str) -> Statement {
         vec![user_id.into()],
     )
 }
+
+/// The statement removing the passkeys registered before the address was
+/// verified by the token consumed in this batch (request `request_id`): they
+/// were registered by someone who had not proven it.
+pub fn delete_before_verification(token_hash: &str, now: i64, request_id: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM webauthn_credentials \
+         WHERE user_id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND consumed_by = ?3) \
+           AND created_at < ?2",
+        vec![token_hash.into(), Value::Integer(now), request_id.into()],
+    )
+}

@@ -223,6 +223,10 @@ pub struct Credentials {
     pub id: String,
     /// Argon2id PHC string; `None` for accounts without a password.
     pub password_hash: Option<String>,
+    /// The address is verified but the password was never shown to be its
+    /// owner's (chosen before verification, not presented with it, not reset
+    /// since): it needs re-confirmation before it signs in again.
+    pub password_unconfirmed: bool,
 }
 
 /// The account with this email address and its password hash.
@@ -232,13 +236,16 @@ pub async fn credentials_by_email(
 ) -> Result<Option<Credentials>, Error> {
     let rows = sql
         .execute(Statement::new(
-            "SELECT id, password_hash FROM users WHERE email = ?1",
+            "SELECT id, password_hash, \
+               (email_verified_at IS NOT NULL AND password_proven_at IS NULL) AS unconfirmed \
+             FROM users WHERE email = ?1",
             vec![email.into()],
         ))
         .await?;
     Ok(rows.get_str(0, "id").map(|id| Credentials {
         id: id.to_owned(),
         password_hash: rows.get_str(0, "password_hash").map(str::to_owned),
+        password_unconfirmed: rows.get_i64(0, "unconfirmed") == Some(1),
     }))
 }
 
