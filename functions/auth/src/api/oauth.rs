@@ -750,7 +750,7 @@ async fn finish(
             return Err(Error::SessionRevoked);
         }
         let identity = identify(s, req, p, flow, &code).await?;
-        link(s, req, p, &identity, &user_id).await?;
+        link(s, req, p, &identity, &user_id, session_id).await?;
         if let Some(email) = store::users::email_of(s.sql.as_ref(), &user_id).await? {
             mail::send(
                 s,
@@ -963,13 +963,15 @@ fn new_link<'a>(p: &'a OAuthProvider, id: &'a Identity) -> NewLink<'a> {
     }
 }
 
-/// Links the provider account to `user_id` (an explicit link from a session).
+/// Links the provider account to `user_id` (an explicit link from the
+/// session `session_id`, which must still live when the link is written).
 async fn link(
     s: &Services,
     req: &Request,
     p: &OAuthProvider,
     id: &Identity,
     user_id: &str,
+    session_id: &str,
 ) -> Result<(), Error> {
     let owner = store::oauth::linked_user(s.sql.as_ref(), &p.id, &id.subject).await?;
     match owner.as_deref() {
@@ -993,7 +995,7 @@ async fn link(
     let results = s
         .sql
         .batch(vec![
-            store::oauth::insert_link(new_link(p, id), user_id, now),
+            store::oauth::insert_link_in_session(new_link(p, id), user_id, session_id, now),
             session::audit_when(
                 s,
                 req,
@@ -1014,6 +1016,9 @@ async fn link(
         ])
         .await?;
     if results.first().map(|r| r.changes) != Some(1) {
+        if !store::sessions::is_live(s.sql.as_ref(), session_id, user_id, now).await? {
+            return Err(Error::SessionRevoked);
+        }
         return Err(Error::OAuthProviderAlreadyLinked);
     }
     Ok(())

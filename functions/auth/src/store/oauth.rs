@@ -266,6 +266,34 @@ pub fn insert_link(link: NewLink<'_>, user_id: &str, now: i64) -> Statement {
     )
 }
 
+/// The statement linking an identity to `user_id` from the session
+/// `session_id`, only while that session lives (checked in the same
+/// statement, so a sign-out everywhere during the provider round trip still
+/// stops the link). It changes nothing when the subject is linked already
+/// or the session is over.
+pub fn insert_link_in_session(
+    link: NewLink<'_>,
+    user_id: &str,
+    session_id: &str,
+    now: i64,
+) -> Statement {
+    Statement::new(
+        "INSERT INTO oauth_links (provider, subject, user_id, email, email_verified, created_at, last_used_at) \
+         SELECT ?1, ?2, ?3, ?4, ?6, ?5, ?5 \
+         WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?7 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?5) \
+         ON CONFLICT DO NOTHING",
+        vec![
+            link.provider.into(),
+            link.subject.into(),
+            user_id.into(),
+            link.email.map(str::to_owned).into(),
+            Value::Integer(now),
+            Value::Integer(i64::from(link.email_verified)),
+            session_id.into(),
+        ],
+    )
+}
+
 /// The statement linking an identity to the account
 /// [`super::users::insert_federated`] created in the same batch (created at
 /// `now`, so an older account with that id is never linked). It changes
