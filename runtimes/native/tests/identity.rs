@@ -154,7 +154,9 @@ impl Env {
                     Method::POST,
                     "/auth/verify-email",
                     None,
-                    Some(json!({ "token": token })),
+                    // The owner presents the password they chose, so it
+                    // stays theirs after verification.
+                    Some(json!({ "token": token, "password": PASSWORD })),
                 )
                 .await;
             assert_eq!(s, 200);

@@ -211,7 +211,8 @@ impl Env {
         let now = self.clock.now_ms();
         self.db
             .execute(Statement::new(
-                "UPDATE users SET email_verified_at = ?2 WHERE email = ?1",
+                // Verified by its owner, who chose the password.
+                "UPDATE users SET email_verified_at = ?2, password_proven_at = ?2 WHERE email = ?1",
                 vec![email.into(), now.into()],
             ))
             .await
