@@ -343,6 +343,30 @@ fn parse_assignment(r: &MeshResponse) -> Result<Assignment, Error> {
     })
 }
 
+/// Registers `node` with the coordinator at `coordinator` using a one-time
+/// enrollment token, declaring `capabilities`, and remembers the coordinator
+/// in the node's settings. Device agents and GPU hosts register alike.
+pub fn register_node(
+    node: &mut crate::node::Node,
+    coordinator: &str,
+    enrollment_token: String,
+    capabilities: edgecoder_proto::mesh::Capabilities,
+) -> Result<RegisterResponse, Error> {
+    let client = MeshClient::new(coordinator, node.signing_key().clone())?;
+    let request = RegisterRequest {
+        enrollment_token,
+        node_id: node.node_id().to_owned(),
+        kind: node.config().kind,
+        public_key: node.public_key(),
+        os: std::env::consts::OS.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        capabilities,
+    };
+    let answer = client.register(&request)?;
+    node.set_coordinator(coordinator)?;
+    Ok(answer)
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters, so an id
 /// from the coordinator cannot change the path it is placed in.
 pub fn path_segment(s: &str) -> String {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use edgecoder_agent::client::{MeshClient, RegisterRequest};
+use edgecoder_agent::client::{self, MeshClient};
 use edgecoder_agent::node::{self, Node};
 use edgecoder_agent::runner::{Runner, Step, log};
 use edgecoder_agent::sandbox::Sandbox;
@@ -131,18 +131,8 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| Error::Config(format!("pass --token or set {TOKEN_ENV}")))?;
             let mut node = Node::load(&dir_or_default(dir)?)?;
-            let client = MeshClient::new(&coordinator, node.signing_key().clone())?;
-            let request = RegisterRequest {
-                enrollment_token: token,
-                node_id: node.node_id().to_owned(),
-                kind: node.config().kind,
-                public_key: node.public_key(),
-                os: std::env::consts::OS.to_owned(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                capabilities: telemetry::capabilities(),
-            };
-            let answer = client.register(&request)?;
-            node.set_coordinator(&coordinator)?;
+            let answer =
+                client::register_node(&mut node, &coordinator, token, telemetry::capabilities())?;
             println!("node id:     {}", answer.node_id);
             println!(
                 "key id:      {}",

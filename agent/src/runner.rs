@@ -18,7 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::Error;
-use edgecoder_proto::mesh::{DeviceType, NoTaskReason, PolicyReason, TaskKind};
+use edgecoder_proto::mesh::{DeviceType, NoTaskReason, PolicyReason, TaskKind, Telemetry};
 
 use crate::client::{Assignment, MeshClient, NODE_NOT_ACTIVE, Policy, Pull, Task, TaskResult};
 use crate::sandbox::{FailureReason, Limits, Outcome, Sandbox};
@@ -157,6 +157,7 @@ pub fn task_result(lease_id: &str, outcome: &Outcome) -> TaskResult {
                 .take(MAX_REPORTED_LOG_CHARS)
                 .collect(),
         ),
+        inference: None,
     }
 }
 
@@ -225,16 +226,43 @@ impl Backoff {
     }
 }
 
-/// The agent loop for one node.
-pub struct Runner {
-    client: MeshClient,
+/// What a node does with the tasks it pulls: the part of the loop that
+/// differs between a device agent (the wasmtime sandbox) and a GPU host
+/// (the inference guest). Heartbeats, pulling, pacing and delivery are the
+/// [`Runner`]'s and shared.
+pub trait Worker {
+    /// A heartbeat's readings.
+    fn telemetry(&self) -> Telemetry;
+    /// Runs (or refuses) a leased task under the policy; never fails: every
+    /// outcome is a result to report.
+    fn execute(&self, assignment: &Assignment, policy: &Policy) -> TaskResult;
+}
+
+/// The device agent's worker: task modules in the sandbox.
+pub struct SandboxWorker {
     sandbox: Sandbox,
     device_type: DeviceType,
+}
+
+impl Worker for SandboxWorker {
+    fn telemetry(&self) -> Telemetry {
+        crate::telemetry::sample(self.device_type)
+    }
+
+    fn execute(&self, assignment: &Assignment, policy: &Policy) -> TaskResult {
+        execute(&self.sandbox, assignment, policy)
+    }
+}
+
+/// The loop for one node.
+pub struct Runner<W: Worker = SandboxWorker> {
+    client: MeshClient,
+    worker: W,
     policy: Option<Policy>,
     heartbeat_interval: Duration,
 }
 
-impl std::fmt::Debug for Runner {
+impl<W: Worker> std::fmt::Debug for Runner<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runner")
             .field("client", &self.client)
@@ -243,13 +271,25 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-impl Runner {
-    /// A runner reporting `device_type` in its telemetry.
+impl Runner<SandboxWorker> {
+    /// A device agent's runner, reporting `device_type` in its telemetry.
     pub fn new(client: MeshClient, sandbox: Sandbox, device_type: DeviceType) -> Self {
+        Runner::with_worker(
+            client,
+            SandboxWorker {
+                sandbox,
+                device_type,
+            },
+        )
+    }
+}
+
+impl<W: Worker> Runner<W> {
+    /// A runner handing tasks to `worker`.
+    pub fn with_worker(client: MeshClient, worker: W) -> Self {
         Runner {
             client,
-            sandbox,
-            device_type,
+            worker,
             policy: None,
             heartbeat_interval: Duration::from_secs(DEFAULT_HEARTBEAT_SECS),
         }
@@ -262,7 +302,7 @@ impl Runner {
 
     /// Sends one heartbeat and keeps the policy and interval it returns.
     pub fn heartbeat(&mut self) -> Result<(), Error> {
-        let telemetry = crate::telemetry::sample(self.device_type);
+        let telemetry = self.worker.telemetry();
         let answer = self.client.heartbeat(&telemetry)?;
         self.heartbeat_interval =
             Duration::from_secs(answer.heartbeat_interval_secs.clamp(1, 3600));
@@ -295,7 +335,7 @@ impl Runner {
         match self.client.pull()? {
             Pull::Task(assignment) => {
                 log(format_args!("task {}: running", assignment.task_id));
-                let result = execute(&self.sandbox, &assignment, &policy);
+                let result = self.worker.execute(&assignment, &policy);
                 log(format_args!(
                     "task {}: {} in {} ms, fuel {}",
                     assignment.task_id,

@@ -51,6 +51,8 @@ pub fn sample_from(root: &Path, device_type: DeviceType, cores: u32) -> Telemetr
         device_type,
         sandbox_ready: true,
         active_model: None,
+        models: Vec::new(),
+        accelerator: None,
     }
 }
 

@@ -15,6 +15,7 @@
 //! wasm32-unknown-unknown and wasm32-wasip2 without a platform crate.
 
 pub mod httpsig;
+pub mod inference;
 pub mod keys;
 pub mod mesh;
 pub mod node_id;

@@ -35,6 +35,9 @@ pub enum NodeKind {
     Agent,
     /// A peer coordinator.
     Coordinator,
+    /// A GPU host that serves inference tasks.
+    #[serde(rename = "gpu-host")]
+    GpuHost,
 }
 
 impl NodeKind {
@@ -43,6 +46,7 @@ impl NodeKind {
         match self {
             NodeKind::Agent => "agent",
             NodeKind::Coordinator => "coordinator",
+            NodeKind::GpuHost => "gpu-host",
         }
     }
 
@@ -51,6 +55,7 @@ impl NodeKind {
         match s {
             "agent" => Some(NodeKind::Agent),
             "coordinator" => Some(NodeKind::Coordinator),
+            "gpu-host" => Some(NodeKind::GpuHost),
             _ => None,
         }
     }
@@ -253,6 +258,24 @@ pub struct Telemetry {
     /// The loaded model, if any (at most 128 characters).
     #[serde(default)]
     pub active_model: Option<String>,
+    /// Models the node can serve now (`name@version`; GPU hosts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// The accelerator inference runs on (GPU hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<Accelerator>,
+}
+
+/// An accelerator as a GPU host reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accelerator {
+    /// Device name (`cpu` when inference runs on the CPU).
+    pub name: String,
+    /// Device memory, MiB.
+    pub memory_mb: u64,
+    /// The onnxruntime execution provider (`cpu`, `cuda`).
+    pub provider: String,
 }
 
 /// Task kinds.
@@ -261,6 +284,8 @@ pub struct Telemetry {
 pub enum TaskKind {
     /// A WebAssembly module run in the agent's sandbox.
     Wasm,
+    /// A model run by a GPU host (`inference` payload in the input blob).
+    Inference,
     /// A kind this side does not know; never run.
     #[serde(other)]
     Unknown,
@@ -271,6 +296,7 @@ impl TaskKind {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Wasm => "wasm",
+            TaskKind::Inference => "inference",
             TaskKind::Unknown => "unknown",
         }
     }
@@ -466,6 +492,9 @@ pub struct Task {
     pub timeout_ms: u64,
     /// Memory and fuel limits.
     pub resources: Resources,
+    /// The model an `inference` task runs (`name@version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// `200` answer to a pull: a task under a lease.
@@ -539,11 +568,21 @@ pub enum FailureCode {
     LinkError,
     /// The output is over the cap.
     OutputTooLarge,
+    /// The host has no model of the task's name.
+    ModelNotFound,
+    /// The host's copy of the model may not be served (digest mismatch).
+    ModelNotApproved,
+    /// The prompt is over the host's input limit.
+    InputTooLarge,
+    /// Tokens, context, time or memory over a limit of the host or model.
+    LimitsExceeded,
+    /// The inference backend failed.
+    BackendError,
 }
 
 impl FailureCode {
     /// Every code.
-    pub const ALL: [FailureCode; 8] = [
+    pub const ALL: [FailureCode; 13] = [
         FailureCode::SnapshotDigestMismatch,
         FailureCode::OutsideSubset,
         FailureCode::Timeout,
@@ -552,6 +591,11 @@ impl FailureCode {
         FailureCode::Trap,
         FailureCode::LinkError,
         FailureCode::OutputTooLarge,
+        FailureCode::ModelNotFound,
+        FailureCode::ModelNotApproved,
+        FailureCode::InputTooLarge,
+        FailureCode::LimitsExceeded,
+        FailureCode::BackendError,
     ];
 
     /// The wire name.
@@ -565,15 +609,26 @@ impl FailureCode {
             FailureCode::Trap => "trap",
             FailureCode::LinkError => "link_error",
             FailureCode::OutputTooLarge => "output_too_large",
+            FailureCode::ModelNotFound => "model_not_found",
+            FailureCode::ModelNotApproved => "model_not_approved",
+            FailureCode::InputTooLarge => "input_too_large",
+            FailureCode::LimitsExceeded => "limits_exceeded",
+            FailureCode::BackendError => "backend_error",
         }
     }
 
     /// Failures that may be the device's or the transfer's rather than the
     /// module's, so the task is worth another attempt elsewhere.
     pub fn is_retryable(self) -> bool {
+        // A host's own model copy or backend may be at fault; another host
+        // that reports the model may serve it.
         matches!(
             self,
-            FailureCode::SnapshotDigestMismatch | FailureCode::Timeout
+            FailureCode::SnapshotDigestMismatch
+                | FailureCode::Timeout
+                | FailureCode::ModelNotFound
+                | FailureCode::ModelNotApproved
+                | FailureCode::BackendError
         )
     }
 }
@@ -612,6 +667,28 @@ pub struct TaskResult {
     /// Captured stderr (lossy UTF-8, capped).
     #[serde(default)]
     pub stderr: Option<String>,
+    /// What an `inference` task ran on (required for inference results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference: Option<InferenceReport>,
+}
+
+/// How a GPU host ran an inference task: bound into the result and the
+/// ledger's completion record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceReport {
+    /// The model name the host ran (`name@version`).
+    pub model: String,
+    /// `blake3:` digest of the manifest the name resolved to.
+    pub model_manifest_digest: String,
+    /// The sampler's seed.
+    pub seed: u64,
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Generated tokens.
+    pub output_tokens: u32,
+    /// `length`, `stop`, `end-of-text` or `context-full`.
+    pub finish_reason: String,
 }
 
 #[cfg(test)]
@@ -635,7 +712,7 @@ mod tests {
             Some(Work::Unknown)
         );
         assert_eq!(
-            serde_json::from_str::<TaskKind>("\"inference\"").ok(),
+            serde_json::from_str::<TaskKind>("\"quantum\"").ok(),
             Some(TaskKind::Unknown)
         );
         assert!(serde_json::from_str::<FailureCode>("\"exploded\"").is_err());

@@ -1,0 +1,395 @@
+//! `edgecoder-gpu-host`: serve inference to the mesh from this machine.
+//!
+//! ```text
+//! edgecoder-gpu-host init      --dir D                      node key (kind gpu-host)
+//! edgecoder-gpu-host models add --models M --name n@v --onnx F   copy + manifest
+//! edgecoder-gpu-host register  --dir D --coordinator URL --token T --models M
+//! edgecoder-gpu-host run       --dir D --models M --guest G [--metrics-listen 127.0.0.1:9464]
+//! edgecoder-gpu-host infer     --models M --guest G --model n@v --prompt TEXT   one local request
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use edgecoder_agent::client::{self, MeshClient};
+use edgecoder_agent::node::{self, Node};
+use edgecoder_agent::runner::{Runner, Step, log};
+use edgecoder_gpu_host::host::{Device, Host, HostLimits, init_onnxruntime};
+use edgecoder_gpu_host::metrics::{self, Metrics};
+use edgecoder_gpu_host::models::{Manifest, ModelDir};
+use edgecoder_gpu_host::worker::{InferenceWorker, detect_accelerator, finish_name};
+use edgecoder_gpu_host::{Error, metrics::code};
+use edgecoder_proto::inference::{InferenceRequest, Prompt};
+use edgecoder_proto::mesh::NodeKind;
+
+const TOKEN_ENV: &str = "EDGECODER_ENROLLMENT_TOKEN";
+
+#[derive(Parser)]
+#[command(
+    name = "edgecoder-gpu-host",
+    version,
+    about = "EdgeCoder GPU host: inference for the mesh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Engine {
+    /// The model directory (one `name@version` directory per model).
+    #[arg(long)]
+    models: PathBuf,
+    /// The inference guest component (edgecoder_inference.wasm).
+    #[arg(long)]
+    guest: PathBuf,
+    /// onnxruntime's library (default: $ORT_DYLIB_PATH).
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
+    /// Execution provider: cpu, or cuda (a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
+    /// Guest memory cap per request, MiB.
+    #[arg(long, default_value_t = 256)]
+    memory_mb: usize,
+    /// Deadline per request, ms (a task's own timeout applies when shorter).
+    #[arg(long, default_value_t = 60_000)]
+    deadline_ms: u64,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Copy an ONNX file into the directory and write its manifest.
+    Add {
+        #[arg(long)]
+        models: PathBuf,
+        /// `name@version`.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        onnx: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        context_length: u32,
+        #[arg(long, default_value = "input_ids")]
+        input: String,
+        #[arg(long, default_value = "logits")]
+        output: String,
+        #[arg(long)]
+        end_of_text: Option<u32>,
+    },
+    /// List the models that pass their checks.
+    List {
+        #[arg(long)]
+        models: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the node key and settings (kind gpu-host).
+    Init {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        node_id: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// The model directory.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Register with a coordinator using an enrollment token.
+    Register {
+        #[arg(long)]
+        coordinator: String,
+        /// Enrollment token (or set EDGECODER_ENROLLMENT_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        models: PathBuf,
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+    },
+    /// Heartbeat, pull inference tasks, run them and report.
+    Run {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        coordinator: Option<String>,
+        #[command(flatten)]
+        engine: Engine,
+        /// Serve Prometheus metrics here (loopback only).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// One heartbeat and at most one task, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run one request locally and print the response as JSON.
+    Infer {
+        #[command(flatten)]
+        engine: Engine,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: u32,
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Run the same request this many times (timings of each are printed).
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+    },
+}
+
+fn device(name: &str) -> Device {
+    if name == "cuda" {
+        Device::Cuda
+    } else {
+        Device::Cpu
+    }
+}
+
+fn start(engine: &Engine, metrics: Arc<Metrics>) -> Result<Host, Error> {
+    let lib = engine
+        .onnxruntime
+        .clone()
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .ok_or_else(|| {
+            Error::Config(
+                "pass --onnxruntime or set ORT_DYLIB_PATH to onnxruntime's library".into(),
+            )
+        })?;
+    init_onnxruntime(&lib)?;
+    let dev = device(&engine.device);
+    if dev == Device::Cuda && !cfg!(feature = "cuda") {
+        return Err(Error::Config(
+            "--device cuda needs a build with `--features cuda`".into(),
+        ));
+    }
+    Host::new(
+        &engine.guest,
+        Box::new(ModelDir::open(&engine.models)?),
+        dev,
+        HostLimits {
+            memory_bytes: engine.memory_mb.saturating_mul(1 << 20),
+            deadline: Duration::from_millis(engine.deadline_ms),
+            ..HostLimits::default()
+        },
+        metrics,
+    )
+}
+
+fn dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf, Error> {
+    Ok(dir.map_or_else(node::default_dir, Ok)?)
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("edgecoder-gpu-host: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Init {
+            dir,
+            node_id,
+            force,
+        } => {
+            let dir = dir_or_default(dir)?;
+            let node = Node::init(&dir, node_id.as_deref(), NodeKind::GpuHost, force)?;
+            println!("node id:    {}", node.node_id());
+            println!("key id:     {}", node.key_id());
+            println!("public key: {}", node.public_key());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models(ModelsCommand::Add {
+            models,
+            name,
+            onnx,
+            context_length,
+            input,
+            output,
+            end_of_text,
+        }) => {
+            std::fs::create_dir_all(&models)
+                .map_err(|e| Error::io("creating the model directory", e))?;
+            let manifest = Manifest {
+                name: String::new(),
+                version: String::new(),
+                format: "onnx".into(),
+                file: "model.onnx".into(),
+                size: 0,
+                digest: String::new(),
+                tokenizer: "byte".into(),
+                context_length,
+                vocab_size: 256,
+                end_of_text,
+                input,
+                output,
+            };
+            let digest = ModelDir::open(&models)?.add(&name, &onnx, manifest)?;
+            println!("{name} {digest}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models(ModelsCommand::List { models }) => {
+            use edgecoder_gpu_host::models::Resolver as _;
+            let dir = ModelDir::open(&models)?;
+            for name in dir.names() {
+                match dir.resolve(&name) {
+                    Ok(v) => println!("{name} {}", v.manifest_digest),
+                    Err(e) => println!("{name} refused: {e:?}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Register {
+            coordinator,
+            token,
+            dir,
+            models,
+            device: dev,
+        } => {
+            use edgecoder_gpu_host::models::Resolver as _;
+            let token = token
+                .or_else(|| std::env::var(TOKEN_ENV).ok())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| Error::Config(format!("pass --token or set {TOKEN_ENV}")))?;
+            let mut node = Node::load(&dir_or_default(dir)?)?;
+            if node.config().kind != NodeKind::GpuHost {
+                return Err(Error::Config(
+                    "this node key was not made by `edgecoder-gpu-host init`".into(),
+                ));
+            }
+            let mut caps = edgecoder_agent::telemetry::capabilities();
+            caps.gpu = serde_json::to_value(detect_accelerator(device(&dev).provider())).ok();
+            caps.models = ModelDir::open(&models)?.names();
+            let answer = client::register_node(&mut node, &coordinator, token, caps)?;
+            println!("node id:     {}", answer.node_id);
+            println!("coordinator: {coordinator}");
+            println!("status:      {}", answer.status.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            dir,
+            coordinator,
+            engine,
+            metrics_listen,
+            once,
+        } => {
+            let node = Node::load(&dir_or_default(dir)?)?;
+            let coordinator = coordinator
+                .or_else(|| node.config().coordinator.clone())
+                .ok_or_else(|| {
+                    Error::Config("no coordinator: run `register` or pass --coordinator".into())
+                })?;
+            let metrics = Arc::new(Metrics::default());
+            if let Some(addr) = metrics_listen {
+                let bound = metrics::serve(addr, metrics.clone())?;
+                log(format_args!("metrics on http://{bound}/metrics"));
+            }
+            let host = Arc::new(start(&engine, metrics)?);
+            let accelerator = detect_accelerator(host.device().provider());
+            log(format_args!(
+                "gpu host {} (key {}) -> {coordinator}; models {:?}; {} ({})",
+                node.node_id(),
+                node.key_id(),
+                host.models(),
+                accelerator.name,
+                accelerator.provider
+            ));
+            let client = MeshClient::new(&coordinator, node.signing_key().clone())?;
+            let mut runner = Runner::with_worker(client, InferenceWorker::new(host, accelerator));
+            if !once {
+                runner.run_forever();
+            }
+            match runner.once()? {
+                Step::Worked {
+                    task_id,
+                    error_code,
+                } => log(format_args!(
+                    "task {task_id} reported ({})",
+                    error_code.map_or("ok", |c| c.as_str())
+                )),
+                Step::Idle(reason) => log(format_args!(
+                    "no task ({})",
+                    reason.map_or("no_work", |r| r.as_str())
+                )),
+                Step::RetryAfter(d) => log(format_args!("rate limited; retry after {d:?}")),
+                Step::NotActive => log("node not active yet (awaiting approval)"),
+                Step::Paused(reason) => log(format_args!(
+                    "policy asks for no work ({})",
+                    reason.map_or("no policy yet", |r| r.as_str())
+                )),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Infer {
+            engine,
+            model,
+            prompt,
+            max_new_tokens,
+            temperature,
+            seed,
+            repeat,
+        } => {
+            let host = start(&engine, Arc::new(Metrics::default()))?;
+            let req = InferenceRequest {
+                model,
+                input: Prompt::Text(prompt),
+                max_new_tokens,
+                temperature,
+                seed,
+                stop: Vec::new(),
+            };
+            let mut failed = false;
+            for _ in 0..repeat.max(1) {
+                let o = host.run(&req);
+                let line = match &o.result {
+                    Ok(r) => serde_json::json!({
+                        "ok": true,
+                        "output_hex": hex(&r.output),
+                        "output_tokens": r.output_tokens,
+                        "input_tokens": r.input_token_count,
+                        "finish": finish_name(r.finish),
+                        "model_manifest_digest": r.model_manifest_digest,
+                        "load_ns": r.timings.load_ns,
+                        "compute_ns": r.timings.compute_ns,
+                        "guest_total_ns": r.timings.total_ns,
+                        "forward_passes": r.timings.forward_passes,
+                        "host_ns": u64::try_from(o.elapsed.as_nanos()).unwrap_or(u64::MAX),
+                        "loaded_graph": o.loaded_graph,
+                    }),
+                    Err(e) => {
+                        failed = true;
+                        serde_json::json!({"ok": false, "code": code(e), "error": format!("{e:?}")})
+                    }
+                };
+                println!("{line}");
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,246 @@
+//! Prometheus metrics, served on a local address only.
+//!
+//! In scope: requests and errors by code, latency and tokens/s per model,
+//! graph loads; the text exposition on `GET /metrics` from a loopback
+//! listener (`--metrics-listen`). Out of scope: anything reachable from the
+//! network: the host exposes no inference port, and a metrics address that
+//! is not loopback is refused (put a scraper on the machine, or a proxy in
+//! front that the operator controls).
+//!
+//! Tokens/s per model is `rate(edgecoder_inference_tokens_generated_total)
+//! / rate(edgecoder_inference_forward_seconds_total)`; the gauge
+//! `edgecoder_inference_tokens_per_second` is the last request's.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::Error;
+use crate::host::{InferenceError, Outcome};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Requests {
+    model: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Errors {
+    model: String,
+    code: String,
+}
+
+type Seconds = fn() -> Histogram;
+
+/// The host's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Requests, Counter>,
+    errors: Family<Errors, Counter>,
+    latency: Family<ModelLabel, Histogram, Seconds>,
+    tokens: Family<ModelLabel, Counter>,
+    forward: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    rate: Family<ModelLabel, Gauge<f64, AtomicU64>>,
+    loads: Family<ModelLabel, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// The code an error is counted under (the WIT variant's name).
+pub fn code(e: &InferenceError) -> &'static str {
+    match e {
+        InferenceError::ModelNotFound(_) => "model-not-found",
+        InferenceError::ModelNotApproved(_) => "model-not-approved",
+        InferenceError::InputTooLarge(_) => "input-too-large",
+        InferenceError::LimitsExceeded(_) => "limits-exceeded",
+        InferenceError::BackendError(_) => "backend-error",
+    }
+}
+
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<Requests, Counter>::default();
+        let errors = Family::<Errors, Counter>::default();
+        let latency =
+            Family::<ModelLabel, Histogram, Seconds>::new_with_constructor(seconds as Seconds);
+        let tokens = Family::<ModelLabel, Counter>::default();
+        let forward = Family::<ModelLabel, Counter<f64, AtomicU64>>::default();
+        let rate = Family::<ModelLabel, Gauge<f64, AtomicU64>>::default();
+        let loads = Family::<ModelLabel, Counter>::default();
+        registry.register(
+            "edgecoder_inference_requests",
+            "Inference requests by model and outcome (ok, error)",
+            requests.clone(),
+        );
+        registry.register(
+            "edgecoder_inference_errors",
+            "Failed inference requests by model and error code",
+            errors.clone(),
+        );
+        registry.register(
+            "edgecoder_inference_request_duration_seconds",
+            "Wall time of inference requests in the host",
+            latency.clone(),
+        );
+        registry.register(
+            "edgecoder_inference_tokens_generated",
+            "Tokens generated",
+            tokens.clone(),
+        );
+        registry.register(
+            "edgecoder_inference_forward_seconds",
+            "Time spent in forward passes",
+            forward.clone(),
+        );
+        registry.register(
+            "edgecoder_inference_tokens_per_second",
+            "Tokens per second of forward passes in the last request",
+            rate.clone(),
+        );
+        registry.register(
+            "edgecoder_inference_graph_loads",
+            "Graphs loaded (verified and compiled by onnxruntime)",
+            loads.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            errors,
+            latency,
+            tokens,
+            forward,
+            rate,
+            loads,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a graph load.
+    pub fn graph_loaded(&self, model: &str) {
+        self.loads
+            .get_or_create(&ModelLabel {
+                model: model.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a finished request.
+    pub fn observe(&self, model: &str, o: &Outcome) {
+        let label = ModelLabel {
+            model: model.to_owned(),
+        };
+        let outcome = if o.result.is_ok() { "ok" } else { "error" };
+        self.requests
+            .get_or_create(&Requests {
+                model: model.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&label)
+            .observe(o.elapsed.as_secs_f64());
+        match &o.result {
+            Ok(r) => {
+                let n = r.output_tokens.len() as u64;
+                let secs = r.timings.compute_ns as f64 / 1e9;
+                self.tokens.get_or_create(&label).inc_by(n);
+                self.forward.get_or_create(&label).inc_by(secs);
+                if secs > 0.0 {
+                    self.rate.get_or_create(&label).set(n as f64 / secs);
+                }
+            }
+            Err(e) => {
+                self.errors
+                    .get_or_create(&Errors {
+                        model: model.to_owned(),
+                        code: code(e).to_owned(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` (loopback only) from a background thread.
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Error> {
+    if !addr.ip().is_loopback() {
+        return Err(Error::Config(format!(
+            "--metrics-listen {addr}: only a loopback address is served (the host exposes nothing to the network)"
+        )));
+    }
+    let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("binding {addr}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the metrics address", e))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                answer(stream, &metrics);
+            }
+        })
+        .map_err(|e| Error::io("starting the metrics thread", e))?;
+    Ok(bound)
+}
+
+fn answer(mut stream: TcpStream, metrics: &Metrics) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The request head only: a scraper sends no body.
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, kind, body) = if line.starts_with(b"GET /metrics ") {
+        (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        )
+    } else {
+        ("404 Not Found", "text/plain", "not found\n".to_owned())
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
