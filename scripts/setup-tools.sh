@@ -119,11 +119,43 @@ ec_python_tools() {
   export EC_PYTHON="$dir/bin/python"
 }
 
+# The inference tools: Python onnxruntime (the known answers, and the
+# runtime library the GPU host loads: ORT_DYLIB_PATH) and onnx (writes the
+# test model), in a virtual environment keyed by tests/inference's pins. On
+# a GPU machine EDGECODER_ONNXRUNTIME=onnxruntime-gpu installs the CUDA
+# build of the same version instead.
+ec_inference_tools() {
+  local sum dir flavour="${EDGECODER_ONNXRUNTIME:-onnxruntime}"
+  sum="$( (cat "$EC_ROOT/tests/inference/requirements.txt"; echo "$flavour") | sha256sum | cut -c1-16)"
+  dir="$EC_TOOLS/inference-py-$sum"
+  if [[ ! -f "$dir/.done" ]]; then
+    ec_log "pip install ($flavour, onnx) into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    if [[ "$flavour" == onnxruntime ]]; then
+      "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$EC_ROOT/tests/inference/requirements.txt"
+    else
+      sed "s/^onnxruntime==/$flavour==/" "$EC_ROOT/tests/inference/requirements.txt" > "$dir/requirements.txt"
+      "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$dir/requirements.txt"
+    fi
+    touch "$dir/.done"
+  fi
+  export EC_INFER_PYTHON="$dir/bin/python"
+  local lib
+  lib="$(ls "$dir"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n1)"
+  if [[ -z "$lib" ]]; then
+    echo "onnxruntime's library is missing from $dir" >&2
+    return 1
+  fi
+  export ORT_DYLIB_PATH="$lib"
+}
+
 ec_setup_all() {
   ec_targets
   ec_npm_tools
   ec_oidc_provider
   ec_python_tools
+  ec_inference_tools
   ec_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build locked
   ec_wasm_tools
   local wbg
@@ -146,5 +178,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     printf 'WASM_TOOLS_BIN=%s\n' "$(command -v wasm-tools)"
     printf 'OIDC_PROVIDER_MODULE=%s\n' "$OIDC_PROVIDER_MODULE"
     printf 'EC_PYTHON=%s\n' "$EC_PYTHON"
+    printf 'EC_INFER_PYTHON=%s\n' "$EC_INFER_PYTHON"
+    printf 'ORT_DYLIB_PATH=%s\n' "$ORT_DYLIB_PATH"
   fi
 fi

@@ -33,9 +33,18 @@ pub const NOT_ACTIVE_WAIT: Duration = Duration::from_secs(30);
 /// Attempts at delivering one result while the coordinator is unreachable.
 const REPORT_ATTEMPTS: u32 = 4;
 
-/// Writes one short log line to stderr.
+/// Writes one short log line to stderr, prefixed with the program's name
+/// (the agent and the GPU host share this loop).
 pub fn log(message: impl std::fmt::Display) {
-    eprintln!("edgecoder-agent: {message}");
+    let program = std::env::args_os()
+        .next()
+        .and_then(|p| {
+            std::path::Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "edgecoder-agent".into());
+    eprintln!("{program}: {message}");
 }
 
 /// Ceilings the agent keeps whatever a coordinator's policy says (the
@@ -479,6 +488,7 @@ mod tests {
                 memory_mb: 16,
                 fuel: 100_000,
             },
+            model: None,
         }
     }
 

@@ -13,6 +13,7 @@
 
 pub mod harness;
 pub mod identity;
+pub mod inference;
 pub mod ledger;
 pub mod mesh;
 pub mod oauth;
@@ -520,6 +521,7 @@ impl Suite {
             .into_iter()
             .chain(named("ledger", ledger::checks()))
             .chain(named("mesh", mesh::checks()))
+            .chain(named("inference", inference::checks()))
             .chain(named("passkeys", passkeys::checks()))
             .chain(named("oauth", oauth::checks()));
         for (name, check) in all {

@@ -127,7 +127,7 @@ pub fn enrollment() -> Json {
         &["node_id", "kind", "enrollment_token", "expires_at"],
         json!({
             "node_id": {"type": "string"},
-            "kind": {"enum": ["agent", "coordinator"]},
+            "kind": {"enum": ["agent", "coordinator", "gpu-host"]},
             "enrollment_token": {"type": "string", "description": "shown once"},
             "expires_at": time(),
         }),
@@ -142,7 +142,7 @@ pub fn nodes() -> Json {
             &["node_id", "kind", "state"],
             json!({
                 "node_id": {"type": "string"},
-                "kind": {"enum": ["agent", "coordinator"]},
+                "kind": {"enum": ["agent", "coordinator", "gpu-host"]},
                 "state": {"enum": ["token_pending", "token_expired", "redeemed"]},
                 "created_at": time(),
                 "updated_at": time(),
@@ -156,7 +156,7 @@ pub fn nodes() -> Json {
 pub fn redeemed() -> Json {
     object(
         &["node_id", "kind", "owner_id"],
-        json!({"node_id": {"type": "string"}, "kind": {"enum": ["agent", "coordinator"]}, "owner_id": {"type": "string"}}),
+        json!({"node_id": {"type": "string"}, "kind": {"enum": ["agent", "coordinator", "gpu-host"]}, "owner_id": {"type": "string"}}),
     )
 }
 

@@ -70,6 +70,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_proven_credentials.sql",
         sql: include_str!("../../../migrations/0010_proven_credentials.sql"),
     },
+    Migration {
+        name: "0011_inference.sql",
+        sql: include_str!("../../../migrations/0011_inference.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

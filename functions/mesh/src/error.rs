@@ -80,6 +80,15 @@ pub enum Error {
     /// The lease is unknown, another node's, expired, or already used.
     #[error("lease invalid")]
     LeaseInvalid,
+    /// No active GPU host serves the model an inference task names.
+    #[error("model unknown")]
+    ModelUnknown,
+    /// A result that does not match the task's declared kind or model.
+    #[error("result mismatch")]
+    ResultMismatch(&'static str),
+    /// The prompt is over the input limit.
+    #[error("input too large")]
+    InputTooLarge(String),
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -233,7 +242,7 @@ impl From<Error> for Problem {
                 S::UNPROCESSABLE_ENTITY,
                 "outside_subset",
                 "Outside the allowed subset",
-                "The mesh runs task kinds in its policy only (\"wasm\").",
+                "The mesh runs task kinds in its policy only (\"wasm\", \"inference\").",
             ),
             Error::LimitsExceeded(which) => problem(
                 S::UNPROCESSABLE_ENTITY,
@@ -243,6 +252,8 @@ impl From<Error> for Problem {
                     "timeout_ms" => "timeout_ms is above the policy's maximum.",
                     "memory_mb" => "resources.memory_mb is above the policy's maximum.",
                     "fuel" => "resources.fuel is above the policy's maximum.",
+                    "max_new_tokens" => "max_new_tokens is above the maximum.",
+                    "stop" => "stop holds too many or too long sequences.",
                     _ => "The task asks for more than the policy allows.",
                 },
             ),
@@ -257,6 +268,24 @@ impl From<Error> for Problem {
                 "lease_invalid",
                 "Lease invalid",
                 "The lease is not this node's, has expired, or was already used.",
+            ),
+            Error::ModelUnknown => problem(
+                S::UNPROCESSABLE_ENTITY,
+                "model_unknown",
+                "Model unknown",
+                "No approved GPU host serves this model now.",
+            ),
+            Error::ResultMismatch(why) => problem(
+                S::UNPROCESSABLE_ENTITY,
+                "result_mismatch",
+                "Result does not match the task",
+                why,
+            ),
+            Error::InputTooLarge(why) => problem(
+                S::UNPROCESSABLE_ENTITY,
+                "input_too_large",
+                "Input too large",
+                &why,
             ),
             Error::Kernel(k) => k.into(),
         }

@@ -6,19 +6,21 @@
 //! mesh authentication on every route (RFC 9421 request signatures with
 //! per-key nonces in SQL, or access tokens for operator and submitter
 //! routes), per-node rate limits, the heartbeat's server-authoritative
-//! policy, and task scheduling with leases over frozen, content-addressed
-//! inputs. Out of scope: peers, gossip and blacklist propagation
+//! policy, task scheduling with leases over frozen, content-addressed
+//! inputs, and inference tasks (leased only to approved GPU hosts that serve
+//! the task's model). Out of scope: peers, gossip and blacklist propagation
 //! (federation; the blacklist version is already reported), running tasks
 //! (the device agent, `agent/`), and the wire formats themselves
 //! (`edgecoder-proto`: signatures, node ids, messages).
 //!
-//! Modules: [`authn`] (who is calling), [`nodes`] and [`tasks`] (handlers,
+//! Modules: [`authn`] (who is calling), [`nodes`], [`tasks`] and [`inference`] (handlers,
 //! each with its `routes()`), [`policy`], [`store`] (every statement the
 //! mesh runs, typed), and its own settings ([`Settings`]). Like every
 //! function crate this one is pure logic over the kernel's ports.
 
 pub mod authn;
 mod error;
+pub mod inference;
 pub mod nodes;
 pub mod policy;
 mod settings;
@@ -155,7 +157,7 @@ pub fn router(config: &Config) -> Router {
         endpoint(|s, r| async move { identity(&s, r).await }),
         identity_doc,
     );
-    let r = tasks::routes(nodes::routes(r)).route(
+    let r = inference::routes(tasks::routes(nodes::routes(r))).route(
         Method::GET,
         "/mesh/audit",
         endpoint(|s, r| async move { audit_query(&s, r).await }),

@@ -57,8 +57,14 @@ fn validate_capabilities(c: &Capabilities) -> Result<(), Error> {
     if c.models.len() > 32 {
         return Err(invalid("capabilities.models holds at most 32 names."));
     }
-    for m in &c.models {
-        short_text(m, "a model name", 128)?;
+    if !c
+        .models
+        .iter()
+        .all(|m| edgecoder_proto::inference::valid_model_name(m))
+    {
+        return Err(invalid(
+            "capabilities.models are names of the form name@version.",
+        ));
     }
     Ok(())
 }
@@ -144,7 +150,12 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
     if !inserted {
         return Err(Error::NodeAlreadyRegistered);
     }
-    let (_, policy) = policy::for_node(&body.capabilities, None, blacklist_version(s).await?);
+    let (_, policy) = policy::for_node(
+        body.kind,
+        &body.capabilities,
+        None,
+        blacklist_version(s).await?,
+    );
     Ok(json_response(
         StatusCode::CREATED,
         JSON,
@@ -449,7 +460,8 @@ pub async fn node_policy(
     node: &Node,
 ) -> Result<(Option<policy::Limits>, Policy), Error> {
     let bl = blacklist_version(s).await?;
-    let (limits, mut p) = policy::for_node(&node.capabilities, node.telemetry.as_ref(), bl);
+    let (limits, mut p) =
+        policy::for_node(node.kind, &node.capabilities, node.telemetry.as_ref(), bl);
     if node.status != NodeStatus::Active {
         p.work = Work::None;
         p.reason = PolicyReason::NodeNotActive;
@@ -509,7 +521,7 @@ fn register_doc() -> RouteDoc {
         json!({
             "enrollment_token": {"type": "string"},
             "node_id": node_id_schema(),
-            "kind": {"enum": ["agent", "coordinator"]},
+            "kind": {"enum": ["agent", "coordinator", "gpu-host"]},
             "public_key": {"type": "string", "description": "P-256 SEC1 point, base64url"},
             "os": {"type": "string"},
             "version": {"type": "string"},

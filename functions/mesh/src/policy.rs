@@ -26,7 +26,8 @@
 //! its user is not using the machine.
 
 use edgecoder_proto::mesh::{
-    Capabilities, DeviceType, Policy, PolicyReason, Sandbox, TaskKind, Telemetry, Thermal, Work,
+    Capabilities, DeviceType, NodeKind, Policy, PolicyReason, Sandbox, TaskKind, Telemetry,
+    Thermal, Work,
 };
 
 use crate::Error;
@@ -34,7 +35,31 @@ use crate::Error;
 /// Bumped whenever this table or the limits change meaning.
 pub const POLICY_VERSION: u64 = 1;
 /// Task kinds the coordinator schedules.
-pub const TASK_KINDS: [TaskKind; 1] = [TaskKind::Wasm];
+pub const TASK_KINDS: [TaskKind; 2] = [TaskKind::Wasm, TaskKind::Inference];
+
+/// The one task kind a node of `kind` runs: GPU hosts run models, every
+/// other node runs wasm modules in its sandbox.
+pub fn task_kind_for(kind: NodeKind) -> TaskKind {
+    match kind {
+        NodeKind::GpuHost => TaskKind::Inference,
+        NodeKind::Agent | NodeKind::Coordinator => TaskKind::Wasm,
+    }
+}
+
+/// The models a GPU host may be given: those it declared when it registered
+/// (what the operator approved) that its last heartbeat still reports (what
+/// it can serve now). A host cannot widen its own scope after approval.
+pub fn servable_models(capabilities: &Capabilities, telemetry: Option<&Telemetry>) -> Vec<String> {
+    let Some(t) = telemetry else {
+        return Vec::new();
+    };
+    capabilities
+        .models
+        .iter()
+        .filter(|m| t.models.contains(m))
+        .cloned()
+        .collect()
+}
 /// Largest task timeout anyone may ask for.
 pub const MAX_TIMEOUT_MS: i64 = 300_000;
 /// Largest task memory anyone may ask for.
@@ -63,6 +88,22 @@ pub fn validate_telemetry(t: &Telemetry) -> Result<(), Error> {
     }
     if t.active_model.as_ref().is_some_and(|m| m.len() > 128) {
         return bad("active_model is at most 128 characters.");
+    }
+    if t.models.len() > 32
+        || !t
+            .models
+            .iter()
+            .all(|m| edgecoder_proto::inference::valid_model_name(m))
+    {
+        return bad("models holds at most 32 names of the form name@version.");
+    }
+    if let Some(a) = &t.accelerator {
+        let printable = |s: &str, max: usize| {
+            !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control)
+        };
+        if !printable(&a.name, 128) || !printable(&a.provider, 16) {
+            return bad("accelerator.name (128) and provider (16) must be printable text.");
+        }
     }
     Ok(())
 }
@@ -130,6 +171,7 @@ pub struct Limits {
 
 /// The node's policy: its limits, and what it is told.
 pub fn for_node(
+    kind: NodeKind,
     capabilities: &Capabilities,
     telemetry: Option<&Telemetry>,
     blacklist_version: u64,
@@ -164,7 +206,7 @@ pub fn for_node(
     let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
     let policy = Policy {
         allowed_task_kinds: if sandboxed {
-            TASK_KINDS.to_vec()
+            vec![task_kind_for(kind)]
         } else {
             Vec::new()
         },
@@ -196,6 +238,8 @@ mod tests {
             device_type: device,
             sandbox_ready: true,
             active_model: None,
+            models: Vec::new(),
+            accelerator: None,
         }
     }
 
@@ -241,16 +285,41 @@ mod tests {
     #[test]
     fn nodes_without_a_sandbox_get_no_work() {
         let caps = caps(Sandbox::None, 8192);
-        let (limits, policy) = for_node(&caps, Some(&t(DeviceType::Server, None, true)), 0);
+        let (limits, policy) = for_node(
+            NodeKind::Agent,
+            &caps,
+            Some(&t(DeviceType::Server, None, true)),
+            0,
+        );
         assert!(limits.is_none());
         assert_eq!(policy.reason, PolicyReason::NoSandbox);
         assert!(policy.allowed_task_kinds.is_empty());
     }
 
     #[test]
+    fn gpu_hosts_run_inference_on_approved_models_only() {
+        let mut caps = caps(Sandbox::Wasmtime, 8192);
+        caps.models = vec!["a@1".into(), "b@1".into()];
+        let mut tel = t(DeviceType::Server, None, true);
+        tel.models = vec!["b@1".into(), "c@1".into()];
+        let (_, p) = for_node(NodeKind::GpuHost, &caps, Some(&tel), 0);
+        assert_eq!(p.allowed_task_kinds, vec![TaskKind::Inference]);
+        let (_, p) = for_node(NodeKind::Agent, &caps, Some(&tel), 0);
+        assert_eq!(p.allowed_task_kinds, vec![TaskKind::Wasm]);
+        // c@1 was never declared at registration; a@1 is not served now.
+        assert_eq!(servable_models(&caps, Some(&tel)), vec!["b@1".to_owned()]);
+        assert!(servable_models(&caps, None).is_empty());
+    }
+
+    #[test]
     fn memory_is_a_quarter_of_the_device() {
         let caps = caps(Sandbox::Wasmtime, 1024);
-        let (limits, _) = for_node(&caps, Some(&t(DeviceType::Server, None, true)), 3);
+        let (limits, _) = for_node(
+            NodeKind::Agent,
+            &caps,
+            Some(&t(DeviceType::Server, None, true)),
+            3,
+        );
         assert_eq!(limits.map(|l| l.memory_mb), Some(256));
     }
 }

@@ -46,7 +46,7 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(bytes).to_hex())
 }
 
-fn valid_digest(d: &str) -> bool {
+pub(crate) fn valid_digest(d: &str) -> bool {
     d.strip_prefix("blake3:").is_some_and(|h| {
         h.len() == 64
             && h.bytes()
@@ -87,6 +87,29 @@ pub struct Submit {
     priority: Option<i64>,
     #[serde(default)]
     tenant: Option<String>,
+}
+
+/// The priority a caller may ask for (-10 to 10; above 0 for operators and
+/// other functions only), with the tenant's shape checked.
+pub(crate) fn queue_place(
+    caller: &authn::Bearer,
+    priority: Option<i64>,
+    tenant: Option<&str>,
+) -> Result<i64, Error> {
+    let priority = priority.unwrap_or(0);
+    if !(-10..=10).contains(&priority) {
+        return Err(invalid("priority must be -10 to 10."));
+    }
+    // Jumping the queue is for operators and other functions.
+    if priority > 0 && !caller.is_operator() {
+        return Err(Error::Forbidden);
+    }
+    if let Some(t) = tenant
+        && (t.is_empty() || t.len() > 64 || t.chars().any(char::is_control))
+    {
+        return Err(invalid("tenant must be 1 to 64 printable characters."));
+    }
+    Ok(priority)
 }
 
 /// Checks a blob against its digest; the statement that stores it.
@@ -140,6 +163,11 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
         authn::SUBMIT_PER_MINUTE,
     )
     .await?;
+    if body.kind == TaskKind::Inference {
+        return Err(invalid(
+            "inference tasks are submitted to POST /mesh/inference.",
+        ));
+    }
     if !TASK_KINDS.contains(&body.kind) {
         return Err(audit::denied(
             s,
@@ -164,19 +192,7 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
             return Err(Error::LimitsExceeded(name));
         }
     }
-    let priority = body.priority.unwrap_or(0);
-    if !(-10..=10).contains(&priority) {
-        return Err(invalid("priority must be -10 to 10."));
-    }
-    // Jumping the queue is for operators and other functions.
-    if priority > 0 && !caller.is_operator() {
-        return Err(Error::Forbidden);
-    }
-    if let Some(t) = &body.tenant
-        && (t.is_empty() || t.len() > 64 || t.chars().any(char::is_control))
-    {
-        return Err(invalid("tenant must be 1 to 64 printable characters."));
-    }
+    let priority = queue_place(&caller, body.priority, body.tenant.as_deref())?;
     let mut stmts = Vec::new();
     for (b, name) in [(&body.module, "module"), (&body.input, "input")] {
         match intake(s, b, name).await {
@@ -206,8 +222,9 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
         submitter: &submitter,
         tenant: body.tenant.as_deref(),
         kind: body.kind,
-        module_digest: &body.module.digest,
+        module_digest: Some(&body.module.digest),
         input_digest: &body.input.digest,
+        model: None,
         timeout_ms: body.timeout_ms,
         memory_mb: body.resources.memory_mb,
         fuel: body.resources.fuel,
@@ -297,6 +314,17 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
         }));
     };
     let now = s.clock.now_ms();
+    let kind = policy::task_kind_for(node.kind);
+    let models = if kind == TaskKind::Inference {
+        policy::servable_models(&node.capabilities, node.telemetry.as_ref())
+    } else {
+        Vec::new()
+    };
+    let fit = store::tasks::Fit {
+        kind,
+        models: &models,
+        limits: &limits,
+    };
     // Two racing pulls may pick the same row; the outer status check lets
     // only one lease it, and the other tries the next row.
     for _ in 0..3 {
@@ -304,14 +332,15 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
         let sql = s.sql.as_ref();
         let grace = crate::Settings::of(s)?.lease_grace_ms;
         let Some(t) =
-            store::tasks::lease_next(sql, &lease, &node.node_id, now, grace, &limits).await?
+            store::tasks::lease_next(sql, &lease, &node.node_id, now, grace, &fit).await?
         else {
-            if !store::tasks::any_waiting(sql, &limits).await? {
+            if !store::tasks::any_waiting(sql, &fit).await? {
                 return Ok(no_task(NoTaskReason::NoWork));
             }
             continue;
         };
-        let stored = store::tasks::blobs(sql, [&t.module_digest, &t.input_digest]).await?;
+        let stored =
+            store::tasks::blobs(sql, [t.module_digest.as_deref(), Some(&t.input_digest)]).await?;
         let expires = t.lease_expires_at;
         audit::note(
             s,
@@ -326,10 +355,10 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
         let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
         let task = Task {
             id: t.id,
-            kind: TaskKind::Wasm,
-            module: Some(Blob {
-                bytes: blob_b64(&stored, &t.module_digest),
-                digest: t.module_digest,
+            kind,
+            module: t.module_digest.map(|digest| Blob {
+                bytes: blob_b64(&stored, &digest),
+                digest,
             }),
             input: Some(Blob {
                 bytes: blob_b64(&stored, &t.input_digest),
@@ -340,6 +369,7 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
                 memory_mb: unsigned(t.memory_mb),
                 fuel: unsigned(t.fuel),
             },
+            model: t.model,
         };
         return Ok(ok_json(&PullResponse {
             task: serde_json::to_value(&task).unwrap_or(Json::Null),
@@ -349,6 +379,34 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
         }));
     }
     Ok(no_task(NoTaskReason::NoWork))
+}
+
+/// Whether a report fits its task: an inference task's successful result
+/// carries a report naming the task's model, with a manifest digest; a wasm
+/// task's carries none.
+fn check_report_kind(t: &store::tasks::Stored, body: &TaskResult) -> Result<(), Error> {
+    let inference = t.kind.as_deref() == Some(TaskKind::Inference.as_str());
+    match (&body.inference, inference) {
+        (Some(_), false) => Err(Error::ResultMismatch(
+            "an inference report on a task that is not an inference task",
+        )),
+        (None, true) if body.ok => Err(Error::ResultMismatch(
+            "a successful inference result carries its inference report",
+        )),
+        (Some(r), true) if Some(&r.model) != t.model.as_ref() => Err(Error::ResultMismatch(
+            "the result names another model than the task declared",
+        )),
+        (Some(r), true)
+            if !valid_digest(&r.model_manifest_digest)
+                || !["length", "stop", "end-of-text", "context-full"]
+                    .contains(&r.finish_reason.as_str()) =>
+        {
+            Err(invalid(
+                "inference.model_manifest_digest must be a blake3 digest and finish_reason a known reason.",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn capped(s: &Option<String>) -> Option<String> {
@@ -361,6 +419,11 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     let node = authn::active_node(s, &req).await?;
     let id = req.param("id").unwrap_or_default().to_owned();
     let body: TaskResult = req.json()?;
+    // The report must be about what the task declared: an inference result
+    // names the task's model (checked again, atomically, in the UPDATE).
+    if let Some(t) = store::tasks::task(s.sql.as_ref(), &id).await? {
+        check_report_kind(&t, &body)?;
+    }
     let output = match (&body.ok, &body.output, &body.output_digest) {
         (true, Some(b64), Some(digest)) => {
             let bytes = STANDARD
@@ -404,6 +467,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         "fuel_used": body.fuel_used,
         "stdout": capped(&body.stdout),
         "stderr": capped(&body.stderr),
+        "inference": body.inference,
         "node_id": node.node_id,
         "reported_at": rfc3339(now),
     });
@@ -417,6 +481,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
             error_code: body.error_code,
             summary: summary.to_string(),
             output,
+            model: body.inference.as_ref().map(|i| i.model.as_str()),
             now,
         },
     )
@@ -456,6 +521,11 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         "submitter": reported.submitter,
         "module_digest": reported.module_digest,
         "input_digest": reported.input_digest,
+        "model": reported.model,
+        "model_manifest_digest": body.inference.as_ref().map(|i| &i.model_manifest_digest),
+        "seed": body.inference.as_ref().map(|i| i.seed),
+        "input_tokens": body.inference.as_ref().map(|i| i.input_tokens),
+        "output_tokens": body.inference.as_ref().map(|i| i.output_tokens),
         "ok": body.ok,
         "output_digest": body.output_digest,
         "error_code": body.error_code,
@@ -527,6 +597,7 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
         "tenant": t.tenant,
         "module_digest": t.module_digest,
         "input_digest": t.input_digest,
+        "model": t.model,
         "timeout_ms": t.timeout_ms,
         "resources": {"memory_mb": t.memory_mb, "fuel": t.fuel},
         "priority": t.priority,
@@ -543,7 +614,7 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
     })))
 }
 
-fn digest_schema() -> Json {
+pub(crate) fn digest_schema() -> Json {
     json!({"type": "string", "pattern": "^blake3:[0-9a-f]{64}$"})
 }
 
@@ -614,6 +685,17 @@ fn result_doc() -> RouteDoc {
             "fuel_used": {"type": "integer"},
             "stdout": {"type": "string"},
             "stderr": {"type": "string"},
+            "inference": object(
+                &["model", "model_manifest_digest", "seed", "input_tokens", "output_tokens", "finish_reason"],
+                json!({
+                    "model": {"type": "string"},
+                    "model_manifest_digest": digest_schema(),
+                    "seed": {"type": "integer"},
+                    "input_tokens": {"type": "integer"},
+                    "output_tokens": {"type": "integer"},
+                    "finish_reason": {"enum": ["length", "stop", "end-of-text", "context-full"]},
+                }),
+            ),
         }),
     );
     let summary = "Report a result: the lease holder only, before the lease expires; the first valid result wins";
@@ -625,7 +707,7 @@ fn result_doc() -> RouteDoc {
             ok(200, "{task_id, status, ledger_index}"),
             err(403, "node_not_active"),
             err(409, "lease_invalid"),
-            err(422, "digest_mismatch"),
+            err(422, "digest_mismatch / result_mismatch"),
         ]),
     )
 }

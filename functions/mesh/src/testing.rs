@@ -107,7 +107,12 @@ async fn bench(s: &Services, req: Request) -> Result<Response, Error> {
                         })?;
                     ok &= policy::validate_telemetry(&t).is_ok();
                     let stored = serde_json::to_string(&t).unwrap_or_default();
-                    let (_, p) = policy::for_node(&caps, Some(&t), 0);
+                    let (_, p) = policy::for_node(
+                        edgecoder_proto::mesh::NodeKind::Agent,
+                        &caps,
+                        Some(&t),
+                        0,
+                    );
                     ok &= !stored.is_empty();
                     ok &= !json!({"node_id": "bench", "status": "active", "policy": p})
                         .to_string()

@@ -317,7 +317,7 @@ pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error>
 
 /// The JSON Schema of a node kind.
 fn kind_schema() -> Json {
-    json!({"enum": ["agent", "coordinator"]})
+    json!({"enum": ["agent", "coordinator", "gpu-host"]})
 }
 
 /// The node enrollment routes: enroll, list, delete, and redemption by the mesh.

@@ -35,7 +35,10 @@ pub fn insert_blob(digest: &str, bytes: Vec<u8>, now: i64) -> Statement {
 }
 
 /// The stored bytes of these digests (those that exist).
-pub async fn blobs(sql: &dyn Sql, digests: [&str; 2]) -> Result<Vec<(String, Vec<u8>)>, Error> {
+pub async fn blobs(
+    sql: &dyn Sql,
+    digests: [Option<&str>; 2],
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
     let rows = sql
         .execute(Statement::new(
             "SELECT digest, bytes FROM mesh_blobs WHERE digest IN (?1, ?2)",
@@ -62,10 +65,12 @@ pub struct NewTask<'a> {
     pub tenant: Option<&'a str>,
     /// What runs it.
     pub kind: TaskKind,
-    /// The module's digest (stored).
-    pub module_digest: &'a str,
+    /// The module's digest (stored; wasm tasks).
+    pub module_digest: Option<&'a str>,
     /// The input's digest (stored).
     pub input_digest: &'a str,
+    /// The model (`name@version`; inference tasks).
+    pub model: Option<&'a str>,
     /// Wall-clock budget.
     pub timeout_ms: i64,
     /// Memory budget.
@@ -84,8 +89,8 @@ pub struct NewTask<'a> {
 pub fn insert_task(t: &NewTask<'_>) -> Statement {
     Statement::new(
         "INSERT INTO mesh_tasks (id, submitter, tenant, kind, module_digest, input_digest, timeout_ms, \
-           memory_mb, fuel, priority, status, attempts, max_attempts, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?12)",
+           memory_mb, fuel, priority, status, attempts, max_attempts, created_at, updated_at, model) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?12, ?13)",
         vec![
             t.id.into(),
             t.submitter.into(),
@@ -99,6 +104,7 @@ pub fn insert_task(t: &NewTask<'_>) -> Statement {
             Value::Integer(t.priority),
             Value::Integer(t.max_attempts),
             Value::Integer(t.now),
+            t.model.into(),
         ],
     )
 }
@@ -142,10 +148,12 @@ pub async fn sweep(sql: &dyn Sql, now: i64) -> Result<Vec<Swept>, Error> {
 pub struct Leased {
     /// Task id.
     pub id: String,
-    /// The module's digest.
-    pub module_digest: String,
+    /// The module's digest (wasm tasks).
+    pub module_digest: Option<String>,
     /// The input's digest.
     pub input_digest: String,
+    /// The model (inference tasks).
+    pub model: Option<String>,
     /// Wall-clock budget.
     pub timeout_ms: i64,
     /// Memory budget.
@@ -158,7 +166,50 @@ pub struct Leased {
     pub attempt: Option<i64>,
 }
 
-/// Leases the first queued `wasm` task within `limits` to `node_id`: highest
+/// What a node can be given: tasks of one kind, and for inference tasks
+/// only the models it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Fit<'a> {
+    /// The node's task kind.
+    pub kind: TaskKind,
+    /// The models it may run (inference).
+    pub models: &'a [String],
+    /// Its resource limits.
+    pub limits: &'a Limits,
+}
+
+impl Fit<'_> {
+    fn models_json(&self) -> String {
+        serde_json::to_string(self.models).unwrap_or_else(|_| "[]".into())
+    }
+}
+
+/// The queue filter shared by [`lease_next`] and [`any_waiting`], with its
+/// five parameters numbered from `?{p}`: timeout, memory, fuel, kind, and
+/// the models as a JSON array.
+fn fits(p: usize) -> String {
+    format!(
+        "status = 'queued' AND kind = ?{k} \
+         AND (kind = 'wasm' OR model IN (SELECT value FROM json_each(?{m}))) \
+         AND timeout_ms <= ?{p} AND memory_mb <= ?{mem} AND fuel <= ?{f}",
+        mem = p + 1,
+        f = p + 2,
+        k = p + 3,
+        m = p + 4,
+    )
+}
+
+fn fit_params(fit: &Fit<'_>) -> [Value; 5] {
+    [
+        Value::Integer(fit.limits.timeout_ms),
+        Value::Integer(fit.limits.memory_mb),
+        Value::Integer(fit.limits.fuel),
+        fit.kind.as_str().into(),
+        fit.models_json().into(),
+    ]
+}
+
+/// Leases the first queued task that fits the node to `node_id`: highest
 /// priority, then oldest. `None` if none was free; two racing pulls may pick
 /// the same row, and the status check lets only one of them lease it.
 pub async fn lease_next(
@@ -167,26 +218,28 @@ pub async fn lease_next(
     node_id: &str,
     now: i64,
     grace_ms: i64,
-    limits: &Limits,
+    fit: &Fit<'_>,
 ) -> Result<Option<Leased>, Error> {
     let rows = sql
         .execute(Statement::new(
-            "UPDATE mesh_tasks SET status = 'leased', lease_id = ?1, lease_node = ?2, \
-               lease_expires_at = ?3 + timeout_ms + ?4, attempts = attempts + 1, updated_at = ?3 \
-             WHERE id = (SELECT id FROM mesh_tasks WHERE status = 'queued' AND kind = 'wasm' \
-                           AND timeout_ms <= ?5 AND memory_mb <= ?6 AND fuel <= ?7 \
-                         ORDER BY priority DESC, created_at, id LIMIT 1) \
-               AND status = 'queued' \
-             RETURNING id, module_digest, input_digest, timeout_ms, memory_mb, fuel, lease_expires_at, attempts",
-            vec![
+            format!(
+                "UPDATE mesh_tasks SET status = 'leased', lease_id = ?1, lease_node = ?2, \
+                   lease_expires_at = ?3 + timeout_ms + ?4, attempts = attempts + 1, updated_at = ?3 \
+                 WHERE id = (SELECT id FROM mesh_tasks WHERE {} \
+                             ORDER BY priority DESC, created_at, id LIMIT 1) \
+                   AND status = 'queued' \
+                 RETURNING id, module_digest, input_digest, model, timeout_ms, memory_mb, fuel, lease_expires_at, attempts",
+                fits(5)
+            ),
+            [
                 lease_id.into(),
                 node_id.into(),
                 Value::Integer(now),
                 Value::Integer(grace_ms),
-                Value::Integer(limits.timeout_ms),
-                Value::Integer(limits.memory_mb),
-                Value::Integer(limits.fuel),
-            ],
+            ]
+            .into_iter()
+            .chain(fit_params(fit))
+            .collect(),
         ))
         .await?;
     if rows.rows.is_empty() {
@@ -196,8 +249,9 @@ pub async fn lease_next(
     let int = |c: &str| rows.get_i64(0, c).unwrap_or_default();
     Ok(Some(Leased {
         id: text("id"),
-        module_digest: text("module_digest"),
+        module_digest: rows.get_str(0, "module_digest").map(str::to_owned),
         input_digest: text("input_digest"),
+        model: rows.get_str(0, "model").map(str::to_owned),
         timeout_ms: int("timeout_ms"),
         memory_mb: int("memory_mb"),
         fuel: int("fuel"),
@@ -206,18 +260,30 @@ pub async fn lease_next(
     }))
 }
 
-/// Whether any queued task fits `limits` (so a lost lease race is worth
-/// another try).
-pub async fn any_waiting(sql: &dyn Sql, limits: &Limits) -> Result<bool, Error> {
+/// Whether any queued task fits (so a lost lease race is worth another try).
+pub async fn any_waiting(sql: &dyn Sql, fit: &Fit<'_>) -> Result<bool, Error> {
     let rows = sql
         .execute(Statement::new(
-            "SELECT 1 AS waiting FROM mesh_tasks WHERE status = 'queued' \
-               AND timeout_ms <= ?1 AND memory_mb <= ?2 AND fuel <= ?3 LIMIT 1",
-            vec![
-                Value::Integer(limits.timeout_ms),
-                Value::Integer(limits.memory_mb),
-                Value::Integer(limits.fuel),
-            ],
+            format!(
+                "SELECT 1 AS waiting FROM mesh_tasks WHERE {} LIMIT 1",
+                fits(1)
+            ),
+            fit_params(fit).to_vec(),
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
+/// Whether an active GPU host serves `model` now: declared at registration
+/// (approved) and reported in its last heartbeat.
+pub async fn model_served(sql: &dyn Sql, model: &str) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT 1 AS served FROM mesh_nodes n, json_each(n.telemetry, '$.models') t \
+             WHERE n.kind = 'gpu-host' AND n.status = 'active' AND t.value = ?1 \
+               AND EXISTS (SELECT 1 FROM json_each(n.capabilities, '$.models') c WHERE c.value = ?1) \
+             LIMIT 1",
+            vec![model.into()],
         ))
         .await?;
     Ok(!rows.rows.is_empty())
@@ -239,6 +305,8 @@ pub struct Report<'a> {
     pub summary: String,
     /// Checked output bytes.
     pub output: Option<Vec<u8>>,
+    /// The model the node says it ran (inference), which must be the task's.
+    pub model: Option<&'a str>,
     /// Milliseconds since the epoch.
     pub now: i64,
 }
@@ -255,6 +323,8 @@ pub struct Reported {
     pub module_digest: Option<String>,
     /// The input's digest.
     pub input_digest: Option<String>,
+    /// The model (inference).
+    pub model: Option<String>,
 }
 
 /// Stores a report if it comes from the holder of a live lease; `None`
@@ -270,7 +340,8 @@ pub async fn report(sql: &dyn Sql, r: &Report<'_>) -> Result<Option<Reported>, E
                lease_id = CASE WHEN ?6 = 1 AND attempts < max_attempts THEN NULL ELSE lease_id END, \
                lease_node = CASE WHEN ?6 = 1 AND attempts < max_attempts THEN NULL ELSE lease_node END \
              WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 AND lease_node = ?3 AND lease_expires_at > ?9 \
-             RETURNING status, submitter, module_digest, input_digest",
+               AND model IS ?10 \
+             RETURNING status, submitter, module_digest, input_digest, model",
             vec![
                 r.id.into(),
                 r.lease_id.into(),
@@ -281,6 +352,7 @@ pub async fn report(sql: &dyn Sql, r: &Report<'_>) -> Result<Option<Reported>, E
                 r.summary.as_str().into(),
                 r.output.clone().into(),
                 Value::Integer(r.now),
+                r.model.into(),
             ],
         ))
         .await?;
@@ -293,6 +365,7 @@ pub async fn report(sql: &dyn Sql, r: &Report<'_>) -> Result<Option<Reported>, E
         submitter: text("submitter"),
         module_digest: text("module_digest"),
         input_digest: text("input_digest"),
+        model: text("model"),
     }))
 }
 
@@ -335,6 +408,8 @@ pub struct Stored {
     pub module_digest: Option<String>,
     /// The input's digest.
     pub input_digest: Option<String>,
+    /// The model (inference).
+    pub model: Option<String>,
     /// Wall-clock budget.
     pub timeout_ms: Option<i64>,
     /// Memory budget.
@@ -371,7 +446,7 @@ pub struct Stored {
 pub async fn task(sql: &dyn Sql, id: &str) -> Result<Option<Stored>, Error> {
     let rows = sql
         .execute(Statement::new(
-            "SELECT id, submitter, tenant, kind, module_digest, input_digest, timeout_ms, memory_mb, fuel, \
+            "SELECT id, submitter, tenant, kind, module_digest, input_digest, model, timeout_ms, memory_mb, fuel, \
                priority, status, attempts, max_attempts, lease_expires_at, result, output, error_code, \
                completed_by, ledger_index, created_at, updated_at FROM mesh_tasks WHERE id = ?1",
             vec![id.into()],
@@ -389,6 +464,7 @@ pub async fn task(sql: &dyn Sql, id: &str) -> Result<Option<Stored>, Error> {
         kind: text("kind"),
         module_digest: text("module_digest"),
         input_digest: text("input_digest"),
+        model: text("model"),
         timeout_ms: int("timeout_ms"),
         memory_mb: int("memory_mb"),
         fuel: int("fuel"),
