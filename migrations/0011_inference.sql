@@ -46,6 +46,11 @@ ALTER TABLE mesh_nodes_v2 RENAME TO mesh_nodes;
 CREATE INDEX mesh_nodes_status ON mesh_nodes (status, registered_at);
 CREATE INDEX mesh_nodes_owner ON mesh_nodes (owner_id);
 
+-- An inference task's input (the prompt) is the submitter's: other users may
+-- not name it by digest in tasks of their own. Blobs with no owner are
+-- public, as every wasm task's inputs have been.
+ALTER TABLE mesh_blobs ADD COLUMN owner TEXT;
+
 -- A wasm task names its module; an inference task names its model, and its
 -- input blob is the inference request (edgecoder_proto::inference).
 CREATE TABLE mesh_tasks_v2 (

@@ -809,7 +809,12 @@ mod tests {
                 "memory_exceeded",
                 "trap",
                 "link_error",
-                "output_too_large"
+                "output_too_large",
+                "model_not_found",
+                "model_not_approved",
+                "input_too_large",
+                "limits_exceeded",
+                "backend_error"
             ]
         );
     }

@@ -405,10 +405,44 @@ fn inference_results_must_match_the_lease_and_model(x: &Ctx) -> Result<(), Strin
     if p["task"]["input"]["digest"] != format!("blake3:{}", blake3::hash(&bytes).to_hex()) {
         return Err("the input does not match its digest".into());
     }
-    let req: Json = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    if req["model"] != model || req["input"]["text"] != "hello" {
-        return Err(format!("request {req}"));
+    // The input is the request with a nonce: its digest, which the ledger
+    // publishes, is no plain hash of the prompt.
+    let input: Json = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let req = &input["request"];
+    if req["model"] != model
+        || req["input"]["text"] != "hello"
+        || input["nonce"].as_str().is_none_or(|n| n.len() != 32)
+    {
+        return Err(format!("input {input}"));
     }
+    // Another user cannot name the prompt's blob in a task of their own (a
+    // module that echoes its input would read the prompt back).
+    let thief = x.account("inf-thief", true)?;
+    let module = b"\0asm\x01\0\0\0";
+    let steal = json!({
+        "kind": "wasm",
+        "module": {"digest": format!("blake3:{}", blake3::hash(module).to_hex()), "bytes": STANDARD.encode(module)},
+        "input": {"digest": p["task"]["input"]["digest"]},
+        "timeout_ms": 1000, "resources": {"memory_mb": 16, "fuel": 1000},
+    });
+    expect_problem(
+        &x.send(
+            "POST",
+            "/mesh/tasks",
+            Some(&thief.access),
+            Some(&steal),
+            &[],
+        )?,
+        422,
+        "blob_unknown",
+    )?;
+    // Nor can an operator read it through the wasm task route.
+    let (_, admin) = x.admin()?;
+    expect_problem(
+        &x.send("GET", &format!("/mesh/tasks/{id}"), Some(&admin), None, &[])?,
+        404,
+        "task_not_found",
+    )?;
     let output = b"abc";
     let good = |m: &str| {
         json!({
@@ -427,6 +461,14 @@ fn inference_results_must_match_the_lease_and_model(x: &Ctx) -> Result<(), Strin
     let mut bare = good(model);
     bare.as_object_mut().map(|o| o.remove("inference"));
     expect_problem(&report(x, &host, &id, &bare)?, 422, "result_mismatch")?;
+    // What it reports must fit the request: its seed, at most the tokens
+    // asked for.
+    let mut seed = good(model);
+    seed["inference"]["seed"] = json!(8);
+    expect_problem(&report(x, &host, &id, &seed)?, 422, "result_mismatch")?;
+    let mut tokens = good(model);
+    tokens["inference"]["output_tokens"] = json!(4);
+    expect_problem(&report(x, &host, &id, &tokens)?, 422, "result_mismatch")?;
     let mut wrong = good(model);
     wrong["lease_id"] = json!("not-the-lease");
     expect_problem(&report(x, &host, &id, &wrong)?, 409, "lease_invalid")?;
@@ -450,6 +492,35 @@ fn inference_results_must_match_the_lease_and_model(x: &Ctx) -> Result<(), Strin
         || got["completed_by"] != host.id.as_str()
     {
         return Err(format!("result {got}"));
+    }
+    // A host's failure carries no report and still lands: the code is kept
+    // (a non-retryable one fails the task) and the ledger records it.
+    let v = want(
+        &submit(x, &user.access, &prompt(model, "again", 3))?,
+        201,
+        "submit",
+    )?;
+    let id = v["task_id"].as_str().unwrap_or("").to_owned();
+    let p = want(&pull(x, &host)?, 200, "pull")?;
+    let lease = p["lease_id"].as_str().unwrap_or("").to_owned();
+    let failure = json!({"lease_id": lease, "ok": false, "duration_ms": 2, "error_code": "input_too_large", "stderr": "too big"});
+    let done = want(&report(x, &host, &id, &failure)?, 200, "failure report")?;
+    if done["status"] != "failed" || done["ledger_index"].as_u64().is_none() {
+        return Err(format!("failure answer {done}"));
+    }
+    let got = want(
+        &x.send(
+            "GET",
+            &format!("/mesh/inference/{id}"),
+            Some(&user.access),
+            None,
+            &[],
+        )?,
+        200,
+        "read failure",
+    )?;
+    if got["status"] != "failed" || got["error_code"] != "input_too_large" {
+        return Err(format!("failed task {got}"));
     }
     Ok(())
 }

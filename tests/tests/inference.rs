@@ -186,12 +186,16 @@ fn a_model_file_that_differs_from_its_manifest_is_refused() {
     std::fs::write(&file, &bytes).expect("write");
     add_model(kit, &models, MODEL);
     let (host, metrics) = host_with(&kit.guest, &models, HostLimits::default());
+    assert_eq!(host.models(), vec!["tampered@1".to_owned(), MODEL.to_owned()]);
     let r = request(&json!({"model": "tampered@1", "input": {"text": "hi"}, "max_new_tokens": 2}));
     match host.run(&r).result {
         Err(InferenceError::ModelNotApproved(m)) => assert!(m.contains("digest"), "{m}"),
         other => panic!("a tampered model must be refused: {other:?}"),
     }
     still_serves(&host);
+    // It is no longer advertised to the coordinator (no task is sent to a
+    // host that would refuse it again).
+    assert_eq!(host.models(), vec![MODEL.to_owned()]);
     let text = metrics.render();
     assert!(
         text.contains(
@@ -216,6 +220,10 @@ fn a_guest_that_loops_is_stopped_at_its_deadline() {
         Err(InferenceError::LimitsExceeded(m)) => assert!(m.contains("deadline"), "{m}"),
         other => panic!("a looping guest must hit the deadline: {other:?}"),
     }
+    assert!(
+        o.interrupted,
+        "reported as interrupted (a timeout to the mesh)"
+    );
     assert!(
         o.elapsed < Duration::from_secs(5),
         "stopped near its deadline: {:?}",
@@ -392,11 +400,19 @@ fn metrics_count_requests_and_are_served_on_loopback_only() {
     assert!(metrics::serve("0.0.0.0:0".parse().expect("addr"), metrics.clone()).is_err());
     let addr =
         metrics::serve("127.0.0.1:0".parse().expect("addr"), metrics.clone()).expect("serve");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
+    let get = |head: &str| {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.write_all(head.as_bytes()).expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        text
+    };
+    // A page elsewhere rebinding its name to 127.0.0.1 sends its own Host.
+    let rebound = get("GET /metrics HTTP/1.1\r\nhost: attacker.example:9464\r\n\r\n");
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    // A client holding a connection open does not stop a scrape.
+    let _idle = std::net::TcpStream::connect(addr).expect("connect");
+    let text = get(&format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\n\r\n"));
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     for line in [
         format!("edgecoder_inference_requests_total{{model=\"{MODEL}\",outcome=\"ok\"}} 1"),
@@ -412,10 +428,7 @@ fn metrics_count_requests_and_are_served_on_loopback_only() {
         text.contains("edgecoder_inference_tokens_per_second{"),
         "{text}"
     );
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.write_all(b"GET /infer HTTP/1.1\r\n\r\n").expect("write");
-    let mut other = String::new();
-    s.read_to_string(&mut other).expect("read");
+    let other = get("GET /infer HTTP/1.1\r\nhost: localhost\r\n\r\n");
     assert!(other.starts_with("HTTP/1.1 404"), "{other}");
 }
 

@@ -17,7 +17,8 @@ use edgecoder_kernel::http_types::{Method, StatusCode};
 use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok};
 use edgecoder_kernel::{Request, Response, Router, Services};
 use edgecoder_proto::inference::{
-    InferenceRequest, MAX_INPUT_BYTES, MAX_NEW_TOKENS, MAX_STOP_BYTES, MAX_STOPS, Prompt, Refusal,
+    InferenceInput, InferenceRequest, MAX_INPUT_BYTES, MAX_NEW_TOKENS, MAX_STOP_BYTES, MAX_STOPS,
+    Prompt, Refusal,
 };
 use edgecoder_proto::mesh::TaskKind;
 use serde::Deserialize;
@@ -28,6 +29,9 @@ use crate::{DOCS, Error, authn, policy, rfc3339, store};
 
 /// Deadline of an inference task when the request names none.
 pub const DEFAULT_TIMEOUT_MS: i64 = 60_000;
+/// A GPU host serves a model for submissions while its last heartbeat is
+/// this recent.
+pub const SERVED_WITHIN_MS: i64 = 5 * 60 * 1000;
 
 /// `POST /mesh/inference` body.
 #[derive(Deserialize)]
@@ -89,7 +93,8 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(Error::LimitsExceeded("timeout_ms"));
     }
     let priority = queue_place(&caller, body.priority, body.tenant.as_deref())?;
-    if !store::tasks::model_served(s.sql.as_ref(), &request.model).await? {
+    let now = s.clock.now_ms();
+    if !store::tasks::model_served(s.sql.as_ref(), &request.model, now - SERVED_WITHIN_MS).await? {
         return Err(audit::denied(
             s,
             &req.ctx,
@@ -101,17 +106,23 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .await);
     }
-    // The stored input is the request re-encoded from its parsed form: one
-    // canonical byte string per request, content-addressed like every input.
-    let bytes = serde_json::to_vec(&request)
+    // The stored input is the request re-encoded from its parsed form, with
+    // a nonce: its digest is published in the ledger, and must not be a
+    // plain hash of the prompt. It is the submitter's blob: nobody else can
+    // name it in a task of their own.
+    let id = s.new_id();
+    let submitter = caller.actor();
+    let input = InferenceInput {
+        nonce: s.new_id(),
+        request,
+    };
+    let request = &input.request;
+    let bytes = serde_json::to_vec(&input)
         .map_err(|e| edgecoder_kernel::Error::Storage(format!("encoding a request: {e}")))?;
     let input_digest = digest_of(&bytes);
-    let id = s.new_id();
-    let now = s.clock.now_ms();
-    let submitter = caller.actor();
     s.sql
         .batch(vec![
-            store::tasks::insert_blob(&input_digest, bytes, now),
+            store::tasks::insert_blob(&input_digest, bytes, Some(&submitter), now),
             store::tasks::insert_task(&store::tasks::NewTask {
                 id: &id,
                 submitter: &submitter,
@@ -170,7 +181,8 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
             .await?
             .into_iter()
             .next()
-            .and_then(|(_, b)| serde_json::from_slice(&b).ok())
+            .and_then(|(_, b)| serde_json::from_slice::<InferenceInput>(&b).ok())
+            .and_then(|i| serde_json::to_value(i.request).ok())
             .unwrap_or(Json::Null),
         None => Json::Null,
     };

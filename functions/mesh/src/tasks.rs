@@ -13,6 +13,7 @@ use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode};
 use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok, response_doc};
 use edgecoder_kernel::{Request, Response, Router, Services, Statement};
+use edgecoder_proto::inference::InferenceInput;
 use edgecoder_proto::mesh::{
     Blob, FailureCode, NoTaskReason, PolicyReason, PullResponse, Resources as TaskResources, Task,
     TaskKind, TaskResult,
@@ -113,7 +114,12 @@ pub(crate) fn queue_place(
 }
 
 /// Checks a blob against its digest; the statement that stores it.
-async fn intake(s: &Services, b: &BlobRef, name: &str) -> Result<Option<Statement>, Error> {
+async fn intake(
+    s: &Services,
+    b: &BlobRef,
+    name: &str,
+    caller: &str,
+) -> Result<Option<Statement>, Error> {
     if !valid_digest(&b.digest) {
         return Err(invalid(&format!(
             "{name}.digest must be \"blake3:\" and 64 lowercase hex digits."
@@ -138,11 +144,14 @@ async fn intake(s: &Services, b: &BlobRef, name: &str) -> Result<Option<Statemen
             Ok(Some(store::tasks::insert_blob(
                 &b.digest,
                 bytes,
+                None,
                 s.clock.now_ms(),
             )))
         }
         None => {
-            if !store::tasks::blob_exists(s.sql.as_ref(), &b.digest).await? {
+            // Another user's private blob (an inference prompt) is as
+            // unknown as a digest never stored.
+            if !store::tasks::blob_exists(s.sql.as_ref(), &b.digest, caller).await? {
                 return Err(Error::BlobUnknown);
             }
             Ok(None)
@@ -195,7 +204,7 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
     let priority = queue_place(&caller, body.priority, body.tenant.as_deref())?;
     let mut stmts = Vec::new();
     for (b, name) in [(&body.module, "module"), (&body.input, "input")] {
-        match intake(s, b, name).await {
+        match intake(s, b, name, &caller.actor()).await {
             Ok(st) => stmts.extend(st),
             Err(e) => {
                 if matches!(e, Error::DigestMismatch) {
@@ -382,10 +391,32 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
 }
 
 /// Whether a report fits its task: an inference task's successful result
-/// carries a report naming the task's model, with a manifest digest; a wasm
-/// task's carries none.
-fn check_report_kind(t: &store::tasks::Stored, body: &TaskResult) -> Result<(), Error> {
+/// carries a report naming the task's model, with a manifest digest, the
+/// request's seed and no more tokens than it asked for; a wasm task's
+/// carries none.
+async fn check_report(
+    s: &Services,
+    t: &store::tasks::Stored,
+    body: &TaskResult,
+) -> Result<(), Error> {
     let inference = t.kind.as_deref() == Some(TaskKind::Inference.as_str());
+    if let (Some(r), true, Some(digest)) = (&body.inference, inference, &t.input_digest) {
+        let stored = store::tasks::blobs(s.sql.as_ref(), [None, Some(digest)]).await?;
+        let input = stored
+            .into_iter()
+            .next()
+            .and_then(|(_, b)| serde_json::from_slice::<InferenceInput>(&b).ok())
+            .ok_or_else(|| edgecoder_kernel::Error::Storage("an inference task's input".into()))?;
+        let asked = input.request.max_new_tokens;
+        if r.seed != input.request.seed
+            || r.output_tokens > asked
+            || (r.finish_reason == "length" && r.output_tokens != asked)
+        {
+            return Err(Error::ResultMismatch(
+                "the report's seed or token counts do not fit the task's request",
+            ));
+        }
+    }
     match (&body.inference, inference) {
         (Some(_), false) => Err(Error::ResultMismatch(
             "an inference report on a task that is not an inference task",
@@ -420,10 +451,22 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     let id = req.param("id").unwrap_or_default().to_owned();
     let body: TaskResult = req.json()?;
     // The report must be about what the task declared: an inference result
-    // names the task's model (checked again, atomically, in the UPDATE).
-    if let Some(t) = store::tasks::task(s.sql.as_ref(), &id).await? {
-        check_report_kind(&t, &body)?;
+    // names the task's model (bound again, atomically, in the UPDATE). Only
+    // the lease holder learns anything from these checks; anyone else gets
+    // `lease_invalid` from the UPDATE, as for any task.
+    let holder = store::tasks::task(s.sql.as_ref(), &id).await?.filter(|t| {
+        t.lease_id.as_deref() == Some(body.lease_id.as_str())
+            && t.lease_node.as_deref() == Some(node.node_id.as_str())
+    });
+    if let Some(t) = &holder {
+        check_report(s, t, &body).await?;
     }
+    // A failure carries no report; it is about the task's own model.
+    let model = match (&body.inference, body.ok) {
+        (Some(i), _) => Some(i.model.clone()),
+        (None, false) => holder.as_ref().and_then(|t| t.model.clone()),
+        (None, true) => None,
+    };
     let output = match (&body.ok, &body.output, &body.output_digest) {
         (true, Some(b64), Some(digest)) => {
             let bytes = STANDARD
@@ -481,7 +524,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
             error_code: body.error_code,
             summary: summary.to_string(),
             output,
-            model: body.inference.as_ref().map(|i| i.model.as_str()),
+            model: model.as_deref(),
             now,
         },
     )
@@ -521,17 +564,28 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         "submitter": reported.submitter,
         "module_digest": reported.module_digest,
         "input_digest": reported.input_digest,
-        "model": reported.model,
-        "model_manifest_digest": body.inference.as_ref().map(|i| &i.model_manifest_digest),
-        "seed": body.inference.as_ref().map(|i| i.seed),
-        "input_tokens": body.inference.as_ref().map(|i| i.input_tokens),
-        "output_tokens": body.inference.as_ref().map(|i| i.output_tokens),
         "ok": body.ok,
         "output_digest": body.output_digest,
         "error_code": body.error_code,
         "duration_ms": body.duration_ms,
         "fuel_used": body.fuel_used,
     });
+    // An inference completion also records what ran: the model, the
+    // manifest its name resolved to, the seed and the token counts.
+    let mut entry = entry;
+    if let (Some(model), Some(obj)) = (&reported.model, entry.as_object_mut()) {
+        obj.insert("model".into(), json!(model));
+        if let Some(i) = &body.inference {
+            obj.insert(
+                "model_manifest_digest".into(),
+                json!(i.model_manifest_digest),
+            );
+            obj.insert("seed".into(), json!(i.seed));
+            obj.insert("input_tokens".into(), json!(i.input_tokens));
+            obj.insert("output_tokens".into(), json!(i.output_tokens));
+            obj.insert("finish_reason".into(), json!(i.finish_reason));
+        }
+    }
     let index = match s
         .ledger
         .append(
@@ -577,7 +631,12 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
     let caller = authn::bearer(s, &req).await?;
     let id = req.param("id").unwrap_or_default().to_owned();
     sweep(s, &req).await?;
-    let visible = |t: &store::tasks::Stored| t.submitter == caller.actor() || caller.is_operator();
+    // Prompts and answers are their submitter's: operators see wasm tasks
+    // only.
+    let visible = |t: &store::tasks::Stored| {
+        t.submitter == caller.actor()
+            || (caller.is_operator() && t.kind.as_deref() != Some(TaskKind::Inference.as_str()))
+    };
     let Some(t) = store::tasks::task(s.sql.as_ref(), &id)
         .await?
         .filter(visible)

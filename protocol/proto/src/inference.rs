@@ -53,6 +53,18 @@ pub struct InferenceRequest {
     pub stop: Vec<String>,
 }
 
+/// An inference task's stored input: the request and a random nonce. The
+/// nonce keeps the input's digest, which the ledger publishes, from being a
+/// hash of the prompt alone that anyone could test guesses against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceInput {
+    /// 128 random bits, hex.
+    pub nonce: String,
+    /// The request.
+    pub request: InferenceRequest,
+}
+
 /// Why a request is refused before it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {

@@ -48,6 +48,9 @@ pub use bindings::edgecoder::inference::types::{
     Timings, TokenizerKind,
 };
 
+/// Most models a host advertises (what the coordinator accepts).
+pub const MAX_ADVERTISED: usize = 32;
+
 /// How often the epoch ticks: the deadline's granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -106,6 +109,8 @@ pub fn init_onnxruntime(path: &Path) -> Result<(), Error> {
         )));
     }
     let shown = path.display().to_string();
+    // ort loads the library on first use and panics if it cannot: that use
+    // is here, inside catch_unwind, rather than in the first request.
     let committed = std::panic::catch_unwind(|| {
         ort::init_from(path.display().to_string())
             .with_name("edgecoder-gpu-host")
@@ -143,21 +148,34 @@ impl GraphRegistry for OneGraph {
     }
 }
 
-/// Guest memory growth under a cap, remembering a refusal so that the trap
-/// it leads to is reported as the memory limit it is.
+/// Guest memory growth under a cap on the total of all its linear
+/// memories, remembering a refusal so that the trap it leads to is reported
+/// as the memory limit it is.
 struct Cap {
     memory_bytes: usize,
+    used: usize,
     refused: bool,
 }
+
+/// Instances, memories and tables one request may create: a component of
+/// a few core modules needs a handful.
+const MAX_INSTANCES: usize = 32;
+const MAX_MEMORIES: usize = 8;
+const MAX_TABLES: usize = 32;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl ResourceLimiter for Cap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = desired <= self.memory_bytes;
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        let ok = total <= self.memory_bytes;
+        if ok {
+            self.used = total;
+        }
         self.refused |= !ok;
         Ok(ok)
     }
@@ -168,7 +186,19 @@ impl ResourceLimiter for Cap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -219,6 +249,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Whether this request loaded the model's graph (a cold start).
     pub loaded_graph: bool,
+    /// Whether it was stopped at its deadline (the host may be slow; another
+    /// may finish it).
+    pub interrupted: bool,
 }
 
 /// The inference host.
@@ -228,6 +261,9 @@ pub struct Host {
     resolver: Box<dyn Resolver>,
     backend: Mutex<OnnxBackend>,
     graphs: Mutex<HashMap<String, Loaded>>,
+    /// Models whose files failed their checks: not advertised until the
+    /// host restarts (after the operator fixes them).
+    refused: Mutex<std::collections::HashSet<String>>,
     device: Device,
     limits: HostLimits,
     metrics: Arc<Metrics>,
@@ -284,15 +320,23 @@ impl Host {
             resolver,
             backend: Mutex::new(OnnxBackend::default()),
             graphs: Mutex::new(HashMap::new()),
+            refused: Mutex::new(std::collections::HashSet::new()),
             device,
             limits,
             metrics,
         })
     }
 
-    /// The models this host can serve now.
+    /// The models this host can serve now: those in its directory, less
+    /// any whose file failed its checks, at most [`MAX_ADVERTISED`].
     pub fn models(&self) -> Vec<String> {
-        self.resolver.names()
+        let refused = self.refused.lock().map(|r| r.clone()).unwrap_or_default();
+        self.resolver
+            .names()
+            .into_iter()
+            .filter(|n| !refused.contains(n))
+            .take(MAX_ADVERTISED)
+            .collect()
     }
 
     /// The execution provider.
@@ -307,7 +351,12 @@ impl Host {
         }
         let verified = self.resolver.resolve(name).map_err(|r| match r {
             Refusal::NotFound(m) => InferenceError::ModelNotFound(m),
-            Refusal::NotApproved(m) => InferenceError::ModelNotApproved(m),
+            Refusal::NotApproved(m) => {
+                if let Ok(mut refused) = self.refused.lock() {
+                    refused.insert(name.to_owned());
+                }
+                InferenceError::ModelNotApproved(m)
+            }
         })?;
         let target = match self.device {
             Device::Cpu => ExecutionTarget::Cpu,
@@ -355,12 +404,14 @@ impl Host {
     pub fn run_until(&self, req: &InferenceRequest, deadline: Duration) -> Outcome {
         let started = Instant::now();
         let mut loaded_graph = false;
+        let mut interrupted = false;
         let deadline = deadline.min(self.limits.deadline);
-        let result = self.run_inner(req, deadline, &mut loaded_graph);
+        let result = self.run_inner(req, deadline, &mut loaded_graph, &mut interrupted);
         let outcome = Outcome {
             result,
             elapsed: started.elapsed(),
             loaded_graph,
+            interrupted,
         };
         self.metrics.observe(&req.model, &outcome);
         outcome
@@ -371,6 +422,7 @@ impl Host {
         req: &InferenceRequest,
         deadline: Duration,
         loaded_graph: &mut bool,
+        interrupted: &mut bool,
     ) -> Result<Response, InferenceError> {
         // The host checks what the guest checks: a guest is code, and the
         // host's limits must hold whatever code it runs.
@@ -408,6 +460,7 @@ impl Host {
             ),
             cap: Cap {
                 memory_bytes: self.limits.memory_bytes,
+                used: 0,
                 refused: false,
             },
             model: req.model.clone(),
@@ -442,11 +495,25 @@ impl Host {
                 .call_run(&mut store, &request)
         }));
         match called {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(trap)) => Err(self.trapped(&trap, deadline, store.data().cap.refused)),
-            Err(_) => Err(InferenceError::BackendError(
-                "the inference backend panicked; the request was abandoned".into(),
-            )),
+            // What ran is what the host resolved, whatever the guest says.
+            Ok(Ok(answer)) => answer.map(|mut r| {
+                r.model_manifest_digest = loaded.info.manifest_digest.clone();
+                r
+            }),
+            Ok(Err(trap)) => {
+                *interrupted = trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
+                Err(self.trapped(&trap, deadline, store.data().cap.refused))
+            }
+            Err(_) => {
+                // A panic inside the backend may have poisoned the graph's
+                // session lock: load it afresh next time.
+                if let Ok(mut g) = self.graphs.lock() {
+                    g.remove(&req.model);
+                }
+                Err(InferenceError::BackendError(
+                    "the inference backend panicked; the request was abandoned".into(),
+                ))
+            }
         }
     }
 

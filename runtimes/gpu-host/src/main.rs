@@ -171,10 +171,8 @@ fn start(engine: &Engine, metrics: Arc<Metrics>) -> Result<Host, Error> {
         })?;
     init_onnxruntime(&lib)?;
     let dev = device(&engine.device);
-    if dev == Device::Cuda && !cfg!(feature = "cuda") {
-        return Err(Error::Config(
-            "--device cuda needs a build with `--features cuda`".into(),
-        ));
+    if dev == Device::Cuda {
+        cuda_available()?;
     }
     Host::new(
         &engine.guest,
@@ -187,6 +185,27 @@ fn start(engine: &Engine, metrics: Arc<Metrics>) -> Result<Host, Error> {
         },
         metrics,
     )
+}
+
+/// onnxruntime registers a provider it cannot load as a warning and runs on
+/// the CPU; a host told to use CUDA must not do so silently.
+#[cfg(feature = "cuda")]
+fn cuda_available() -> Result<(), Error> {
+    use ort::execution_providers::ExecutionProvider as _;
+    match ort::execution_providers::CUDAExecutionProvider::default().is_available() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::Runtime(
+            "the CUDA provider is not available: use onnxruntime-gpu's library with CUDA 12 and cuDNN 9 installed".into(),
+        )),
+        Err(e) => Err(Error::Runtime(format!("checking the CUDA provider: {e}"))),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_available() -> Result<(), Error> {
+    Err(Error::Config(
+        "--device cuda needs a build with `--features cuda`".into(),
+    ))
 }
 
 fn dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf, Error> {
@@ -277,7 +296,11 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             }
             let mut caps = edgecoder_agent::telemetry::capabilities();
             caps.gpu = serde_json::to_value(detect_accelerator(device(&dev).provider())).ok();
-            caps.models = ModelDir::open(&models)?.names();
+            caps.models = ModelDir::open(&models)?
+                .names()
+                .into_iter()
+                .take(edgecoder_gpu_host::host::MAX_ADVERTISED)
+                .collect();
             let answer = client::register_node(&mut node, &coordinator, token, caps)?;
             println!("node id:     {}", answer.node_id);
             println!("coordinator: {coordinator}");
@@ -347,7 +370,9 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             seed,
             repeat,
         } => {
+            let begun = std::time::Instant::now();
             let host = start(&engine, Arc::new(Metrics::default()))?;
+            let start_ns = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let req = InferenceRequest {
                 model,
                 input: Prompt::Text(prompt),
@@ -373,6 +398,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                         "forward_passes": r.timings.forward_passes,
                         "host_ns": u64::try_from(o.elapsed.as_nanos()).unwrap_or(u64::MAX),
                         "loaded_graph": o.loaded_graph,
+                        "host_start_ns": start_ns,
                     }),
                     Err(e) => {
                         failed = true;

@@ -14,8 +14,8 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -205,31 +205,83 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Erro
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("reading the metrics address", e))?;
+    let busy = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                answer(stream, &metrics);
+                // A few scrapes at once; a client that holds a connection
+                // open cannot stop the others.
+                if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let (metrics, done) = (metrics.clone(), busy.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-conn".into())
+                    .spawn(move || {
+                        answer(stream, &metrics);
+                        done.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         })
         .map_err(|e| Error::io("starting the metrics thread", e))?;
     Ok(bound)
 }
 
+/// Scrapes served at once.
+const MAX_CONNECTIONS: usize = 8;
+/// Longest a client may take to send its request head.
+const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Whether a `Host` header names this machine: a page elsewhere that
+/// rebinds its DNS name to 127.0.0.1 still sends its own name.
+fn local_host(head: &str) -> bool {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
+        .is_some_and(|(_, v)| {
+            let v = v.trim();
+            let name = if let Some(rest) = v.strip_prefix('[') {
+                rest.split(']').next().unwrap_or_default()
+            } else {
+                v.rsplit_once(':').map_or(v, |(h, _)| h)
+            };
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+}
+
 fn answer(mut stream: TcpStream, metrics: &Metrics) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let started = Instant::now();
+    let _ = stream.set_write_timeout(Some(HEAD_DEADLINE));
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     // The request head only: a scraper sends no body.
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let left = HEAD_DEADLINE.saturating_sub(started.elapsed());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
         match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
+    let text = String::from_utf8_lossy(&head);
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let (status, kind, body) = if line.starts_with(b"GET /metrics ") {
+    let (status, kind, body) = if !local_host(&text) {
+        (
+            "403 Forbidden",
+            "text/plain",
+            "a loopback Host is required\n".to_owned(),
+        )
+    } else if line.starts_with(b"GET /metrics ") {
         (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",

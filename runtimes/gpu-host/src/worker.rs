@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edgecoder_agent::client::{Assignment, Policy, TaskResult};
 use edgecoder_agent::runner::Worker;
-use edgecoder_proto::inference::InferenceRequest;
+use edgecoder_proto::inference::InferenceInput;
 use edgecoder_proto::mesh::{
     Accelerator, Capabilities, DeviceType, FailureCode, InferenceReport, TaskKind, Telemetry,
 };
@@ -79,6 +79,7 @@ impl InferenceWorker {
     /// accelerator and the models on disk now.
     pub fn capabilities(&self) -> Capabilities {
         let mut c = edgecoder_agent::telemetry::capabilities();
+        // Already at most MAX_ADVERTISED names (what the coordinator takes).
         c.gpu = serde_json::to_value(&self.accelerator).ok();
         c.models = self.host.models();
         c
@@ -187,8 +188,8 @@ impl Worker for InferenceWorker {
                 started,
             );
         }
-        let req: InferenceRequest = match serde_json::from_slice(&bytes) {
-            Ok(r) => r,
+        let req = match serde_json::from_slice::<InferenceInput>(&bytes) {
+            Ok(i) => i.request,
             Err(e) => {
                 return failed(
                     lease,
@@ -228,6 +229,11 @@ impl Worker for InferenceWorker {
                     finish_reason: finish_name(r.finish).to_owned(),
                 }),
             },
+            // A deadline says as much about this host as about the task:
+            // another host may finish it, so it is reported as a timeout.
+            Err(e) if outcome.interrupted => {
+                failed(lease, FailureCode::Timeout, detail(&e), started)
+            }
             Err(e) => failed(lease, failure_code(&e), detail(&e), started),
         }
     }

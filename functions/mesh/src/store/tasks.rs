@@ -11,26 +11,33 @@ fn int(n: usize) -> Value {
     Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// Whether a blob with this digest is stored.
-pub async fn blob_exists(sql: &dyn Sql, digest: &str) -> Result<bool, Error> {
+/// Whether a blob with this digest is stored that `caller` may name: a
+/// public blob, or one of the caller's own.
+pub async fn blob_exists(sql: &dyn Sql, digest: &str, caller: &str) -> Result<bool, Error> {
     let rows = sql
         .execute(Statement::new(
-            "SELECT 1 AS present FROM mesh_blobs WHERE digest = ?1",
-            vec![digest.into()],
+            "SELECT 1 AS present FROM mesh_blobs WHERE digest = ?1 AND (owner IS NULL OR owner = ?2)",
+            vec![digest.into(), caller.into()],
         ))
         .await?;
     Ok(!rows.rows.is_empty())
 }
 
-/// The INSERT of a blob whose digest the caller has checked. Content
-/// addressed: a second upload of the same digest is the same bytes, so the
-/// first stays.
-pub fn insert_blob(digest: &str, bytes: Vec<u8>, now: i64) -> Statement {
+/// The INSERT of a blob whose digest the caller has checked, public
+/// (`owner` none) or private to `owner`. Content addressed: a second upload
+/// of the same digest is the same bytes, so the first stays.
+pub fn insert_blob(digest: &str, bytes: Vec<u8>, owner: Option<&str>, now: i64) -> Statement {
     let size = int(bytes.len());
     Statement::new(
-        "INSERT INTO mesh_blobs (digest, bytes, size, created_at) VALUES (?1, ?2, ?3, ?4) \
+        "INSERT INTO mesh_blobs (digest, bytes, size, created_at, owner) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (digest) DO NOTHING",
-        vec![digest.into(), Value::Blob(bytes), size, Value::Integer(now)],
+        vec![
+            digest.into(),
+            Value::Blob(bytes),
+            size,
+            Value::Integer(now),
+            owner.into(),
+        ],
     )
 }
 
@@ -275,15 +282,16 @@ pub async fn any_waiting(sql: &dyn Sql, fit: &Fit<'_>) -> Result<bool, Error> {
 }
 
 /// Whether an active GPU host serves `model` now: declared at registration
-/// (approved) and reported in its last heartbeat.
-pub async fn model_served(sql: &dyn Sql, model: &str) -> Result<bool, Error> {
+/// (approved) and reported in a heartbeat since `since` (ms).
+pub async fn model_served(sql: &dyn Sql, model: &str, since: i64) -> Result<bool, Error> {
     let rows = sql
         .execute(Statement::new(
             "SELECT 1 AS served FROM mesh_nodes n, json_each(n.telemetry, '$.models') t \
              WHERE n.kind = 'gpu-host' AND n.status = 'active' AND t.value = ?1 \
+               AND n.last_heartbeat_at >= ?2 \
                AND EXISTS (SELECT 1 FROM json_each(n.capabilities, '$.models') c WHERE c.value = ?1) \
              LIMIT 1",
-            vec![model.into()],
+            vec![model.into(), Value::Integer(since)],
         ))
         .await?;
     Ok(!rows.rows.is_empty())
@@ -426,6 +434,10 @@ pub struct Stored {
     pub max_attempts: Option<i64>,
     /// Milliseconds since the epoch, while leased.
     pub lease_expires_at: Option<i64>,
+    /// The current lease, while leased.
+    pub lease_id: Option<String>,
+    /// The node holding it.
+    pub lease_node: Option<String>,
     /// The result summary (JSON text).
     pub result: Option<String>,
     /// Output bytes.
@@ -447,7 +459,7 @@ pub async fn task(sql: &dyn Sql, id: &str) -> Result<Option<Stored>, Error> {
     let rows = sql
         .execute(Statement::new(
             "SELECT id, submitter, tenant, kind, module_digest, input_digest, model, timeout_ms, memory_mb, fuel, \
-               priority, status, attempts, max_attempts, lease_expires_at, result, output, error_code, \
+               priority, status, attempts, max_attempts, lease_expires_at, lease_id, lease_node, result, output, error_code, \
                completed_by, ledger_index, created_at, updated_at FROM mesh_tasks WHERE id = ?1",
             vec![id.into()],
         ))
@@ -473,6 +485,8 @@ pub async fn task(sql: &dyn Sql, id: &str) -> Result<Option<Stored>, Error> {
         attempts: int("attempts"),
         max_attempts: int("max_attempts"),
         lease_expires_at: int("lease_expires_at"),
+        lease_id: text("lease_id"),
+        lease_node: text("lease_node"),
         result: text("result"),
         output: rows.get_blob(0, "output").map(<[u8]>::to_vec),
         error_code: text("error_code"),
