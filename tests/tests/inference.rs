@@ -186,7 +186,10 @@ fn a_model_file_that_differs_from_its_manifest_is_refused() {
     std::fs::write(&file, &bytes).expect("write");
     add_model(kit, &models, MODEL);
     let (host, metrics) = host_with(&kit.guest, &models, HostLimits::default());
-    assert_eq!(host.models(), vec!["tampered@1".to_owned(), MODEL.to_owned()]);
+    assert_eq!(
+        host.models(),
+        vec!["tampered@1".to_owned(), MODEL.to_owned()]
+    );
     let r = request(&json!({"model": "tampered@1", "input": {"text": "hi"}, "max_new_tokens": 2}));
     match host.run(&r).result {
         Err(InferenceError::ModelNotApproved(m)) => assert!(m.contains("digest"), "{m}"),
