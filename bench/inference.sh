@@ -20,21 +20,28 @@ cargo build --release -p edgecoder-gpu-host "${features[@]}" >&2
 host=target/release/edgecoder-gpu-host
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-"$EC_INFER_PYTHON" tests/inference/make_model.py "$work/model.onnx"
-"$host" models add --models "$work/models" --name tiny-byte@1 --onnx "$work/model.onnx" >/dev/null
 prompt="fn main() {"
-tokens=48
-repeats=30
-# Interleave the two sides so drift on the machine hits both alike.
-: > "$work/host.jsonl"; : > "$work/python.jsonl"
-for round in 1 2 3; do
-  "$host" infer --models "$work/models" --guest "$guest" --onnxruntime "$ORT_DYLIB_PATH" \
-    --device "$device" --model tiny-byte@1 --prompt "$prompt" --max-new-tokens "$tokens" \
-    --repeat "$repeats" >> "$work/host.jsonl"
-  "$EC_INFER_PYTHON" bench/inference_onnxruntime.py "$work/model.onnx" "$prompt" "$tokens" \
-    "$repeats" "$device" >> "$work/python.jsonl"
-done
-"$EC_INFER_PYTHON" - "$work/host.jsonl" "$work/python.jsonl" "$repeats" <<'PY'
+
+# bench NAME CONTEXT WIDTH HIDDEN TOKENS REPEATS
+bench() {
+  local name="$1" context="$2" width="$3" hidden="$4" tokens="$5" repeats="$6"
+  local dir="$work/$name"
+  mkdir -p "$dir"
+  "$EC_INFER_PYTHON" tests/inference/make_model.py "$dir/model.onnx" \
+    --context "$context" --width "$width" --hidden "$hidden"
+  "$host" models add --models "$dir/models" --name "$name@1" --onnx "$dir/model.onnx" \
+    --context-length "$context" >/dev/null
+  # Interleave the two sides so drift on the machine hits both alike.
+  : > "$dir/host.jsonl"; : > "$dir/python.jsonl"
+  for _ in 1 2 3; do
+    "$host" infer --models "$dir/models" --guest "$guest" --onnxruntime "$ORT_DYLIB_PATH" \
+      --device "$device" --model "$name@1" --prompt "$prompt" --max-new-tokens "$tokens" \
+      --repeat "$repeats" >> "$dir/host.jsonl"
+    "$EC_INFER_PYTHON" bench/inference_onnxruntime.py "$dir/model.onnx" "$context" "$prompt" \
+      "$tokens" "$repeats" "$device" >> "$dir/python.jsonl"
+  done
+  echo "== $name: context $context, width $width, hidden $hidden, $tokens tokens, $device"
+  "$EC_INFER_PYTHON" - "$dir/host.jsonl" "$dir/python.jsonl" "$repeats" <<'PY'
 import json, statistics, sys
 host = [json.loads(l) for l in open(sys.argv[1])]
 py = [json.loads(l) for l in open(sys.argv[2])]
@@ -54,3 +61,7 @@ print(f"host start (onnxruntime load + component compile): median {statistics.me
 print(f"cold first request (graph verify + load + run): median {statistics.median(r['host_ns'] for r in cold) / 1e6:.1f} ms")
 print(f"warm request ({warm_host[0]['forward_passes']} tokens): median {statistics.median(r['host_ns'] for r in warm_host) / 1e6:.2f} ms")
 PY
+}
+
+bench tiny-byte 64 32 64 48 30
+bench wide-byte 256 512 2048 200 6

@@ -1,6 +1,6 @@
 """Python onnxruntime over the test model, the baseline for the GPU host.
 
-    python bench/inference_onnxruntime.py MODEL.onnx PROMPT MAX_NEW_TOKENS REPEATS [cpu|cuda]
+    python bench/inference_onnxruntime.py MODEL.onnx CONTEXT PROMPT MAX_NEW_TOKENS REPEATS [cpu|cuda]
 
 Runs the same greedy decode loop as the guest (tests/inference/reference.py)
 REPEATS times and prints one JSON line per run: forward passes, their total
@@ -16,8 +16,9 @@ import onnxruntime as ort
 
 
 def main():
-    model, prompt, max_new, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
+    model, context, prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    max_new, repeats = int(sys.argv[4]), int(sys.argv[5])
+    device = sys.argv[6] if len(sys.argv) > 6 else "cpu"
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     t0 = time.perf_counter_ns()
     session = ort.InferenceSession(model, providers=providers)
@@ -27,7 +28,7 @@ def main():
         tokens = list(prompt.encode())
         compute = 0
         passes = 0
-        while passes < max_new and len(tokens) < 64:
+        while passes < max_new and len(tokens) < context:
             ids = np.array([tokens], dtype=np.float32)
             before = time.perf_counter_ns()
             logits = session.run(["logits"], {"input_ids": ids})[0]

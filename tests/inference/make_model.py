@@ -1,11 +1,14 @@
 """Writes the project's test model: a tiny decoder-only transformer over bytes.
 
-    python make_model.py OUT.onnx
+    python make_model.py OUT.onnx [--context C --width W --hidden H]
 
-Vocabulary 256 (one token per byte), context 64, width 32; one causal
-self-attention block and one MLP block, each residual, then a linear head.
+Vocabulary 256 (one token per byte), context 64, width 32 by default (the
+benchmarks also build wider ones); one causal self-attention block and one
+MLP block, each residual, then a linear head over the last position.
 Input `input_ids`: float32 [1, n] (wasi-nn's ONNX backend passes f32 tensors
-only; the graph casts to int64 itself). Output `logits`: float32 [1, n, 256].
+only; the graph casts to int64 itself). Output `logits`: float32 [1, 1, 256],
+the next token's logits (a decode loop needs no others, and copying all n
+positions out of the backend on every step would cost more than the step).
 Weights come from a fixed seed, so every run writes the same bytes: the model
 is made here rather than downloaded from any model hub.
 """
@@ -16,10 +19,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-VOCAB, CONTEXT, WIDTH, HIDDEN, SEED = 256, 64, 32, 64, 20261207
+VOCAB, SEED = 256, 20261207
 
 
-def build() -> onnx.ModelProto:
+def build(CONTEXT=64, WIDTH=32, HIDDEN=64) -> onnx.ModelProto:
     rng = np.random.RandomState(SEED)
 
     def w(name, *shape, scale=1.0):
@@ -45,6 +48,7 @@ def build() -> onnx.ModelProto:
         numpy_helper.from_array(np.array([2], dtype=np.int64), "two"),
         numpy_helper.from_array(np.array([0, 0], dtype=np.int64), "zeros2"),
         numpy_helper.from_array(np.array([0, 1], dtype=np.int64), "axes01"),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "last"),
     ]
     n = helper.make_node
     nodes = [
@@ -74,13 +78,14 @@ def build() -> onnx.ModelProto:
         n("Relu", ["h_bias"], ["h"]),
         n("MatMul", ["h", "w2"], ["mlp_out"]),
         n("Add", ["x1", "mlp_out"], ["x2"]),
-        n("MatMul", ["x2", "head"], ["logits"]),
+        n("Gather", ["x2", "last"], ["x_last"], axis=1),
+        n("MatMul", ["x_last", "head"], ["logits"]),
     ]
     graph = helper.make_graph(
         nodes,
         "edgecoder-tiny-byte",
         [helper.make_tensor_value_info("input_ids", TensorProto.FLOAT, [1, "n"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "n", VOCAB])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, VOCAB])],
         inits,
     )
     model = helper.make_model(
@@ -94,6 +99,13 @@ def build() -> onnx.ModelProto:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    if len(args) not in (1, 7):
         sys.exit(__doc__)
-    onnx.save_model(build(), sys.argv[1])
+    sizes = dict(zip(args[1::2], map(int, args[2::2])))
+    model = build(
+        CONTEXT=sizes.get("--context", 64),
+        WIDTH=sizes.get("--width", 32),
+        HIDDEN=sizes.get("--hidden", 64),
+    )
+    onnx.save_model(model, args[0])

@@ -167,18 +167,23 @@ impl Guest for Component {
                     info.output_name
                 )));
             };
+            // Logits of every position ([1, n, vocab]) or of the last only
+            // ([1, 1, vocab], what a decode-loop export should give): the
+            // next token is read from the last row either way.
             let vocab = info.vocab_size as usize;
             let bytes = logits.data();
-            let expected = ids.len() * vocab * 4;
-            if logits.ty() != tensor::TensorType::Fp32 || bytes.len() != expected {
+            let row = vocab * 4;
+            if logits.ty() != tensor::TensorType::Fp32
+                || (bytes.len() != row && bytes.len() != ids.len() * row)
+            {
                 return Err(InferenceError::BackendError(format!(
-                    "logits are {:?} of {} bytes; expected f32 [1, {}, {vocab}]",
+                    "logits are {:?} of {} bytes; expected f32 [1, {}, {vocab}] or [1, 1, {vocab}]",
                     logits.ty(),
                     bytes.len(),
                     ids.len()
                 )));
             }
-            let last: Vec<f32> = bytes[expected - vocab * 4..]
+            let last: Vec<f32> = bytes[bytes.len() - row..]
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();

@@ -59,7 +59,7 @@ pub struct Manifest {
     pub end_of_text: Option<u32>,
     /// The input tensor's name (f32 token ids, `[1, n]`).
     pub input: String,
-    /// The output tensor's name (f32 logits, `[1, n, vocab]`).
+    /// The output tensor's name (f32 logits, `[1, n, vocab]` or `[1, 1, vocab]`).
     pub output: String,
 }
 
