@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use edgecoder_agent::client::{self, MeshClient};
 use edgecoder_agent::node::{self, Node};
-use edgecoder_agent::runner::{Runner, Step, log};
+use edgecoder_agent::runner::{Runner, log};
 use edgecoder_agent::sandbox::Sandbox;
 use edgecoder_agent::{Error, telemetry};
 use edgecoder_proto::mesh::{DeviceType, NodeKind};
@@ -201,25 +201,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             if !once {
                 runner.run_forever();
             }
-            match runner.once()? {
-                Step::Worked {
-                    task_id,
-                    error_code,
-                } => log(format_args!(
-                    "task {task_id} reported ({})",
-                    error_code.map_or("ok", |c| c.as_str())
-                )),
-                Step::Idle(reason) => log(format_args!(
-                    "no task ({})",
-                    reason.map_or("no_work", |r| r.as_str())
-                )),
-                Step::RetryAfter(d) => log(format_args!("rate limited; retry after {d:?}")),
-                Step::NotActive => log("node not active yet (awaiting approval)"),
-                Step::Paused(reason) => log(format_args!(
-                    "policy asks for no work ({})",
-                    reason.map_or("no policy yet", |r| r.as_str())
-                )),
-            }
+            log(runner.once()?);
             Ok(ExitCode::SUCCESS)
         }
     }

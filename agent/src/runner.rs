@@ -204,6 +204,31 @@ pub enum Step {
     Paused(Option<PolicyReason>),
 }
 
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Worked {
+                task_id,
+                error_code,
+            } => write!(
+                f,
+                "task {task_id} reported ({})",
+                error_code.map_or("ok", |c| c.as_str())
+            ),
+            Step::Idle(reason) => {
+                write!(f, "no task ({})", reason.map_or("no_work", |r| r.as_str()))
+            }
+            Step::RetryAfter(d) => write!(f, "rate limited; retry after {d:?}"),
+            Step::NotActive => f.write_str("node not active yet (awaiting approval)"),
+            Step::Paused(reason) => write!(
+                f,
+                "policy asks for no work ({})",
+                reason.map_or("no policy yet", |r| r.as_str())
+            ),
+        }
+    }
+}
+
 /// Doubling delays with jitter, between a floor and [`MAX_BACKOFF`].
 #[derive(Debug, Clone)]
 struct Backoff {

@@ -211,6 +211,21 @@ pub async fn charge(s: &Services, bucket: &str, limit: i64) -> Result<(), Error>
     Ok(ratelimit::hit(s, &rule, bucket).await?)
 }
 
+/// A caller who may submit tasks: a signed-in user with a verified email.
+pub async fn submitter(s: &Services, req: &Request) -> Result<Bearer, Error> {
+    let caller = bearer(s, req).await?;
+    if !caller.0.email_verified {
+        return Err(Error::Forbidden);
+    }
+    Ok(caller)
+}
+
+/// Counts a submission against the caller's per-minute allowance (wasm and
+/// inference tasks share it).
+pub async fn charge_submission(s: &Services, caller: &Bearer) -> Result<(), Error> {
+    charge(s, &format!("submit:{}", caller.actor()), SUBMIT_PER_MINUTE).await
+}
+
 /// The bearer caller: a user's access token, checked with the identity
 /// function (current session and roles).
 pub async fn bearer(s: &Services, req: &Request) -> Result<Bearer, Error> {

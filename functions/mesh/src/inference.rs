@@ -60,17 +60,9 @@ fn invalid(m: &str) -> Error {
 
 /// `POST /mesh/inference`: a user with a verified email.
 pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
-    let caller = authn::bearer(s, &req).await?;
-    if !caller.0.email_verified {
-        return Err(Error::Forbidden);
-    }
+    let caller = authn::submitter(s, &req).await?;
     let body: Submit = req.json()?;
-    authn::charge(
-        s,
-        &format!("submit:{}", caller.actor()),
-        authn::SUBMIT_PER_MINUTE,
-    )
-    .await?;
+    authn::charge_submission(s, &caller).await?;
     let request = InferenceRequest {
         model: body.model,
         input: body.input,

@@ -161,17 +161,9 @@ async fn intake(
 
 /// `POST /mesh/tasks`: a user with a verified email.
 pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
-    let caller = authn::bearer(s, &req).await?;
-    if !caller.0.email_verified {
-        return Err(Error::Forbidden);
-    }
+    let caller = authn::submitter(s, &req).await?;
     let body: Submit = req.json()?;
-    authn::charge(
-        s,
-        &format!("submit:{}", caller.actor()),
-        authn::SUBMIT_PER_MINUTE,
-    )
-    .await?;
+    authn::charge_submission(s, &caller).await?;
     if body.kind == TaskKind::Inference {
         return Err(invalid(
             "inference tasks are submitted to POST /mesh/inference.",
