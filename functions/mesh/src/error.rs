@@ -134,6 +134,11 @@ impl From<Error> for Problem {
                     SigError::Invalid | SigError::InvalidNodeId | SigError::InvalidPublicKey => {
                         "The signature does not verify with the key named by keyid.".to_owned()
                     }
+                    // Model manifests are not request signatures; listed for
+                    // completeness of the one error type.
+                    SigError::ManifestExpired | SigError::NotApproved(_) => {
+                        "The signature is not a request signature.".to_owned()
+                    }
                 },
             ),
             Error::Misdirected => problem(

@@ -8,7 +8,9 @@
 //! - [`keys`]: node key ids and the public key encoding;
 //! - [`NodeId`]: the one validated node id;
 //! - [`mesh`]: registration, telemetry, policy, tasks, leases, results and
-//!   their failure codes, with the closed sets as enums.
+//!   their failure codes, with the closed sets as enums;
+//! - [`inference`]: the inference task payload and its limits;
+//! - [`model`]: signed model manifests (DSSE, P-256, k of n).
 //!
 //! Out of scope: storage, routes and decisions (the mesh function), running
 //! tasks (the agent), and anything platform-specific: this crate builds for
@@ -18,6 +20,7 @@ pub mod httpsig;
 pub mod inference;
 pub mod keys;
 pub mod mesh;
+pub mod model;
 pub mod node_id;
 
 pub use node_id::NodeId;
@@ -47,6 +50,13 @@ pub enum Error {
     /// Not a P-256 public key in the expected encoding.
     #[error("invalid public key")]
     InvalidPublicKey,
+    /// A model manifest past its expiry.
+    #[error("manifest expired")]
+    ManifestExpired,
+    /// A model manifest that is well signed but may not be served (wrong
+    /// model, bad shape, publisher not among the signers).
+    #[error("model not approved: {0}")]
+    NotApproved(&'static str),
 }
 
 impl Error {
@@ -59,6 +69,8 @@ impl Error {
             Error::DigestMismatch => "content_digest_mismatch",
             Error::InvalidNodeId => "invalid_node_id",
             Error::InvalidPublicKey => "invalid_public_key",
+            Error::ManifestExpired => "manifest_expired",
+            Error::NotApproved(_) => "model_not_approved",
         }
     }
 }

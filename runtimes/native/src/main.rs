@@ -60,6 +60,50 @@ struct DataArgs {
 }
 
 #[derive(Subcommand)]
+enum ModelCommand {
+    /// Hash every file of a model directory and sign the manifest (DSSE,
+    /// P-256) with one or more publisher keys (`edgecoder keygen`).
+    Sign {
+        /// The model directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// `name@version`.
+        #[arg(long)]
+        name: String,
+        /// A publisher's private key (PKCS#8 PEM); repeat for more signatures.
+        /// The first is the manifest's publisher.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// Days until the release expires.
+        #[arg(long, default_value_t = 90)]
+        expires_in_days: i64,
+        /// Where to write the envelope (default: <dir>/release.dsse.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a release: signatures (k of n trusted keys), expiry, the model's
+    /// name, and every file's size and blake3 digest, with nothing extra.
+    Verify {
+        /// The model directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The envelope (default: <dir>/release.dsse.json).
+        #[arg(long)]
+        envelope: Option<PathBuf>,
+        /// A trusted publisher key: PEM or base64 SPKI, inline or a file.
+        /// Repeatable.
+        #[arg(long, required = true)]
+        key: Vec<String>,
+        /// Signatures by distinct trusted keys required.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+        /// The release must be of this model (`name@version`).
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Serve every function on one port.
     Serve {
@@ -89,6 +133,11 @@ enum Command {
         /// trust files) of the private key in this file instead of making one.
         #[arg(long, value_name = "KEY_FILE", conflicts_with_all = ["out", "base64"])]
         public: Option<PathBuf>,
+    },
+    /// Model releases: sign a model directory's manifest, or verify one.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
     },
     /// Print recent audit events as JSON lines.
     Audit {
@@ -227,6 +276,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Model { command } => model_command(command),
         Command::Audit {
             data,
             action,
@@ -397,5 +447,90 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn model_command(command: ModelCommand) -> Result<()> {
+    use edgecoder_native::model;
+    use p256::pkcs8::DecodePrivateKey as _;
+    match command {
+        ModelCommand::Sign {
+            dir,
+            name,
+            key,
+            expires_in_days,
+            out,
+        } => {
+            let keys = key
+                .iter()
+                .map(|path| {
+                    let pem = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    p256::ecdsa::SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| {
+                        anyhow::anyhow!("{}: not a PKCS#8 P-256 key: {e}", path.display())
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let publisher = edgecoder_proto::keys::key_id(keys[0].verifying_key());
+            let now = unix_now();
+            let manifest = model::manifest_of(
+                &dir,
+                &name,
+                &publisher,
+                now,
+                now + expires_in_days.clamp(1, 3650) * 86_400,
+            )?;
+            let refs: Vec<&p256::ecdsa::SigningKey> = keys.iter().collect();
+            let envelope = edgecoder_proto::model::sign(&manifest, &refs);
+            let out = out.unwrap_or_else(|| dir.join(model::ENVELOPE));
+            std::fs::write(&out, serde_json::to_vec_pretty(&envelope)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{} {} files, signed by {} key(s) -> {}",
+                manifest.model(),
+                manifest.files.len(),
+                keys.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        ModelCommand::Verify {
+            dir,
+            envelope,
+            key,
+            threshold,
+            name,
+        } => {
+            let keys = key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    edgecoder_native::verify::parse_key(&format!("key{i}"), k).map(|t| t.key)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let path = envelope.unwrap_or_else(|| dir.join(model::ENVELOPE));
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let policy = edgecoder_proto::model::SigningPolicy { keys, threshold };
+            let verified =
+                edgecoder_proto::model::verify(&bytes, &policy, unix_now(), name.as_deref())
+                    .map_err(|e| anyhow::anyhow!("refused: {}: {e}", e.code()))?;
+            model::check_dir(&dir, &verified.manifest)
+                .map_err(|m| anyhow::anyhow!("refused: {}: {}", m.code, m.detail))?;
+            println!(
+                "verified {} ({} files, release {}, signed by {})",
+                verified.manifest.model(),
+                verified.manifest.files.len(),
+                verified.digest,
+                verified.signers.join(", ")
+            );
+            Ok(())
+        }
     }
 }
