@@ -270,6 +270,9 @@ pub trait Worker {
     /// Runs (or refuses) a leased task under the policy; never fails: every
     /// outcome is a result to report.
     fn execute(&self, assignment: &Assignment, policy: &Policy) -> TaskResult;
+    /// Sees each heartbeat's answer (a GPU host takes its model
+    /// assignments from it) before anything is pulled.
+    fn answered(&self, _answer: &crate::client::HeartbeatResponse) {}
 }
 
 /// The device agent's worker: task modules in the sandbox.
@@ -353,6 +356,7 @@ impl<W: Worker> Runner<W> {
                 answer.policy.reason
             ));
         }
+        self.worker.answered(&answer);
         self.policy = Some(answer.policy);
         Ok(())
     }

@@ -53,6 +53,7 @@ pub fn sample_from(root: &Path, device_type: DeviceType, cores: u32) -> Telemetr
         active_model: None,
         models: Vec::new(),
         accelerator: None,
+        model_status: Vec::new(),
     }
 }
 

@@ -23,7 +23,7 @@ use serde_json::{Value as Json, json};
 use crate::expect_problem;
 use crate::harness::{target_dir, tool, workspace_root};
 use crate::identity::{Account, Ctx};
-use crate::mesh::{Node, heartbeat, server_telemetry, signed};
+use crate::mesh::{Node, heartbeat, signed};
 
 /// The test model's name in the kit's model directory.
 pub const MODEL: &str = "tiny-byte@1";
@@ -167,15 +167,14 @@ fn enroll_gpu_host(x: &Ctx, owner: &Account, node_id: &str) -> Result<String, St
     Ok(v["enrollment_token"].as_str().unwrap_or("").to_owned())
 }
 
-fn gpu_telemetry(models: &[&str]) -> Json {
-    let mut t = server_telemetry();
-    t["models"] = json!(models);
-    t["accelerator"] = json!({"name": "suite cpu", "memory_mb": 4096, "provider": "cpu"});
-    t
-}
-
-/// An approved GPU host signed in-process, declaring and reporting `models`.
+/// An approved GPU host signed in-process, declaring and reporting `models`,
+/// each published first (policy, signed release, complete rollout) and
+/// reported verified.
 fn gpu_node(x: &Ctx, tag: &str, models: &[&str]) -> Result<Node, String> {
+    let digests: Vec<String> = models
+        .iter()
+        .map(|m| crate::models::publish(x, m))
+        .collect::<Result<_, _>>()?;
     let owner = x.account(tag, true)?;
     let node = Node::new(x, tag);
     let token = enroll_gpu_host(x, &owner, &node.id)?;
@@ -212,8 +211,17 @@ fn gpu_node(x: &Ctx, tag: &str, models: &[&str]) -> Result<Node, String> {
         200,
         "approve gpu-host",
     )?;
+    let verified: Vec<(&str, &str)> = models
+        .iter()
+        .zip(&digests)
+        .map(|(m, d)| (*m, d.as_str()))
+        .collect();
     let hb = want(
-        &heartbeat(x, &node, &gpu_telemetry(models))?,
+        &heartbeat(
+            x,
+            &node,
+            &crate::models::verified_telemetry(&verified, 0, 0),
+        )?,
         200,
         "heartbeat",
     )?;
@@ -525,6 +533,42 @@ fn inference_results_must_match_the_lease_and_model(x: &Ctx) -> Result<(), Strin
     Ok(())
 }
 
+/// Publishes the kit's model directory as a signed release at a local
+/// origin, rolled out to every host. Its release digest.
+fn publish_kit_model(x: &Ctx) -> Result<String, String> {
+    let kit = kit();
+    let dir = kit.models.join(MODEL);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let files = names
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(dir.join(&path)).map_err(|e| e.to_string())?;
+            Ok(edgecoder_proto::model::ManifestFile {
+                path,
+                size: bytes.len() as u64,
+                digest: format!("blake3:{}", blake3::hash(&bytes).to_hex()),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let family = MODEL.split('@').next().unwrap_or(MODEL);
+    let key = crate::models::publisher(family);
+    let origin = format!("file://{}", kit.models.display());
+    let (_, admin) = x.admin()?;
+    let r = crate::models::put_policy(
+        x,
+        &admin,
+        family,
+        &crate::models::policy_body(&[&key], 1, &[&origin]),
+    )?;
+    want(&r, 200, "the kit model's policy")?;
+    let m = crate::models::manifest(MODEL, files, &key);
+    crate::models::publish_release(x, &admin, &m, &[&key], &format!("{origin}/{MODEL}"))
+}
+
 fn gpu_host(kit: &Kit, dir: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(&kit.gpu_host)
         .args(args)
@@ -553,7 +597,7 @@ fn gpu_host_serves_inference_and_agents_never_get_it(x: &Ctx) -> Result<(), Stri
     if code != 0 {
         return Err(format!("init: {out}"));
     }
-    let models = kit.models.to_string_lossy().into_owned();
+    let family = MODEL.split('@').next().unwrap_or(MODEL);
     let (code, out) = gpu_host(
         kit,
         &dir,
@@ -563,16 +607,15 @@ fn gpu_host_serves_inference_and_agents_never_get_it(x: &Ctx) -> Result<(), Stri
             &base,
             "--token",
             &token,
-            "--models",
-            &models,
+            "--family",
+            family,
         ],
     );
     if code != 0 {
         return Err(format!("register: {out}"));
     }
+    let release_digest = publish_kit_model(x)?;
     let engine: Vec<String> = vec![
-        "--models".into(),
-        models.clone(),
         "--guest".into(),
         kit.guest.to_string_lossy().into_owned(),
         "--onnxruntime".into(),
@@ -601,9 +644,10 @@ fn gpu_host_serves_inference_and_agents_never_get_it(x: &Ctx) -> Result<(), Stri
         200,
         "approve",
     )?;
-    // Approved: its heartbeat reports the model and the accelerator.
+    // Approved: its first heartbeat brings the assigned release, which it
+    // verifies (signatures, every file's blake3) before it reports serving it.
     let (code, out) = run(&[]);
-    if code != 0 {
+    if code != 0 || !out.contains("verified") {
         return Err(format!("first round: {out}"));
     }
     let view = want(
@@ -668,10 +712,8 @@ fn gpu_host_serves_inference_and_agents_never_get_it(x: &Ctx) -> Result<(), Stri
     {
         return Err(format!("inference report {inf}"));
     }
-    // The manifest digest the host resolved is the one `models add` wrote.
-    let manifest =
-        std::fs::read(kit.models.join(MODEL).join("manifest.json")).map_err(|e| e.to_string())?;
-    let digest = format!("blake3:{}", blake3::hash(&manifest).to_hex());
+    // The manifest digest the host resolved is the signed release's.
+    let digest = release_digest;
     if inf["model_manifest_digest"] != digest.as_str() {
         return Err(format!(
             "manifest digest {} want {digest}",

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod inference;
 pub mod ledger;
 pub mod mesh;
+pub mod models;
 pub mod oauth;
 pub mod passkeys;
 
@@ -522,6 +523,7 @@ impl Suite {
             .chain(named("ledger", ledger::checks()))
             .chain(named("mesh", mesh::checks()))
             .chain(named("inference", inference::checks()))
+            .chain(named("models", models::checks()))
             .chain(named("passkeys", passkeys::checks()))
             .chain(named("oauth", oauth::checks()));
         for (name, check) in all {

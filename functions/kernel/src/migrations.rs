@@ -74,6 +74,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_inference.sql",
         sql: include_str!("../../../migrations/0011_inference.sql"),
     },
+    Migration {
+        name: "0012_model_supply.sql",
+        sql: include_str!("../../../migrations/0012_model_supply.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

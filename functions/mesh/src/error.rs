@@ -89,6 +89,31 @@ pub enum Error {
     /// The prompt is over the input limit.
     #[error("input too large")]
     InputTooLarge(String),
+    /// A release refused on registration: its signatures, expiry, name or
+    /// source against the family's policy.
+    #[error("release refused: {0}")]
+    Release(edgecoder_proto::supply::Failure, String),
+    /// No policy for the model family.
+    #[error("model family unknown")]
+    FamilyUnknown,
+    /// A release of this name@version is registered already.
+    #[error("release exists")]
+    ReleaseExists,
+    /// No such release.
+    #[error("release not found")]
+    ReleaseNotFound,
+    /// No such rollout.
+    #[error("rollout not found")]
+    RolloutNotFound,
+    /// The family has a rollout under way already.
+    #[error("rollout in progress")]
+    RolloutInProgress,
+    /// The rollout's state does not allow this step.
+    #[error("rollout state: {0}")]
+    RolloutState(&'static str),
+    /// An operator's advance that the stage's safety gate does not allow.
+    #[error("gate not met: {0}")]
+    GateNotMet(String),
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -290,6 +315,54 @@ impl From<Error> for Problem {
                 S::UNPROCESSABLE_ENTITY,
                 "input_too_large",
                 "Input too large",
+                &why,
+            ),
+            Error::Release(failure, why) => problem(
+                S::UNPROCESSABLE_ENTITY,
+                failure.as_str(),
+                "Release refused",
+                &why,
+            ),
+            Error::FamilyUnknown => problem(
+                S::NOT_FOUND,
+                "model_family_unknown",
+                "Model family unknown",
+                "No source policy names this model family; an operator sets one with PUT /mesh/models/policies/{family}.",
+            ),
+            Error::ReleaseExists => problem(
+                S::CONFLICT,
+                "release_exists",
+                "Release exists",
+                "A release of this name@version is registered already; publish a new version instead.",
+            ),
+            Error::ReleaseNotFound => problem(
+                S::NOT_FOUND,
+                "release_not_found",
+                "Release not found",
+                "No release of this name@version is registered.",
+            ),
+            Error::RolloutNotFound => problem(
+                S::NOT_FOUND,
+                "rollout_not_found",
+                "Rollout not found",
+                "No such rollout.",
+            ),
+            Error::RolloutInProgress => problem(
+                S::CONFLICT,
+                "rollout_in_progress",
+                "Rollout in progress",
+                "This model family has a rollout under way; complete, roll back or wait for it first.",
+            ),
+            Error::RolloutState(why) => problem(
+                S::CONFLICT,
+                "invalid_transition",
+                "Invalid transition",
+                why,
+            ),
+            Error::GateNotMet(why) => problem(
+                S::CONFLICT,
+                "gate_not_met",
+                "Gate not met",
                 &why,
             ),
             Error::Kernel(k) => k.into(),

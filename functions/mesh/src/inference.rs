@@ -86,7 +86,7 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let priority = queue_place(&caller, body.priority, body.tenant.as_deref())?;
     let now = s.clock.now_ms();
-    if !store::tasks::model_served(s.sql.as_ref(), &request.model, now - SERVED_WITHIN_MS).await? {
+    if !crate::models::served(s, &request.model).await? {
         return Err(audit::denied(
             s,
             &req.ctx,

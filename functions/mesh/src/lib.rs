@@ -8,7 +8,9 @@
 //! routes), per-node rate limits, the heartbeat's server-authoritative
 //! policy, task scheduling with leases over frozen, content-addressed
 //! inputs, and inference tasks (leased only to approved GPU hosts that serve
-//! the task's model). Out of scope: peers, gossip and blacklist propagation
+//! the task's model), and the model supply chain (source policies, signed
+//! releases, staged rollouts with health gates: [`models`], [`rollout`]).
+//! Out of scope: peers, gossip and blacklist propagation
 //! (federation; the blacklist version is already reported), running tasks
 //! (the device agent, `agent/`), and the wire formats themselves
 //! (`edgecoder-proto`: signatures, node ids, messages).
@@ -21,8 +23,10 @@
 pub mod authn;
 mod error;
 pub mod inference;
+pub mod models;
 pub mod nodes;
 pub mod policy;
+pub mod rollout;
 mod settings;
 pub mod store;
 pub mod tasks;
@@ -157,7 +161,7 @@ pub fn router(config: &Config) -> Router {
         endpoint(|s, r| async move { identity(&s, r).await }),
         identity_doc,
     );
-    let r = inference::routes(tasks::routes(nodes::routes(r))).route(
+    let r = models::routes(inference::routes(tasks::routes(nodes::routes(r)))).route(
         Method::GET,
         "/mesh/audit",
         endpoint(|s, r| async move { audit_query(&s, r).await }),

@@ -60,10 +60,10 @@ fn validate_capabilities(c: &Capabilities) -> Result<(), Error> {
     if !c
         .models
         .iter()
-        .all(|m| edgecoder_proto::inference::valid_model_name(m))
+        .all(|m| edgecoder_proto::inference::valid_model_name(m) || crate::models::valid_family(m))
     {
         return Err(invalid(
-            "capabilities.models are names of the form name@version.",
+            "capabilities.models are model families (name) or releases (name@version).",
         ));
     }
     Ok(())
@@ -483,11 +483,13 @@ pub async fn heartbeat(s: &Services, req: Request) -> Result<Response, Error> {
     store::nodes::store_telemetry(s.sql.as_ref(), &node.node_id, &t, s.clock.now_ms()).await?;
     node.telemetry = Some(t);
     let (_, policy) = node_policy(s, &node).await?;
+    let models = crate::models::heartbeat(s, &req.ctx, &node).await?;
     Ok(ok_json(&HeartbeatResponse {
         node_id: node.node_id,
         status: node.status,
         policy,
         heartbeat_interval_secs: policy::HEARTBEAT_INTERVAL_SECS,
+        models,
     }))
 }
 

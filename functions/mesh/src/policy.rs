@@ -46,20 +46,6 @@ pub fn task_kind_for(kind: NodeKind) -> TaskKind {
     }
 }
 
-/// The models a GPU host may be given: those it declared when it registered
-/// (what the operator approved) that its last heartbeat still reports (what
-/// it can serve now). A host cannot widen its own scope after approval.
-pub fn servable_models(capabilities: &Capabilities, telemetry: Option<&Telemetry>) -> Vec<String> {
-    let Some(t) = telemetry else {
-        return Vec::new();
-    };
-    capabilities
-        .models
-        .iter()
-        .filter(|m| t.models.contains(m))
-        .cloned()
-        .collect()
-}
 /// Largest task timeout anyone may ask for.
 pub const MAX_TIMEOUT_MS: i64 = 300_000;
 /// Largest task memory anyone may ask for.
@@ -96,6 +82,18 @@ pub fn validate_telemetry(t: &Telemetry) -> Result<(), Error> {
             .all(|m| edgecoder_proto::inference::valid_model_name(m))
     {
         return bad("models holds at most 32 names of the form name@version.");
+    }
+    if t.model_status.len() > 32
+        || !t.model_status.iter().all(|m| {
+            let hex = m.release_digest.strip_prefix("blake3:").unwrap_or_default();
+            edgecoder_proto::inference::valid_model_name(&m.model)
+                && hex.len() == 64
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    {
+        return bad(
+            "model_status holds at most 32 reports on name@version releases (blake3: digests).",
+        );
     }
     if let Some(a) = &t.accelerator {
         let printable = |s: &str, max: usize| {
@@ -240,6 +238,7 @@ mod tests {
             active_model: None,
             models: Vec::new(),
             accelerator: None,
+            model_status: Vec::new(),
         }
     }
 
@@ -306,9 +305,6 @@ mod tests {
         assert_eq!(p.allowed_task_kinds, vec![TaskKind::Inference]);
         let (_, p) = for_node(NodeKind::Agent, &caps, Some(&tel), 0);
         assert_eq!(p.allowed_task_kinds, vec![TaskKind::Wasm]);
-        // c@1 was never declared at registration; a@1 is not served now.
-        assert_eq!(servable_models(&caps, Some(&tel)), vec!["b@1".to_owned()]);
-        assert!(servable_models(&caps, None).is_empty());
     }
 
     #[test]

@@ -317,7 +317,7 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
     let now = s.clock.now_ms();
     let kind = policy::task_kind_for(node.kind);
     let models = if kind == TaskKind::Inference {
-        policy::servable_models(&node.capabilities, node.telemetry.as_ref())
+        crate::models::servable(s, &node).await?
     } else {
         Vec::new()
     };

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod mesh;
 pub mod model;
 pub mod node_id;
+pub mod supply;
 
 pub use node_id::NodeId;
 

@@ -264,6 +264,9 @@ pub struct Telemetry {
     /// The accelerator inference runs on (GPU hosts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accelerator: Option<Accelerator>,
+    /// Per release: verified or why not, and health (GPU hosts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_status: Vec<crate::supply::ModelStatus>,
 }
 
 /// An accelerator as a GPU host reports it.
@@ -455,6 +458,9 @@ pub struct HeartbeatResponse {
     pub policy: Policy,
     /// When to send the next heartbeat.
     pub heartbeat_interval_secs: u64,
+    /// The model policy and the releases assigned to the node (GPU hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<crate::supply::Assignments>,
 }
 
 /// Module or input bytes with their digest.

@@ -346,7 +346,11 @@ impl Host {
 
     /// The graph for `name`, loading it on first use.
     fn graph(&self, name: &str) -> Result<(Loaded, bool), InferenceError> {
-        if let Some(l) = self.graphs.lock().ok().and_then(|g| g.get(name).cloned()) {
+        if !self.resolver.serves(name) {
+            if let Ok(mut g) = self.graphs.lock() {
+                g.remove(name);
+            }
+        } else if let Some(l) = self.graphs.lock().ok().and_then(|g| g.get(name).cloned()) {
             return Ok((l, false));
         }
         let verified = self.resolver.resolve(name).map_err(|r| match r {

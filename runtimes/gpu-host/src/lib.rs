@@ -4,7 +4,10 @@
 //!
 //! In scope:
 //! - [`models`]: the local model directory and its digest checks, behind the
-//!   [`models::Resolver`] seam for the model supply chain;
+//!   [`models::Resolver`] seam;
+//! - [`supply`]: the model supply chain's resolver: only the release the
+//!   coordinator assigned, checked against the family's policy (signatures,
+//!   expiry, origin, size) and every file's blake3 as it is fetched;
 //! - [`host`]: wasmtime + wasmtime-wasi-nn (ONNX; CPU, or CUDA with the
 //!   `cuda` feature), one compiled guest, graphs cached by name, per-request
 //!   memory and time limits, typed errors;
@@ -14,12 +17,13 @@
 //!
 //! Out of scope: the guest's decode loop (`functions/inference`), the
 //! coordinator (`functions/mesh`), any inference port on the network (there
-//! is none), signed manifests and rollout (the model supply chain).
+//! is none), rollout decisions (the coordinator).
 
 mod error;
 pub mod host;
 pub mod metrics;
 pub mod models;
+pub mod supply;
 pub mod worker;
 
 pub use error::Error;

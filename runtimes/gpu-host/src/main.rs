@@ -3,10 +3,15 @@
 //! ```text
 //! edgecoder-gpu-host init      --dir D                      node key (kind gpu-host)
 //! edgecoder-gpu-host models add --models M --name n@v --onnx F   copy + manifest
-//! edgecoder-gpu-host register  --dir D --coordinator URL --token T --models M
-//! edgecoder-gpu-host run       --dir D --models M --guest G [--metrics-listen 127.0.0.1:9464]
+//! edgecoder-gpu-host register  --dir D --coordinator URL --token T --family F…
+//! edgecoder-gpu-host run       --dir D --guest G [--cache C] [--origin-ca PEM] [--metrics-listen 127.0.0.1:9464]
 //! edgecoder-gpu-host infer     --models M --guest G --model n@v --prompt TEXT   one local request
 //! ```
+//!
+//! `run` serves only what the coordinator assigns: signed releases, verified
+//! against the family's policy and fetched into a digest-addressed cache
+//! (`edgecoder_gpu_host::supply`). A local model directory (`--models`) is
+//! for `infer` on the operator's own machine, never for the mesh.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,10 +25,11 @@ use edgecoder_agent::node::{self, Node};
 use edgecoder_agent::runner::{Runner, log};
 use edgecoder_gpu_host::host::{Device, Host, HostLimits, init_onnxruntime};
 use edgecoder_gpu_host::metrics::{self, Metrics};
-use edgecoder_gpu_host::models::{Manifest, ModelDir};
+use edgecoder_gpu_host::models::{Manifest, ModelDir, Resolver};
+use edgecoder_gpu_host::supply::{Fetcher, Supply};
 use edgecoder_gpu_host::worker::{InferenceWorker, detect_accelerator, finish_name};
 use edgecoder_gpu_host::{Error, metrics::code};
-use edgecoder_proto::inference::{InferenceRequest, Prompt};
+use edgecoder_proto::inference::{InferenceRequest, Prompt, valid_model_name};
 use edgecoder_proto::mesh::NodeKind;
 
 const TOKEN_ENV: &str = "EDGECODER_ENROLLMENT_TOKEN";
@@ -41,9 +47,10 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct Engine {
-    /// The model directory (one `name@version` directory per model).
+    /// A local model directory (one `name@version` directory per model):
+    /// `infer` only; `run` serves what the coordinator assigns.
     #[arg(long)]
-    models: PathBuf,
+    models: Option<PathBuf>,
     /// The inference guest component (edgecoder_inference.wasm).
     #[arg(long)]
     guest: PathBuf,
@@ -111,8 +118,10 @@ enum Command {
         token: Option<String>,
         #[arg(long)]
         dir: Option<PathBuf>,
-        #[arg(long)]
-        models: PathBuf,
+        /// A model family this host offers to serve (repeatable): what the
+        /// operator approves; the coordinator assigns versions.
+        #[arg(long = "family", required = true)]
+        families: Vec<String>,
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
         device: String,
     },
@@ -127,6 +136,13 @@ enum Command {
         /// Serve Prometheus metrics here (loopback only).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// The verified-release cache (default: <dir>/model-cache).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Trust only this CA (PEM) for https model origins (a private
+        /// mirror); default: the web PKI.
+        #[arg(long)]
+        origin_ca: Option<PathBuf>,
         /// One heartbeat and at most one task, then exit.
         #[arg(long)]
         once: bool,
@@ -159,7 +175,11 @@ fn device(name: &str) -> Device {
     }
 }
 
-fn start(engine: &Engine, metrics: Arc<Metrics>) -> Result<Host, Error> {
+fn start(
+    engine: &Engine,
+    resolver: Box<dyn Resolver>,
+    metrics: Arc<Metrics>,
+) -> Result<Host, Error> {
     let lib = engine
         .onnxruntime
         .clone()
@@ -176,7 +196,7 @@ fn start(engine: &Engine, metrics: Arc<Metrics>) -> Result<Host, Error> {
     }
     Host::new(
         &engine.guest,
-        Box::new(ModelDir::open(&engine.models)?),
+        resolver,
         dev,
         HostLimits {
             memory_bytes: engine.memory_mb.saturating_mul(1 << 20),
@@ -280,10 +300,9 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             coordinator,
             token,
             dir,
-            models,
+            families,
             device: dev,
         } => {
-            use edgecoder_gpu_host::models::Resolver as _;
             let token = token
                 .or_else(|| std::env::var(TOKEN_ENV).ok())
                 .filter(|t| !t.is_empty())
@@ -296,11 +315,16 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             }
             let mut caps = edgecoder_agent::telemetry::capabilities();
             caps.gpu = serde_json::to_value(detect_accelerator(device(&dev).provider())).ok();
-            caps.models = ModelDir::open(&models)?
-                .names()
-                .into_iter()
-                .take(edgecoder_gpu_host::host::MAX_ADVERTISED)
-                .collect();
+            if families.len() > edgecoder_gpu_host::host::MAX_ADVERTISED
+                || families
+                    .iter()
+                    .any(|f| !valid_model_name(&format!("{f}@0")))
+            {
+                return Err(Error::Config(
+                    "--family is a model name without its version (lowercase letters, digits, . _ -), at most 32".into(),
+                ));
+            }
+            caps.models = families;
             let answer = client::register_node(&mut node, &coordinator, token, caps)?;
             println!("node id:     {}", answer.node_id);
             println!("coordinator: {coordinator}");
@@ -312,9 +336,12 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             coordinator,
             engine,
             metrics_listen,
+            cache,
+            origin_ca,
             once,
         } => {
-            let node = Node::load(&dir_or_default(dir)?)?;
+            let dir = dir_or_default(dir)?;
+            let node = Node::load(&dir)?;
             let coordinator = coordinator
                 .or_else(|| node.config().coordinator.clone())
                 .ok_or_else(|| {
@@ -325,7 +352,15 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 let bound = metrics::serve(addr, metrics.clone())?;
                 log(format_args!("metrics on http://{bound}/metrics"));
             }
-            let host = Arc::new(start(&engine, metrics)?);
+            if engine.models.is_some() {
+                return Err(Error::Config(
+                    "run serves the releases the coordinator assigns; --models is for infer".into(),
+                ));
+            }
+            let cache = cache.unwrap_or_else(|| dir.join("model-cache"));
+            let fetcher = Fetcher::new(origin_ca.as_deref())?;
+            let supply = Arc::new(Supply::new(&cache, fetcher, metrics.clone())?);
+            let host = Arc::new(start(&engine, Box::new(supply.clone()), metrics)?);
             let accelerator = detect_accelerator(host.device().provider());
             log(format_args!(
                 "gpu host {} (key {}) -> {coordinator}; models {:?}; {} ({})",
@@ -336,7 +371,15 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 accelerator.provider
             ));
             let client = MeshClient::new(&coordinator, node.signing_key().clone())?;
-            let mut runner = Runner::with_worker(client, InferenceWorker::new(host, accelerator));
+            let mut runner = Runner::with_worker(
+                client,
+                InferenceWorker::new(host, accelerator, Some(supply)),
+            );
+            // A first heartbeat learns the assignments and verifies them, so
+            // that the next one already reports what this host serves.
+            if let Err(e) = runner.heartbeat() {
+                log(format_args!("first heartbeat: {e}"));
+            }
             if !once {
                 runner.run_forever();
             }
@@ -353,7 +396,14 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             repeat,
         } => {
             let begun = std::time::Instant::now();
-            let host = start(&engine, Arc::new(Metrics::default()))?;
+            let models = engine.models.as_deref().ok_or_else(|| {
+                Error::Config("infer runs a model from a local directory: pass --models".into())
+            })?;
+            let host = start(
+                &engine,
+                Box::new(ModelDir::open(models)?),
+                Arc::new(Metrics::default()),
+            )?;
             let start_ns = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let req = InferenceRequest {
                 model,

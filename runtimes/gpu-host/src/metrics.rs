@@ -45,7 +45,24 @@ struct Errors {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Assigned {
+    model: String,
+    rollout: String,
+}
+
 type Seconds = fn() -> Histogram;
+
+/// Latency bucket bounds of the health a heartbeat reports, ms: 1, 2, 4 …
+const HEALTH_BUCKETS: usize = 20;
+
+/// Per model: requests, errors, and latency counts per power-of-two bucket.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    requests: u64,
+    errors: u64,
+    buckets: [u64; HEALTH_BUCKETS + 1],
+}
 
 /// The host's metrics.
 pub struct Metrics {
@@ -57,6 +74,10 @@ pub struct Metrics {
     forward: Family<ModelLabel, Counter<f64, AtomicU64>>,
     rate: Family<ModelLabel, Gauge<f64, AtomicU64>>,
     loads: Family<ModelLabel, Counter>,
+    verify_failures: Family<Errors, Counter>,
+    verify_seconds: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    assigned: Family<Assigned, Gauge>,
+    tallies: std::sync::Mutex<std::collections::HashMap<String, Tally>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,6 +112,24 @@ impl Default for Metrics {
         let forward = Family::<ModelLabel, Counter<f64, AtomicU64>>::default();
         let rate = Family::<ModelLabel, Gauge<f64, AtomicU64>>::default();
         let loads = Family::<ModelLabel, Counter>::default();
+        let verify_failures = Family::<Errors, Counter>::default();
+        let verify_seconds = Family::<ModelLabel, Counter<f64, AtomicU64>>::default();
+        let assigned = Family::<Assigned, Gauge>::default();
+        registry.register(
+            "edgecoder_model_verification_failures",
+            "Releases refused by the resolver, by model version and code",
+            verify_failures.clone(),
+        );
+        registry.register(
+            "edgecoder_model_verify_seconds",
+            "Time spent verifying releases (signatures, fetch, blake3)",
+            verify_seconds.clone(),
+        );
+        registry.register(
+            "edgecoder_model_assigned",
+            "1 for each model version the coordinator assigned to this host (rollout label: the rollout behind it)",
+            assigned.clone(),
+        );
         registry.register(
             "edgecoder_inference_requests",
             "Inference requests by model and outcome (ok, error)",
@@ -135,6 +174,10 @@ impl Default for Metrics {
             forward,
             rate,
             loads,
+            verify_failures,
+            verify_seconds,
+            assigned,
+            tallies: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 }
@@ -149,8 +192,77 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a refused release.
+    pub fn verification_failed(&self, model: &str, code: &str) {
+        self.verify_failures
+            .get_or_create(&Errors {
+                model: model.to_owned(),
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a verified release and the time it took.
+    pub fn verified(&self, model: &str, took: Duration) {
+        self.verify_seconds
+            .get_or_create(&ModelLabel {
+                model: model.to_owned(),
+            })
+            .inc_by(took.as_secs_f64());
+    }
+
+    /// The current assignments (model version, rollout): the gauge is 1 for
+    /// these and removed for any other.
+    pub fn assignments(&self, now: &[(String, Option<String>)]) {
+        self.assigned.clear();
+        for (model, rollout) in now {
+            self.assigned
+                .get_or_create(&Assigned {
+                    model: model.clone(),
+                    rollout: rollout.clone().unwrap_or_default(),
+                })
+                .set(1);
+        }
+    }
+
+    /// Requests, errors and p99 latency (ms, a bucket's upper bound) served
+    /// on `model` since the host started: what heartbeats report.
+    pub fn health(&self, model: &str) -> (u64, u64, Option<u64>) {
+        let Some(t) = self.tallies.lock().ok().and_then(|t| t.get(model).cloned()) else {
+            return (0, 0, None);
+        };
+        let total: u64 = t.buckets.iter().sum();
+        if total == 0 {
+            return (t.requests, t.errors, None);
+        }
+        let want = total - total / 100;
+        let mut seen = 0;
+        let mut p99 = None;
+        for (i, n) in t.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                p99 = Some(1u64 << i.min(62));
+                break;
+            }
+        }
+        (t.requests, t.errors, p99)
+    }
+
+    fn tally(&self, model: &str, o: &Outcome) {
+        let ms = u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX);
+        // Bucket i holds latencies up to 2^i ms.
+        let bucket = (64 - ms.saturating_sub(1).leading_zeros()) as usize;
+        if let Ok(mut t) = self.tallies.lock() {
+            let e = t.entry(model.to_owned()).or_default();
+            e.requests += 1;
+            e.errors += u64::from(o.result.is_err());
+            e.buckets[bucket.min(HEALTH_BUCKETS)] += 1;
+        }
+    }
+
     /// Records a finished request.
     pub fn observe(&self, model: &str, o: &Outcome) {
+        self.tally(model, o);
         let label = ModelLabel {
             model: model.to_owned(),
         };

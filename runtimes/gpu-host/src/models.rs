@@ -3,9 +3,10 @@
 //! In scope: models on local disk, one directory per `name@version` holding
 //! the ONNX file and `manifest.json`; the manifest's blake3 digests checked
 //! against the file before any byte reaches the backend; the manifest's own
-//! digest (what results and the ledger record). The [`Resolver`] trait is
-//! where signatures, approved sources and rollout (the model supply chain)
-//! slot in: a resolver answers with verified bytes or a typed refusal.
+//! digest. The [`Resolver`] trait is the seam: a resolver answers with
+//! verified bytes or a typed refusal. A directory serves the local `infer`
+//! command and tests; a node serving the mesh resolves through
+//! [`crate::supply`] (signed releases, assigned by the coordinator).
 //!
 //! Out of scope: compiling graphs and caching them (the host), and fetching
 //! models from anywhere.
@@ -91,6 +92,57 @@ pub trait Resolver: Send + Sync {
     fn names(&self) -> Vec<String>;
     /// The verified model named `name`.
     fn resolve(&self, name: &str) -> Result<Verified, Refusal>;
+    /// Whether `name` may be served now (a graph loaded earlier is dropped
+    /// once its model is no longer assigned).
+    fn serves(&self, _name: &str) -> bool {
+        true
+    }
+}
+
+impl<T: Resolver + ?Sized> Resolver for std::sync::Arc<T> {
+    fn names(&self) -> Vec<String> {
+        (**self).names()
+    }
+    fn resolve(&self, name: &str) -> Result<Verified, Refusal> {
+        (**self).resolve(name)
+    }
+    fn serves(&self, name: &str) -> bool {
+        (**self).serves(name)
+    }
+}
+
+/// The family of `name@version`.
+pub fn family(model: &str) -> &str {
+    model.split_once('@').map_or(model, |(f, _)| f)
+}
+
+/// The checks on a model's configuration that do not depend on where it
+/// came from: format, tokenizer, context and a plain graph file name.
+pub fn check_config(m: &Manifest) -> Result<(), String> {
+    if m.format != "onnx" {
+        return Err("only onnx models are served".into());
+    }
+    if m.tokenizer != "byte" || m.vocab_size != 256 {
+        return Err("the tokenizer is not one this host implements (byte, vocabulary 256)".into());
+    }
+    if m.context_length == 0 || m.context_length > 1 << 16 {
+        return Err("context_length is out of range".into());
+    }
+    let plain = |f: &str| {
+        !f.is_empty()
+            && f != "."
+            && f != ".."
+            && f != MANIFEST
+            && f.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if !plain(&m.file) {
+        return Err("the manifest's file is not a plain file name".into());
+    }
+    if m.size > MAX_MODEL_BYTES {
+        return Err("the model file is over the size limit".into());
+    }
+    Ok(())
 }
 
 /// `"blake3:" + hex`.
@@ -168,28 +220,8 @@ impl ModelDir {
         if format!("{}@{}", manifest.name, manifest.version) != name {
             return bad("the manifest names another model");
         }
-        if manifest.format != "onnx" {
-            return bad("only onnx models are served");
-        }
-        if manifest.tokenizer != "byte" || manifest.vocab_size != 256 {
-            return bad("the tokenizer is not one this host implements (byte, vocabulary 256)");
-        }
-        if manifest.context_length == 0 || manifest.context_length > 1 << 16 {
-            return bad("context_length is out of range");
-        }
-        let plain = |f: &str| {
-            !f.is_empty()
-                && f != "."
-                && f != ".."
-                && f != MANIFEST
-                && f.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        };
-        if !plain(&manifest.file) {
-            return bad("the manifest's file is not a plain file name");
-        }
-        if manifest.size > MAX_MODEL_BYTES {
-            return bad("the model file is over the size limit");
+        if let Err(m) = check_config(&manifest) {
+            return bad(&m);
         }
         let file = dir.join(&manifest.file);
         Ok((manifest, digest(&raw), file))

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use edgecoder_agent::client::{Assignment, Policy, TaskResult};
+use edgecoder_agent::client::{Assignment, HeartbeatResponse, Policy, TaskResult};
 use edgecoder_agent::runner::Worker;
 use edgecoder_proto::inference::InferenceInput;
 use edgecoder_proto::mesh::{
@@ -22,6 +22,7 @@ use edgecoder_proto::mesh::{
 };
 
 use crate::host::{FinishReason, Host, InferenceError};
+use crate::supply::Supply;
 
 /// Characters of an error's detail reported (as the result's stderr).
 const MAX_DETAIL_CHARS: usize = 2048;
@@ -67,12 +68,19 @@ pub fn detect_accelerator(provider: &str) -> Accelerator {
 pub struct InferenceWorker {
     host: Arc<Host>,
     accelerator: Accelerator,
+    supply: Option<Arc<Supply>>,
 }
 
 impl InferenceWorker {
-    /// A worker running tasks on `host`.
-    pub fn new(host: Arc<Host>, accelerator: Accelerator) -> Self {
-        Self { host, accelerator }
+    /// A worker running tasks on `host`, serving the releases `supply`
+    /// verifies from each heartbeat's assignments (without one, a fixed
+    /// local directory: tests of the loop only).
+    pub fn new(host: Arc<Host>, accelerator: Accelerator, supply: Option<Arc<Supply>>) -> Self {
+        Self {
+            host,
+            accelerator,
+            supply,
+        }
     }
 
     /// What the registration declares: the agent's readings plus the
@@ -137,7 +145,17 @@ impl Worker for InferenceWorker {
         let mut t = edgecoder_agent::telemetry::sample(DeviceType::Server);
         t.models = self.host.models();
         t.accelerator = Some(self.accelerator.clone());
+        if let Some(s) = &self.supply {
+            t.model_status = s.status();
+        }
         t
+    }
+
+    fn answered(&self, answer: &HeartbeatResponse) {
+        if let Some(s) = &self.supply {
+            s.assign(&answer.models.clone().unwrap_or_default());
+            s.prepare();
+        }
     }
 
     fn execute(&self, a: &Assignment, policy: &Policy) -> TaskResult {

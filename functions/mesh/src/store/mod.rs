@@ -4,11 +4,13 @@
 //! changes in one file.
 //!
 //! In scope: nodes and their keys, decisions, telemetry and blacklist
-//! version ([`nodes`]); blobs, tasks, leases and results ([`tasks`]);
+//! version ([`nodes`]); model policies, releases, rollouts and host reports
+//! ([`models`]); blobs, tasks, leases and results ([`tasks`]);
 //! request nonces. Out of scope: who may do what and the JSON shapes of
 //! answers (the handlers); audit events (the kernel's `audit`), which ride
 //! in the same batches through the `Statement`s returned here.
 
+pub mod models;
 pub mod nodes;
 pub mod tasks;
 

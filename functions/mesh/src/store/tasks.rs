@@ -281,22 +281,6 @@ pub async fn any_waiting(sql: &dyn Sql, fit: &Fit<'_>) -> Result<bool, Error> {
     Ok(!rows.rows.is_empty())
 }
 
-/// Whether an active GPU host serves `model` now: declared at registration
-/// (approved) and reported in a heartbeat since `since` (ms).
-pub async fn model_served(sql: &dyn Sql, model: &str, since: i64) -> Result<bool, Error> {
-    let rows = sql
-        .execute(Statement::new(
-            "SELECT 1 AS served FROM mesh_nodes n, json_each(n.telemetry, '$.models') t \
-             WHERE n.kind = 'gpu-host' AND n.status = 'active' AND t.value = ?1 \
-               AND n.last_heartbeat_at >= ?2 \
-               AND EXISTS (SELECT 1 FROM json_each(n.capabilities, '$.models') c WHERE c.value = ?1) \
-             LIMIT 1",
-            vec![model.into(), Value::Integer(since)],
-        ))
-        .await?;
-    Ok(!rows.rows.is_empty())
-}
-
 /// A lease holder's report.
 pub struct Report<'a> {
     /// Task id.

@@ -1,0 +1,587 @@
+//! The model supply chain on the host: the resolver that turns a model name
+//! into verified graph bytes only for the release the coordinator assigned.
+//!
+//! In scope: keeping the assignments and the family policies each heartbeat
+//! brings; for each assigned release, in this order: the family is allowed,
+//! the source is https (or a local directory) under an allowed origin, the
+//! DSSE envelope holds k of n signatures by the policy's keys, is unexpired,
+//! is this model's release and is the release assigned (digest), its total
+//! size is under the policy's cap; then every file is fetched or read
+//! streamed, capped at its listed size, hashed as it arrives, written to a
+//! temporary file and moved into the digest-addressed cache only when size
+//! and blake3 match (anything else is discarded). A cached file is re-hashed
+//! before it counts, and the graph once more when it is loaded. Each refusal
+//! is a typed [`Failure`], logged, counted and reported in the next
+//! heartbeat; a refused release is not retried until the coordinator
+//! assigns another (fetch errors are retried).
+//!
+//! Out of scope: compiling graphs (the host), rollout decisions (the
+//! coordinator). The guest only ever names a model; no path, URL or byte
+//! comes from it.
+//!
+//! ```text
+//! <cache>/blobs/<blake3 hex>     verified files, by digest
+//! <cache>/tmp/<random>           a download in progress (removed on failure)
+//! ```
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use edgecoder_proto::model::{self, ManifestFile, ModelManifest};
+use edgecoder_proto::supply::{Assignment, Assignments, Failure, ModelState, ModelStatus};
+
+use crate::Error;
+use crate::metrics::Metrics;
+use crate::models::{MANIFEST, Manifest, Refusal, Resolver, Verified};
+
+/// Largest `manifest.json` inside a release.
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+/// How a release's files are fetched from an https origin.
+pub struct Fetcher {
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fetcher")
+    }
+}
+
+impl Fetcher {
+    /// An https client trusting the web PKI, or only `extra_ca` (PEM) when
+    /// given (a private model mirror, and tests). It never follows a
+    /// redirect (that could leave the allowed origin) and speaks https only.
+    pub fn new(extra_ca: Option<&Path>) -> Result<Self, Error> {
+        use ureq::tls::{RootCerts, TlsConfig};
+        let roots = match extra_ca {
+            None => RootCerts::WebPki,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                let certs = ureq::tls::parse_pem(&pem)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>();
+                if certs.is_empty() {
+                    return Err(Error::Config(format!(
+                        "{} holds no PEM certificate",
+                        path.display()
+                    )));
+                }
+                RootCerts::new_with_certs(&certs)
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .https_only(true)
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(30 * 60)))
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .build()
+            .new_agent();
+        Ok(Self { agent })
+    }
+}
+
+/// One release as the host holds it.
+#[derive(Debug, Clone)]
+struct Held {
+    assignment: Assignment,
+    state: ModelState,
+    failure: Option<Failure>,
+    /// The verified manifest (set once verified).
+    manifest: Option<ModelManifest>,
+}
+
+/// The supply-chain resolver.
+pub struct Supply {
+    cache: PathBuf,
+    fetcher: Fetcher,
+    held: Mutex<HashMap<String, Held>>,
+    policy_version: Mutex<u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Supply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supply")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("blake3:").unwrap_or(digest)
+}
+
+/// A refusal with what it was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The code.
+    pub failure: Failure,
+    /// For the operator.
+    pub detail: String,
+}
+
+fn refused(failure: Failure, detail: impl Into<String>) -> Refused {
+    Refused {
+        failure,
+        detail: detail.into(),
+    }
+}
+
+impl Supply {
+    /// A resolver caching verified files under `cache`.
+    pub fn new(cache: &Path, fetcher: Fetcher, metrics: Arc<Metrics>) -> Result<Self, Error> {
+        for d in [cache.join("blobs"), cache.join("tmp")] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+        }
+        // Leftovers of a download cut short by a crash are never trusted.
+        if let Ok(entries) = std::fs::read_dir(cache.join("tmp")) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(Self {
+            cache: cache.to_owned(),
+            fetcher,
+            held: Mutex::new(HashMap::new()),
+            policy_version: Mutex::new(0),
+            metrics,
+        })
+    }
+
+    /// Takes a heartbeat's assignments: new or changed releases start over
+    /// (pending), releases no longer assigned are dropped.
+    pub fn assign(&self, a: &Assignments) {
+        if let Ok(mut v) = self.policy_version.lock() {
+            *v = a.policy_version;
+        }
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
+        held.retain(|model, h| {
+            a.assignments.iter().any(|x| {
+                &x.model == model
+                    && x.release_digest == h.assignment.release_digest
+                    && x.policy == h.assignment.policy
+                    && x.source == h.assignment.source
+            })
+        });
+        for x in &a.assignments {
+            held.entry(x.model.clone()).or_insert_with(|| Held {
+                assignment: x.clone(),
+                state: ModelState::Pending,
+                failure: None,
+                manifest: None,
+            });
+        }
+        self.metrics.assignments(
+            &a.assignments
+                .iter()
+                .map(|x| (x.model.clone(), x.rollout_id.clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+
+    /// Verifies every pending release (and retries failed fetches).
+    pub fn prepare(&self) {
+        let todo: Vec<Held> = self
+            .held
+            .lock()
+            .map(|h| {
+                h.values()
+                    .filter(|h| {
+                        h.state == ModelState::Pending || h.failure == Some(Failure::FetchFailed)
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for h in todo {
+            let model = h.assignment.model.clone();
+            let started = Instant::now();
+            let outcome = self.verify(&h.assignment);
+            if let Ok(mut held) = self.held.lock()
+                && let Some(entry) = held.get_mut(&model)
+                && entry.assignment.release_digest == h.assignment.release_digest
+            {
+                match outcome {
+                    Ok(m) => {
+                        entry.state = ModelState::Verified;
+                        entry.failure = None;
+                        entry.manifest = Some(m);
+                        self.metrics.verified(&model, started.elapsed());
+                        edgecoder_agent::runner::log(format_args!(
+                            "model {model}: release {} verified in {} ms",
+                            h.assignment.release_digest,
+                            started.elapsed().as_millis()
+                        ));
+                    }
+                    Err(r) => self.refuse(entry, &r),
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, entry: &mut Held, r: &Refused) {
+        entry.state = ModelState::Failed;
+        entry.failure = Some(r.failure);
+        entry.manifest = None;
+        self.metrics
+            .verification_failed(&entry.assignment.model, r.failure.as_str());
+        edgecoder_agent::runner::log(format_args!(
+            "model {}: release {} refused ({}): {}",
+            entry.assignment.model, entry.assignment.release_digest, r.failure, r.detail
+        ));
+    }
+
+    /// What the next heartbeat reports: each release's state, with the
+    /// health the metrics saw on it.
+    pub fn status(&self) -> Vec<ModelStatus> {
+        let held = self.held.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut out: Vec<ModelStatus> = held
+            .values()
+            .map(|h| {
+                let (requests, errors, p99_ms) = self.metrics.health(&h.assignment.model);
+                ModelStatus {
+                    model: h.assignment.model.clone(),
+                    release_digest: h.assignment.release_digest.clone(),
+                    state: h.state,
+                    failure: h.failure,
+                    requests,
+                    errors,
+                    p99_ms,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.model.cmp(&b.model));
+        out
+    }
+
+    /// The coordinator's model-policy version last seen.
+    pub fn policy_version(&self) -> u64 {
+        self.policy_version.lock().map(|v| *v).unwrap_or_default()
+    }
+
+    /// Every check, then every file into the cache.
+    pub fn verify(&self, a: &Assignment) -> Result<ModelManifest, Refused> {
+        let policy = &a.policy;
+        if !policy.allowed || crate::models::family(&a.model) != policy.family {
+            return Err(refused(
+                Failure::ModelNotApproved,
+                "the family's policy does not allow it",
+            ));
+        }
+        policy.allows_source(&a.source).map_err(|f| {
+            refused(
+                f,
+                format!("{} is not under an allowed https origin", a.source),
+            )
+        })?;
+        let signing = policy
+            .signing()
+            .map_err(|e| refused(Failure::SignatureInvalid, format!("the policy's keys: {e}")))?;
+        let envelope = serde_json::to_vec(&a.envelope).unwrap_or_default();
+        let verified = model::verify(&envelope, &signing, now_secs(), Some(&a.model))
+            .map_err(|e| refused(Failure::of(&e), e.to_string()))?;
+        if verified.digest != a.release_digest {
+            return Err(refused(
+                Failure::ModelNotApproved,
+                "the envelope is not the release the coordinator assigned",
+            ));
+        }
+        let total = verified
+            .manifest
+            .files
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.size));
+        if total > policy.max_bytes {
+            return Err(refused(
+                Failure::ModelNotApproved,
+                format!(
+                    "the release is {total} bytes; the policy allows {}",
+                    policy.max_bytes
+                ),
+            ));
+        }
+        for f in &verified.manifest.files {
+            self.obtain(&a.source, f)?;
+        }
+        // The config must be one of the signed files, and name this release
+        // and a graph file that is signed too.
+        self.config(&verified.manifest)?;
+        Ok(verified.manifest)
+    }
+
+    fn blob(&self, digest: &str) -> PathBuf {
+        self.cache.join("blobs").join(hex_of(digest))
+    }
+
+    /// The file in the cache, verified: a cached copy is re-hashed, and a
+    /// missing or bad one fetched again.
+    fn obtain(&self, source: &str, f: &ManifestFile) -> Result<PathBuf, Refused> {
+        let blob = self.blob(&f.digest);
+        if blob.is_file() {
+            match hash_capped(&mut open(&blob)?, f.size) {
+                Ok((n, d)) if n == f.size && d == f.digest => return Ok(blob),
+                _ => {
+                    edgecoder_agent::runner::log(format_args!(
+                        "cache: {} no longer matches its digest; fetching it again",
+                        blob.display()
+                    ));
+                    let _ = std::fs::remove_file(&blob);
+                }
+            }
+        }
+        let tmp =
+            self.cache
+                .join("tmp")
+                .join(format!("{}-{}", hex_of(&f.digest), std::process::id()));
+        let got = self.fetch_into(source, f, &tmp);
+        match got {
+            Ok(()) => {
+                std::fs::rename(&tmp, &blob).map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    refused(Failure::FetchFailed, format!("caching {}: {e}", f.path))
+                })?;
+                Ok(blob)
+            }
+            Err(r) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(r)
+            }
+        }
+    }
+
+    /// Streams `{source}/{path}` into `tmp`, hashing as it goes, reading at
+    /// most one byte past the listed size.
+    fn fetch_into(&self, source: &str, f: &ManifestFile, tmp: &Path) -> Result<(), Refused> {
+        let url = format!("{}/{}", source.trim_end_matches('/'), f.path);
+        let mut out = std::fs::File::create(tmp)
+            .map_err(|e| refused(Failure::FetchFailed, format!("{}: {e}", tmp.display())))?;
+        let (n, digest) = if let Some(path) = url.strip_prefix("file://") {
+            let mut file = std::fs::File::open(path).map_err(|_| {
+                refused(
+                    Failure::DigestMismatch,
+                    format!("{} is missing from the source", f.path),
+                )
+            })?;
+            copy_hashed(&mut file, &mut out, f.size)?
+        } else {
+            let mut resp = self
+                .fetcher
+                .agent
+                .get(&url)
+                .call()
+                .map_err(|e| refused(Failure::FetchFailed, format!("{url}: {e}")))?;
+            let status = resp.status().as_u16();
+            if status == 404 {
+                return Err(refused(
+                    Failure::DigestMismatch,
+                    format!("{} is missing from the source (404)", f.path),
+                ));
+            }
+            if status != 200 {
+                return Err(refused(
+                    Failure::FetchFailed,
+                    format!("{url}: HTTP {status}"),
+                ));
+            }
+            let mut body = resp.body_mut().as_reader();
+            copy_hashed(&mut body, &mut out, f.size)?
+        };
+        out.flush()
+            .and_then(|()| out.sync_all())
+            .map_err(|e| refused(Failure::FetchFailed, format!("{}: {e}", tmp.display())))?;
+        if n != f.size {
+            return Err(refused(
+                Failure::DigestMismatch,
+                format!(
+                    "{}: {} bytes{}; the manifest says {}",
+                    f.path,
+                    n,
+                    if n > f.size { " or more" } else { "" },
+                    f.size
+                ),
+            ));
+        }
+        if digest != f.digest {
+            return Err(refused(
+                Failure::DigestMismatch,
+                format!(
+                    "{}: blake3 {digest}; the manifest says {}",
+                    f.path, f.digest
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The release's `manifest.json` (the model's configuration), from the
+    /// cache: it must be signed, name this release, and point at a signed
+    /// graph file.
+    fn config(&self, m: &ModelManifest) -> Result<(Manifest, ManifestFile), Refused> {
+        let bad = |d: String| refused(Failure::ModelNotApproved, d);
+        let entry = m
+            .files
+            .iter()
+            .find(|f| f.path == MANIFEST)
+            .ok_or_else(|| bad(format!("the release has no {MANIFEST}")))?;
+        if entry.size > MAX_CONFIG_BYTES {
+            return Err(bad(format!("{MANIFEST} is too large")));
+        }
+        let raw = read_verified(&self.blob(&entry.digest), entry)?;
+        let config: Manifest = serde_json::from_slice(&raw)
+            .map_err(|e| bad(format!("{MANIFEST} is not a model configuration: {e}")))?;
+        if config.name != m.name || config.version != m.version {
+            return Err(bad(format!("{MANIFEST} names another model")));
+        }
+        crate::models::check_config(&config).map_err(bad)?;
+        let graph = m
+            .files
+            .iter()
+            .find(|f| f.path == config.file)
+            .ok_or_else(|| bad(format!("the graph {} is not a signed file", config.file)))?;
+        if graph.size != config.size || graph.digest != config.digest {
+            return Err(bad(format!(
+                "{MANIFEST} describes another {} than the signed one",
+                config.file
+            )));
+        }
+        Ok((config, graph.clone()))
+    }
+}
+
+fn open(p: &Path) -> Result<std::fs::File, Refused> {
+    std::fs::File::open(p)
+        .map_err(|e| refused(Failure::FetchFailed, format!("{}: {e}", p.display())))
+}
+
+/// Reads a cached file whole, re-hashing it against its manifest entry.
+fn read_verified(blob: &Path, f: &ManifestFile) -> Result<Vec<u8>, Refused> {
+    let bytes = std::fs::read(blob).map_err(|_| {
+        refused(
+            Failure::DigestMismatch,
+            format!("{} left the cache", f.path),
+        )
+    })?;
+    let digest = format!("blake3:{}", blake3::hash(&bytes).to_hex());
+    if bytes.len() as u64 != f.size || digest != f.digest {
+        let _ = std::fs::remove_file(blob);
+        return Err(refused(
+            Failure::DigestMismatch,
+            format!("the cached {} changed since it was verified", f.path),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Hashes at most `cap + 1` bytes of `r`: (bytes read, digest).
+fn hash_capped(r: &mut dyn Read, cap: u64) -> Result<(u64, String), Refused> {
+    copy_hashed(r, &mut std::io::sink(), cap)
+}
+
+/// Copies at most `cap + 1` bytes from `r` to `w`, hashing them.
+fn copy_hashed(r: &mut dyn Read, w: &mut dyn Write, cap: u64) -> Result<(u64, String), Refused> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n: u64 = 0;
+    let limit = cap.saturating_add(1);
+    while n < limit {
+        let want = usize::try_from((limit - n).min(buf.len() as u64)).unwrap_or(buf.len());
+        let got = match r.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A connection cut mid-body is a truncated download.
+            Err(e) => {
+                return Err(refused(
+                    Failure::DigestMismatch,
+                    format!("the download broke off after {n} bytes: {e}"),
+                ));
+            }
+        };
+        hasher.update(&buf[..got]);
+        w.write_all(&buf[..got])
+            .map_err(|e| refused(Failure::FetchFailed, format!("writing the cache: {e}")))?;
+        n += got as u64;
+    }
+    Ok((n, format!("blake3:{}", hasher.finalize().to_hex())))
+}
+
+impl Resolver for Supply {
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .held
+            .lock()
+            .map(|h| {
+                h.values()
+                    .filter(|h| h.state == ModelState::Verified)
+                    .map(|h| h.assignment.model.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn serves(&self, name: &str) -> bool {
+        self.held
+            .lock()
+            .is_ok_and(|h| h.get(name).is_some_and(|h| h.state == ModelState::Verified))
+    }
+
+    fn resolve(&self, name: &str) -> Result<Verified, Refusal> {
+        let held = self
+            .held
+            .lock()
+            .ok()
+            .and_then(|h| h.get(name).cloned())
+            .ok_or_else(|| Refusal::NotFound(format!("{name} is not assigned to this host")))?;
+        let Some(manifest) = held
+            .manifest
+            .clone()
+            .filter(|_| held.state == ModelState::Verified)
+        else {
+            return Err(Refusal::NotApproved(format!(
+                "{name}: release {} is not verified ({})",
+                held.assignment.release_digest,
+                held.failure.map_or("pending", |f| f.as_str())
+            )));
+        };
+        // Re-hashed on load: the cache is disk, and disk can change.
+        let loaded = self.config(&manifest).and_then(|(config, graph)| {
+            Ok((read_verified(&self.blob(&graph.digest), &graph)?, config))
+        });
+        match loaded {
+            Ok((bytes, config)) => Ok(Verified {
+                name: name.to_owned(),
+                manifest: config,
+                manifest_digest: held.assignment.release_digest.clone(),
+                bytes,
+            }),
+            Err(r) => {
+                if let Ok(mut h) = self.held.lock()
+                    && let Some(entry) = h.get_mut(name)
+                {
+                    self.refuse(entry, &r);
+                }
+                Err(Refusal::NotApproved(format!("{name}: {}", r.detail)))
+            }
+        }
+    }
+}
