@@ -357,6 +357,14 @@ mod tests {
                 edgecoder_mesh::NAME,
                 edgecoder_mesh::tasks::TASK_COMPLETION_V1,
             ),
+            (
+                edgecoder_mesh::NAME,
+                edgecoder_mesh::models::MODEL_POLICY_V1,
+            ),
+            (
+                edgecoder_mesh::NAME,
+                edgecoder_mesh::models::MODEL_ROLLOUT_V1,
+            ),
         ];
         written.sort_unstable();
         let mut accepted = edgecoder_ledger::api::APPENDED_BY.to_vec();
