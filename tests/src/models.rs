@@ -522,6 +522,24 @@ fn model_policy_changes_need_an_operator_with_step_up_and_are_logged(
     if mine["allowed"] != false || mine["updated_by"] != payload["actor"] {
         return Err(format!("listed policy {mine}"));
     }
+    // A key as `edgecoder keygen --public` prints it (base64 SPKI) is the
+    // same key, stored as its point.
+    let spki = {
+        use p256::pkcs8::EncodePublicKey as _;
+        let der = key
+            .verifying_key()
+            .to_public_key_der()
+            .map_err(|e| e.to_string())?;
+        STANDARD.encode(der.as_bytes())
+    };
+    let v3 = want(
+        &put_policy(x, &admin, &fam, &bad(body.clone(), "keys", json!([spki])))?,
+        200,
+        "an SPKI key",
+    )?;
+    if v3["policy"]["keys"] != json!([point(&key)]) {
+        return Err(format!("an SPKI key is stored as its point: {v3}"));
+    }
     expect_problem(
         &x.send(
             "GET",
@@ -771,6 +789,9 @@ fn rollout_advances_through_its_stages_on_healthy_gates(x: &Ctx) -> Result<(), S
             return Err(format!("the policy rides with the assignment: {hb}"));
         }
     }
+    // A host approved for exactly v1 (a pin): no rollout moves it.
+    let pinned = gpu_host(x, "roll-pinned", &[&v1])?;
+    beat(x, &pinned, &verified_telemetry(&[(&v1, &d1)], 0, 0))?;
     let key = publisher(&fam);
     let v2 = format!("{fam}@2");
     let rel = want(
@@ -857,6 +878,10 @@ fn rollout_advances_through_its_stages_on_healthy_gates(x: &Ctx) -> Result<(), S
         if assigned(&hb) != [v2.clone()] {
             return Err(format!("after completion, {}: {hb}", h.id));
         }
+    }
+    let hb = beat(x, &pinned, &verified_telemetry(&[(&v1, &d1)], 0, 0))?;
+    if assigned(&hb) != [v1.clone()] {
+        return Err(format!("a host pinned to v1 was moved: {hb}"));
     }
     let done = read(x, &admin, &id)?;
     let history = done["history"].as_array().cloned().unwrap_or_default();
@@ -1041,6 +1066,16 @@ fn a_failing_gate_halts_and_rolls_back_and_only_assigned_versions_get_tasks(
     let id3 = r["id"].as_str().unwrap_or_default().to_owned();
     let canary = r["canary"][0].as_str().unwrap_or_default().to_owned();
     let c = hosts.iter().find(|h| h.id == canary).ok_or("no canary")?;
+    // A host outside the stage cannot speak for it: its "refusal" of a
+    // release it was never assigned is not even kept.
+    let outsider = hosts
+        .iter()
+        .find(|h| h.id != canary)
+        .ok_or("no other host")?;
+    beat(x, outsider, &refused_telemetry(&v3, &d3, "digest_mismatch"))?;
+    if read(x, &admin, &id3)?["status"] != "active" {
+        return Err("a host outside the stage failed its gate".into());
+    }
     // Too few requests to judge: it waits.
     beat(x, c, &verified_telemetry(&[(&v3, &d3)], 5, 4))?;
     if read(x, &admin, &id3)?["status"] != "active" {

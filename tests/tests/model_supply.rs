@@ -246,9 +246,11 @@ impl Host {
             "{counted} in:\n{}",
             self.metrics.render()
         );
-        let partial = std::fs::read_dir(self.cache.join("tmp"))
+        let partial: usize = std::fs::read_dir(self.cache.join("tmp"))
             .expect("tmp")
-            .count();
+            .flatten()
+            .map(|d| std::fs::read_dir(d.path()).map_or(0, Iterator::count))
+            .sum();
         assert_eq!(partial, 0, "a partial download was left in the cache");
     }
 
@@ -515,7 +517,8 @@ fn https_downloads_are_verified_and_a_truncated_oversized_or_redirected_one_is_d
         );
         assert_eq!(h.cached(), 0, "{mode}: nothing cached");
     };
-    case("truncate", "digest_mismatch");
+    // A body cut short is a failed fetch (retried, never kept).
+    case("truncate", "fetch_failed");
     case("oversize", "digest_mismatch");
     case("missing", "digest_mismatch");
     // A redirect (here to plain http) is not followed.
@@ -917,4 +920,112 @@ fn a_release_rolls_out_to_two_gpu_hosts_and_a_bad_one_stops_at_the_canary() {
     drop(server);
     std::thread::sleep(Duration::from_millis(100));
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// `infer --release`: an operator checks a signed release on their own
+/// machine through the very resolver the mesh uses.
+#[test]
+fn infer_verifies_a_signed_release_with_the_mesh_resolver() {
+    let kit = kit();
+    let root = scratch("infer-release");
+    let dir = copy_model(&root, "local-byte@1");
+    let private = root.join("publisher.pem");
+    let run = |args: &[&str]| {
+        let out = Command::new(edgecoder_binary())
+            .args(args)
+            .output()
+            .expect("edgecoder");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    run(&["keygen", "--out", &private.to_string_lossy()]);
+    let spki = run(&["keygen", "--public", &private.to_string_lossy()]);
+    run(&[
+        "model",
+        "sign",
+        "--dir",
+        &dir.to_string_lossy(),
+        "--name",
+        "local-byte@1",
+        "--key",
+        &private.to_string_lossy(),
+    ]);
+    let infer = |key: &str| {
+        Command::new(&kit.gpu_host)
+            .args(["infer", "--guest"])
+            .arg(&kit.guest)
+            .arg("--onnxruntime")
+            .arg(&kit.onnxruntime)
+            .arg("--release")
+            .arg(&dir)
+            .args([
+                "--publisher-key",
+                key,
+                "--model",
+                "local-byte@1",
+                "--prompt",
+                "fn",
+                "--max-new-tokens",
+                "4",
+            ])
+            .output()
+            .expect("edgecoder-gpu-host infer")
+    };
+    let out = infer(&spki);
+    let line: Json = serde_json::from_slice(&out.stdout).unwrap_or(Json::Null);
+    assert!(
+        out.status.success() && line["ok"] == true,
+        "{line} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        line["release_verify_ns"].as_u64().is_some() && line["graph_compile_ns"].as_u64().is_some(),
+        "{line}"
+    );
+    // Another publisher's key: refused before anything loads.
+    let stranger = root.join("stranger.pem");
+    run(&["keygen", "--out", &stranger.to_string_lossy()]);
+    let other = run(&["keygen", "--public", &stranger.to_string_lossy()]);
+    let out = infer(&other);
+    let line: Json = serde_json::from_slice(&out.stdout).unwrap_or(Json::Null);
+    assert!(
+        !out.status.success() && line["code"] == "signature_invalid",
+        "{line}"
+    );
+    // A graph changed after signing.
+    let mut graph = std::fs::read(dir.join("model.onnx")).expect("read");
+    graph[0] ^= 1;
+    std::fs::write(dir.join("model.onnx"), graph).expect("write");
+    let out = infer(&spki);
+    let line: Json = serde_json::from_slice(&out.stdout).unwrap_or(Json::Null);
+    assert!(
+        !out.status.success() && line["code"] == "digest_mismatch",
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A release verified while valid stops being served the moment its
+/// manifest expires (short-lived manifests are how a publisher retires one).
+#[test]
+fn a_verified_release_stops_being_served_when_it_expires() {
+    let root = scratch("expires");
+    let (_, m, a, source) = local_release(&root);
+    let m = ModelManifest {
+        expires_at: now() + 2,
+        ..m
+    };
+    let h = host(&root, None);
+    h.take(&assignment(M, &m, &[&a], &source, local_policy(&a, &root)));
+    assert_eq!(h.supply.names(), vec![M.to_owned()]);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(h.supply.names().is_empty());
+    assert!(!h.supply.serves(M));
+    assert!(h.supply.resolve(M).is_err());
+    assert_eq!(h.supply.status()[0].failure, Some(Failure::ManifestExpired));
+    let _ = std::fs::remove_dir_all(&root);
 }

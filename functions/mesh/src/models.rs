@@ -25,7 +25,8 @@ use edgecoder_proto::keys::{key_id, parse_public_key};
 use edgecoder_proto::mesh::{NodeKind, NodeStatus};
 use edgecoder_proto::model::{self, Envelope, ModelManifest};
 use edgecoder_proto::supply::{
-    Assignment, Assignments, Failure, MAX_KEYS, MAX_ORIGINS, ModelState, SourcePolicy, check_url,
+    Assignment, Assignments, Failure, MAX_KEYS, MAX_ORIGINS, ModelState, ModelStatus, SourcePolicy,
+    check_url,
 };
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -58,6 +59,20 @@ pub fn family_of(model: &str) -> &str {
 /// Whether `f` is a family name: the part of a model name before `@`.
 pub fn valid_family(f: &str) -> bool {
     edgecoder_proto::inference::valid_model_name(&format!("{f}@0"))
+}
+
+/// A publisher key as operators have it: a SEC1 point in base64url (as node
+/// keys are sent) or base64 SPKI DER (as `edgecoder keygen --public` prints).
+fn publisher_key(text: &str) -> Result<p256::ecdsa::VerifyingKey, Error> {
+    use p256::pkcs8::DecodePublicKey as _;
+    if let Ok(k) = parse_public_key(text) {
+        return Ok(k);
+    }
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.as_bytes())
+        .ok()
+        .filter(|der| der.len() <= 200)
+        .and_then(|der| p256::ecdsa::VerifyingKey::from_public_key_der(&der).ok())
+        .ok_or(Error::InvalidPublicKey)
 }
 
 fn reason_of(r: &Option<String>) -> Result<Option<&str>, Error> {
@@ -133,12 +148,19 @@ async fn put_policy(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(invalid("keys lists 1 to 16 publisher keys."));
     }
     let mut ids = Vec::new();
+    let mut keys = Vec::new();
     for k in &body.keys {
-        let id = key_id(&parse_public_key(k)?);
+        let key = publisher_key(k)?;
+        let id = key_id(&key);
         if ids.contains(&id) {
             return Err(invalid("keys lists each key once."));
         }
         ids.push(id);
+        // Stored in one form, whichever was sent.
+        keys.push(base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            key.to_encoded_point(false).as_bytes(),
+        ));
     }
     if body.threshold == 0 || body.threshold as usize > body.keys.len() {
         return Err(invalid("threshold is 1 to the number of keys."));
@@ -162,7 +184,7 @@ async fn put_policy(s: &Services, req: Request) -> Result<Response, Error> {
     let now = s.clock.now_ms();
     let policy = SourcePolicy {
         family: family.clone(),
-        keys: body.keys,
+        keys,
         threshold: body.threshold,
         origins: body.origins,
         max_bytes: body.max_bytes,
@@ -193,7 +215,7 @@ async fn put_policy(s: &Services, req: Request) -> Result<Response, Error> {
     let index = match log(s, &req.ctx, &actor, action, &family, entry).await {
         Ok(i) => i,
         Err(e) => {
-            db::restore_policy(sql, &family, before.as_ref()).await?;
+            db::restore_policy(sql, &family, version, before.as_ref()).await?;
             return Err(e);
         }
     };
@@ -277,7 +299,13 @@ pub fn check_release(
             "the manifest is another family's release",
         ));
     }
-    let total: u64 = verified.manifest.files.iter().map(|f| f.size).sum();
+    // Saturating: sizes are the publisher's claims, and a wrapped sum would
+    // pass any cap.
+    let total = verified
+        .manifest
+        .files
+        .iter()
+        .fold(0u64, |t, f| t.saturating_add(f.size));
     if total > policy.max_bytes {
         return Err(refuse(
             Failure::ModelNotApproved,
@@ -336,7 +364,8 @@ async fn register_release(s: &Services, req: Request) -> Result<Response, Error>
         digest: verified.digest.clone(),
         envelope: body.envelope,
         source: body.source,
-        total_bytes: i64::try_from(m.files.iter().map(|f| f.size).sum::<u64>()).unwrap_or(i64::MAX),
+        total_bytes: i64::try_from(m.files.iter().fold(0u64, |t, f| t.saturating_add(f.size)))
+            .unwrap_or(i64::MAX),
         expires_at: m.expires_at.saturating_mul(1000),
         created_by: actor.clone(),
         created_at: now,
@@ -393,9 +422,16 @@ async fn list_releases(s: &Services, req: Request) -> Result<Response, Error> {
 // ---------------------------------------------------------------- rollouts
 
 /// Whether a host declared the family at registration (as `family` or any
-/// `family@version`): the scope its approval covered.
+/// `family@version`).
 fn declares(declared: &[String], family: &str) -> bool {
     declared.iter().any(|m| family_of(m) == family)
+}
+
+/// Whether a host's approval covers `model`: it declared the bare family
+/// (any version the operator rolls out), or exactly this `name@version` (a
+/// pin, which no rollout widens).
+fn may_serve(declared: &[String], model: &str) -> bool {
+    declared.iter().any(|m| m == model || m == family_of(model))
 }
 
 /// Live hosts of a family.
@@ -408,20 +444,49 @@ async fn family_hosts(s: &Services, family: &str) -> Result<Vec<db::Host>, Error
         .collect())
 }
 
-/// What a host is on for a family: the release and the rollout behind it.
-async fn version_for(
+/// What a host is on for a family: the release and the rollout behind it;
+/// nothing if that release is outside the host's approval or expired.
+async fn assigned(
     s: &Services,
     family: &str,
     node_id: &str,
-) -> Result<Option<(String, Option<String>)>, Error> {
+    declared: &[String],
+) -> Result<Option<(Release, Option<String>)>, Error> {
     let sql = s.sql.as_ref();
-    Ok(match db::open_rollout(sql, family).await? {
-        Some(r) if rollout::in_stage(&r.stages, r.stage, &r.canary, &r.id, node_id) => {
-            Some((r.model, Some(r.id)))
+    let (model, rollout_id) = match db::open_rollout(sql, family).await? {
+        Some(r)
+            if may_serve(declared, &r.model)
+                && rollout::in_stage(&r.stages, r.stage, &r.canary, &r.id, node_id) =>
+        {
+            (r.model, Some(r.id))
         }
-        Some(r) => r.previous.map(|p| (p, None)),
-        None => db::current(sql, family).await?.map(|m| (m, None)),
-    })
+        Some(r) => match r.previous {
+            Some(p) => (p, None),
+            None => return Ok(None),
+        },
+        None => match db::current(sql, family).await? {
+            Some(m) => (m, None),
+            None => return Ok(None),
+        },
+    };
+    // A host pinned to a version (it declared `name@version`) keeps it,
+    // whatever the family moves to; with several pins, the highest name.
+    let model = if may_serve(declared, &model) {
+        model
+    } else {
+        match declared
+            .iter()
+            .filter(|m| family_of(m) == family && m.contains('@'))
+            .max()
+        {
+            Some(pin) => pin.clone(),
+            None => return Ok(None),
+        }
+    };
+    Ok(db::release(sql, &model)
+        .await?
+        .filter(|r| r.expires_at > s.clock.now_ms())
+        .map(|r| (r, rollout_id)))
 }
 
 /// A stage's health: the hosts it covers and their reports on its release.
@@ -435,7 +500,8 @@ async fn stage_health(s: &Services, r: &Rollout) -> Result<(Health, Vec<Json>), 
     let mut h = Health::default();
     let mut shown = Vec::new();
     for host in &hosts {
-        let on_new = rollout::in_stage(&r.stages, r.stage, &r.canary, &r.id, &host.node_id);
+        let on_new = may_serve(&host.declared, &r.model)
+            && rollout::in_stage(&r.stages, r.stage, &r.canary, &r.id, &host.node_id);
         let report = reports
             .iter()
             .find(|x| x.node_id == host.node_id && x.status.release_digest == release.digest);
@@ -451,6 +517,9 @@ async fn stage_health(s: &Services, r: &Rollout) -> Result<(Health, Vec<Json>), 
         let Some(rep) = report else { continue };
         match rep.status.state {
             ModelState::Verified => h.verified += 1,
+            // A download that failed is retried by the host: pending, not a
+            // verdict on the release.
+            ModelState::Failed if rep.status.failure == Some(Failure::FetchFailed) => {}
             ModelState::Failed => h.failed.push((
                 host.node_id.clone(),
                 rep.status
@@ -463,6 +532,8 @@ async fn stage_health(s: &Services, r: &Rollout) -> Result<(Health, Vec<Json>), 
         h.requests = h.requests.saturating_add(rep.status.requests);
         h.errors = h.errors.saturating_add(rep.status.errors);
         h.p99_ms = h.p99_ms.max(rep.status.p99_ms);
+        h.per_host
+            .push((host.node_id.clone(), rep.status.requests, rep.status.errors));
     }
     Ok((h, shown))
 }
@@ -522,7 +593,7 @@ async fn step(
     let index = match log(s, ctx, actor, &audit_action, &r.id, entry).await {
         Ok(i) => i,
         Err(e) => {
-            db::undo_transition(sql, r, seq).await?;
+            db::undo_transition(sql, r, (to_status, to_stage, now), seq).await?;
             return Err(e);
         }
     };
@@ -683,7 +754,11 @@ async fn start_rollout(s: &Services, req: Request) -> Result<Response, Error> {
     let id = s.new_id();
     let mut canary = Vec::new();
     if let Some(n) = body.stages.first().and_then(|st| st.hosts) {
-        let mut hosts = family_hosts(s, &release.family).await?;
+        let mut hosts: Vec<db::Host> = family_hosts(s, &release.family)
+            .await?
+            .into_iter()
+            .filter(|h| may_serve(&h.declared, &release.model))
+            .collect();
         hosts.sort_by_key(|h| rollout::position(&id, &h.node_id));
         canary = hosts
             .into_iter()
@@ -933,12 +1008,8 @@ pub async fn assignments(s: &Services, node: &Node) -> Result<Assignments, Error
             assignments: out,
         });
     }
-    let mut families: Vec<&str> = node
-        .capabilities
-        .models
-        .iter()
-        .map(|m| family_of(m))
-        .collect();
+    let declared = &node.capabilities.models;
+    let mut families: Vec<&str> = declared.iter().map(|m| family_of(m)).collect();
     families.sort_unstable();
     families.dedup();
     for family in families {
@@ -948,14 +1019,12 @@ pub async fn assignments(s: &Services, node: &Node) -> Result<Assignments, Error
         if !policy.allowed {
             continue;
         }
-        let Some((model, rollout_id)) = version_for(s, family, &node.node_id).await? else {
-            continue;
-        };
-        let Some(release) = db::release(sql, &model).await? else {
+        let Some((release, rollout_id)) = assigned(s, family, &node.node_id, declared).await?
+        else {
             continue;
         };
         out.push(Assignment {
-            model,
+            model: release.model,
             release_digest: release.digest,
             envelope: release.envelope,
             source: release.source,
@@ -969,8 +1038,17 @@ pub async fn assignments(s: &Services, node: &Node) -> Result<Assignments, Error
     })
 }
 
+/// Whether a heartbeat reports the release `digest` of `model` verified and
+/// served.
+fn reports_verified(t: &edgecoder_proto::mesh::Telemetry, model: &str, digest: &str) -> bool {
+    t.models.iter().any(|m| m == model)
+        && t.model_status.iter().any(|st| {
+            st.model == model && st.release_digest == digest && st.state == ModelState::Verified
+        })
+}
+
 /// The models `node` may be given tasks for: assigned to it, and reported
-/// by its last heartbeat as verified and served.
+/// by its last heartbeat as verified (that very release) and served.
 pub async fn servable(s: &Services, node: &Node) -> Result<Vec<String>, Error> {
     let Some(t) = &node.telemetry else {
         return Ok(Vec::new());
@@ -979,8 +1057,8 @@ pub async fn servable(s: &Services, node: &Node) -> Result<Vec<String>, Error> {
         .await?
         .assignments
         .into_iter()
+        .filter(|a| reports_verified(t, &a.model, &a.release_digest))
         .map(|a| a.model)
-        .filter(|m| t.models.contains(m))
         .collect())
 }
 
@@ -994,12 +1072,13 @@ pub async fn served(s: &Services, model: &str) -> Result<bool, Error> {
         return Ok(false);
     }
     for h in family_hosts(s, family).await? {
-        if !h.serving.iter().any(|m| m == model) {
+        let Some(t) = &h.telemetry else { continue };
+        if !t.models.iter().any(|m| m == model) {
             continue;
         }
-        if version_for(s, family, &h.node_id)
-            .await?
-            .is_some_and(|(m, _)| m == model)
+        if let Some((release, _)) = assigned(s, family, &h.node_id, &h.declared).await?
+            && release.model == model
+            && reports_verified(t, model, &release.digest)
         {
             return Ok(true);
         }
@@ -1018,13 +1097,26 @@ pub async fn heartbeat(
     if node.kind != NodeKind::GpuHost {
         return Ok(None);
     }
-    let reports = node
+    // Only reports on releases assigned to this host count (and are kept):
+    // a host cannot speak for another family's rollout, nor fill the table
+    // with names of its own invention.
+    let assigned = assignments(s, node).await?;
+    let reports: Vec<ModelStatus> = node
         .telemetry
         .as_ref()
         .map(|t| t.model_status.as_slice())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| {
+            assigned
+                .assignments
+                .iter()
+                .any(|a| a.model == r.model && a.release_digest == r.release_digest)
+        })
+        .cloned()
+        .collect();
     let now = s.clock.now_ms();
-    let changed = db::store_health(s.sql.as_ref(), &node.node_id, reports, now).await?;
+    let changed = db::store_health(s.sql.as_ref(), &node.node_id, &reports, now).await?;
     for m in changed {
         let outcome = match m.state {
             ModelState::Failed => Outcome::Failure,
@@ -1083,7 +1175,7 @@ fn docs() -> [RouteDoc; 10] {
             "reason",
         ],
         json!({
-            "keys": {"type": "array", "items": {"type": "string", "description": "P-256 SEC1 point, base64url"}, "maxItems": 16},
+            "keys": {"type": "array", "items": {"type": "string", "description": "P-256 public key: SEC1 point in base64url, or SPKI DER in base64 (edgecoder keygen --public)"}, "maxItems": 16},
             "threshold": {"type": "integer", "minimum": 1},
             "origins": {"type": "array", "items": {"type": "string", "description": "https://… or file:///…"}, "maxItems": 16},
             "max_bytes": {"type": "integer", "minimum": 1},

@@ -48,6 +48,9 @@ pub struct Gates {
     /// Hosts in the stage that must have verified the release.
     #[serde(default = "one")]
     pub min_verified_hosts: u32,
+    /// Share of the stage's live hosts that must have verified it, 0–1.
+    #[serde(default = "default_share")]
+    pub min_verified_share: f64,
     /// How long the gate must hold, seconds from the stage's start.
     #[serde(default = "default_min_secs")]
     pub min_stage_secs: u64,
@@ -65,6 +68,9 @@ fn one() -> u32 {
 fn default_min_secs() -> u64 {
     300
 }
+fn default_share() -> f64 {
+    0.9
+}
 
 impl Default for Gates {
     fn default() -> Self {
@@ -73,6 +79,7 @@ impl Default for Gates {
             max_p99_ms: default_p99(),
             min_requests: 0,
             min_verified_hosts: one(),
+            min_verified_share: default_share(),
             min_stage_secs: default_min_secs(),
         }
     }
@@ -111,7 +118,10 @@ pub fn validate(stages: &[Stage], gates: &Gates) -> Result<(), Error> {
         return Err(invalid("the last stage covers 100 percent of hosts."));
     }
     let rate_ok = gates.max_error_rate.is_finite() && (0.0..=1.0).contains(&gates.max_error_rate);
+    let share_ok =
+        gates.min_verified_share.is_finite() && (0.0..=1.0).contains(&gates.min_verified_share);
     if !rate_ok
+        || !share_ok
         || gates.max_p99_ms == 0
         || gates.max_p99_ms > 3_600_000
         || gates.min_requests > 1_000_000_000
@@ -119,7 +129,7 @@ pub fn validate(stages: &[Stage], gates: &Gates) -> Result<(), Error> {
         || gates.min_stage_secs > 30 * 86_400
     {
         return Err(invalid(
-            "gates: max_error_rate 0 to 1, max_p99_ms 1 to 3600000, min_verified_hosts at most 100, min_stage_secs at most 30 days.",
+            "gates: max_error_rate and min_verified_share 0 to 1, max_p99_ms 1 to 3600000, min_verified_hosts at most 100, min_stage_secs at most 30 days.",
         ));
     }
     Ok(())
@@ -183,6 +193,8 @@ pub struct Health {
     pub errors: u64,
     /// The highest p99 any host reports, ms.
     pub p99_ms: Option<u64>,
+    /// Each reporting host's (id, requests, errors).
+    pub per_host: Vec<(String, u64, u64)>,
 }
 
 impl Health {
@@ -222,6 +234,18 @@ pub fn judge(gates: &Gates, h: &Health, age_secs: u64, safety_only: bool) -> Ver
             gates.max_error_rate
         ));
     }
+    // Each host on its own too, over its share of the minimum: one host's
+    // many good requests (or claims of them) cannot hide another's errors.
+    let own_min = (gates.min_requests / u64::from(h.hosts.max(1))).max(1);
+    for (node, requests, errors) in &h.per_host {
+        if *requests >= own_min && *errors as f64 / *requests as f64 > gates.max_error_rate {
+            return Verdict::Fail(format!(
+                "host {node}: error rate {:.4} is above {}",
+                *errors as f64 / *requests as f64,
+                gates.max_error_rate
+            ));
+        }
+    }
     if judged && h.p99_ms.is_some_and(|p| p > gates.max_p99_ms) {
         return Verdict::Fail(format!(
             "p99 latency {} ms is above {} ms",
@@ -233,6 +257,14 @@ pub fn judge(gates: &Gates, h: &Health, age_secs: u64, safety_only: bool) -> Ver
         return Verdict::Wait(format!(
             "{} of {} required hosts verified the release",
             h.verified, gates.min_verified_hosts
+        ));
+    }
+    if f64::from(h.verified) < gates.min_verified_share * f64::from(h.hosts) {
+        return Verdict::Wait(format!(
+            "{} of the stage's {} hosts verified the release; {} % are required",
+            h.verified,
+            h.hosts,
+            gates.min_verified_share * 100.0
         ));
     }
     if safety_only {
@@ -347,6 +379,7 @@ mod tests {
             max_p99_ms: 500,
             min_requests: 10,
             min_verified_hosts: 1,
+            min_verified_share: 0.5,
             min_stage_secs: 60,
         };
         let healthy = Health {
@@ -381,6 +414,25 @@ mod tests {
             ..healthy.clone()
         };
         assert!(matches!(judge(&g, &unverified, 61, true), Verdict::Wait(_)));
+        // Half the stage must have verified it.
+        let few_verified = Health {
+            hosts: 3,
+            ..healthy.clone()
+        };
+        assert!(matches!(
+            judge(&g, &few_verified, 61, true),
+            Verdict::Wait(_)
+        ));
+        // One host's huge (claimed) success does not hide another's errors.
+        let hidden = Health {
+            hosts: 2,
+            verified: 2,
+            requests: 1_000_010,
+            errors: 5,
+            per_host: vec![("a".into(), 1_000_000, 0), ("b".into(), 10, 5)],
+            ..healthy.clone()
+        };
+        assert!(matches!(judge(&g, &hidden, 61, false), Verdict::Fail(m) if m.contains("host b")));
         let refused = Health {
             failed: vec![("gpu-1".into(), "digest_mismatch".into())],
             ..healthy

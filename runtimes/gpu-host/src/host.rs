@@ -249,9 +249,21 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Whether this request loaded the model's graph (a cold start).
     pub loaded_graph: bool,
+    /// When it did: how long resolving (reading and re-hashing the verified
+    /// graph) and compiling it in onnxruntime took.
+    pub load: Option<LoadTimes>,
     /// Whether it was stopped at its deadline (the host may be slow; another
     /// may finish it).
     pub interrupted: bool,
+}
+
+/// Where a cold start's time went.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadTimes {
+    /// The resolver: verified bytes (re-hashed on load).
+    pub resolve: Duration,
+    /// onnxruntime building the session.
+    pub compile: Duration,
 }
 
 /// The inference host.
@@ -345,23 +357,29 @@ impl Host {
     }
 
     /// The graph for `name`, loading it on first use.
-    fn graph(&self, name: &str) -> Result<(Loaded, bool), InferenceError> {
+    fn graph(&self, name: &str) -> Result<(Loaded, Option<LoadTimes>), InferenceError> {
         if !self.resolver.serves(name) {
             if let Ok(mut g) = self.graphs.lock() {
                 g.remove(name);
             }
         } else if let Some(l) = self.graphs.lock().ok().and_then(|g| g.get(name).cloned()) {
-            return Ok((l, false));
+            return Ok((l, None));
         }
+        let began = Instant::now();
         let verified = self.resolver.resolve(name).map_err(|r| match r {
             Refusal::NotFound(m) => InferenceError::ModelNotFound(m),
             Refusal::NotApproved(m) => {
-                if let Ok(mut refused) = self.refused.lock() {
+                // A resolver that tracks its own refusals is the record:
+                // a release verified later is served again.
+                if !self.resolver.tracks_refusals()
+                    && let Ok(mut refused) = self.refused.lock()
+                {
                     refused.insert(name.to_owned());
                 }
                 InferenceError::ModelNotApproved(m)
             }
         })?;
+        let resolve = began.elapsed();
         let target = match self.device {
             Device::Cpu => ExecutionTarget::Cpu,
             Device::Cuda => ExecutionTarget::Gpu,
@@ -379,6 +397,7 @@ impl Host {
             })?
             .map_err(|e| InferenceError::BackendError(format!("loading {name}: {e}")))?
         };
+        let compile = began.elapsed().saturating_sub(resolve);
         self.metrics.graph_loaded(name);
         let m = &verified.manifest;
         let loaded = Loaded {
@@ -396,7 +415,7 @@ impl Host {
         if let Ok(mut g) = self.graphs.lock() {
             g.insert(name.to_owned(), loaded.clone());
         }
-        Ok((loaded, true))
+        Ok((loaded, Some(LoadTimes { resolve, compile })))
     }
 
     /// Runs one request under the host's deadline.
@@ -407,14 +426,15 @@ impl Host {
     /// Runs one request under the shorter of `deadline` and the host's.
     pub fn run_until(&self, req: &InferenceRequest, deadline: Duration) -> Outcome {
         let started = Instant::now();
-        let mut loaded_graph = false;
+        let mut load = None;
         let mut interrupted = false;
         let deadline = deadline.min(self.limits.deadline);
-        let result = self.run_inner(req, deadline, &mut loaded_graph, &mut interrupted);
+        let result = self.run_inner(req, deadline, &mut load, &mut interrupted);
         let outcome = Outcome {
             result,
             elapsed: started.elapsed(),
-            loaded_graph,
+            loaded_graph: load.is_some(),
+            load,
             interrupted,
         };
         self.metrics.observe(&req.model, &outcome);
@@ -425,7 +445,7 @@ impl Host {
         &self,
         req: &InferenceRequest,
         deadline: Duration,
-        loaded_graph: &mut bool,
+        load: &mut Option<LoadTimes>,
         interrupted: &mut bool,
     ) -> Result<Response, InferenceError> {
         // The host checks what the guest checks: a guest is code, and the
@@ -450,7 +470,7 @@ impl Host {
             )));
         }
         let (loaded, fresh) = self.graph(&req.model)?;
-        *loaded_graph = fresh;
+        *load = fresh;
         let state = State {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),

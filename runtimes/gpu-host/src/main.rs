@@ -14,7 +14,7 @@
 //! for `infer` on the operator's own machine, never for the mesh.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,8 @@ use edgecoder_gpu_host::worker::{InferenceWorker, detect_accelerator, finish_nam
 use edgecoder_gpu_host::{Error, metrics::code};
 use edgecoder_proto::inference::{InferenceRequest, Prompt, valid_model_name};
 use edgecoder_proto::mesh::NodeKind;
+use edgecoder_proto::model::{Envelope, ModelManifest};
+use edgecoder_proto::supply::{Assignment, Assignments, ModelState, SourcePolicy};
 
 const TOKEN_ENV: &str = "EDGECODER_ENROLLMENT_TOKEN";
 
@@ -164,7 +166,86 @@ enum Command {
         /// Run the same request this many times (timings of each are printed).
         #[arg(long, default_value_t = 1)]
         repeat: u32,
+        /// Instead of --models: a signed release directory (with
+        /// release.dsse.json), verified by the same resolver the mesh uses.
+        #[arg(long, conflicts_with = "models")]
+        release: Option<PathBuf>,
+        /// A publisher key the release must be signed by (base64 SPKI, a PEM
+        /// file, or a SEC1 point); repeatable.
+        #[arg(long = "publisher-key", requires = "release")]
+        publisher_keys: Vec<String>,
+        /// Signatures by distinct publisher keys required.
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
     },
+}
+
+/// A publisher key given on the command line.
+fn publisher_key(arg: &str) -> Result<String, Error> {
+    use p256::pkcs8::DecodePublicKey as _;
+    let text = match std::fs::read_to_string(arg) {
+        Ok(t) => t,
+        Err(_) => arg.to_owned(),
+    };
+    let text = text.trim();
+    let bad = || {
+        Error::Config(format!(
+            "{arg}: not a P-256 public key (PEM, base64 SPKI or SEC1)"
+        ))
+    };
+    let key = if text.contains("BEGIN PUBLIC KEY") {
+        p256::ecdsa::VerifyingKey::from_public_key_pem(text).map_err(|_| bad())?
+    } else if let Ok(k) = edgecoder_proto::keys::parse_public_key(text) {
+        k
+    } else {
+        let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+            .map_err(|_| bad())?;
+        p256::ecdsa::VerifyingKey::from_public_key_der(&der).map_err(|_| bad())?
+    };
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        key.to_encoded_point(false).as_bytes(),
+    ))
+}
+
+/// The assignment a local signed release stands for: its own directory as
+/// the only origin, the given keys as the policy.
+fn local_assignment(dir: &Path, keys: &[String], threshold: u32) -> Result<Assignment, Error> {
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| Error::io(format!("{}", dir.display()), e))?;
+    let raw = std::fs::read(dir.join("release.dsse.json"))
+        .map_err(|e| Error::io("reading release.dsse.json", e))?;
+    let envelope: Envelope = serde_json::from_slice(&raw)
+        .map_err(|e| Error::Model(format!("release.dsse.json: {e}")))?;
+    let payload = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        &envelope.payload,
+    )
+    .map_err(|_| Error::Model("the envelope's payload is not base64".into()))?;
+    // Unverified here: only to name the release; the resolver verifies it.
+    let claimed: ModelManifest = serde_json::from_slice(&payload)
+        .map_err(|e| Error::Model(format!("the payload is not a model manifest: {e}")))?;
+    let source = format!("file://{}", dir.display());
+    Ok(Assignment {
+        model: claimed.model(),
+        release_digest: format!("blake3:{}", blake3::hash(&payload).to_hex()),
+        envelope,
+        source: source.clone(),
+        policy: SourcePolicy {
+            family: claimed.name.clone(),
+            keys: keys
+                .iter()
+                .map(|k| publisher_key(k))
+                .collect::<Result<_, _>>()?,
+            threshold,
+            origins: vec![source],
+            max_bytes: 64 << 30,
+            allowed: true,
+            version: 0,
+        },
+        rollout_id: None,
+    })
 }
 
 fn device(name: &str) -> Device {
@@ -394,16 +475,49 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             temperature,
             seed,
             repeat,
+            release,
+            publisher_keys,
+            threshold,
         } => {
             let begun = std::time::Instant::now();
-            let models = engine.models.as_deref().ok_or_else(|| {
-                Error::Config("infer runs a model from a local directory: pass --models".into())
-            })?;
-            let host = start(
-                &engine,
-                Box::new(ModelDir::open(models)?),
-                Arc::new(Metrics::default()),
-            )?;
+            let metrics = Arc::new(Metrics::default());
+            let mut verify_ns = None;
+            let resolver: Box<dyn Resolver> = match (&release, engine.models.as_deref()) {
+                (Some(dir), _) => {
+                    if publisher_keys.is_empty() {
+                        return Err(Error::Config("--release needs --publisher-key".into()));
+                    }
+                    let a = local_assignment(dir, &publisher_keys, threshold)?;
+                    let cache = std::env::temp_dir()
+                        .join(format!("edgecoder-infer-cache-{}", std::process::id()));
+                    let supply = Supply::new(&cache, Fetcher::new(None)?, metrics.clone())?;
+                    let t = std::time::Instant::now();
+                    supply.assign(&Assignments {
+                        policy_version: 0,
+                        assignments: vec![a],
+                    });
+                    supply.prepare();
+                    verify_ns = Some(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                    if let Some(s) = supply.status().first()
+                        && s.state != ModelState::Verified
+                    {
+                        let _ = std::fs::remove_dir_all(&cache);
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "code": s.failure.map(|f| f.as_str()), "model": s.model})
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Box::new(TempCache { supply, cache })
+                }
+                (None, Some(models)) => Box::new(ModelDir::open(models)?),
+                (None, None) => {
+                    return Err(Error::Config(
+                        "infer runs a local model: pass --models or --release".into(),
+                    ));
+                }
+            };
+            let host = start(&engine, resolver, metrics)?;
             let start_ns = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let req = InferenceRequest {
                 model,
@@ -430,6 +544,9 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                         "forward_passes": r.timings.forward_passes,
                         "host_ns": u64::try_from(o.elapsed.as_nanos()).unwrap_or(u64::MAX),
                         "loaded_graph": o.loaded_graph,
+                        "release_verify_ns": verify_ns,
+                        "resolve_ns": o.load.map(|l| u64::try_from(l.resolve.as_nanos()).unwrap_or(u64::MAX)),
+                        "graph_compile_ns": o.load.map(|l| u64::try_from(l.compile.as_nanos()).unwrap_or(u64::MAX)),
                         "host_start_ns": start_ns,
                     }),
                     Err(e) => {
@@ -445,6 +562,36 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// A resolver whose cache is removed with it (`infer --release`).
+struct TempCache {
+    supply: Supply,
+    cache: PathBuf,
+}
+
+impl Resolver for TempCache {
+    fn names(&self) -> Vec<String> {
+        self.supply.names()
+    }
+    fn resolve(
+        &self,
+        name: &str,
+    ) -> Result<edgecoder_gpu_host::models::Verified, edgecoder_gpu_host::models::Refusal> {
+        self.supply.resolve(name)
+    }
+    fn serves(&self, name: &str) -> bool {
+        self.supply.serves(name)
+    }
+    fn tracks_refusals(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for TempCache {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.cache);
     }
 }
 

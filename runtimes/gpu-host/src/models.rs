@@ -97,6 +97,11 @@ pub trait Resolver: Send + Sync {
     fn serves(&self, _name: &str) -> bool {
         true
     }
+    /// Whether the resolver keeps its own record of refused models (the
+    /// host then need not remember refusals itself).
+    fn tracks_refusals(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Resolver + ?Sized> Resolver for std::sync::Arc<T> {
@@ -108,6 +113,9 @@ impl<T: Resolver + ?Sized> Resolver for std::sync::Arc<T> {
     }
     fn serves(&self, name: &str) -> bool {
         (**self).serves(name)
+    }
+    fn tracks_refusals(&self) -> bool {
+        (**self).tracks_refusals()
     }
 }
 

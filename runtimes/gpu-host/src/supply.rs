@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! <cache>/blobs/<blake3 hex>     verified files, by digest
-//! <cache>/tmp/<random>           a download in progress (removed on failure)
+//! <cache>/tmp/<pid>/<digest>-<n> a download in progress (removed on failure)
 //! ```
 
 use std::collections::HashMap;
@@ -102,6 +102,9 @@ struct Held {
 /// The supply-chain resolver.
 pub struct Supply {
     cache: PathBuf,
+    /// This process's own download directory (`<cache>/tmp/<pid>`).
+    tmp: PathBuf,
+    serial: std::sync::atomic::AtomicU64,
     fetcher: Fetcher,
     held: Mutex<HashMap<String, Held>>,
     policy_version: Mutex<u64>,
@@ -145,18 +148,30 @@ fn refused(failure: Failure, detail: impl Into<String>) -> Refused {
 impl Supply {
     /// A resolver caching verified files under `cache`.
     pub fn new(cache: &Path, fetcher: Fetcher, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        for d in [cache.join("blobs"), cache.join("tmp")] {
+        // Leftovers of downloads cut short by a crash are never trusted:
+        // those of processes no longer running go (another live host may
+        // share the cache).
+        if let Ok(entries) = std::fs::read_dir(cache.join("tmp")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let gone = name
+                    .parse::<u32>()
+                    .ok()
+                    .is_none_or(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                if gone || name == std::process::id().to_string() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let tmp = cache.join("tmp").join(std::process::id().to_string());
+        for d in [cache.join("blobs"), tmp.clone()] {
             std::fs::create_dir_all(&d)
                 .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
-        // Leftovers of a download cut short by a crash are never trusted.
-        if let Ok(entries) = std::fs::read_dir(cache.join("tmp")) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
         Ok(Self {
             cache: cache.to_owned(),
+            tmp,
+            serial: std::sync::atomic::AtomicU64::new(0),
             fetcher,
             held: Mutex::new(HashMap::new()),
             policy_version: Mutex::new(0),
@@ -217,7 +232,7 @@ impl Supply {
             let outcome = self.verify(&h.assignment);
             if let Ok(mut held) = self.held.lock()
                 && let Some(entry) = held.get_mut(&model)
-                && entry.assignment.release_digest == h.assignment.release_digest
+                && entry.assignment == h.assignment
             {
                 match outcome {
                     Ok(m) => {
@@ -249,9 +264,28 @@ impl Supply {
         ));
     }
 
+    /// Verified releases whose manifest has expired since stop being served
+    /// (and are reported so).
+    fn expire(&self) {
+        let now = now_secs();
+        if let Ok(mut held) = self.held.lock() {
+            for entry in held.values_mut() {
+                if entry.state == ModelState::Verified
+                    && entry.manifest.as_ref().is_some_and(|m| now >= m.expires_at)
+                {
+                    self.refuse(
+                        entry,
+                        &refused(Failure::ManifestExpired, "the manifest has expired"),
+                    );
+                }
+            }
+        }
+    }
+
     /// What the next heartbeat reports: each release's state, with the
     /// health the metrics saw on it.
     pub fn status(&self) -> Vec<ModelStatus> {
+        self.expire();
         let held = self.held.lock().map(|h| h.clone()).unwrap_or_default();
         let mut out: Vec<ModelStatus> = held
             .values()
@@ -347,10 +381,12 @@ impl Supply {
                 }
             }
         }
-        let tmp =
-            self.cache
-                .join("tmp")
-                .join(format!("{}-{}", hex_of(&f.digest), std::process::id()));
+        let tmp = self.tmp.join(format!(
+            "{}-{}",
+            hex_of(&f.digest),
+            self.serial
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let got = self.fetch_into(source, f, &tmp);
         match got {
             Ok(()) => {
@@ -371,15 +407,32 @@ impl Supply {
     /// most one byte past the listed size.
     fn fetch_into(&self, source: &str, f: &ManifestFile, tmp: &Path) -> Result<(), Refused> {
         let url = format!("{}/{}", source.trim_end_matches('/'), f.path);
-        let mut out = std::fs::File::create(tmp)
+        // create_new: never through a link someone left at that name.
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
             .map_err(|e| refused(Failure::FetchFailed, format!("{}: {e}", tmp.display())))?;
         let (n, digest) = if let Some(path) = url.strip_prefix("file://") {
-            let mut file = std::fs::File::open(path).map_err(|_| {
-                refused(
-                    Failure::DigestMismatch,
-                    format!("{} is missing from the source", f.path),
-                )
-            })?;
+            match std::fs::metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(refused(
+                        Failure::DigestMismatch,
+                        format!("{} is missing from the source", f.path),
+                    ));
+                }
+                Err(e) => return Err(refused(Failure::FetchFailed, format!("{path}: {e}"))),
+                // A FIFO or a device would never end.
+                Ok(m) if !m.is_file() => {
+                    return Err(refused(
+                        Failure::DigestMismatch,
+                        format!("{} is not a regular file at the source", f.path),
+                    ));
+                }
+                Ok(_) => {}
+            }
+            let mut file = std::fs::File::open(path)
+                .map_err(|e| refused(Failure::FetchFailed, format!("{path}: {e}")))?;
             copy_hashed(&mut file, &mut out, f.size)?
         } else {
             let mut resp = self
@@ -507,10 +560,11 @@ fn copy_hashed(r: &mut dyn Read, w: &mut dyn Write, cap: u64) -> Result<(u64, St
             Ok(0) => break,
             Ok(k) => k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // A connection cut mid-body is a truncated download.
+            // A connection cut mid-body: retried on the next heartbeat
+            // (what was read is discarded either way).
             Err(e) => {
                 return Err(refused(
-                    Failure::DigestMismatch,
+                    Failure::FetchFailed,
                     format!("the download broke off after {n} bytes: {e}"),
                 ));
             }
@@ -525,6 +579,7 @@ fn copy_hashed(r: &mut dyn Read, w: &mut dyn Write, cap: u64) -> Result<(u64, St
 
 impl Resolver for Supply {
     fn names(&self) -> Vec<String> {
+        self.expire();
         let mut names: Vec<String> = self
             .held
             .lock()
@@ -540,12 +595,18 @@ impl Resolver for Supply {
     }
 
     fn serves(&self, name: &str) -> bool {
+        self.expire();
         self.held
             .lock()
             .is_ok_and(|h| h.get(name).is_some_and(|h| h.state == ModelState::Verified))
     }
 
+    fn tracks_refusals(&self) -> bool {
+        true
+    }
+
     fn resolve(&self, name: &str) -> Result<Verified, Refusal> {
+        self.expire();
         let held = self
             .held
             .lock()

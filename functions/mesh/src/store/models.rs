@@ -136,23 +136,26 @@ pub async fn put_policy(
 }
 
 /// Puts `before` back (or removes the family) after the ledger refused the
-/// change that replaced it.
+/// change that replaced it with version `written`; only if that change is
+/// still the one in place (a later, logged change is never overwritten).
 pub async fn restore_policy(
     sql: &dyn Sql,
     family: &str,
+    written: u64,
     before: Option<&StoredPolicy>,
 ) -> Result<(), Error> {
+    let written = Value::Integer(i64::try_from(written).unwrap_or_default());
     let Some(b) = before else {
         sql.execute(Statement::new(
-            "DELETE FROM model_policies WHERE family = ?1",
-            vec![family.into()],
+            "DELETE FROM model_policies WHERE family = ?1 AND version = ?2",
+            vec![family.into(), written],
         ))
         .await?;
         return Ok(());
     };
     sql.execute(Statement::new(
         "UPDATE model_policies SET keys = ?2, threshold = ?3, origins = ?4, max_bytes = ?5, allowed = ?6, \
-           version = ?7, updated_by = ?8, updated_at = ?9, reason = ?10 WHERE family = ?1",
+           version = ?7, updated_by = ?8, updated_at = ?9, reason = ?10 WHERE family = ?1 AND version = ?11",
         vec![
             family.into(),
             json_of(&b.policy.keys).into(),
@@ -164,6 +167,7 @@ pub async fn restore_policy(
             b.updated_by.as_str().into(),
             Value::Integer(b.updated_at),
             opt_text(b.reason.as_deref()),
+            written,
         ],
     ))
     .await?;
@@ -499,18 +503,29 @@ pub fn event(
     )
 }
 
-/// Puts a rollout back after the ledger refused its transition, and drops
-/// the event.
-pub async fn undo_transition(sql: &dyn Sql, before: &Rollout, seq: i64) -> Result<(), Error> {
+/// Puts a rollout back after the ledger refused its transition to
+/// (`to_status`, `to_stage`) made at `at`, and drops the event; only if
+/// nothing moved it since (a later, logged change is never overwritten).
+pub async fn undo_transition(
+    sql: &dyn Sql,
+    before: &Rollout,
+    to: (&str, usize, i64),
+    seq: i64,
+) -> Result<(), Error> {
+    let (to_status, to_stage, at) = to;
     sql.batch(vec![
         Statement::new(
-            "UPDATE model_rollouts SET status = ?2, stage = ?3, stage_started_at = ?4, updated_at = ?5 WHERE id = ?1",
+            "UPDATE model_rollouts SET status = ?2, stage = ?3, stage_started_at = ?4, updated_at = ?5 \
+             WHERE id = ?1 AND status = ?6 AND stage = ?7 AND updated_at = ?8",
             vec![
                 before.id.as_str().into(),
                 before.status.as_str().into(),
                 Value::Integer(i64::try_from(before.stage).unwrap_or_default()),
                 Value::Integer(before.stage_started_at),
                 Value::Integer(before.updated_at),
+                to_status.into(),
+                Value::Integer(i64::try_from(to_stage).unwrap_or_default()),
+                Value::Integer(at),
             ],
         ),
         Statement::new(
@@ -695,8 +710,8 @@ pub struct Host {
     pub node_id: String,
     /// The models (or families) it declared at registration.
     pub declared: Vec<String>,
-    /// The models its last heartbeat reports serving.
-    pub serving: Vec<String>,
+    /// Its last heartbeat.
+    pub telemetry: Option<edgecoder_proto::mesh::Telemetry>,
 }
 
 /// Active GPU hosts that heartbeated since `since` (ms).
@@ -708,16 +723,18 @@ pub async fn live_hosts(sql: &dyn Sql, since: i64) -> Result<Vec<Host>, Error> {
             vec![Value::Integer(since)],
         ))
         .await?;
-    let list = |raw: Option<&str>, key: &str| -> Vec<String> {
+    let declared = |raw: Option<&str>| -> Vec<String> {
         raw.and_then(|r| serde_json::from_str::<Json>(r).ok())
-            .and_then(|v| serde_json::from_value(v.get(key)?.clone()).ok())
+            .and_then(|v| serde_json::from_value(v.get("models")?.clone()).ok())
             .unwrap_or_default()
     };
     Ok((0..rows.rows.len())
         .map(|i| Host {
             node_id: rows.get_str(i, "node_id").unwrap_or_default().to_owned(),
-            declared: list(rows.get_str(i, "capabilities"), "models"),
-            serving: list(rows.get_str(i, "telemetry"), "models"),
+            declared: declared(rows.get_str(i, "capabilities")),
+            telemetry: rows
+                .get_str(i, "telemetry")
+                .and_then(|t| serde_json::from_str(t).ok()),
         })
         .collect())
 }
