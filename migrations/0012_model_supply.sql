@@ -41,6 +41,7 @@ CREATE TABLE model_rollouts (
     status            TEXT NOT NULL CHECK (status IN ('active', 'halted', 'rolled_back', 'complete')),
     canary            TEXT NOT NULL,         -- JSON array of node ids pinned at start
     stage_started_at  INTEGER NOT NULL,
+    judged_at         INTEGER NOT NULL DEFAULT 0,  -- the last heartbeat that judged the gate (ms)
     created_by        TEXT NOT NULL,
     created_at        INTEGER NOT NULL,
     updated_at        INTEGER NOT NULL

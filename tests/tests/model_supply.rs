@@ -1029,3 +1029,33 @@ fn a_verified_release_stops_being_served_when_it_expires() {
     assert_eq!(h.supply.status()[0].failure, Some(Failure::ManifestExpired));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A long-running host verifies on a thread of its own: the heartbeat that
+/// brings an assignment returns at once, and the release is served once
+/// verified.
+#[test]
+fn releases_are_verified_in_the_background_without_holding_the_heartbeat() {
+    let root = scratch("background");
+    let (_, m, a, source) = local_release(&root);
+    let cache = root.join("cache");
+    let metrics = Arc::new(Metrics::default());
+    let supply = Arc::new(
+        Supply::new(&cache, Fetcher::new(None).expect("fetcher"), metrics).expect("supply"),
+    );
+    let preparer = supply.spawn_preparer().expect("thread");
+    supply.assign(&Assignments {
+        policy_version: 1,
+        assignments: vec![assignment(M, &m, &[&a], &source, local_policy(&a, &root))],
+    });
+    preparer.kick();
+    let mut served = false;
+    for _ in 0..200 {
+        if supply.names() == vec![M.to_owned()] {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(served, "{:?}", supply.status());
+    let _ = std::fs::remove_dir_all(&root);
+}

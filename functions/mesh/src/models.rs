@@ -44,6 +44,8 @@ pub const MODEL_ROLLOUT_V1: &str = "edgecoder.dev/model-rollout/v1";
 pub const LIVE_MS: i64 = 5 * 60_000;
 /// Largest release a policy may allow (64 GiB).
 pub const MAX_RELEASE_BYTES: u64 = 64 << 30;
+/// How often heartbeats judge an open rollout without news.
+pub const JUDGE_EVERY_MS: i64 = 10_000;
 /// The actor of transitions the coordinator makes by itself.
 pub const COORDINATOR: &str = "coordinator";
 
@@ -1117,6 +1119,7 @@ pub async fn heartbeat(
         .collect();
     let now = s.clock.now_ms();
     let changed = db::store_health(s.sql.as_ref(), &node.node_id, &reports, now).await?;
+    let changed_here: Vec<String> = changed.iter().map(|m| m.model.clone()).collect();
     for m in changed {
         let outcome = match m.state {
             ModelState::Failed => Outcome::Failure,
@@ -1145,10 +1148,30 @@ pub async fn heartbeat(
     families.sort_unstable();
     families.dedup();
     for family in families {
-        if let Some(r) = db::open_rollout(s.sql.as_ref(), family).await? {
-            // A gate that cannot be judged now (the ledger is down) is judged
-            // on a later heartbeat; the host still gets its answer.
-            let _ = tick(s, ctx, &r).await;
+        let Some(r) = db::open_rollout(s.sql.as_ref(), family).await? else {
+            continue;
+        };
+        // A report that changed is judged at once (a refusal stops a canary
+        // on the heartbeat that brings it); otherwise one heartbeat per
+        // interval judges the rollout, not every host's.
+        let news = changed_here.iter().any(|m| m == &r.model);
+        if !news && !db::claim_judging(s.sql.as_ref(), &r.id, now, JUDGE_EVERY_MS).await? {
+            continue;
+        }
+        if let Err(e) = tick(s, ctx, &r).await {
+            // Judged again on a later heartbeat; the host still gets its
+            // answer, and the operator sees why the rollout did not move.
+            let p: edgecoder_kernel::Problem = e.into();
+            audit::note(
+                s,
+                ctx,
+                COORDINATOR,
+                "mesh.model.rollout.judge",
+                Some(&r.id),
+                Outcome::Failure,
+                json!({"code": p.code}),
+            )
+            .await?;
         }
     }
     assignments(s, node).await.map(Some)

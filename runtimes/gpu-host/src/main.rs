@@ -452,10 +452,11 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 accelerator.provider
             ));
             let client = MeshClient::new(&coordinator, node.signing_key().clone())?;
-            let mut runner = Runner::with_worker(
-                client,
-                InferenceWorker::new(host, accelerator, Some(supply)),
-            );
+            let mut worker = InferenceWorker::new(host, accelerator, Some(supply));
+            if !once {
+                worker = worker.in_background()?;
+            }
+            let mut runner = Runner::with_worker(client, worker);
             // A first heartbeat learns the assignments and verifies them, so
             // that the next one already reports what this host serves.
             if let Err(e) = runner.heartbeat() {

@@ -89,6 +89,19 @@ impl Fetcher {
     }
 }
 
+/// Wakes the thread [`Supply::spawn_preparer`] started.
+#[derive(Debug)]
+pub struct Preparer {
+    tx: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Preparer {
+    /// Asks for a prepare (at most one waits behind the running one).
+    pub fn kick(&self) {
+        let _ = self.tx.try_send(());
+    }
+}
+
 /// One release as the host holds it.
 #[derive(Debug, Clone)]
 struct Held {
@@ -210,6 +223,24 @@ impl Supply {
                 .map(|x| (x.model.clone(), x.rollout_id.clone()))
                 .collect::<Vec<_>>(),
         );
+    }
+
+    /// A thread that runs [`Supply::prepare`] whenever it is kicked, so that
+    /// a long download never holds up heartbeats or tasks of other models.
+    pub fn spawn_preparer(self: &Arc<Self>) -> Result<Preparer, Error> {
+        // One pending kick is enough: a prepare that starts later sees every
+        // assignment made before it.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let supply = self.clone();
+        std::thread::Builder::new()
+            .name("model-supply".into())
+            .spawn(move || {
+                for () in rx {
+                    supply.prepare();
+                }
+            })
+            .map_err(|e| Error::io("starting the model supply thread", e))?;
+        Ok(Preparer { tx })
     }
 
     /// Verifies every pending release (and retries failed fetches).

@@ -22,7 +22,7 @@ use edgecoder_proto::mesh::{
 };
 
 use crate::host::{FinishReason, Host, InferenceError};
-use crate::supply::Supply;
+use crate::supply::{Preparer, Supply};
 
 /// Characters of an error's detail reported (as the result's stderr).
 const MAX_DETAIL_CHARS: usize = 2048;
@@ -69,6 +69,7 @@ pub struct InferenceWorker {
     host: Arc<Host>,
     accelerator: Accelerator,
     supply: Option<Arc<Supply>>,
+    preparer: Option<Preparer>,
 }
 
 impl InferenceWorker {
@@ -80,7 +81,17 @@ impl InferenceWorker {
             host,
             accelerator,
             supply,
+            preparer: None,
         }
+    }
+
+    /// Verifies and fetches releases on a thread of their own rather than
+    /// in the heartbeat (a long-running host; `--once` verifies in line).
+    pub fn in_background(mut self) -> Result<Self, crate::Error> {
+        if let Some(s) = &self.supply {
+            self.preparer = Some(s.spawn_preparer()?);
+        }
+        Ok(self)
     }
 
     /// What the registration declares: the agent's readings plus the
@@ -154,7 +165,10 @@ impl Worker for InferenceWorker {
     fn answered(&self, answer: &HeartbeatResponse) {
         if let Some(s) = &self.supply {
             s.assign(&answer.models.clone().unwrap_or_default());
-            s.prepare();
+            match &self.preparer {
+                Some(p) => p.kick(),
+                None => s.prepare(),
+            }
         }
     }
 

@@ -550,6 +550,18 @@ pub async fn delete_rollout(sql: &dyn Sql, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Takes the right to judge rollout `id` now if nobody judged it within
+/// `every` ms (one heartbeat wins a race).
+pub async fn claim_judging(sql: &dyn Sql, id: &str, now: i64, every: i64) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "UPDATE model_rollouts SET judged_at = ?2 WHERE id = ?1 AND judged_at <= ?3 RETURNING id",
+            vec![id.into(), Value::Integer(now), Value::Integer(now - every)],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
 /// Records the ledger index of an event.
 pub async fn set_event_index(sql: &dyn Sql, id: &str, seq: i64, index: u64) -> Result<(), Error> {
     sql.execute(Statement::new(
