@@ -733,6 +733,15 @@ fn releases_are_refused_unless_the_family_policy_accepts_them(x: &Ctx) -> Result
     if v["model"] != model.as_str() || v["signers"].as_array().map(Vec::len) != Some(2) {
         return Err(format!("release {v}"));
     }
+    // The registration is on the record: identity, signers, files, source.
+    let (kind, payload) = ledger_entry(x, v["ledger_index"].as_u64().ok_or("no ledger index")?)?;
+    if kind != "edgecoder.dev/model-release/v1"
+        || payload["digest"] != v["digest"]
+        || payload["source"] != source.as_str()
+        || payload["files"] != json!(m.files)
+    {
+        return Err(format!("release entry {kind} {payload}"));
+    }
     expect_problem(
         &post_release(x, &admin, &m, &[&a, &b], &source)?,
         409,

@@ -363,6 +363,10 @@ mod tests {
             ),
             (
                 edgecoder_mesh::NAME,
+                edgecoder_mesh::models::MODEL_RELEASE_V1,
+            ),
+            (
+                edgecoder_mesh::NAME,
                 edgecoder_mesh::models::MODEL_ROLLOUT_V1,
             ),
         ];

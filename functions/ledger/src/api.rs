@@ -66,12 +66,13 @@ pub const PROJECT_DOMAIN: &str = "edgecoder.dev";
 /// completions from the mesh. A function's token appends its own types and
 /// nothing else (credit transfers are written by the ledger itself, never
 /// over HTTP).
-pub const APPENDED_BY: [(&str, &str); 6] = [
+pub const APPENDED_BY: [(&str, &str); 7] = [
     ("auth", "edgecoder.dev/role-grant/v1"),
     ("auth", "edgecoder.dev/role-revoke/v1"),
     ("mesh", "edgecoder.dev/node-approval/v1"),
     ("mesh", "edgecoder.dev/task-completion/v1"),
     ("mesh", "edgecoder.dev/model-policy/v1"),
+    ("mesh", "edgecoder.dev/model-release/v1"),
     ("mesh", "edgecoder.dev/model-rollout/v1"),
 ];
 

@@ -38,6 +38,8 @@ use crate::{DOCS, Error, rfc3339};
 
 /// The ledger payload type of source-policy changes.
 pub const MODEL_POLICY_V1: &str = "edgecoder.dev/model-policy/v1";
+/// The ledger payload type of release registrations.
+pub const MODEL_RELEASE_V1: &str = "edgecoder.dev/model-release/v1";
 /// The ledger payload type of rollout transitions.
 pub const MODEL_ROLLOUT_V1: &str = "edgecoder.dev/model-rollout/v1";
 /// A host counts towards a rollout while it heartbeats this recently.
@@ -372,26 +374,47 @@ async fn register_release(s: &Services, req: Request) -> Result<Response, Error>
         created_by: actor.clone(),
         created_at: now,
     };
-    let done = s
-        .sql
-        .batch(vec![
-            db::insert_release(&release),
-            audit::statement_for(
-                s,
-                &req.ctx,
-                &actor,
-                action,
-                Some(&release.model),
-                Outcome::Success,
-                json!({"digest": release.digest, "signers": verified.signers, "source": release.source}),
-            ),
-        ])
-        .await;
-    match done {
+    match s.sql.execute(db::insert_release(&release)).await {
         Ok(_) => {}
         Err(edgecoder_kernel::Error::UniqueViolation(_)) => return Err(Error::ReleaseExists),
         Err(e) => return Err(e.into()),
     }
+    // What hosts may be told to run is on the record: the release's
+    // identity, its signers and where it comes from.
+    let payload = json!({
+        "model": release.model,
+        "digest": release.digest,
+        "signers": verified.signers,
+        "publisher": m.publisher,
+        "files": m.files,
+        "expires_at": rfc3339(release.expires_at),
+        "source": release.source,
+        "policy_version": policy.policy.version,
+        "actor": actor,
+        "registered_at": rfc3339(now),
+    });
+    let entry = (
+        MODEL_RELEASE_V1,
+        &payload,
+        &*format!("model-release:{}", release.digest),
+    );
+    let index = match log(s, &req.ctx, &actor, action, &release.model, entry).await {
+        Ok(i) => i,
+        Err(e) => {
+            db::delete_release(sql, &release.model, &release.digest).await?;
+            return Err(e);
+        }
+    };
+    audit::note(
+        s,
+        &req.ctx,
+        &actor,
+        action,
+        Some(&release.model),
+        Outcome::Success,
+        json!({"digest": release.digest, "signers": verified.signers, "source": release.source, "ledger_index": index}),
+    )
+    .await?;
     Ok(json_response(
         StatusCode::CREATED,
         JSON,
@@ -402,6 +425,7 @@ async fn register_release(s: &Services, req: Request) -> Result<Response, Error>
             "total_bytes": release.total_bytes,
             "expires_at": rfc3339(release.expires_at),
             "source": release.source,
+            "ledger_index": index,
         }),
     ))
 }
@@ -1243,10 +1267,10 @@ fn docs() -> [RouteDoc; 10] {
         ),
         DOCS.op(
             "register_model_release",
-            "Register a signed release: the envelope is verified against its family's policy (operator, step-up); audited",
+            "Register a signed release: the envelope is verified against its family's policy (operator, step-up); audited and logged in the ledger",
             release_body,
             operator_errors(vec![
-                ok(201, "{model, digest, signers, total_bytes, expires_at, source}"),
+                ok(201, "{model, digest, signers, total_bytes, expires_at, source, ledger_index}"),
                 err(404, "model_family_unknown"),
                 err(409, "release_exists"),
                 err(422, "signature_invalid / manifest_expired / model_not_approved / source_not_allowed"),

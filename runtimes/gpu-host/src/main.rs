@@ -518,6 +518,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                     ));
                 }
             };
+            let metrics_for_infer = metrics.clone();
             let host = start(&engine, resolver, metrics)?;
             let start_ns = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let req = InferenceRequest {
@@ -545,7 +546,8 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                         "forward_passes": r.timings.forward_passes,
                         "host_ns": u64::try_from(o.elapsed.as_nanos()).unwrap_or(u64::MAX),
                         "loaded_graph": o.loaded_graph,
-                        "release_verify_ns": verify_ns,
+                        "release_fetch_ns": verify_ns,
+                        "release_verify_ns": u64::try_from(metrics_for_infer.supply_time(&req.model).0.as_nanos()).unwrap_or(u64::MAX),
                         "resolve_ns": o.load.map(|l| u64::try_from(l.resolve.as_nanos()).unwrap_or(u64::MAX)),
                         "graph_compile_ns": o.load.map(|l| u64::try_from(l.compile.as_nanos()).unwrap_or(u64::MAX)),
                         "host_start_ns": start_ns,

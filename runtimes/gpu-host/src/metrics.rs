@@ -76,6 +76,8 @@ pub struct Metrics {
     loads: Family<ModelLabel, Counter>,
     verify_failures: Family<Errors, Counter>,
     verify_seconds: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    fetch_seconds: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    supply_time: std::sync::Mutex<std::collections::HashMap<String, (Duration, Duration)>>,
     assigned: Family<Assigned, Gauge>,
     tallies: std::sync::Mutex<std::collections::HashMap<String, Tally>>,
 }
@@ -115,6 +117,12 @@ impl Default for Metrics {
         let verify_failures = Family::<Errors, Counter>::default();
         let verify_seconds = Family::<ModelLabel, Counter<f64, AtomicU64>>::default();
         let assigned = Family::<Assigned, Gauge>::default();
+        let fetch_seconds = Family::<ModelLabel, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "edgecoder_model_fetch_seconds",
+            "Time releases took to become servable: fetch (or cache check) with verification",
+            fetch_seconds.clone(),
+        );
         registry.register(
             "edgecoder_model_verification_failures",
             "Releases refused by the resolver, by model version and code",
@@ -122,7 +130,7 @@ impl Default for Metrics {
         );
         registry.register(
             "edgecoder_model_verify_seconds",
-            "Time spent verifying releases (signatures, fetch, blake3)",
+            "Time spent on release checks proper: signatures and blake3 (fetch, cache, load)",
             verify_seconds.clone(),
         );
         registry.register(
@@ -176,6 +184,8 @@ impl Default for Metrics {
             loads,
             verify_failures,
             verify_seconds,
+            fetch_seconds,
+            supply_time: std::sync::Mutex::new(std::collections::HashMap::new()),
             assigned,
             tallies: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
@@ -202,13 +212,39 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a verified release and the time it took.
-    pub fn verified(&self, model: &str, took: Duration) {
+    /// Time spent on a release's checks proper: signatures and hashing
+    /// (while fetching, on a cached file, and on load).
+    pub fn verify_work(&self, model: &str, took: Duration) {
         self.verify_seconds
             .get_or_create(&ModelLabel {
                 model: model.to_owned(),
             })
             .inc_by(took.as_secs_f64());
+        if let Ok(mut t) = self.supply_time.lock() {
+            t.entry(model.to_owned()).or_default().0 += took;
+        }
+    }
+
+    /// Time a release took to become servable (fetch or cache check, with
+    /// its verification).
+    pub fn fetched(&self, model: &str, took: Duration) {
+        self.fetch_seconds
+            .get_or_create(&ModelLabel {
+                model: model.to_owned(),
+            })
+            .inc_by(took.as_secs_f64());
+        if let Ok(mut t) = self.supply_time.lock() {
+            t.entry(model.to_owned()).or_default().1 += took;
+        }
+    }
+
+    /// (verification, fetch) time spent on `model` so far.
+    pub fn supply_time(&self, model: &str) -> (Duration, Duration) {
+        self.supply_time
+            .lock()
+            .ok()
+            .and_then(|t| t.get(model).copied())
+            .unwrap_or_default()
     }
 
     /// The current assignments (model version, rollout): the gauge is 1 for

@@ -270,7 +270,7 @@ impl Supply {
                         entry.state = ModelState::Verified;
                         entry.failure = None;
                         entry.manifest = Some(m);
-                        self.metrics.verified(&model, started.elapsed());
+                        self.metrics.fetched(&model, started.elapsed());
                         edgecoder_agent::runner::log(format_args!(
                             "model {model}: release {} verified in {} ms",
                             h.assignment.release_digest,
@@ -361,8 +361,11 @@ impl Supply {
             .signing()
             .map_err(|e| refused(Failure::SignatureInvalid, format!("the policy's keys: {e}")))?;
         let envelope = serde_json::to_vec(&a.envelope).unwrap_or_default();
+        let mut spent = std::time::Duration::ZERO;
+        let began = Instant::now();
         let verified = model::verify(&envelope, &signing, now_secs(), Some(&a.model))
             .map_err(|e| refused(Failure::of(&e), e.to_string()))?;
+        spent += began.elapsed();
         if verified.digest != a.release_digest {
             return Err(refused(
                 Failure::ModelNotApproved,
@@ -384,11 +387,17 @@ impl Supply {
             ));
         }
         for f in &verified.manifest.files {
-            self.obtain(&a.source, f)?;
+            let got = self.obtain(&a.source, f, &mut spent);
+            self.metrics.verify_work(&a.model, spent);
+            spent = std::time::Duration::ZERO;
+            got?;
         }
         // The config must be one of the signed files, and name this release
         // and a graph file that is signed too.
-        self.config(&verified.manifest)?;
+        let mut spent = std::time::Duration::ZERO;
+        let config = self.config(&verified.manifest, &mut spent);
+        self.metrics.verify_work(&a.model, spent);
+        config?;
         Ok(verified.manifest)
     }
 
@@ -398,10 +407,15 @@ impl Supply {
 
     /// The file in the cache, verified: a cached copy is re-hashed, and a
     /// missing or bad one fetched again.
-    fn obtain(&self, source: &str, f: &ManifestFile) -> Result<PathBuf, Refused> {
+    fn obtain(
+        &self,
+        source: &str,
+        f: &ManifestFile,
+        spent: &mut std::time::Duration,
+    ) -> Result<PathBuf, Refused> {
         let blob = self.blob(&f.digest);
         if blob.is_file() {
-            match hash_capped(&mut open(&blob)?, f.size) {
+            match hash_capped(&mut open(&blob)?, f.size, spent) {
                 Ok((n, d)) if n == f.size && d == f.digest => return Ok(blob),
                 _ => {
                     edgecoder_agent::runner::log(format_args!(
@@ -418,7 +432,7 @@ impl Supply {
             self.serial
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let got = self.fetch_into(source, f, &tmp);
+        let got = self.fetch_into(source, f, &tmp, spent);
         match got {
             Ok(()) => {
                 std::fs::rename(&tmp, &blob).map_err(|e| {
@@ -436,7 +450,13 @@ impl Supply {
 
     /// Streams `{source}/{path}` into `tmp`, hashing as it goes, reading at
     /// most one byte past the listed size.
-    fn fetch_into(&self, source: &str, f: &ManifestFile, tmp: &Path) -> Result<(), Refused> {
+    fn fetch_into(
+        &self,
+        source: &str,
+        f: &ManifestFile,
+        tmp: &Path,
+        spent: &mut std::time::Duration,
+    ) -> Result<(), Refused> {
         let url = format!("{}/{}", source.trim_end_matches('/'), f.path);
         // create_new: never through a link someone left at that name.
         let mut out = std::fs::OpenOptions::new()
@@ -464,7 +484,7 @@ impl Supply {
             }
             let mut file = std::fs::File::open(path)
                 .map_err(|e| refused(Failure::FetchFailed, format!("{path}: {e}")))?;
-            copy_hashed(&mut file, &mut out, f.size)?
+            copy_hashed(&mut file, &mut out, f.size, spent)?
         } else {
             let mut resp = self
                 .fetcher
@@ -486,10 +506,11 @@ impl Supply {
                 ));
             }
             let mut body = resp.body_mut().as_reader();
-            copy_hashed(&mut body, &mut out, f.size)?
+            copy_hashed(&mut body, &mut out, f.size, spent)?
         };
+        // No fsync: a cached file is re-hashed before it counts, so a crash
+        // that leaves it short costs a download, never a wrong byte.
         out.flush()
-            .and_then(|()| out.sync_all())
             .map_err(|e| refused(Failure::FetchFailed, format!("{}: {e}", tmp.display())))?;
         if n != f.size {
             return Err(refused(
@@ -518,7 +539,11 @@ impl Supply {
     /// The release's `manifest.json` (the model's configuration), from the
     /// cache: it must be signed, name this release, and point at a signed
     /// graph file.
-    fn config(&self, m: &ModelManifest) -> Result<(Manifest, ManifestFile), Refused> {
+    fn config(
+        &self,
+        m: &ModelManifest,
+        spent: &mut std::time::Duration,
+    ) -> Result<(Manifest, ManifestFile), Refused> {
         let bad = |d: String| refused(Failure::ModelNotApproved, d);
         let entry = m
             .files
@@ -528,7 +553,7 @@ impl Supply {
         if entry.size > MAX_CONFIG_BYTES {
             return Err(bad(format!("{MANIFEST} is too large")));
         }
-        let raw = read_verified(&self.blob(&entry.digest), entry)?;
+        let raw = read_verified(&self.blob(&entry.digest), entry, spent)?;
         let config: Manifest = serde_json::from_slice(&raw)
             .map_err(|e| bad(format!("{MANIFEST} is not a model configuration: {e}")))?;
         if config.name != m.name || config.version != m.version {
@@ -556,14 +581,20 @@ fn open(p: &Path) -> Result<std::fs::File, Refused> {
 }
 
 /// Reads a cached file whole, re-hashing it against its manifest entry.
-fn read_verified(blob: &Path, f: &ManifestFile) -> Result<Vec<u8>, Refused> {
+fn read_verified(
+    blob: &Path,
+    f: &ManifestFile,
+    spent: &mut std::time::Duration,
+) -> Result<Vec<u8>, Refused> {
     let bytes = std::fs::read(blob).map_err(|_| {
         refused(
             Failure::DigestMismatch,
             format!("{} left the cache", f.path),
         )
     })?;
+    let began = Instant::now();
     let digest = format!("blake3:{}", blake3::hash(&bytes).to_hex());
+    *spent += began.elapsed();
     if bytes.len() as u64 != f.size || digest != f.digest {
         let _ = std::fs::remove_file(blob);
         return Err(refused(
@@ -575,12 +606,22 @@ fn read_verified(blob: &Path, f: &ManifestFile) -> Result<Vec<u8>, Refused> {
 }
 
 /// Hashes at most `cap + 1` bytes of `r`: (bytes read, digest).
-fn hash_capped(r: &mut dyn Read, cap: u64) -> Result<(u64, String), Refused> {
-    copy_hashed(r, &mut std::io::sink(), cap)
+fn hash_capped(
+    r: &mut dyn Read,
+    cap: u64,
+    spent: &mut std::time::Duration,
+) -> Result<(u64, String), Refused> {
+    copy_hashed(r, &mut std::io::sink(), cap, spent)
 }
 
-/// Copies at most `cap + 1` bytes from `r` to `w`, hashing them.
-fn copy_hashed(r: &mut dyn Read, w: &mut dyn Write, cap: u64) -> Result<(u64, String), Refused> {
+/// Copies at most `cap + 1` bytes from `r` to `w`, hashing them; the time
+/// spent hashing is added to `spent`.
+fn copy_hashed(
+    r: &mut dyn Read,
+    w: &mut dyn Write,
+    cap: u64,
+    spent: &mut std::time::Duration,
+) -> Result<(u64, String), Refused> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut n: u64 = 0;
@@ -600,7 +641,9 @@ fn copy_hashed(r: &mut dyn Read, w: &mut dyn Write, cap: u64) -> Result<(u64, St
                 ));
             }
         };
+        let began = Instant::now();
         hasher.update(&buf[..got]);
+        *spent += began.elapsed();
         w.write_all(&buf[..got])
             .map_err(|e| refused(Failure::FetchFailed, format!("writing the cache: {e}")))?;
         n += got as u64;
@@ -656,9 +699,16 @@ impl Resolver for Supply {
             )));
         };
         // Re-hashed on load: the cache is disk, and disk can change.
-        let loaded = self.config(&manifest).and_then(|(config, graph)| {
-            Ok((read_verified(&self.blob(&graph.digest), &graph)?, config))
-        });
+        let mut spent = std::time::Duration::ZERO;
+        let loaded = self
+            .config(&manifest, &mut spent)
+            .and_then(|(config, graph)| {
+                Ok((
+                    read_verified(&self.blob(&graph.digest), &graph, &mut spent)?,
+                    config,
+                ))
+            });
+        self.metrics.verify_work(name, spent);
         match loaded {
             Ok((bytes, config)) => Ok(Verified {
                 name: name.to_owned(),

@@ -236,6 +236,17 @@ pub fn insert_release(r: &Release) -> Statement {
     )
 }
 
+/// Removes a release the ledger could not record (nothing refers to it yet).
+pub async fn delete_release(sql: &dyn Sql, model: &str, digest: &str) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "DELETE FROM model_releases WHERE model = ?1 AND digest = ?2 \
+           AND NOT EXISTS (SELECT 1 FROM model_rollouts WHERE model = ?1)",
+        vec![model.into(), digest.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// The release `model`.
 pub async fn release(sql: &dyn Sql, model: &str) -> Result<Option<Release>, Error> {
     let rows = sql
