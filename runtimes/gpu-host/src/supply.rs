@@ -593,7 +593,13 @@ fn read_verified(
         )
     })?;
     let began = Instant::now();
-    let digest = format!("blake3:{}", blake3::hash(&bytes).to_hex());
+    let digest = format!(
+        "blake3:{}",
+        blake3::Hasher::new()
+            .update_rayon(&bytes)
+            .finalize()
+            .to_hex()
+    );
     *spent += began.elapsed();
     if bytes.len() as u64 != f.size || digest != f.digest {
         let _ = std::fs::remove_file(blob);
