@@ -722,23 +722,10 @@ fn gpu_host_serves_inference_and_agents_never_get_it(x: &Ctx) -> Result<(), Stri
     }
     // The completion is in the ledger with the model and its digest.
     let index = got["ledger_index"].as_u64().ok_or("no ledger index")?;
-    let e = want(
-        &x.c.get(&format!("/ledger/entries/{index}"))?,
-        200,
-        "ledger entry",
-    )?;
-    let envelope: Json = serde_json::from_slice(
-        &STANDARD
-            .decode(e["entry"].as_str().unwrap_or(""))
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let payload: Json = serde_json::from_slice(
-        &STANDARD
-            .decode(envelope["payload"].as_str().unwrap_or(""))
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let (kind, payload) = crate::models::ledger_entry(x, index)?;
+    if kind != "edgecoder.dev/task-completion/v1" {
+        return Err(format!("ledger entry type {kind}"));
+    }
     if payload["model"] != MODEL
         || payload["model_manifest_digest"] != digest.as_str()
         || payload["output_digest"] != format!("blake3:{}", blake3::hash(&output).to_hex())

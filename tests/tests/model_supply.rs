@@ -301,8 +301,16 @@ fn a_good_local_release_is_verified_cached_by_digest_and_rehashed_on_load() {
     bytes[0] ^= 1;
     std::fs::write(&blob, &bytes).expect("write");
     assert!(h.supply.resolve(M).is_err());
-    assert_eq!(h.supply.status()[0].failure, Some(Failure::DigestMismatch));
     assert!(!blob.exists(), "a bad cached file is dropped");
+    // A damaged cache says nothing against the release itself: it is
+    // fetched and verified again.
+    assert_eq!(h.supply.status()[0].state, ModelState::Pending);
+    assert!(h.supply.names().is_empty());
+    h.supply.prepare();
+    assert_eq!(
+        h.supply.resolve(M).expect("fetched again").bytes,
+        vec![7u8; 4096]
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -1057,5 +1065,46 @@ fn releases_are_verified_in_the_background_without_holding_the_heartbeat() {
         std::thread::sleep(Duration::from_millis(25));
     }
     assert!(served, "{:?}", supply.status());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A policy change reaches a verified release at once: a harmless one (an
+/// origin added) keeps it serving without a new fetch, one that revokes
+/// its publisher's key stops it on that very heartbeat.
+#[test]
+fn a_policy_change_is_applied_to_a_verified_release_at_once() {
+    let root = scratch("policy-change");
+    let (_, m, a, source) = local_release(&root);
+    let h = host(&root, None);
+    let first = assignment(M, &m, &[&a], &source, local_policy(&a, &root));
+    h.take(&first);
+    assert_eq!(h.supply.names(), vec![M.to_owned()]);
+    let mut wider = first.clone();
+    wider.policy.version = 2;
+    wider
+        .policy
+        .origins
+        .push("https://mirror.example.com".into());
+    h.supply.assign(&Assignments {
+        policy_version: 2,
+        assignments: vec![wider.clone()],
+    });
+    assert_eq!(
+        h.supply.names(),
+        vec![M.to_owned()],
+        "still served, no new fetch needed"
+    );
+    let mut revoked = wider;
+    revoked.policy.version = 3;
+    revoked.policy.keys = vec![point(&key(5))];
+    h.supply.assign(&Assignments {
+        policy_version: 3,
+        assignments: vec![revoked],
+    });
+    assert!(h.supply.names().is_empty());
+    assert_eq!(
+        h.supply.status()[0].failure,
+        Some(Failure::SignatureInvalid)
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -46,6 +46,9 @@ pub const MODEL_ROLLOUT_V1: &str = "edgecoder.dev/model-rollout/v1";
 pub const LIVE_MS: i64 = 5 * 60_000;
 /// Largest release a policy may allow (64 GiB).
 pub const MAX_RELEASE_BYTES: u64 = 64 << 30;
+/// A release stops being assigned this long before its manifest expires,
+/// so that a host whose clock runs ahead never refuses one it was given.
+pub const EXPIRY_MARGIN_MS: i64 = 5 * 60_000;
 /// How often heartbeats judge an open rollout without news.
 pub const JUDGE_EVERY_MS: i64 = 10_000;
 /// The actor of transitions the coordinator makes by itself.
@@ -214,7 +217,7 @@ async fn put_policy(s: &Services, req: Request) -> Result<Response, Error> {
     let entry = (
         MODEL_POLICY_V1,
         &payload,
-        &*format!("model-policy:{family}:{version}"),
+        &*format!("model-policy:{family}:{version}:{now}"),
     );
     let index = match log(s, &req.ctx, &actor, action, &family, entry).await {
         Ok(i) => i,
@@ -282,47 +285,9 @@ pub fn check_release(
     source: &str,
     now_secs: i64,
 ) -> Result<model::Verified, Error> {
-    let refuse = |f: Failure, m: &str| Error::Release(f, m.to_owned());
-    if !policy.allowed {
-        return Err(refuse(
-            Failure::ModelNotApproved,
-            "the family's policy does not allow it to be served",
-        ));
-    }
-    let signing = policy.signing()?;
-    let bytes = serde_json::to_vec(envelope).unwrap_or_default();
-    let verified = model::verify(&bytes, &signing, now_secs, None).map_err(|e| {
-        Error::Release(
-            Failure::of(&e),
-            format!("the envelope fails the family's policy: {e}"),
-        )
-    })?;
-    if verified.manifest.name != policy.family {
-        return Err(refuse(
-            Failure::ModelNotApproved,
-            "the manifest is another family's release",
-        ));
-    }
-    // Saturating: sizes are the publisher's claims, and a wrapped sum would
-    // pass any cap.
-    let total = verified
-        .manifest
-        .files
-        .iter()
-        .fold(0u64, |t, f| t.saturating_add(f.size));
-    if total > policy.max_bytes {
-        return Err(refuse(
-            Failure::ModelNotApproved,
-            "the release is larger than the policy's max_bytes",
-        ));
-    }
-    policy.allows_source(source).map_err(|f| {
-        refuse(
-            f,
-            "the source is not https (or a local directory) under an origin the policy lists",
-        )
-    })?;
-    Ok(verified)
+    policy
+        .check_release(envelope, source, now_secs, None)
+        .map_err(|(f, why)| Error::Release(f, why))
 }
 
 async fn register_release(s: &Services, req: Request) -> Result<Response, Error> {
@@ -396,7 +361,7 @@ async fn register_release(s: &Services, req: Request) -> Result<Response, Error>
     let entry = (
         MODEL_RELEASE_V1,
         &payload,
-        &*format!("model-release:{}", release.digest),
+        &*format!("model-release:{}:{now}", release.digest),
     );
     let index = match log(s, &req.ctx, &actor, action, &release.model, entry).await {
         Ok(i) => i,
@@ -479,40 +444,38 @@ async fn assigned(
     declared: &[String],
 ) -> Result<Option<(Release, Option<String>)>, Error> {
     let sql = s.sql.as_ref();
-    let (model, rollout_id) = match db::open_rollout(sql, family).await? {
-        Some(r)
-            if may_serve(declared, &r.model)
-                && rollout::in_stage(&r.stages, r.stage, &r.canary, &r.id, node_id) =>
-        {
-            (r.model, Some(r.id))
+    // The candidates in order: the rollout's release for a host in its
+    // stage, else what hosts outside it keep (the previous version, or the
+    // family's current one). The first that the host's approval covers and
+    // that is not about to expire is the answer; a host pinned to another
+    // version gets nothing rather than a way around rollouts.
+    let candidates: Vec<(String, Option<String>)> = match db::open_rollout(sql, family).await? {
+        Some(r) => {
+            let mut c = Vec::new();
+            if rollout::in_stage(&r.stages, r.stage, &r.canary, &r.id, node_id) {
+                c.push((r.model.clone(), Some(r.id.clone())));
+            }
+            c.extend(r.previous.map(|p| (p, None)));
+            c
         }
-        Some(r) => match r.previous {
-            Some(p) => (p, None),
-            None => return Ok(None),
-        },
-        None => match db::current(sql, family).await? {
-            Some(m) => (m, None),
-            None => return Ok(None),
-        },
+        None => db::current(sql, family)
+            .await?
+            .map(|m| (m, None))
+            .into_iter()
+            .collect(),
     };
-    // A host pinned to a version (it declared `name@version`) keeps it,
-    // whatever the family moves to; with several pins, the highest name.
-    let model = if may_serve(declared, &model) {
-        model
-    } else {
-        match declared
-            .iter()
-            .filter(|m| family_of(m) == family && m.contains('@'))
-            .max()
-        {
-            Some(pin) => pin.clone(),
-            None => return Ok(None),
+    let fresh_until = s.clock.now_ms() + EXPIRY_MARGIN_MS;
+    for (model, rollout_id) in candidates {
+        if !may_serve(declared, &model) {
+            continue;
         }
-    };
-    Ok(db::release(sql, &model)
-        .await?
-        .filter(|r| r.expires_at > s.clock.now_ms())
-        .map(|r| (r, rollout_id)))
+        if let Some(release) = db::release(sql, &model).await?
+            && release.expires_at > fresh_until
+        {
+            return Ok(Some((release, rollout_id)));
+        }
+    }
+    Ok(None)
 }
 
 /// A stage's health: the hosts it covers and their reports on its release.
@@ -543,9 +506,14 @@ async fn stage_health(s: &Services, r: &Rollout) -> Result<(Health, Vec<Json>), 
         let Some(rep) = report else { continue };
         match rep.status.state {
             ModelState::Verified => h.verified += 1,
-            // A download that failed is retried by the host: pending, not a
-            // verdict on the release.
-            ModelState::Failed if rep.status.failure == Some(Failure::FetchFailed) => {}
+            // A download that failed is retried by the host, and an expiry is
+            // the release's end of life (judged below): pending, not a
+            // verdict on the release's integrity.
+            ModelState::Failed
+                if matches!(
+                    rep.status.failure,
+                    Some(Failure::FetchFailed | Failure::ManifestExpired)
+                ) => {}
             ModelState::Failed => h.failed.push((
                 host.node_id.clone(),
                 rep.status
@@ -614,7 +582,9 @@ async fn step(
     let entry = (
         MODEL_ROLLOUT_V1,
         &payload,
-        &*format!("model-rollout:{}:{seq}", r.id),
+        // The time makes each attempt its own key: a retry after an
+        // ambiguous failure never collides with a different payload.
+        &*format!("model-rollout:{}:{seq}:{now}", r.id),
     );
     let index = match log(s, ctx, actor, &audit_action, &r.id, entry).await {
         Ok(i) => i,
@@ -692,7 +662,14 @@ pub async fn tick(s: &Services, ctx: &RequestContext, r: &Rollout) -> Result<Ver
     }
     let (h, _) = stage_health(s, r).await?;
     let age = u64::try_from((s.clock.now_ms() - r.stage_started_at) / 1000).unwrap_or_default();
-    let verdict = rollout::judge(&r.gates, &h, age, false);
+    let expiring = db::release(s.sql.as_ref(), &r.model)
+        .await?
+        .is_none_or(|rel| rel.expires_at <= s.clock.now_ms() + EXPIRY_MARGIN_MS);
+    let verdict = if expiring {
+        Verdict::Fail("the release expires before the rollout can finish".into())
+    } else {
+        rollout::judge(&r.gates, &h, age, false)
+    };
     let detail = json!({"health": health_json(&h), "stage_secs": age});
     match &verdict {
         Verdict::Pass if r.stage + 1 >= r.stages.len() => {
@@ -829,7 +806,7 @@ async fn start_rollout(s: &Services, req: Request) -> Result<Response, Error> {
     let entry = (
         MODEL_ROLLOUT_V1,
         &payload,
-        &*format!("model-rollout:{id}:1"),
+        &*format!("model-rollout:{id}:1:{now}"),
     );
     let index = match log(s, &req.ctx, &actor, action, &id, entry).await {
         Ok(i) => i,

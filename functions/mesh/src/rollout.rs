@@ -15,6 +15,8 @@ use crate::Error;
 
 /// Most stages one rollout may have.
 pub const MAX_STAGES: usize = 8;
+/// Requests a host must have served before its own error rate is judged.
+pub const PER_HOST_MIN_REQUESTS: u64 = 20;
 /// Most hosts a canary stage may pin.
 pub const MAX_CANARY_HOSTS: u32 = 100;
 
@@ -234,9 +236,11 @@ pub fn judge(gates: &Gates, h: &Health, age_secs: u64, safety_only: bool) -> Ver
             gates.max_error_rate
         ));
     }
-    // Each host on its own too, over its share of the minimum: one host's
-    // many good requests (or claims of them) cannot hide another's errors.
-    let own_min = (gates.min_requests / u64::from(h.hosts.max(1))).max(1);
+    // Each host on its own too, over its share of the minimum (and never
+    // fewer than PER_HOST_MIN_REQUESTS, so one unlucky request is not a
+    // verdict): one host's many good requests (or claims of them) cannot
+    // hide another's errors.
+    let own_min = (gates.min_requests / u64::from(h.hosts.max(1))).max(PER_HOST_MIN_REQUESTS);
     for (node, requests, errors) in &h.per_host {
         if *requests >= own_min && *errors as f64 / *requests as f64 > gates.max_error_rate {
             return Verdict::Fail(format!(
@@ -259,16 +263,19 @@ pub fn judge(gates: &Gates, h: &Health, age_secs: u64, safety_only: bool) -> Ver
             h.verified, gates.min_verified_hosts
         ));
     }
-    if f64::from(h.verified) < gates.min_verified_share * f64::from(h.hosts) {
+    if safety_only {
+        // An operator may move on with some hosts still fetching.
+        return Verdict::Pass;
+    }
+    // With a little slack, so that exactly the share (11 of 20 at 55 %)
+    // passes whatever the floating point.
+    if h.hosts > 0 && f64::from(h.verified) / f64::from(h.hosts) + 1e-9 < gates.min_verified_share {
         return Verdict::Wait(format!(
             "{} of the stage's {} hosts verified the release; {} % are required",
             h.verified,
             h.hosts,
             gates.min_verified_share * 100.0
         ));
-    }
-    if safety_only {
-        return Verdict::Pass;
     }
     if h.requests < gates.min_requests {
         return Verdict::Wait(format!(
@@ -417,22 +424,47 @@ mod tests {
             ..healthy.clone()
         };
         assert!(matches!(judge(&g, &unverified, 61, true), Verdict::Wait(_)));
-        // Half the stage must have verified it.
+        // Half the stage must have verified it (an operator may go on).
         let few_verified = Health {
             hosts: 3,
             ..healthy.clone()
         };
         assert!(matches!(
-            judge(&g, &few_verified, 61, true),
+            judge(&g, &few_verified, 61, false),
             Verdict::Wait(_)
         ));
+        assert_eq!(judge(&g, &few_verified, 61, true), Verdict::Pass);
+        let exactly = Gates {
+            min_verified_share: 0.55,
+            ..g.clone()
+        };
+        let eleven = Health {
+            hosts: 20,
+            verified: 11,
+            ..healthy.clone()
+        };
+        assert_eq!(judge(&exactly, &eleven, 61, false), Verdict::Pass);
+        // One failed request on a host is not yet its error rate.
+        let lenient = Gates {
+            min_requests: 0,
+            ..g.clone()
+        };
+        let one_bad = Health {
+            requests: 100,
+            errors: 1,
+            per_host: vec![("a".into(), 1, 1), ("b".into(), 99, 0)],
+            hosts: 2,
+            verified: 2,
+            ..healthy.clone()
+        };
+        assert_eq!(judge(&lenient, &one_bad, 61, false), Verdict::Pass);
         // One host's huge (claimed) success does not hide another's errors.
         let hidden = Health {
             hosts: 2,
             verified: 2,
-            requests: 1_000_010,
-            errors: 5,
-            per_host: vec![("a".into(), 1_000_000, 0), ("b".into(), 10, 5)],
+            requests: 1_000_040,
+            errors: 20,
+            per_host: vec![("a".into(), 1_000_000, 0), ("b".into(), 40, 20)],
             ..healthy.clone()
         };
         assert!(matches!(judge(&g, &hidden, 61, false), Verdict::Fail(m) if m.contains("host b")));

@@ -62,6 +62,67 @@ impl SourcePolicy {
         })
     }
 
+    /// The one rule both the coordinator (registering a release) and the
+    /// host (before fetching a byte) apply: the family is allowed, the
+    /// source lies under an allowed origin, k of n signatures by the
+    /// policy's keys hold, the manifest is unexpired, of this family (and of
+    /// `model` when given), and no larger than the cap.
+    pub fn check_release(
+        &self,
+        envelope: &Envelope,
+        source: &str,
+        now_secs: i64,
+        model: Option<&str>,
+    ) -> Result<crate::model::Verified, (Failure, String)> {
+        if !self.allowed {
+            return Err((
+                Failure::ModelNotApproved,
+                "the family's policy does not allow it to be served".into(),
+            ));
+        }
+        self.allows_source(source).map_err(|f| {
+            (
+                f,
+                format!(
+                    "{source} is not https (or a local directory) under an origin the policy lists"
+                ),
+            )
+        })?;
+        let signing = self
+            .signing()
+            .map_err(|e| (Failure::SignatureInvalid, format!("the policy's keys: {e}")))?;
+        let bytes = serde_json::to_vec(envelope).unwrap_or_default();
+        let verified = crate::model::verify(&bytes, &signing, now_secs, model).map_err(|e| {
+            (
+                Failure::of(&e),
+                format!("the envelope fails the family's policy: {e}"),
+            )
+        })?;
+        if verified.manifest.name != self.family {
+            return Err((
+                Failure::ModelNotApproved,
+                "the manifest is another family's release".into(),
+            ));
+        }
+        // Saturating: sizes are the publisher's claims, and a wrapped sum
+        // would pass any cap.
+        let total = verified
+            .manifest
+            .files
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.size));
+        if total > self.max_bytes {
+            return Err((
+                Failure::ModelNotApproved,
+                format!(
+                    "the release is {total} bytes; the policy allows {}",
+                    self.max_bytes
+                ),
+            ));
+        }
+        Ok(verified)
+    }
+
     /// Whether `source` lies under one of the policy's origins.
     pub fn allows_source(&self, source: &str) -> Result<(), Failure> {
         check_url(source)?;

@@ -489,8 +489,21 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                         return Err(Error::Config("--release needs --publisher-key".into()));
                     }
                     let a = local_assignment(dir, &publisher_keys, threshold)?;
-                    let cache = std::env::temp_dir()
-                        .join(format!("edgecoder-infer-cache-{}", std::process::id()));
+                    // A fresh private directory: never one someone made first.
+                    let unique = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    let cache = std::env::temp_dir().join(format!(
+                        "edgecoder-infer-cache-{}-{unique:x}",
+                        std::process::id()
+                    ));
+                    {
+                        use std::os::unix::fs::DirBuilderExt as _;
+                        std::fs::DirBuilder::new()
+                            .mode(0o700)
+                            .create(&cache)
+                            .map_err(|e| Error::io(format!("creating {}", cache.display()), e))?;
+                    }
                     let supply = Supply::new(&cache, Fetcher::new(None)?, metrics.clone())?;
                     let t = std::time::Instant::now();
                     supply.assign(&Assignments {

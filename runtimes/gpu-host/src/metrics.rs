@@ -261,8 +261,9 @@ impl Metrics {
         }
     }
 
-    /// Requests, errors and p99 latency (ms, a bucket's upper bound) served
-    /// on `model` since the host started: what heartbeats report.
+    /// Requests, host-side errors (backend, trap, deadline) and p99 latency
+    /// (ms, a bucket's upper bound) on `model` since the host started: what
+    /// heartbeats report.
     pub fn health(&self, model: &str) -> (u64, u64, Option<u64>) {
         let Some(t) = self.tallies.lock().ok().and_then(|t| t.get(model).cloned()) else {
             return (0, 0, None);
@@ -291,7 +292,11 @@ impl Metrics {
         if let Ok(mut t) = self.tallies.lock() {
             let e = t.entry(model.to_owned()).or_default();
             e.requests += 1;
-            e.errors += u64::from(o.result.is_err());
+            // The release's health: what went wrong in the host (the
+            // backend, a trap, a deadline), not requests it refused.
+            let host_side =
+                matches!(o.result, Err(InferenceError::BackendError(_))) || o.interrupted;
+            e.errors += u64::from(host_side);
             e.buckets[bucket.min(HEALTH_BUCKETS)] += 1;
         }
     }

@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! <cache>/blobs/<blake3 hex>     verified files, by digest
-//! <cache>/tmp/<pid>/<digest>-<n> a download in progress (removed on failure)
+//! <cache>/tmp/<pid>-<start>/<digest>-<n>   a download in progress (removed on failure)
 //! ```
 
 use std::collections::HashMap;
@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use edgecoder_proto::model::{self, ManifestFile, ModelManifest};
+use edgecoder_proto::model::{ManifestFile, ModelManifest};
 use edgecoder_proto::supply::{Assignment, Assignments, Failure, ModelState, ModelStatus};
 
 use crate::Error;
@@ -98,7 +98,11 @@ pub struct Preparer {
 impl Preparer {
     /// Asks for a prepare (at most one waits behind the running one).
     pub fn kick(&self) {
-        let _ = self.tx.try_send(());
+        if let Err(std::sync::mpsc::TrySendError::Disconnected(())) = self.tx.try_send(()) {
+            edgecoder_agent::runner::log(format_args!(
+                "model supply: the verifying thread is gone; releases are no longer verified"
+            ));
+        }
     }
 }
 
@@ -110,12 +114,19 @@ struct Held {
     failure: Option<Failure>,
     /// The verified manifest (set once verified).
     manifest: Option<ModelManifest>,
+    /// Failed fetches in a row.
+    attempts: u32,
+    /// Not before this is a failed fetch tried again.
+    next_try: Option<Instant>,
 }
+
+/// The longest wait between retries of a failed fetch.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The supply-chain resolver.
 pub struct Supply {
     cache: PathBuf,
-    /// This process's own download directory (`<cache>/tmp/<pid>`).
+    /// This process's own download directory (`<cache>/tmp/<pid>-<start>`).
     tmp: PathBuf,
     serial: std::sync::atomic::AtomicU64,
     fetcher: Fetcher,
@@ -161,22 +172,28 @@ fn refused(failure: Failure, detail: impl Into<String>) -> Refused {
 impl Supply {
     /// A resolver caching verified files under `cache`.
     pub fn new(cache: &Path, fetcher: Fetcher, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        // Leftovers of downloads cut short by a crash are never trusted:
-        // those of processes no longer running go (another live host may
-        // share the cache).
+        // Leftovers of downloads cut short by a crash are never trusted;
+        // another live host may share the cache (and, in a container, its
+        // process id), so only directories untouched for a day go.
         if let Ok(entries) = std::fs::read_dir(cache.join("tmp")) {
             for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let gone = name
-                    .parse::<u32>()
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
                     .ok()
-                    .is_none_or(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-                if gone || name == std::process::id().to_string() {
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(86_400));
+                if stale {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
         }
-        let tmp = cache.join("tmp").join(std::process::id().to_string());
+        let unique = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp = cache
+            .join("tmp")
+            .join(format!("{}-{unique:x}", std::process::id()));
         for d in [cache.join("blobs"), tmp.clone()] {
             std::fs::create_dir_all(&d)
                 .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
@@ -205,17 +222,49 @@ impl Supply {
             a.assignments.iter().any(|x| {
                 &x.model == model
                     && x.release_digest == h.assignment.release_digest
-                    && x.policy == h.assignment.policy
                     && x.source == h.assignment.source
+                    && x.envelope == h.assignment.envelope
             })
         });
         for x in &a.assignments {
-            held.entry(x.model.clone()).or_insert_with(|| Held {
-                assignment: x.clone(),
-                state: ModelState::Pending,
-                failure: None,
-                manifest: None,
-            });
+            match held.get_mut(&x.model) {
+                // Same release from the same place under a changed policy
+                // (a key added or revoked, an origin listed): its files are
+                // already verified by digest, so only the envelope is checked
+                // again, at once, and a verified release keeps serving.
+                Some(h) if h.assignment != *x => {
+                    let was_verified = h.state == ModelState::Verified;
+                    h.assignment = x.clone();
+                    if was_verified {
+                        let now = now_secs();
+                        if let Err((f, why)) =
+                            x.policy
+                                .check_release(&x.envelope, &x.source, now, Some(&x.model))
+                        {
+                            self.refuse(h, &refused(f, why));
+                        }
+                    } else if h.failure.is_some() {
+                        // A refusal may not hold under the new policy.
+                        h.state = ModelState::Pending;
+                        h.failure = None;
+                        h.attempts = 0;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    held.insert(
+                        x.model.clone(),
+                        Held {
+                            assignment: x.clone(),
+                            state: ModelState::Pending,
+                            failure: None,
+                            manifest: None,
+                            attempts: 0,
+                            next_try: None,
+                        },
+                    );
+                }
+            }
         }
         self.metrics.assignments(
             &a.assignments
@@ -249,9 +298,12 @@ impl Supply {
             .held
             .lock()
             .map(|h| {
+                let now = Instant::now();
                 h.values()
                     .filter(|h| {
-                        h.state == ModelState::Pending || h.failure == Some(Failure::FetchFailed)
+                        h.state == ModelState::Pending
+                            || (h.failure == Some(Failure::FetchFailed)
+                                && h.next_try.is_none_or(|t| now >= t))
                     })
                     .cloned()
                     .collect()
@@ -270,6 +322,8 @@ impl Supply {
                         entry.state = ModelState::Verified;
                         entry.failure = None;
                         entry.manifest = Some(m);
+                        entry.attempts = 0;
+                        entry.next_try = None;
                         self.metrics.fetched(&model, started.elapsed());
                         edgecoder_agent::runner::log(format_args!(
                             "model {model}: release {} verified in {} ms",
@@ -277,7 +331,17 @@ impl Supply {
                             started.elapsed().as_millis()
                         ));
                     }
-                    Err(r) => self.refuse(entry, &r),
+                    Err(r) => {
+                        if r.failure == Failure::FetchFailed {
+                            // 10 s, 20 s, 40 s … up to ten minutes.
+                            entry.attempts = entry.attempts.saturating_add(1);
+                            let wait = std::time::Duration::from_secs(10)
+                                .saturating_mul(1 << entry.attempts.min(6))
+                                .min(MAX_BACKOFF);
+                            entry.next_try = Some(Instant::now() + wait);
+                        }
+                        self.refuse(entry, &r);
+                    }
                 }
             }
         }
@@ -344,27 +408,12 @@ impl Supply {
 
     /// Every check, then every file into the cache.
     pub fn verify(&self, a: &Assignment) -> Result<ModelManifest, Refused> {
-        let policy = &a.policy;
-        if !policy.allowed || crate::models::family(&a.model) != policy.family {
-            return Err(refused(
-                Failure::ModelNotApproved,
-                "the family's policy does not allow it",
-            ));
-        }
-        policy.allows_source(&a.source).map_err(|f| {
-            refused(
-                f,
-                format!("{} is not under an allowed https origin", a.source),
-            )
-        })?;
-        let signing = policy
-            .signing()
-            .map_err(|e| refused(Failure::SignatureInvalid, format!("the policy's keys: {e}")))?;
-        let envelope = serde_json::to_vec(&a.envelope).unwrap_or_default();
         let mut spent = std::time::Duration::ZERO;
         let began = Instant::now();
-        let verified = model::verify(&envelope, &signing, now_secs(), Some(&a.model))
-            .map_err(|e| refused(Failure::of(&e), e.to_string()))?;
+        let verified = a
+            .policy
+            .check_release(&a.envelope, &a.source, now_secs(), Some(&a.model))
+            .map_err(|(f, why)| refused(f, why))?;
         spent += began.elapsed();
         if verified.digest != a.release_digest {
             return Err(refused(
@@ -372,22 +421,13 @@ impl Supply {
                 "the envelope is not the release the coordinator assigned",
             ));
         }
-        let total = verified
-            .manifest
-            .files
-            .iter()
-            .fold(0u64, |t, f| t.saturating_add(f.size));
-        if total > policy.max_bytes {
-            return Err(refused(
-                Failure::ModelNotApproved,
-                format!(
-                    "the release is {total} bytes; the policy allows {}",
-                    policy.max_bytes
-                ),
-            ));
-        }
         for f in &verified.manifest.files {
-            let got = self.obtain(&a.source, f, &mut spent);
+            let wanted = || {
+                self.held
+                    .lock()
+                    .is_ok_and(|h| h.get(&a.model).is_some_and(|h| h.assignment == *a))
+            };
+            let got = self.obtain(&a.source, f, &mut spent, &wanted);
             self.metrics.verify_work(&a.model, spent);
             spent = std::time::Duration::ZERO;
             got?;
@@ -412,6 +452,7 @@ impl Supply {
         source: &str,
         f: &ManifestFile,
         spent: &mut std::time::Duration,
+        wanted: &dyn Fn() -> bool,
     ) -> Result<PathBuf, Refused> {
         let blob = self.blob(&f.digest);
         if blob.is_file() {
@@ -426,13 +467,15 @@ impl Supply {
                 }
             }
         }
+        // Recreated if something cleaned it away meanwhile.
+        let _ = std::fs::create_dir_all(&self.tmp);
         let tmp = self.tmp.join(format!(
             "{}-{}",
             hex_of(&f.digest),
             self.serial
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let got = self.fetch_into(source, f, &tmp, spent);
+        let got = self.fetch_into(source, f, &tmp, spent, wanted);
         match got {
             Ok(()) => {
                 std::fs::rename(&tmp, &blob).map_err(|e| {
@@ -456,6 +499,7 @@ impl Supply {
         f: &ManifestFile,
         tmp: &Path,
         spent: &mut std::time::Duration,
+        wanted: &dyn Fn() -> bool,
     ) -> Result<(), Refused> {
         let url = format!("{}/{}", source.trim_end_matches('/'), f.path);
         // create_new: never through a link someone left at that name.
@@ -484,7 +528,7 @@ impl Supply {
             }
             let mut file = std::fs::File::open(path)
                 .map_err(|e| refused(Failure::FetchFailed, format!("{path}: {e}")))?;
-            copy_hashed(&mut file, &mut out, f.size, spent)?
+            copy_hashed(&mut file, &mut out, f.size, spent, wanted)?
         } else {
             let mut resp = self
                 .fetcher
@@ -506,7 +550,7 @@ impl Supply {
                 ));
             }
             let mut body = resp.body_mut().as_reader();
-            copy_hashed(&mut body, &mut out, f.size, spent)?
+            copy_hashed(&mut body, &mut out, f.size, spent, wanted)?
         };
         // No fsync: a cached file is re-hashed before it counts, so a crash
         // that leaves it short costs a download, never a wrong byte.
@@ -617,7 +661,7 @@ fn hash_capped(
     cap: u64,
     spent: &mut std::time::Duration,
 ) -> Result<(u64, String), Refused> {
-    copy_hashed(r, &mut std::io::sink(), cap, spent)
+    copy_hashed(r, &mut std::io::sink(), cap, spent, &|| true)
 }
 
 /// Copies at most `cap + 1` bytes from `r` to `w`, hashing them; the time
@@ -627,12 +671,25 @@ fn copy_hashed(
     w: &mut dyn Write,
     cap: u64,
     spent: &mut std::time::Duration,
+    wanted: &dyn Fn() -> bool,
 ) -> Result<(u64, String), Refused> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut n: u64 = 0;
     let limit = cap.saturating_add(1);
+    let mut since_check: u64 = 0;
     while n < limit {
+        // Every 64 MiB: a release unassigned meanwhile (a rollback) is not
+        // worth finishing while its replacement waits.
+        if since_check >= 64 << 20 {
+            since_check = 0;
+            if !wanted() {
+                return Err(refused(
+                    Failure::FetchFailed,
+                    "no longer assigned; the download was abandoned",
+                ));
+            }
+        }
         let want = usize::try_from((limit - n).min(buf.len() as u64)).unwrap_or(buf.len());
         let got = match r.read(&mut buf[..want]) {
             Ok(0) => break,
@@ -653,6 +710,7 @@ fn copy_hashed(
         w.write_all(&buf[..got])
             .map_err(|e| refused(Failure::FetchFailed, format!("writing the cache: {e}")))?;
         n += got as u64;
+        since_check += got as u64;
     }
     Ok((n, format!("blake3:{}", hasher.finalize().to_hex())))
 }
@@ -723,10 +781,20 @@ impl Resolver for Supply {
                 bytes,
             }),
             Err(r) => {
+                // The cache changed under the host (a bad blob is deleted by
+                // the check): that says nothing about the release, so it is
+                // fetched and verified again rather than refused.
                 if let Ok(mut h) = self.held.lock()
                     && let Some(entry) = h.get_mut(name)
+                    && entry.assignment == held.assignment
                 {
-                    self.refuse(entry, &r);
+                    entry.state = ModelState::Pending;
+                    entry.failure = None;
+                    entry.manifest = None;
+                    edgecoder_agent::runner::log(format_args!(
+                        "model {name}: the cached release failed its check on load ({}); fetching it again",
+                        r.detail
+                    ));
                 }
                 Err(Refusal::NotApproved(format!("{name}: {}", r.detail)))
             }

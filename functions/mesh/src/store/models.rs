@@ -539,9 +539,18 @@ pub async fn undo_transition(
                 Value::Integer(at),
             ],
         ),
+        // Only if the update above put it back: otherwise the transition
+        // stands (a later one was built on it) and keeps its event.
         Statement::new(
-            "DELETE FROM model_rollout_events WHERE rollout_id = ?1 AND seq = ?2",
-            vec![before.id.as_str().into(), Value::Integer(seq)],
+            "DELETE FROM model_rollout_events WHERE rollout_id = ?1 AND seq = ?2 \
+               AND EXISTS (SELECT 1 FROM model_rollouts WHERE id = ?1 AND status = ?3 AND stage = ?4 AND updated_at = ?5)",
+            vec![
+                before.id.as_str().into(),
+                Value::Integer(seq),
+                before.status.as_str().into(),
+                Value::Integer(i64::try_from(before.stage).unwrap_or_default()),
+                Value::Integer(before.updated_at),
+            ],
         ),
     ])
     .await?;
