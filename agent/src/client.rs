@@ -22,6 +22,8 @@ use crate::Error;
 
 /// Problem code for a node that is not (yet, or no longer) active.
 pub const NODE_NOT_ACTIVE: &str = "node_not_active";
+/// The problem code of a node the coordinator has banned.
+pub const NODE_BLACKLISTED: &str = "node_blacklisted";
 /// Problem code for a lease the coordinator no longer honours.
 pub const LEASE_INVALID: &str = "lease_invalid";
 /// Largest response body read (a pull carries the module and input inline).

@@ -20,7 +20,9 @@ use base64::engine::general_purpose::STANDARD;
 use crate::Error;
 use edgecoder_proto::mesh::{DeviceType, NoTaskReason, PolicyReason, TaskKind, Telemetry};
 
-use crate::client::{Assignment, MeshClient, NODE_NOT_ACTIVE, Policy, Pull, Task, TaskResult};
+use crate::client::{
+    Assignment, MeshClient, NODE_BLACKLISTED, NODE_NOT_ACTIVE, Policy, Pull, Task, TaskResult,
+};
 use crate::sandbox::{FailureReason, Limits, Outcome, Sandbox};
 
 /// Heartbeat interval until the coordinator names one.
@@ -199,6 +201,9 @@ pub enum Step {
     RetryAfter(Duration),
     /// The node is not approved (or suspended).
     NotActive,
+    /// The coordinator has banned this node (or its owner): nothing is
+    /// pulled until an operator lifts the ban.
+    Blacklisted,
     /// The policy asks for no work (why, once a heartbeat gave a policy);
     /// nothing was pulled.
     Paused(Option<PolicyReason>),
@@ -220,6 +225,9 @@ impl std::fmt::Display for Step {
             }
             Step::RetryAfter(d) => write!(f, "rate limited; retry after {d:?}"),
             Step::NotActive => f.write_str("node not active yet (awaiting approval)"),
+            Step::Blacklisted => f.write_str(
+                "banned by the coordinator (node_blacklisted): not pulling until the ban is lifted",
+            ),
             Step::Paused(reason) => write!(
                 f,
                 "policy asks for no work ({})",
@@ -370,7 +378,11 @@ impl<W: Worker> Runner<W> {
         if policy.wants_no_work() {
             return Ok(Step::Paused(Some(policy.reason)));
         }
-        match self.client.pull()? {
+        let pulled = match self.client.pull() {
+            Err(e) if e.problem_code() == Some(NODE_BLACKLISTED) => return Ok(Step::Blacklisted),
+            other => other?,
+        };
+        match pulled {
             Pull::Task(assignment) => {
                 log(format_args!("task {}: running", assignment.task_id));
                 let result = self.worker.execute(&assignment, &policy);
@@ -417,6 +429,7 @@ impl<W: Worker> Runner<W> {
         match self.heartbeat() {
             Ok(()) => {}
             Err(e) if e.problem_code() == Some(NODE_NOT_ACTIVE) => return Ok(Step::NotActive),
+            Err(e) if e.problem_code() == Some(NODE_BLACKLISTED) => return Ok(Step::Blacklisted),
             Err(e) => return Err(e),
         }
         self.pull_and_work()
@@ -436,6 +449,14 @@ impl<W: Worker> Runner<W> {
                     }
                     Err(e) if e.problem_code() == Some(NODE_NOT_ACTIVE) => {
                         log("node not active yet (awaiting approval)");
+                        let wait = self.heartbeat_interval.max(NOT_ACTIVE_WAIT);
+                        next_heartbeat = Instant::now() + wait;
+                        std::thread::sleep(wait);
+                        continue;
+                    }
+                    // Banned: no pulls; a slow heartbeat learns of a lift.
+                    Err(e) if e.problem_code() == Some(NODE_BLACKLISTED) => {
+                        log(Step::Blacklisted);
                         let wait = self.heartbeat_interval.max(NOT_ACTIVE_WAIT);
                         next_heartbeat = Instant::now() + wait;
                         std::thread::sleep(wait);
@@ -465,6 +486,12 @@ impl<W: Worker> Runner<W> {
                 Ok(Step::RetryAfter(d)) => d,
                 Ok(Step::NotActive) => {
                     log("node not active yet (awaiting approval)");
+                    let wait = self.heartbeat_interval.max(NOT_ACTIVE_WAIT);
+                    next_heartbeat = Instant::now() + wait;
+                    wait
+                }
+                Ok(Step::Blacklisted) => {
+                    log(Step::Blacklisted);
                     let wait = self.heartbeat_interval.max(NOT_ACTIVE_WAIT);
                     next_heartbeat = Instant::now() + wait;
                     wait

@@ -317,7 +317,8 @@ fn mesh_audit(x: &Ctx, target: &str) -> Result<Vec<String>, String> {
         .unwrap_or_default())
 }
 
-fn ledger_entry(x: &Ctx, index: u64) -> Result<(String, Json), String> {
+/// The ledger entry at `index`: its payload type and payload.
+pub fn ledger_entry(x: &Ctx, index: u64) -> Result<(String, Json), String> {
     let e = want(
         &x.c.get(&format!("/ledger/entries/{index}"))?,
         200,
@@ -426,6 +427,18 @@ pub fn checks() -> Vec<(&'static str, MeshCheck)> {
         (
             "node_rate_limit_spares_other_nodes",
             node_rate_limit_spares_other_nodes,
+        ),
+        (
+            "blacklist_changes_need_an_operator_with_step_up_and_are_logged",
+            blacklist_changes_need_an_operator_with_step_up_and_are_logged,
+        ),
+        (
+            "a_banned_node_is_refused_on_every_path_and_its_lease_released",
+            a_banned_node_is_refused_on_every_path_and_its_lease_released,
+        ),
+        (
+            "a_banned_owner_cannot_register_a_new_node_id_or_submit",
+            a_banned_owner_cannot_register_a_new_node_id_or_submit,
         ),
     ]
 }
@@ -1550,6 +1563,260 @@ fn node_rate_limit_spares_other_nodes(x: &Ctx) -> Result<(), String> {
         &heartbeat(x, &quiet, &server_telemetry())?,
         200,
         "the other node",
+    )?;
+    Ok(())
+}
+
+fn ban(x: &Ctx, bearer: &str, kind: &str, subject: &str, lift: bool) -> Result<Reply, String> {
+    let path = if lift {
+        "/mesh/blacklist/lift"
+    } else {
+        "/mesh/blacklist"
+    };
+    x.send(
+        "POST",
+        path,
+        Some(bearer),
+        Some(&json!({
+            "subject_kind": kind, "subject": subject, "reason_code": "suite_abuse",
+            "reason": "the suite says so",
+            "evidence_digest": format!("blake3:{}", blake3::hash(subject.as_bytes()).to_hex()),
+        })),
+        &[],
+    )
+}
+
+fn blacklist_changes_need_an_operator_with_step_up_and_are_logged(x: &Ctx) -> Result<(), String> {
+    let (owner, node) = pending(x, "bl-ops")?;
+    expect_problem(
+        &ban(x, &owner.access, "node_id", &node.id, false)?,
+        403,
+        "forbidden",
+    )
+    .map_err(|e| format!("a user banning: {e}"))?;
+    let (_, admin) = x.admin()?;
+    for (what, body) in [
+        (
+            "an unknown subject kind",
+            json!({"subject_kind": "planet", "subject": node.id, "reason_code": "x", "reason": "x"}),
+        ),
+        (
+            "a bad node id",
+            json!({"subject_kind": "node_id", "subject": "../x", "reason_code": "x", "reason": "x"}),
+        ),
+        (
+            "a bad key id",
+            json!({"subject_kind": "node_key", "subject": "zz", "reason_code": "x", "reason": "x"}),
+        ),
+        (
+            "a bad reason code",
+            json!({"subject_kind": "node_id", "subject": node.id, "reason_code": "Not A Code", "reason": "x"}),
+        ),
+        (
+            "no reason",
+            json!({"subject_kind": "node_id", "subject": node.id, "reason_code": "x", "reason": ""}),
+        ),
+        (
+            "a bad evidence digest",
+            json!({"subject_kind": "node_id", "subject": node.id, "reason_code": "x", "reason": "x", "evidence_digest": "md5:00"}),
+        ),
+    ] {
+        expect_problem(
+            &x.send("POST", "/mesh/blacklist", Some(&admin), Some(&body), &[])?,
+            400,
+            "invalid_request",
+        )
+        .map_err(|e| format!("{what}: {e}"))?;
+    }
+    let added = want(&ban(x, &admin, "node_id", &node.id, false)?, 201, "ban")?;
+    let seq = added["seq"].as_i64().ok_or("no seq")?;
+    let (kind, payload) = ledger_entry(x, added["ledger_index"].as_u64().ok_or("no index")?)?;
+    if kind != "edgecoder.dev/blacklist/v1"
+        || payload["action"] != "add"
+        || payload["subject"] != node.id.as_str()
+        || payload["reason_code"] != "suite_abuse"
+        || !payload["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("user:"))
+    {
+        return Err(format!("ledger entry {kind} {payload}"));
+    }
+    expect_problem(
+        &ban(x, &admin, "node_id", &node.id, false)?,
+        409,
+        "already_blacklisted",
+    )
+    .map_err(|e| format!("banned twice: {e}"))?;
+    let listed = want(
+        &x.send(
+            "GET",
+            &format!("/mesh/blacklist?since={}", seq - 1),
+            Some(&admin),
+            None,
+            &[],
+        )?,
+        200,
+        "list",
+    )?;
+    if listed["entries"][0]["subject"] != node.id.as_str()
+        || listed["blacklist_version"].as_i64() < Some(seq)
+    {
+        return Err(format!("listed {listed}"));
+    }
+    let lifted = want(&ban(x, &admin, "node_id", &node.id, true)?, 200, "lift")?;
+    if lifted["seq"].as_i64() <= Some(seq) {
+        return Err(format!("a lift is an entry of its own: {lifted}"));
+    }
+    let (_, payload) = ledger_entry(x, lifted["ledger_index"].as_u64().ok_or("no index")?)?;
+    if payload["action"] != "lift" {
+        return Err(format!("lift entry {payload}"));
+    }
+    expect_problem(
+        &ban(x, &admin, "node_id", &node.id, true)?,
+        404,
+        "not_blacklisted",
+    )
+    .map_err(|e| format!("lifted twice: {e}"))?;
+    let events = mesh_audit(x, &node.id)?;
+    for e in ["mesh.blacklist.add:success", "mesh.blacklist.lift:success"] {
+        if !events.iter().any(|x| x == e) {
+            return Err(format!("no {e} in {events:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn a_banned_node_is_refused_on_every_path_and_its_lease_released(x: &Ctx) -> Result<(), String> {
+    let (owner, node) = active(x, "bl-node")?;
+    let id = want(
+        &submit(x, &owner.access, &task(b"banned", 30_000))?,
+        201,
+        "submit",
+    )?["task_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let leased = pull_task(x, &node, &id)?;
+    let lease = leased["lease_id"].as_str().unwrap_or_default().to_owned();
+    let (_, admin) = x.admin()?;
+    let added = want(
+        &ban(x, &admin, "node_key", &node.kid, false)?,
+        201,
+        "ban the key",
+    )?;
+    if added["released_tasks"] != json!([id]) {
+        return Err(format!("the banned node's lease is released: {added}"));
+    }
+    let seq = added["seq"].as_u64().ok_or("no seq")?;
+    for (what, r) in [
+        ("heartbeat", heartbeat(x, &node, &server_telemetry())?),
+        ("pull", pull(x, &node)?),
+        ("result", report(x, &node, &id, &lease, b"late")?),
+        (
+            "read itself",
+            signed(
+                x,
+                &node,
+                "GET",
+                &format!("/mesh/nodes/{}", node.id),
+                None,
+                &ok_sig(),
+            )?,
+        ),
+    ] {
+        expect_problem(&r, 403, "node_blacklisted").map_err(|e| format!("{what}: {e}"))?;
+    }
+    let t = want(
+        &x.send(
+            "GET",
+            &format!("/mesh/tasks/{id}"),
+            Some(&owner.access),
+            None,
+            &[],
+        )?,
+        200,
+        "task",
+    )?;
+    if t["status"] != "queued" {
+        return Err(format!("the task is back in the queue: {t}"));
+    }
+    // Lifted: the node works again, and its heartbeat carries the version.
+    let lifted = want(&ban(x, &admin, "node_key", &node.kid, true)?, 200, "lift")?;
+    let hb = want(
+        &heartbeat(x, &node, &server_telemetry())?,
+        200,
+        "heartbeat after the lift",
+    )?;
+    if hb["policy"]["blacklist_version"].as_u64() < lifted["seq"].as_u64()
+        || hb["policy"]["blacklist_version"].as_u64() <= Some(seq)
+    {
+        return Err(format!("the heartbeat's blacklist version: {hb}"));
+    }
+    // Leave the queue as found: the node takes its task back and finishes it.
+    let again = pull_task(x, &node, &id)?;
+    let lease = again["lease_id"].as_str().unwrap_or_default().to_owned();
+    want(&report(x, &node, &id, &lease, b"done")?, 200, "report")?;
+    Ok(())
+}
+
+fn a_banned_owner_cannot_register_a_new_node_id_or_submit(x: &Ctx) -> Result<(), String> {
+    let (owner, node) = active(x, "bl-owner")?;
+    let (_, admin) = x.admin()?;
+    let me = want(
+        &x.send("GET", "/auth/me", Some(&owner.access), None, &[])?,
+        200,
+        "me",
+    )?;
+    let user_id = me["id"]
+        .as_str()
+        .or_else(|| me["user_id"].as_str())
+        .or_else(|| me["user"]["id"].as_str())
+        .ok_or(format!("no user id in {me}"))?
+        .to_owned();
+    want(
+        &ban(x, &admin, "owner", &user_id, false)?,
+        201,
+        "ban the owner",
+    )?;
+    // Every node it enrolled is refused…
+    expect_problem(
+        &heartbeat(x, &node, &server_telemetry())?,
+        403,
+        "node_blacklisted",
+    )
+    .map_err(|e| format!("the owner's node: {e}"))?;
+    // …and it cannot come back under a new node id.
+    let fresh = Node::new(x, "bl-owner-new");
+    let token = enroll(x, &owner, &fresh.id)?;
+    expect_problem(&register(x, &fresh, &token)?, 403, "node_blacklisted")
+        .map_err(|e| format!("a new node id of a banned owner: {e}"))?;
+    // Nor submit work.
+    expect_problem(
+        &submit(x, &owner.access, &task(b"x", 30_000))?,
+        403,
+        "account_blacklisted",
+    )
+    .map_err(|e| format!("a banned owner's submission: {e}"))?;
+    // A ban on a node id holds before it is ever registered.
+    let other = x.account("bl-owner-other", true)?;
+    let squatter = Node::new(x, "bl-squat");
+    want(
+        &ban(x, &admin, "node_id", &squatter.id, false)?,
+        201,
+        "ban a node id",
+    )?;
+    let token = enroll(x, &other, &squatter.id)?;
+    expect_problem(&register(x, &squatter, &token)?, 403, "node_blacklisted")
+        .map_err(|e| format!("a banned node id: {e}"))?;
+    want(
+        &ban(x, &admin, "owner", &user_id, true)?,
+        200,
+        "lift the owner",
+    )?;
+    want(
+        &heartbeat(x, &node, &server_telemetry())?,
+        200,
+        "after the lift",
     )?;
     Ok(())
 }

@@ -375,28 +375,7 @@ pub fn checks() -> Vec<(&'static str, Check)> {
     ]
 }
 
-/// The ledger entry at `index`: its payload type and payload.
-pub fn ledger_entry(x: &Ctx, index: u64) -> Result<(String, Json), String> {
-    let e = want(
-        &x.c.get(&format!("/ledger/entries/{index}"))?,
-        200,
-        "ledger entry",
-    )?;
-    let envelope: Json = serde_json::from_slice(
-        &STANDARD
-            .decode(e["entry"].as_str().unwrap_or(""))
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let payload: Json = serde_json::from_slice(
-        &STANDARD
-            .decode(envelope["payload"].as_str().unwrap_or(""))
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let kind = envelope["type"].as_str().unwrap_or_default().to_owned();
-    Ok((kind, payload))
-}
+pub use crate::mesh::ledger_entry;
 
 fn model_policy_changes_need_an_operator_with_step_up_and_are_logged(
     x: &Ctx,

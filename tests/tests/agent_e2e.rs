@@ -230,6 +230,31 @@ fn agent_joins_runs_a_task_and_survives_hostile_ones() {
     let (code, out) = agent(&dir, &["run", "--once"]);
     assert_eq!(code, 0, "after the hostile task: {out}");
     assert_eq!(task(&x, &user.access, &last)["status"], "completed");
+
+    // Banned: the agent learns it from its heartbeat and pulls nothing.
+    ok(
+        x.send(
+            "POST",
+            "/mesh/blacklist",
+            Some(&admin),
+            Some(&json!({"subject_kind": "node_id", "subject": node_id,
+                          "reason_code": "e2e", "reason": "the test bans it"})),
+            &[],
+        ),
+        201,
+        "ban",
+    );
+    let queued = submit(
+        &x,
+        &user.access,
+        &wat::parse_str(UPPERCASE).expect("wat"),
+        b"never",
+        30_000,
+    );
+    let (code, out) = agent(&dir, &["run", "--once"]);
+    assert_eq!(code, 0, "banned round: {out}");
+    assert!(out.contains("node_blacklisted"), "{out}");
+    assert_eq!(task(&x, &user.access, &queued)["status"], "queued");
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -359,6 +359,10 @@ mod tests {
             ),
             (
                 edgecoder_mesh::NAME,
+                edgecoder_mesh::blacklist::BLACKLIST_V1,
+            ),
+            (
+                edgecoder_mesh::NAME,
                 edgecoder_mesh::models::MODEL_POLICY_V1,
             ),
             (

@@ -78,6 +78,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_model_supply.sql",
         sql: include_str!("../../../migrations/0012_model_supply.sql"),
     },
+    Migration {
+        name: "0013_blacklist.sql",
+        sql: include_str!("../../../migrations/0013_blacklist.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

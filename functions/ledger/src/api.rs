@@ -66,11 +66,12 @@ pub const PROJECT_DOMAIN: &str = "edgecoder.dev";
 /// completions from the mesh. A function's token appends its own types and
 /// nothing else (credit transfers are written by the ledger itself, never
 /// over HTTP).
-pub const APPENDED_BY: [(&str, &str); 7] = [
+pub const APPENDED_BY: [(&str, &str); 8] = [
     ("auth", "edgecoder.dev/role-grant/v1"),
     ("auth", "edgecoder.dev/role-revoke/v1"),
     ("mesh", "edgecoder.dev/node-approval/v1"),
     ("mesh", "edgecoder.dev/task-completion/v1"),
+    ("mesh", "edgecoder.dev/blacklist/v1"),
     ("mesh", "edgecoder.dev/model-policy/v1"),
     ("mesh", "edgecoder.dev/model-release/v1"),
     ("mesh", "edgecoder.dev/model-rollout/v1"),

@@ -15,7 +15,7 @@
 //! trusted proxy), the path and query as received.
 
 use edgecoder_kernel::http_types::HeaderMap;
-use edgecoder_kernel::{Caller, Request, Services, ratelimit};
+use edgecoder_kernel::{Caller, Request, Services, audit, ratelimit};
 use edgecoder_proto::httpsig::{self, Signed, Target};
 use edgecoder_proto::keys::key_id;
 use edgecoder_proto::mesh::NodeStatus;
@@ -183,6 +183,19 @@ pub async fn signed_node(s: &Services, req: &Request) -> Result<Node, Error> {
         crate::Settings::of(s)?.node_rate_per_minute,
     )
     .await?;
+    // After the signature: only the node itself learns that it is banned.
+    if node.banned {
+        return Err(audit::denied(
+            s,
+            &req.ctx,
+            &node.actor(),
+            "mesh.node.blacklisted",
+            Some(&node.node_id),
+            serde_json::json!({"path": req.path}),
+            Error::NodeBlacklisted,
+        )
+        .await);
+    }
     Ok(node)
 }
 
@@ -216,6 +229,13 @@ pub async fn submitter(s: &Services, req: &Request) -> Result<Bearer, Error> {
     let caller = bearer(s, req).await?;
     if !caller.0.email_verified {
         return Err(Error::Forbidden);
+    }
+    let owner = [(
+        crate::store::blacklist::SubjectKind::Owner,
+        caller.0.user_id.as_str(),
+    )];
+    if crate::blacklist::covers(s, &owner).await? {
+        return Err(Error::AccountBlacklisted);
     }
     Ok(caller)
 }

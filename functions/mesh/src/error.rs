@@ -111,6 +111,18 @@ pub enum Error {
     /// The rollout's state does not allow this step.
     #[error("rollout state: {0}")]
     RolloutState(&'static str),
+    /// A ban covers the node (its key, its id or its owner).
+    #[error("node blacklisted")]
+    NodeBlacklisted,
+    /// A ban covers the calling account.
+    #[error("account blacklisted")]
+    AccountBlacklisted,
+    /// The subject is banned already.
+    #[error("already blacklisted")]
+    AlreadyBlacklisted,
+    /// No ban on the subject to lift.
+    #[error("not blacklisted")]
+    NotBlacklisted,
     /// An operator's advance that the stage's safety gate does not allow.
     #[error("gate not met: {0}")]
     GateNotMet(String),
@@ -358,6 +370,30 @@ impl From<Error> for Problem {
                 "invalid_transition",
                 "Invalid transition",
                 why,
+            ),
+            Error::NodeBlacklisted => problem(
+                S::FORBIDDEN,
+                "node_blacklisted",
+                "Node blacklisted",
+                "This node, its key or its owner is on the coordinator's blacklist.",
+            ),
+            Error::AccountBlacklisted => problem(
+                S::FORBIDDEN,
+                "account_blacklisted",
+                "Account blacklisted",
+                "This account is on the coordinator's blacklist.",
+            ),
+            Error::AlreadyBlacklisted => problem(
+                S::CONFLICT,
+                "already_blacklisted",
+                "Already blacklisted",
+                "A ban on this subject is in force already.",
+            ),
+            Error::NotBlacklisted => problem(
+                S::NOT_FOUND,
+                "not_blacklisted",
+                "Not blacklisted",
+                "No ban on this subject is in force.",
             ),
             Error::GateNotMet(why) => problem(
                 S::CONFLICT,

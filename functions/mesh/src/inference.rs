@@ -230,6 +230,7 @@ fn submit_doc() -> RouteDoc {
         vec![
             ok(201, "{task_id, status: queued, model, input_digest}"),
             err(401, "mesh_unauthorized / invalid_token"),
+            err(403, "forbidden (email unverified) / account_blacklisted"),
             err(422, "model_unknown / input_too_large / limits_exceeded"),
         ],
     )

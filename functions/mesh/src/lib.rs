@@ -6,12 +6,12 @@
 //! mesh authentication on every route (RFC 9421 request signatures with
 //! per-key nonces in SQL, or access tokens for operator and submitter
 //! routes), per-node rate limits, the heartbeat's server-authoritative
-//! policy, task scheduling with leases over frozen, content-addressed
+//! policy, the blacklist (bans on node keys, node ids and owner accounts,
+//! enforced on every path; [`blacklist`]), task scheduling with leases over frozen, content-addressed
 //! inputs, and inference tasks (leased only to approved GPU hosts that serve
 //! the task's model), and the model supply chain (source policies, signed
 //! releases, staged rollouts with health gates: [`models`], [`rollout`]).
-//! Out of scope: peers, gossip and blacklist propagation
-//! (federation; the blacklist version is already reported), running tasks
+//! Out of scope: peers, gossip and blacklist propagation (federation), running tasks
 //! (the device agent, `agent/`), and the wire formats themselves
 //! (`edgecoder-proto`: signatures, node ids, messages).
 //!
@@ -21,6 +21,7 @@
 //! function crate this one is pure logic over the kernel's ports.
 
 pub mod authn;
+pub mod blacklist;
 mod error;
 pub mod inference;
 pub mod models;
@@ -61,6 +62,12 @@ pub(crate) fn signed(mut v: Vec<ResponseDoc>) -> Vec<ResponseDoc> {
         "misdirected_request: signed for another coordinator's origin",
     ));
     v.push(err(429, "rate_limited (per node, with Retry-After)"));
+    if !v.iter().any(|d| d.status == 403) {
+        v.push(err(
+            403,
+            "node_blacklisted: the node, its key or its owner is banned",
+        ));
+    }
     v
 }
 /// `GET /mesh/identity`: how to talk to this coordinator.
@@ -161,7 +168,10 @@ pub fn router(config: &Config) -> Router {
         endpoint(|s, r| async move { identity(&s, r).await }),
         identity_doc,
     );
-    let r = models::routes(inference::routes(tasks::routes(nodes::routes(r)))).route(
+    let r = blacklist::routes(models::routes(inference::routes(tasks::routes(
+        nodes::routes(r),
+    ))))
+    .route(
         Method::GET,
         "/mesh/audit",
         endpoint(|s, r| async move { audit_query(&s, r).await }),

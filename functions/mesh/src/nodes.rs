@@ -98,6 +98,29 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
     if store::nodes::key_taken(s.sql.as_ref(), &kid).await? {
         return Err(Error::KeyInUse);
     }
+    use crate::store::blacklist::SubjectKind as Ban;
+    let refuse_banned = |subject: &str| {
+        audit::denied(
+            s,
+            &req.ctx,
+            &claimant,
+            "mesh.node.register",
+            Some(&body.node_id),
+            json!({"reason": "node_blacklisted", "key_id": kid, "banned": subject}),
+            Error::NodeBlacklisted,
+        )
+    };
+    if crate::blacklist::covers(
+        s,
+        &[
+            (Ban::NodeKey, kid.as_str()),
+            (Ban::NodeId, body.node_id.as_str()),
+        ],
+    )
+    .await?
+    {
+        return Err(refuse_banned("node").await);
+    }
     let Some(enrolled) = s
         .identity
         .redeem_enrollment(&body.enrollment_token, &body.node_id, body.kind.as_str())
@@ -114,6 +137,10 @@ pub async fn register(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .await);
     };
+    // A banned owner does not come back under a new node id.
+    if crate::blacklist::covers(s, &[(Ban::Owner, enrolled.owner_id.as_str())]).await? {
+        return Err(refuse_banned("owner").await);
+    }
     let now = s.clock.now_ms();
     let point = key.to_encoded_point(false);
     let done = s
@@ -545,6 +572,10 @@ fn register_doc() -> RouteDoc {
                 "enrollment_token_invalid / invalid_node_id / invalid_public_key",
             ),
             err(409, "node_already_registered / key_in_use"),
+            err(
+                403,
+                "node_blacklisted: the key, the node id or the owner is banned",
+            ),
         ]),
     )
 }

@@ -700,6 +700,7 @@ fn submit_doc() -> RouteDoc {
         vec![
             ok(201, "{task_id, status: queued}"),
             err(401, "mesh_unauthorized / invalid_token"),
+            err(403, "forbidden (email unverified) / account_blacklisted"),
             err(
                 422,
                 "outside_subset / limits_exceeded / digest_mismatch / blob_unknown",

@@ -3,13 +3,14 @@
 //! functions and never build statements, so a column or a constraint
 //! changes in one file.
 //!
-//! In scope: nodes and their keys, decisions, telemetry and blacklist
+//! In scope: the blacklist and the bans in force ([`blacklist`]); nodes and their keys, decisions, telemetry and blacklist
 //! version ([`nodes`]); model policies, releases, rollouts and host reports
 //! ([`models`]); blobs, tasks, leases and results ([`tasks`]);
 //! request nonces. Out of scope: who may do what and the JSON shapes of
 //! answers (the handlers); audit events (the kernel's `audit`), which ride
 //! in the same batches through the `Statement`s returned here.
 
+pub mod blacklist;
 pub mod models;
 pub mod nodes;
 pub mod tasks;

@@ -1,5 +1,5 @@
-//! Nodes in `mesh_nodes`, retired keys in `mesh_retired_keys`, and the
-//! blacklist version.
+//! Nodes in `mesh_nodes` (with whether a ban covers them), retired keys in
+//! `mesh_retired_keys`, and the blacklist version.
 
 use edgecoder_kernel::{Rows, Sql, Statement, Value};
 use edgecoder_proto::mesh::{Capabilities, NodeKind, NodeStatus, Sandbox, Telemetry};
@@ -25,6 +25,8 @@ pub struct Node {
     pub capabilities: Capabilities,
     /// Last heartbeat telemetry.
     pub telemetry: Option<Telemetry>,
+    /// Whether a ban is in force on its key, its id or its owner.
+    pub banned: bool,
 }
 
 impl Node {
@@ -38,8 +40,12 @@ fn corrupt(what: &str) -> Error {
     edgecoder_kernel::Error::Storage(format!("mesh_nodes.{what}")).into()
 }
 
-const NODE_COLUMNS: &str =
-    "node_id, kind, owner_id, status, key_id, public_key, capabilities, telemetry";
+/// The node's columns, and whether a ban covers it (one indexed lookup per
+/// subject in `mesh_bans`).
+const NODE_COLUMNS: &str = "node_id, kind, owner_id, status, key_id, public_key, capabilities, telemetry, \
+     EXISTS (SELECT 1 FROM mesh_bans b WHERE (b.subject_kind = 'node_key' AND b.subject = mesh_nodes.key_id) \
+       OR (b.subject_kind = 'node_id' AND b.subject = mesh_nodes.node_id) \
+       OR (b.subject_kind = 'owner' AND b.subject = mesh_nodes.owner_id)) AS banned";
 
 fn node_from(rows: &Rows, i: usize) -> Result<Node, Error> {
     let text = |c: &str| rows.get_str(i, c).unwrap_or_default().to_owned();
@@ -61,6 +67,7 @@ fn node_from(rows: &Rows, i: usize) -> Result<Node, Error> {
         telemetry: rows
             .get_str(i, "telemetry")
             .and_then(|t| serde_json::from_str(t).ok()),
+        banned: rows.get_i64(i, "banned").unwrap_or(0) != 0,
     })
 }
 

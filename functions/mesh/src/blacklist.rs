@@ -1,0 +1,298 @@
+//! The blacklist: operators ban a node key, a node id or an owner account
+//! (so that the owner cannot come back under a new node id), and lift bans;
+//! every add and lift is an entry of its own (never a deletion), an
+//! `edgecoder.dev/blacklist/v1` ledger entry and an audit event; the highest
+//! entry is the blacklist version every heartbeat carries.
+//!
+//! In scope: the routes (`POST /mesh/blacklist`, `POST /mesh/blacklist/lift`,
+//! `GET /mesh/blacklist`), releasing the leases of banned nodes, and the
+//! checks other modules call. Enforcement itself is where callers are
+//! recognised: a signed node ([`crate::authn::signed_node`]), a registration
+//! ([`crate::nodes::register`]) and a submitter ([`crate::authn::submitter`]).
+//! Out of scope: propagation between coordinators, automatic bans from
+//! verified evidence, and refusing enrollment tokens in the auth function
+//! (federation, later work).
+
+use edgecoder_kernel::audit::{self, Outcome};
+use edgecoder_kernel::http::{JSON, json_response, ok_json};
+use edgecoder_kernel::http_types::{Method, StatusCode};
+use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok};
+use edgecoder_kernel::{Request, Response, Router, Services};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::store::blacklist::{self as db, Change, SubjectKind};
+use crate::{DOCS, Error, authn, rfc3339};
+
+/// The ledger payload type of blacklist changes.
+pub const BLACKLIST_V1: &str = "edgecoder.dev/blacklist/v1";
+
+fn invalid(m: &str) -> Error {
+    edgecoder_kernel::Error::InvalidRequest(m.to_owned()).into()
+}
+
+/// `POST /mesh/blacklist` and `/lift` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    subject_kind: String,
+    subject: String,
+    reason_code: String,
+    reason: String,
+    #[serde(default)]
+    evidence_digest: Option<String>,
+}
+
+fn hex_of(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The checked subject.
+fn subject(body: &Body) -> Result<(SubjectKind, String), Error> {
+    let kind = SubjectKind::parse(&body.subject_kind)
+        .ok_or_else(|| invalid("subject_kind is node_key, node_id or owner."))?;
+    let s = body.subject.as_str();
+    let ok = match kind {
+        SubjectKind::NodeKey => hex_of(s, 16),
+        SubjectKind::NodeId => edgecoder_proto::NodeId::is_valid(s),
+        SubjectKind::Owner => {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        }
+    };
+    if !ok {
+        return Err(invalid(
+            "subject is a key id (16 hex), a node id, or a user id, as the subject_kind says.",
+        ));
+    }
+    Ok((kind, s.to_owned()))
+}
+
+fn check_text(body: &Body) -> Result<(), Error> {
+    let code_ok = !body.reason_code.is_empty()
+        && body.reason_code.len() <= 64
+        && body
+            .reason_code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !code_ok {
+        return Err(invalid("reason_code is 1 to 64 of a-z, 0-9 and _."));
+    }
+    if body.reason.is_empty()
+        || body.reason.len() > 500
+        || body.reason.chars().any(char::is_control)
+    {
+        return Err(invalid("reason is 1 to 500 printable characters."));
+    }
+    if let Some(d) = &body.evidence_digest {
+        let ok = d
+            .strip_prefix("sha-256:")
+            .or_else(|| d.strip_prefix("blake3:"))
+            .is_some_and(|h| hex_of(h, 64));
+        if !ok {
+            return Err(invalid(
+                "evidence_digest is sha-256:<64 hex> or blake3:<64 hex>.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Adds (`add`) or lifts (`lift`) a ban.
+async fn change(s: &Services, req: Request, action: &'static str) -> Result<Response, Error> {
+    let audit_action = format!("mesh.blacklist.{action}");
+    let caller = authn::operator(s, &req).await?;
+    let actor = format!("user:{}", caller.user_id);
+    let body: Body = req.json()?;
+    let (kind, subject) = subject(&body)?;
+    check_text(&body)?;
+    let sql = s.sql.as_ref();
+    let before = db::ban(sql, kind, &subject).await?;
+    match (action, before) {
+        ("add", Some(_)) => return Err(Error::AlreadyBlacklisted),
+        ("lift", None) => return Err(Error::NotBlacklisted),
+        _ => {}
+    }
+    let now = s.clock.now_ms();
+    let c = Change {
+        action,
+        kind,
+        subject: &subject,
+        reason_code: &body.reason_code,
+        reason: &body.reason,
+        evidence_digest: body.evidence_digest.as_deref(),
+        actor: &actor,
+        now,
+    };
+    let done = sql.batch(db::record(&c).to_vec()).await?;
+    let seq = done
+        .first()
+        .and_then(|r| r.get_i64(0, "seq"))
+        .ok_or_else(|| Error::Kernel(edgecoder_kernel::Error::Storage("blacklist seq".into())))?;
+    let payload = json!({
+        "seq": seq,
+        "action": action,
+        "subject_kind": kind,
+        "subject": subject,
+        "reason_code": body.reason_code,
+        "reason": body.reason,
+        "evidence_digest": body.evidence_digest,
+        "actor": actor,
+        "origin": "local",
+        "at": rfc3339(now),
+    });
+    let index = match s
+        .ledger
+        .append(
+            BLACKLIST_V1,
+            payload.to_string().as_bytes(),
+            &format!("blacklist:{seq}:{now}"),
+        )
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            db::undo(sql, seq, kind, &subject, before).await?;
+            audit::note(
+                s,
+                &req.ctx,
+                &actor,
+                &audit_action,
+                Some(&subject),
+                Outcome::Failure,
+                json!({"reason": "ledger_unavailable"}),
+            )
+            .await?;
+            return Err(e.into());
+        }
+    };
+    db::set_ledger_index(sql, seq, index).await?;
+    // A banned node's work goes back to the queue; its results are refused
+    // with the rest of its requests.
+    let released = if action == "add" {
+        db::release_leases(sql, kind, &subject, now).await?
+    } else {
+        Vec::new()
+    };
+    audit::note(
+        s,
+        &req.ctx,
+        &actor,
+        &audit_action,
+        Some(&subject),
+        Outcome::Success,
+        json!({"subject_kind": kind, "seq": seq, "ledger_index": index, "reason_code": body.reason_code,
+               "reason": body.reason, "evidence_digest": body.evidence_digest, "released_tasks": released}),
+    )
+    .await?;
+    let status = if action == "add" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(
+        status,
+        JSON,
+        &json!({"seq": seq, "blacklist_version": seq, "ledger_index": index, "released_tasks": released}),
+    ))
+}
+
+async fn list(s: &Services, req: Request) -> Result<Response, Error> {
+    authn::operator(s, &req).await?;
+    let number = |name: &str, default: i64, max: i64| -> Result<i64, Error> {
+        match req.query_param(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (0..=max).contains(n))
+                .ok_or_else(|| invalid(&format!("{name} is a number from 0 to {max}."))),
+        }
+    };
+    let since = number("since", 0, i64::MAX)?;
+    let limit = number("limit", 100, 1000)?;
+    let entries = db::entries(s.sql.as_ref(), since, limit).await?;
+    let version = crate::nodes::blacklist_version(s).await?;
+    Ok(ok_json(
+        &json!({"blacklist_version": version, "entries": entries}),
+    ))
+}
+
+/// Whether a ban covers any of the subjects.
+pub async fn covers(s: &Services, subjects: &[(SubjectKind, &str)]) -> Result<bool, Error> {
+    db::any_banned(s.sql.as_ref(), subjects).await
+}
+
+fn docs() -> [RouteDoc; 3] {
+    let body = || {
+        object(
+            &["subject_kind", "subject", "reason_code", "reason"],
+            json!({
+                "subject_kind": {"enum": ["node_key", "node_id", "owner"]},
+                "subject": {"type": "string", "description": "a key id, a node id or a user id"},
+                "reason_code": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
+                "reason": {"type": "string", "maxLength": 500},
+                "evidence_digest": {"type": "string", "description": "sha-256:<hex> or blake3:<hex>"},
+            }),
+        )
+    };
+    let refusals = |mut v: Vec<edgecoder_kernel::router::ResponseDoc>| {
+        v.push(err(400, "invalid_request"));
+        v.push(err(401, "mesh_unauthorized / invalid_token"));
+        v.push(err(403, "forbidden / step_up_required"));
+        v
+    };
+    [
+        DOCS.op(
+            "blacklist_add",
+            "Ban a node key, a node id or an owner account (operator, step-up): enforced on every mesh path at once, its leases released; an audit event and an edgecoder.dev/blacklist/v1 ledger entry",
+            body(),
+            refusals(vec![
+                ok(201, "{seq, blacklist_version, ledger_index, released_tasks}"),
+                err(409, "already_blacklisted"),
+            ]),
+        ),
+        DOCS.op(
+            "blacklist_lift",
+            "Lift a ban (operator, step-up): an entry of its own, audited and logged",
+            body(),
+            refusals(vec![
+                ok(200, "{seq, blacklist_version, ledger_index, released_tasks}"),
+                err(404, "not_blacklisted"),
+            ]),
+        ),
+        DOCS.op(
+            "blacklist_list",
+            "Blacklist entries after ?since= (adds and lifts, oldest first, ?limit= up to 1000) and the version (operator)",
+            None,
+            refusals(vec![ok(200, "{blacklist_version, entries}")]),
+        ),
+    ]
+}
+
+/// The blacklist routes.
+pub fn routes(r: Router) -> Router {
+    let [add, lift, listed] = docs();
+    r.route(
+        Method::POST,
+        "/mesh/blacklist",
+        endpoint(|s, r| async move { change(&s, r, "add").await }),
+        add,
+    )
+    .route(
+        Method::POST,
+        "/mesh/blacklist/lift",
+        endpoint(|s, r| async move { change(&s, r, "lift").await }),
+        lift,
+    )
+    .route(
+        Method::GET,
+        "/mesh/blacklist",
+        endpoint(|s, r| async move { list(&s, r).await }),
+        listed,
+    )
+}
