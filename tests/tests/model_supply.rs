@@ -44,11 +44,33 @@ use p256::ecdsa::SigningKey;
 use p256::pkcs8::EncodePublicKey as _;
 use serde_json::{Value as Json, json};
 
-fn scratch(tag: &str) -> PathBuf {
+/// A scratch directory, removed when the test ends however it ends.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(tag: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("edgecoder-supply-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("dir");
-    d
+    Scratch(d)
 }
 
 fn now() -> i64 {
@@ -433,7 +455,7 @@ fn a_manifest_below_the_threshold_is_refused() {
         "signature_invalid",
     );
     // Both signatures: accepted.
-    let h = host(&scratch("threshold-ok"), None);
+    let h = host(&root.join("threshold-ok"), None);
     h.take(&assignment(M, &m, &[&a, &b], &source, two_of_two));
     assert_eq!(h.supply.names(), vec![M.to_owned()]);
     let _ = std::fs::remove_dir_all(&root);
@@ -471,7 +493,7 @@ fn a_valid_manifest_of_another_model_is_refused() {
         "model_not_approved",
     );
     // And a family the policy does not allow.
-    let h = host(&scratch("disallowed"), None);
+    let h = host(&root.join("disallowed"), None);
     let mut p = local_policy(&a, &root);
     p.allowed = false;
     let (_, m, _, _) = local_release(&root);
@@ -512,7 +534,7 @@ fn https_downloads_are_verified_and_a_truncated_oversized_or_redirected_one_is_d
     let origin = Origin::start(&root);
     let https = |mode: &str| policy(&[&a], 1, &[&origin.url(mode)]);
     let case = |mode: &str, code: &str| {
-        let h = host(&scratch(&format!("https-{mode}")), Some(&origin.ca));
+        let h = host(&root.join(format!("https-{mode}")), Some(&origin.ca));
         h.refused(
             &assignment(
                 M,
@@ -533,7 +555,7 @@ fn https_downloads_are_verified_and_a_truncated_oversized_or_redirected_one_is_d
     case("redirect", "fetch_failed");
     // The good download, into a cache a second host then reuses: the
     // origin going away does not matter, the cached files are re-hashed.
-    let shared = scratch("https-ok");
+    let shared = root.join("https-ok");
     let h = host(&shared, Some(&origin.ca));
     let good = assignment(
         M,
@@ -556,7 +578,7 @@ fn https_downloads_are_verified_and_a_truncated_oversized_or_redirected_one_is_d
     assert_eq!(again.supply.names(), vec![M.to_owned()]);
     // A host that does not trust the origin's CA cannot fetch from it.
     let origin = Origin::start(&root);
-    let h = host(&scratch("https-untrusted"), None);
+    let h = host(&root.join("https-untrusted"), None);
     h.refused(
         &assignment(
             M,
