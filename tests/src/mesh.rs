@@ -440,6 +440,10 @@ pub fn checks() -> Vec<(&'static str, MeshCheck)> {
             "a_banned_owner_cannot_register_a_new_node_id_or_submit",
             a_banned_owner_cannot_register_a_new_node_id_or_submit,
         ),
+        (
+            "two_different_results_for_one_lease_ban_the_node_and_nobody_else_can_frame_it",
+            two_different_results_for_one_lease_ban_the_node_and_nobody_else_can_frame_it,
+        ),
     ]
 }
 
@@ -1818,5 +1822,95 @@ fn a_banned_owner_cannot_register_a_new_node_id_or_submit(x: &Ctx) -> Result<(),
         200,
         "after the lift",
     )?;
+    Ok(())
+}
+
+fn two_different_results_for_one_lease_ban_the_node_and_nobody_else_can_frame_it(
+    x: &Ctx,
+) -> Result<(), String> {
+    let (owner, node) = active(x, "bl-equiv")?;
+    let (_, other) = active(x, "bl-equiv-other")?;
+    let id = want(
+        &submit(x, &owner.access, &task(b"equiv", 30_000))?,
+        201,
+        "submit",
+    )?["task_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let leased = pull_task(x, &node, &id)?;
+    let lease = leased["lease_id"].as_str().unwrap_or_default().to_owned();
+    want(
+        &report(x, &node, &id, &lease, b"first")?,
+        200,
+        "first result",
+    )?;
+    // The same result again (a retry after a lost answer) is no offence.
+    expect_problem(
+        &report(x, &node, &id, &lease, b"first")?,
+        409,
+        "lease_invalid",
+    )
+    .map_err(|e| format!("a resent result: {e}"))?;
+    want(
+        &heartbeat(x, &node, &server_telemetry())?,
+        200,
+        "after a resent result",
+    )?;
+    // Another node sending a different result under this lease frames
+    // nobody: it is not the node's signature.
+    expect_problem(
+        &report(x, &other, &id, &lease, b"forged")?,
+        409,
+        "lease_invalid",
+    )
+    .map_err(|e| format!("a framing report: {e}"))?;
+    want(
+        &heartbeat(x, &node, &server_telemetry())?,
+        200,
+        "after a framing report",
+    )?;
+    want(
+        &heartbeat(x, &other, &server_telemetry())?,
+        200,
+        "the framer is not banned either",
+    )?;
+    // The node itself signing a second, different result: banned.
+    expect_problem(
+        &report(x, &node, &id, &lease, b"second")?,
+        409,
+        "lease_invalid",
+    )
+    .map_err(|e| format!("a second result: {e}"))?;
+    expect_problem(
+        &heartbeat(x, &node, &server_telemetry())?,
+        403,
+        "node_blacklisted",
+    )
+    .map_err(|e| format!("after equivocating: {e}"))?;
+    let (_, admin) = x.admin()?;
+    let listed = want(
+        &x.send("GET", "/mesh/blacklist?limit=1000", Some(&admin), None, &[])?,
+        200,
+        "list",
+    )?;
+    let entry = listed["entries"]
+        .as_array()
+        .and_then(|e| {
+            e.iter()
+                .rev()
+                .find(|e| e["subject"] == node.id.as_str())
+                .cloned()
+        })
+        .ok_or(format!("no ban on {}: {listed}", node.id))?;
+    if entry["reason_code"] != "equivocation"
+        || entry["actor"] != "coordinator"
+        || !entry["evidence_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("blake3:"))
+        || entry["ledger_index"].as_u64().is_none()
+    {
+        return Err(format!("the automatic ban {entry}"));
+    }
     Ok(())
 }

@@ -9,9 +9,11 @@
 //! checks other modules call. Enforcement itself is where callers are
 //! recognised: a signed node ([`crate::authn::signed_node`]), a registration
 //! ([`crate::nodes::register`]) and a submitter ([`crate::authn::submitter`]).
-//! Out of scope: propagation between coordinators, automatic bans from
-//! verified evidence, and refusing enrollment tokens in the auth function
-//! (federation, later work).
+//! Automatic bans come only from evidence this coordinator verified itself:
+//! a node that signs two different results for one lease
+//! ([`crate::tasks::result`]); never from another node's or a peer's
+//! report. Out of scope: propagation between coordinators and refusing
+//! enrollment tokens in the auth function (federation, later work).
 
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
@@ -102,30 +104,78 @@ fn check_text(body: &Body) -> Result<(), Error> {
     Ok(())
 }
 
-/// Adds (`add`) or lifts (`lift`) a ban.
+/// Adds (`add`) or lifts (`lift`) a ban: the route.
 async fn change(s: &Services, req: Request, action: &'static str) -> Result<Response, Error> {
-    let audit_action = format!("mesh.blacklist.{action}");
     let caller = authn::operator(s, &req).await?;
     let actor = format!("user:{}", caller.user_id);
     let body: Body = req.json()?;
     let (kind, subject) = subject(&body)?;
     check_text(&body)?;
+    let done = apply(
+        s,
+        &req.ctx,
+        &Ban {
+            action,
+            kind,
+            subject: &subject,
+            reason_code: &body.reason_code,
+            reason: &body.reason,
+            evidence_digest: body.evidence_digest.as_deref(),
+            actor: &actor,
+        },
+    )
+    .await?;
+    let status = if action == "add" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, JSON, &done))
+}
+
+/// A ban to add or lift, by an operator or by the coordinator itself.
+pub struct Ban<'a> {
+    /// `add` or `lift`.
+    pub action: &'static str,
+    /// What it names.
+    pub kind: SubjectKind,
+    /// The key id, node id or user id.
+    pub subject: &'a str,
+    /// A stable code.
+    pub reason_code: &'a str,
+    /// Free text.
+    pub reason: &'a str,
+    /// The evidence's digest.
+    pub evidence_digest: Option<&'a str>,
+    /// Who.
+    pub actor: &'a str,
+}
+
+/// Records a ban's add or lift: the entry, the ledger entry (the change is
+/// undone if the ledger cannot take it), the released leases and the audit
+/// event. Its answer: `{seq, blacklist_version, ledger_index, released_tasks}`.
+pub async fn apply(
+    s: &Services,
+    ctx: &edgecoder_kernel::RequestContext,
+    b: &Ban<'_>,
+) -> Result<serde_json::Value, Error> {
+    let audit_action = format!("mesh.blacklist.{}", b.action);
     let sql = s.sql.as_ref();
-    let before = db::ban(sql, kind, &subject).await?;
-    match (action, before) {
+    let before = db::ban(sql, b.kind, b.subject).await?;
+    match (b.action, before) {
         ("add", Some(_)) => return Err(Error::AlreadyBlacklisted),
         ("lift", None) => return Err(Error::NotBlacklisted),
         _ => {}
     }
     let now = s.clock.now_ms();
     let c = Change {
-        action,
-        kind,
-        subject: &subject,
-        reason_code: &body.reason_code,
-        reason: &body.reason,
-        evidence_digest: body.evidence_digest.as_deref(),
-        actor: &actor,
+        action: b.action,
+        kind: b.kind,
+        subject: b.subject,
+        reason_code: b.reason_code,
+        reason: b.reason,
+        evidence_digest: b.evidence_digest,
+        actor: b.actor,
         now,
     };
     let done = sql.batch(db::record(&c).to_vec()).await?;
@@ -135,13 +185,13 @@ async fn change(s: &Services, req: Request, action: &'static str) -> Result<Resp
         .ok_or_else(|| Error::Kernel(edgecoder_kernel::Error::Storage("blacklist seq".into())))?;
     let payload = json!({
         "seq": seq,
-        "action": action,
-        "subject_kind": kind,
-        "subject": subject,
-        "reason_code": body.reason_code,
-        "reason": body.reason,
-        "evidence_digest": body.evidence_digest,
-        "actor": actor,
+        "action": b.action,
+        "subject_kind": b.kind,
+        "subject": b.subject,
+        "reason_code": b.reason_code,
+        "reason": b.reason,
+        "evidence_digest": b.evidence_digest,
+        "actor": b.actor,
         "origin": "local",
         "at": rfc3339(now),
     });
@@ -156,13 +206,13 @@ async fn change(s: &Services, req: Request, action: &'static str) -> Result<Resp
     {
         Ok(i) => i,
         Err(e) => {
-            db::undo(sql, seq, kind, &subject, before).await?;
+            db::undo(sql, seq, b.kind, b.subject, before).await?;
             audit::note(
                 s,
-                &req.ctx,
-                &actor,
+                ctx,
+                b.actor,
                 &audit_action,
-                Some(&subject),
+                Some(b.subject),
                 Outcome::Failure,
                 json!({"reason": "ledger_unavailable"}),
             )
@@ -173,32 +223,25 @@ async fn change(s: &Services, req: Request, action: &'static str) -> Result<Resp
     db::set_ledger_index(sql, seq, index).await?;
     // A banned node's work goes back to the queue; its results are refused
     // with the rest of its requests.
-    let released = if action == "add" {
-        db::release_leases(sql, kind, &subject, now).await?
+    let released = if b.action == "add" {
+        db::release_leases(sql, b.kind, b.subject, now).await?
     } else {
         Vec::new()
     };
     audit::note(
         s,
-        &req.ctx,
-        &actor,
+        ctx,
+        b.actor,
         &audit_action,
-        Some(&subject),
+        Some(b.subject),
         Outcome::Success,
-        json!({"subject_kind": kind, "seq": seq, "ledger_index": index, "reason_code": body.reason_code,
-               "reason": body.reason, "evidence_digest": body.evidence_digest, "released_tasks": released}),
+        json!({"subject_kind": b.kind, "seq": seq, "ledger_index": index, "reason_code": b.reason_code,
+               "reason": b.reason, "evidence_digest": b.evidence_digest, "released_tasks": released}),
     )
     .await?;
-    let status = if action == "add" {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(json_response(
-        status,
-        JSON,
-        &json!({"seq": seq, "blacklist_version": seq, "ledger_index": index, "released_tasks": released}),
-    ))
+    Ok(
+        json!({"seq": seq, "blacklist_version": seq, "ledger_index": index, "released_tasks": released}),
+    )
 }
 
 async fn list(s: &Services, req: Request) -> Result<Response, Error> {

@@ -436,6 +436,63 @@ fn capped(s: &Option<String>) -> Option<String> {
     s.as_ref().map(|t| t.chars().take(MAX_LOG_CHARS).collect())
 }
 
+/// A node that signs two different results for one lease is banned: both
+/// came under its own signature, checked here, so this is evidence the
+/// coordinator verified itself (a resent identical result is not). Nobody
+/// else's report about a node can lead here: only the node that reported
+/// the stored result.
+async fn equivocation(
+    s: &Services,
+    req: &Request,
+    node: &Node,
+    id: &str,
+    body: &TaskResult,
+) -> Result<(), Error> {
+    let Some(t) = store::tasks::task(s.sql.as_ref(), id).await? else {
+        return Ok(());
+    };
+    let finished = matches!(t.status.as_deref(), Some("completed" | "failed"));
+    if !finished
+        || t.lease_id.as_deref() != Some(body.lease_id.as_str())
+        || t.completed_by.as_deref() != Some(node.node_id.as_str())
+    {
+        return Ok(());
+    }
+    let first: Json = t
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Json::Null);
+    let same = first["ok"] == json!(body.ok)
+        && first["output_digest"] == json!(body.output_digest)
+        && first["error_code"] == json!(body.error_code);
+    if same {
+        return Ok(());
+    }
+    let mut evidence = blake3::Hasher::new();
+    evidence.update(first.to_string().as_bytes());
+    evidence.update(b"\0");
+    evidence.update(&req.body);
+    let digest = format!("blake3:{}", evidence.finalize().to_hex());
+    let reason = format!(
+        "signed two different results for lease {} of task {id}",
+        body.lease_id
+    );
+    let ban = crate::blacklist::Ban {
+        action: "add",
+        kind: crate::store::blacklist::SubjectKind::NodeId,
+        subject: &node.node_id,
+        reason_code: "equivocation",
+        reason: &reason,
+        evidence_digest: Some(&digest),
+        actor: crate::models::COORDINATOR,
+    };
+    match crate::blacklist::apply(s, &req.ctx, &ban).await {
+        Ok(_) | Err(Error::AlreadyBlacklisted) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `POST /mesh/tasks/{id}/result`: only from the lease holder, before the
 /// lease expires; the first valid result wins.
 pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
@@ -522,6 +579,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     )
     .await?;
     let Some(reported) = reported else {
+        equivocation(s, &req, &node, &id, &body).await?;
         return Err(audit::denied(
             s,
             &req.ctx,
