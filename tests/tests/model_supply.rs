@@ -1130,3 +1130,37 @@ fn a_policy_change_is_applied_to_a_verified_release_at_once() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The cache keeps releases no longer assigned only up to its budget,
+/// oldest first out; what is assigned is never removed.
+#[test]
+fn the_cache_drops_releases_no_longer_assigned_beyond_its_budget() {
+    let root = scratch("collect");
+    let (_, m1, a, source1) = local_release(&root);
+    let (dir2, files2) = release_dir(&root.join("second"), "tiny-byte@2", &[9u8; 8192]);
+    let m2 = file_manifest("tiny-byte@2", files2, &a);
+    let source2 = format!("file://{}", dir2.display());
+    let h = host(&root, None);
+    h.take(&assignment(
+        M,
+        &m1,
+        &[&a],
+        &source1,
+        local_policy(&a, &root),
+    ));
+    assert_eq!(h.cached(), 2);
+    // Moved to v2 with room to keep v1: both stay.
+    let v2 = assignment("tiny-byte@2", &m2, &[&a], &source2, local_policy(&a, &root));
+    h.supply.keep_unassigned(1 << 20);
+    h.take(&v2);
+    assert_eq!(h.supply.names(), vec!["tiny-byte@2".to_owned()]);
+    assert_eq!(h.cached(), 4);
+    // No room: v1's files go, v2's stay and still serve.
+    h.supply.keep_unassigned(0);
+    h.supply.prepare();
+    assert_eq!(h.cached(), 2);
+    assert_eq!(
+        h.supply.resolve("tiny-byte@2").expect("v2").bytes,
+        vec![9u8; 8192]
+    );
+}

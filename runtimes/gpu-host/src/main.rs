@@ -145,6 +145,10 @@ enum Command {
         /// mirror); default: the web PKI.
         #[arg(long)]
         origin_ca: Option<PathBuf>,
+        /// MiB of releases no longer assigned the cache keeps (for a quick
+        /// rollback); older ones are removed.
+        #[arg(long, default_value_t = 10_240)]
+        cache_keep_mb: u64,
         /// One heartbeat and at most one task, then exit.
         #[arg(long)]
         once: bool,
@@ -419,6 +423,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             metrics_listen,
             cache,
             origin_ca,
+            cache_keep_mb,
             once,
         } => {
             let dir = dir_or_default(dir)?;
@@ -441,6 +446,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             let cache = cache.unwrap_or_else(|| dir.join("model-cache"));
             let fetcher = Fetcher::new(origin_ca.as_deref())?;
             let supply = Arc::new(Supply::new(&cache, fetcher, metrics.clone())?);
+            supply.keep_unassigned(cache_keep_mb.saturating_mul(1 << 20));
             let host = Arc::new(start(&engine, Box::new(supply.clone()), metrics)?);
             let accelerator = detect_accelerator(host.device().provider());
             log(format_args!(

@@ -37,6 +37,9 @@ use crate::Error;
 use crate::metrics::Metrics;
 use crate::models::{MANIFEST, Manifest, Refusal, Resolver, Verified};
 
+/// Bytes of releases no longer assigned that a cache keeps by default.
+pub const DEFAULT_KEEP_BYTES: u64 = 10 << 30;
+
 /// Largest `manifest.json` inside a release.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
@@ -126,6 +129,8 @@ const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(600);
 /// The supply-chain resolver.
 pub struct Supply {
     cache: PathBuf,
+    /// Bytes of releases no longer assigned that the cache keeps.
+    keep_bytes: std::sync::atomic::AtomicU64,
     /// This process's own download directory (`<cache>/tmp/<pid>-<start>`).
     tmp: PathBuf,
     serial: std::sync::atomic::AtomicU64,
@@ -200,6 +205,7 @@ impl Supply {
         }
         Ok(Self {
             cache: cache.to_owned(),
+            keep_bytes: std::sync::atomic::AtomicU64::new(DEFAULT_KEEP_BYTES),
             tmp,
             serial: std::sync::atomic::AtomicU64::new(0),
             fetcher,
@@ -292,8 +298,26 @@ impl Supply {
         Ok(Preparer { tx })
     }
 
-    /// Verifies every pending release (and retries failed fetches).
+    /// Verifies every pending release (and retries failed fetches), then
+    /// trims the cache of releases no longer assigned.
     pub fn prepare(&self) {
+        self.verify_pending();
+        let freed = self.collect(self.keep_bytes.load(std::sync::atomic::Ordering::Relaxed));
+        if freed > 0 {
+            edgecoder_agent::runner::log(format_args!(
+                "cache: {} MB of releases no longer assigned removed",
+                freed >> 20
+            ));
+        }
+    }
+
+    /// How many bytes of releases no longer assigned the cache keeps.
+    pub fn keep_unassigned(&self, bytes: u64) {
+        self.keep_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn verify_pending(&self) {
         let todo: Vec<Held> = self
             .held
             .lock()
@@ -439,6 +463,54 @@ impl Supply {
         self.metrics.verify_work(&a.model, spent);
         config?;
         Ok(verified.manifest)
+    }
+
+    /// Removes cached files no assigned release lists, oldest first, until
+    /// those left take at most `keep_bytes` (kept so that a rollback to a
+    /// recent release need not download it again). Returns the bytes freed.
+    pub fn collect(&self, keep_bytes: u64) -> u64 {
+        use base64::Engine as _;
+        let wanted: std::collections::HashSet<String> = self
+            .held
+            .lock()
+            .map(|h| {
+                h.values()
+                    .filter_map(|h| {
+                        // The envelope's own list (read, not trusted: it only
+                        // decides what stays on disk).
+                        base64::engine::general_purpose::STANDARD
+                            .decode(h.assignment.envelope.payload.as_bytes())
+                            .ok()
+                            .and_then(|p| serde_json::from_slice::<ModelManifest>(&p).ok())
+                    })
+                    .flat_map(|m| m.files.into_iter().map(|f| hex_of(&f.digest).to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Ok(entries) = std::fs::read_dir(self.cache.join("blobs")) else {
+            return 0;
+        };
+        let mut spare: Vec<(SystemTime, u64, PathBuf)> = entries
+            .flatten()
+            .filter(|e| !wanted.contains(e.file_name().to_string_lossy().as_ref()))
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((m.modified().unwrap_or(UNIX_EPOCH), m.len(), e.path()))
+            })
+            .collect();
+        spare.sort();
+        let mut kept: u64 = spare.iter().map(|(_, n, _)| n).sum();
+        let mut freed = 0;
+        for (_, n, path) in spare {
+            if kept <= keep_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                kept -= n;
+                freed += n;
+            }
+        }
+        freed
     }
 
     fn blob(&self, digest: &str) -> PathBuf {
