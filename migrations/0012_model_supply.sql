@@ -25,7 +25,8 @@ CREATE TABLE model_releases (
     total_bytes  INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL,           -- ms
     created_by   TEXT NOT NULL,
-    created_at   INTEGER NOT NULL
+    created_at   INTEGER NOT NULL,
+    ledger_index INTEGER                     -- set once the registration is logged; unlogged releases are never used
 );
 CREATE INDEX model_releases_family ON model_releases (family, created_at);
 

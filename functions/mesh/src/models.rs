@@ -338,6 +338,7 @@ async fn register_release(s: &Services, req: Request) -> Result<Response, Error>
         expires_at: m.expires_at.saturating_mul(1000),
         created_by: actor.clone(),
         created_at: now,
+        ledger_index: None,
     };
     match s.sql.execute(db::insert_release(&release)).await {
         Ok(_) => {}
@@ -370,6 +371,7 @@ async fn register_release(s: &Services, req: Request) -> Result<Response, Error>
             return Err(e);
         }
     };
+    db::set_release_index(sql, &release.model, index).await?;
     audit::note(
         s,
         &req.ctx,
@@ -404,7 +406,8 @@ async fn list_releases(s: &Services, req: Request) -> Result<Response, Error> {
         .map(|r| {
             json!({"model": r.model, "family": r.family, "digest": r.digest, "source": r.source,
                    "total_bytes": r.total_bytes, "expires_at": rfc3339(r.expires_at),
-                   "created_by": r.created_by, "created_at": rfc3339(r.created_at)})
+                   "created_by": r.created_by, "created_at": rfc3339(r.created_at),
+                   "ledger_index": r.ledger_index})
         })
         .collect();
     Ok(ok_json(&json!({"releases": shown})))
@@ -471,6 +474,7 @@ async fn assigned(
         }
         if let Some(release) = db::release(sql, &model).await?
             && release.expires_at > fresh_until
+            && release.ledger_index.is_some()
         {
             return Ok(Some((release, rollout_id)));
         }
@@ -730,7 +734,11 @@ async fn start_rollout(s: &Services, req: Request) -> Result<Response, Error> {
     let reason = reason_of(&body.reason)?;
     rollout::validate(&body.stages, &body.gates)?;
     let sql = s.sql.as_ref();
-    let Some(release) = db::release(sql, &body.model).await? else {
+    // Only a release whose registration is in the log can be rolled out.
+    let Some(release) = db::release(sql, &body.model)
+        .await?
+        .filter(|r| r.ledger_index.is_some())
+    else {
         return Err(Error::ReleaseNotFound);
     };
     let Some(policy) = db::policy(sql, &release.family).await? else {

@@ -195,10 +195,13 @@ pub struct Release {
     pub created_by: String,
     /// When, ms.
     pub created_at: i64,
+    /// Its registration's ledger entry (none until logged: such a release
+    /// is never assigned nor rolled out).
+    pub ledger_index: Option<i64>,
 }
 
-const RELEASE_COLUMNS: &str =
-    "model, family, digest, envelope, source, total_bytes, expires_at, created_by, created_at";
+const RELEASE_COLUMNS: &str = "model, family, digest, envelope, source, total_bytes, expires_at, created_by, created_at, \
+     ledger_index";
 
 fn release_from(rows: &Rows, i: usize) -> Result<Release, Error> {
     let text = |c: &str| rows.get_str(i, c).unwrap_or_default().to_owned();
@@ -214,7 +217,21 @@ fn release_from(rows: &Rows, i: usize) -> Result<Release, Error> {
         expires_at: int("expires_at"),
         created_by: text("created_by"),
         created_at: int("created_at"),
+        ledger_index: rows.get_i64(i, "ledger_index"),
     })
+}
+
+/// Records the ledger index of a release's registration.
+pub async fn set_release_index(sql: &dyn Sql, model: &str, index: u64) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "UPDATE model_releases SET ledger_index = ?2 WHERE model = ?1",
+        vec![
+            model.into(),
+            Value::Integer(i64::try_from(index).unwrap_or_default()),
+        ],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Registers a release; `false` if the model or digest exists already.
@@ -236,11 +253,11 @@ pub fn insert_release(r: &Release) -> Statement {
     )
 }
 
-/// Removes a release the ledger could not record (nothing refers to it yet).
+/// Removes a release the ledger could not record (unlogged, it was never
+/// usable: no rollout can start on it and no host is assigned it).
 pub async fn delete_release(sql: &dyn Sql, model: &str, digest: &str) -> Result<(), Error> {
     sql.execute(Statement::new(
-        "DELETE FROM model_releases WHERE model = ?1 AND digest = ?2 \
-           AND NOT EXISTS (SELECT 1 FROM model_rollouts WHERE model = ?1)",
+        "DELETE FROM model_releases WHERE model = ?1 AND digest = ?2 AND ledger_index IS NULL",
         vec![model.into(), digest.into()],
     ))
     .await?;
