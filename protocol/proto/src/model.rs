@@ -22,11 +22,12 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{DerSignature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+pub use crate::dsse::{Envelope, EnvelopeSignature, pae};
 use crate::inference::valid_model_name;
 use crate::keys::key_id;
 
@@ -134,59 +135,9 @@ impl ModelManifest {
     }
 }
 
-/// DSSE's pre-authentication encoding.
-pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {payload_type} {} ",
-        payload_type.len(),
-        payload.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out
-}
-
-/// One DSSE signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnvelopeSignature {
-    /// The signing key's id.
-    #[serde(default)]
-    pub keyid: String,
-    /// Base64 of the DER signature.
-    pub sig: String,
-}
-
-/// A DSSE envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
-    /// Base64 of the payload.
-    pub payload: String,
-    /// The payload's type.
-    #[serde(rename = "payloadType")]
-    pub payload_type: String,
-    /// Signatures over PAE(payloadType, payload).
-    pub signatures: Vec<EnvelopeSignature>,
-}
-
 /// Signs `manifest` with every key in `keys`.
 pub fn sign(manifest: &ModelManifest, keys: &[&SigningKey]) -> Envelope {
-    let payload = manifest.canonical();
-    let message = pae(PAYLOAD_TYPE, &payload);
-    let signatures = keys
-        .iter()
-        .map(|k| {
-            let sig: DerSignature = k.sign(&message);
-            EnvelopeSignature {
-                keyid: key_id(k.verifying_key()),
-                sig: STANDARD.encode(sig.as_bytes()),
-            }
-        })
-        .collect();
-    Envelope {
-        payload: STANDARD.encode(&payload),
-        payload_type: PAYLOAD_TYPE.to_owned(),
-        signatures,
-    }
+    crate::dsse::seal(PAYLOAD_TYPE, &manifest.canonical(), keys)
 }
 
 /// Who may sign a model family, and how many of them must.
