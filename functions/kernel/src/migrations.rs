@@ -82,6 +82,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_blacklist.sql",
         sql: include_str!("../../../migrations/0013_blacklist.sql"),
     },
+    Migration {
+        name: "0014_peers.sql",
+        sql: include_str!("../../../migrations/0014_peers.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

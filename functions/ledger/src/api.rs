@@ -66,7 +66,7 @@ pub const PROJECT_DOMAIN: &str = "edgecoder.dev";
 /// completions from the mesh. A function's token appends its own types and
 /// nothing else (credit transfers are written by the ledger itself, never
 /// over HTTP).
-pub const APPENDED_BY: [(&str, &str); 8] = [
+pub const APPENDED_BY: [(&str, &str); 9] = [
     ("auth", "edgecoder.dev/role-grant/v1"),
     ("auth", "edgecoder.dev/role-revoke/v1"),
     ("mesh", "edgecoder.dev/node-approval/v1"),
@@ -75,6 +75,7 @@ pub const APPENDED_BY: [(&str, &str); 8] = [
     ("mesh", "edgecoder.dev/model-policy/v1"),
     ("mesh", "edgecoder.dev/model-release/v1"),
     ("mesh", "edgecoder.dev/model-rollout/v1"),
+    ("mesh", "edgecoder.dev/peer/v1"),
 ];
 
 /// The function that writes `payload_type`, if another function does.

@@ -142,15 +142,24 @@ pub async fn signed_by_new_key(
     key: &VerifyingKey,
 ) -> Result<String, Error> {
     // Each registration costs a signature check, a nonce row, an audit
-    // event and, on Spin, a call to auth: the budget is charged first, per
-    // address (IPv6 by /64, which one client can fill).
+    // event and, on Spin, a call to auth.
+    let limit = crate::Settings::of(s)?.register_per_minute;
+    possession(s, req, key, "register", limit).await
+}
+
+/// A request signed by the key it carries (proof of possession: a node
+/// registering, a coordinator asking to peer), with `keyid` the key's id.
+/// The budget of `limit` per minute is charged first, per client address
+/// (IPv6 by /64, which one client can fill), under `bucket`.
+pub async fn possession(
+    s: &Services,
+    req: &Request,
+    key: &VerifyingKey,
+    bucket: &str,
+    limit: i64,
+) -> Result<String, Error> {
     if let Some(subject) = ratelimit::ip_subject(&req.ctx) {
-        charge(
-            s,
-            &format!("register:{subject}"),
-            crate::Settings::of(s)?.register_per_minute,
-        )
-        .await?;
+        charge(s, &format!("{bucket}:{subject}"), limit).await?;
     }
     let signed = params(s, req)?;
     let kid = key_id(key);
@@ -159,6 +168,35 @@ pub async fn signed_by_new_key(
     }
     verify_with(s, req, &signed, key).await?;
     Ok(kid)
+}
+
+/// A request signed by an active peer coordinator's pinned key (RFC 9421,
+/// with the same nonce, digest and origin rules as node requests). A key no
+/// peer is pinned to is 401 `unknown_peer`; a peer that is not active (not
+/// approved by both sides, suspended, removed) is 403 `peer_not_approved`,
+/// after its signature is checked.
+pub async fn signed_peer(s: &Services, req: &Request) -> Result<store::peers::Peer, Error> {
+    let signed = params(s, req)?;
+    let Some(peer) = store::peers::by_key(s.sql.as_ref(), &signed.params.keyid).await? else {
+        return Err(Error::UnknownPeer);
+    };
+    let key = VerifyingKey::from_sec1_bytes(&peer.public_key)
+        .map_err(|_| Error::Kernel(edgecoder_kernel::Error::Storage("stored peer key".into())))?;
+    verify_with(s, req, &signed, &key).await?;
+    if peer.status() != store::peers::PeerStatus::Active {
+        return Err(audit::denied(
+            s,
+            &req.ctx,
+            &format!("peer:{}", peer.origin),
+            "mesh.peer.refused",
+            Some(&peer.origin),
+            serde_json::json!({"path": req.path, "status": peer.status()}),
+            Error::PeerNotApproved,
+        )
+        .await);
+    }
+    store::peers::seen(s.sql.as_ref(), &peer.origin, s.clock.now_ms()).await?;
+    Ok(peer)
 }
 
 /// A node by id.

@@ -244,8 +244,8 @@ pub async fn apply(
     )
 }
 
-async fn list(s: &Services, req: Request) -> Result<Response, Error> {
-    authn::operator(s, &req).await?;
+/// `?since=` and `?limit=` of a listing.
+fn window(req: &Request) -> Result<(i64, i64), Error> {
     let number = |name: &str, default: i64, max: i64| -> Result<i64, Error> {
         match req.query_param(name) {
             None => Ok(default),
@@ -256,13 +256,28 @@ async fn list(s: &Services, req: Request) -> Result<Response, Error> {
                 .ok_or_else(|| invalid(&format!("{name} is a number from 0 to {max}."))),
         }
     };
-    let since = number("since", 0, i64::MAX)?;
-    let limit = number("limit", 100, 1000)?;
-    let entries = db::entries(s.sql.as_ref(), since, limit).await?;
+    Ok((number("since", 0, i64::MAX)?, number("limit", 100, 1000)?))
+}
+
+async fn list(s: &Services, req: Request) -> Result<Response, Error> {
+    authn::operator(s, &req).await?;
+    let (since, limit) = window(&req)?;
+    let entries = db::entries(s.sql.as_ref(), since, limit, false).await?;
     let version = crate::nodes::blacklist_version(s).await?;
     Ok(ok_json(
         &json!({"blacklist_version": version, "entries": entries}),
     ))
+}
+
+/// `GET /mesh/federation/blacklist?since=&limit=`: an active peer pulls
+/// this coordinator's own entries (adds and lifts it made, each once
+/// logged, with its ledger index), oldest first after its cursor.
+async fn for_peer(s: &Services, req: Request) -> Result<Response, Error> {
+    authn::signed_peer(s, &req).await?;
+    let (since, limit) = window(&req)?;
+    let entries = db::entries(s.sql.as_ref(), since, limit, true).await?;
+    let origin = crate::Settings::of(s)?.origin()?;
+    Ok(ok_json(&json!({"origin": origin, "entries": entries})))
 }
 
 /// Whether a ban covers any of the subjects.
@@ -270,7 +285,7 @@ pub async fn covers(s: &Services, subjects: &[(SubjectKind, &str)]) -> Result<bo
     db::any_banned(s.sql.as_ref(), subjects).await
 }
 
-fn docs() -> [RouteDoc; 3] {
+fn docs() -> [RouteDoc; 4] {
     let body = || {
         object(
             &["subject_kind", "subject", "reason_code", "reason"],
@@ -314,12 +329,22 @@ fn docs() -> [RouteDoc; 3] {
             None,
             refusals(vec![ok(200, "{blacklist_version, entries}")]),
         ),
+        DOCS.op(
+            "federation_blacklist",
+            "Coordinator to coordinator: this coordinator's own blacklist entries after ?since= (its seq; ?limit= up to 1000), each with its ledger index; RFC 9421-signed by an active peer's pinned key",
+            None,
+            crate::signed(vec![
+                ok(200, "{origin, entries}"),
+                err(400, "invalid_request"),
+                err(403, "peer_not_approved"),
+            ]),
+        ),
     ]
 }
 
 /// The blacklist routes.
 pub fn routes(r: Router) -> Router {
-    let [add, lift, listed] = docs();
+    let [add, lift, listed, pulled] = docs();
     r.route(
         Method::POST,
         "/mesh/blacklist",
@@ -337,5 +362,11 @@ pub fn routes(r: Router) -> Router {
         "/mesh/blacklist",
         endpoint(|s, r| async move { list(&s, r).await }),
         listed,
+    )
+    .route(
+        Method::GET,
+        "/mesh/federation/blacklist",
+        endpoint(|s, r| async move { for_peer(&s, r).await }),
+        pulled,
     )
 }

@@ -126,6 +126,29 @@ pub enum Error {
     /// An operator's advance that the stage's safety gate does not allow.
     #[error("gate not met: {0}")]
     GateNotMet(String),
+    /// Federation needs this coordinator's origin (`mesh_origins`).
+    #[error("federation not configured")]
+    FederationUnconfigured,
+    /// A coordinator request signed by a key no peer is pinned to.
+    #[error("unknown peer")]
+    UnknownPeer,
+    /// A peer that is not active (not approved by both sides, suspended or
+    /// removed).
+    #[error("peer not approved")]
+    PeerNotApproved,
+    /// A key other than the one pinned for the peer, without a rotation
+    /// signed by the pinned key.
+    #[error("peer key mismatch")]
+    PeerKeyMismatch,
+    /// No such peer.
+    #[error("peer not found")]
+    PeerNotFound,
+    /// The peer could not be reached or answered something unusable.
+    #[error("peer unreachable: {0}")]
+    PeerUnreachable(String),
+    /// Too many peering requests wait for the operator.
+    #[error("too many pending peers")]
+    TooManyPendingPeers,
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -400,6 +423,48 @@ impl From<Error> for Problem {
                 "gate_not_met",
                 "Gate not met",
                 &why,
+            ),
+            Error::FederationUnconfigured => problem(
+                S::CONFLICT,
+                "federation_not_configured",
+                "Federation not configured",
+                "Set mesh_origins: the first origin is the one this coordinator federates as.",
+            ),
+            Error::UnknownPeer => problem(
+                S::UNAUTHORIZED,
+                "unknown_peer",
+                "Unknown peer",
+                "The request is not signed by the key of a coordinator this one peers with.",
+            ),
+            Error::PeerNotApproved => problem(
+                S::FORBIDDEN,
+                "peer_not_approved",
+                "Peer not approved",
+                "Peering needs both coordinators' operators to approve, and is not suspended or removed.",
+            ),
+            Error::PeerKeyMismatch => problem(
+                S::CONFLICT,
+                "peer_key_mismatch",
+                "Peer key mismatch",
+                "The key differs from the one pinned for this peer; a pinned key changes only through a rotation signed by it.",
+            ),
+            Error::PeerNotFound => problem(
+                S::NOT_FOUND,
+                "peer_not_found",
+                "Peer not found",
+                "No peer with this origin.",
+            ),
+            Error::PeerUnreachable(why) => problem(
+                S::BAD_GATEWAY,
+                "peer_unreachable",
+                "Peer unreachable",
+                &why,
+            ),
+            Error::TooManyPendingPeers => problem(
+                S::TOO_MANY_REQUESTS,
+                "too_many_pending_peers",
+                "Too many pending peers",
+                "Too many peering requests wait for an operator's decision; try again later.",
             ),
             Error::Kernel(k) => k.into(),
         }

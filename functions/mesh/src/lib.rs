@@ -11,7 +11,10 @@
 //! inputs, and inference tasks (leased only to approved GPU hosts that serve
 //! the task's model), and the model supply chain (source policies, signed
 //! releases, staged rollouts with health gates: [`models`], [`rollout`]).
-//! Out of scope: peers, gossip and blacklist propagation (federation), running tasks
+//! Peering with other coordinators under operator policy, with
+//! coordinator-to-coordinator requests signed like node requests
+//! ([`peers`], [`authn::signed_peer`]).
+//! Out of scope: gossip and blacklist propagation (federation), running tasks
 //! (the device agent, `agent/`), and the wire formats themselves
 //! (`edgecoder-proto`: signatures, node ids, messages).
 //!
@@ -26,6 +29,7 @@ mod error;
 pub mod inference;
 pub mod models;
 pub mod nodes;
+pub mod peers;
 pub mod policy;
 pub mod rollout;
 mod settings;
@@ -55,7 +59,7 @@ pub(crate) const DOCS: Docs = Docs(NAME);
 pub(crate) fn signed(mut v: Vec<ResponseDoc>) -> Vec<ResponseDoc> {
     v.push(err(
         401,
-        "mesh_unauthorized / signature_invalid / signature_expired / content_digest_mismatch / unknown_key / replay_detected",
+        "mesh_unauthorized / signature_invalid / signature_expired / content_digest_mismatch / unknown_key / unknown_peer / replay_detected",
     ));
     v.push(err(
         421,
@@ -80,7 +84,8 @@ async fn identity(s: &Services, _req: Request) -> Result<Response, Error> {
             "retired_at": retired_at,
         })
     };
-    let keys = &Settings::of(s)?.coordinator_keys;
+    let settings = Settings::of(s)?;
+    let keys = &settings.coordinator_keys;
     let key = keys
         .current
         .as_ref()
@@ -93,7 +98,9 @@ async fn identity(s: &Services, _req: Request) -> Result<Response, Error> {
     Ok(ok_json(&json!({
         "function": NAME,
         "issuer": s.config.issuer,
+        "origin": settings.origins.first(),
         "coordinator_key": key,
+        "rotation": settings.rotation,
         "previous_coordinator_keys": previous,
         "request_signatures": {
             "standard": "RFC 9421",
@@ -168,8 +175,8 @@ pub fn router(config: &Config) -> Router {
         endpoint(|s, r| async move { identity(&s, r).await }),
         identity_doc,
     );
-    let r = blacklist::routes(models::routes(inference::routes(tasks::routes(
-        nodes::routes(r),
+    let r = peers::routes(blacklist::routes(models::routes(inference::routes(
+        tasks::routes(nodes::routes(r)),
     ))))
     .route(
         Method::GET,

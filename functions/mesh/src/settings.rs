@@ -5,7 +5,7 @@
 //! | name | kind | default | meaning |
 //! |---|---|---|---|
 //! | `coordinator_key` | secret | — | this coordinator's identity key (P-256, PKCS#8 PEM or one-line base64 DER), published at `/mesh/identity`; required in production, and never the access-token `signing_key` nor the log's `checkpoint_key` |
-//! | `previous_coordinator_key` | secret | — | the key `coordinator_key` replaced (rotation with overlap; only its public half is used) |
+//! | `previous_coordinator_key` | secret | — | the key `coordinator_key` replaced (rotation with overlap): it signs the rotation statement `/mesh/identity` publishes, which is how peers learn the new key |
 //! | `previous_coordinator_key_retired_at` | var | — | Unix seconds when `coordinator_key` took over; required with `previous_coordinator_key` |
 //! | `mesh_node_rate_per_minute` | var | `600` | signed requests one node may make per minute (1–100000); more get 429 |
 //! | `mesh_register_per_minute` | var | `30` | node registrations per client address per minute (1–100000) |
@@ -40,11 +40,14 @@ pub struct Settings {
     /// The origins (lowercase `scheme://authority`) signed requests must be
     /// addressed to; empty accepts any (development only).
     pub origins: Vec<String>,
+    /// The rotation statement (signed by the previous key) peers re-pin
+    /// with, when a previous key and an origin are configured.
+    pub rotation: Option<edgecoder_proto::model::Envelope>,
 }
 
 /// `origin` as signatures name it (lowercase, default port dropped), if it
 /// is an origin at all.
-fn serialised(origin: &str) -> Option<String> {
+pub(crate) fn serialised(origin: &str) -> Option<String> {
     if !is_origin(origin) {
         return None;
     }
@@ -113,14 +116,44 @@ impl Settings {
                 "coordinator_key must not be the access-token signing_key (one key per job)".into(),
             ));
         }
+        let rotation = match (
+            &coordinator_keys.current,
+            &coordinator_keys.previous,
+            vars.secret("previous_coordinator_key"),
+            origins.first(),
+        ) {
+            (Some(current), Some((_, at)), Some(previous), Some(origin)) => {
+                let previous =
+                    edgecoder_kernel::SigningKey::from_secret(&previous).map_err(|_| {
+                        Error::Config("previous_coordinator_key is not a P-256 private key".into())
+                    })?;
+                Some(edgecoder_proto::federation::Rotation::sign(
+                    origin,
+                    previous.ecdsa(),
+                    current.verifying_key(),
+                    *at,
+                ))
+            }
+            _ => None,
+        };
         Ok(Settings {
             coordinator_keys,
+            rotation,
             origins,
             node_rate_per_minute: vars.bounded("mesh_node_rate_per_minute", 600, 1, 100_000)?,
             register_per_minute: vars.bounded("mesh_register_per_minute", 30, 1, 100_000)?,
             max_attempts: vars.bounded("mesh_max_attempts", 3, 1, 20)?,
             lease_grace_ms: vars.bounded("mesh_lease_grace_ms", 30_000, 0, 600_000)?,
         })
+    }
+
+    /// The origin this coordinator federates as (the first of
+    /// `mesh_origins`), or `federation_not_configured`.
+    pub fn origin(&self) -> Result<&str, crate::Error> {
+        self.origins
+            .first()
+            .map(String::as_str)
+            .ok_or(crate::Error::FederationUnconfigured)
     }
 
     /// The settings the gateway loaded into `s`; a configuration error (503)

@@ -10,12 +10,16 @@
 //! - [`mesh`]: registration, telemetry, policy, tasks, leases, results and
 //!   their failure codes, with the closed sets as enums;
 //! - [`inference`]: the inference task payload and its limits;
-//! - [`model`]: signed model manifests (DSSE, P-256, k of n).
+//! - [`dsse`]: DSSE envelopes, sealed and opened with P-256 keys;
+//! - [`model`]: signed model manifests (DSSE, P-256, k of n);
+//! - [`federation`]: what coordinators send each other (key rotations, peering requests).
 //!
 //! Out of scope: storage, routes and decisions (the mesh function), running
 //! tasks (the agent), and anything platform-specific: this crate builds for
 //! wasm32-unknown-unknown and wasm32-wasip2 without a platform crate.
 
+pub mod dsse;
+pub mod federation;
 pub mod httpsig;
 pub mod inference;
 pub mod keys;

@@ -192,12 +192,25 @@ pub async fn release_leases(
         .collect())
 }
 
-/// Entries after `since`, oldest first, at most `limit`.
-pub async fn entries(sql: &dyn Sql, since: i64, limit: i64) -> Result<Vec<Json>, Error> {
+/// Entries after `since`, oldest first, at most `limit`; with `own_only`,
+/// only this coordinator's own (what peers pull), and only once logged.
+pub async fn entries(
+    sql: &dyn Sql,
+    since: i64,
+    limit: i64,
+    own_only: bool,
+) -> Result<Vec<Json>, Error> {
+    let own = if own_only {
+        " AND origin = 'local' AND ledger_index IS NOT NULL"
+    } else {
+        ""
+    };
     let rows = sql
         .execute(Statement::new(
-            "SELECT seq, action, subject_kind, subject, reason_code, reason, evidence_digest, actor, origin, \
-               ledger_index, created_at FROM mesh_blacklist WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            format!(
+                "SELECT seq, action, subject_kind, subject, reason_code, reason, evidence_digest, actor, origin, \
+                   ledger_index, created_at FROM mesh_blacklist WHERE seq > ?1{own} ORDER BY seq LIMIT ?2"
+            ),
             vec![Value::Integer(since), Value::Integer(limit)],
         ))
         .await?;

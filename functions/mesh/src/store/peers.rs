@@ -1,0 +1,160 @@
+//! The `mesh_peers` table: the coordinators this one peers with, each pinned
+//! to one key, with both sides' approvals and the operator's suspensions.
+
+use edgecoder_kernel::{Sql, Statement, Value};
+use serde::Serialize;
+
+use crate::Error;
+
+/// Where a peering stands, derived from the stored flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerStatus {
+    /// The peer asked; our operator has not approved it.
+    Pending,
+    /// Our operator approved; the peer has not (yet) approved us.
+    AwaitingPeer,
+    /// Both sides approved: the only status anything is exchanged in.
+    Active,
+    /// Our operator suspended it (nothing is exchanged until resumed).
+    Suspended,
+    /// Our operator removed it (history only).
+    Removed,
+}
+
+/// A peer as stored.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `scheme://host[:port]`.
+    pub origin: String,
+    /// The pinned key's id.
+    pub key_id: String,
+    /// The pinned key's SEC1 point.
+    pub public_key: Vec<u8>,
+    /// Our operator approved it.
+    pub local_approved: bool,
+    /// It approved us (a request signed with the pinned key).
+    pub remote_approved: bool,
+    /// Suspended by our operator.
+    pub suspended: bool,
+    /// Removed by our operator.
+    pub removed: bool,
+    /// Last authenticated request from it (ms).
+    pub last_seen_at: Option<i64>,
+}
+
+impl Peer {
+    /// The status the flags add up to.
+    pub fn status(&self) -> PeerStatus {
+        if self.removed {
+            PeerStatus::Removed
+        } else if self.suspended {
+            PeerStatus::Suspended
+        } else {
+            match (self.local_approved, self.remote_approved) {
+                (true, true) => PeerStatus::Active,
+                (true, false) => PeerStatus::AwaitingPeer,
+                _ => PeerStatus::Pending,
+            }
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "origin, key_id, public_key, local_approved, remote_approved, suspended, removed, last_seen_at";
+
+fn peer_at(rows: &edgecoder_kernel::Rows, i: usize) -> Option<Peer> {
+    Some(Peer {
+        origin: rows.get_str(i, "origin")?.to_owned(),
+        key_id: rows.get_str(i, "key_id")?.to_owned(),
+        public_key: rows.get_blob(i, "public_key")?.to_vec(),
+        local_approved: rows.get_i64(i, "local_approved")? == 1,
+        remote_approved: rows.get_i64(i, "remote_approved")? == 1,
+        suspended: rows.get_i64(i, "suspended")? == 1,
+        removed: rows.get_i64(i, "removed")? == 1,
+        last_seen_at: rows.get_i64(i, "last_seen_at"),
+    })
+}
+
+/// The peer at `origin`.
+pub async fn by_origin(sql: &dyn Sql, origin: &str) -> Result<Option<Peer>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            format!("SELECT {COLUMNS} FROM mesh_peers WHERE origin = ?1"),
+            vec![origin.into()],
+        ))
+        .await?;
+    Ok(peer_at(&rows, 0))
+}
+
+/// The peer pinned to key `key_id`.
+pub async fn by_key(sql: &dyn Sql, key_id: &str) -> Result<Option<Peer>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            format!("SELECT {COLUMNS} FROM mesh_peers WHERE key_id = ?1"),
+            vec![key_id.into()],
+        ))
+        .await?;
+    Ok(peer_at(&rows, 0))
+}
+
+/// Every peer, by origin.
+pub async fn all(sql: &dyn Sql) -> Result<Vec<Peer>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            format!("SELECT {COLUMNS} FROM mesh_peers ORDER BY origin"),
+            vec![],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .filter_map(|i| peer_at(&rows, i))
+        .collect())
+}
+
+/// How many peers wait for our operator (requests from strangers are capped).
+pub async fn pending_count(sql: &dyn Sql) -> Result<i64, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT count(*) AS n FROM mesh_peers WHERE local_approved = 0 AND removed = 0",
+            vec![],
+        ))
+        .await?;
+    Ok(rows.get_i64(0, "n").unwrap_or_default())
+}
+
+/// Writes `p` as it now stands (insert or replace by origin).
+pub async fn save(sql: &dyn Sql, p: &Peer, now: i64) -> Result<(), Error> {
+    let flag = |b: bool| Value::Integer(i64::from(b));
+    sql.execute(Statement::new(
+        "INSERT INTO mesh_peers (origin, key_id, public_key, local_approved, remote_approved, suspended, removed, \
+           created_at, updated_at, last_seen_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) \
+         ON CONFLICT (origin) DO UPDATE SET key_id = excluded.key_id, public_key = excluded.public_key, \
+           local_approved = excluded.local_approved, remote_approved = excluded.remote_approved, \
+           suspended = excluded.suspended, removed = excluded.removed, updated_at = excluded.updated_at, \
+           last_seen_at = excluded.last_seen_at",
+        vec![
+            p.origin.as_str().into(),
+            p.key_id.as_str().into(),
+            p.public_key.clone().into(),
+            flag(p.local_approved),
+            flag(p.remote_approved),
+            flag(p.suspended),
+            flag(p.removed),
+            Value::Integer(now),
+            p.last_seen_at.map_or(Value::Null, Value::Integer),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Notes an authenticated request from the peer at `origin`.
+pub async fn seen(sql: &dyn Sql, origin: &str, now: i64) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "UPDATE mesh_peers SET last_seen_at = ?2 WHERE origin = ?1",
+        vec![origin.into(), Value::Integer(now)],
+    ))
+    .await?;
+    Ok(())
+}
