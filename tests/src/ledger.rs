@@ -42,7 +42,7 @@ fn trusted(x: &Ctx) -> Result<Vec<TrustedKey>, String> {
     );
     Ok(vec![TrustedKey {
         name: origin,
-        key: *key.verifying_key(),
+        key: (*key.verifying_key()).into(),
     }])
 }
 

@@ -404,7 +404,7 @@ fn native_ledger_appends_are_gap_free_under_eight_concurrent_writers() {
         &note,
         &[edgecoder_tlog::checkpoint::TrustedKey {
             name: "localhost:8080/ledger".into(),
-            key: *signer.verifying_key(),
+            key: (*signer.verifying_key()).into(),
         }],
     )
     .expect("checkpoint opens");

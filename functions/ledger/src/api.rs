@@ -234,7 +234,7 @@ fn own_keys(s: &Services) -> Result<Vec<TrustedKey>, Error> {
         .into_iter()
         .map(|key| TrustedKey {
             name: name.clone(),
-            key,
+            key: key.into(),
         })
         .collect())
 }

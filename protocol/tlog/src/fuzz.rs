@@ -33,7 +33,7 @@ fn key(seed: u8) -> SigningKey {
 fn trusted() -> Vec<TrustedKey> {
     vec![TrustedKey {
         name: ORIGIN.into(),
-        key: *key(2).verifying_key(),
+        key: (*key(2).verifying_key()).into(),
     }]
 }
 

@@ -214,7 +214,7 @@ mod tests {
     fn trusted() -> Vec<TrustedKey> {
         vec![TrustedKey {
             name: "edgecoder.example/ledger".into(),
-            key: *key().verifying_key(),
+            key: (*key().verifying_key()).into(),
         }]
     }
 
@@ -256,7 +256,7 @@ mod tests {
         stranger = SigningKey::from_slice(&stranger.to_bytes()).expect("key");
         let foreign = vec![TrustedKey {
             name: "edgecoder.example/ledger".into(),
-            key: *stranger.verifying_key(),
+            key: (*stranger.verifying_key()).into(),
         }];
         assert_eq!(p.verify_extra(&foreign).map(|_| ()), Err(Error::Untrusted));
         assert!(p.clone().verify(&[0u8; 32], &trusted()).is_err());

@@ -509,10 +509,7 @@ fn model_command(command: ModelCommand) -> Result<()> {
         } => {
             let keys = key
                 .iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    edgecoder_native::verify::parse_key(&format!("key{i}"), k).map(|t| t.key)
-                })
+                .map(|k| edgecoder_native::verify::parse_p256_key(k))
                 .collect::<Result<Vec<_>>>()?;
             let path = envelope.unwrap_or_else(|| dir.join(model::ENVELOPE));
             let bytes =

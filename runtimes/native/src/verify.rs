@@ -58,6 +58,15 @@ struct State {
 /// Parses `--key` values: a PEM or base64 DER SubjectPublicKeyInfo (as
 /// `GET /ledger/keys` publishes), inline or in a file.
 pub fn parse_key(name: &str, value: &str) -> Result<TrustedKey> {
+    Ok(TrustedKey {
+        name: name.to_owned(),
+        key: parse_p256_key(value)?.into(),
+    })
+}
+
+/// A P-256 public key: PEM or base64 DER SubjectPublicKeyInfo, inline or in
+/// a file.
+pub fn parse_p256_key(value: &str) -> Result<p256::ecdsa::VerifyingKey> {
     let text = match std::fs::read_to_string(value) {
         Ok(t) => t,
         Err(_) => value.to_owned(),
@@ -72,10 +81,7 @@ pub fn parse_key(name: &str, value: &str) -> Result<TrustedKey> {
         p256::ecdsa::VerifyingKey::from_public_key_der(&der)
     }
     .map_err(|e| anyhow!("not a P-256 public key: {e}"))?;
-    Ok(TrustedKey {
-        name: name.to_owned(),
-        key,
-    })
+    Ok(key)
 }
 
 /// Reads a trust file: `<key name> <PEM-less base64 SPKI>` per line, `#` comments.
