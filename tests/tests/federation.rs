@@ -14,15 +14,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use edgecoder_conformance::Client;
 use edgecoder_conformance::harness::{
-    Server, conformance_target, dev_settings, edgecoder_binary, env_name, job_key,
-    signing_key_base64, start_native, start_native_at,
+    Server, conformance_target, dev_settings, edgecoder_binary, env_name, free_port, job_key,
+    signing_key_base64, start_native_at,
 };
 use edgecoder_conformance::identity::Ctx;
 use edgecoder_conformance::mesh::{Sig, ledger_entry, sign_headers};
 use edgecoder_conformance::{Reply, Target};
 use edgecoder_proto::keys::{key_id, public_key_b64url};
+use edgecoder_tlog::checkpoint::{self, Checkpoint, NoteKey, NoteSigner};
+use edgecoder_tlog::merkle::{Hasher, Sha256};
 use p256::ecdsa::SigningKey;
 use serde_json::{Value as Json, json};
 
@@ -61,16 +65,56 @@ fn p256_of(secret: &str) -> SigningKey {
         .clone()
 }
 
+/// The seed of a test key of `job` for coordinator `tag` (base64, 32 bytes).
+fn seed(tag: &str, job: &str) -> String {
+    STANDARD.encode(blake3::derive_key(
+        "edgecoder federation test seed v1",
+        format!("{tag}/{job}").as_bytes(),
+    ))
+}
+
+/// The cosignature/v1 verifier key of coordinator `tag` at `port`.
+fn witness_vkey(tag: &str, port: u16) -> String {
+    let bytes: [u8; 32] = STANDARD
+        .decode(seed(tag, "witness"))
+        .expect("b64")
+        .try_into()
+        .expect("32");
+    let key = ed25519_dalek::SigningKey::from_bytes(&bytes);
+    NoteKey::CosignatureV1(key.verifying_key())
+        .vkey(&format!("127.0.0.1:{port}/mesh/witness"))
+        .expect("vkey")
+}
+
 impl Coordinator {
     fn start(root: &Path, tag: &str) -> Coordinator {
+        Coordinator::start_with(root, tag, free_port(), &[])
+    }
+
+    /// Starts coordinator `tag` on `port`: its log is `<tag>.fed.test/ledger`,
+    /// its witness and Ed25519 log keys are the test's, and `witnesses`
+    /// (tag, port) are asked to cosign its checkpoints.
+    fn start_with(root: &Path, tag: &str, port: u16, witnesses: &[(&str, u16)]) -> Coordinator {
         let signing = signing_key_base64();
-        let env: Vec<(String, String)> = dev_settings(&signing)
+        let mut env: Vec<(String, String)> = dev_settings(&signing)
             .into_iter()
             .map(|(k, v)| (env_name(k), v))
             .collect();
+        let list: Vec<Json> = witnesses
+            .iter()
+            .map(|(t, p)| {
+                json!({"vkey": witness_vkey(t, *p), "url": format!("http://127.0.0.1:{p}/mesh/witness")})
+            })
+            .collect();
+        env.extend([
+            (env_name("log_origin"), format!("{tag}.fed.test/ledger")),
+            (env_name("witness_key"), seed(tag, "witness")),
+            (env_name("checkpoint_ed25519_key"), seed(tag, "log")),
+            (env_name("log_witnesses"), Json::from(list).to_string()),
+        ]);
         let dir = root.join(tag);
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let server = start_native(&edgecoder_binary(), &dir, &pairs);
+        let server = start_native_at(&edgecoder_binary(), &dir, &pairs, port);
         let target = conformance_target(&server.base, &signing);
         let client = Client::new(&server.base);
         let key = p256_of(&job_key(&signing, "coordinator"));
@@ -535,4 +579,342 @@ fn a_peer_key_changes_only_through_a_rotation_signed_by_the_pinned_key() {
         None,
         "b pulls from restarted a",
     );
+}
+
+/// A checkpoint of coordinator `tag`'s log signed with its Ed25519 log key:
+/// the test plays the log itself, as one that forks or rewinds would.
+fn as_log(tag: &str, size: u64, root: [u8; 32]) -> String {
+    let bytes: [u8; 32] = STANDARD
+        .decode(seed(tag, "log"))
+        .expect("b64")
+        .try_into()
+        .expect("32");
+    let key = ed25519_dalek::SigningKey::from_bytes(&bytes);
+    let origin = format!("{tag}.fed.test/ledger");
+    checkpoint::sign_with(
+        &Checkpoint {
+            origin: origin.clone(),
+            size,
+            root,
+        },
+        &origin,
+        &[NoteSigner::Ed25519(&key)],
+    )
+    .expect("sign")
+}
+
+fn add_checkpoint(to: &Coordinator, body: &str) -> Reply {
+    to.client
+        .send(
+            "POST",
+            "/mesh/witness/add-checkpoint",
+            Some("text/plain"),
+            body.as_bytes(),
+        )
+        .expect("request")
+}
+
+fn audits(c: &Coordinator, action: &str) -> usize {
+    let r = c
+        .ctx()
+        .send(
+            "GET",
+            &format!("/mesh/audit?action={action}"),
+            Some(&c.admin),
+            None,
+            &[],
+        )
+        .expect("audit");
+    want(&r, 200, None, "audit")["events"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// `c` signs its head now; the note as served, with cosignatures.
+fn sign_now(c: &Coordinator) -> String {
+    let r = c
+        .ctx()
+        .send("POST", "/ledger/checkpoint", Some(&c.admin), None, &[])
+        .expect("checkpoint");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    String::from_utf8(r.body).expect("utf-8")
+}
+
+/// The verifier keys of `c`'s log and `witness`'s witness, as published.
+fn published_keys(c: &Coordinator, witness: &Coordinator) -> (String, String) {
+    let keys = c
+        .client
+        .get("/ledger/keys")
+        .expect("keys")
+        .json()
+        .expect("json");
+    let log = keys["vkeys"][0].as_str().expect("vkey").to_owned();
+    let id = witness
+        .client
+        .get("/mesh/identity")
+        .expect("identity")
+        .json()
+        .expect("json");
+    let w = id["witness"]["vkey"]
+        .as_str()
+        .expect("witness vkey")
+        .to_owned();
+    (log, w)
+}
+
+#[test]
+fn peers_witness_each_others_logs_and_catch_a_fork_or_a_rewind() {
+    let root = scratch("witness");
+    let (pa, pb) = (free_port(), free_port());
+    let a = Coordinator::start_with(&root.0, "a", pa, &[("b", pb)]);
+    let b = Coordinator::start_with(&root.0, "b", pb, &[("a", pa)]);
+    let (log_vkey, b_vkey) = published_keys(&a, &b);
+    assert_eq!(b_vkey, witness_vkey("b", pb));
+    let trusted = vec![
+        NoteKey::parse_vkey(&log_vkey).expect("log vkey"),
+        NoteKey::parse_vkey(&b_vkey).expect("witness vkey"),
+    ];
+
+    // Before peering B does not witness A's log: nothing is cosigned.
+    let note = sign_now(&a);
+    let opened = checkpoint::open_cosigned(&note, &trusted).expect("open");
+    assert!(opened.cosigners.is_empty(), "{note}");
+
+    // Peered, each witnesses the other's ledger, and A's checkpoints come
+    // back cosigned by B, the first from size 0, later ones with
+    // consistency proofs.
+    peer(&a, &b);
+    let note = sign_now(&a);
+    let opened = checkpoint::open_cosigned(&note, &trusted).expect("open");
+    assert_eq!(opened.cosigners.len(), 1, "{note}");
+    let r = a.operator(
+        "POST",
+        "/mesh/peers/suspend",
+        &json!({"origin": b.origin(), "reason": "grow the log"}),
+    );
+    want(&r, 200, None, "suspend");
+    let r = a.operator(
+        "POST",
+        "/mesh/peers/resume",
+        &json!({"origin": b.origin(), "reason": "grow the log"}),
+    );
+    want(&r, 200, None, "resume");
+    let note = sign_now(&a);
+    let grown = checkpoint::open_cosigned(&note, &trusted).expect("open");
+    assert!(grown.checkpoint.size > opened.checkpoint.size);
+    assert_eq!(grown.cosigners.len(), 1, "{note}");
+    let served =
+        String::from_utf8(a.client.get("/ledger/checkpoint").expect("get").body).expect("utf-8");
+    assert_eq!(served, note, "GET serves the cosignatures kept");
+    let held = grown.checkpoint.size;
+
+    // `edgecoder verify` counts the cosignatures of the witnesses it is given.
+    let state = root.0.join("verify-state.json");
+    let verify = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(edgecoder_binary());
+        cmd.args([
+            "verify",
+            "--url",
+            a.origin(),
+            "--key",
+            &log_vkey,
+            "--origin",
+            "a.fed.test/ledger",
+        ])
+        .arg("--state")
+        .arg(&state)
+        .args(extra);
+        cmd.output().expect("verify")
+    };
+    let out = verify(&["--witness", &b_vkey, "--min-cosignatures", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = witness_vkey("nobody", 1);
+    let out = verify(&[
+        "--witness",
+        &b_vkey,
+        "--witness",
+        &other,
+        "--min-cosignatures",
+        "2",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not enough cosignatures"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A fork: another root at the size B cosigned.
+    let forked = as_log("a", held, [0xab; 32]);
+    let r = add_checkpoint(&b, &format!("old {held}\n\n{forked}"));
+    want(&r, 409, Some("checkpoint_conflict"), "fork");
+    assert_eq!(audits(&b, "mesh.witness.fork"), 1);
+    // A larger head without a proof from what B holds.
+    let bogus = STANDARD.encode([0u8; 32]);
+    let larger = as_log("a", held + 5, [0xcd; 32]);
+    let r = add_checkpoint(&b, &format!("old {held}\n{bogus}\n\n{larger}"));
+    want(&r, 422, Some("inconsistent_checkpoint"), "inconsistent");
+    assert_eq!(audits(&b, "mesh.witness.inconsistent"), 1);
+    // A client that names another old size learns B's (the protocol's 409).
+    let r = add_checkpoint(&b, &format!("old 1\n{bogus}\n\n{larger}"));
+    assert_eq!(r.status, 409);
+    assert_eq!(r.header("content-type"), Some("text/x.tlog.size"));
+    assert_eq!(String::from_utf8_lossy(&r.body), format!("{held}\n"));
+    // A rewind: a smaller head than one B cosigned.
+    let rewound = as_log("a", 1, [0xef; 32]);
+    let r = add_checkpoint(&b, &format!("old {held}\n\n{rewound}"));
+    want(&r, 400, Some("invalid_request"), "rewind");
+    assert_eq!(audits(&b, "mesh.witness.rewind"), 1);
+    // Logs B does not witness, and signatures by keys it does not trust.
+    let r = add_checkpoint(&b, &format!("old 0\n\n{}", as_log("zz", 3, [1; 32])));
+    want(&r, 404, Some("unknown_log"), "unknown log");
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+    let cp = Checkpoint {
+        origin: "a.fed.test/ledger".into(),
+        size: held + 1,
+        root: [2; 32],
+    };
+    let unsigned =
+        checkpoint::sign_with(&cp, "a.fed.test/ledger", &[NoteSigner::Ed25519(&stranger)])
+            .expect("sign");
+    let r = add_checkpoint(&b, &format!("old {held}\n\n{unsigned}"));
+    want(
+        &r,
+        403,
+        Some("checkpoint_unverified"),
+        "untrusted signature",
+    );
+    let r = add_checkpoint(&b, "old x\n\n");
+    want(&r, 400, Some("invalid_request"), "malformed");
+
+    // None of that moved B: A's next real head is cosigned as before.
+    let r = a.operator(
+        "POST",
+        "/mesh/peers/suspend",
+        &json!({"origin": b.origin(), "reason": "grow again"}),
+    );
+    want(&r, 200, None, "suspend");
+    let note = sign_now(&a);
+    let after = checkpoint::open_cosigned(&note, &trusted).expect("open");
+    assert!(after.checkpoint.size > held);
+    assert_eq!(after.cosigners.len(), 1, "{note}");
+}
+
+#[test]
+fn our_witness_cosigns_a_sigsum_log_and_sigsum_verifies_the_cosignature() {
+    use sigsum::{Hash, PolicyBuilder, PublicKey, SigsumSignature};
+    let root = scratch("sigsum");
+    let w = Coordinator::start(&root.0, "w");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+
+    // A one-leaf Sigsum log: a submitter's signed checksum, the log's key.
+    let log_key = ed25519_dalek::SigningKey::from_bytes(&[21u8; 32]);
+    let submitter = ed25519_dalek::SigningKey::from_bytes(&[22u8; 32]);
+    let message = Hash::new(b"what the submitter signs");
+    let checksum = Hash::new(message.as_ref());
+    let leaf_sig = ed25519_dalek::Signer::sign(
+        &submitter,
+        &[b"sigsum.org/v1/tree-leaf\0".as_slice(), checksum.as_ref()].concat(),
+    );
+    let leaf_keyhash = Hash::new(submitter.verifying_key().as_bytes());
+    let leaf = [
+        checksum.as_ref(),
+        &leaf_sig.to_bytes()[..],
+        leaf_keyhash.as_ref(),
+    ]
+    .concat();
+    let tree_root = Sha256::leaf(&leaf);
+    let log_keyhash = Hash::new(log_key.verifying_key().as_bytes());
+    let origin = format!("sigsum.org/v1/tree/{log_keyhash:x}");
+    let head = Checkpoint {
+        origin: origin.clone(),
+        size: 1,
+        root: tree_root,
+    };
+    let note =
+        checkpoint::sign_with(&head, &origin, &[NoteSigner::Ed25519(&log_key)]).expect("sign");
+    let log_vkey = NoteKey::Ed25519(log_key.verifying_key())
+        .vkey(&origin)
+        .expect("vkey");
+
+    // The operator has our witness witness that log; it cosigns.
+    let r = w.operator(
+        "PUT",
+        "/mesh/witness/logs",
+        &json!({"origin": origin, "vkeys": [log_vkey], "reason": "witness a Sigsum log"}),
+    );
+    want(&r, 200, None, "witness the log");
+    let r = add_checkpoint(&w, &format!("old 0\n\n{note}"));
+    let line = String::from_utf8(want_text(&r)).expect("utf-8");
+    let blob = STANDARD
+        .decode(line.trim_end().rsplit_once(' ').expect("line").1)
+        .expect("b64");
+    assert_eq!(blob.len(), 4 + 8 + 64);
+    let time = u64::from_be_bytes(blob[4..12].try_into().expect("8"));
+    let witness_pub = {
+        let id = w
+            .client
+            .get("/mesh/identity")
+            .expect("identity")
+            .json()
+            .expect("json");
+        let vkey = id["witness"]["vkey"].as_str().expect("vkey").to_owned();
+        let raw = STANDARD
+            .decode(vkey.splitn(3, '+').nth(2).expect("key"))
+            .expect("b64");
+        <[u8; 32]>::try_from(&raw[1..]).expect("32")
+    };
+
+    // Sigsum's verifier, with a policy that requires our witness.
+    let log_sig = ed25519_dalek::Signer::sign(&log_key, head.body().as_bytes());
+    let proof = format!(
+        "version=2\nlog={log_keyhash:x}\nleaf={leaf_keyhash:x} {}\n\nsize=1\nroot_hash={}\nsignature={}\ncosignature={:x} {time} {}\n\nleaf_index=0\n",
+        hex(&leaf_sig.to_bytes()),
+        hex(&tree_root),
+        hex(&log_sig.to_bytes()),
+        Hash::new(witness_pub),
+        hex(&blob[12..]),
+    );
+    let signature = SigsumSignature::from_ascii(&proof).expect("a Sigsum proof");
+    let mut policy = PolicyBuilder::new();
+    policy
+        .add_log(PublicKey::from(log_key.verifying_key().to_bytes()), None)
+        .expect("log");
+    policy
+        .add_witness("edgecoder".into(), PublicKey::from(witness_pub), None)
+        .expect("witness");
+    policy.set_quorum("edgecoder".into()).expect("quorum");
+    let submitter_pub = PublicKey::from(submitter.verifying_key().to_bytes());
+    sigsum::verify(
+        &message,
+        &signature,
+        std::slice::from_ref(&submitter_pub),
+        &policy.build(),
+    )
+    .expect("Sigsum accepts our witness's cosignature");
+
+    // A cosignature over another head is refused by the same verifier.
+    let mut bad = blob[12..].to_vec();
+    bad[0] ^= 1;
+    let forged = proof.replace(&hex(&blob[12..]), &hex(&bad));
+    let signature = SigsumSignature::from_ascii(&forged).expect("parse");
+    let mut policy = PolicyBuilder::new();
+    policy
+        .add_log(PublicKey::from(log_key.verifying_key().to_bytes()), None)
+        .expect("log");
+    policy
+        .add_witness("edgecoder".into(), PublicKey::from(witness_pub), None)
+        .expect("witness");
+    policy.set_quorum("edgecoder".into()).expect("quorum");
+    assert!(sigsum::verify(&message, &signature, &[submitter_pub], &policy.build()).is_err());
+}
+
+#[track_caller]
+fn want_text(r: &Reply) -> Vec<u8> {
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.body.clone()
 }

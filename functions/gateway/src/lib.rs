@@ -373,6 +373,7 @@ mod tests {
                 edgecoder_mesh::NAME,
                 edgecoder_mesh::models::MODEL_ROLLOUT_V1,
             ),
+            (edgecoder_mesh::NAME, edgecoder_mesh::peers::PEER_V1),
         ];
         written.sort_unstable();
         let mut accepted = edgecoder_ledger::api::APPENDED_BY.to_vec();

@@ -83,8 +83,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/0013_blacklist.sql"),
     },
     Migration {
-        name: "0014_peers.sql",
-        sql: include_str!("../../../migrations/0014_peers.sql"),
+        name: "0014_federation.sql",
+        sql: include_str!("../../../migrations/0014_federation.sql"),
     },
 ];
 

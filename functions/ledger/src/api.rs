@@ -203,8 +203,14 @@ pub async fn page(s: &Services, req: Request) -> Result<Response, Error> {
     })))
 }
 
-/// The log's origin (and checkpoint key name): the issuer's host + `/ledger`.
+/// The log's origin (and checkpoint key name): `log_origin`, or the
+/// issuer's host + `/ledger`.
 pub fn origin(s: &Services) -> String {
+    if let Ok(settings) = crate::Settings::of(s)
+        && let Some(o) = &settings.log_origin
+    {
+        return o.clone();
+    }
     let host = s
         .config
         .issuer
@@ -306,12 +312,25 @@ pub async fn sign_checkpoint(s: &Services, size: u64, root: Hash) -> Result<Stri
         size,
         root,
     };
-    let note = checkpoint::sign(&cp, &cp.origin, signing_key(s)?.ecdsa())
+    let mut signers = vec![checkpoint::NoteSigner::EcdsaP256(signing_key(s)?.ecdsa())];
+    if let Some(ed) = &crate::Settings::of(s)?.checkpoint_ed25519 {
+        signers.push(checkpoint::NoteSigner::Ed25519(ed));
+    }
+    let note = checkpoint::sign_with(&cp, &cp.origin, &signers)
         .map_err(|_| Error::Corrupt("checkpoint signing"))?;
     let (stored_root, stored_note) =
-        store::sign_once(s.sql.as_ref(), size, &root, note, s.clock.now_ms()).await?;
+        store::sign_once(s.sql.as_ref(), size, &root, note.clone(), s.clock.now_ms()).await?;
     if stored_root != root {
         return Err(Error::CheckpointMismatch);
+    }
+    if stored_note == note
+        && let Some(round) = crate::witnesses::Round::of(s, own_keys(s)?)?
+    {
+        // A new head: the witnesses are asked after the response.
+        let signed = note.clone();
+        s.defer.defer(Box::pin(async move {
+            round.run(&signed).await;
+        }));
     }
     Ok(stored_note)
 }
@@ -339,11 +358,28 @@ fn note_response(status: StatusCode, note: String) -> Response {
 }
 
 /// `GET /ledger/checkpoint`: the latest signed checkpoint (a new one at most
-/// once per `checkpoint_interval_ms`).
-pub async fn get_checkpoint(s: &Services, _req: Request) -> Result<Response, Error> {
+/// once per `checkpoint_interval_ms`) with the witnesses' cosignatures kept
+/// for it; with `?min_cosignatures=K`, the newest checkpoint that has at
+/// least K (404 `not_cosigned` if none has).
+pub async fn get_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
+    let sql = s.sql.as_ref();
+    let note = match req.query_param("min_cosignatures") {
+        Some(k) => {
+            let k = k
+                .parse::<u64>()
+                .ok()
+                .filter(|k| (1..=32).contains(k))
+                .ok_or(Error::InvalidRange("min_cosignatures is 1 to 32"))?;
+            store::newest_cosigned(sql, k)
+                .await?
+                .ok_or(Error::NotCosigned)?
+                .1
+        }
+        None => current_checkpoint(s, false).await?,
+    };
     Ok(note_response(
         StatusCode::OK,
-        current_checkpoint(s, false).await?,
+        crate::witnesses::with_cosignatures(sql, note).await?,
     ))
 }
 
@@ -351,9 +387,14 @@ pub async fn get_checkpoint(s: &Services, _req: Request) -> Result<Response, Err
 /// `system_admin`; no function needs to).
 pub async fn post_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
     admin(s, req.bearer().ok_or(Error::Unauthorized)?).await?;
+    let note = current_checkpoint(s, true).await?;
+    // Asked now, so the answer carries what the witnesses said.
+    if let Some(round) = crate::witnesses::Round::of(s, own_keys(s)?)? {
+        round.run(&note).await;
+    }
     Ok(note_response(
         StatusCode::OK,
-        current_checkpoint(s, true).await?,
+        crate::witnesses::with_cosignatures(s.sql.as_ref(), note).await?,
     ))
 }
 
@@ -432,7 +473,15 @@ pub async fn keys(s: &Services, _req: Request) -> Result<Response, Error> {
     if let Some((k, retired)) = &keys.previous {
         out.push(describe(k, Some(*retired))?);
     }
-    Ok(ok_json(&json!({ "origin": name, "keys": out })))
+    // The Ed25519 key's verifier key, in the form witnesses are configured
+    // with (c2sp.org/signed-note vkeys).
+    let vkeys: Vec<String> = crate::Settings::of(s)?
+        .ed25519_vkey(&name)
+        .into_iter()
+        .collect();
+    Ok(ok_json(
+        &json!({ "origin": name, "keys": out, "vkeys": vkeys }),
+    ))
 }
 
 /// `GET /ledger/transfers/{id}/receipt`: a c2sp.org/tlog-proof whose
@@ -601,13 +650,18 @@ pub fn routes(r: Router) -> Router {
     );
     let checkpoint_doc = DOCS.op(
         "ledger_checkpoint",
-        "The latest signed checkpoint",
+        "The latest signed checkpoint with the witnesses' cosignatures kept for it; ?min_cosignatures=K: the newest with at least K",
         None,
-        vec![note(), err(404, "not_found"), err(503, "history_rewritten")],
+        vec![
+            note(),
+            err(400, "invalid_range"),
+            err(404, "not_found / not_cosigned"),
+            err(503, "history_rewritten"),
+        ],
     );
     let sign_doc = DOCS.op(
         "ledger_checkpoint_now",
-        "Sign the current head now (appenders only)",
+        "Sign the current head now and ask the configured witnesses to cosign it (a system_admin)",
         None,
         vec![
             note(),

@@ -51,6 +51,9 @@ pub enum Error {
     /// No such transfer visible to the caller.
     #[error("transfer not found")]
     TransferNotFound,
+    /// No checkpoint has the cosignatures asked for.
+    #[error("not cosigned")]
+    NotCosigned,
     /// No such account visible to the caller.
     #[error("account not found")]
     AccountNotFound,
@@ -146,6 +149,12 @@ impl From<Error> for Problem {
                 "step_up_required",
                 "Step-up required",
                 "This operation needs a recent sign-in (POST /auth/step-up).",
+            ),
+            Error::NotCosigned => p(
+                S::NOT_FOUND,
+                "not_cosigned",
+                "Not cosigned",
+                "No checkpoint of this log has that many witness cosignatures yet.",
             ),
             Error::TransferNotFound => p(
                 S::NOT_FOUND,

@@ -5,7 +5,8 @@
 //! checkpoints and c2sp.org/tlog-proof receipts ([`api`]), double-entry
 //! credits ([`credits`]) with their typed storage ([`store`]), the
 //! [`client`]s other functions append through, and the function's own
-//! settings ([`Settings`]). `api` and `credits` each expose their `routes()`.
+//! settings ([`Settings`]), and asking C2SP witnesses to cosign its
+//! checkpoints ([`witnesses`]). `api` and `credits` each expose their `routes()`.
 //! The formats themselves (RFC 6962 SHA-256 trees and proofs, C2SP signed
 //! checkpoints, tlog-proof) are `edgecoder-tlog`'s; the offline verifier is
 //! the native runtime's `edgecoder verify`.
@@ -20,6 +21,7 @@ mod error;
 pub mod log;
 mod settings;
 pub mod store;
+pub mod witnesses;
 
 use edgecoder_kernel::router::Docs;
 use edgecoder_kernel::{Config, Router, health};

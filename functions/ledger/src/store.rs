@@ -333,3 +333,79 @@ pub async fn sign_once(
         _ => Err(Error::Corrupt("ledger_checkpoints")),
     }
 }
+
+/// The size witness `name` last cosigned (0 if none).
+pub async fn witness_size(sql: &dyn Sql, name: &str) -> Result<u64, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT size FROM ledger_witness_state WHERE witness = ?1",
+            vec![name.into()],
+        ))
+        .await?;
+    Ok(rows
+        .get_i64(0, "size")
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or_default())
+}
+
+/// Records what witness `name` holds.
+pub async fn set_witness_size(sql: &dyn Sql, name: &str, size: u64, now: i64) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "INSERT INTO ledger_witness_state (witness, size, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (witness) DO UPDATE SET size = excluded.size, updated_at = excluded.updated_at",
+        vec![name.into(), int(size), Value::Integer(now)],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Keeps a verified cosignature line of the checkpoint of `size`.
+pub async fn add_cosignature(
+    sql: &dyn Sql,
+    size: u64,
+    witness: &str,
+    line: &str,
+    time: u64,
+) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "INSERT INTO ledger_cosignatures (size, witness, line, time) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line, time = excluded.time",
+        vec![int(size), witness.into(), line.into(), int(time)],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The cosignature lines kept for the checkpoint of `size`, by witness.
+pub async fn cosignatures(sql: &dyn Sql, size: u64) -> Result<Vec<String>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT line FROM ledger_cosignatures WHERE size = ?1 ORDER BY witness",
+            vec![int(size)],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .filter_map(|i| rows.get_str(i, "line").map(str::to_owned))
+        .collect())
+}
+
+/// The newest checkpoint with at least `min` cosignatures: its size and note.
+pub async fn newest_cosigned(sql: &dyn Sql, min: u64) -> Result<Option<(u64, String)>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT c.size AS size, c.note AS note FROM ledger_checkpoints c \
+             WHERE (SELECT count(*) FROM ledger_cosignatures s WHERE s.size = c.size) >= ?1 \
+             ORDER BY c.size DESC LIMIT 1",
+            vec![int(min)],
+        ))
+        .await?;
+    Ok(
+        match (
+            rows.get_i64(0, "size").and_then(|v| u64::try_from(v).ok()),
+            rows.get_str(0, "note"),
+        ) {
+            (Some(size), Some(note)) => Some((size, note.to_owned())),
+            _ => None,
+        },
+    )
+}

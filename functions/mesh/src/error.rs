@@ -149,6 +149,18 @@ pub enum Error {
     /// Too many peering requests wait for the operator.
     #[error("too many pending peers")]
     TooManyPendingPeers,
+    /// A checkpoint for a log this witness does not witness.
+    #[error("unknown log")]
+    UnknownLog,
+    /// A checkpoint with no valid signature by a key trusted for its origin.
+    #[error("checkpoint unverified")]
+    CheckpointUnverified,
+    /// A checkpoint of the size cosigned last, with another root.
+    #[error("checkpoint conflict")]
+    CheckpointConflict,
+    /// A consistency proof that does not verify.
+    #[error("inconsistent checkpoint")]
+    InconsistentCheckpoint,
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -465,6 +477,30 @@ impl From<Error> for Problem {
                 "too_many_pending_peers",
                 "Too many pending peers",
                 "Too many peering requests wait for an operator's decision; try again later.",
+            ),
+            Error::UnknownLog => problem(
+                S::NOT_FOUND,
+                "unknown_log",
+                "Unknown log",
+                "This witness does not witness a log with that origin.",
+            ),
+            Error::CheckpointUnverified => problem(
+                S::FORBIDDEN,
+                "checkpoint_unverified",
+                "Checkpoint unverified",
+                "No signature on the checkpoint verifies with a key this witness trusts for its origin.",
+            ),
+            Error::CheckpointConflict => problem(
+                S::CONFLICT,
+                "checkpoint_conflict",
+                "Checkpoint conflict",
+                "This witness cosigned another root at this size: the log shows two views.",
+            ),
+            Error::InconsistentCheckpoint => problem(
+                S::UNPROCESSABLE_ENTITY,
+                "inconsistent_checkpoint",
+                "Inconsistent checkpoint",
+                "The consistency proof does not prove the checkpoint extends the one this witness cosigned last.",
             ),
             Error::Kernel(k) => k.into(),
         }

@@ -13,7 +13,8 @@
 //! releases, staged rollouts with health gates: [`models`], [`rollout`]).
 //! Peering with other coordinators under operator policy, with
 //! coordinator-to-coordinator requests signed like node requests
-//! ([`peers`], [`authn::signed_peer`]).
+//! ([`peers`], [`authn::signed_peer`]), and witnessing peers' (and other)
+//! logs as a c2sp.org/tlog-witness ([`witness`]).
 //! Out of scope: gossip and blacklist propagation (federation), running tasks
 //! (the device agent, `agent/`), and the wire formats themselves
 //! (`edgecoder-proto`: signatures, node ids, messages).
@@ -37,6 +38,7 @@ pub mod store;
 pub mod tasks;
 #[cfg(feature = "danger-test-routes")]
 mod testing;
+pub mod witness;
 
 use edgecoder_kernel::http::ok_json;
 use edgecoder_kernel::http_types::Method;
@@ -101,6 +103,7 @@ async fn identity(s: &Services, _req: Request) -> Result<Response, Error> {
         "origin": settings.origins.first(),
         "coordinator_key": key,
         "rotation": settings.rotation,
+        "witness": witness::vkey(s)?.map(|(name, vkey)| json!({"name": name, "vkey": vkey, "add_checkpoint": "/mesh/witness/add-checkpoint"})),
         "previous_coordinator_keys": previous,
         "request_signatures": {
             "standard": "RFC 9421",
@@ -175,10 +178,13 @@ pub fn router(config: &Config) -> Router {
         endpoint(|s, r| async move { identity(&s, r).await }),
         identity_doc,
     );
-    let r = peers::routes(blacklist::routes(models::routes(inference::routes(
-        tasks::routes(nodes::routes(r)),
-    ))))
-    .route(
+    let r = nodes::routes(r);
+    let r = tasks::routes(r);
+    let r = inference::routes(r);
+    let r = models::routes(r);
+    let r = blacklist::routes(r);
+    let r = peers::routes(r);
+    let r = witness::routes(r).route(
         Method::GET,
         "/mesh/audit",
         endpoint(|s, r| async move { audit_query(&s, r).await }),

@@ -348,6 +348,11 @@ async fn add(s: &Services, req: Request) -> Result<Response, Error> {
         Json::Null,
     )
     .await?;
+    // Its ledger is one we witness from now on.
+    let witnessing = match crate::witness::witness_peer_log(s, &origin).await {
+        Ok(()) => json!({"witnessing": true}),
+        Err(e) => json!({"witnessing": false, "error": e.to_string()}),
+    };
     // Our approval reaches the peer as a signed hello; if it cannot be
     // delivered now, `refresh` sends it again.
     let delivered = match hello(s, &peer).await {
@@ -357,6 +362,7 @@ async fn add(s: &Services, req: Request) -> Result<Response, Error> {
     let mut out = describe(&peer);
     out["ledger_index"] = json!(index);
     out["hello"] = delivered;
+    out["log"] = witnessing;
     Ok(json_response(StatusCode::CREATED, JSON, &out))
 }
 
@@ -516,6 +522,9 @@ pub async fn refresh(s: &Services, ctx: &RequestContext, peer: Peer) -> Result<P
     if !peer.suspended {
         let _ = hello(s, &peer).await;
     }
+    // Its ledger's keys may have rotated; a failure here is not the
+    // peering's (the witness keeps its last keys).
+    let _ = crate::witness::witness_peer_log(s, &peer.origin).await;
     Ok(peer)
 }
 

@@ -7,6 +7,7 @@
 //! | `coordinator_key` | secret | — | this coordinator's identity key (P-256, PKCS#8 PEM or one-line base64 DER), published at `/mesh/identity`; required in production, and never the access-token `signing_key` nor the log's `checkpoint_key` |
 //! | `previous_coordinator_key` | secret | — | the key `coordinator_key` replaced (rotation with overlap): it signs the rotation statement `/mesh/identity` publishes, which is how peers learn the new key |
 //! | `previous_coordinator_key_retired_at` | var | — | Unix seconds when `coordinator_key` took over; required with `previous_coordinator_key` |
+//! | `witness_key` | secret | derived from `coordinator_key` | the Ed25519 seed (base64, 32 bytes) this coordinator cosigns other logs' checkpoints with (c2sp.org/tlog-cosignature `cosignature/v1`, which is Ed25519 only); its verifier key is published at `/mesh/identity` |
 //! | `mesh_node_rate_per_minute` | var | `600` | signed requests one node may make per minute (1–100000); more get 429 |
 //! | `mesh_register_per_minute` | var | `30` | node registrations per client address per minute (1–100000) |
 //! | `mesh_max_attempts` | var | `3` | leases a task gets before it fails with `attempts_exhausted` (1–20) |
@@ -43,6 +44,9 @@ pub struct Settings {
     /// The rotation statement (signed by the previous key) peers re-pin
     /// with, when a previous key and an origin are configured.
     pub rotation: Option<edgecoder_proto::model::Envelope>,
+    /// The witness: its key name (`host[:port]/mesh/witness`) and Ed25519
+    /// key, when an origin and a key are configured.
+    pub witness: Option<(String, ed25519_dalek::SigningKey)>,
 }
 
 /// `origin` as signatures name it (lowercase, default port dropped), if it
@@ -136,9 +140,42 @@ impl Settings {
             }
             _ => None,
         };
+        let witness_seed = match vars.secret("witness_key") {
+            Some(b64) => Some(
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| {
+                        Error::Config(
+                            "witness_key must be 32 bytes of base64 (an Ed25519 seed)".into(),
+                        )
+                    })?,
+            ),
+            // One secret fewer to manage: a key of its own, derived so that
+            // neither key reveals the other.
+            None => coordinator_keys.current.as_ref().map(|k| {
+                blake3::derive_key(
+                    "edgecoder coordinator witness key v1",
+                    &k.ecdsa().to_bytes()[..],
+                )
+            }),
+        };
+        let witness = match (witness_seed, origins.first()) {
+            (Some(seed), Some(origin)) => Some((
+                format!(
+                    "{}/mesh/witness",
+                    origin
+                        .split_once("://")
+                        .map_or(origin.as_str(), |(_, rest)| rest)
+                ),
+                ed25519_dalek::SigningKey::from_bytes(&seed),
+            )),
+            _ => None,
+        };
         Ok(Settings {
             coordinator_keys,
             rotation,
+            witness,
             origins,
             node_rate_per_minute: vars.bounded("mesh_node_rate_per_minute", 600, 1, 100_000)?,
             register_per_minute: vars.bounded("mesh_register_per_minute", 30, 1, 100_000)?,

@@ -183,6 +183,15 @@ enum Command {
         /// Also verify this entry's inclusion proof.
         #[arg(long)]
         entry: Option<u64>,
+        /// A witness whose cosignature counts: its verifier key
+        /// (`<name>+<id>+<base64>`, cosignature/v1, as a coordinator's
+        /// /mesh/identity gives it). Repeatable.
+        #[arg(long)]
+        witness: Vec<String>,
+        /// Cosignatures by distinct --witness keys the checkpoint must carry
+        /// (default: one per --witness).
+        #[arg(long)]
+        min_cosignatures: Option<usize>,
         /// Verify a transfer receipt (`GET /ledger/transfers/{id}/receipt`)
         /// instead of a whole log.
         #[arg(long, conflicts_with_all = ["url", "db"])]
@@ -324,9 +333,21 @@ fn main() -> Result<()> {
             trust,
             state,
             entry,
+            witness,
+            min_cosignatures,
             receipt,
         } => {
             use edgecoder_native::verify;
+            let witnesses = witness
+                .iter()
+                .map(|w| verify::parse_witness(w))
+                .collect::<Result<Vec<_>>>()?;
+            let min_cosignatures = min_cosignatures.unwrap_or(witnesses.len());
+            if min_cosignatures > witnesses.len() {
+                anyhow::bail!(
+                    "--min-cosignatures {min_cosignatures} needs at least that many --witness keys"
+                );
+            }
             let name = match (&origin, key.is_empty()) {
                 (Some(o), _) => o.clone(),
                 (None, true) => String::new(),
@@ -378,6 +399,8 @@ fn main() -> Result<()> {
                 origin,
                 state,
                 entry,
+                witnesses,
+                min_cosignatures,
             })?;
             println!("{summary}");
             Ok(())

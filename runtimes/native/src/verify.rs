@@ -46,6 +46,21 @@ pub struct Options {
     pub state: PathBuf,
     /// Also check this entry's inclusion proof.
     pub entry: Option<u64>,
+    /// Witnesses whose `cosignature/v1` counts (from `--witness` vkeys).
+    pub witnesses: Vec<TrustedKey>,
+    /// Cosignatures by distinct `witnesses` the checkpoint must carry.
+    pub min_cosignatures: usize,
+}
+
+/// Parses a `--witness` value: a c2sp.org/signed-note verifier key of type
+/// `0x04` (cosignature/v1), as `/mesh/identity` publishes it.
+pub fn parse_witness(vkey: &str) -> Result<TrustedKey> {
+    let t = checkpoint::NoteKey::parse_vkey(vkey.trim())
+        .map_err(|e| anyhow!("--witness {vkey}: {e}"))?;
+    if !matches!(t.key, checkpoint::NoteKey::CosignatureV1(_)) {
+        bail!("--witness {vkey}: not a cosignature/v1 (type 0x04) verifier key");
+    }
+    Ok(t)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,8 +71,17 @@ struct State {
 }
 
 /// Parses `--key` values: a PEM or base64 DER SubjectPublicKeyInfo (as
-/// `GET /ledger/keys` publishes), inline or in a file.
+/// `GET /ledger/keys` publishes), inline or in a file, or the log's Ed25519
+/// verifier key (`vkeys` there), which names itself.
 pub fn parse_key(name: &str, value: &str) -> Result<TrustedKey> {
+    if let Ok(t) = checkpoint::NoteKey::parse_vkey(value.trim())
+        && matches!(t.key, checkpoint::NoteKey::Ed25519(_))
+    {
+        if t.name != name {
+            bail!("the verifier key names {}, not the --origin {name}", t.name);
+        }
+        return Ok(t);
+    }
     Ok(TrustedKey {
         name: name.to_owned(),
         key: parse_p256_key(value)?.into(),
@@ -109,6 +133,8 @@ struct Entry {
 
 trait Log {
     fn checkpoint(&mut self) -> Result<String>;
+    /// The newest checkpoint with at least `min` cosignatures, with them.
+    fn cosigned_checkpoint(&mut self, min: usize) -> Result<String>;
     /// Every checkpoint the source holds, oldest first: a database keeps all
     /// it signed, a server serves only its latest.
     fn signed_checkpoints(&mut self) -> Result<Vec<String>> {
@@ -165,6 +191,11 @@ impl Log for Http {
         self.get("/ledger/checkpoint")
     }
 
+    fn cosigned_checkpoint(&mut self, min: usize) -> Result<String> {
+        self.get(&format!("/ledger/checkpoint?min_cosignatures={min}"))
+            .with_context(|| format!("no checkpoint with {min} witness cosignatures"))
+    }
+
     fn entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
         let v: serde_json::Value =
             serde_json::from_str(&self.get(&format!("/ledger/entries?start={start}&end={end}"))?)?;
@@ -207,6 +238,27 @@ impl Log for Sqlite {
                 |r| r.get::<_, String>(0),
             )
             .context("the database holds no signed checkpoint")
+    }
+
+    fn cosigned_checkpoint(&mut self, min: usize) -> Result<String> {
+        let (size, mut note) = self
+            .0
+            .query_row(
+                "SELECT c.size, c.note FROM ledger_checkpoints c WHERE \
+                 (SELECT count(*) FROM ledger_cosignatures s WHERE s.size = c.size) >= ?1 \
+                 ORDER BY c.size DESC LIMIT 1",
+                [i64::try_from(min).unwrap_or(i64::MAX)],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .with_context(|| format!("no checkpoint with {min} witness cosignatures"))?;
+        let mut stmt = self
+            .0
+            .prepare("SELECT line FROM ledger_cosignatures WHERE size = ?1 ORDER BY witness")?;
+        for line in stmt.query_map([size], |r| r.get::<_, String>(0))? {
+            note.push_str(&line?);
+            note.push('\n');
+        }
+        Ok(note)
     }
 
     fn signed_checkpoints(&mut self) -> Result<Vec<String>> {
@@ -303,11 +355,46 @@ pub fn run(opts: &Options) -> Result<String> {
             Box::new(Sqlite(conn))
         }
     };
-    let note = log.checkpoint()?;
-    let trusted = &opts.trusted;
-    let cp: Checkpoint =
-        checkpoint::open(&note, trusted).map_err(|e| anyhow!("checkpoint refused: {e}"))?;
+    let note = if opts.min_cosignatures > 0 {
+        // A log with no such checkpoint is judged on its latest (and the
+        // count below names what is missing).
+        match log.cosigned_checkpoint(opts.min_cosignatures) {
+            Ok(note) => note,
+            Err(_) => log.checkpoint()?,
+        }
+    } else {
+        log.checkpoint()?
+    };
+    let trusted: Vec<TrustedKey> = opts
+        .trusted
+        .iter()
+        .chain(opts.witnesses.iter())
+        .cloned()
+        .collect();
+    let opened = checkpoint::open_cosigned(&note, &trusted)
+        .map_err(|e| anyhow!("checkpoint refused: {e}"))?;
+    let cp = opened.checkpoint;
     expect_origin(&cp, opts.origin.as_deref())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Some((w, t)) = opened.cosigners.iter().find(|(_, t)| *t > now + 600) {
+        bail!("witness {w} cosigned at {t}, in the future: refusing its cosignature");
+    }
+    if opened.cosigners.len() < opts.min_cosignatures {
+        let have: Vec<&str> = opened.cosigners.iter().map(|(w, _)| w.as_str()).collect();
+        bail!(
+            "not enough cosignatures: the checkpoint of size {} carries {} of the {} required from the given witnesses ({}); a log that shows different heads to different witnesses, or rewinds, cannot collect them",
+            cp.size,
+            have.len(),
+            opts.min_cosignatures,
+            if have.is_empty() {
+                "none".to_owned()
+            } else {
+                have.join(", ")
+            }
+        );
+    }
     let previous: Option<State> = std::fs::read(&opts.state)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -335,7 +422,7 @@ pub fn run(opts: &Options) -> Result<String> {
     // ones, which a rewrite signed with the log's key would contradict.
     let mut older = std::collections::BTreeMap::new();
     for note in log.signed_checkpoints()? {
-        let signed = checkpoint::open(&note, trusted).map_err(|e| {
+        let signed = checkpoint::open(&note, &trusted).map_err(|e| {
             anyhow!(
                 "a stored checkpoint is refused: {e} (pass --trust for every key this log has used)"
             )

@@ -1,0 +1,50 @@
+-- Federation: the coordinators this one peers with. A peer is identified by
+-- its origin and pinned to one coordinator key; the pin changes only through
+-- a rotation signed by the pinned key. Both sides must approve: our
+-- operator (`local_approved`) and the peer itself, by a request signed with
+-- the pinned key (`remote_approved`). Nothing but the peering handshake is
+-- exchanged until both are set. Rows are never deleted: a removed peer keeps
+-- its history, and every change is also a `peer/v1` ledger entry.
+
+CREATE TABLE mesh_peers (
+    origin           TEXT PRIMARY KEY,             -- scheme://host[:port], as signatures name it
+    key_id           TEXT NOT NULL,                -- the pinned coordinator key's id
+    public_key       BLOB NOT NULL,                -- its SEC1 point
+    local_approved   INTEGER NOT NULL CHECK (local_approved IN (0, 1)),
+    remote_approved  INTEGER NOT NULL CHECK (remote_approved IN (0, 1)),
+    suspended        INTEGER NOT NULL DEFAULT 0 CHECK (suspended IN (0, 1)),
+    removed          INTEGER NOT NULL DEFAULT 0 CHECK (removed IN (0, 1)),
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    last_seen_at     INTEGER                       -- last authenticated request from the peer
+);
+CREATE UNIQUE INDEX mesh_peers_key ON mesh_peers (key_id);
+
+-- Witnessing (c2sp.org/tlog-witness): the logs this coordinator cosigns
+-- (its peers' ledgers, and any an operator adds), each with the verifier
+-- keys trusted for it and the latest checkpoint it cosigned. The size only
+-- grows, by a compare-and-set on the size a request names.
+CREATE TABLE mesh_witnessed_logs (
+    origin      TEXT PRIMARY KEY,                 -- the checkpoint origin line
+    vkeys       TEXT NOT NULL,                    -- JSON array of signed-note verifier keys (Ed25519)
+    peer        TEXT,                             -- the peer whose ledger it is; NULL if an operator added it
+    size        INTEGER NOT NULL DEFAULT 0,
+    root        BLOB,
+    note        TEXT,                             -- the checkpoint as cosigned, with our cosignature
+    updated_at  INTEGER NOT NULL
+);
+
+-- The log side: what each configured witness last cosigned (its "old
+-- size"), and the cosignatures collected per checkpoint size.
+CREATE TABLE ledger_witness_state (
+    witness     TEXT PRIMARY KEY,                 -- the witness key name
+    size        INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE ledger_cosignatures (
+    size        INTEGER NOT NULL,                 -- the checkpoint's tree size
+    witness     TEXT NOT NULL,
+    line        TEXT NOT NULL,                    -- the note signature line, verified before it was stored
+    time        INTEGER NOT NULL,                 -- the cosignature's timestamp
+    PRIMARY KEY (size, witness)
+);
