@@ -14,6 +14,7 @@ CREATE TABLE mesh_peers (
     remote_approved  INTEGER NOT NULL CHECK (remote_approved IN (0, 1)),
     suspended        INTEGER NOT NULL DEFAULT 0 CHECK (suspended IN (0, 1)),
     removed          INTEGER NOT NULL DEFAULT 0 CHECK (removed IN (0, 1)),
+    ban_policy       TEXT NOT NULL DEFAULT 'review' CHECK (ban_policy IN ('trust', 'review', 'ignore')),
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     last_seen_at     INTEGER                       -- last authenticated request from the peer
@@ -48,3 +49,35 @@ CREATE TABLE ledger_cosignatures (
     time        INTEGER NOT NULL,                 -- the cosignature's timestamp
     PRIMARY KEY (size, witness)
 );
+
+-- Gossip and blacklist propagation. Each peer's ledger is read in order
+-- and checked against the checkpoint this coordinator cosigned (the
+-- frontier of the entries read so far); only its own blacklist entries are
+-- taken, by the peer's ban policy. Envelopes are remembered by digest until
+-- their TTL passes, so a replay is refused.
+CREATE TABLE mesh_peer_sync (
+    peer          TEXT PRIMARY KEY,
+    next_index    INTEGER NOT NULL DEFAULT 0,   -- the next index of the peer's log to read
+    frontier      TEXT NOT NULL DEFAULT '[]',   -- JSON [[level, base64 hash]] of the entries before it
+    due           INTEGER NOT NULL DEFAULT 1,   -- a push or a lag asked for a pull
+    synced_at     INTEGER,
+    last_error    TEXT
+);
+CREATE TABLE mesh_gossip_seen (
+    digest      TEXT PRIMARY KEY,
+    peer        TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE TABLE mesh_ban_reviews (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer          TEXT NOT NULL,
+    source_index  INTEGER NOT NULL,             -- the entry's index in the peer's log
+    payload       TEXT NOT NULL,                -- the peer's blacklist/v1 payload, as logged
+    status        TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'accepted', 'rejected')),
+    decided_by    TEXT,
+    decided_at    INTEGER,
+    created_at    INTEGER NOT NULL,
+    UNIQUE (peer, source_index)
+);
+ALTER TABLE mesh_blacklist ADD COLUMN source_index INTEGER;  -- a peer's entry: its index in the peer's log
+CREATE UNIQUE INDEX mesh_blacklist_source ON mesh_blacklist (origin, source_index) WHERE source_index IS NOT NULL;

@@ -56,6 +56,7 @@ struct Coordinator {
     /// Its coordinator key as it runs now.
     key: SigningKey,
     admin: String,
+    admin_id: String,
 }
 
 fn p256_of(secret: &str) -> SigningKey {
@@ -107,6 +108,8 @@ impl Coordinator {
             })
             .collect();
         env.extend([
+            (env_name("mesh_federation_interval_secs"), "1".into()),
+            (env_name("checkpoint_interval_ms"), "0".into()),
             (env_name("log_origin"), format!("{tag}.fed.test/ledger")),
             (env_name("witness_key"), seed(tag, "witness")),
             (env_name("checkpoint_ed25519_key"), seed(tag, "log")),
@@ -118,7 +121,7 @@ impl Coordinator {
         let target = conformance_target(&server.base, &signing);
         let client = Client::new(&server.base);
         let key = p256_of(&job_key(&signing, "coordinator"));
-        let admin = Ctx::new(&client, &target).admin().expect("admin").1;
+        let (admin_id, admin) = Ctx::new(&client, &target).admin().expect("admin");
         Coordinator {
             server,
             dir,
@@ -127,6 +130,7 @@ impl Coordinator {
             client,
             key,
             admin,
+            admin_id,
         }
     }
 
@@ -166,7 +170,7 @@ impl Coordinator {
     }
 
     fn ctx(&self) -> Ctx<'_> {
-        Ctx::new(&self.client, &self.target)
+        Ctx::new(&self.client, &self.target).with_admin(&self.admin_id, &self.admin)
     }
 
     fn operator(&self, method: &str, path: &str, body: &Json) -> Reply {
@@ -917,4 +921,296 @@ fn our_witness_cosigns_a_sigsum_log_and_sigsum_verifies_the_cosignature() {
 fn want_text(r: &Reply) -> Vec<u8> {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.body.clone()
+}
+
+/// Polls `f` until it gives a value or `secs` pass.
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The blacklist entries `c` holds.
+fn blacklist(c: &Coordinator) -> Vec<Json> {
+    let r = c
+        .ctx()
+        .send(
+            "GET",
+            "/mesh/blacklist?limit=1000",
+            Some(&c.admin),
+            None,
+            &[],
+        )
+        .expect("blacklist");
+    want(&r, 200, None, "blacklist")["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether `c` has an entry of `action` on `subject` that came from `from`.
+fn has_entry(c: &Coordinator, action: &str, subject: &str, from: &str) -> bool {
+    blacklist(c)
+        .iter()
+        .any(|e| e["action"] == action && e["subject"] == subject && e["origin"] == from)
+}
+
+fn ban(c: &Coordinator, action: &str, subject: &str) -> Json {
+    let path = if action == "add" {
+        "/mesh/blacklist"
+    } else {
+        "/mesh/blacklist/lift"
+    };
+    let r = c.operator(
+        "POST",
+        path,
+        &json!({"subject_kind": "node_key", "subject": subject, "reason_code": "abuse", "reason": "federation test"}),
+    );
+    want(&r, if action == "add" { 201 } else { 200 }, None, "ban")
+}
+
+fn three(root: &Path) -> (Coordinator, Coordinator, Coordinator) {
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let a = Coordinator::start_with(root, "a", pa, &[("b", pb), ("c", pc)]);
+    let b = Coordinator::start_with(root, "b", pb, &[("a", pa), ("c", pc)]);
+    let c = Coordinator::start_with(root, "c", pc, &[("a", pa), ("b", pb)]);
+    peer(&a, &b);
+    peer(&a, &c);
+    peer(&b, &c);
+    (a, b, c)
+}
+
+#[test]
+fn a_ban_reaches_peers_by_their_policy_is_enforced_there_and_converges_without_its_push() {
+    use edgecoder_conformance::mesh::{active, heartbeat, server_telemetry};
+    let root = scratch("propagation");
+    let (a, mut b, c) = three(&root.0);
+    // B trusts A's bans; C reviews them (the default).
+    let r = b.operator(
+        "POST",
+        "/mesh/peers/policy",
+        &json!({"origin": a.origin(), "ban_policy": "trust", "reason": "A runs our abuse desk"}),
+    );
+    assert_eq!(want(&r, 200, None, "policy")["ban_policy"], "trust");
+
+    // A node active at B; A bans its key.
+    let (_, node) = active(&b.ctx(), "fed-node").expect("node at b");
+    want(
+        &heartbeat(&b.ctx(), &node, &server_telemetry()).expect("hb"),
+        200,
+        None,
+        "before",
+    );
+    ban(&a, "add", &node.kid);
+    eventually(20, "b applies a's ban", || {
+        has_entry(&b, "add", &node.kid, a.origin()).then_some(())
+    });
+    let r = heartbeat(&b.ctx(), &node, &server_telemetry()).expect("hb");
+    want(&r, 403, Some("node_blacklisted"), "enforced at b");
+    // Applied there as B's own logged entry naming A and A's log index.
+    let entry = blacklist(&b)
+        .into_iter()
+        .find(|e| e["subject"] == node.kid.as_str())
+        .expect("entry");
+    assert_eq!(entry["actor"], format!("peer:{}", a.origin()));
+    let (kind, logged) =
+        ledger_entry(&b.ctx(), entry["ledger_index"].as_u64().expect("index")).expect("entry");
+    assert_eq!(kind, "edgecoder.dev/blacklist/v1");
+    assert_eq!(logged["origin"], a.origin());
+    assert!(logged["source_index"].as_u64().is_some());
+
+    // C queued it for its operator, who accepts it.
+    let review = eventually(20, "c queues a's ban", || {
+        let r = c
+            .ctx()
+            .send(
+                "GET",
+                "/mesh/blacklist/reviews?pending=true",
+                Some(&c.admin),
+                None,
+                &[],
+            )
+            .expect("reviews");
+        want(&r, 200, None, "reviews")["reviews"]
+            .as_array()
+            .and_then(|v| {
+                v.iter()
+                    .find(|x| x["entry"]["subject"] == node.kid.as_str())
+                    .cloned()
+            })
+    });
+    assert!(!has_entry(&c, "add", &node.kid, a.origin()));
+    let id = review["id"].as_i64().expect("id");
+    let r = c.operator(
+        "POST",
+        &format!("/mesh/blacklist/reviews/{id}/accept"),
+        &json!({}),
+    );
+    assert_eq!(want(&r, 200, None, "accept")["outcome"], "applied");
+    assert!(has_entry(&c, "add", &node.kid, a.origin()));
+
+    // A lifts: B follows (it trusts A, and the ban in force is A's).
+    ban(&a, "lift", &node.kid);
+    eventually(20, "b applies a's lift", || {
+        has_entry(&b, "lift", &node.kid, a.origin()).then_some(())
+    });
+    want(
+        &heartbeat(&b.ctx(), &node, &server_telemetry()).expect("hb"),
+        200,
+        None,
+        "lifted at b",
+    );
+
+    // B is down while A bans another key: the push is lost; B's state
+    // survives its restart and its next pull brings the ban.
+    let other = "0123456789abcdef";
+    let port = b.origin().rsplit(':').next().expect("port").to_owned();
+    b.server.terminate(Duration::from_secs(10));
+    ban(&a, "add", other);
+    let pairs: Vec<(&str, &str)> = b
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    b.server = start_native_at(
+        &edgecoder_binary(),
+        &b.dir,
+        &pairs,
+        port.parse().expect("port"),
+    );
+    eventually(20, "b pulls what it missed", || {
+        has_entry(&b, "add", other, a.origin()).then_some(())
+    });
+    // What B applied before its restart is still there.
+    assert!(has_entry(&b, "lift", &node.kid, a.origin()));
+}
+
+#[test]
+fn gossip_is_refused_unsigned_forged_unknown_expired_replayed_misattributed_or_unlogged() {
+    use edgecoder_proto::federation::{GOSSIP_BLACKLIST_V1, Gossip};
+    let root = scratch("gossip");
+    let (a, b, c) = three(&root.0);
+    let r = b.operator(
+        "POST",
+        "/mesh/peers/policy",
+        &json!({"origin": a.origin(), "ban_policy": "trust", "reason": "trust a"}),
+    );
+    want(&r, 200, None, "policy");
+    let now = edgecoder_conformance::identity::unix_now();
+    let gossip = |origin: &str, key: &SigningKey, created: i64, ttl: i64, index: u64| Gossip {
+        origin: origin.to_owned(),
+        key_id: key_id(key.verifying_key()),
+        created,
+        ttl,
+        ledger_index: index,
+        payload: STANDARD.encode(
+            json!({"action": "add", "subject_kind": "node_key", "subject": "fedcba9876543210",
+                   "reason_code": "framed", "reason": "not in any log", "origin": "local"})
+            .to_string(),
+        ),
+    };
+    let deliver = |from: &SigningKey, env: &Json| {
+        as_peer(&b, from, "POST", "/mesh/federation/gossip", Some(env))
+    };
+    let env_json = |e: &edgecoder_proto::model::Envelope| serde_json::to_value(e).expect("json");
+
+    // A well-formed envelope from A announcing a ban that is not in A's
+    // log: accepted as a claim, never applied (the pull finds no such entry).
+    let claim = env_json(&gossip(a.origin(), &a.key, now, 60, 1_000_000).seal(&a.key));
+    want(&deliver(&a.key, &claim), 202, None, "a claim");
+    // The same envelope again.
+    want(
+        &deliver(&a.key, &claim),
+        409,
+        Some("envelope_replayed"),
+        "replayed",
+    );
+    // Unsigned, and signed by another key than A's.
+    let mut unsigned = claim.clone();
+    unsigned["signatures"] = json!([]);
+    want(
+        &deliver(&a.key, &unsigned),
+        403,
+        Some("envelope_signature_invalid"),
+        "unsigned",
+    );
+    let forged = env_json(&gossip(a.origin(), &a.key, now, 60, 1).seal(&c.key));
+    want(
+        &deliver(&a.key, &forged),
+        403,
+        Some("envelope_signature_invalid"),
+        "forged",
+    );
+    // An unknown payload type or version is refused, not ignored.
+    let mut unknown = env_json(&gossip(a.origin(), &a.key, now, 60, 2).seal(&a.key));
+    unknown["payloadType"] = json!(GOSSIP_BLACKLIST_V1.replace("v1", "v2"));
+    want(
+        &deliver(&a.key, &unknown),
+        422,
+        Some("unknown_payload_type"),
+        "unknown type",
+    );
+    // Past its TTL, or asking for too long a one.
+    let expired = env_json(&gossip(a.origin(), &a.key, now - 120, 60, 3).seal(&a.key));
+    want(
+        &deliver(&a.key, &expired),
+        422,
+        Some("envelope_expired"),
+        "expired",
+    );
+    let long = env_json(&gossip(a.origin(), &a.key, now, 86_400, 4).seal(&a.key));
+    want(
+        &deliver(&a.key, &long),
+        422,
+        Some("envelope_expired"),
+        "ttl above the cap",
+    );
+    // A speaking for C (framing): refused even though A is a peer.
+    let framed = env_json(&gossip(c.origin(), &a.key, now, 60, 5).seal(&a.key));
+    want(
+        &deliver(&a.key, &framed),
+        403,
+        Some("envelope_origin_mismatch"),
+        "framing",
+    );
+    // Strangers and unsigned requests.
+    let stranger = SigningKey::from_slice(&[77u8; 32]).expect("key");
+    want(
+        &deliver(&stranger, &claim),
+        401,
+        Some("unknown_peer"),
+        "stranger",
+    );
+    let r = b
+        .client
+        .send(
+            "POST",
+            "/mesh/federation/gossip",
+            Some("application/json"),
+            claim.to_string().as_bytes(),
+        )
+        .expect("post");
+    want(&r, 401, Some("mesh_unauthorized"), "unsigned request");
+
+    // After B's pulls of A, the claimed ban is nowhere.
+    let r = b
+        .client
+        .send("POST", "/mesh/federation/tick", None, b"")
+        .expect("tick");
+    want(&r, 200, None, "tick");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !blacklist(&b)
+            .iter()
+            .any(|e| e["subject"] == "fedcba9876543210")
+    );
+    assert_eq!(audits(&b, "mesh.federation.envelope_refused"), 6);
 }

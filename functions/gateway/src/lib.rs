@@ -324,6 +324,31 @@ pub fn openapi(config: &Config) -> Json {
         .openapi("EdgeCoder Edge", env!("CARGO_PKG_VERSION"))
 }
 
+/// How often the scheduled work ([`scheduled`]) should run, if the services
+/// hold a function that has any (the mesh's federation pulls).
+pub fn schedule_interval(services: &Services) -> Option<std::time::Duration> {
+    let mesh = services.settings.get::<edgecoder_mesh::Settings>()?;
+    let secs = u64::try_from(mesh.federation_interval_secs).ok()?;
+    Some(std::time::Duration::from_secs(secs.max(1)))
+}
+
+/// The scheduled work of every function the services hold: a native
+/// timer, a Workers cron trigger and Spin's `POST /mesh/federation/tick`
+/// all end here. Failures are per peer and recorded there.
+pub async fn scheduled(services: &Services) -> Json {
+    if services
+        .settings
+        .get::<edgecoder_mesh::Settings>()
+        .is_none()
+    {
+        return Json::Null;
+    }
+    match edgecoder_mesh::federation::tick(services).await {
+        Ok(v) => v,
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    }
+}
+
 /// The router for a deployment unit.
 pub fn router(selection: Selection, config: &Config) -> Router {
     match selection {

@@ -15,7 +15,9 @@ use crate::{
     SignatureCheck, Sql,
 };
 
-/// Everything a handler may touch outside its request.
+/// Everything a handler may touch outside its request. Cloning shares the
+/// ports (work deferred past the response owns a clone).
+#[derive(Clone)]
 pub struct Services {
     /// Relational storage.
     pub sql: Rc<dyn Sql>,

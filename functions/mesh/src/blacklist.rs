@@ -12,8 +12,9 @@
 //! Automatic bans come only from evidence this coordinator verified itself:
 //! a node that signs two different results for one lease
 //! ([`crate::tasks::result`]); never from another node's or a peer's
-//! report. Out of scope: propagation between coordinators and refusing
-//! enrollment tokens in the auth function (federation, later work).
+//! report; peers' own entries are applied here by [`crate::federation`]
+//! under each peer's ban policy. Out of scope: refusing enrollment tokens
+//! in the auth function.
 
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
@@ -51,11 +52,16 @@ fn hex_of(s: &str, len: usize) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The checked subject.
-fn subject(body: &Body) -> Result<(SubjectKind, String), Error> {
-    let kind = SubjectKind::parse(&body.subject_kind)
-        .ok_or_else(|| invalid("subject_kind is node_key, node_id or owner."))?;
-    let s = body.subject.as_str();
+/// Checks a ban's subject against its kind, and its reason code, reason and
+/// evidence digest (a local operator's, or a peer's).
+pub fn check(
+    kind: SubjectKind,
+    subject: &str,
+    reason_code: &str,
+    reason: &str,
+    evidence_digest: Option<&str>,
+) -> Result<(), Error> {
+    let s = subject;
     let ok = match kind {
         SubjectKind::NodeKey => hex_of(s, 16),
         SubjectKind::NodeId => edgecoder_proto::NodeId::is_valid(s),
@@ -71,26 +77,18 @@ fn subject(body: &Body) -> Result<(SubjectKind, String), Error> {
             "subject is a key id (16 hex), a node id, or a user id, as the subject_kind says.",
         ));
     }
-    Ok((kind, s.to_owned()))
-}
-
-fn check_text(body: &Body) -> Result<(), Error> {
-    let code_ok = !body.reason_code.is_empty()
-        && body.reason_code.len() <= 64
-        && body
-            .reason_code
+    let code_ok = !reason_code.is_empty()
+        && reason_code.len() <= 64
+        && reason_code
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if !code_ok {
         return Err(invalid("reason_code is 1 to 64 of a-z, 0-9 and _."));
     }
-    if body.reason.is_empty()
-        || body.reason.len() > 500
-        || body.reason.chars().any(char::is_control)
-    {
+    if reason.is_empty() || reason.len() > 500 || reason.chars().any(char::is_control) {
         return Err(invalid("reason is 1 to 500 printable characters."));
     }
-    if let Some(d) = &body.evidence_digest {
+    if let Some(d) = evidence_digest {
         let ok = d
             .strip_prefix("sha-256:")
             .or_else(|| d.strip_prefix("blake3:"))
@@ -109,8 +107,16 @@ async fn change(s: &Services, req: Request, action: &'static str) -> Result<Resp
     let caller = authn::operator(s, &req).await?;
     let actor = format!("user:{}", caller.user_id);
     let body: Body = req.json()?;
-    let (kind, subject) = subject(&body)?;
-    check_text(&body)?;
+    let kind = SubjectKind::parse(&body.subject_kind)
+        .ok_or_else(|| invalid("subject_kind is node_key, node_id or owner."))?;
+    let subject = body.subject.clone();
+    check(
+        kind,
+        &subject,
+        &body.reason_code,
+        &body.reason,
+        body.evidence_digest.as_deref(),
+    )?;
     let done = apply(
         s,
         &req.ctx,
@@ -122,6 +128,7 @@ async fn change(s: &Services, req: Request, action: &'static str) -> Result<Resp
             reason: &body.reason,
             evidence_digest: body.evidence_digest.as_deref(),
             actor: &actor,
+            origin: None,
         },
     )
     .await?;
@@ -149,6 +156,10 @@ pub struct Ban<'a> {
     pub evidence_digest: Option<&'a str>,
     /// Who.
     pub actor: &'a str,
+    /// A peer's entry applied here: the peer and the entry's index in its
+    /// log; `None` for this coordinator's own decisions (which are pushed
+    /// to its peers).
+    pub origin: Option<(&'a str, u64)>,
 }
 
 /// Records a ban's add or lift: the entry, the ledger entry (the change is
@@ -176,6 +187,8 @@ pub async fn apply(
         reason: b.reason,
         evidence_digest: b.evidence_digest,
         actor: b.actor,
+        origin: b.origin.map_or("local", |(o, _)| o),
+        source_index: b.origin.map(|(_, i)| i),
         now,
     };
     let done = sql.batch(db::record(&c).to_vec()).await?;
@@ -192,7 +205,8 @@ pub async fn apply(
         "reason": b.reason,
         "evidence_digest": b.evidence_digest,
         "actor": b.actor,
-        "origin": "local",
+        "origin": b.origin.map_or("local", |(o, _)| o),
+        "source_index": b.origin.map(|(_, i)| i),
         "at": rfc3339(now),
     });
     let index = match s
@@ -239,6 +253,11 @@ pub async fn apply(
                "reason": b.reason, "evidence_digest": b.evidence_digest, "released_tasks": released}),
     )
     .await?;
+    if b.origin.is_none() {
+        // Peers hear of it after the response; a lost push converges on
+        // their next pull.
+        crate::federation::push(s, index, payload.to_string().into_bytes());
+    }
     Ok(
         json!({"seq": seq, "blacklist_version": seq, "ledger_index": index, "released_tasks": released}),
     )

@@ -161,6 +161,15 @@ pub enum Error {
     /// A consistency proof that does not verify.
     #[error("inconsistent checkpoint")]
     InconsistentCheckpoint,
+    /// A gossip envelope refused (its code says why).
+    #[error("gossip envelope refused: {}", .0.code())]
+    Gossip(edgecoder_proto::federation::GossipRefusal),
+    /// A gossip envelope seen before, inside its TTL.
+    #[error("envelope replayed")]
+    EnvelopeReplayed,
+    /// No such ban review.
+    #[error("review not found")]
+    ReviewNotFound,
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -501,6 +510,29 @@ impl From<Error> for Problem {
                 "inconsistent_checkpoint",
                 "Inconsistent checkpoint",
                 "The consistency proof does not prove the checkpoint extends the one this witness cosigned last.",
+            ),
+            Error::Gossip(r) => {
+                use edgecoder_proto::federation::GossipRefusal as G;
+                let (status, title, detail) = match r {
+                    G::Malformed => (S::BAD_REQUEST, "Invalid envelope", "Send one DSSE envelope (JSON) of at most 16 KiB."),
+                    G::UnknownType => (S::UNPROCESSABLE_ENTITY, "Unknown payload type", "This coordinator does not know that gossip payload type or version; it is refused, not ignored."),
+                    G::BadSignature => (S::FORBIDDEN, "Envelope signature invalid", "The envelope is not signed by the sending peer's pinned key."),
+                    G::Expired => (S::UNPROCESSABLE_ENTITY, "Envelope expired", "The envelope is past its TTL, asks for a TTL above an hour, or was made in the future."),
+                    G::WrongOrigin => (S::FORBIDDEN, "Envelope origin mismatch", "A peer sends only its own announcements, under its own key."),
+                };
+                problem(status, r.code(), title, detail)
+            }
+            Error::EnvelopeReplayed => problem(
+                S::CONFLICT,
+                "envelope_replayed",
+                "Envelope replayed",
+                "This envelope was delivered before.",
+            ),
+            Error::ReviewNotFound => problem(
+                S::NOT_FOUND,
+                "review_not_found",
+                "Review not found",
+                "No such ban review.",
             ),
             Error::Kernel(k) => k.into(),
         }

@@ -14,8 +14,9 @@
 //! Peering with other coordinators under operator policy, with
 //! coordinator-to-coordinator requests signed like node requests
 //! ([`peers`], [`authn::signed_peer`]), and witnessing peers' (and other)
-//! logs as a c2sp.org/tlog-witness ([`witness`]).
-//! Out of scope: gossip and blacklist propagation (federation), running tasks
+//! logs as a c2sp.org/tlog-witness ([`witness`]), and gossip with blacklist
+//! propagation under each peer's ban policy ([`federation`]).
+//! Out of scope: running tasks
 //! (the device agent, `agent/`), and the wire formats themselves
 //! (`edgecoder-proto`: signatures, node ids, messages).
 //!
@@ -27,6 +28,7 @@
 pub mod authn;
 pub mod blacklist;
 mod error;
+pub mod federation;
 pub mod inference;
 pub mod models;
 pub mod nodes;
@@ -184,6 +186,7 @@ pub fn router(config: &Config) -> Router {
     let r = models::routes(r);
     let r = blacklist::routes(r);
     let r = peers::routes(r);
+    let r = federation::routes(r);
     let r = witness::routes(r).route(
         Method::GET,
         "/mesh/audit",

@@ -82,6 +82,7 @@ pub fn describe(p: &Peer) -> Json {
         "local_approved": p.local_approved,
         "remote_approved": p.remote_approved,
         "last_seen_at": p.last_seen_at.map(rfc3339),
+        "ban_policy": p.ban_policy,
     })
 }
 
@@ -336,6 +337,9 @@ async fn add(s: &Services, req: Request) -> Result<Response, Error> {
         suspended: false,
         removed: false,
         last_seen_at: before.as_ref().and_then(|p| p.last_seen_at),
+        ban_policy: before
+            .as_ref()
+            .map_or_else(|| "review".to_owned(), |p| p.ban_policy.clone()),
     };
     let action = if requested { "approved" } else { "added" };
     let index = commit(
@@ -425,6 +429,7 @@ async fn hello_route(s: &Services, req: Request) -> Result<Response, Error> {
                 suspended: false,
                 removed: false,
                 last_seen_at: Some(now),
+                ban_policy: "review".to_owned(),
             };
             commit(s, &req.ctx, &actor, "requested", &p, None, Json::Null).await?;
             Ok(json_response(StatusCode::ACCEPTED, JSON, &describe(&p)))
@@ -528,6 +533,43 @@ pub async fn refresh(s: &Services, ctx: &RequestContext, peer: Peer) -> Result<P
     Ok(peer)
 }
 
+/// `POST /mesh/peers/policy`: what a peer's bans do here (operator,
+/// step-up): `trust`, `review` or `ignore`.
+async fn policy(s: &Services, req: Request) -> Result<Response, Error> {
+    let caller = authn::operator(s, &req).await?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        origin: String,
+        ban_policy: String,
+        reason: String,
+    }
+    let body: Body = req.json()?;
+    check_reason(&body.reason)?;
+    if !["trust", "review", "ignore"].contains(&body.ban_policy.as_str()) {
+        return Err(invalid("ban_policy is trust, review or ignore."));
+    }
+    let origin = peer_origin(s, &body.origin)?;
+    let mut p = db::by_origin(s.sql.as_ref(), &origin)
+        .await?
+        .filter(|p| !p.removed)
+        .ok_or(Error::PeerNotFound)?;
+    let previous = std::mem::replace(&mut p.ban_policy, body.ban_policy);
+    let index = commit(
+        s,
+        &req.ctx,
+        &format!("user:{}", caller.user_id),
+        "policy",
+        &p,
+        Some(&body.reason),
+        json!({"ban_policy": p.ban_policy, "previous": previous}),
+    )
+    .await?;
+    let mut out = describe(&p);
+    out["ledger_index"] = json!(index);
+    Ok(ok_json(&out))
+}
+
 /// `POST /mesh/peers/refresh`: re-read a peer's identity now (operator).
 async fn refresh_route(s: &Services, req: Request) -> Result<Response, Error> {
     authn::operator(s, &req).await?;
@@ -562,7 +604,7 @@ async fn list(s: &Services, req: Request) -> Result<Response, Error> {
     Ok(ok_json(&json!({"self": me, "peers": peers})))
 }
 
-fn docs() -> [RouteDoc; 7] {
+fn docs() -> [RouteDoc; 8] {
     let refusals = |mut v: Vec<edgecoder_kernel::router::ResponseDoc>| {
         v.push(err(400, "invalid_request"));
         v.push(err(401, "mesh_unauthorized / invalid_token"));
@@ -642,6 +684,16 @@ fn docs() -> [RouteDoc; 7] {
                 err(502, "peer_unreachable"),
             ]),
         ),
+        DOCS.op(
+            "peers_policy",
+            "What a peer's bans do here (operator, step-up): trust (applied once proven in its cosigned log), review (queued for an operator), ignore; a peer/v1 entry",
+            object(
+                &["origin", "ban_policy", "reason"],
+                json!({"origin": {"type": "string"}, "ban_policy": {"enum": ["trust", "review", "ignore"]},
+                       "reason": {"type": "string", "maxLength": 500}}),
+            ),
+            refusals(vec![ok(200, "the peer"), err(404, "peer_not_found")]),
+        ),
     ]
 }
 
@@ -655,6 +707,7 @@ pub fn routes(r: Router) -> Router {
         resumed,
         removed,
         refreshed,
+        policied,
     ] = docs();
     r.route(
         Method::GET,
@@ -697,5 +750,11 @@ pub fn routes(r: Router) -> Router {
         "/mesh/peers/refresh",
         endpoint(|s, r| async move { refresh_route(&s, r).await }),
         refreshed,
+    )
+    .route(
+        Method::POST,
+        "/mesh/peers/policy",
+        endpoint(|s, r| async move { policy(&s, r).await }),
+        policied,
     )
 }

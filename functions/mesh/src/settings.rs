@@ -8,6 +8,7 @@
 //! | `previous_coordinator_key` | secret | — | the key `coordinator_key` replaced (rotation with overlap): it signs the rotation statement `/mesh/identity` publishes, which is how peers learn the new key |
 //! | `previous_coordinator_key_retired_at` | var | — | Unix seconds when `coordinator_key` took over; required with `previous_coordinator_key` |
 //! | `witness_key` | secret | derived from `coordinator_key` | the Ed25519 seed (base64, 32 bytes) this coordinator cosigns other logs' checkpoints with (c2sp.org/tlog-cosignature `cosignature/v1`, which is Ed25519 only); its verifier key is published at `/mesh/identity` |
+//! | `mesh_federation_interval_secs` | var | `60` | each active peer's log is pulled at least this often (1–86400); a push asks for a pull at once |
 //! | `mesh_node_rate_per_minute` | var | `600` | signed requests one node may make per minute (1–100000); more get 429 |
 //! | `mesh_register_per_minute` | var | `30` | node registrations per client address per minute (1–100000) |
 //! | `mesh_max_attempts` | var | `3` | leases a task gets before it fails with `attempts_exhausted` (1–20) |
@@ -38,6 +39,8 @@ pub struct Settings {
     pub max_attempts: i64,
     /// Time added to a task's timeout for its lease.
     pub lease_grace_ms: i64,
+    /// Longest time between two pulls of a peer's log.
+    pub federation_interval_secs: i64,
     /// The origins (lowercase `scheme://authority`) signed requests must be
     /// addressed to; empty accepts any (development only).
     pub origins: Vec<String>,
@@ -181,6 +184,12 @@ impl Settings {
             register_per_minute: vars.bounded("mesh_register_per_minute", 30, 1, 100_000)?,
             max_attempts: vars.bounded("mesh_max_attempts", 3, 1, 20)?,
             lease_grace_ms: vars.bounded("mesh_lease_grace_ms", 30_000, 0, 600_000)?,
+            federation_interval_secs: vars.bounded(
+                "mesh_federation_interval_secs",
+                60,
+                1,
+                86_400,
+            )?,
         })
     }
 

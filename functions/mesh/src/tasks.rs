@@ -486,6 +486,7 @@ async fn equivocation(
         reason: &reason,
         evidence_digest: Some(&digest),
         actor: crate::models::COORDINATOR,
+        origin: None,
     };
     match crate::blacklist::apply(s, &req.ctx, &ban).await {
         Ok(_) | Err(Error::AlreadyBlacklisted) => Ok(()),

@@ -134,7 +134,7 @@ fn size_response(size: u64) -> Response {
 
 /// The log `origin` as this witness serves it now: an operator's, or an
 /// active peer's.
-async fn witnessed(s: &Services, origin: &str) -> Result<Option<Log>, Error> {
+pub async fn witnessed(s: &Services, origin: &str) -> Result<Option<Log>, Error> {
     let Some(log) = db::log(s.sql.as_ref(), origin).await? else {
         return Ok(None);
     };
@@ -149,21 +149,32 @@ async fn witnessed(s: &Services, origin: &str) -> Result<Option<Log>, Error> {
     Ok(Some(log))
 }
 
-/// `POST /mesh/witness/add-checkpoint`.
-async fn add_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
+/// What a witness decision came to.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Cosigned: the `cosignature/v1` line (with its newline).
+    Cosigned(String),
+    /// The old size is not the one held: the size held.
+    Stale(u64),
+}
+
+/// The tlog-witness rules for checkpoint `cp` of `log` (already opened
+/// with the log's keys) claimed to extend the size `old` by `proof`: a
+/// rewind, a fork or a failed proof is refused and alerted; otherwise it is
+/// cosigned and becomes what this witness holds.
+pub async fn accept(
+    s: &Services,
+    ctx: &RequestContext,
+    log: &Log,
+    old: u64,
+    proof: &[Vec<u8>],
+    note: &str,
+    cp: &checkpoint::Checkpoint,
+) -> Result<Accepted, Error> {
     let (name, key) = Settings::of(s)?
         .witness
         .clone()
         .ok_or(Error::FederationUnconfigured)?;
-    let body = parse(&req.body)?;
-    let claimed = checkpoint::body_of(body.note)
-        .map_err(|_| invalid("the checkpoint is not a signed note."))?;
-    let log = witnessed(s, &claimed.origin)
-        .await?
-        .ok_or(Error::UnknownLog)?;
-    let cp =
-        checkpoint::open(body.note, &trusted(&log)).map_err(|_| Error::CheckpointUnverified)?;
-    let ctx = &req.ctx;
     if cp.size < log.size {
         // A correct log never asks for a head smaller than one it had
         // cosigned: it rolled back, or it shows another view here.
@@ -176,31 +187,24 @@ async fn add_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .await?;
     }
-    if body.old > cp.size {
+    if old > cp.size {
         return Err(invalid("old is above the checkpoint's size."));
     }
-    if body.old != log.size {
-        return Ok(size_response(log.size));
+    if old != log.size {
+        return Ok(Accepted::Stale(log.size));
     }
-    if body.old == cp.size {
-        if log.root.as_deref() != Some(&cp.root[..]) || !body.proof.is_empty() {
+    if old == cp.size {
+        if log.root.as_deref() != Some(&cp.root[..]) || !proof.is_empty() {
             alert(s, ctx, "mesh.witness.fork", &log.origin,
                 json!({"size": cp.size, "cosigned_root": log.root.as_deref().map(hex), "root": hex(&cp.root)})).await?;
             return Err(Error::CheckpointConflict);
         }
     } else {
-        let consistent = if body.old == 0 {
-            body.proof.is_empty()
+        let consistent = if old == 0 {
+            proof.is_empty()
         } else {
             let old_root = log.root.clone().unwrap_or_default();
-            merkle::verify_consistency::<Sha256>(
-                body.old,
-                cp.size,
-                &body.proof,
-                &old_root,
-                &cp.root,
-            )
-            .is_ok()
+            merkle::verify_consistency::<Sha256>(old, cp.size, proof, &old_root, &cp.root).is_ok()
         };
         if !consistent {
             alert(
@@ -216,13 +220,13 @@ async fn add_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let now = s.clock.now_ms();
     let time = u64::try_from(now.div_euclid(1000)).unwrap_or_default();
-    let line = checkpoint::cosign(&cp, &name, &key, time)
+    let line = checkpoint::cosign(cp, &name, &key, time)
         .map_err(|_| invalid("the checkpoint cannot be cosigned."))?;
-    let kept = format!("{}{line}", body.note);
+    let kept = format!("{note}{line}");
     if !db::advance(
         s.sql.as_ref(),
         &log.origin,
-        body.old,
+        old,
         cp.size,
         &cp.root,
         &kept,
@@ -234,14 +238,39 @@ async fn add_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
         let current = db::log(s.sql.as_ref(), &log.origin)
             .await?
             .map_or(0, |l| l.size);
-        return Ok(size_response(current));
+        return Ok(Accepted::Stale(current));
     }
-    let mut resp = edgecoder_kernel::http_types::Response::new(line.into_bytes());
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    Ok(resp)
+    Ok(Accepted::Cosigned(line))
+}
+
+/// Opens `note` with the keys trusted for `log`.
+pub fn open(log: &Log, note: &str) -> Result<checkpoint::Checkpoint, Error> {
+    checkpoint::open(note, &trusted(log)).map_err(|_| Error::CheckpointUnverified)
+}
+
+/// `POST /mesh/witness/add-checkpoint`.
+async fn add_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
+    if Settings::of(s)?.witness.is_none() {
+        return Err(Error::FederationUnconfigured);
+    }
+    let body = parse(&req.body)?;
+    let claimed = checkpoint::body_of(body.note)
+        .map_err(|_| invalid("the checkpoint is not a signed note."))?;
+    let log = witnessed(s, &claimed.origin)
+        .await?
+        .ok_or(Error::UnknownLog)?;
+    let cp = open(&log, body.note)?;
+    match accept(s, &req.ctx, &log, body.old, &body.proof, body.note, &cp).await? {
+        Accepted::Stale(size) => Ok(size_response(size)),
+        Accepted::Cosigned(line) => {
+            let mut resp = edgecoder_kernel::http_types::Response::new(line.into_bytes());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            Ok(resp)
+        }
+    }
 }
 
 fn hex(b: &[u8]) -> String {

@@ -413,6 +413,22 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The frontier's state: its size and its peaks (level, hash), largest
+    /// first, for a verifier that resumes later.
+    pub fn to_parts(&self) -> (u64, Vec<(u32, Hash)>) {
+        (self.size, self.peaks.clone())
+    }
+
+    /// A frontier from [`Frontier::to_parts`]; refused unless the peaks are
+    /// exactly the complete subtrees a tree of `size` leaves has.
+    pub fn from_parts(size: u64, peaks: Vec<(u32, Hash)>) -> Result<Frontier, Error> {
+        let levels: Vec<u32> = (0..64u32).rev().filter(|l| size >> l & 1 == 1).collect();
+        if peaks.iter().map(|(l, _)| *l).collect::<Vec<_>>() != levels {
+            return Err(Error::MalformedProof);
+        }
+        Ok(Frontier { peaks, size })
+    }
+
     /// The head of the tree so far.
     pub fn root<H: Hasher>(&self) -> Hash {
         let mut iter = self.peaks.iter().rev();
@@ -585,8 +601,15 @@ mod tests {
             leaves.push(leaf);
             f.push::<Sha256>(leaf);
             assert_eq!(f.root::<Sha256>(), reference_root::<Sha256>(&leaves));
+            // A frontier saved and resumed goes on as if never stopped.
+            let (size, peaks) = f.to_parts();
+            f = Frontier::from_parts(size, peaks).expect("resume");
         }
         assert_eq!(f.size(), 100);
+        let (size, mut peaks) = f.to_parts();
+        assert!(Frontier::from_parts(size + 1, peaks.clone()).is_err());
+        peaks.pop();
+        assert!(Frontier::from_parts(size, peaks).is_err());
     }
 
     #[test]

@@ -211,6 +211,24 @@ pub async fn serve(
     let clients = Arc::new(Clients::default());
     let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS));
     let proxies = shared.loaded.config.trusted_proxies.clone();
+    // Scheduled work (federation pulls) on one of the request threads, with
+    // the same services; it stops with the server.
+    let timer_shared = Arc::clone(&shared);
+    let mut timer_stop = stop_rx.clone();
+    let timer = pool.spawn_pinned(move || async move {
+        let (_, services) = pipeline(&timer_shared);
+        let Some(every) = edgecoder_gateway::schedule_interval(&services) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = timer_stop.changed() => return,
+            }
+            let outcome = edgecoder_gateway::scheduled(&services).await;
+            tracing::debug!(%outcome, "scheduled work ran");
+        }
+    });
     tokio::pin!(shutdown);
     loop {
         // Accept whatever the load: a connection over a cap is answered and
@@ -274,6 +292,7 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
+    timer.abort();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await

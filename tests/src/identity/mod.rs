@@ -251,6 +251,12 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// Uses an admin made earlier (by another `Ctx` on the same deployment).
+    pub fn with_admin(self, id: &str, token: &str) -> Self {
+        *self.admin.borrow_mut() = Some((id.to_owned(), token.to_owned()));
+        self
+    }
+
     /// The suite's system_admin (made with the bootstrap secret on first use).
     pub fn admin(&self) -> Result<(String, String), String> {
         if let Some(a) = self.admin.borrow().clone() {

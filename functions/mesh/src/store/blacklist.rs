@@ -60,6 +60,10 @@ pub struct Change<'a> {
     pub evidence_digest: Option<&'a str>,
     /// Who.
     pub actor: &'a str,
+    /// `local`, or the peer coordinator whose entry this applies.
+    pub origin: &'a str,
+    /// For a peer's entry: its index in the peer's log.
+    pub source_index: Option<u64>,
     /// Milliseconds since the epoch.
     pub now: i64,
 }
@@ -67,8 +71,8 @@ pub struct Change<'a> {
 /// The entry (returning its seq) and the change to the bans in force.
 pub fn record(c: &Change<'_>) -> [Statement; 2] {
     let entry = Statement::new(
-        "INSERT INTO mesh_blacklist (action, subject_kind, subject, reason_code, reason, evidence_digest, actor, origin, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'local', ?8) RETURNING seq",
+        "INSERT INTO mesh_blacklist (action, subject_kind, subject, reason_code, reason, evidence_digest, actor, origin, created_at, source_index) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?8, ?10) RETURNING seq",
         vec![
             c.action.into(),
             c.kind.as_str().into(),
@@ -78,6 +82,10 @@ pub fn record(c: &Change<'_>) -> [Statement; 2] {
             c.evidence_digest.map_or(Value::Null, Value::from),
             c.actor.into(),
             Value::Integer(c.now),
+            c.origin.into(),
+            c.source_index.map_or(Value::Null, |i| {
+                Value::Integer(i64::try_from(i).unwrap_or(i64::MAX))
+            }),
         ],
     );
     let bans = if c.action == "add" {
@@ -137,6 +145,22 @@ pub async fn ban(sql: &dyn Sql, kind: SubjectKind, subject: &str) -> Result<Opti
         ))
         .await?;
     Ok(rows.get_i64(0, "seq"))
+}
+
+/// Where the ban in force on the subject came from (`local` or a peer).
+pub async fn ban_origin(
+    sql: &dyn Sql,
+    kind: SubjectKind,
+    subject: &str,
+) -> Result<Option<String>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT e.origin AS origin FROM mesh_bans b JOIN mesh_blacklist e ON e.seq = b.seq \
+             WHERE b.subject_kind = ?1 AND b.subject = ?2",
+            vec![kind.as_str().into(), subject.into()],
+        ))
+        .await?;
+    Ok(rows.get_str(0, "origin").map(str::to_owned))
 }
 
 /// Whether any of the subjects is banned.
@@ -231,4 +255,18 @@ pub async fn entries(
             })
         })
         .collect())
+}
+
+/// Whether the peer entry (`origin`, `source_index`) was applied already.
+pub async fn applied_from(sql: &dyn Sql, origin: &str, source_index: u64) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT seq FROM mesh_blacklist WHERE origin = ?1 AND source_index = ?2",
+            vec![
+                origin.into(),
+                Value::Integer(i64::try_from(source_index).unwrap_or(i64::MAX)),
+            ],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
 }

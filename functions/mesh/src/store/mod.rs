@@ -4,13 +4,14 @@
 //! changes in one file.
 //!
 //! In scope: the blacklist and the bans in force ([`blacklist`]); nodes and their keys, decisions, telemetry and blacklist
-//! version ([`nodes`]); peer coordinators ([`peers`]); the logs this coordinator witnesses ([`witness`]); model policies, releases, rollouts and host reports
+//! version ([`nodes`]); peer coordinators ([`peers`]); pulls, gossip seen and ban reviews ([`federation`]); the logs this coordinator witnesses ([`witness`]); model policies, releases, rollouts and host reports
 //! ([`models`]); blobs, tasks, leases and results ([`tasks`]);
 //! request nonces. Out of scope: who may do what and the JSON shapes of
 //! answers (the handlers); audit events (the kernel's `audit`), which ride
 //! in the same batches through the `Statement`s returned here.
 
 pub mod blacklist;
+pub mod federation;
 pub mod models;
 pub mod nodes;
 pub mod peers;

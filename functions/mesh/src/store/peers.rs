@@ -41,6 +41,9 @@ pub struct Peer {
     pub removed: bool,
     /// Last authenticated request from it (ms).
     pub last_seen_at: Option<i64>,
+    /// What its bans do here: `trust` (applied), `review` (queued for an
+    /// operator), `ignore`.
+    pub ban_policy: String,
 }
 
 impl Peer {
@@ -60,8 +63,7 @@ impl Peer {
     }
 }
 
-const COLUMNS: &str =
-    "origin, key_id, public_key, local_approved, remote_approved, suspended, removed, last_seen_at";
+const COLUMNS: &str = "origin, key_id, public_key, local_approved, remote_approved, suspended, removed, last_seen_at, ban_policy";
 
 fn peer_at(rows: &edgecoder_kernel::Rows, i: usize) -> Option<Peer> {
     Some(Peer {
@@ -73,6 +75,7 @@ fn peer_at(rows: &edgecoder_kernel::Rows, i: usize) -> Option<Peer> {
         suspended: rows.get_i64(i, "suspended")? == 1,
         removed: rows.get_i64(i, "removed")? == 1,
         last_seen_at: rows.get_i64(i, "last_seen_at"),
+        ban_policy: rows.get_str(i, "ban_policy")?.to_owned(),
     })
 }
 
@@ -111,6 +114,15 @@ pub async fn all(sql: &dyn Sql) -> Result<Vec<Peer>, Error> {
         .collect())
 }
 
+/// The active peers (both approved, neither suspended nor removed).
+pub async fn active(sql: &dyn Sql) -> Result<Vec<Peer>, Error> {
+    Ok(all(sql)
+        .await?
+        .into_iter()
+        .filter(|p| p.status() == PeerStatus::Active)
+        .collect())
+}
+
 /// How many peers wait for our operator (requests from strangers are capped).
 pub async fn pending_count(sql: &dyn Sql) -> Result<i64, Error> {
     let rows = sql
@@ -127,12 +139,12 @@ pub async fn save(sql: &dyn Sql, p: &Peer, now: i64) -> Result<(), Error> {
     let flag = |b: bool| Value::Integer(i64::from(b));
     sql.execute(Statement::new(
         "INSERT INTO mesh_peers (origin, key_id, public_key, local_approved, remote_approved, suspended, removed, \
-           created_at, updated_at, last_seen_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) \
+           created_at, updated_at, last_seen_at, ban_policy) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10) \
          ON CONFLICT (origin) DO UPDATE SET key_id = excluded.key_id, public_key = excluded.public_key, \
            local_approved = excluded.local_approved, remote_approved = excluded.remote_approved, \
            suspended = excluded.suspended, removed = excluded.removed, updated_at = excluded.updated_at, \
-           last_seen_at = excluded.last_seen_at",
+           last_seen_at = excluded.last_seen_at, ban_policy = excluded.ban_policy",
         vec![
             p.origin.as_str().into(),
             p.key_id.as_str().into(),
@@ -143,6 +155,7 @@ pub async fn save(sql: &dyn Sql, p: &Peer, now: i64) -> Result<(), Error> {
             flag(p.removed),
             Value::Integer(now),
             p.last_seen_at.map_or(Value::Null, Value::Integer),
+            p.ban_policy.as_str().into(),
         ],
     ))
     .await?;

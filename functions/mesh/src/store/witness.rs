@@ -123,3 +123,14 @@ pub async fn all(sql: &dyn Sql) -> Result<Vec<Json>, Error> {
         })
         .collect())
 }
+
+/// The origin line of the log of `peer`, if this witness tracks it.
+pub async fn origin_of_peer(sql: &dyn Sql, peer: &str) -> Result<Option<String>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT origin FROM mesh_witnessed_logs WHERE peer = ?1",
+            vec![peer.into()],
+        ))
+        .await?;
+    Ok(rows.get_str(0, "origin").map(str::to_owned))
+}
