@@ -81,3 +81,11 @@ CREATE TABLE mesh_ban_reviews (
 );
 ALTER TABLE mesh_blacklist ADD COLUMN source_index INTEGER;  -- a peer's entry: its index in the peer's log
 CREATE UNIQUE INDEX mesh_blacklist_source ON mesh_blacklist (origin, source_index) WHERE source_index IS NOT NULL;
+
+-- Owners the mesh has banned (here or by a peer it trusts): the auth
+-- function issues them no enrollment tokens. Written only by the mesh, over
+-- its service path.
+CREATE TABLE auth_enrollment_blocks (
+    user_id     TEXT PRIMARY KEY,
+    blocked_at  INTEGER NOT NULL
+);

@@ -1777,11 +1777,28 @@ fn a_banned_owner_cannot_register_a_new_node_id_or_submit(x: &Ctx) -> Result<(),
         .or_else(|| me["user"]["id"].as_str())
         .ok_or(format!("no user id in {me}"))?
         .to_owned();
+    // A token it got before the ban.
+    let fresh = Node::new(x, "bl-owner-new");
+    let token = enroll(x, &owner, &fresh.id)?;
     want(
         &ban(x, &admin, "owner", &user_id, false)?,
         201,
         "ban the owner",
     )?;
+    // No new enrollment tokens…
+    let later = Node::new(x, "bl-owner-later");
+    expect_problem(
+        &x.send(
+            "POST",
+            "/auth/nodes/enroll",
+            Some(&owner.access),
+            Some(&json!({"node_id": later.id, "kind": "agent"})),
+            &[],
+        )?,
+        403,
+        "account_blacklisted",
+    )
+    .map_err(|e| format!("a banned owner's enrollment: {e}"))?;
     // Every node it enrolled is refused…
     expect_problem(
         &heartbeat(x, &node, &server_telemetry())?,
@@ -1789,9 +1806,8 @@ fn a_banned_owner_cannot_register_a_new_node_id_or_submit(x: &Ctx) -> Result<(),
         "node_blacklisted",
     )
     .map_err(|e| format!("the owner's node: {e}"))?;
-    // …and it cannot come back under a new node id.
-    let fresh = Node::new(x, "bl-owner-new");
-    let token = enroll(x, &owner, &fresh.id)?;
+    // …and it cannot come back under a new node id, even with a token it
+    // got before.
     expect_problem(&register(x, &fresh, &token)?, 403, "node_blacklisted")
         .map_err(|e| format!("a new node id of a banned owner: {e}"))?;
     // Nor submit work.
@@ -1822,6 +1838,7 @@ fn a_banned_owner_cannot_register_a_new_node_id_or_submit(x: &Ctx) -> Result<(),
         200,
         "after the lift",
     )?;
+    enroll(x, &owner, &later.id).map_err(|e| format!("enrollment after the lift: {e}"))?;
     Ok(())
 }
 

@@ -69,6 +69,20 @@ impl IdentityClient for InProcess {
             Err(e) => refused(e).map(|()| None),
         }
     }
+
+    async fn block_enrollment(&self, user_id: &str, blocked: bool) -> Result<(), KernelError> {
+        crate::store::enrollments::set_block(
+            self.sql.as_ref(),
+            user_id,
+            blocked,
+            self.clock.now_ms(),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Kernel(k) => k,
+            other => KernelError::Storage(other.to_string()),
+        })
+    }
 }
 
 /// Asks the auth function over HTTP.
@@ -181,6 +195,42 @@ impl IdentityClient for Http {
             ))),
         }
     }
+
+    async fn block_enrollment(&self, user_id: &str, blocked: bool) -> Result<(), KernelError> {
+        let (caller, key) = self.service.as_ref().ok_or_else(|| {
+            KernelError::Config("set service_key so the mesh can block enrollments".into())
+        })?;
+        let path = "/auth/nodes/enrollment-blocks";
+        let body = serde_json::json!({"user_id": user_id, "blocked": blocked})
+            .to_string()
+            .into_bytes();
+        let service = edgecoder_kernel::service::mint(
+            key,
+            caller,
+            crate::NAME,
+            &edgecoder_kernel::service::request_digest("POST", path, &body),
+            self.clock.now_ms(),
+            &edgecoder_kernel::ports::random_hex(self.rng.as_ref(), 16),
+        )?;
+        let resp = self
+            .outbound
+            .send(OutboundRequest {
+                method: Method::POST,
+                url: format!("{}{path}", self.base),
+                headers: vec![
+                    ("authorization".into(), format!("Bearer {service}")),
+                    ("content-type".into(), "application/json".into()),
+                ],
+                body,
+            })
+            .await?;
+        match resp.status {
+            200 => Ok(()),
+            s => Err(KernelError::Outbound(format!(
+                "auth answered {s} to an enrollment block"
+            ))),
+        }
+    }
 }
 
 /// The client of a deployment that cannot reach the auth function (503).
@@ -197,6 +247,9 @@ impl IdentityClient for Unavailable {
         _: &str,
         _: &str,
     ) -> Result<Option<Enrollment>, KernelError> {
+        Err(KernelError::Config(self.0.into()))
+    }
+    async fn block_enrollment(&self, _: &str, _: bool) -> Result<(), KernelError> {
         Err(KernelError::Config(self.0.into()))
     }
 }

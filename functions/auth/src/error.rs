@@ -43,6 +43,9 @@ pub enum Error {
     /// The action needs a verified email address.
     #[error("email not verified")]
     EmailUnverified,
+    /// The mesh banned this account: no enrollment tokens.
+    #[error("account blacklisted")]
+    AccountBlacklisted,
     /// A cookie-authenticated request without an allowed `Origin`.
     #[error("csrf rejected")]
     CsrfRejected,
@@ -246,6 +249,12 @@ impl From<Error> for Problem {
                 "forbidden",
                 "Forbidden",
                 "Your roles do not allow this operation.",
+            ),
+            Error::AccountBlacklisted => problem(
+                S::FORBIDDEN,
+                "account_blacklisted",
+                "Account blacklisted",
+                "This account is on the coordinator's blacklist: it cannot enroll nodes.",
             ),
             Error::EmailUnverified => problem(
                 S::FORBIDDEN,

@@ -329,6 +329,9 @@ pub trait IdentityClient {
         node_id: &str,
         kind: &str,
     ) -> Result<Option<Enrollment>, Error>;
+    /// Stops (or resumes) issuing enrollment tokens to `user_id`: the mesh
+    /// banned (or lifted the ban on) that owner.
+    async fn block_enrollment(&self, user_id: &str, blocked: bool) -> Result<(), Error>;
 }
 
 /// Checking ECDSA P-256 signatures (every signed mesh request). In software

@@ -237,6 +237,25 @@ pub async fn apply(
     db::set_ledger_index(sql, seq, index).await?;
     // A banned node's work goes back to the queue; its results are refused
     // with the rest of its requests.
+    // An owner ban also stops enrollment tokens at the auth function; the
+    // ban itself is already enforced here whatever that call says.
+    if b.kind == SubjectKind::Owner
+        && let Err(e) = s
+            .identity
+            .block_enrollment(b.subject, b.action == "add")
+            .await
+    {
+        audit::note(
+            s,
+            ctx,
+            b.actor,
+            "mesh.blacklist.enrollment_block_failed",
+            Some(b.subject),
+            Outcome::Failure,
+            json!({"error": e.to_string()}),
+        )
+        .await?;
+    }
     let released = if b.action == "add" {
         db::release_leases(sql, b.kind, b.subject, now).await?
     } else {

@@ -80,6 +80,18 @@ pub async fn enroll(s: &Services, req: Request) -> Result<Response, Error> {
         )
         .await);
     }
+    if store::enrollments::blocked(s.sql.as_ref(), &p.user_id).await? {
+        return Err(audit::denied(
+            s,
+            &req.ctx,
+            &p.actor(),
+            "auth.node.enroll",
+            Some(&body.node_id),
+            json!({"reason": "account_blacklisted"}),
+            Error::AccountBlacklisted,
+        )
+        .await);
+    }
     crate::ratelimit::attempt(s, &crate::ratelimit::ENROLL_PER_USER, &p.user_id).await?;
     let now = s.clock.now_ms();
     let token = new_token(s.rng.as_ref(), ENROLLMENT_PREFIX);
@@ -315,6 +327,64 @@ pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error>
     }
 }
 
+/// `POST /auth/nodes/enrollment-blocks` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    user_id: String,
+    blocked: bool,
+}
+
+/// `POST /auth/nodes/enrollment-blocks`: the mesh (service token) blocks or
+/// unblocks enrollment for an owner it banned or lifted.
+pub async fn block_route(s: &Services, req: Request) -> Result<Response, Error> {
+    let presented = bearer(&req).unwrap_or("");
+    let request =
+        edgecoder_kernel::service::request_digest(req.method.as_str(), &req.path, &req.body);
+    let caller = s
+        .config
+        .service_keys
+        .caller(presented, crate::NAME, &request, s.clock.now_ms());
+    if caller.as_deref() != Some("mesh") {
+        return Err(audit::denied(
+            s,
+            &req.ctx,
+            "anonymous",
+            "auth.node.enrollment_block",
+            None,
+            json!({"reason": "service_unauthorized"}),
+            Error::ServiceUnauthorized,
+        )
+        .await);
+    }
+    let body: Block = req.json()?;
+    if body.user_id.is_empty() || body.user_id.len() > 64 {
+        return Err(Error::Kernel(edgecoder_kernel::Error::InvalidRequest(
+            "user_id is 1 to 64 characters.".into(),
+        )));
+    }
+    store::enrollments::set_block(
+        s.sql.as_ref(),
+        &body.user_id,
+        body.blocked,
+        s.clock.now_ms(),
+    )
+    .await?;
+    audit::note(
+        s,
+        &req.ctx,
+        "service:mesh",
+        "auth.node.enrollment_block",
+        Some(&body.user_id),
+        Outcome::Success,
+        json!({"blocked": body.blocked}),
+    )
+    .await?;
+    Ok(ok_json(
+        &json!({"user_id": body.user_id, "blocked": body.blocked}),
+    ))
+}
+
 /// The JSON Schema of a node kind.
 fn kind_schema() -> Json {
     json!({"enum": ["agent", "coordinator", "gpu-host"]})
@@ -345,6 +415,24 @@ pub fn routes(r: Router) -> Router {
         "/auth/nodes/redeem",
         endpoint(|s, r| async move { redeem_route(&s, r).await }),
         redeem_doc(),
+    )
+    .route(
+        Method::POST,
+        "/auth/nodes/enrollment-blocks",
+        endpoint(|s, r| async move { block_route(&s, r).await }),
+        DOCS.op(
+            "node_enrollment_block",
+            "The mesh (its service token only) blocks or unblocks enrollment for an owner it banned or lifted",
+            object(
+                &["user_id", "blocked"],
+                json!({"user_id": {"type": "string"}, "blocked": {"type": "boolean"}}),
+            ),
+            vec![
+                ok(200, "{user_id, blocked}"),
+                err(400, "invalid_request"),
+                err(401, "service_unauthorized"),
+            ],
+        ),
     )
 }
 

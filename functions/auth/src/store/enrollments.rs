@@ -173,3 +173,32 @@ pub async fn redeem(
         .await?;
     Ok(rows.get_str(0, "owner_id").map(str::to_owned))
 }
+
+/// Blocks (or unblocks) enrollment for `user_id`.
+pub async fn set_block(sql: &dyn Sql, user_id: &str, blocked: bool, now: i64) -> Result<(), Error> {
+    let stmt = if blocked {
+        Statement::new(
+            "INSERT INTO auth_enrollment_blocks (user_id, blocked_at) VALUES (?1, ?2) \
+             ON CONFLICT (user_id) DO NOTHING",
+            vec![user_id.into(), Value::Integer(now)],
+        )
+    } else {
+        Statement::new(
+            "DELETE FROM auth_enrollment_blocks WHERE user_id = ?1",
+            vec![user_id.into()],
+        )
+    };
+    sql.execute(stmt).await?;
+    Ok(())
+}
+
+/// Whether enrollment is blocked for `user_id`.
+pub async fn blocked(sql: &dyn Sql, user_id: &str) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT 1 AS b FROM auth_enrollment_blocks WHERE user_id = ?1",
+            vec![user_id.into()],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
