@@ -15,6 +15,7 @@ CREATE TABLE mesh_peers (
     suspended        INTEGER NOT NULL DEFAULT 0 CHECK (suspended IN (0, 1)),
     removed          INTEGER NOT NULL DEFAULT 0 CHECK (removed IN (0, 1)),
     ban_policy       TEXT NOT NULL DEFAULT 'review' CHECK (ban_policy IN ('trust', 'review', 'ignore')),
+    version          INTEGER NOT NULL DEFAULT 1,   -- every change is a compare-and-set on it
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     last_seen_at     INTEGER                       -- last authenticated request from the peer

@@ -11,6 +11,7 @@
 //! the invariants that hold everywhere: no 5xx, an `x-request-id`, and a
 //! well-formed problem+json body on every 4xx.
 
+pub mod federation;
 pub mod harness;
 pub mod identity;
 pub mod inference;

@@ -1916,11 +1916,12 @@ fn two_different_results_for_one_lease_ban_the_node_and_nobody_else_can_frame_it
         .and_then(|e| {
             e.iter()
                 .rev()
-                .find(|e| e["subject"] == node.id.as_str())
+                .find(|e| e["subject"] == node.kid.as_str())
                 .cloned()
         })
-        .ok_or(format!("no ban on {}: {listed}", node.id))?;
+        .ok_or(format!("no ban on {}: {listed}", node.kid))?;
     if entry["reason_code"] != "equivocation"
+        || entry["subject_kind"] != "node_key"
         || entry["actor"] != "coordinator"
         || !entry["evidence_digest"]
             .as_str()

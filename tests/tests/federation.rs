@@ -11,273 +11,18 @@
 //! no signed rotation (or one signed by another key) is refused, one with a
 //! rotation is re-pinned, and state survives restarts.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use edgecoder_conformance::Client;
-use edgecoder_conformance::harness::{
-    Server, conformance_target, dev_settings, edgecoder_binary, env_name, free_port, job_key,
-    signing_key_base64, start_native_at,
-};
-use edgecoder_conformance::identity::Ctx;
+use edgecoder_conformance::federation::*;
+use edgecoder_conformance::harness::{edgecoder_binary, free_port, job_key, start_native_at};
 use edgecoder_conformance::mesh::{Sig, ledger_entry, sign_headers};
-use edgecoder_conformance::{Reply, Target};
 use edgecoder_proto::keys::{key_id, public_key_b64url};
 use edgecoder_tlog::checkpoint::{self, Checkpoint, NoteKey, NoteSigner};
 use edgecoder_tlog::merkle::{Hasher, Sha256};
 use p256::ecdsa::SigningKey;
 use serde_json::{Value as Json, json};
-
-/// A scratch directory, removed when the test ends however it ends.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(tag: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("edgecoder-fed-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("dir");
-    Scratch(d)
-}
-
-/// One coordinator: its process, settings and operator.
-struct Coordinator {
-    server: Server,
-    dir: PathBuf,
-    env: Vec<(String, String)>,
-    target: Target,
-    client: Client,
-    /// Its coordinator key as it runs now.
-    key: SigningKey,
-    admin: String,
-    admin_id: String,
-}
-
-fn p256_of(secret: &str) -> SigningKey {
-    edgecoder_kernel::SigningKey::from_secret(secret)
-        .expect("key")
-        .ecdsa()
-        .clone()
-}
-
-/// The seed of a test key of `job` for coordinator `tag` (base64, 32 bytes).
-fn seed(tag: &str, job: &str) -> String {
-    STANDARD.encode(blake3::derive_key(
-        "edgecoder federation test seed v1",
-        format!("{tag}/{job}").as_bytes(),
-    ))
-}
-
-/// The cosignature/v1 verifier key of coordinator `tag` at `port`.
-fn witness_vkey(tag: &str, port: u16) -> String {
-    let bytes: [u8; 32] = STANDARD
-        .decode(seed(tag, "witness"))
-        .expect("b64")
-        .try_into()
-        .expect("32");
-    let key = ed25519_dalek::SigningKey::from_bytes(&bytes);
-    NoteKey::CosignatureV1(key.verifying_key())
-        .vkey(&format!("127.0.0.1:{port}/mesh/witness"))
-        .expect("vkey")
-}
-
-impl Coordinator {
-    fn start(root: &Path, tag: &str) -> Coordinator {
-        Coordinator::start_with(root, tag, free_port(), &[])
-    }
-
-    /// Starts coordinator `tag` on `port`: its log is `<tag>.fed.test/ledger`,
-    /// its witness and Ed25519 log keys are the test's, and `witnesses`
-    /// (tag, port) are asked to cosign its checkpoints.
-    fn start_with(root: &Path, tag: &str, port: u16, witnesses: &[(&str, u16)]) -> Coordinator {
-        let signing = signing_key_base64();
-        let mut env: Vec<(String, String)> = dev_settings(&signing)
-            .into_iter()
-            .map(|(k, v)| (env_name(k), v))
-            .collect();
-        let list: Vec<Json> = witnesses
-            .iter()
-            .map(|(t, p)| {
-                json!({"vkey": witness_vkey(t, *p), "url": format!("http://127.0.0.1:{p}/mesh/witness")})
-            })
-            .collect();
-        env.extend([
-            (env_name("mesh_federation_interval_secs"), "1".into()),
-            (env_name("checkpoint_interval_ms"), "0".into()),
-            (env_name("log_origin"), format!("{tag}.fed.test/ledger")),
-            (env_name("witness_key"), seed(tag, "witness")),
-            (env_name("checkpoint_ed25519_key"), seed(tag, "log")),
-            (env_name("log_witnesses"), Json::from(list).to_string()),
-        ]);
-        let dir = root.join(tag);
-        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let server = start_native_at(&edgecoder_binary(), &dir, &pairs, port);
-        let target = conformance_target(&server.base, &signing);
-        let client = Client::new(&server.base);
-        let key = p256_of(&job_key(&signing, "coordinator"));
-        let (admin_id, admin) = Ctx::new(&client, &target).admin().expect("admin");
-        Coordinator {
-            server,
-            dir,
-            env,
-            target,
-            client,
-            key,
-            admin,
-            admin_id,
-        }
-    }
-
-    /// Restarts on the same port and data directory with `changes` to its
-    /// settings (the coordinator key, say).
-    fn restart(&mut self, changes: &[(&str, String)], key: SigningKey) {
-        self.server.terminate(Duration::from_secs(10));
-        for (name, value) in changes {
-            let name = env_name(name);
-            self.env.retain(|(k, _)| *k != name);
-            self.env.push((name, value.clone()));
-        }
-        let port: u16 = self
-            .server
-            .base
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port");
-        let pairs: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        self.server = start_native_at(&edgecoder_binary(), &self.dir, &pairs, port);
-        self.key = key;
-        // Step-up is time-bound: sign in afresh.
-        self.client = Client::new(&self.server.base);
-    }
-
-    fn origin(&self) -> &str {
-        &self.server.base
-    }
-
-    fn kid(&self) -> String {
-        key_id(self.key.verifying_key())
-    }
-
-    fn ctx(&self) -> Ctx<'_> {
-        Ctx::new(&self.client, &self.target).with_admin(&self.admin_id, &self.admin)
-    }
-
-    fn operator(&self, method: &str, path: &str, body: &Json) -> Reply {
-        self.ctx()
-            .send(method, path, Some(&self.admin), Some(body), &[])
-            .expect("request")
-    }
-
-    fn peers(&self) -> Json {
-        let r = self
-            .ctx()
-            .send("GET", "/mesh/peers", Some(&self.admin), None, &[])
-            .expect("peers");
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        r.json().expect("json")
-    }
-
-    fn peer(&self, origin: &str) -> Json {
-        self.peers()["peers"]
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["origin"] == origin).cloned())
-            .unwrap_or(Json::Null)
-    }
-}
-
-/// `from`'s coordinator-signed request to `to` (signed with `key`).
-fn as_peer(
-    to: &Coordinator,
-    key: &SigningKey,
-    method: &str,
-    path: &str,
-    body: Option<&Json>,
-) -> Reply {
-    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let url = format!("{}{path}", to.origin());
-    let hs = sign_headers(
-        key,
-        &key_id(key.verifying_key()),
-        method,
-        &url,
-        &bytes,
-        &Sig::default(),
-    );
-    send_signed(to, method, path, &hs, &bytes)
-}
-
-fn send_signed(
-    to: &Coordinator,
-    method: &str,
-    path: &str,
-    hs: &[(String, String)],
-    bytes: &[u8],
-) -> Reply {
-    let mut headers: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    if !bytes.is_empty() {
-        headers.push(("content-type", "application/json"));
-    }
-    to.client
-        .send_with(method, path, &headers, bytes)
-        .expect("request")
-}
-
-fn code(r: &Reply) -> String {
-    r.json()
-        .ok()
-        .and_then(|v| v["code"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-#[track_caller]
-fn want(r: &Reply, status: u16, code_wanted: Option<&str>, what: &str) -> Json {
-    assert_eq!(
-        r.status,
-        status,
-        "{what}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    if let Some(c) = code_wanted {
-        assert_eq!(code(r), c, "{what}");
-        assert_eq!(
-            r.header("content-type"),
-            Some("application/problem+json"),
-            "{what}"
-        );
-    }
-    r.json().unwrap_or(Json::Null)
-}
-
-const PULL: &str = "/mesh/federation/blacklist?since=0";
-
-/// `a` pins `b` and `b` approves `a`: both active.
-fn peer(a: &Coordinator, b: &Coordinator) {
-    let r = a.operator(
-        "POST",
-        "/mesh/peers",
-        &json!({"origin": b.origin(), "key_id": b.kid(), "reason": "test federation"}),
-    );
-    want(&r, 201, None, "a pins b");
-    let r = b.operator(
-        "POST",
-        "/mesh/peers",
-        &json!({"origin": a.origin(), "key_id": a.kid(), "reason": "test federation"}),
-    );
-    let v = want(&r, 201, None, "b approves a");
-    assert_eq!(v["status"], "active", "{v}");
-    assert_eq!(a.peer(b.origin())["status"], "active");
-}
 
 #[test]
 fn peering_needs_both_operators_and_only_active_peers_are_answered() {
@@ -585,87 +330,6 @@ fn a_peer_key_changes_only_through_a_rotation_signed_by_the_pinned_key() {
     );
 }
 
-/// A checkpoint of coordinator `tag`'s log signed with its Ed25519 log key:
-/// the test plays the log itself, as one that forks or rewinds would.
-fn as_log(tag: &str, size: u64, root: [u8; 32]) -> String {
-    let bytes: [u8; 32] = STANDARD
-        .decode(seed(tag, "log"))
-        .expect("b64")
-        .try_into()
-        .expect("32");
-    let key = ed25519_dalek::SigningKey::from_bytes(&bytes);
-    let origin = format!("{tag}.fed.test/ledger");
-    checkpoint::sign_with(
-        &Checkpoint {
-            origin: origin.clone(),
-            size,
-            root,
-        },
-        &origin,
-        &[NoteSigner::Ed25519(&key)],
-    )
-    .expect("sign")
-}
-
-fn add_checkpoint(to: &Coordinator, body: &str) -> Reply {
-    to.client
-        .send(
-            "POST",
-            "/mesh/witness/add-checkpoint",
-            Some("text/plain"),
-            body.as_bytes(),
-        )
-        .expect("request")
-}
-
-fn audits(c: &Coordinator, action: &str) -> usize {
-    let r = c
-        .ctx()
-        .send(
-            "GET",
-            &format!("/mesh/audit?action={action}"),
-            Some(&c.admin),
-            None,
-            &[],
-        )
-        .expect("audit");
-    want(&r, 200, None, "audit")["events"]
-        .as_array()
-        .map_or(0, Vec::len)
-}
-
-/// `c` signs its head now; the note as served, with cosignatures.
-fn sign_now(c: &Coordinator) -> String {
-    let r = c
-        .ctx()
-        .send("POST", "/ledger/checkpoint", Some(&c.admin), None, &[])
-        .expect("checkpoint");
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    String::from_utf8(r.body).expect("utf-8")
-}
-
-/// The verifier keys of `c`'s log and `witness`'s witness, as published.
-fn published_keys(c: &Coordinator, witness: &Coordinator) -> (String, String) {
-    let keys = c
-        .client
-        .get("/ledger/keys")
-        .expect("keys")
-        .json()
-        .expect("json");
-    let log = keys["vkeys"][0].as_str().expect("vkey").to_owned();
-    let id = witness
-        .client
-        .get("/mesh/identity")
-        .expect("identity")
-        .json()
-        .expect("json");
-    let w = id["witness"]["vkey"]
-        .as_str()
-        .expect("witness vkey")
-        .to_owned();
-    (log, w)
-}
-
 #[test]
 fn peers_witness_each_others_logs_and_catch_a_fork_or_a_rewind() {
     let root = scratch("witness");
@@ -673,6 +337,7 @@ fn peers_witness_each_others_logs_and_catch_a_fork_or_a_rewind() {
     let a = Coordinator::start_with(&root.0, "a", pa, &[("b", pb)]);
     let b = Coordinator::start_with(&root.0, "b", pb, &[("a", pa)]);
     let (log_vkey, b_vkey) = published_keys(&a, &b);
+    let a_log = format!("127.0.0.1:{pa}/ledger");
     assert_eq!(b_vkey, witness_vkey("b", pb));
     let trusted = vec![
         NoteKey::parse_vkey(&log_vkey).expect("log vkey"),
@@ -723,7 +388,7 @@ fn peers_witness_each_others_logs_and_catch_a_fork_or_a_rewind() {
             "--key",
             &log_vkey,
             "--origin",
-            "a.fed.test/ledger",
+            &a_log,
         ])
         .arg("--state")
         .arg(&state)
@@ -753,13 +418,13 @@ fn peers_witness_each_others_logs_and_catch_a_fork_or_a_rewind() {
     );
 
     // A fork: another root at the size B cosigned.
-    let forked = as_log("a", held, [0xab; 32]);
+    let forked = as_log("a", pa, held, [0xab; 32]);
     let r = add_checkpoint(&b, &format!("old {held}\n\n{forked}"));
     want(&r, 409, Some("checkpoint_conflict"), "fork");
     assert_eq!(audits(&b, "mesh.witness.fork"), 1);
     // A larger head without a proof from what B holds.
     let bogus = STANDARD.encode([0u8; 32]);
-    let larger = as_log("a", held + 5, [0xcd; 32]);
+    let larger = as_log("a", pa, held + 5, [0xcd; 32]);
     let r = add_checkpoint(&b, &format!("old {held}\n{bogus}\n\n{larger}"));
     want(&r, 422, Some("inconsistent_checkpoint"), "inconsistent");
     assert_eq!(audits(&b, "mesh.witness.inconsistent"), 1);
@@ -769,22 +434,21 @@ fn peers_witness_each_others_logs_and_catch_a_fork_or_a_rewind() {
     assert_eq!(r.header("content-type"), Some("text/x.tlog.size"));
     assert_eq!(String::from_utf8_lossy(&r.body), format!("{held}\n"));
     // A rewind: a smaller head than one B cosigned.
-    let rewound = as_log("a", 1, [0xef; 32]);
+    let rewound = as_log("a", pa, 1, [0xef; 32]);
     let r = add_checkpoint(&b, &format!("old {held}\n\n{rewound}"));
     want(&r, 400, Some("invalid_request"), "rewind");
     assert_eq!(audits(&b, "mesh.witness.rewind"), 1);
     // Logs B does not witness, and signatures by keys it does not trust.
-    let r = add_checkpoint(&b, &format!("old 0\n\n{}", as_log("zz", 3, [1; 32])));
+    let r = add_checkpoint(&b, &format!("old 0\n\n{}", as_log("zz", 1, 3, [1; 32])));
     want(&r, 404, Some("unknown_log"), "unknown log");
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
     let cp = Checkpoint {
-        origin: "a.fed.test/ledger".into(),
+        origin: a_log.clone(),
         size: held + 1,
         root: [2; 32],
     };
     let unsigned =
-        checkpoint::sign_with(&cp, "a.fed.test/ledger", &[NoteSigner::Ed25519(&stranger)])
-            .expect("sign");
+        checkpoint::sign_with(&cp, &a_log, &[NoteSigner::Ed25519(&stranger)]).expect("sign");
     let r = add_checkpoint(&b, &format!("old {held}\n\n{unsigned}"));
     want(
         &r,
@@ -917,77 +581,6 @@ fn our_witness_cosigns_a_sigsum_log_and_sigsum_verifies_the_cosignature() {
     assert!(sigsum::verify(&message, &signature, &[submitter_pub], &policy.build()).is_err());
 }
 
-#[track_caller]
-fn want_text(r: &Reply) -> Vec<u8> {
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    r.body.clone()
-}
-
-/// Polls `f` until it gives a value or `secs` pass.
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "{what}: not within {secs} s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The blacklist entries `c` holds.
-fn blacklist(c: &Coordinator) -> Vec<Json> {
-    let r = c
-        .ctx()
-        .send(
-            "GET",
-            "/mesh/blacklist?limit=1000",
-            Some(&c.admin),
-            None,
-            &[],
-        )
-        .expect("blacklist");
-    want(&r, 200, None, "blacklist")["entries"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// Whether `c` has an entry of `action` on `subject` that came from `from`.
-fn has_entry(c: &Coordinator, action: &str, subject: &str, from: &str) -> bool {
-    blacklist(c)
-        .iter()
-        .any(|e| e["action"] == action && e["subject"] == subject && e["origin"] == from)
-}
-
-fn ban(c: &Coordinator, action: &str, subject: &str) -> Json {
-    let path = if action == "add" {
-        "/mesh/blacklist"
-    } else {
-        "/mesh/blacklist/lift"
-    };
-    let r = c.operator(
-        "POST",
-        path,
-        &json!({"subject_kind": "node_key", "subject": subject, "reason_code": "abuse", "reason": "federation test"}),
-    );
-    want(&r, if action == "add" { 201 } else { 200 }, None, "ban")
-}
-
-fn three(root: &Path) -> (Coordinator, Coordinator, Coordinator) {
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
-    let a = Coordinator::start_with(root, "a", pa, &[("b", pb), ("c", pc)]);
-    let b = Coordinator::start_with(root, "b", pb, &[("a", pa), ("c", pc)]);
-    let c = Coordinator::start_with(root, "c", pc, &[("a", pa), ("b", pb)]);
-    peer(&a, &b);
-    peer(&a, &c);
-    peer(&b, &c);
-    (a, b, c)
-}
-
 #[test]
 fn a_ban_reaches_peers_by_their_policy_is_enforced_there_and_converges_without_its_push() {
     use edgecoder_conformance::mesh::{active, heartbeat, server_telemetry};
@@ -1057,6 +650,14 @@ fn a_ban_reaches_peers_by_their_policy_is_enforced_there_and_converges_without_i
     assert_eq!(want(&r, 200, None, "accept")["outcome"], "applied");
     assert!(has_entry(&c, "add", &node.kid, a.origin()));
 
+    // A's ban on a node id or an owner is a name on A's side: B, though it
+    // trusts A, does not apply it to whatever goes by that name here.
+    let r = a.operator(
+        "POST",
+        "/mesh/blacklist",
+        &json!({"subject_kind": "node_id", "subject": node.id, "reason_code": "abuse", "reason": "a name only"}),
+    );
+    want(&r, 201, None, "a node-id ban at a");
     // A lifts: B follows (it trusts A, and the ban in force is A's).
     ban(&a, "lift", &node.kid);
     eventually(20, "b applies a's lift", || {

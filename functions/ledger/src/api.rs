@@ -370,6 +370,11 @@ pub async fn get_checkpoint(s: &Services, req: Request) -> Result<Response, Erro
                 .ok()
                 .filter(|k| (1..=32).contains(k))
                 .ok_or(Error::InvalidRange("min_cosignatures is 1 to 32"))?;
+            // More than the configured witnesses cannot be there: no scan.
+            let witnesses = crate::Settings::of(s)?.witnesses.len();
+            if usize::try_from(k).unwrap_or(usize::MAX) > witnesses {
+                return Err(Error::NotCosigned);
+            }
             store::newest_cosigned(sql, k)
                 .await?
                 .ok_or(Error::NotCosigned)?

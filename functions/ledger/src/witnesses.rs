@@ -113,6 +113,14 @@ impl Round {
                         .and_then(|t| t.strip_suffix('\n'))
                         .and_then(|t| t.parse::<u64>().ok())
                         .ok_or("a 409 without a tree size")?;
+                    if old > cp.size {
+                        // Not remembered: one odd answer must not stop us
+                        // asking this witness.
+                        return Err(format!(
+                            "the witness holds size {old}, above this checkpoint's {}: this log was rolled back, or another instance signs under its name",
+                            cp.size
+                        ));
+                    }
                     store::set_witness_size(sql, &w.name, old, self.clock.now_ms())
                         .await
                         .map_err(|e| e.to_string())?;

@@ -180,6 +180,15 @@ pub async fn signed_peer(s: &Services, req: &Request) -> Result<store::peers::Pe
     let Some(peer) = store::peers::by_key(s.sql.as_ref(), &signed.params.keyid).await? else {
         return Err(Error::UnknownPeer);
     };
+    // Every key a peer row holds (pending ones too) is charged before its
+    // signature is checked: a stranger's pending request buys no free
+    // verifications, nonce rows or audit events.
+    charge(
+        s,
+        &format!("peer:{}", peer.key_id),
+        PEER_REQUESTS_PER_MINUTE,
+    )
+    .await?;
     let key = VerifyingKey::from_sec1_bytes(&peer.public_key)
         .map_err(|_| Error::Kernel(edgecoder_kernel::Error::Storage("stored peer key".into())))?;
     verify_with(s, req, &signed, &key).await?;
@@ -245,6 +254,9 @@ pub async fn active_node(s: &Services, req: &Request) -> Result<Node, Error> {
     }
     Ok(node)
 }
+
+/// Signed requests one peer coordinator may make per minute.
+pub const PEER_REQUESTS_PER_MINUTE: i64 = 1200;
 
 /// Task submissions per submitter per minute.
 pub const SUBMIT_PER_MINUTE: i64 = 120;

@@ -146,6 +146,9 @@ pub enum Error {
     /// The peer could not be reached or answered something unusable.
     #[error("peer unreachable: {0}")]
     PeerUnreachable(String),
+    /// The peer changed between this request's read and its write.
+    #[error("peer changed")]
+    PeerChanged,
     /// Too many peering requests wait for the operator.
     #[error("too many pending peers")]
     TooManyPendingPeers,
@@ -480,6 +483,12 @@ impl From<Error> for Problem {
                 "peer_unreachable",
                 "Peer unreachable",
                 &why,
+            ),
+            Error::PeerChanged => problem(
+                S::CONFLICT,
+                "peer_changed",
+                "Peer changed",
+                "Another change to this peer landed first; read it again and retry.",
             ),
             Error::TooManyPendingPeers => problem(
                 S::TOO_MANY_REQUESTS,

@@ -48,13 +48,16 @@ use crate::blacklist::{self, Ban};
 use crate::store::blacklist::{self as bans, SubjectKind};
 use crate::store::federation as db;
 use crate::store::peers::{self as peers_db, Peer, PeerStatus};
-use crate::witness::{self, Accepted};
+use crate::witness;
 use crate::{DOCS, Error, Settings, authn};
 
 /// Seconds a pushed envelope may be delivered after it was made.
 pub const GOSSIP_TTL_SECS: i64 = 600;
 /// Entries read per page of a peer's log.
 const PAGE: u64 = 1000;
+/// Pages one pull reads at most (a peer far ahead is caught up over
+/// several pulls, each page applied once proven).
+const MAX_PAGES: usize = 50;
 /// The principal a peer's mesh appends its entries under.
 const MESH_PRINCIPAL: &str = "service:mesh";
 
@@ -161,7 +164,7 @@ async fn receive(s: &Services, req: Request) -> Result<Response, Error> {
     ))
 }
 
-async fn get(s: &Services, url: &str) -> Result<Vec<u8>, Error> {
+async fn get(s: &Services, url: &str, bytes: &mut usize) -> Result<Vec<u8>, Error> {
     let resp = s
         .outbound
         .send(OutboundRequest {
@@ -172,6 +175,7 @@ async fn get(s: &Services, url: &str) -> Result<Vec<u8>, Error> {
         })
         .await
         .map_err(|e| Error::PeerUnreachable(format!("{url}: {e}")))?;
+    *bytes += resp.body.len();
     if resp.status != 200 {
         return Err(Error::PeerUnreachable(format!(
             "{url} answered {}",
@@ -224,12 +228,11 @@ async fn pull(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, 
         .await?
         .filter(|p| p.status() == PeerStatus::Active)
         .ok_or(Error::PeerNotApproved)?;
-    if db::state(sql, origin).await?.next_index == 0
-        && crate::store::witness::origin_of_peer(sql, origin)
-            .await?
-            .is_none()
+    if crate::store::witness::origin_of_peer(sql, origin)
+        .await?
+        .is_none()
     {
-        witness::witness_peer_log(s, origin).await?;
+        witness::witness_peer_log(s, ctx, origin, false, None).await?;
     }
     let log_origin = crate::store::witness::origin_of_peer(sql, origin)
         .await?
@@ -238,66 +241,71 @@ async fn pull(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, 
         .await?
         .ok_or(Error::UnknownLog)?;
 
-    // 1. The peer's newest checkpoint, witnessed by us.
-    let note = String::from_utf8(get(s, &format!("{origin}/ledger/checkpoint")).await?)
+    // Response bytes read from the peer (what a pull costs it and us).
+    let mut bytes = 0usize;
+    // 1. The peer's newest checkpoint, witnessed by us (unless the peer's
+    //    own witness round got here first: what we hold is what counts).
+    let note = String::from_utf8(get(s, &format!("{origin}/ledger/checkpoint"), &mut bytes).await?)
         .map_err(|_| Error::PeerUnreachable("the checkpoint is not UTF-8".into()))?;
     let cp = witness::open(&log, &note)?;
-    if cp.size != log.size || log.root.as_deref() != Some(&cp.root[..]) {
-        let proof: Vec<Vec<u8>> = if log.size == 0 || cp.size <= log.size {
+    if cp.size > log.size {
+        let proof = if log.size == 0 {
             Vec::new()
         } else {
-            let v: Json = serde_json::from_slice(
-                &get(
-                    s,
-                    &format!(
-                        "{origin}/ledger/proof/consistency?first={}&second={}",
-                        log.size, cp.size
-                    ),
-                )
-                .await?,
-            )
-            .unwrap_or(Json::Null);
-            v["proof"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|h| h.as_str().and_then(|h| STANDARD.decode(h).ok()))
-                .collect()
+            consistency(s, origin, log.size, cp.size, &mut bytes).await?
         };
-        if let Accepted::Stale(size) =
-            witness::accept(s, ctx, &log, log.size, &proof, &note, &cp).await?
-        {
-            return Err(Error::PeerUnreachable(format!(
-                "the witnessed size moved to {size} meanwhile"
-            )));
-        }
+        witness::accept(s, ctx, &log, log.size, &proof, &note, &cp).await?;
+    } else if cp.size == log.size && log.root.as_deref() != Some(&cp.root[..]) {
+        witness::accept(s, ctx, &log, log.size, &[], &note, &cp).await?;
     }
-    let (size, root) = (cp.size, cp.root);
+    let held = witness::witnessed(s, &log_origin)
+        .await?
+        .ok_or(Error::UnknownLog)?;
+    let size = held.size;
+    let root: [u8; 32] = held
+        .root
+        .as_deref()
+        .and_then(|r| r.try_into().ok())
+        .unwrap_or_default();
 
-    // 2. Every entry from the cursor up to it, hashed as read.
+    // 2. The entries from the cursor on, a page at a time: each page is
+    //    proven part of the cosigned tree (the root recomputed over every
+    //    entry read so far, and a consistency proof from there to the
+    //    cosigned size) before its blacklist entries are taken and the
+    //    cursor moves. At most MAX_PAGES a pull; the next pull goes on.
     let st = db::state(sql, origin).await?;
     let mut frontier = frontier_of(st.next_index, &st.frontier)?;
     let mut next = st.next_index;
-    let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
-    while next < size {
-        let end = (next + PAGE).min(size);
+    if next > size {
+        return Err(Error::InconsistentCheckpoint);
+    }
+    let mut outcomes = serde_json::Map::new();
+    let mut taken = 0usize;
+    let mut pages = 0usize;
+    while next < size && pages < MAX_PAGES {
+        pages += 1;
+        let end = next.saturating_add(PAGE).min(size);
         let page: Json = serde_json::from_slice(
             &get(
                 s,
                 &format!("{origin}/ledger/entries?start={next}&end={end}"),
+                &mut bytes,
             )
             .await?,
         )
         .map_err(|_| Error::PeerUnreachable("entries are not JSON".into()))?;
         let entries = page["entries"].as_array().cloned().unwrap_or_default();
-        if entries.is_empty() {
-            return Err(Error::PeerUnreachable("the peer's log ended early".into()));
+        if u64::try_from(entries.len()).ok() != Some(end - next) {
+            return Err(Error::PeerUnreachable(
+                "the peer's log page is short".into(),
+            ));
         }
-        for e in entries {
+        let mut mine: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (at, e) in (next..).zip(entries) {
             let bytes = e["entry"]
                 .as_str()
                 .and_then(|b| STANDARD.decode(b).ok())
-                .filter(|_| e["index"].as_u64() == Some(next))
+                .filter(|_| e["index"].as_u64() == Some(at))
                 .ok_or_else(|| Error::PeerUnreachable("a malformed log entry".into()))?;
             frontier.push::<Sha256>(Sha256::leaf(&bytes));
             let envelope: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
@@ -307,45 +315,96 @@ async fn pull(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, 
                     .as_str()
                     .and_then(|p| STANDARD.decode(p).ok())
             {
-                found.push((next, p));
-            }
-            next += 1;
-            if next == end {
-                break;
+                mine.push((at, p));
             }
         }
-    }
-    if frontier.root::<Sha256>() != root {
-        audit::note(
-            s,
-            ctx,
-            &format!("peer:{origin}"),
-            "mesh.federation.log_mismatch",
-            Some(origin),
-            Outcome::Failure,
-            json!({"size": size, "from": st.next_index}),
+        let proven = if end == size {
+            frontier.root::<Sha256>() == root
+        } else {
+            let proof = consistency(s, origin, end, size, &mut bytes).await?;
+            edgecoder_tlog::merkle::verify_consistency::<Sha256>(
+                end,
+                size,
+                &proof,
+                &frontier.root::<Sha256>(),
+                &root,
+            )
+            .is_ok()
+        };
+        if !proven {
+            audit::note(
+                s,
+                ctx,
+                &format!("peer:{origin}"),
+                "mesh.federation.log_mismatch",
+                Some(origin),
+                Outcome::Failure,
+                json!({"size": size, "from": next, "to": end}),
+            )
+            .await?;
+            return Err(Error::InconsistentCheckpoint);
+        }
+        // 3. Its own blacklist entries, by its policy here.
+        for (index, payload) in &mine {
+            let what = take(s, ctx, &peer, *index, payload).await?;
+            let n = outcomes.entry(what).or_insert(json!(0));
+            *n = json!(n.as_u64().unwrap_or(0) + 1);
+        }
+        taken += mine.len();
+        next = end;
+        db::save(
+            sql,
+            origin,
+            next,
+            &frontier_json(&frontier),
+            s.clock.now_ms(),
+            None,
         )
         .await?;
-        return Err(Error::InconsistentCheckpoint);
     }
-
-    // 3. Its own blacklist entries, by its policy here.
-    let mut outcomes = serde_json::Map::new();
-    for (index, payload) in &found {
-        let what = take(s, ctx, &peer, *index, payload).await?;
-        let n = outcomes.entry(what).or_insert(json!(0));
-        *n = json!(n.as_u64().unwrap_or(0) + 1);
+    if next < size {
+        // More next time.
+        db::mark_due(sql, origin).await?;
+    } else if pages == 0 {
+        db::save(
+            sql,
+            origin,
+            next,
+            &frontier_json(&frontier),
+            s.clock.now_ms(),
+            None,
+        )
+        .await?;
     }
-    db::save(
-        sql,
-        origin,
-        next,
-        &frontier_json(&frontier),
-        s.clock.now_ms(),
-        None,
+    Ok(
+        json!({"peer": origin, "size": size, "next_index": next, "read": next - st.next_index,
+              "blacklist_entries": taken, "bytes_in": bytes, "outcomes": outcomes}),
     )
-    .await?;
-    Ok(json!({"peer": origin, "size": size, "entries": found.len(), "outcomes": outcomes}))
+}
+
+/// A consistency proof from the peer's log.
+async fn consistency(
+    s: &Services,
+    origin: &str,
+    first: u64,
+    second: u64,
+    bytes: &mut usize,
+) -> Result<Vec<Vec<u8>>, Error> {
+    let v: Json = serde_json::from_slice(
+        &get(
+            s,
+            &format!("{origin}/ledger/proof/consistency?first={first}&second={second}"),
+            bytes,
+        )
+        .await?,
+    )
+    .map_err(|_| Error::PeerUnreachable("a consistency proof that is not JSON".into()))?;
+    Ok(v["proof"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.as_str().and_then(|h| STANDARD.decode(h).ok()))
+        .collect())
 }
 
 /// A peer's entry, checked for shape.
@@ -370,7 +429,12 @@ fn peer_entry(payload: &[u8]) -> Option<PeerEntry> {
         "lift" => "lift",
         _ => return None,
     };
+    // Only keys mean the same thing everywhere: a node id or a user id is a
+    // name on the peer's side that may belong to someone else here.
     let kind = SubjectKind::parse(v["subject_kind"].as_str()?)?;
+    if kind != SubjectKind::NodeKey {
+        return None;
+    }
     let subject = v["subject"].as_str()?.to_owned();
     let reason_code = v["reason_code"].as_str()?.to_owned();
     let reason = v["reason"].as_str()?.to_owned();
@@ -484,9 +548,21 @@ pub async fn tick(s: &Services) -> Result<Json, Error> {
 /// `POST /mesh/federation/tick`: run the schedule now (for schedulers that
 /// cannot call in-process, e.g. on Spin). Open, since it only pulls from
 /// approved peers, and limited to a few runs a minute.
-async fn tick_route(s: &Services, _req: Request) -> Result<Response, Error> {
-    authn::charge(s, "federation-tick", 30).await?;
-    Ok(ok_json(&tick(s).await?))
+async fn tick_route(s: &Services, req: Request) -> Result<Response, Error> {
+    let who = edgecoder_kernel::ratelimit::ip_subject(&req.ctx).unwrap_or_else(|| "unknown".into());
+    authn::charge(s, &format!("federation-tick:{who}"), 30).await?;
+    // Which peers and why a pull failed are for operators; others get
+    // counts.
+    let operator = req.bearer().is_some() && authn::operator(s, &req).await.is_ok();
+    let done = tick(s).await?;
+    if operator {
+        return Ok(ok_json(&done));
+    }
+    let pulled = done["pulled"].as_array().cloned().unwrap_or_default();
+    let failed = pulled.iter().filter(|p| p.get("error").is_some()).count();
+    Ok(ok_json(
+        &json!({"pulled": pulled.len() - failed, "failed": failed}),
+    ))
 }
 
 /// `GET /mesh/blacklist/reviews?pending=true`: peers' bans queued for an
@@ -516,16 +592,32 @@ async fn decide(s: &Services, req: Request, accept: bool) -> Result<Response, Er
         return Err(Error::RolloutState("the review is decided already"));
     }
     let actor = format!("user:{}", caller.user_id);
-    let outcome = if accept {
-        let entry = peer_entry(review.payload.as_bytes()).ok_or(Error::ReviewNotFound)?;
-        apply(s, &req.ctx, &review.peer, review.source_index, &entry).await?
-    } else {
-        "rejected".into()
-    };
     let status = if accept { "accepted" } else { "rejected" };
+    // Claimed first, so two operators cannot both apply it.
     if !db::decide(sql, id, status, &actor, s.clock.now_ms()).await? {
         return Err(Error::RolloutState("the review is decided already"));
     }
+    let outcome = if accept {
+        // Only from a peer still active whose bans are not ignored now.
+        let peer = peers_db::by_origin(sql, &review.peer)
+            .await?
+            .filter(|p| p.status() == PeerStatus::Active && p.ban_policy != "ignore");
+        let applied = match (peer, peer_entry(review.payload.as_bytes())) {
+            (Some(_), Some(entry)) => {
+                apply(s, &req.ctx, &review.peer, review.source_index, &entry).await
+            }
+            _ => Err(Error::PeerNotApproved),
+        };
+        match applied {
+            Ok(o) => o,
+            Err(e) => {
+                db::reopen(sql, id).await?;
+                return Err(e);
+            }
+        }
+    } else {
+        "rejected".into()
+    };
     audit::note(
         s,
         &req.ctx,
@@ -564,7 +656,7 @@ fn docs() -> [RouteDoc; 5] {
             "federation_tick",
             "Pull every active peer that is due now (for schedulers; a few runs a minute)",
             None,
-            vec![ok(200, "{pulled}"), err(429, "rate_limited")],
+            vec![ok(200, "{pulled, failed}: counts; an operator's access token gets each peer's outcome"), err(429, "rate_limited")],
         ),
         DOCS.op(
             "blacklist_reviews",
@@ -581,6 +673,7 @@ fn docs() -> [RouteDoc; 5] {
                 err(400, "invalid_request"),
                 err(404, "review_not_found"),
                 err(409, "invalid_transition"),
+                err(403, "peer_not_approved: the peer is no longer active, or its bans are ignored"),
             ]),
         ),
         DOCS.op(

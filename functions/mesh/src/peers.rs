@@ -50,6 +50,9 @@ pub const MAX_PENDING: i64 = 64;
 /// Peering requests per client address per minute.
 pub const HELLO_PER_MINUTE: i64 = 30;
 
+/// How long a peering request waits for an operator before it is forgotten.
+pub const PENDING_FOR_MS: i64 = 7 * 24 * 3600 * 1000;
+
 fn invalid(m: &str) -> Error {
     edgecoder_kernel::Error::InvalidRequest(m.to_owned()).into()
 }
@@ -86,55 +89,68 @@ pub fn describe(p: &Peer) -> Json {
     })
 }
 
-/// Records a change: the ledger entry first (a change the log cannot take
-/// is not made), then the row, then the audit event.
+/// Records a change: the row (a compare-and-set on the version `peer`
+/// was read at: 409 `peer_changed` if another change got there first),
+/// then, if `logged`, the ledger entry (the row is put back if the log
+/// cannot take it, so nothing is in force that the log does not show), then
+/// the audit event. The ledger index, if logged.
+#[allow(clippy::too_many_arguments)]
 async fn commit(
     s: &Services,
     ctx: &RequestContext,
     actor: &str,
     action: &str,
+    before: Option<&Peer>,
     peer: &Peer,
     reason: Option<&str>,
     extra: Json,
-) -> Result<u64, Error> {
+    logged: bool,
+) -> Result<Option<u64>, Error> {
     let now = s.clock.now_ms();
-    let payload = json!({
-        "action": action,
-        "origin": peer.origin,
-        "key_id": peer.key_id,
-        "status": peer.status(),
-        "actor": actor,
-        "reason": reason,
-        "details": extra,
-        "at": rfc3339(now),
-    });
+    let sql = s.sql.as_ref();
+    if !db::save(sql, peer, now).await? {
+        return Err(Error::PeerChanged);
+    }
     let audit_action = format!("mesh.peer.{action}");
-    let nonce = edgecoder_kernel::ports::random_hex(s.rng.as_ref(), 8);
-    let index = match s
-        .ledger
-        .append(
-            PEER_V1,
-            payload.to_string().as_bytes(),
-            &format!("peer:{}:{action}:{now}:{nonce}", peer.origin),
-        )
-        .await
-    {
-        Ok(i) => i,
-        Err(e) => {
-            audit::note(
-                s,
-                ctx,
-                actor,
-                &audit_action,
-                Some(&peer.origin),
-                Outcome::Failure,
-                json!({"reason": "ledger_unavailable"}),
+    let mut index = None;
+    if logged {
+        let payload = json!({
+            "action": action,
+            "origin": peer.origin,
+            "key_id": peer.key_id,
+            "status": peer.status(),
+            "actor": actor,
+            "reason": reason,
+            "details": extra,
+            "at": rfc3339(now),
+        });
+        let nonce = edgecoder_kernel::ports::random_hex(s.rng.as_ref(), 8);
+        match s
+            .ledger
+            .append(
+                PEER_V1,
+                payload.to_string().as_bytes(),
+                &format!("peer:{}:{action}:{now}:{nonce}", peer.origin),
             )
-            .await?;
-            return Err(e.into());
+            .await
+        {
+            Ok(i) => index = Some(i),
+            Err(e) => {
+                db::restore(sql, &peer.origin, before, peer.version + 1, now).await?;
+                audit::note(
+                    s,
+                    ctx,
+                    actor,
+                    &audit_action,
+                    Some(&peer.origin),
+                    Outcome::Failure,
+                    json!({"reason": "ledger_unavailable"}),
+                )
+                .await?;
+                return Err(e.into());
+            }
         }
-    };
-    db::save(s.sql.as_ref(), peer, now).await?;
+    }
     audit::note(
         s,
         ctx,
@@ -264,6 +280,9 @@ struct AddBody {
     origin: String,
     key_id: String,
     reason: String,
+    /// The peer's log key (a vkey), if the operator pins that too.
+    #[serde(default)]
+    log_vkey: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +359,22 @@ async fn add(s: &Services, req: Request) -> Result<Response, Error> {
         ban_policy: before
             .as_ref()
             .map_or_else(|| "review".to_owned(), |p| p.ban_policy.clone()),
+        version: before.as_ref().map_or(0, |p| p.version),
+    };
+    // Its ledger is one we witness from now on.
+    let witnessing = match crate::witness::witness_peer_log(
+        s,
+        &req.ctx,
+        &origin,
+        true,
+        body.log_vkey.as_deref(),
+    )
+    .await
+    {
+        Ok(vkeys) => json!({"witnessing": true, "vkeys": vkeys}),
+        // A log key the operator pinned must be what the peer publishes.
+        Err(e) if body.log_vkey.is_some() => return Err(e),
+        Err(e) => json!({"witnessing": false, "error": e.to_string()}),
     };
     let action = if requested { "approved" } else { "added" };
     let index = commit(
@@ -347,16 +382,13 @@ async fn add(s: &Services, req: Request) -> Result<Response, Error> {
         &req.ctx,
         &actor,
         action,
+        before.as_ref(),
         &peer,
         Some(&body.reason),
         Json::Null,
+        true,
     )
     .await?;
-    // Its ledger is one we witness from now on.
-    let witnessing = match crate::witness::witness_peer_log(s, &origin).await {
-        Ok(()) => json!({"witnessing": true}),
-        Err(e) => json!({"witnessing": false, "error": e.to_string()}),
-    };
     // Our approval reaches the peer as a signed hello; if it cannot be
     // delivered now, `refresh` sends it again.
     let delivered = match hello(s, &peer).await {
@@ -405,10 +437,22 @@ async fn hello_route(s: &Services, req: Request) -> Result<Response, Error> {
                 .await?;
                 return Err(Error::PeerKeyMismatch);
             }
-            p.last_seen_at = Some(now);
             if !p.remote_approved {
+                let read = p.clone();
                 p.remote_approved = true;
-                commit(s, &req.ctx, &actor, "peer_approved", &p, None, Json::Null).await?;
+                p.last_seen_at = Some(now);
+                commit(
+                    s,
+                    &req.ctx,
+                    &actor,
+                    "peer_approved",
+                    Some(&read),
+                    &p,
+                    None,
+                    Json::Null,
+                    true,
+                )
+                .await?;
             } else {
                 db::seen(sql, &origin, now).await?;
             }
@@ -416,7 +460,14 @@ async fn hello_route(s: &Services, req: Request) -> Result<Response, Error> {
         }
         before => {
             // A request for our operator to decide on; a newer one from the
-            // same origin replaces it (approval pins the key id anyway).
+            // same origin replaces it (approval pins the key id anyway). It
+            // is not logged: only what an operator approves is.
+            if before.as_ref().is_some_and(|b| b.key_id == kid) {
+                db::seen(sql, &origin, now).await?;
+                let b = before.as_ref().map(describe).unwrap_or_default();
+                return Ok(json_response(StatusCode::ACCEPTED, JSON, &b));
+            }
+            db::expire_pending(sql, now - PENDING_FOR_MS).await?;
             if before.is_none() && db::pending_count(sql).await? >= MAX_PENDING {
                 return Err(Error::TooManyPendingPeers);
             }
@@ -430,8 +481,20 @@ async fn hello_route(s: &Services, req: Request) -> Result<Response, Error> {
                 removed: false,
                 last_seen_at: Some(now),
                 ban_policy: "review".to_owned(),
+                version: before.as_ref().map_or(0, |b| b.version),
             };
-            commit(s, &req.ctx, &actor, "requested", &p, None, Json::Null).await?;
+            commit(
+                s,
+                &req.ctx,
+                &actor,
+                "requested",
+                before.as_ref(),
+                &p,
+                None,
+                Json::Null,
+                false,
+            )
+            .await?;
             Ok(json_response(StatusCode::ACCEPTED, JSON, &describe(&p)))
         }
     }
@@ -448,6 +511,7 @@ async fn change(s: &Services, req: Request, action: &'static str) -> Result<Resp
         .await?
         .filter(|p| !p.removed)
         .ok_or(Error::PeerNotFound)?;
+    let read = p.clone();
     match action {
         "suspend" if p.suspended => {
             return Err(Error::RolloutState("the peer is suspended already"));
@@ -466,9 +530,11 @@ async fn change(s: &Services, req: Request, action: &'static str) -> Result<Resp
         &req.ctx,
         &actor,
         action,
+        Some(&read),
         &p,
         Some(&body.reason),
         Json::Null,
+        true,
     )
     .await?;
     let mut out = describe(&p);
@@ -486,6 +552,7 @@ pub async fn refresh(s: &Services, ctx: &RequestContext, peer: Peer) -> Result<P
     }
     let identity = identity_of(s, &peer.origin).await?;
     let pinned = point_of(&peer)?;
+    let read = peer.clone();
     let mut peer = peer;
     if identity.key != pinned {
         let rotated = identity
@@ -493,7 +560,13 @@ pub async fn refresh(s: &Services, ctx: &RequestContext, peer: Peer) -> Result<P
             .as_ref()
             .and_then(|r| Rotation::verify(r, &peer.origin, &pinned).ok())
             .filter(|next| *next == identity.key);
-        let Some(next) = rotated else {
+        let taken = match &rotated {
+            Some(next) => db::by_key(s.sql.as_ref(), &key_id(next))
+                .await?
+                .is_some_and(|o| o.origin != peer.origin),
+            None => false,
+        };
+        let Some(next) = rotated.filter(|_| !taken) else {
             audit::note(
                 s,
                 ctx,
@@ -514,11 +587,14 @@ pub async fn refresh(s: &Services, ctx: &RequestContext, peer: Peer) -> Result<P
             ctx,
             "coordinator",
             "rotated",
+            Some(&read),
             &peer,
             None,
             json!({"previous_key_id": previous}),
+            true,
         )
         .await?;
+        peer.version += 1;
     }
     // Our approval again (idempotent at the peer): a lost hello, or a
     // pending request a stranger replaced there, heals on the next refresh.
@@ -529,7 +605,7 @@ pub async fn refresh(s: &Services, ctx: &RequestContext, peer: Peer) -> Result<P
     }
     // Its ledger's keys may have rotated; a failure here is not the
     // peering's (the witness keeps its last keys).
-    let _ = crate::witness::witness_peer_log(s, &peer.origin).await;
+    let _ = crate::witness::witness_peer_log(s, ctx, &peer.origin, false, None).await;
     Ok(peer)
 }
 
@@ -554,15 +630,18 @@ async fn policy(s: &Services, req: Request) -> Result<Response, Error> {
         .await?
         .filter(|p| !p.removed)
         .ok_or(Error::PeerNotFound)?;
+    let read = p.clone();
     let previous = std::mem::replace(&mut p.ban_policy, body.ban_policy);
     let index = commit(
         s,
         &req.ctx,
         &format!("user:{}", caller.user_id),
         "policy",
+        Some(&read),
         &p,
         Some(&body.reason),
         json!({"ban_policy": p.ban_policy, "previous": previous}),
+        true,
     )
     .await?;
     let mut out = describe(&p);
@@ -596,11 +675,14 @@ async fn list(s: &Services, req: Request) -> Result<Response, Error> {
         "origin": settings.origins.first(),
         "key_id": settings.coordinator_keys.current.as_ref().map(|k| key_id(k.verifying_key())),
     });
-    let peers: Vec<Json> = db::all(s.sql.as_ref())
-        .await?
-        .iter()
-        .map(describe)
-        .collect();
+    let mut peers = Vec::new();
+    for p in db::all(s.sql.as_ref()).await? {
+        let st = crate::store::federation::state(s.sql.as_ref(), &p.origin).await?;
+        let mut v = describe(&p);
+        v["pull"] = json!({"next_index": st.next_index, "due": st.due,
+            "last_pull_at": st.synced_at.map(rfc3339), "last_error": st.last_error});
+        peers.push(v);
+    }
     Ok(ok_json(&json!({"self": me, "peers": peers})))
 }
 
@@ -630,7 +712,8 @@ fn docs() -> [RouteDoc; 8] {
             object(
                 &["origin", "key_id", "reason"],
                 json!({"origin": {"type": "string"}, "key_id": {"type": "string"},
-                       "reason": {"type": "string", "maxLength": 500}}),
+                       "reason": {"type": "string", "maxLength": 500},
+                       "log_vkey": {"type": "string", "description": "the peer's Ed25519 log verifier key, if pinned too"}}),
             ),
             refusals(vec![
                 ok(201, "the peer: {origin, key_id, status, ledger_index, hello}"),

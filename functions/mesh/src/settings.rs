@@ -137,7 +137,7 @@ impl Settings {
                 Some(edgecoder_proto::federation::Rotation::sign(
                     origin,
                     previous.ecdsa(),
-                    current.verifying_key(),
+                    current.ecdsa(),
                     *at,
                 ))
             }

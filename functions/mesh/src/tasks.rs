@@ -478,10 +478,12 @@ async fn equivocation(
         "signed two different results for lease {} of task {id}",
         body.lease_id
     );
+    // The key is what signed both results; a node id is only a name, which
+    // another coordinator may have given to another device.
     let ban = crate::blacklist::Ban {
         action: "add",
-        kind: crate::store::blacklist::SubjectKind::NodeId,
-        subject: &node.node_id,
+        kind: crate::store::blacklist::SubjectKind::NodeKey,
+        subject: &node.key_id,
         reason_code: "equivocation",
         reason: &reason,
         evidence_digest: Some(&digest),

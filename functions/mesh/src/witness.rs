@@ -34,6 +34,8 @@ use crate::{DOCS, Error, Settings, authn};
 
 /// Most consistency proof lines a request may carry (the protocol's cap).
 pub const MAX_PROOF_LINES: usize = 63;
+/// `add-checkpoint` requests per client address per minute.
+pub const ADD_PER_MINUTE: i64 = 600;
 /// The media type of a 409's size body.
 pub const SIZE_MEDIA_TYPE: &str = "text/x.tlog.size";
 
@@ -175,6 +177,10 @@ pub async fn accept(
         .witness
         .clone()
         .ok_or(Error::FederationUnconfigured)?;
+    // SQL holds sizes as signed 64-bit integers.
+    if i64::try_from(cp.size).is_err() || i64::try_from(old).is_err() {
+        return Err(invalid("sizes above 2^63 - 1 are not witnessed."));
+    }
     if cp.size < log.size {
         // A correct log never asks for a head smaller than one it had
         // cosigned: it rolled back, or it shows another view here.
@@ -194,7 +200,12 @@ pub async fn accept(
         return Ok(Accepted::Stale(log.size));
     }
     if old == cp.size {
-        if log.root.as_deref() != Some(&cp.root[..]) || !proof.is_empty() {
+        if !proof.is_empty() {
+            return Err(invalid("a checkpoint of the size held takes no proof."));
+        }
+        // Two checkpoints the log signed for one size with two roots: the
+        // one we cosigned is kept with its note, this one is the other.
+        if log.root.as_deref() != Some(&cp.root[..]) {
             alert(s, ctx, "mesh.witness.fork", &log.origin,
                 json!({"size": cp.size, "cosigned_root": log.root.as_deref().map(hex), "root": hex(&cp.root)})).await?;
             return Err(Error::CheckpointConflict);
@@ -253,6 +264,10 @@ async fn add_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
     if Settings::of(s)?.witness.is_none() {
         return Err(Error::FederationUnconfigured);
     }
+    // Open to any log client, as the protocol wants: a budget per address.
+    if let Some(ip) = edgecoder_kernel::ratelimit::ip_subject(&req.ctx) {
+        authn::charge(s, &format!("witness:{ip}"), ADD_PER_MINUTE).await?;
+    }
     let body = parse(&req.body)?;
     let claimed = checkpoint::body_of(body.note)
         .map_err(|_| invalid("the checkpoint is not a signed note."))?;
@@ -286,9 +301,20 @@ pub fn vkey(s: &Services) -> Result<Option<(String, String)>, Error> {
     }))
 }
 
-/// Starts (or keeps) witnessing the ledger of `peer`, with the Ed25519 log
-/// keys its `/ledger/keys` publishes.
-pub async fn witness_peer_log(s: &Services, peer: &str) -> Result<(), Error> {
+/// Starts witnessing the ledger of `peer` with the Ed25519 log keys its
+/// `/ledger/keys` publishes. The log must be named under the peer's own
+/// authority (`<host[:port]>/…`), so no peer can take another log's name.
+/// `confirmed`: an operator is pinning the peer now, and a log key they
+/// named (`pin`) must be among those published; otherwise (refresh, pull)
+/// the keys already held stay, and a change is refused and audited: log
+/// keys change only when an operator pins the peer again.
+pub async fn witness_peer_log(
+    s: &Services,
+    ctx: &RequestContext,
+    peer: &str,
+    confirmed: bool,
+    pin: Option<&str>,
+) -> Result<Vec<String>, Error> {
     let resp = s
         .outbound
         .send(edgecoder_kernel::OutboundRequest {
@@ -314,13 +340,38 @@ pub async fn witness_peer_log(s: &Services, peer: &str) -> Result<(), Error> {
             "{peer}/ledger/keys publishes no Ed25519 log key"
         )));
     }
-    if let Some(existing) = db::log(s.sql.as_ref(), origin).await?
-        && existing.peer.as_deref() != Some(peer)
-    {
-        // Another peer's, or an operator's, log of that name: never taken over.
+    let authority = peer.split_once("://").map_or(peer, |(_, a)| a);
+    if !origin.starts_with(&format!("{authority}/")) {
+        return Err(Error::PeerUnreachable(format!(
+            "{peer}'s log is named {origin}, not under {authority}/"
+        )));
+    }
+    if pin.is_some_and(|p| !vkeys.iter().any(|v| v == p)) {
         return Err(Error::PeerKeyMismatch);
     }
-    db::upsert(s.sql.as_ref(), origin, &vkeys, Some(peer), s.clock.now_ms()).await
+    let sql = s.sql.as_ref();
+    let existing = db::log(sql, origin).await?;
+    if let Some(e) = &existing {
+        if e.peer.as_deref() != Some(peer) {
+            // Another peer's, or an operator's, log of that name.
+            return Err(Error::PeerKeyMismatch);
+        }
+        if !confirmed && e.vkeys != vkeys {
+            alert(
+                s,
+                ctx,
+                "mesh.witness.log_key_changed",
+                origin,
+                json!({"peer": peer, "held": e.vkeys, "published": vkeys}),
+            )
+            .await?;
+            return Err(Error::PeerKeyMismatch);
+        }
+    }
+    if confirmed || existing.is_none() {
+        db::upsert(sql, origin, &vkeys, Some(peer), s.clock.now_ms()).await?;
+    }
+    Ok(vkeys)
 }
 
 #[derive(Deserialize)]
@@ -408,6 +459,7 @@ fn docs() -> [RouteDoc; 3] {
                 err(404, "unknown_log"),
                 err(409, "text/x.tlog.size: the size cosigned last; or checkpoint_conflict: that size with another root"),
                 err(422, "inconsistent_checkpoint: the consistency proof does not verify"),
+                err(429, "rate_limited"),
             ],
         ),
         DOCS.op(

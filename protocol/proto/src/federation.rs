@@ -40,7 +40,9 @@ pub struct Hello {
 }
 
 /// "The coordinator at `origin` replaced key `previous_key_id` with `key` at
-/// `at`": signed by the previous key.
+/// `at`": signed by the previous key (the handover) and by the new one (so
+/// nobody can hand an origin over to a key they do not hold, e.g. another
+/// coordinator's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
@@ -58,17 +60,17 @@ pub struct Rotation {
 
 impl Rotation {
     /// The statement that `previous` hands `origin` over to `next`, signed by
-    /// `previous`.
-    pub fn sign(origin: &str, previous: &SigningKey, next: &VerifyingKey, at: i64) -> Envelope {
+    /// both.
+    pub fn sign(origin: &str, previous: &SigningKey, next: &SigningKey, at: i64) -> Envelope {
         let r = Rotation {
             origin: origin.to_owned(),
             previous_key_id: key_id(previous.verifying_key()),
-            key: public_key_b64url(next),
-            key_id: key_id(next),
+            key: public_key_b64url(next.verifying_key()),
+            key_id: key_id(next.verifying_key()),
             at,
         };
         let payload = serde_json::to_vec(&r).unwrap_or_default();
-        seal(ROTATION_TYPE, &payload, &[previous])
+        seal(ROTATION_TYPE, &payload, &[previous, next])
     }
 
     /// The new key, if `env` is a rotation of `origin` signed by `pinned`
@@ -90,6 +92,10 @@ impl Rotation {
         let next = parse_public_key(&r.key)?;
         if key_id(&next) != r.key_id || next == *pinned {
             return Err(Error::Malformed("the rotation names no new key"));
+        }
+        // Proof that whoever hands over to `next` holds it.
+        if env.open(ROTATION_TYPE, &next)? != payload {
+            return Err(Error::Invalid);
         }
         Ok(next)
     }
@@ -211,7 +217,7 @@ mod tests {
     #[test]
     fn a_rotation_holds_only_under_the_pinned_key_for_its_origin() {
         let (old, new) = (key(1), key(2));
-        let env = Rotation::sign("https://a.example", &old, new.verifying_key(), 10);
+        let env = Rotation::sign("https://a.example", &old, &new, 10);
         assert_eq!(
             Rotation::verify(&env, "https://a.example", old.verifying_key()),
             Ok(*new.verifying_key())
@@ -221,8 +227,13 @@ mod tests {
         assert!(Rotation::verify(&env, "https://a.example", new.verifying_key()).is_err());
         // Self-signed by the new key: what an attacker holding only the new
         // key could make.
-        let forged = Rotation::sign("https://a.example", &new, key(3).verifying_key(), 10);
+        let forged = Rotation::sign("https://a.example", &new, &key(3), 10);
         assert!(Rotation::verify(&forged, "https://a.example", old.verifying_key()).is_err());
+        // Handed over to a key the signer does not hold (another
+        // coordinator's): only the old key's signature is there.
+        let mut unheld = Rotation::sign("https://a.example", &old, &key(4), 10);
+        unheld.signatures.truncate(1);
+        assert!(Rotation::verify(&unheld, "https://a.example", old.verifying_key()).is_err());
     }
 
     fn gossip(k: &SigningKey, created: i64, ttl: i64) -> Gossip {

@@ -20,15 +20,17 @@ pub struct SyncState {
     pub frontier: String,
     /// A pull was asked for.
     pub due: bool,
-    /// Last completed pull (ms).
+    /// Last pull, completed or failed (ms).
     pub synced_at: Option<i64>,
+    /// Why the last pull failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// The pull state of `peer` (a fresh one if it never pulled).
 pub async fn state(sql: &dyn Sql, peer: &str) -> Result<SyncState, Error> {
     let rows = sql
         .execute(Statement::new(
-            "SELECT next_index, frontier, due, synced_at FROM mesh_peer_sync WHERE peer = ?1",
+            "SELECT next_index, frontier, due, synced_at, last_error FROM mesh_peer_sync WHERE peer = ?1",
             vec![peer.into()],
         ))
         .await?;
@@ -43,6 +45,7 @@ pub async fn state(sql: &dyn Sql, peer: &str) -> Result<SyncState, Error> {
             frontier: rows.get_str(0, "frontier").unwrap_or("[]").to_owned(),
             due: rows.get_i64(0, "due") == Some(1),
             synced_at: rows.get_i64(0, "synced_at"),
+            last_error: rows.get_str(0, "last_error").map(str::to_owned),
         },
     })
 }
@@ -227,4 +230,14 @@ pub async fn reviews(sql: &dyn Sql, pending_only: bool, limit: i64) -> Result<Ve
             })
         })
         .collect())
+}
+
+/// Puts a claimed review back to pending (its decision could not be applied).
+pub async fn reopen(sql: &dyn Sql, id: i64) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "UPDATE mesh_ban_reviews SET status = 'pending', decided_by = NULL, decided_at = NULL WHERE id = ?1",
+        vec![Value::Integer(id)],
+    ))
+    .await?;
+    Ok(())
 }

@@ -44,6 +44,8 @@ pub struct Peer {
     /// What its bans do here: `trust` (applied), `review` (queued for an
     /// operator), `ignore`.
     pub ban_policy: String,
+    /// The stored row's version (0: not stored yet); a save expects it.
+    pub version: i64,
 }
 
 impl Peer {
@@ -63,7 +65,7 @@ impl Peer {
     }
 }
 
-const COLUMNS: &str = "origin, key_id, public_key, local_approved, remote_approved, suspended, removed, last_seen_at, ban_policy";
+const COLUMNS: &str = "origin, key_id, public_key, local_approved, remote_approved, suspended, removed, last_seen_at, ban_policy, version";
 
 fn peer_at(rows: &edgecoder_kernel::Rows, i: usize) -> Option<Peer> {
     Some(Peer {
@@ -76,6 +78,7 @@ fn peer_at(rows: &edgecoder_kernel::Rows, i: usize) -> Option<Peer> {
         removed: rows.get_i64(i, "removed")? == 1,
         last_seen_at: rows.get_i64(i, "last_seen_at"),
         ban_policy: rows.get_str(i, "ban_policy")?.to_owned(),
+        version: rows.get_i64(i, "version")?,
     })
 }
 
@@ -134,29 +137,78 @@ pub async fn pending_count(sql: &dyn Sql) -> Result<i64, Error> {
     Ok(rows.get_i64(0, "n").unwrap_or_default())
 }
 
-/// Writes `p` as it now stands (insert or replace by origin).
-pub async fn save(sql: &dyn Sql, p: &Peer, now: i64) -> Result<(), Error> {
+/// Writes `p` as it now stands if the stored row is still the version it
+/// was read at (`p.version`; 0: no row yet). `false` if another change got
+/// there first, so a stale read can never undo a removal or a suspension.
+pub async fn save(sql: &dyn Sql, p: &Peer, now: i64) -> Result<bool, Error> {
     let flag = |b: bool| Value::Integer(i64::from(b));
+    let params = vec![
+        p.origin.as_str().into(),
+        p.key_id.as_str().into(),
+        p.public_key.clone().into(),
+        flag(p.local_approved),
+        flag(p.remote_approved),
+        flag(p.suspended),
+        flag(p.removed),
+        Value::Integer(now),
+        p.last_seen_at.map_or(Value::Null, Value::Integer),
+        p.ban_policy.as_str().into(),
+        Value::Integer(p.version),
+    ];
+    let stmt = if p.version == 0 {
+        Statement::new(
+            "INSERT INTO mesh_peers (origin, key_id, public_key, local_approved, remote_approved, suspended, removed, \
+               created_at, updated_at, last_seen_at, ban_policy, version) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, 1 + ?11) \
+             ON CONFLICT (origin) DO NOTHING RETURNING origin",
+            params,
+        )
+    } else {
+        Statement::new(
+            "UPDATE mesh_peers SET key_id = ?2, public_key = ?3, local_approved = ?4, remote_approved = ?5, \
+               suspended = ?6, removed = ?7, updated_at = ?8, last_seen_at = ?9, ban_policy = ?10, \
+               version = version + 1 \
+             WHERE origin = ?1 AND version = ?11 RETURNING origin",
+            params,
+        )
+    };
+    let rows = sql.execute(stmt).await?;
+    Ok(!rows.rows.is_empty())
+}
+
+/// Takes back a save the ledger could not record: the row as it was
+/// (`before`), or no row, if nothing changed it since (`saved_version`).
+pub async fn restore(
+    sql: &dyn Sql,
+    origin: &str,
+    before: Option<&Peer>,
+    saved_version: i64,
+    now: i64,
+) -> Result<(), Error> {
+    match before {
+        Some(b) => {
+            let back = Peer {
+                version: saved_version,
+                ..b.clone()
+            };
+            save(sql, &back, now).await?;
+        }
+        None => {
+            sql.execute(Statement::new(
+                "DELETE FROM mesh_peers WHERE origin = ?1 AND version = ?2",
+                vec![origin.into(), Value::Integer(saved_version)],
+            ))
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Forgets pending requests (never approved here) older than `before` ms.
+pub async fn expire_pending(sql: &dyn Sql, before: i64) -> Result<(), Error> {
     sql.execute(Statement::new(
-        "INSERT INTO mesh_peers (origin, key_id, public_key, local_approved, remote_approved, suspended, removed, \
-           created_at, updated_at, last_seen_at, ban_policy) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10) \
-         ON CONFLICT (origin) DO UPDATE SET key_id = excluded.key_id, public_key = excluded.public_key, \
-           local_approved = excluded.local_approved, remote_approved = excluded.remote_approved, \
-           suspended = excluded.suspended, removed = excluded.removed, updated_at = excluded.updated_at, \
-           last_seen_at = excluded.last_seen_at, ban_policy = excluded.ban_policy",
-        vec![
-            p.origin.as_str().into(),
-            p.key_id.as_str().into(),
-            p.public_key.clone().into(),
-            flag(p.local_approved),
-            flag(p.remote_approved),
-            flag(p.suspended),
-            flag(p.removed),
-            Value::Integer(now),
-            p.last_seen_at.map_or(Value::Null, Value::Integer),
-            p.ban_policy.as_str().into(),
-        ],
+        "DELETE FROM mesh_peers WHERE local_approved = 0 AND removed = 0 AND updated_at < ?1",
+        vec![Value::Integer(before)],
     ))
     .await?;
     Ok(())
