@@ -80,6 +80,28 @@ pub fn seed(tag: &str, job: &str) -> String {
     ))
 }
 
+/// The federation settings of test coordinator `tag` on `port`: pulls every
+/// second, a checkpoint per read, its log named `127.0.0.1:<port>/ledger`,
+/// its witness and Ed25519 log keys from [`seed`], and `witnesses` (tag,
+/// port) asked to cosign its checkpoints.
+pub fn settings(tag: &str, port: u16, witnesses: &[(&str, u16)]) -> Vec<(&'static str, String)> {
+    let list: Vec<Json> = witnesses
+        .iter()
+        .map(|(t, p)| {
+            json!({"vkey": witness_vkey(t, *p), "url": format!("http://127.0.0.1:{p}/mesh/witness")})
+        })
+        .collect();
+    vec![
+        ("mesh_origins", format!("http://127.0.0.1:{port}")),
+        ("mesh_federation_interval_secs", "1".into()),
+        ("checkpoint_interval_ms", "0".into()),
+        ("log_origin", format!("127.0.0.1:{port}/ledger")),
+        ("witness_key", seed(tag, "witness")),
+        ("checkpoint_ed25519_key", seed(tag, "log")),
+        ("log_witnesses", Json::from(list).to_string()),
+    ]
+}
+
 /// The cosignature/v1 verifier key of coordinator `tag` at `port`.
 pub fn witness_vkey(tag: &str, port: u16) -> String {
     let bytes: [u8; 32] = STANDARD
@@ -119,22 +141,9 @@ impl Coordinator {
         let signing = signing_key_base64();
         let mut env: Vec<(String, String)> = dev_settings(&signing)
             .into_iter()
+            .chain(settings(tag, port, witnesses))
             .map(|(k, v)| (env_name(k), v))
             .collect();
-        let list: Vec<Json> = witnesses
-            .iter()
-            .map(|(t, p)| {
-                json!({"vkey": witness_vkey(t, *p), "url": format!("http://127.0.0.1:{p}/mesh/witness")})
-            })
-            .collect();
-        env.extend([
-            (env_name("mesh_federation_interval_secs"), "1".into()),
-            (env_name("checkpoint_interval_ms"), "0".into()),
-            (env_name("log_origin"), format!("127.0.0.1:{port}/ledger")),
-            (env_name("witness_key"), seed(tag, "witness")),
-            (env_name("checkpoint_ed25519_key"), seed(tag, "log")),
-            (env_name("log_witnesses"), Json::from(list).to_string()),
-        ]);
         for (k, v) in extra {
             let name = env_name(k);
             env.retain(|(n, _)| *n != name);
@@ -143,15 +152,25 @@ impl Coordinator {
         let dir = root.join(tag);
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let server = start_native_at(bin, &dir, &pairs, port);
-        let target = conformance_target(&server.base, &signing);
+        let mut c = Coordinator::around(server, &signing, dir);
+        c.bin = bin.to_owned();
+        c.env = env;
+        c
+    }
+
+    /// A coordinator already started (natively, or under `wrangler dev`)
+    /// with [`dev_settings`] for `signing_key` and [`settings`]: its admin
+    /// signs in.
+    pub fn around(server: Server, signing_key: &str, dir: PathBuf) -> Coordinator {
+        let target = conformance_target(&server.base, signing_key);
         let client = Client::new(&server.base);
-        let key = p256_of(&job_key(&signing, "coordinator"));
+        let key = p256_of(&job_key(signing_key, "coordinator"));
         let (admin_id, admin) = Ctx::new(&client, &target).admin().expect("admin");
         Coordinator {
-            bin: bin.to_owned(),
+            bin: PathBuf::new(),
             server,
             dir,
-            env,
+            env: Vec::new(),
             target,
             client,
             key,

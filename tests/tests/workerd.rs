@@ -68,7 +68,18 @@ fn start_config(
     key: &str,
     extra: Vec<(&'static str, String)>,
 ) -> Server {
-    let port = free_port();
+    start_at(config, persist, key, extra, free_port())
+}
+
+/// `wrangler dev` on `port`, with the cron trigger reachable at
+/// `/__scheduled` (`--test-scheduled`).
+fn start_at(
+    config: &str,
+    persist: &Path,
+    key: &str,
+    extra: Vec<(&'static str, String)>,
+    port: u16,
+) -> Server {
     let mut args: Vec<String> = [
         "dev",
         "--ip",
@@ -76,6 +87,7 @@ fn start_config(
         "--port",
         &port.to_string(),
         "--show-interactive-dev-session=false",
+        "--test-scheduled",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -140,6 +152,10 @@ fn main() {
                 "workerd_ready_fails_with_pending_migrations",
                 workerd_ready_fails_with_pending_migrations,
             ),
+            trial(
+                "workerd_federates_with_two_native_coordinators",
+                workerd_federates_with_two_native_coordinators,
+            ),
         ],
     )
 }
@@ -162,4 +178,98 @@ fn workerd_ready_fails_with_pending_migrations() {
     assert!(out.contains("0001_foundation.sql"), "{out}");
     // Liveness does not touch storage and stays up.
     assert_eq!(client.get("/mesh/health").expect("health").status, 200);
+}
+
+/// Three coordinators, this Worker under workerd and two native ones, each
+/// witnessed by the other two, all peered: a ban on the Worker reaches both
+/// native coordinators within a pull round and is enforced there, a ban on
+/// a native one reaches the Worker (its push, or its cron trigger), a lift
+/// follows, and the Worker's checkpoints carry both natives' cosignatures.
+fn workerd_federates_with_two_native_coordinators() {
+    use edgecoder_conformance::federation::{
+        self as fed, Coordinator, ban, eventually, has_entry, peer, want,
+    };
+    use edgecoder_conformance::mesh::{active, heartbeat, server_telemetry};
+    use edgecoder_tlog::checkpoint::{self, NoteKey};
+    use serde_json::json;
+
+    let root = fed::scratch("workerd-federation");
+    let (pw, pa, pb) = (free_port(), free_port(), free_port());
+    let persist = persist_dir("federation");
+    apply_migrations(&persist);
+    let key = signing_key_base64();
+    let server = start_at(
+        TEST_CONFIG,
+        &persist,
+        &key,
+        fed::settings("w", pw, &[("a", pa), ("b", pb)]),
+        pw,
+    );
+    let w = Coordinator::around(server, &key, persist);
+    let a = Coordinator::start_with(&root.0, "a", pa, &[("w", pw), ("b", pb)]);
+    let b = Coordinator::start_with(&root.0, "b", pb, &[("w", pw), ("a", pa)]);
+    peer(&w, &a);
+    peer(&w, &b);
+    peer(&a, &b);
+    let trust = |c: &Coordinator, of: &Coordinator| {
+        let r = c.operator(
+            "POST",
+            "/mesh/peers/policy",
+            &json!({"origin": of.origin(), "ban_policy": "trust", "reason": "federation test"}),
+        );
+        want(&r, 200, None, "policy");
+    };
+    trust(&a, &w);
+    trust(&b, &w);
+    trust(&w, &a);
+
+    // Banned on the Worker, enforced on both native coordinators.
+    let (_, at_a) = active(&a.ctx(), "wfed-a").expect("node at a");
+    ban(&w, "add", &at_a.kid);
+    eventually(60, "a applies w's ban", || {
+        has_entry(&a, "add", &at_a.kid, w.origin()).then_some(())
+    });
+    let r = heartbeat(&a.ctx(), &at_a, &server_telemetry()).expect("hb");
+    want(&r, 403, Some("node_blacklisted"), "enforced at a");
+    eventually(60, "b applies w's ban", || {
+        has_entry(&b, "add", &at_a.kid, w.origin()).then_some(())
+    });
+
+    // Banned on a native coordinator, enforced on the Worker: its push, or
+    // the cron trigger's pull (fired here as wrangler would).
+    let (_, at_w) = active(&w.ctx(), "wfed-w").expect("node at w");
+    ban(&a, "add", &at_w.kid);
+    let cron = Client::unchecked(w.origin());
+    eventually(60, "w applies a's ban", || {
+        let _ = cron.get("/__scheduled?cron=*+*+*+*+*");
+        has_entry(&w, "add", &at_w.kid, a.origin()).then_some(())
+    });
+    let r = heartbeat(&w.ctx(), &at_w, &server_telemetry()).expect("hb");
+    want(&r, 403, Some("node_blacklisted"), "enforced at w");
+
+    // Lifted on the Worker: A follows.
+    ban(&w, "lift", &at_a.kid);
+    eventually(60, "a applies w's lift", || {
+        has_entry(&a, "lift", &at_a.kid, w.origin()).then_some(())
+    });
+    let r = heartbeat(&a.ctx(), &at_a, &server_telemetry()).expect("hb");
+    want(&r, 200, None, "lifted at a");
+
+    // The Worker's log is witnessed by both native coordinators.
+    let log_vkey = w
+        .client
+        .get("/ledger/keys")
+        .expect("keys")
+        .json()
+        .expect("json")["vkeys"][0]
+        .as_str()
+        .expect("vkey")
+        .to_owned();
+    let mut trusted = vec![NoteKey::parse_vkey(&log_vkey).expect("log vkey")];
+    for (t, p) in [("a", pa), ("b", pb)] {
+        trusted.push(NoteKey::parse_vkey(&fed::witness_vkey(t, p)).expect("witness"));
+    }
+    let note = fed::sign_now(&w);
+    let opened = checkpoint::open_cosigned(&note, &trusted).expect("open");
+    assert_eq!(opened.cosigners.len(), 2, "{note}");
 }

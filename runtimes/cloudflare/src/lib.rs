@@ -312,6 +312,61 @@ impl edgecoder_kernel::Defer for WaitUntil {
     }
 }
 
+/// Deferred work of a cron invocation.
+struct ScheduleWaitUntil(worker::ScheduleContext);
+
+impl edgecoder_kernel::Defer for ScheduleWaitUntil {
+    fn defer(&self, task: edgecoder_kernel::Deferred) {
+        self.0.wait_until(task);
+    }
+}
+
+/// The cron trigger (`[triggers] crons` in wrangler.toml): the scheduled
+/// work of the functions this Worker serves (the mesh's federation pulls),
+/// with the same bindings a request gets. A split deployment's gateway
+/// holds no storage and has none.
+#[event(scheduled)]
+async fn scheduled(_event: worker::ScheduledEvent, env: Env, ctx: worker::ScheduleContext) {
+    let selection = match WorkerConfig(&env).var("function") {
+        None => Ok(Selection::All),
+        Some(name) => Selection::from_name(name.trim()),
+    };
+    let Ok(selection) = selection else {
+        worker::console_error!("scheduled: unknown function selection");
+        return;
+    };
+    if !selection.uses_storage() {
+        return;
+    }
+    let loaded = match Loaded::load(&WorkerConfig(&env), selection) {
+        Ok(l) => l,
+        Err(e) => {
+            worker::console_error!("scheduled: refusing to run: {e}");
+            return;
+        }
+    };
+    let (Ok(db), Ok(kv)) = (env.d1(D1_BINDING), env.kv(KV_BINDING)) else {
+        worker::console_error!(
+            "scheduled: the {D1_BINDING} and {KV_BINDING} bindings are required"
+        );
+        return;
+    };
+    let services = loaded.services(
+        Ports {
+            sql: Rc::new(D1(db)),
+            kv: Rc::new(WorkersKv(kv)),
+            clock: Rc::new(DateClock),
+            rng: Rc::new(CryptoRng),
+            outbound: Rc::new(Fetch(env.clone())),
+            defer: Rc::new(ScheduleWaitUntil(ctx)),
+            signatures: Rc::new(WebCryptoSignatures),
+        },
+        selection,
+    );
+    let outcome = edgecoder_gateway::scheduled(&services).await;
+    worker::console_log!("scheduled work: {outcome}");
+}
+
 /// Outbound `fetch`; a URL `https://<name>.internal/...` goes to the Service
 /// Binding `<NAME>` (another function's Worker in a split deployment), never
 /// to the network.
