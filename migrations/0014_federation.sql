@@ -90,3 +90,15 @@ CREATE TABLE auth_enrollment_blocks (
     user_id     TEXT PRIMARY KEY,
     blocked_at  INTEGER NOT NULL
 );
+
+-- Reputation: what each node did, as the coordinator verified it after the
+-- node's signature (results accepted or refused, leases let lapse,
+-- rate-limit hits); the score is computed from these with decay, and old
+-- events are pruned.
+CREATE TABLE mesh_reputation_events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    node_id  TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('accepted', 'lease_expired', 'result_refused', 'rate_limited')),
+    at       INTEGER NOT NULL
+);
+CREATE INDEX mesh_reputation_events_node ON mesh_reputation_events (node_id, at);

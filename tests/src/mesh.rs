@@ -441,6 +441,10 @@ pub fn checks() -> Vec<(&'static str, MeshCheck)> {
             a_banned_owner_cannot_register_a_new_node_id_or_submit,
         ),
         (
+            "a_node_whose_results_keep_being_refused_loses_reputation_and_is_suspended_for_review",
+            a_node_whose_results_keep_being_refused_loses_reputation_and_is_suspended_for_review,
+        ),
+        (
             "two_different_results_for_one_lease_ban_the_node_and_nobody_else_can_frame_it",
             two_different_results_for_one_lease_ban_the_node_and_nobody_else_can_frame_it,
         ),
@@ -1929,6 +1933,113 @@ fn two_different_results_for_one_lease_ban_the_node_and_nobody_else_can_frame_it
         || entry["ledger_index"].as_u64().is_none()
     {
         return Err(format!("the automatic ban {entry}"));
+    }
+    Ok(())
+}
+
+/// Reputation from verified outcomes: each result refused for its content
+/// (here, output that does not hash to its digest) costs the lease holder
+/// 10 of a neutral 50; operators see the score; below 10 the coordinator
+/// suspends the node itself (a logged decision) pending review, and an
+/// approved node with a low score gets work less often (here, none). A
+/// stranger's bad signatures naming the node cost it nothing.
+fn a_node_whose_results_keep_being_refused_loses_reputation_and_is_suspended_for_review(
+    x: &Ctx,
+) -> Result<(), String> {
+    let (owner, node) = active(x, "rep")?;
+    let (_, admin) = x.admin()?;
+    let reputation = |x: &Ctx| -> Result<Json, String> {
+        let v = want(
+            &x.send(
+                "GET",
+                &format!("/mesh/nodes/{}", node.id),
+                Some(&admin),
+                None,
+                &[],
+            )?,
+            200,
+            "node",
+        )?;
+        Ok(v)
+    };
+    let v = reputation(x)?;
+    if v["reputation"]["score"] != json!(50.0) {
+        return Err(format!("a new node's reputation: {v}"));
+    }
+    // Bad signatures naming its key are nobody's outcome.
+    for _ in 0..3 {
+        let r = signed(
+            x,
+            &node,
+            "POST",
+            "/mesh/heartbeat",
+            Some(&server_telemetry()),
+            &Sig {
+                signed_body: Some(b"{}".to_vec()),
+                ..Sig::default()
+            },
+        )?;
+        if r.status != 401 {
+            return Err(format!("a forged request: {}", r.status));
+        }
+    }
+    let v = want(
+        &submit(x, &owner.access, &task(b"rep", 30_000))?,
+        201,
+        "submit",
+    )?;
+    let id = v["task_id"].as_str().unwrap_or("").to_owned();
+    let got = pull_task(x, &node, &id)?;
+    let lease = got["lease_id"].as_str().unwrap_or("").to_owned();
+    let bad = |x: &Ctx| {
+        signed(
+            x,
+            &node,
+            "POST",
+            &format!("/mesh/tasks/{id}/result"),
+            Some(&json!({
+                "lease_id": lease, "ok": true, "output": STANDARD.encode(b"what ran"),
+                "output_digest": format!("blake3:{}", blake3::hash(b"something else").to_hex()),
+                "duration_ms": 3, "fuel_used": 100, "stdout": "", "stderr": "",
+            })),
+            &ok_sig(),
+        )
+    };
+    for _ in 0..3 {
+        expect_problem(&bad(x)?, 422, "digest_mismatch")?;
+    }
+    let v = reputation(x)?;
+    if v["reputation"]["score"] != json!(20.0)
+        || v["reputation"]["events_30d"]["result_refused"] != 3
+        || v["status"] != "active"
+    {
+        return Err(format!("after three refusals: {v}"));
+    }
+    for _ in 0..2 {
+        expect_problem(&bad(x)?, 422, "digest_mismatch")?;
+    }
+    let v = reputation(x)?;
+    if v["status"] != "suspended" || v["reputation"]["score"] != json!(0.0) {
+        return Err(format!("after five refusals: {v}"));
+    }
+    let audit = mesh_audit(x, &node.id)?;
+    if !audit.iter().any(|a| a.starts_with("mesh.node.suspend:")) {
+        return Err(format!("no suspension in the audit: {audit:?}"));
+    }
+    // An operator's review brings it back; its score does not come back
+    // with it, so it gets no work until that fades.
+    want(
+        &decide(x, &admin, &node.id, "approve")?,
+        200,
+        "approve after review",
+    )?;
+    let r = pull(x, &node)?;
+    if r.status != 204 || r.header("edgecoder-reason") != Some("reputation") {
+        return Err(format!(
+            "a pull at score 0: {} {:?}",
+            r.status,
+            r.header("edgecoder-reason")
+        ));
     }
     Ok(())
 }

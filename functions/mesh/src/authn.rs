@@ -224,12 +224,23 @@ pub async fn signed_node(s: &Services, req: &Request) -> Result<Node, Error> {
     let key = VerifyingKey::from_sec1_bytes(&point)
         .map_err(|_| Error::Kernel(edgecoder_kernel::Error::Storage("stored key".into())))?;
     verify_with(s, req, &signed, &key).await?;
-    charge(
+    if let Err(e) = charge(
         s,
         &node.node_id,
         crate::Settings::of(s)?.node_rate_per_minute,
     )
-    .await?;
+    .await
+    {
+        // Counted only now, after its signature and nonce held.
+        crate::reputation::record(
+            s,
+            &req.ctx,
+            &node.node_id,
+            crate::reputation::Event::RateLimited,
+        )
+        .await?;
+        return Err(e);
+    }
     // After the signature: only the node itself learns that it is banned.
     if node.banned {
         return Err(audit::denied(

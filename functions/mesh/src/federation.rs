@@ -528,6 +528,7 @@ async fn apply(
 /// Pulls every active peer that is due (a push asked) or not pulled for
 /// `mesh_federation_interval_secs`; one outcome per peer.
 pub async fn tick(s: &Services) -> Result<Json, Error> {
+    crate::reputation::prune(s).await?;
     let interval_ms = Settings::of(s)?.federation_interval_secs * 1000;
     let now = s.clock.now_ms();
     let ctx = s.new_context(None);

@@ -15,7 +15,8 @@
 //! coordinator-to-coordinator requests signed like node requests
 //! ([`peers`], [`authn::signed_peer`]), and witnessing peers' (and other)
 //! logs as a c2sp.org/tlog-witness ([`witness`]), and gossip with blacklist
-//! propagation under each peer's ban policy ([`federation`]).
+//! propagation under each peer's ban policy ([`federation`]), and node
+//! reputation from verified outcomes ([`reputation`]).
 //! Out of scope: running tasks
 //! (the device agent, `agent/`), and the wire formats themselves
 //! (`edgecoder-proto`: signatures, node ids, messages).
@@ -34,6 +35,7 @@ pub mod models;
 pub mod nodes;
 pub mod peers;
 pub mod policy;
+pub mod reputation;
 pub mod rollout;
 mod settings;
 pub mod store;

@@ -354,6 +354,29 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
     let Some(node) = authn::load_node(s, &id).await? else {
         return Err(Error::NodeNotFound);
     };
+    let index = apply_decision(s, &req.ctx, &node, what, &actor, body.reason.as_deref()).await?;
+    Ok(ok_json(&json!({
+        "node_id": id,
+        "status": what.to(),
+        "previous_status": node.status,
+        "ledger_index": index,
+    })))
+}
+
+/// A decision on `node` by `actor` (an operator, or the coordinator itself
+/// on evidence it holds): the status change, then a ledger entry (the change
+/// is undone when the ledger cannot take it), then the audit event. The
+/// ledger index.
+pub async fn apply_decision(
+    s: &Services,
+    ctx: &edgecoder_kernel::RequestContext,
+    node: &Node,
+    what: Decide,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<u64, Error> {
+    let id = node.node_id.clone();
+    let action = format!("mesh.node.{}", what.name());
     if !what.from().contains(&node.status) {
         return Err(Error::InvalidTransition);
     }
@@ -362,9 +385,9 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
     let sql = s.sql.as_ref();
     let before = store::nodes::decision(sql, &id).await?;
     let decided = store::nodes::Decided {
-        by: Some(actor.clone()),
+        by: Some(actor.to_owned()),
         at: Some(now),
-        reason: body.reason.clone(),
+        reason: reason.map(str::to_owned),
     };
     if !store::nodes::set_status(sql, &id, node.status, what.to(), &decided).await? {
         return Err(Error::InvalidTransition);
@@ -378,7 +401,7 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
         "from": node.status,
         "to": what.to(),
         "actor": actor,
-        "reason": body.reason,
+        "reason": reason,
         "decided_at": rfc3339(now),
     });
     let index = match s
@@ -395,8 +418,8 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
             store::nodes::undo_status(sql, &id, node.status, what.to(), now, &before).await?;
             audit::note(
                 s,
-                &req.ctx,
-                &actor,
+                ctx,
+                actor,
                 &action,
                 Some(&id),
                 Outcome::Failure,
@@ -408,20 +431,15 @@ pub async fn decide(s: &Services, req: Request, what: Decide) -> Result<Response
     };
     audit::note(
         s,
-        &req.ctx,
-        &actor,
+        ctx,
+        actor,
         &action,
         Some(&id),
         Outcome::Success,
-        json!({"from": node.status, "to": what.to(), "ledger_index": index, "reason": body.reason}),
+        json!({"from": node.status, "to": what.to(), "ledger_index": index, "reason": reason}),
     )
     .await?;
-    Ok(ok_json(&json!({
-        "node_id": id,
-        "status": what.to(),
-        "previous_status": node.status,
-        "ledger_index": index,
-    })))
+    Ok(index)
 }
 
 /// The refusal an audit event names.
@@ -473,7 +491,9 @@ pub async fn get(s: &Services, req: Request) -> Result<Response, Error> {
     if allowed_owner.is_some_and(|o| node.owner_id != o) {
         return Err(Error::NodeNotFound);
     }
-    Ok(ok_json(&node))
+    let mut out = serde_json::to_value(&node).unwrap_or(Json::Null);
+    out["reputation"] = crate::reputation::of(s, &id).await?;
+    Ok(ok_json(&out))
 }
 
 /// The blacklist version nodes should hold.

@@ -9,6 +9,9 @@
 //! | `previous_coordinator_key_retired_at` | var | — | Unix seconds when `coordinator_key` took over; required with `previous_coordinator_key` |
 //! | `witness_key` | secret | derived from `coordinator_key` | the Ed25519 seed (base64, 32 bytes) this coordinator cosigns other logs' checkpoints with (c2sp.org/tlog-cosignature `cosignature/v1`, which is Ed25519 only); its verifier key is published at `/mesh/identity` |
 //! | `mesh_federation_interval_secs` | var | `60` | each active peer's log is pulled at least this often (1–86400); a push asks for a pull at once |
+//! | `mesh_reputation_half_life_hours` | var | `24` | how fast a node's reputation events fade (1–8760) |
+//! | `mesh_reputation_throttle_below` | var | `30` | below this score (0–100) a node's pulls get work only with probability score / threshold |
+//! | `mesh_reputation_suspend_below` | var | `10` | below this score (0–100, at most the throttle) a node is suspended pending an operator's review |
 //! | `mesh_node_rate_per_minute` | var | `600` | signed requests one node may make per minute (1–100000); more get 429 |
 //! | `mesh_register_per_minute` | var | `30` | node registrations per client address per minute (1–100000) |
 //! | `mesh_max_attempts` | var | `3` | leases a task gets before it fails with `attempts_exhausted` (1–20) |
@@ -41,6 +44,12 @@ pub struct Settings {
     pub lease_grace_ms: i64,
     /// Longest time between two pulls of a peer's log.
     pub federation_interval_secs: i64,
+    /// Reputation events' half-life.
+    pub reputation_half_life_ms: i64,
+    /// The score below which pulls are thinned.
+    pub reputation_throttle_below: i64,
+    /// The score below which a node is suspended.
+    pub reputation_suspend_below: i64,
     /// The origins (lowercase `scheme://authority`) signed requests must be
     /// addressed to; empty accepts any (development only).
     pub origins: Vec<String>,
@@ -175,6 +184,14 @@ impl Settings {
             )),
             _ => None,
         };
+        let throttle = vars.bounded("mesh_reputation_throttle_below", 30, 0, 100)?;
+        let suspend = vars.bounded("mesh_reputation_suspend_below", 10, 0, 100)?;
+        if suspend > throttle {
+            return Err(Error::Config(
+                "mesh_reputation_suspend_below must not be above mesh_reputation_throttle_below"
+                    .into(),
+            ));
+        }
         Ok(Settings {
             coordinator_keys,
             rotation,
@@ -190,6 +207,15 @@ impl Settings {
                 1,
                 86_400,
             )?,
+            reputation_half_life_ms: vars.bounded(
+                "mesh_reputation_half_life_hours",
+                24,
+                1,
+                8760,
+            )? * 3600
+                * 1000,
+            reputation_throttle_below: throttle,
+            reputation_suspend_below: suspend,
         })
     }
 

@@ -260,8 +260,14 @@ pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
     let now = s.clock.now_ms();
     // The node that let its lease lapse is gone from the row, so the audit
     // names the task only.
-    let events: Vec<Statement> = store::tasks::sweep(s.sql.as_ref(), now)
-        .await?
+    let swept = store::tasks::sweep(s.sql.as_ref(), now).await?;
+    for t in &swept {
+        if let Some(n) = &t.lease_node {
+            crate::reputation::record(s, &req.ctx, n, crate::reputation::Event::LeaseExpired)
+                .await?;
+        }
+    }
+    let events: Vec<Statement> = swept
         .into_iter()
         .map(|t| {
             let (action, reason) = if t.failed {
@@ -306,6 +312,9 @@ fn blob_b64(stored: &[(String, Vec<u8>)], digest: &str) -> String {
 pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
     let node: Node = authn::active_node(s, &req).await?;
     sweep(s, &req).await?;
+    if !crate::reputation::grants(s, &node.node_id).await? {
+        return Ok(no_task(NoTaskReason::Reputation));
+    }
     let (limits, p) = node_policy(s, &node).await?;
     let Some(limits) = limits else {
         return Ok(no_task(if p.reason == PolicyReason::NoSandbox {
@@ -510,8 +519,17 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         t.lease_id.as_deref() == Some(body.lease_id.as_str())
             && t.lease_node.as_deref() == Some(node.node_id.as_str())
     });
-    if let Some(t) = &holder {
-        check_report(s, t, &body).await?;
+    if let Some(t) = &holder
+        && let Err(e) = check_report(s, t, &body).await
+    {
+        crate::reputation::record(
+            s,
+            &req.ctx,
+            &node.node_id,
+            crate::reputation::Event::ResultRefused,
+        )
+        .await?;
+        return Err(e);
     }
     // A failure carries no report; it is about the task's own model.
     let model = match (&body.inference, body.ok) {
@@ -528,6 +546,15 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
                 return Err(invalid("output is larger than 1 MiB."));
             }
             if &digest_of(&bytes) != digest {
+                if holder.is_some() {
+                    crate::reputation::record(
+                        s,
+                        &req.ctx,
+                        &node.node_id,
+                        crate::reputation::Event::ResultRefused,
+                    )
+                    .await?;
+                }
                 return Err(Error::DigestMismatch);
             }
             Some(bytes)
@@ -674,6 +701,15 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
             ),
         ])
         .await?;
+    if body.ok {
+        crate::reputation::record(
+            s,
+            &req.ctx,
+            &node.node_id,
+            crate::reputation::Event::Accepted,
+        )
+        .await?;
+    }
     Ok(ok_json(
         &json!({"task_id": id, "status": status, "ledger_index": index}),
     ))

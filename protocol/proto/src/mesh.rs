@@ -527,6 +527,8 @@ pub enum NoTaskReason {
     PowerDeferred,
     /// The node cannot run any queued kind.
     OutsideSubset,
+    /// The node's reputation is low: it gets work less often.
+    Reputation,
     /// A reason this side does not know.
     #[serde(other)]
     Unknown,
@@ -539,6 +541,7 @@ impl NoTaskReason {
             NoTaskReason::NoWork => "no_work",
             NoTaskReason::PowerDeferred => "power_deferred",
             NoTaskReason::OutsideSubset => "outside_subset",
+            NoTaskReason::Reputation => "reputation",
             NoTaskReason::Unknown => "unknown",
         }
     }
@@ -549,6 +552,7 @@ impl NoTaskReason {
             "no_work" => NoTaskReason::NoWork,
             "power_deferred" => NoTaskReason::PowerDeferred,
             "outside_subset" => NoTaskReason::OutsideSubset,
+            "reputation" => NoTaskReason::Reputation,
             _ => NoTaskReason::Unknown,
         }
     }

@@ -4,7 +4,7 @@
 //! changes in one file.
 //!
 //! In scope: the blacklist and the bans in force ([`blacklist`]); nodes and their keys, decisions, telemetry and blacklist
-//! version ([`nodes`]); peer coordinators ([`peers`]); pulls, gossip seen and ban reviews ([`federation`]); the logs this coordinator witnesses ([`witness`]); model policies, releases, rollouts and host reports
+//! version ([`nodes`]); peer coordinators ([`peers`]); pulls, gossip seen and ban reviews ([`federation`]); nodes' reputation events ([`reputation`]); the logs this coordinator witnesses ([`witness`]); model policies, releases, rollouts and host reports
 //! ([`models`]); blobs, tasks, leases and results ([`tasks`]);
 //! request nonces. Out of scope: who may do what and the JSON shapes of
 //! answers (the handlers); audit events (the kernel's `audit`), which ride
@@ -15,6 +15,7 @@ pub mod federation;
 pub mod models;
 pub mod nodes;
 pub mod peers;
+pub mod reputation;
 pub mod tasks;
 pub mod witness;
 

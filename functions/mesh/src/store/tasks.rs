@@ -119,6 +119,8 @@ pub fn insert_task(t: &NewTask<'_>) -> Statement {
 /// A task whose lease expired.
 #[derive(Debug, Clone)]
 pub struct Swept {
+    /// The node whose lease lapsed.
+    pub lease_node: Option<String>,
     /// Task id.
     pub id: String,
     /// Failed for good (every attempt used) rather than requeued.
@@ -130,22 +132,43 @@ pub struct Swept {
 /// Returns tasks whose lease expired by `now` to the queue, or fails them
 /// once they have had every attempt.
 pub async fn sweep(sql: &dyn Sql, now: i64) -> Result<Vec<Swept>, Error> {
-    let rows = sql
-        .execute(Statement::new(
-            "UPDATE mesh_tasks SET \
-               status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
-               error_code = CASE WHEN attempts >= max_attempts THEN 'attempts_exhausted' ELSE error_code END, \
-               lease_id = NULL, lease_node = NULL, lease_expires_at = NULL, updated_at = ?1 \
-             WHERE status = 'leased' AND lease_expires_at <= ?1 \
-             RETURNING id, status, attempts",
-            vec![Value::Integer(now)],
-        ))
+    // Who held each lapsed lease is read in the same batch as the update
+    // clears it (RETURNING gives the new row).
+    let done = sql
+        .batch(vec![
+            Statement::new(
+                "SELECT id, lease_node FROM mesh_tasks WHERE status = 'leased' AND lease_expires_at <= ?1",
+                vec![Value::Integer(now)],
+            ),
+            Statement::new(
+                "UPDATE mesh_tasks SET \
+                   status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+                   error_code = CASE WHEN attempts >= max_attempts THEN 'attempts_exhausted' ELSE error_code END, \
+                   lease_id = NULL, lease_node = NULL, lease_expires_at = NULL, updated_at = ?1 \
+                 WHERE status = 'leased' AND lease_expires_at <= ?1 \
+                 RETURNING id, status, attempts",
+                vec![Value::Integer(now)],
+            ),
+        ])
         .await?;
+    let (Some(held), Some(rows)) = (done.first(), done.get(1)) else {
+        return Ok(Vec::new());
+    };
+    let holder = |id: &str| {
+        (0..held.rows.len())
+            .find(|&i| held.get_str(i, "id") == Some(id))
+            .and_then(|i| held.get_str(i, "lease_node"))
+            .map(str::to_owned)
+    };
     Ok((0..rows.rows.len())
-        .map(|i| Swept {
-            id: rows.get_str(i, "id").unwrap_or_default().to_owned(),
-            failed: rows.get_str(i, "status") == Some("failed"),
-            attempts: rows.get_i64(i, "attempts"),
+        .map(|i| {
+            let id = rows.get_str(i, "id").unwrap_or_default().to_owned();
+            Swept {
+                lease_node: holder(&id),
+                failed: rows.get_str(i, "status") == Some("failed"),
+                attempts: rows.get_i64(i, "attempts"),
+                id,
+            }
         })
         .collect())
 }
