@@ -80,7 +80,30 @@ CREATE TABLE mesh_ban_reviews (
     created_at    INTEGER NOT NULL,
     UNIQUE (peer, source_index)
 );
-ALTER TABLE mesh_blacklist ADD COLUMN source_index INTEGER;  -- a peer's entry: its index in the peer's log
+
+-- The blacklist gains peer coordinators as subjects and, for entries a peer
+-- made, the entry's index in that peer's log. SQLite cannot change a CHECK,
+-- so the table is rebuilt with its rows (seq values kept: they are the
+-- blacklist versions nodes hold).
+CREATE TABLE mesh_blacklist_v2 (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    action           TEXT NOT NULL CHECK (action IN ('add', 'lift')),
+    subject_kind     TEXT NOT NULL CHECK (subject_kind IN ('node_key', 'node_id', 'owner', 'peer')),
+    subject          TEXT NOT NULL,
+    reason_code      TEXT NOT NULL,
+    reason           TEXT NOT NULL,
+    evidence_digest  TEXT,
+    actor            TEXT NOT NULL,
+    origin           TEXT NOT NULL,      -- 'local', or the peer coordinator it came from
+    ledger_index     INTEGER,
+    created_at       INTEGER NOT NULL,
+    source_index     INTEGER             -- a peer's entry: its index in the peer's log
+);
+INSERT INTO mesh_blacklist_v2 (seq, action, subject_kind, subject, reason_code, reason, evidence_digest, actor, origin, ledger_index, created_at)
+    SELECT seq, action, subject_kind, subject, reason_code, reason, evidence_digest, actor, origin, ledger_index, created_at FROM mesh_blacklist;
+DROP TABLE mesh_blacklist;
+ALTER TABLE mesh_blacklist_v2 RENAME TO mesh_blacklist;
+CREATE INDEX mesh_blacklist_subject ON mesh_blacklist (subject_kind, subject, seq);
 CREATE UNIQUE INDEX mesh_blacklist_source ON mesh_blacklist (origin, source_index) WHERE source_index IS NOT NULL;
 
 -- Owners the mesh has banned (here or by a peer it trusts): the auth

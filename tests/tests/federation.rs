@@ -147,6 +147,49 @@ fn peering_needs_both_operators_and_only_active_peers_are_answered() {
         "mallory",
     );
 
+    // A peer coordinator on the blacklist: nothing from it is taken, it
+    // cannot be re-added or ask again, until the ban is lifted.
+    let peer_ban = |action: &str| {
+        let path = if action == "add" {
+            "/mesh/blacklist"
+        } else {
+            "/mesh/blacklist/lift"
+        };
+        b.operator(
+            "POST",
+            path,
+            &json!({"subject_kind": "peer", "subject": a.origin(), "reason_code": "abuse", "reason": "peer test"}),
+        )
+    };
+    want(&peer_ban("add"), 201, None, "ban a");
+    want(
+        &as_peer(&b, &a.key, "GET", PULL, None),
+        403,
+        Some("peer_blacklisted"),
+        "banned peer",
+    );
+    let own = json!({"origin": a.origin(), "public_key": public_key_b64url(a.key.verifying_key())});
+    want(
+        &as_peer(&b, &a.key, "POST", "/mesh/peers/hello", Some(&own)),
+        403,
+        Some("peer_blacklisted"),
+        "banned hello",
+    );
+    let r = b.operator(
+        "POST",
+        "/mesh/peers",
+        &json!({"origin": a.origin(), "key_id": a.kid(), "reason": "again"}),
+    );
+    want(&r, 403, Some("peer_blacklisted"), "re-adding a banned peer");
+    assert_eq!(b.peer(a.origin())["status"], "banned");
+    want(&peer_ban("lift"), 200, None, "lift a");
+    want(
+        &as_peer(&b, &a.key, "GET", PULL, None),
+        200,
+        None,
+        "lifted peer",
+    );
+
     // Suspended: refused until resumed; removed: refused, and a hello from
     // the removed peer does not bring it back.
     let r = b.operator(
@@ -188,7 +231,6 @@ fn peering_needs_both_operators_and_only_active_peers_are_answered() {
         Some("peer_not_approved"),
         "removed",
     );
-    let own = json!({"origin": a.origin(), "public_key": public_key_b64url(a.key.verifying_key())});
     let r = as_peer(&b, &a.key, "POST", "/mesh/peers/hello", Some(&own));
     want(&r, 403, Some("peer_not_approved"), "removed peer's hello");
 

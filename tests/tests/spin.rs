@@ -315,8 +315,12 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
                 "https://api.github.com",
                 "{{ oauth_outbound_host }}",
             ],
-            "mesh" => vec!["{{ auth_url }}", "{{ ledger_url }}"],
-            "ledger" => vec!["{{ auth_url }}"],
+            "mesh" => vec![
+                "{{ auth_url }}",
+                "{{ ledger_url }}",
+                "{{ mesh_peer_hosts }}",
+            ],
+            "ledger" => vec!["{{ auth_url }}", "{{ log_witness_hosts }}"],
             _ => vec![],
         };
         assert_eq!(outbound, want, "{f}.allowed_outbound_hosts");
@@ -341,11 +345,13 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
                 "previous_coordinator_key",
                 "previous_coordinator_key_retired_at",
                 "service_key",
+                "witness_key",
             ],
         ),
         (
             "ledger",
             vec![
+                "checkpoint_ed25519_key",
                 "checkpoint_key",
                 "previous_checkpoint_key",
                 "previous_checkpoint_key_retired_at",

@@ -192,6 +192,18 @@ pub async fn signed_peer(s: &Services, req: &Request) -> Result<store::peers::Pe
     let key = VerifyingKey::from_sec1_bytes(&peer.public_key)
         .map_err(|_| Error::Kernel(edgecoder_kernel::Error::Storage("stored peer key".into())))?;
     verify_with(s, req, &signed, &key).await?;
+    if peer.banned {
+        return Err(audit::denied(
+            s,
+            &req.ctx,
+            &format!("peer:{}", peer.origin),
+            "mesh.peer.blacklisted",
+            Some(&peer.origin),
+            serde_json::json!({"path": req.path}),
+            Error::PeerBlacklisted,
+        )
+        .await);
+    }
     if peer.status() != store::peers::PeerStatus::Active {
         return Err(audit::denied(
             s,

@@ -71,10 +71,11 @@ pub fn check(
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
         }
+        SubjectKind::Peer => crate::settings::serialised(s).as_deref() == Some(s),
     };
     if !ok {
         return Err(invalid(
-            "subject is a key id (16 hex), a node id, or a user id, as the subject_kind says.",
+            "subject is a key id (16 hex), a node id, a user id, or a peer's origin (scheme://host[:port], lowercase), as the subject_kind says.",
         ));
     }
     let code_ok = !reason_code.is_empty()
@@ -108,7 +109,7 @@ async fn change(s: &Services, req: Request, action: &'static str) -> Result<Resp
     let actor = format!("user:{}", caller.user_id);
     let body: Body = req.json()?;
     let kind = SubjectKind::parse(&body.subject_kind)
-        .ok_or_else(|| invalid("subject_kind is node_key, node_id or owner."))?;
+        .ok_or_else(|| invalid("subject_kind is node_key, node_id, owner or peer."))?;
     let subject = body.subject.clone();
     check(
         kind,
@@ -328,7 +329,7 @@ fn docs() -> [RouteDoc; 4] {
         object(
             &["subject_kind", "subject", "reason_code", "reason"],
             json!({
-                "subject_kind": {"enum": ["node_key", "node_id", "owner"]},
+                "subject_kind": {"enum": ["node_key", "node_id", "owner", "peer"]},
                 "subject": {"type": "string", "description": "a key id, a node id or a user id"},
                 "reason_code": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
                 "reason": {"type": "string", "maxLength": 500},
@@ -345,7 +346,7 @@ fn docs() -> [RouteDoc; 4] {
     [
         DOCS.op(
             "blacklist_add",
-            "Ban a node key, a node id or an owner account (operator, step-up): enforced on every mesh path at once, its leases released; an audit event and an edgecoder.dev/blacklist/v1 ledger entry",
+            "Ban a node key, a node id, an owner account or a peer coordinator (operator, step-up): enforced on every mesh path at once, its leases released; an audit event and an edgecoder.dev/blacklist/v1 ledger entry",
             body(),
             refusals(vec![
                 ok(201, "{seq, blacklist_version, ledger_index, released_tasks}"),

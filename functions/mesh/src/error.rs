@@ -146,6 +146,9 @@ pub enum Error {
     /// The peer could not be reached or answered something unusable.
     #[error("peer unreachable: {0}")]
     PeerUnreachable(String),
+    /// A ban covers the peer coordinator.
+    #[error("peer blacklisted")]
+    PeerBlacklisted,
     /// The peer changed between this request's read and its write.
     #[error("peer changed")]
     PeerChanged,
@@ -483,6 +486,12 @@ impl From<Error> for Problem {
                 "peer_unreachable",
                 "Peer unreachable",
                 &why,
+            ),
+            Error::PeerBlacklisted => problem(
+                S::FORBIDDEN,
+                "peer_blacklisted",
+                "Peer blacklisted",
+                "This coordinator is on the blacklist here.",
             ),
             Error::PeerChanged => problem(
                 S::CONFLICT,

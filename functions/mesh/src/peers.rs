@@ -38,6 +38,7 @@ use p256::ecdsa::VerifyingKey;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
+use crate::store::blacklist::SubjectKind;
 use crate::store::peers::{self as db, Peer};
 use crate::{DOCS, Error, Settings, authn, rfc3339};
 
@@ -312,6 +313,9 @@ async fn add(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(invalid("origin is this coordinator's own."));
     }
     let sql = s.sql.as_ref();
+    if crate::blacklist::covers(s, &[(SubjectKind::Peer, origin.as_str())]).await? {
+        return Err(Error::PeerBlacklisted);
+    }
     let before = db::by_origin(sql, &origin).await?;
     if let Some(p) = &before
         && !p.removed
@@ -360,6 +364,7 @@ async fn add(s: &Services, req: Request) -> Result<Response, Error> {
             .as_ref()
             .map_or_else(|| "review".to_owned(), |p| p.ban_policy.clone()),
         version: before.as_ref().map_or(0, |p| p.version),
+        banned: false,
     };
     // Its ledger is one we witness from now on.
     let witnessing = match crate::witness::witness_peer_log(
@@ -413,6 +418,9 @@ async fn hello_route(s: &Services, req: Request) -> Result<Response, Error> {
         return Err(invalid("origin is this coordinator's own."));
     }
     let sql = s.sql.as_ref();
+    if crate::blacklist::covers(s, &[(SubjectKind::Peer, origin.as_str())]).await? {
+        return Err(Error::PeerBlacklisted);
+    }
     let actor = format!("peer:{origin}");
     let before = db::by_origin(sql, &origin).await?;
     if let Some(other) = db::by_key(sql, &kid).await?
@@ -482,6 +490,7 @@ async fn hello_route(s: &Services, req: Request) -> Result<Response, Error> {
                 last_seen_at: Some(now),
                 ban_policy: "review".to_owned(),
                 version: before.as_ref().map_or(0, |b| b.version),
+                banned: false,
             };
             commit(
                 s,
@@ -719,6 +728,7 @@ fn docs() -> [RouteDoc; 8] {
                 ok(201, "the peer: {origin, key_id, status, ledger_index, hello}"),
                 ok(200, "already approved with this key"),
                 err(409, "peer_key_mismatch / federation_not_configured"),
+                err(403, "peer_blacklisted"),
                 err(502, "peer_unreachable"),
             ]),
         ),
@@ -733,7 +743,7 @@ fn docs() -> [RouteDoc; 8] {
                 ok(200, "known peer: its status here"),
                 ok(202, "a pending request for the operator"),
                 err(400, "invalid_request / invalid_public_key"),
-                err(403, "peer_not_approved: removed here"),
+                err(403, "peer_not_approved: removed here / peer_blacklisted"),
                 err(409, "peer_key_mismatch / federation_not_configured"),
                 err(429, "too_many_pending_peers"),
             ]),

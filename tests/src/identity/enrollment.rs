@@ -295,3 +295,52 @@ pub(super) fn one_account_cannot_hold_unbounded_enrollments(x: &Ctx) -> Result<(
     }
     expect_problem(&enroll(x, &a.access, &node(3))?, 429, "rate_limited")
 }
+
+/// Enrollment blocks (the mesh banned an owner) come only from the mesh's
+/// service credential: not from nobody, not from the auth function's own
+/// key; while one stands, the owner gets no enrollment tokens.
+pub(super) fn enrollment_blocks_come_only_from_the_mesh_service(x: &Ctx) -> Result<(), String> {
+    let owner = x.account("blocked-owner", true)?;
+    let block = |who: As<'_>, blocked: bool| -> Result<Reply, String> {
+        let body = json!({"user_id": owner.id, "blocked": blocked});
+        let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let path = "/auth/nodes/enrollment-blocks";
+        let bearer = match who {
+            As::Nobody => None,
+            As::Raw(t) => Some(t.to_owned()),
+            As::Service(caller, callee) => {
+                Some(x.target.service_token(caller, callee, "POST", path, &bytes))
+            }
+        };
+        x.call("POST", path, path, bearer.as_deref(), Some(&body), &[])
+    };
+    expect_problem(&block(As::Nobody, true)?, 401, "service_unauthorized")?;
+    expect_problem(
+        &block(As::Raw(&owner.access), true)?,
+        401,
+        "service_unauthorized",
+    )?;
+    expect_problem(
+        &block(As::Service("auth", "auth"), true)?,
+        401,
+        "service_unauthorized",
+    )?;
+    let node = format!("node-{}-blocked", x.run);
+    status(&enroll(x, &owner.access, &node)?, 201, "before the block")?;
+    status(
+        &block(As::Service("mesh", "auth"), true)?,
+        200,
+        "the mesh blocks",
+    )?;
+    expect_problem(
+        &enroll(x, &owner.access, &node)?,
+        403,
+        "account_blacklisted",
+    )?;
+    status(
+        &block(As::Service("mesh", "auth"), false)?,
+        200,
+        "the mesh unblocks",
+    )?;
+    status(&enroll(x, &owner.access, &node)?, 201, "after the unblock")
+}

@@ -518,6 +518,10 @@ pub fn checks() -> Vec<(&'static str, IdCheck)> {
             enrollment::enrollment_tokens_redeem_once_and_die_on_reenroll_and_delete,
         ),
         (
+            "enrollment_blocks_come_only_from_the_mesh_service",
+            enrollment::enrollment_blocks_come_only_from_the_mesh_service,
+        ),
+        (
             "login_failures_per_account_and_ip_are_rate_limited",
             accounts::login_failures_per_account_and_ip_are_rate_limited,
         ),

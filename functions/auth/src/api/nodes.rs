@@ -428,7 +428,11 @@ pub fn routes(r: Router) -> Router {
                 json!({"user_id": {"type": "string"}, "blocked": {"type": "boolean"}}),
             ),
             vec![
-                ok(200, "{user_id, blocked}"),
+                ok(200, "{user_id, blocked}").with_schema(json!({
+                    "type": "object",
+                    "required": ["user_id", "blocked"],
+                    "properties": {"user_id": {"type": "string"}, "blocked": {"type": "boolean"}},
+                })),
                 err(400, "invalid_request"),
                 err(401, "service_unauthorized"),
             ],

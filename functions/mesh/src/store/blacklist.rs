@@ -19,6 +19,8 @@ pub enum SubjectKind {
     /// An owner account (a user id): every node it enrolled, and any it
     /// would register.
     Owner,
+    /// A peer coordinator (its origin): no peering, no requests, no gossip.
+    Peer,
 }
 
 impl SubjectKind {
@@ -28,6 +30,7 @@ impl SubjectKind {
             SubjectKind::NodeKey => "node_key",
             SubjectKind::NodeId => "node_id",
             SubjectKind::Owner => "owner",
+            SubjectKind::Peer => "peer",
         }
     }
 
@@ -37,6 +40,7 @@ impl SubjectKind {
             SubjectKind::NodeKey,
             SubjectKind::NodeId,
             SubjectKind::Owner,
+            SubjectKind::Peer,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -198,6 +202,7 @@ pub async fn release_leases(
         SubjectKind::NodeKey => "key_id",
         SubjectKind::NodeId => "node_id",
         SubjectKind::Owner => "owner_id",
+        SubjectKind::Peer => return Ok(Vec::new()),
     };
     let rows = sql
         .execute(Statement::new(

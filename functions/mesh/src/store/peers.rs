@@ -20,6 +20,8 @@ pub enum PeerStatus {
     Suspended,
     /// Our operator removed it (history only).
     Removed,
+    /// On the blacklist (subject kind `peer`).
+    Banned,
 }
 
 /// A peer as stored.
@@ -46,12 +48,16 @@ pub struct Peer {
     pub ban_policy: String,
     /// The stored row's version (0: not stored yet); a save expects it.
     pub version: i64,
+    /// A ban on its origin is in force.
+    pub banned: bool,
 }
 
 impl Peer {
     /// The status the flags add up to.
     pub fn status(&self) -> PeerStatus {
-        if self.removed {
+        if self.banned {
+            PeerStatus::Banned
+        } else if self.removed {
             PeerStatus::Removed
         } else if self.suspended {
             PeerStatus::Suspended
@@ -65,7 +71,8 @@ impl Peer {
     }
 }
 
-const COLUMNS: &str = "origin, key_id, public_key, local_approved, remote_approved, suspended, removed, last_seen_at, ban_policy, version";
+const COLUMNS: &str = "origin, key_id, public_key, local_approved, remote_approved, suspended, removed, last_seen_at, ban_policy, version, \
+     EXISTS (SELECT 1 FROM mesh_bans b WHERE b.subject_kind = 'peer' AND b.subject = mesh_peers.origin) AS banned";
 
 fn peer_at(rows: &edgecoder_kernel::Rows, i: usize) -> Option<Peer> {
     Some(Peer {
@@ -79,6 +86,7 @@ fn peer_at(rows: &edgecoder_kernel::Rows, i: usize) -> Option<Peer> {
         last_seen_at: rows.get_i64(i, "last_seen_at"),
         ban_policy: rows.get_str(i, "ban_policy")?.to_owned(),
         version: rows.get_i64(i, "version")?,
+        banned: rows.get_i64(i, "banned") == Some(1),
     })
 }
 
