@@ -502,7 +502,10 @@ fn inference_results_must_match_the_lease_and_model(x: &Ctx) -> Result<(), Strin
         return Err(format!("result {got}"));
     }
     // A host's failure carries no report and still lands: the code is kept
-    // (a non-retryable one fails the task) and the ledger records it.
+    // (a non-retryable one fails the task) and the ledger records it. (Another
+    // host: the four refused reports above cost this one its reputation,
+    // and with it most of its work.)
+    let host = gpu_node(x, "inf-result-host2", &[model])?;
     let v = want(
         &submit(x, &user.access, &prompt(model, "again", 3))?,
         201,
