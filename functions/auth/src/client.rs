@@ -99,6 +99,40 @@ pub struct Http {
     pub outbound: Rc<dyn Outbound>,
 }
 
+impl Http {
+    /// POSTs `body` to `path` with the caller's service token, bound to
+    /// this very request.
+    async fn service_post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<edgecoder_kernel::OutboundResponse, KernelError> {
+        let (caller, key) = self.service.as_ref().ok_or_else(|| {
+            KernelError::Config("set service_key so the mesh can call the auth function".into())
+        })?;
+        let body = body.to_string().into_bytes();
+        let service = edgecoder_kernel::service::mint(
+            key,
+            caller,
+            crate::NAME,
+            &edgecoder_kernel::service::request_digest("POST", path, &body),
+            self.clock.now_ms(),
+            &edgecoder_kernel::ports::random_hex(self.rng.as_ref(), 16),
+        )?;
+        self.outbound
+            .send(OutboundRequest {
+                method: Method::POST,
+                url: format!("{}{path}", self.base),
+                headers: vec![
+                    ("authorization".into(), format!("Bearer {service}")),
+                    ("content-type".into(), "application/json".into()),
+                ],
+                body,
+            })
+            .await
+    }
+}
+
 #[derive(Deserialize)]
 struct Me {
     id: String,
@@ -152,32 +186,8 @@ impl IdentityClient for Http {
         node_id: &str,
         kind: &str,
     ) -> Result<Option<Enrollment>, KernelError> {
-        let (caller, key) = self.service.as_ref().ok_or_else(|| {
-            KernelError::Config("set service_key so the mesh can redeem enrollments".into())
-        })?;
-        let body = serde_json::json!({"enrollment_token": token, "node_id": node_id, "kind": kind})
-            .to_string()
-            .into_bytes();
-        let service = edgecoder_kernel::service::mint(
-            key,
-            caller,
-            crate::NAME,
-            &edgecoder_kernel::service::request_digest("POST", "/auth/nodes/redeem", &body),
-            self.clock.now_ms(),
-            &edgecoder_kernel::ports::random_hex(self.rng.as_ref(), 16),
-        )?;
-        let resp = self
-            .outbound
-            .send(OutboundRequest {
-                method: Method::POST,
-                url: format!("{}/auth/nodes/redeem", self.base),
-                headers: vec![
-                    ("authorization".into(), format!("Bearer {service}")),
-                    ("content-type".into(), "application/json".into()),
-                ],
-                body,
-            })
-            .await?;
+        let body = serde_json::json!({"enrollment_token": token, "node_id": node_id, "kind": kind});
+        let resp = self.service_post("/auth/nodes/redeem", &body).await?;
         match resp.status {
             200 => {
                 let r: Redeemed = serde_json::from_slice(&resp.body).map_err(|_| {
@@ -197,32 +207,9 @@ impl IdentityClient for Http {
     }
 
     async fn block_enrollment(&self, user_id: &str, blocked: bool) -> Result<(), KernelError> {
-        let (caller, key) = self.service.as_ref().ok_or_else(|| {
-            KernelError::Config("set service_key so the mesh can block enrollments".into())
-        })?;
-        let path = "/auth/nodes/enrollment-blocks";
-        let body = serde_json::json!({"user_id": user_id, "blocked": blocked})
-            .to_string()
-            .into_bytes();
-        let service = edgecoder_kernel::service::mint(
-            key,
-            caller,
-            crate::NAME,
-            &edgecoder_kernel::service::request_digest("POST", path, &body),
-            self.clock.now_ms(),
-            &edgecoder_kernel::ports::random_hex(self.rng.as_ref(), 16),
-        )?;
+        let body = serde_json::json!({"user_id": user_id, "blocked": blocked});
         let resp = self
-            .outbound
-            .send(OutboundRequest {
-                method: Method::POST,
-                url: format!("{}{path}", self.base),
-                headers: vec![
-                    ("authorization".into(), format!("Bearer {service}")),
-                    ("content-type".into(), "application/json".into()),
-                ],
-                body,
-            })
+            .service_post("/auth/nodes/enrollment-blocks", &body)
             .await?;
         match resp.status {
             200 => Ok(()),

@@ -352,34 +352,33 @@ async fn pull(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, 
         }
         taken += mine.len();
         next = end;
-        db::save(
-            sql,
-            origin,
-            next,
-            &frontier_json(&frontier),
-            s.clock.now_ms(),
-            None,
-        )
-        .await?;
+        keep(s, origin, next, &frontier).await?;
     }
     if next < size {
         // More next time.
         db::mark_due(sql, origin).await?;
     } else if pages == 0 {
-        db::save(
-            sql,
-            origin,
-            next,
-            &frontier_json(&frontier),
-            s.clock.now_ms(),
-            None,
-        )
-        .await?;
+        // Nothing new: the pull is done (and no longer due).
+        keep(s, origin, next, &frontier).await?;
     }
     Ok(
         json!({"peer": origin, "size": size, "next_index": next, "read": next - st.next_index,
               "blacklist_entries": taken, "bytes_in": bytes, "outcomes": outcomes}),
     )
+}
+
+/// Saves the pull's position: the next index and the frontier before it.
+async fn keep(s: &Services, origin: &str, next: u64, frontier: &Frontier) -> Result<(), Error> {
+    let now = s.clock.now_ms();
+    db::save(
+        s.sql.as_ref(),
+        origin,
+        next,
+        &frontier_json(frontier),
+        now,
+        None,
+    )
+    .await
 }
 
 /// A consistency proof from the peer's log.

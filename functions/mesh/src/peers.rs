@@ -300,6 +300,18 @@ fn check_reason(reason: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether `origin` may be a peer at all: not this coordinator itself, and
+/// not on the blacklist.
+async fn admissible(s: &Services, origin: &str) -> Result<(), Error> {
+    if Settings::of(s)?.origin()? == origin {
+        return Err(invalid("origin is this coordinator's own."));
+    }
+    if crate::blacklist::covers(s, &[(SubjectKind::Peer, origin)]).await? {
+        return Err(Error::PeerBlacklisted);
+    }
+    Ok(())
+}
+
 /// `POST /mesh/peers`: pin a peer's key and approve it (a new peer, or the
 /// pending request of one).
 async fn add(s: &Services, req: Request) -> Result<Response, Error> {
@@ -308,14 +320,8 @@ async fn add(s: &Services, req: Request) -> Result<Response, Error> {
     let body: AddBody = req.json()?;
     check_reason(&body.reason)?;
     let origin = peer_origin(s, &body.origin)?;
-    let settings = Settings::of(s)?;
-    if settings.origin()? == origin {
-        return Err(invalid("origin is this coordinator's own."));
-    }
+    admissible(s, &origin).await?;
     let sql = s.sql.as_ref();
-    if crate::blacklist::covers(s, &[(SubjectKind::Peer, origin.as_str())]).await? {
-        return Err(Error::PeerBlacklisted);
-    }
     let before = db::by_origin(sql, &origin).await?;
     if let Some(p) = &before
         && !p.removed
@@ -413,14 +419,8 @@ async fn hello_route(s: &Services, req: Request) -> Result<Response, Error> {
     let key = parse_public_key(&body.public_key)?;
     let origin = peer_origin(s, &body.origin)?;
     let kid = authn::possession(s, &req, &key, "peer-hello", HELLO_PER_MINUTE).await?;
-    let settings = Settings::of(s)?;
-    if settings.origin()? == origin {
-        return Err(invalid("origin is this coordinator's own."));
-    }
+    admissible(s, &origin).await?;
     let sql = s.sql.as_ref();
-    if crate::blacklist::covers(s, &[(SubjectKind::Peer, origin.as_str())]).await? {
-        return Err(Error::PeerBlacklisted);
-    }
     let actor = format!("peer:{origin}");
     let before = db::by_origin(sql, &origin).await?;
     if let Some(other) = db::by_key(sql, &kid).await?

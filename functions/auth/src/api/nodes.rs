@@ -256,18 +256,10 @@ pub async fn redeem(
     })
 }
 
-/// `POST /auth/nodes/redeem` body.
-#[derive(Deserialize)]
-pub struct Redeem {
-    enrollment_token: String,
-    node_id: String,
-    kind: String,
-}
-
-/// `POST /auth/nodes/redeem`: for the mesh function only, with a service
-/// token signed by its own key.
-pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error> {
-    let presented = bearer(&req).unwrap_or("");
+/// The request must carry the mesh function's service token, bound to this
+/// very request; anything else is refused and audited under `action`.
+async fn mesh_service(s: &Services, req: &Request, action: &str) -> Result<(), Error> {
+    let presented = bearer(req).unwrap_or("");
     let request =
         edgecoder_kernel::service::request_digest(req.method.as_str(), &req.path, &req.body);
     let caller = s
@@ -279,13 +271,28 @@ pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error>
             s,
             &req.ctx,
             "anonymous",
-            "auth.node.redeem",
+            action,
             None,
             json!({"reason": "service_unauthorized"}),
             Error::ServiceUnauthorized,
         )
         .await);
     }
+    Ok(())
+}
+
+/// `POST /auth/nodes/redeem` body.
+#[derive(Deserialize)]
+pub struct Redeem {
+    enrollment_token: String,
+    node_id: String,
+    kind: String,
+}
+
+/// `POST /auth/nodes/redeem`: for the mesh function only, with a service
+/// token signed by its own key.
+pub async fn redeem_route(s: &Services, req: Request) -> Result<Response, Error> {
+    mesh_service(s, &req, "auth.node.redeem").await?;
     let body: Redeem = req.json()?;
     match redeem(
         s.sql.as_ref(),
@@ -338,25 +345,7 @@ pub struct Block {
 /// `POST /auth/nodes/enrollment-blocks`: the mesh (service token) blocks or
 /// unblocks enrollment for an owner it banned or lifted.
 pub async fn block_route(s: &Services, req: Request) -> Result<Response, Error> {
-    let presented = bearer(&req).unwrap_or("");
-    let request =
-        edgecoder_kernel::service::request_digest(req.method.as_str(), &req.path, &req.body);
-    let caller = s
-        .config
-        .service_keys
-        .caller(presented, crate::NAME, &request, s.clock.now_ms());
-    if caller.as_deref() != Some("mesh") {
-        return Err(audit::denied(
-            s,
-            &req.ctx,
-            "anonymous",
-            "auth.node.enrollment_block",
-            None,
-            json!({"reason": "service_unauthorized"}),
-            Error::ServiceUnauthorized,
-        )
-        .await);
-    }
+    mesh_service(s, &req, "auth.node.enrollment_block").await?;
     let body: Block = req.json()?;
     if body.user_id.is_empty() || body.user_id.len() > 64 {
         return Err(Error::Kernel(edgecoder_kernel::Error::InvalidRequest(
