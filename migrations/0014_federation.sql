@@ -84,7 +84,9 @@ CREATE TABLE mesh_ban_reviews (
 -- The blacklist gains peer coordinators as subjects and, for entries a peer
 -- made, the entry's index in that peer's log. SQLite cannot change a CHECK,
 -- so the table is rebuilt with its rows (seq values kept: they are the
--- blacklist versions nodes hold).
+-- blacklist versions nodes hold). The new table's sequence continues from
+-- the highest row kept; an entry undone after a failed ledger append at the
+-- very top (a version never logged) may see its number again.
 CREATE TABLE mesh_blacklist_v2 (
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
     action           TEXT NOT NULL CHECK (action IN ('add', 'lift')),
