@@ -61,6 +61,7 @@ CREATE TABLE mesh_peer_sync (
     next_index    INTEGER NOT NULL DEFAULT 0,   -- the next index of the peer's log to read
     frontier      TEXT NOT NULL DEFAULT '[]',   -- JSON [[level, base64 hash]] of the entries before it
     due           INTEGER NOT NULL DEFAULT 1,   -- a push or a lag asked for a pull
+    pulling_until INTEGER,                      -- a pull holds the peer until then (one at a time)
     synced_at     INTEGER,
     last_error    TEXT
 );

@@ -1941,8 +1941,8 @@ fn two_different_results_for_one_lease_ban_the_node_and_nobody_else_can_frame_it
 /// (here, output that does not hash to its digest) costs the lease holder
 /// 10 of a neutral 50; operators see the score; below 10 the coordinator
 /// suspends the node itself (a logged decision) pending review, and an
-/// approved node with a low score gets work less often (here, none). A
-/// stranger's bad signatures naming the node cost it nothing.
+/// operator's approval starts it afresh. A stranger's bad signatures naming
+/// the node cost it nothing.
 fn a_node_whose_results_keep_being_refused_loses_reputation_and_is_suspended_for_review(
     x: &Ctx,
 ) -> Result<(), String> {
@@ -2026,20 +2026,20 @@ fn a_node_whose_results_keep_being_refused_loses_reputation_and_is_suspended_for
     if !audit.iter().any(|a| a.starts_with("mesh.node.suspend:")) {
         return Err(format!("no suspension in the audit: {audit:?}"));
     }
-    // An operator's review brings it back; its score does not come back
-    // with it, so it gets no work until that fades.
+    // An operator's review brings it back with a fresh start: what led to
+    // the suspension was judged in the review.
     want(
         &decide(x, &admin, &node.id, "approve")?,
         200,
         "approve after review",
     )?;
+    let v = reputation(x)?;
+    if v["status"] != "active" || v["reputation"]["score"] != json!(50.0) {
+        return Err(format!("after the review: {v}"));
+    }
     let r = pull(x, &node)?;
-    if r.status != 204 || r.header("edgecoder-reason") != Some("reputation") {
-        return Err(format!(
-            "a pull at score 0: {} {:?}",
-            r.status,
-            r.header("edgecoder-reason")
-        ));
+    if r.header("edgecoder-reason") == Some("reputation") {
+        return Err("an approved node is still thinned".into());
     }
     Ok(())
 }

@@ -362,6 +362,22 @@ fn a_peer_key_changes_only_through_a_rotation_signed_by_the_pinned_key() {
         key_id(old.verifying_key())
     );
 
+    // A's log key changes without an operator pinning it again: B keeps the
+    // key it pinned, audits the change, and witnesses nothing under the new
+    // one.
+    let new_key = json!(new_secret);
+    a.restart(
+        &[("checkpoint_ed25519_key", seed("a", "another-log-key"))],
+        p256_of(new_key.as_str().expect("secret")),
+    );
+    let r = b.operator(
+        "POST",
+        "/mesh/peers/refresh",
+        &json!({"origin": a.origin()}),
+    );
+    want(&r, 200, None, "refresh after a log key change");
+    assert_eq!(audits(&b, "mesh.witness.log_key_changed"), 1);
+
     // A's view of B survived A's restarts.
     assert_eq!(a.peer(b.origin())["status"], "active");
     want(

@@ -244,13 +244,13 @@ pub async fn signed_node(s: &Services, req: &Request) -> Result<Node, Error> {
     .await
     {
         // Counted only now, after its signature and nonce held.
-        crate::reputation::record(
+        crate::reputation::note(
             s,
             &req.ctx,
             &node.node_id,
             crate::reputation::Event::RateLimited,
         )
-        .await?;
+        .await;
         return Err(e);
     }
     // After the signature: only the node itself learns that it is banned.

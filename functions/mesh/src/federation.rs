@@ -55,6 +55,8 @@ use crate::{DOCS, Error, Settings, authn};
 pub const GOSSIP_TTL_SECS: i64 = 600;
 /// Entries read per page of a peer's log.
 const PAGE: u64 = 1000;
+/// How long a pull holds its peer at most (a crashed pull's hold lapses).
+const PULL_HOLD_MS: i64 = 120_000;
 /// Pages one pull reads at most (a peer far ahead is caught up over
 /// several pulls, each page applied once proven).
 const MAX_PAGES: usize = 50;
@@ -215,10 +217,17 @@ fn frontier_json(f: &Frontier) -> String {
 /// and applies its blacklist entries by policy. Nothing is applied, and the
 /// cursor does not move, unless every entry read hashes to the cosigned root.
 pub async fn sync_peer(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, Error> {
+    let sql = s.sql.as_ref();
+    let now = s.clock.now_ms();
+    // One pull of a peer at a time (a push and the schedule may both ask).
+    if !db::claim(sql, origin, now, now + PULL_HOLD_MS).await? {
+        return Ok(json!({"peer": origin, "skipped": "another pull of this peer is running"}));
+    }
     let result = pull(s, ctx, origin).await;
     if let Err(e) = &result {
-        db::failed(s.sql.as_ref(), origin, &e.to_string(), s.clock.now_ms()).await?;
+        db::failed(sql, origin, &e.to_string(), s.clock.now_ms()).await?;
     }
+    db::release(sql, origin).await?;
     result
 }
 
@@ -228,12 +237,8 @@ async fn pull(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, 
         .await?
         .filter(|p| p.status() == PeerStatus::Active)
         .ok_or(Error::PeerNotApproved)?;
-    if crate::store::witness::origin_of_peer(sql, origin)
-        .await?
-        .is_none()
-    {
-        witness::witness_peer_log(s, ctx, origin, false, None).await?;
-    }
+    // The log an operator pinned when approving the peer; never one first
+    // seen here.
     let log_origin = crate::store::witness::origin_of_peer(sql, origin)
         .await?
         .ok_or(Error::UnknownLog)?;

@@ -328,7 +328,26 @@ async fn add(s: &Services, req: Request) -> Result<Response, Error> {
         && p.local_approved
     {
         if p.key_id == body.key_id {
-            return Ok(json_response(StatusCode::OK, JSON, &describe(p)));
+            // Approved already; its log is pinned now if it was not then.
+            let mut out = describe(p);
+            if crate::store::witness::origin_of_peer(sql, &origin)
+                .await?
+                .is_none()
+            {
+                out["log"] = match crate::witness::witness_peer_log(
+                    s,
+                    &req.ctx,
+                    &origin,
+                    true,
+                    body.log_vkey.as_deref(),
+                )
+                .await
+                {
+                    Ok(vkeys) => json!({"witnessing": true, "vkeys": vkeys}),
+                    Err(e) => json!({"witnessing": false, "error": e.to_string()}),
+                };
+            }
+            return Ok(json_response(StatusCode::OK, JSON, &out));
         }
         // A pinned key changes only through a rotation it signed.
         return Err(Error::PeerKeyMismatch);
@@ -668,6 +687,7 @@ async fn refresh_route(s: &Services, req: Request) -> Result<Response, Error> {
     }
     let body: Body = req.json()?;
     let origin = peer_origin(s, &body.origin)?;
+    admissible(s, &origin).await?;
     let p = db::by_origin(s.sql.as_ref(), &origin)
         .await?
         .filter(|p| !p.removed)

@@ -7,7 +7,9 @@
 //! refused for its content −10: a digest that does not match, a report about
 //! another model; a rate-limit hit −1, at most one a minute), the score
 //! (50 plus each event's weight halved every `mesh_reputation_half_life_hours`,
-//! clamped to 0–100; the newest 1,000 events of the last 30 days), the
+//! good work counting for at most +50, clamped to 0–100; the newest 1,000
+//! events of the last 30 days since the node's last decision, so an
+//! operator's approval after a suspension starts it afresh), the
 //! throttle (below `mesh_reputation_throttle_below` a pull gets work with
 //! probability score / threshold), the automatic suspension (below
 //! `mesh_reputation_suspend_below`: a `node-approval/v1` suspension by actor
@@ -68,20 +70,44 @@ impl Event {
 }
 
 /// The score from `events` (kind, at) at `now`, with half-life `half_ms`.
+/// Good work counts for at most the 50 points above neutral, so a node
+/// cannot bank credit against a run of bad results.
 pub fn score_of(events: &[(String, i64)], now: i64, half_ms: i64) -> f64 {
     let half = half_ms.max(1) as f64;
-    let sum: f64 = events
+    let (good, bad) = events
         .iter()
         .map(|(k, at)| Event::weight(k) * 0.5f64.powf((now - at).max(0) as f64 / half))
-        .sum();
-    (NEUTRAL + sum).clamp(0.0, 100.0)
+        .fold(
+            (0.0, 0.0),
+            |(g, b), w| if w > 0.0 { (g + w, b) } else { (g, b + w) },
+        );
+    (NEUTRAL + f64::min(good, 100.0 - NEUTRAL) + bad).clamp(0.0, 100.0)
+}
+
+/// The node's events that count now: those of the window, and for an
+/// active node only those since it was approved (an operator's approval
+/// after a suspension starts it afresh).
+async fn counted(s: &Services, node_id: &str) -> Result<Vec<(String, i64)>, Error> {
+    let now = s.clock.now_ms();
+    let active = authn::load_node(s, node_id)
+        .await?
+        .is_some_and(|n| n.status == NodeStatus::Active);
+    let approved = if active {
+        crate::store::nodes::decision(s.sql.as_ref(), node_id)
+            .await?
+            .at
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    db::events(s.sql.as_ref(), node_id, (now - WINDOW_MS).max(approved)).await
 }
 
 /// A node's score now, with its event counts.
 pub async fn of(s: &Services, node_id: &str) -> Result<Json, Error> {
     let settings = Settings::of(s)?;
     let now = s.clock.now_ms();
-    let events = db::events(s.sql.as_ref(), node_id, now - WINDOW_MS).await?;
+    let events = counted(s, node_id).await?;
     let count = |k: &str| events.iter().filter(|(e, _)| e == k).count();
     let score = score_of(&events, now, settings.reputation_half_life_ms);
     Ok(json!({
@@ -99,12 +125,29 @@ pub async fn of(s: &Services, node_id: &str) -> Result<Json, Error> {
 
 async fn score(s: &Services, node_id: &str) -> Result<f64, Error> {
     let now = s.clock.now_ms();
-    let events = db::events(s.sql.as_ref(), node_id, now - WINDOW_MS).await?;
+    let events = counted(s, node_id).await?;
     Ok(score_of(
         &events,
         now,
         Settings::of(s)?.reputation_half_life_ms,
     ))
+}
+
+/// [`record`], as a side effect that must not fail the request it rides
+/// on: a failure is audited and dropped.
+pub async fn note(s: &Services, ctx: &RequestContext, node_id: &str, event: Event) {
+    if let Err(e) = record(s, ctx, node_id, event).await {
+        let _ = edgecoder_kernel::audit::note(
+            s,
+            ctx,
+            crate::models::COORDINATOR,
+            "mesh.reputation.failed",
+            Some(node_id),
+            edgecoder_kernel::audit::Outcome::Failure,
+            json!({"event": event.as_str(), "error": e.to_string()}),
+        )
+        .await;
+    }
 }
 
 /// Records `event` for the node; after a bad one, a node that fell below
@@ -116,8 +159,8 @@ pub async fn record(
     event: Event,
 ) -> Result<(), Error> {
     let now = s.clock.now_ms();
-    db::record(s.sql.as_ref(), node_id, event.as_str(), now).await?;
-    if event == Event::Accepted {
+    let inserted = db::record(s.sql.as_ref(), node_id, event.as_str(), now).await?;
+    if event == Event::Accepted || !inserted {
         return Ok(());
     }
     let settings = Settings::of(s)?;
@@ -192,6 +235,10 @@ mod tests {
         // Good work counts, but a score never leaves 0–100.
         assert_eq!(score_of(&vec![ev("accepted", now); 40], now, H), 100.0);
         assert_eq!(score_of(&vec![ev("result_refused", now); 9], now, H), 0.0);
+        // Banked good work does not cover a run of bad results.
+        let mut banked = vec![ev("accepted", now); 500];
+        banked.extend(vec![ev("result_refused", now); 5]);
+        assert_eq!(score_of(&banked, now, H), 50.0);
         // Unknown kinds weigh nothing.
         assert_eq!(score_of(&[ev("mystery", now)], now, H), NEUTRAL);
     }

@@ -261,12 +261,7 @@ pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
     // The node that let its lease lapse is gone from the row, so the audit
     // names the task only.
     let swept = store::tasks::sweep(s.sql.as_ref(), now).await?;
-    for t in &swept {
-        if let Some(n) = &t.lease_node {
-            crate::reputation::record(s, &req.ctx, n, crate::reputation::Event::LeaseExpired)
-                .await?;
-        }
-    }
+    let lapsed: Vec<String> = swept.iter().filter_map(|t| t.lease_node.clone()).collect();
     let events: Vec<Statement> = swept
         .into_iter()
         .map(|t| {
@@ -288,6 +283,9 @@ pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
         .collect();
     if !events.is_empty() {
         s.sql.batch(events).await?;
+    }
+    for n in &lapsed {
+        crate::reputation::note(s, &req.ctx, n, crate::reputation::Event::LeaseExpired).await;
     }
     Ok(())
 }
@@ -522,13 +520,17 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     if let Some(t) = &holder
         && let Err(e) = check_report(s, t, &body).await
     {
-        crate::reputation::record(
-            s,
-            &req.ctx,
-            &node.node_id,
-            crate::reputation::Event::ResultRefused,
-        )
-        .await?;
+        // Only what the report says counts against the node, not a fault
+        // of ours (storage, a blob we cannot read).
+        if matches!(e, Error::ResultMismatch(_)) {
+            crate::reputation::note(
+                s,
+                &req.ctx,
+                &node.node_id,
+                crate::reputation::Event::ResultRefused,
+            )
+            .await;
+        }
         return Err(e);
     }
     // A failure carries no report; it is about the task's own model.
@@ -547,13 +549,13 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
             }
             if &digest_of(&bytes) != digest {
                 if holder.is_some() {
-                    crate::reputation::record(
+                    crate::reputation::note(
                         s,
                         &req.ctx,
                         &node.node_id,
                         crate::reputation::Event::ResultRefused,
                     )
-                    .await?;
+                    .await;
                 }
                 return Err(Error::DigestMismatch);
             }
@@ -702,13 +704,13 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         ])
         .await?;
     if body.ok {
-        crate::reputation::record(
+        crate::reputation::note(
             s,
             &req.ctx,
             &node.node_id,
             crate::reputation::Event::Accepted,
         )
-        .await?;
+        .await;
     }
     Ok(ok_json(
         &json!({"task_id": id, "status": status, "ledger_index": index}),

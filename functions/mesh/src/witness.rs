@@ -305,9 +305,10 @@ pub fn vkey(s: &Services) -> Result<Option<(String, String)>, Error> {
 /// `/ledger/keys` publishes. The log must be named under the peer's own
 /// authority (`<host[:port]>/…`), so no peer can take another log's name.
 /// `confirmed`: an operator is pinning the peer now, and a log key they
-/// named (`pin`) must be among those published; otherwise (refresh, pull)
-/// the keys already held stay, and a change is refused and audited: log
-/// keys change only when an operator pins the peer again.
+/// named (`pin`) must be among those published; otherwise (refresh) the log
+/// and keys already held stay, a change is refused and audited, and a log
+/// not pinned yet is not pinned: logs and their keys are pinned only when an
+/// operator approves the peer.
 pub async fn witness_peer_log(
     s: &Services,
     ctx: &RequestContext,
@@ -351,6 +352,11 @@ pub async fn witness_peer_log(
     }
     let sql = s.sql.as_ref();
     let existing = db::log(sql, origin).await?;
+    if !confirmed && existing.is_none() {
+        // A log name first seen here is not trusted on first use: only an
+        // operator approving the peer pins its log.
+        return Err(Error::UnknownLog);
+    }
     if let Some(e) = &existing {
         if e.peer.as_deref() != Some(peer) {
             // Another peer's, or an operator's, log of that name.
@@ -368,7 +374,16 @@ pub async fn witness_peer_log(
             return Err(Error::PeerKeyMismatch);
         }
     }
-    if confirmed || existing.is_none() {
+    if confirmed {
+        // A log under a new name: the old one stays witnessed as an
+        // operator's, and the pull starts over on the new one.
+        if db::origin_of_peer(sql, peer)
+            .await?
+            .is_some_and(|o| o != origin)
+        {
+            db::unpeer(sql, peer).await?;
+            crate::store::federation::reset(sql, peer).await?;
+        }
         db::upsert(sql, origin, &vkeys, Some(peer), s.clock.now_ms()).await?;
     }
     Ok(vkeys)

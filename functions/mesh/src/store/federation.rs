@@ -63,7 +63,7 @@ pub async fn save(
         "INSERT INTO mesh_peer_sync (peer, next_index, frontier, due, synced_at, last_error) \
          VALUES (?1, ?2, ?3, 0, ?4, ?5) \
          ON CONFLICT (peer) DO UPDATE SET next_index = excluded.next_index, frontier = excluded.frontier, \
-           due = 0, synced_at = excluded.synced_at, last_error = excluded.last_error",
+           synced_at = excluded.synced_at, last_error = excluded.last_error",
         vec![
             peer.into(),
             int(next_index),
@@ -71,6 +71,42 @@ pub async fn save(
             Value::Integer(now),
             error.map_or(Value::Null, Value::from),
         ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Takes the pull of `peer` until `until` (ms), unless another pull holds
+/// it; taking it consumes a pending `due` (a push during the pull sets it
+/// again). Whether it was taken.
+pub async fn claim(sql: &dyn Sql, peer: &str, now: i64, until: i64) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "INSERT INTO mesh_peer_sync (peer, due, pulling_until) VALUES (?1, 0, ?3) \
+             ON CONFLICT (peer) DO UPDATE SET due = 0, pulling_until = excluded.pulling_until \
+               WHERE mesh_peer_sync.pulling_until IS NULL OR mesh_peer_sync.pulling_until < ?2 \
+             RETURNING peer",
+            vec![peer.into(), Value::Integer(now), Value::Integer(until)],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
+/// Lets go of the pull of `peer`.
+pub async fn release(sql: &dyn Sql, peer: &str) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "UPDATE mesh_peer_sync SET pulling_until = NULL WHERE peer = ?1",
+        vec![peer.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Forgets where the pull of `peer` stood (its log changed name).
+pub async fn reset(sql: &dyn Sql, peer: &str) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "DELETE FROM mesh_peer_sync WHERE peer = ?1",
+        vec![peer.into()],
     ))
     .await?;
     Ok(())

@@ -9,15 +9,17 @@ const MAX_EVENTS: i64 = 1000;
 
 /// Records an event; a `rate_limited` one at most once a minute per node,
 /// so a node hammering the coordinator cannot make it write per request.
-pub async fn record(sql: &dyn Sql, node_id: &str, kind: &str, now: i64) -> Result<(), Error> {
-    sql.execute(Statement::new(
+/// Whether it was recorded.
+pub async fn record(sql: &dyn Sql, node_id: &str, kind: &str, now: i64) -> Result<bool, Error> {
+    let rows = sql.execute(Statement::new(
         "INSERT INTO mesh_reputation_events (node_id, kind, at) \
          SELECT ?1, ?2, ?3 WHERE ?2 <> 'rate_limited' OR NOT EXISTS \
-           (SELECT 1 FROM mesh_reputation_events WHERE node_id = ?1 AND kind = 'rate_limited' AND at > ?3 - 60000)",
+           (SELECT 1 FROM mesh_reputation_events WHERE node_id = ?1 AND kind = 'rate_limited' AND at > ?3 - 60000) \
+         RETURNING id",
         vec![node_id.into(), kind.into(), Value::Integer(now)],
     ))
     .await?;
-    Ok(())
+    Ok(!rows.rows.is_empty())
 }
 
 /// The node's events since `since` (ms), newest first: (kind, at).

@@ -128,9 +128,19 @@ pub async fn all(sql: &dyn Sql) -> Result<Vec<Json>, Error> {
 pub async fn origin_of_peer(sql: &dyn Sql, peer: &str) -> Result<Option<String>, Error> {
     let rows = sql
         .execute(Statement::new(
-            "SELECT origin FROM mesh_witnessed_logs WHERE peer = ?1",
+            "SELECT origin FROM mesh_witnessed_logs WHERE peer = ?1 ORDER BY updated_at DESC LIMIT 1",
             vec![peer.into()],
         ))
         .await?;
     Ok(rows.get_str(0, "origin").map(str::to_owned))
+}
+
+/// The logs of `peer` become operator-added ones (its log changed name).
+pub async fn unpeer(sql: &dyn Sql, peer: &str) -> Result<(), Error> {
+    sql.execute(Statement::new(
+        "UPDATE mesh_witnessed_logs SET peer = NULL WHERE peer = ?1",
+        vec![peer.into()],
+    ))
+    .await?;
+    Ok(())
 }
