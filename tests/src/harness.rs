@@ -489,6 +489,10 @@ pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
         // The suite registers dozens of nodes from one address.
         ("mesh_register_per_minute", "100000".into()),
         ("mesh_max_attempts", "2".into()),
+        // Epochs the suite can see end; closes come from the route only (no
+        // scheduled work lands between a check's requests).
+        ("economy_epoch_secs", "60".into()),
+        ("mesh_federation_interval_secs", "3600".into()),
         // The suite signs up a few hundred accounts from one address.
         ("signup_per_ip_per_hour", "100000".into()),
     ]

@@ -232,6 +232,7 @@ fn gpu_node(x: &Ctx, tag: &str, models: &[&str]) -> Result<Node, String> {
 }
 
 fn submit(x: &Ctx, bearer: &str, body: &Json) -> Result<crate::Reply, String> {
+    crate::economy::fund_bearer(x, bearer)?;
     x.send("POST", "/mesh/inference", Some(bearer), Some(body), &[])
 }
 

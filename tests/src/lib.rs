@@ -11,6 +11,7 @@
 //! the invariants that hold everywhere: no 5xx, an `x-request-id`, and a
 //! well-formed problem+json body on every 4xx.
 
+pub mod economy;
 pub mod federation;
 pub mod harness;
 pub mod identity;
@@ -527,6 +528,7 @@ impl Suite {
             .into_iter()
             .chain(named("ledger", ledger::checks()))
             .chain(named("mesh", mesh::checks()))
+            .chain(named("economy", economy::checks()))
             .chain(named("inference", inference::checks()))
             .chain(named("models", models::checks()))
             .chain(named("passkeys", passkeys::checks()))

@@ -133,7 +133,7 @@ fn ok_sig() -> Sig<'static> {
     Sig::default()
 }
 
-fn want(r: &Reply, status: u16, what: &str) -> Result<Json, String> {
+pub(crate) fn want(r: &Reply, status: u16, what: &str) -> Result<Json, String> {
     if r.status != status {
         return Err(format!(
             "{what}: {} want {status}: {}",
@@ -198,7 +198,7 @@ pub fn heartbeat(x: &Ctx, node: &Node, t: &Json) -> Result<Reply, String> {
     signed(x, node, "POST", "/mesh/heartbeat", Some(t), &ok_sig())
 }
 
-fn decide(x: &Ctx, bearer: &str, node_id: &str, what: &str) -> Result<Reply, String> {
+pub(crate) fn decide(x: &Ctx, bearer: &str, node_id: &str, what: &str) -> Result<Reply, String> {
     x.send(
         "POST",
         &format!("/mesh/nodes/{node_id}/{what}"),
@@ -229,25 +229,28 @@ pub fn active(x: &Ctx, tag: &str) -> Result<(Account, Node), String> {
     Ok((owner, node))
 }
 
-fn blob(bytes: &[u8]) -> Json {
+pub(crate) fn blob(bytes: &[u8]) -> Json {
     json!({"digest": format!("blake3:{}", blake3::hash(bytes).to_hex()), "bytes": STANDARD.encode(bytes)})
 }
 
 /// A minimal module: the suite never runs it, the agent tests do.
 const MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
-fn task(input: &[u8], timeout_ms: i64) -> Json {
+pub(crate) fn task(input: &[u8], timeout_ms: i64) -> Json {
     json!({
         "kind": "wasm", "module": blob(MODULE), "input": blob(input),
         "timeout_ms": timeout_ms, "resources": {"memory_mb": 16, "fuel": 1_000_000},
     })
 }
 
-fn submit(x: &Ctx, bearer: &str, body: &Json) -> Result<Reply, String> {
+/// Submits a task for `bearer`, who is given credits first when short of
+/// them (every submission escrows its price).
+pub(crate) fn submit(x: &Ctx, bearer: &str, body: &Json) -> Result<Reply, String> {
+    crate::economy::fund_bearer(x, bearer)?;
     x.send("POST", "/mesh/tasks", Some(bearer), Some(body), &[])
 }
 
-fn pull(x: &Ctx, node: &Node) -> Result<Reply, String> {
+pub(crate) fn pull(x: &Ctx, node: &Node) -> Result<Reply, String> {
     signed(
         x,
         node,
@@ -258,7 +261,7 @@ fn pull(x: &Ctx, node: &Node) -> Result<Reply, String> {
     )
 }
 
-fn report(
+pub(crate) fn report(
     x: &Ctx,
     node: &Node,
     task_id: &str,
@@ -280,7 +283,7 @@ fn report(
 }
 
 /// Pulls until this check's task comes (earlier checks leave none queued).
-fn pull_task(x: &Ctx, node: &Node, task_id: &str) -> Result<Json, String> {
+pub(crate) fn pull_task(x: &Ctx, node: &Node, task_id: &str) -> Result<Json, String> {
     let v = want(&pull(x, node)?, 200, "pull")?;
     if v["task"]["id"] != task_id {
         return Err(format!("pulled {} want {task_id}", v["task"]["id"]));
@@ -288,7 +291,7 @@ fn pull_task(x: &Ctx, node: &Node, task_id: &str) -> Result<Json, String> {
     Ok(v)
 }
 
-fn mesh_audit(x: &Ctx, target: &str) -> Result<Vec<String>, String> {
+pub(crate) fn mesh_audit(x: &Ctx, target: &str) -> Result<Vec<String>, String> {
     let (_, admin) = x.admin()?;
     let v = want(
         &x.send(

@@ -1013,6 +1013,7 @@ fn a_failing_gate_halts_and_rolls_back_and_only_assigned_versions_get_tasks(
     // Only assigned, verified versions get tasks: a host that claims to
     // serve v2 anyway is not given v2 work, and v2 is not accepted.
     let user = x.account("bad-user", true)?;
+    crate::economy::fund(x, &user.id, 10_000)?;
     beat(x, c, &verified_telemetry(&[(&v2, &d2), (&v1, &d1)], 0, 0))?;
     expect_problem(
         &x.send(

@@ -79,6 +79,7 @@ fn submit(x: &Ctx, token: &str, module: &[u8], input: &[u8], timeout_ms: i64) ->
         "kind": "wasm", "module": blob(module), "input": blob(input),
         "timeout_ms": timeout_ms, "resources": {"memory_mb": 16, "fuel": 50_000_000},
     });
+    edgecoder_conformance::economy::fund_bearer(x, token).expect("credits");
     let v = ok(
         x.send("POST", "/mesh/tasks", Some(token), Some(&body), &[]),
         201,

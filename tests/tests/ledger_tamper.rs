@@ -436,31 +436,27 @@ fn verify_checks_a_transfer_receipt_and_refuses_a_forged_one() {
     let f = Fixture::new("receipt", 3);
     let c = Client::new(&f.server.base);
     let auth = format!("Bearer {}", f.admin);
-    let body = serde_json::json!({
-        "postings": [{"account": "issuance", "amount": -7}, {"account": "user:receipt-holder", "amount": 7}],
-        "idempotency_key": "receipt-1",
-    });
+    // The deployment's one bootstrap grant: a logged credit transfer.
+    let body = serde_json::json!({"account": "user:receipt-holder", "amount": 7});
     let r = c
         .send_with(
             "POST",
-            "/ledger/transfers",
+            "/mesh/credits/bootstrap",
             &[
                 ("content-type", "application/json"),
                 ("authorization", &auth),
             ],
             &serde_json::to_vec(&body).expect("json"),
         )
-        .expect("transfer");
+        .expect("grant");
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let id = r.json().expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let granted = r.json().expect("json");
+    let id = granted["id"].as_str().expect("id").to_owned();
     let receipt = c
         .send_with(
             "GET",
-            &format!("/ledger/transfers/{id}/receipt"),
-            &[("authorization", &auth)],
+            granted["receipt"].as_str().expect("a receipt"),
+            &[],
             &[],
         )
         .expect("receipt");

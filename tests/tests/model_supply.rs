@@ -761,6 +761,7 @@ fn a_release_rolls_out_to_two_gpu_hosts_and_a_bad_one_stops_at_the_canary() {
 
     // Tasks run on v1, on either host.
     let user = x.account("supply-user", true).expect("user");
+    edgecoder_conformance::economy::fund(&x, &user.id, 100_000).expect("credits");
     for (_, dir) in &hosts {
         let v = ok(
             x.send("POST", "/mesh/inference", Some(&user.access), Some(&json!({"model": v1, "input": {"text": "fn main() {"}, "max_new_tokens": 8, "seed": 3})), &[]),

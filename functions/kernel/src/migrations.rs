@@ -86,6 +86,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0014_federation.sql",
         sql: include_str!("../../../migrations/0014_federation.sql"),
     },
+    Migration {
+        name: "0015_economy.sql",
+        sql: include_str!("../../../migrations/0015_economy.sql"),
+    },
 ];
 
 /// Same layout as wrangler's, so either tool can take over from the other.

@@ -278,6 +278,16 @@ pub trait LedgerClient {
         payload: &[u8],
         idempotency_key: &str,
     ) -> Result<u64, Error>;
+
+    /// The log's size now and up to `max` entries from `start` (their
+    /// indices and exact envelope bytes), for those who recompute something
+    /// from the log itself. A client that cannot read says so.
+    async fn read(&self, start: u64, max: u64) -> Result<(u64, Vec<(u64, Vec<u8>)>), Error> {
+        let _ = (start, max);
+        Err(Error::Config(
+            "this ledger client cannot read the log".into(),
+        ))
+    }
 }
 
 /// A signed-in user as the identity function vouches for them now: roles

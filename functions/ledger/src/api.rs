@@ -64,9 +64,9 @@ pub const PROJECT_DOMAIN: &str = "edgecoder.dev";
 /// Which function writes which of the project's entry types, over the
 /// service path: role changes come from auth, node approvals and task
 /// completions from the mesh. A function's token appends its own types and
-/// nothing else (credit transfers are written by the ledger itself, never
-/// over HTTP).
-pub const APPENDED_BY: [(&str, &str); 9] = [
+/// nothing else. Credits live with the tasks they pay for, in the mesh's
+/// database, so the mesh writes their transfers and issuance epochs.
+pub const APPENDED_BY: [(&str, &str); 11] = [
     ("auth", "edgecoder.dev/role-grant/v1"),
     ("auth", "edgecoder.dev/role-revoke/v1"),
     ("mesh", "edgecoder.dev/node-approval/v1"),
@@ -76,6 +76,8 @@ pub const APPENDED_BY: [(&str, &str); 9] = [
     ("mesh", "edgecoder.dev/model-release/v1"),
     ("mesh", "edgecoder.dev/model-rollout/v1"),
     ("mesh", "edgecoder.dev/peer/v1"),
+    ("mesh", "edgecoder.dev/credit-transfer/v1"),
+    ("mesh", "edgecoder.dev/issuance-epoch/v1"),
 ];
 
 /// The function that writes `payload_type`, if another function does.
@@ -489,19 +491,20 @@ pub async fn keys(s: &Services, _req: Request) -> Result<Response, Error> {
     ))
 }
 
-/// `GET /ledger/transfers/{id}/receipt`: a c2sp.org/tlog-proof whose
-/// `extra` is the transfer's exact log entry, with its inclusion proof and a
-/// signed checkpoint that covers it, verifiable offline (`edgecoder verify
-/// --receipt`, or any tlog-proof verifier given the entry's RFC 6962 leaf
-/// hash).
+/// `GET /ledger/entries/{index}/receipt`: a c2sp.org/tlog-proof whose
+/// `extra` is the entry's exact bytes (a credit transfer's, an epoch's…),
+/// with its inclusion proof and a signed checkpoint that covers it,
+/// verifiable offline (`edgecoder verify --receipt`, or any tlog-proof
+/// verifier given the entry's RFC 6962 leaf hash). Public, like the entries.
 pub async fn receipt(s: &Services, req: Request) -> Result<Response, Error> {
-    let id = req.param("id").unwrap_or_default().to_owned();
-    crate::credits::may_see_transfer(s, &req, &id).await?;
-    let index = match store::ledger_index(s.sql.as_ref(), &id).await? {
-        None => return Err(Error::TransferNotFound),
-        Some(Some(i)) => i,
-        Some(None) => crate::credits::log_pending(s, &id).await?,
-    };
+    let index = req
+        .param("index")
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or(Error::InvalidRange("index is a non-negative integer"))?;
+    let (size, _) = log::head(s.sql.as_ref()).await?;
+    if index >= size {
+        return Err(Error::EntryNotFound);
+    }
     let mut note = current_checkpoint(s, false).await?;
     let mut cp = checkpoint::body_of(&note).map_err(|_| Error::Corrupt("own checkpoint"))?;
     if cp.size <= index {
@@ -512,7 +515,7 @@ pub async fn receipt(s: &Services, req: Request) -> Result<Response, Error> {
         .await?
         .into_iter()
         .next()
-        .ok_or(Error::Corrupt("transfer entry missing"))?;
+        .ok_or(Error::Corrupt("entry missing"))?;
     let proof = TlogProof {
         extra: Some(entry.entry),
         index,
@@ -692,6 +695,22 @@ pub fn routes(r: Router) -> Router {
         "/ledger/entries/{index}",
         endpoint(|s, r| async move { entry(&s, r).await }),
         entry_doc,
+    )
+    .route(
+        Method::GET,
+        "/ledger/entries/{index}/receipt",
+        endpoint(|s, r| async move { receipt(&s, r).await }),
+        DOCS.op(
+            "ledger_entry_receipt",
+            "A c2sp.org/tlog-proof of one entry: the entry (extra), its inclusion proof and a signed checkpoint covering it",
+            None,
+            vec![
+                response_doc(200, "the receipt, c2sp.org/tlog-proof@v1 (text)", Some("text/plain")),
+                err(400, "invalid_range"),
+                err(404, "entry_not_found"),
+                err(503, "history_rewritten"),
+            ],
+        ),
     )
     .route(
         Method::GET,

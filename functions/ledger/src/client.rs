@@ -45,6 +45,22 @@ impl LedgerClient for InProcess {
             .map(|a| a.index)
             .ok_or_else(|| Error::Storage("ledger append returned nothing".into()))
     }
+
+    async fn read(&self, start: u64, max: u64) -> Result<(u64, Vec<(u64, Vec<u8>)>), Error> {
+        let fail = |e: crate::Error| Error::Storage(format!("ledger read: {e}"));
+        let (size, _) = log::head(self.sql.as_ref()).await.map_err(fail)?;
+        let end = size.min(start.saturating_add(max.min(crate::api::MAX_PAGE)));
+        if start >= end {
+            return Ok((size, Vec::new()));
+        }
+        let found = log::entries(self.sql.as_ref(), start, end)
+            .await
+            .map_err(fail)?;
+        Ok((
+            size,
+            found.into_iter().map(|e| (e.index, e.entry)).collect(),
+        ))
+    }
 }
 
 /// Appends through `POST {base}/ledger/entries`, each call with a fresh
@@ -101,6 +117,52 @@ impl LedgerClient for Http {
             .ok()
             .and_then(|v| v["index"].as_u64())
             .ok_or_else(|| Error::Outbound("ledger answer without an index".into()))
+    }
+
+    async fn read(&self, start: u64, max: u64) -> Result<(u64, Vec<(u64, Vec<u8>)>), Error> {
+        use base64::Engine as _;
+        // The page route is public; a first call learns the size.
+        let url = |end: Option<u64>| match end {
+            Some(e) => format!("{}/ledger/entries?start={start}&end={e}", self.base),
+            None => format!("{}/ledger/entries?start=0&end=0", self.base),
+        };
+        let get = |url: String| async move {
+            let resp = self
+                .outbound
+                .send(OutboundRequest {
+                    method: Method::GET,
+                    url,
+                    headers: vec![],
+                    body: vec![],
+                })
+                .await?;
+            if resp.status != 200 {
+                return Err(Error::Outbound(format!("ledger answered {}", resp.status)));
+            }
+            serde_json::from_slice::<serde_json::Value>(&resp.body)
+                .map_err(|_| Error::Outbound("ledger page is not JSON".into()))
+        };
+        let size = get(url(None)).await?["tree_size"]
+            .as_u64()
+            .ok_or_else(|| Error::Outbound("ledger page without tree_size".into()))?;
+        let end = size.min(start.saturating_add(max.min(crate::api::MAX_PAGE)));
+        if start >= end {
+            return Ok((size, Vec::new()));
+        }
+        let page = get(url(Some(end))).await?;
+        let mut out = Vec::new();
+        for e in page["entries"].as_array().into_iter().flatten() {
+            let (Some(index), Some(entry)) = (e["index"].as_u64(), e["entry"].as_str()) else {
+                return Err(Error::Outbound(
+                    "ledger entry without index or bytes".into(),
+                ));
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(entry)
+                .map_err(|_| Error::Outbound("ledger entry is not base64".into()))?;
+            out.push((index, bytes));
+        }
+        Ok((size, out))
     }
 }
 

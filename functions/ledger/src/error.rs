@@ -36,27 +36,12 @@ pub enum Error {
     /// The stored history does not extend the newest signed checkpoint.
     #[error("history rewritten: {0}")]
     HistoryRewritten(String),
-    /// A transfer that does not balance or names bad accounts.
-    #[error("invalid transfer: {0}")]
-    InvalidTransfer(&'static str),
-    /// A posting would take a protected account below zero.
-    #[error("insufficient credits")]
-    InsufficientCredits,
     /// Authenticated, but not allowed.
     #[error("forbidden")]
     Forbidden,
-    /// An admin operation needs a recent authentication.
-    #[error("step-up required")]
-    StepUpRequired,
-    /// No such transfer visible to the caller.
-    #[error("transfer not found")]
-    TransferNotFound,
     /// No checkpoint has the cosignatures asked for.
     #[error("not cosigned")]
     NotCosigned,
-    /// No such account visible to the caller.
-    #[error("account not found")]
-    AccountNotFound,
     /// The stored log was built with a tree hash this version does not serve.
     #[error("log built with the {0} tree hash")]
     UnsupportedLog(String),
@@ -129,44 +114,17 @@ impl From<Error> for Problem {
                      it signs nothing until an operator restores the signed history.",
                 )
             },
-            Error::InvalidTransfer(why) => {
-                p(S::BAD_REQUEST, "invalid_transfer", "Invalid transfer", why)
-            }
-            Error::InsufficientCredits => p(
-                S::CONFLICT,
-                "insufficient_credits",
-                "Insufficient credits",
-                "A posting would take an account below zero; nothing changed.",
-            ),
             Error::Forbidden => p(
                 S::FORBIDDEN,
                 "forbidden",
                 "Forbidden",
                 "Your roles do not allow this operation.",
             ),
-            Error::StepUpRequired => p(
-                S::FORBIDDEN,
-                "step_up_required",
-                "Step-up required",
-                "This operation needs a recent sign-in (POST /auth/step-up).",
-            ),
             Error::NotCosigned => p(
                 S::NOT_FOUND,
                 "not_cosigned",
                 "Not cosigned",
                 "No checkpoint of this log has that many witness cosignatures yet.",
-            ),
-            Error::TransferNotFound => p(
-                S::NOT_FOUND,
-                "transfer_not_found",
-                "Transfer not found",
-                "No such transfer.",
-            ),
-            Error::AccountNotFound => p(
-                S::NOT_FOUND,
-                "account_not_found",
-                "Account not found",
-                "No such account.",
             ),
             Error::UnsupportedLog(hash) => Problem {
                 internal: Some(format!("ledger_state.tree_hash is {hash}")),

@@ -2,11 +2,13 @@
 //!
 //! In scope: the append-only log's storage on SQL with gap-free
 //! compare-and-set appends and O(log n) proofs ([`log`]), the HTTP routes,
-//! checkpoints and c2sp.org/tlog-proof receipts ([`api`]), double-entry
-//! credits ([`credits`]) with their typed storage ([`store`]), the
-//! [`client`]s other functions append through, and the function's own
-//! settings ([`Settings`]), and asking C2SP witnesses to cosign its
-//! checkpoints ([`witnesses`]). `api` and `credits` each expose their `routes()`.
+//! checkpoints and c2sp.org/tlog-proof receipts of any entry ([`api`]), the
+//! signed-checkpoint storage ([`store`]), the [`client`]s other functions
+//! append through and read the log with, and the function's own settings
+//! ([`Settings`]), and asking C2SP witnesses to cosign its checkpoints
+//! ([`witnesses`]). Credits are not here: they live with the tasks they pay
+//! for, in the mesh's database (`edgecoder_mesh::credits`), and reach the log
+//! as entries the mesh appends.
 //! The formats themselves (RFC 6962 SHA-256 trees and proofs, C2SP signed
 //! checkpoints, tlog-proof) are `edgecoder-tlog`'s; the offline verifier is
 //! the native runtime's `edgecoder verify`.
@@ -16,7 +18,6 @@
 
 pub mod api;
 pub mod client;
-pub mod credits;
 mod error;
 pub mod log;
 mod settings;
@@ -44,7 +45,7 @@ pub(crate) fn b64() -> Json {
 /// The function's routes under the given configuration.
 pub fn router(config: &Config) -> Router {
     let r = health::routes(NAME, "/ledger/health", "/ledger/health/ready");
-    let r = credits::routes(api::routes(r));
+    let r = api::routes(r);
     // Conformance echo and ports routes: only in builds with
     // `danger-test-routes`, only with the setting on.
     #[cfg(feature = "danger-test-routes")]

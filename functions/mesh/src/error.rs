@@ -176,6 +176,30 @@ pub enum Error {
     /// No such ban review.
     #[error("review not found")]
     ReviewNotFound,
+    /// The account cannot pay (escrow or transfer).
+    #[error("insufficient credits")]
+    InsufficientCredits,
+    /// A transfer that breaks a rule.
+    #[error("invalid transfer: {0}")]
+    InvalidTransfer(&'static str),
+    /// The idempotency key was used before with another request.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
+    /// No such account visible to the caller.
+    #[error("account not found")]
+    AccountNotFound,
+    /// No such transfer visible to the caller.
+    #[error("transfer not found")]
+    TransferNotFound,
+    /// The bootstrap grant was made already, with other terms.
+    #[error("bootstrap grant made")]
+    BootstrapDone,
+    /// No such epoch.
+    #[error("epoch not found")]
+    EpochNotFound,
+    /// A close of this epoch with another allocation exists.
+    #[error("epoch close conflict")]
+    EpochConflict,
     /// A kernel error (storage, request shape, configuration).
     #[error(transparent)]
     Kernel(#[from] edgecoder_kernel::Error),
@@ -551,6 +575,54 @@ impl From<Error> for Problem {
                 "review_not_found",
                 "Review not found",
                 "No such ban review.",
+            ),
+            Error::InsufficientCredits => problem(
+                S::CONFLICT,
+                "insufficient_credits",
+                "Insufficient credits",
+                "The account's available credits do not cover this; contribute compute first, or wait for pending credits to become final.",
+            ),
+            Error::InvalidTransfer(why) => problem(
+                S::BAD_REQUEST,
+                "invalid_transfer",
+                "Invalid transfer",
+                why,
+            ),
+            Error::IdempotencyKeyReused => problem(
+                S::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "This idempotency key was used before with another request.",
+            ),
+            Error::AccountNotFound => problem(
+                S::NOT_FOUND,
+                "account_not_found",
+                "Account not found",
+                "No such account.",
+            ),
+            Error::TransferNotFound => problem(
+                S::NOT_FOUND,
+                "transfer_not_found",
+                "Transfer not found",
+                "No such transfer.",
+            ),
+            Error::BootstrapDone => problem(
+                S::CONFLICT,
+                "bootstrap_done",
+                "Bootstrap grant made",
+                "The one bootstrap grant of this deployment was made already, with other terms.",
+            ),
+            Error::EpochNotFound => problem(
+                S::NOT_FOUND,
+                "epoch_not_found",
+                "Epoch not found",
+                "No such closed epoch.",
+            ),
+            Error::EpochConflict => problem(
+                S::CONFLICT,
+                "epoch_conflict",
+                "Epoch close conflict",
+                "This epoch was closed already with another allocation; the second close is refused.",
             ),
             Error::Kernel(k) => k.into(),
         }

@@ -547,7 +547,12 @@ pub async fn tick(s: &Services) -> Result<Json, Error> {
             Err(e) => json!({"peer": p.origin, "error": e.to_string()}),
         });
     }
-    Ok(json!({"pulled": out}))
+    // The economy's catch-up and epoch closes ride on the same schedule; a
+    // failure there does not stop the pulls.
+    let economy = crate::economy::tick(s)
+        .await
+        .unwrap_or_else(|e| json!({"error": e.to_string()}));
+    Ok(json!({"pulled": out, "economy": economy}))
 }
 
 /// `POST /mesh/federation/tick`: run the schedule now (for schedulers that

@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use edgecoder_kernel::audit::{self, Outcome};
+use edgecoder_kernel::audit;
 use edgecoder_kernel::http::{JSON, json_response, ok_json};
 use edgecoder_kernel::http_types::{Method, StatusCode};
 use edgecoder_kernel::router::{RouteDoc, endpoint, err, object, ok};
@@ -112,43 +112,51 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
     let bytes = serde_json::to_vec(&input)
         .map_err(|e| edgecoder_kernel::Error::Storage(format!("encoding a request: {e}")))?;
     let input_digest = digest_of(&bytes);
-    s.sql
-        .batch(vec![
-            store::tasks::insert_blob(&input_digest, bytes, Some(&submitter), now),
-            store::tasks::insert_task(&store::tasks::NewTask {
-                id: &id,
-                submitter: &submitter,
-                tenant: body.tenant.as_deref(),
-                kind: TaskKind::Inference,
-                module_digest: None,
-                input_digest: &input_digest,
-                model: Some(&request.model),
-                timeout_ms,
-                // The GPU host applies its own memory cap; fuel is not
-                // how inference is metered.
-                memory_mb: 0,
-                fuel: 0,
-                priority,
-                max_attempts: crate::Settings::of(s)?.max_attempts,
-                now,
-            }),
-            audit::statement_for(
-                s,
-                &req.ctx,
-                &submitter,
-                "mesh.inference.submit",
-                Some(&id),
-                Outcome::Success,
-                json!({"model": request.model, "input_digest": input_digest, "max_new_tokens": request.max_new_tokens}),
-            ),
-        ])
-        .await?;
+    // Inference is not bit-for-bit reproducible across hosts: one replica.
+    let price = crate::economy::price(s, TaskKind::Inference.as_str(), timeout_ms, 0, 1)?;
+    let task = store::tasks::NewTask {
+        id: &id,
+        submitter: &submitter,
+        tenant: body.tenant.as_deref(),
+        kind: TaskKind::Inference,
+        module_digest: None,
+        input_digest: &input_digest,
+        model: Some(&request.model),
+        timeout_ms,
+        // The GPU host applies its own memory cap; fuel is not
+        // how inference is metered.
+        memory_mb: 0,
+        fuel: 0,
+        priority,
+        max_attempts: crate::Settings::of(s)?.max_attempts,
+        now,
+        replicas: 1,
+        price,
+        payer: &submitter,
+        escrow_transfer: "",
+    };
+    let details = json!({"model": request.model, "input_digest": input_digest, "max_new_tokens": request.max_new_tokens});
+    crate::tasks::queue(
+        s,
+        &req.ctx,
+        vec![store::tasks::insert_blob(
+            &input_digest,
+            bytes,
+            Some(&submitter),
+            now,
+        )],
+        &task,
+        "mesh.inference.submit",
+        details,
+    )
+    .await?;
     Ok(json_response(
         StatusCode::CREATED,
         JSON,
         &json!({
             "task_id": id,
             "status": "queued",
+            "price": price,
             "model": request.model,
             "input_digest": input_digest,
         }),
@@ -228,9 +236,10 @@ fn submit_doc() -> RouteDoc {
         "Submit an inference task: a prompt for a model that an approved GPU host serves (verified user)",
         body,
         vec![
-            ok(201, "{task_id, status: queued, model, input_digest}"),
+            ok(201, "{task_id, status: queued, price, model, input_digest}"),
             err(401, "mesh_unauthorized / invalid_token"),
             err(403, "forbidden (email unverified) / account_blacklisted"),
+            err(409, "insufficient_credits: nothing was queued"),
             err(422, "model_unknown / input_too_large / limits_exceeded"),
         ],
     )

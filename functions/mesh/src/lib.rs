@@ -16,7 +16,10 @@
 //! ([`peers`], [`authn::signed_peer`]), and witnessing peers' (and other)
 //! logs as a c2sp.org/tlog-witness ([`witness`]), and gossip with blacklist
 //! propagation under each peer's ban policy ([`federation`]), and node
-//! reputation from verified outcomes ([`reputation`]).
+//! reputation from verified outcomes ([`reputation`]), and the credit
+//! economy: escrow at submission, payment on acceptance, refunds
+//! ([`economy`]), the credit routes ([`credits`]) and issuance epochs closed
+//! by a quorum of coordinators ([`epochs`]).
 //! Out of scope: running tasks
 //! (the device agent, `agent/`), and the wire formats themselves
 //! (`edgecoder-proto`: signatures, node ids, messages).
@@ -28,6 +31,9 @@
 
 pub mod authn;
 pub mod blacklist;
+pub mod credits;
+pub mod economy;
+pub mod epochs;
 mod error;
 pub mod federation;
 pub mod inference;
@@ -189,6 +195,7 @@ pub fn router(config: &Config) -> Router {
     let r = blacklist::routes(r);
     let r = peers::routes(r);
     let r = federation::routes(r);
+    let r = credits::routes(r);
     let r = witness::routes(r).route(
         Method::GET,
         "/mesh/audit",

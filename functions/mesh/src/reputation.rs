@@ -45,6 +45,8 @@ pub enum Event {
     ResultRefused,
     /// A request over the node's rate limit.
     RateLimited,
+    /// A replica result that another replica's contradicts.
+    ReplicaDisagreement,
 }
 
 impl Event {
@@ -55,6 +57,7 @@ impl Event {
             Event::LeaseExpired => "lease_expired",
             Event::ResultRefused => "result_refused",
             Event::RateLimited => "rate_limited",
+            Event::ReplicaDisagreement => "replica_disagreement",
         }
     }
 
@@ -64,6 +67,7 @@ impl Event {
             "lease_expired" => -5.0,
             "result_refused" => -10.0,
             "rate_limited" => -1.0,
+            "replica_disagreement" => -10.0,
             _ => 0.0,
         }
     }

@@ -18,6 +18,11 @@
 //! | `mesh_lease_grace_ms` | var | `30000` | a lease lasts the task's timeout plus this (0–600000) |
 //! | `mesh_origins` | var | the `issuer` in production; any in development | comma-separated origins (`https://host[:port]`) node signatures must name in `@target-uri` / `@authority`: a request signed for another coordinator is refused (421 `misdirected_request`) even where the same key is registered |
 //!
+//! | `economy_prices` | var | `{"fee_bps":500,"kinds":{"wasm":{"base":10,"per_second":1,"per_256_mib":1},"inference":{"base":20,"per_second":2,"per_256_mib":1}}}` | the published price table (`GET /mesh/credits/prices`): a task's price per replica is `base + per_second × ⌈timeout_ms / 1000⌉ + per_256_mib × ⌈memory_mb / 256⌉`, and `fee_bps` of each payment goes to `fees` |
+//! | `economy_epoch_secs` | var | `86400` | issuance epochs' length (60–2678400 seconds), aligned to the Unix epoch (UTC) |
+//! | `economy_epoch_pool` | var | `10000` | credits each epoch issues to the owners of the nodes whose work it accepted (0–2^40) |
+//! | `economy_close_quorum` | var | `1` | coordinators (this one and its active peers) whose signatures make an epoch's close final (1–64) |
+//!
 //! `mesh_origins` is what nodes are told to sign for, so it must be the
 //! origin they reach: a mesh served from another host than the issuer lists
 //! that host, and a native server behind a proxy needs `trusted_proxies` (the
@@ -59,6 +64,14 @@ pub struct Settings {
     /// The witness: its key name (`host[:port]/mesh/witness`) and Ed25519
     /// key, when an origin and a key are configured.
     pub witness: Option<(String, ed25519_dalek::SigningKey)>,
+    /// The published price table.
+    pub prices: edgecoder_proto::economy::PriceTable,
+    /// Issuance epochs' length in seconds.
+    pub epoch_secs: i64,
+    /// Credits each epoch issues.
+    pub epoch_pool: i64,
+    /// Signatures that make a close final.
+    pub close_quorum: i64,
 }
 
 /// `origin` as signatures name it (lowercase, default port dropped), if it
@@ -192,7 +205,24 @@ impl Settings {
                     .into(),
             ));
         }
+        let prices = match vars.var("economy_prices") {
+            None => edgecoder_proto::economy::PriceTable::default(),
+            Some(text) => {
+                let table: edgecoder_proto::economy::PriceTable = serde_json::from_str(&text)
+                    .map_err(|e| {
+                        Error::Config(format!("economy_prices is not a price table: {e}"))
+                    })?;
+                table
+                    .validate()
+                    .map_err(|e| Error::Config(format!("economy_prices: {e}")))?;
+                table
+            }
+        };
         Ok(Settings {
+            prices,
+            epoch_secs: vars.bounded("economy_epoch_secs", 86_400, 60, 2_678_400)?,
+            epoch_pool: vars.bounded("economy_epoch_pool", 10_000, 0, 1 << 40)?,
+            close_quorum: vars.bounded("economy_close_quorum", 1, 1, 64)?,
             coordinator_keys,
             rotation,
             witness,
@@ -309,6 +339,13 @@ mod tests {
             ("mesh_register_per_minute", "many"),
             ("mesh_max_attempts", "21"),
             ("mesh_lease_grace_ms", "-5"),
+            ("economy_prices", "{\"fee_bps\": 20000, \"kinds\": {}}"),
+            (
+                "economy_prices",
+                "{\"fee_bps\": 5, \"kinds\": {\"wasm\": {\"base\": 0, \"per_second\": 0, \"per_256_mib\": 0}}}",
+            ),
+            ("economy_epoch_secs", "59"),
+            ("economy_close_quorum", "0"),
         ] {
             let err = load(HashMap::from([(k, v)])).expect_err("refused");
             assert!(err.to_string().contains(k), "{k}={v}: {err}");

@@ -88,6 +88,72 @@ pub struct Submit {
     priority: Option<i64>,
     #[serde(default)]
     tenant: Option<String>,
+    /// Agreeing results from distinct owners' nodes it needs (1 to 5).
+    #[serde(default)]
+    replicas: Option<i64>,
+}
+
+/// The replicas a submission asks for, checked.
+pub(crate) fn replicas(asked: Option<i64>) -> Result<i64, Error> {
+    let r = asked.unwrap_or(1);
+    if !(1..=edgecoder_proto::economy::MAX_REPLICAS).contains(&r) {
+        return Err(invalid("replicas must be 1 to 5."));
+    }
+    Ok(r)
+}
+
+/// Queues a task whose price is escrowed in the same batch: `stmts` (blob
+/// inserts) run first, then the escrow transfer, then the task's INSERT,
+/// which is made only if the escrow was. Refused with
+/// `insufficient_credits` (and nothing queued) when the payer's available
+/// credits do not cover the price; racing submissions are serialised by
+/// the database, so the last credits go to exactly one of them.
+pub(crate) async fn queue(
+    s: &Services,
+    ctx: &edgecoder_kernel::RequestContext,
+    mut stmts: Vec<Statement>,
+    task: &store::tasks::NewTask<'_>,
+    action: &str,
+    audit_details: Json,
+) -> Result<(), Error> {
+    let (transfer, escrow) = crate::economy::escrow(s, task.id, task.payer, task.price);
+    stmts.extend(escrow);
+    let at = stmts.len();
+    stmts.push(store::tasks::insert_task(&store::tasks::NewTask {
+        escrow_transfer: &transfer,
+        ..*task
+    }));
+    let done = s.sql.batch(stmts).await?;
+    if done.get(at).is_none_or(|r| r.changes != 1) {
+        let details = json!({"reason": "insufficient_credits", "price": task.price});
+        return Err(audit::denied(
+            s,
+            ctx,
+            task.submitter,
+            action,
+            Some(task.id),
+            details,
+            Error::InsufficientCredits,
+        )
+        .await);
+    }
+    let mut details = audit_details;
+    details["price"] = json!(task.price);
+    details["replicas"] = json!(task.replicas);
+    details["escrow_transfer"] = json!(transfer);
+    audit::note(
+        s,
+        ctx,
+        task.submitter,
+        action,
+        Some(task.id),
+        Outcome::Success,
+        details,
+    )
+    .await?;
+    // The escrow is booked; its log entry follows now or on the next tick.
+    let _ = crate::economy::log_transfer(s, &transfer).await;
+    Ok(())
 }
 
 /// The priority a caller may ask for (-10 to 10; above 0 for operators and
@@ -218,7 +284,15 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
     let id = s.new_id();
     let now = s.clock.now_ms();
     let submitter = caller.actor();
-    stmts.push(store::tasks::insert_task(&store::tasks::NewTask {
+    let replicas = replicas(body.replicas)?;
+    let price = crate::economy::price(
+        s,
+        body.kind.as_str(),
+        body.timeout_ms,
+        body.resources.memory_mb,
+        replicas,
+    )?;
+    let task = store::tasks::NewTask {
         id: &id,
         submitter: &submitter,
         tenant: body.tenant.as_deref(),
@@ -230,17 +304,16 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
         memory_mb: body.resources.memory_mb,
         fuel: body.resources.fuel,
         priority,
-        max_attempts: crate::Settings::of(s)?.max_attempts,
+        // Each agreeing replica uses a lease.
+        max_attempts: crate::Settings::of(s)?.max_attempts + replicas - 1,
         now,
-    }));
-    stmts.push(audit::statement_for(s, &req.ctx,
-        &submitter,
-        "mesh.task.submit",
-        Some(&id),
-        Outcome::Success,
-        json!({"module_digest": body.module.digest, "input_digest": body.input.digest, "timeout_ms": body.timeout_ms}),
-    ));
-    s.sql.batch(stmts).await?;
+        replicas,
+        price,
+        payer: &submitter,
+        escrow_transfer: "",
+    };
+    let details = json!({"module_digest": body.module.digest, "input_digest": body.input.digest, "timeout_ms": body.timeout_ms});
+    queue(s, &req.ctx, stmts, &task, "mesh.task.submit", details).await?;
     Ok(json_response(
         StatusCode::CREATED,
         JSON,
@@ -249,6 +322,8 @@ pub async fn submit(s: &Services, req: Request) -> Result<Response, Error> {
             "status": "queued",
             "module_digest": body.module.digest,
             "input_digest": body.input.digest,
+            "price": price,
+            "replicas": replicas,
         }),
     ))
 }
@@ -262,6 +337,11 @@ pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
     // names the task only.
     let swept = store::tasks::sweep(s.sql.as_ref(), now).await?;
     let lapsed: Vec<String> = swept.iter().filter_map(|t| t.lease_node.clone()).collect();
+    let failed: Vec<String> = swept
+        .iter()
+        .filter(|t| t.failed)
+        .map(|t| t.id.clone())
+        .collect();
     let events: Vec<Statement> = swept
         .into_iter()
         .map(|t| {
@@ -286,6 +366,10 @@ pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
     }
     for n in &lapsed {
         crate::reputation::note(s, &req.ctx, n, crate::reputation::Event::LeaseExpired).await;
+    }
+    // An expired task's escrow goes back to its submitter.
+    for id in &failed {
+        crate::economy::settle(s, &req.ctx, id).await?;
     }
     Ok(())
 }
@@ -332,6 +416,7 @@ pub async fn pull(s: &Services, req: Request) -> Result<Response, Error> {
         kind,
         models: &models,
         limits: &limits,
+        owner: &node.owner_id,
     };
     // Two racing pulls may pick the same row; the outer status check lets
     // only one lease it, and the other tries the next row.
@@ -595,6 +680,10 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         "node_id": node.node_id,
         "reported_at": rfc3339(now),
     });
+    // A successful result of a replicated task waits for the others.
+    if let Some(t) = holder.as_ref().filter(|t| body.ok && t.replicas > 1) {
+        return replica_result(s, &req, &node, t, &body, summary, output).await;
+    }
     let reported = store::tasks::report(
         s.sql.as_ref(),
         &store::tasks::Report {
@@ -611,17 +700,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     )
     .await?;
     let Some(reported) = reported else {
-        equivocation(s, &req, &node, &id, &body).await?;
-        return Err(audit::denied(
-            s,
-            &req.ctx,
-            &node.actor(),
-            "mesh.task.result",
-            Some(&id),
-            json!({"reason": "lease_invalid"}),
-            Error::LeaseInvalid,
-        )
-        .await);
+        return Err(refused(s, &req, &node, &id, &body).await?);
     };
     let status = reported.status;
     if status == "queued" {
@@ -637,84 +716,272 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
         return Ok(ok_json(&json!({"task_id": id, "status": status})));
     }
-    // No time of our own: the envelope's is the record's, and a report
-    // retried after a lost answer must carry the very payload the ledger
-    // holds under this key (it refuses a reused key with another payload).
-    let entry = json!({
-        "task_id": id,
-        "node_id": node.node_id,
-        "submitter": reported.submitter,
-        "module_digest": reported.module_digest,
-        "input_digest": reported.input_digest,
-        "ok": body.ok,
-        "output_digest": body.output_digest,
-        "error_code": body.error_code,
-        "duration_ms": body.duration_ms,
-        "fuel_used": body.fuel_used,
-    });
-    // An inference completion also records what ran: the model, the
-    // manifest its name resolved to, the seed and the token counts.
-    let mut entry = entry;
-    if let (Some(model), Some(obj)) = (&reported.model, entry.as_object_mut()) {
-        obj.insert("model".into(), json!(model));
-        if let Some(i) = &body.inference {
-            obj.insert(
-                "model_manifest_digest".into(),
-                json!(i.model_manifest_digest),
-            );
-            obj.insert("seed".into(), json!(i.seed));
-            obj.insert("input_tokens".into(), json!(i.input_tokens));
-            obj.insert("output_tokens".into(), json!(i.output_tokens));
-            obj.insert("finish_reason".into(), json!(i.finish_reason));
+    match record(s, &req.ctx, &node.actor(), &id).await {
+        Ok(index) => {
+            if body.ok {
+                crate::reputation::note(
+                    s,
+                    &req.ctx,
+                    &node.node_id,
+                    crate::reputation::Event::Accepted,
+                )
+                .await;
+            }
+            Ok(ok_json(
+                &json!({"task_id": id, "status": status, "ledger_index": index}),
+            ))
         }
-    }
-    let index = match s
-        .ledger
-        .append(
-            TASK_COMPLETION_V1,
-            entry.to_string().as_bytes(),
-            // Per lease: an append whose answer was lost followed by a
-            // different node's result must not reuse the first entry.
-            &format!("task-completion:{id}:{}", body.lease_id),
-        )
-        .await
-    {
-        Ok(i) => i,
         Err(e) => {
             // Unrecorded completions must not stand: the lease holder may
             // report again while its lease lasts.
             store::tasks::unreport(s.sql.as_ref(), &id, &body.lease_id, &status).await?;
-            return Err(e.into());
+            Err(e)
         }
+    }
+}
+
+/// The answer to a report that no live lease of this node's matches (after
+/// the equivocation check).
+async fn refused(
+    s: &Services,
+    req: &Request,
+    node: &Node,
+    id: &str,
+    body: &TaskResult,
+) -> Result<Error, Error> {
+    equivocation(s, req, node, id, body).await?;
+    Ok(audit::denied(
+        s,
+        &req.ctx,
+        &node.actor(),
+        "mesh.task.result",
+        Some(id),
+        json!({"reason": "lease_invalid"}),
+        Error::LeaseInvalid,
+    )
+    .await)
+}
+
+/// A replicated task's successful result: held until the task has as many
+/// agreeing results (from distinct owners' nodes) as it asked for; one that
+/// disagrees with a result held ends the task unpaid.
+async fn replica_result(
+    s: &Services,
+    req: &Request,
+    node: &Node,
+    t: &store::tasks::Stored,
+    body: &TaskResult,
+    summary: Json,
+    output: Option<Vec<u8>>,
+) -> Result<Response, Error> {
+    let id = t.id.as_str();
+    let now = s.clock.now_ms();
+    let digest = body.output_digest.clone().unwrap_or_default();
+    let Some(replies) = store::tasks::reply(
+        s.sql.as_ref(),
+        &store::tasks::ReplicaResult {
+            id,
+            lease_id: &body.lease_id,
+            node_id: &node.node_id,
+            owner_id: &node.owner_id,
+            output_digest: &digest,
+            now,
+        },
+    )
+    .await?
+    else {
+        return Err(refused(s, req, node, id, body).await?);
     };
+    let mut digests: Vec<&str> = replies.iter().map(|r| r.output_digest.as_str()).collect();
+    digests.sort_unstable();
+    digests.dedup();
+    let agreed = digests.len() == 1;
+    let held = i64::try_from(replies.len()).unwrap_or(i64::MAX);
+    if agreed && held < t.replicas {
+        audit::note(
+            s,
+            &req.ctx,
+            &node.actor(),
+            "mesh.task.replica",
+            Some(id),
+            Outcome::Success,
+            json!({"output_digest": digest, "agreeing": held, "replicas": t.replicas}),
+        )
+        .await?;
+        return Ok(ok_json(
+            &json!({"task_id": id, "status": "queued", "agreeing": held, "replicas": t.replicas}),
+        ));
+    }
+    let concluded = store::tasks::conclude(
+        s.sql.as_ref(),
+        &store::tasks::Conclude {
+            id,
+            agreed,
+            node_id: &node.node_id,
+            summary: summary.to_string(),
+            output: output.filter(|_| agreed),
+            now,
+        },
+    )
+    .await?;
+    let Some(concluded) = concluded else {
+        return Err(Error::LeaseInvalid);
+    };
+    if !agreed {
+        let held: Vec<Json> = replies
+            .iter()
+            .map(|r| json!({"node_id": r.node_id, "output_digest": r.output_digest}))
+            .collect();
+        audit::note(
+            s,
+            &req.ctx,
+            crate::models::COORDINATOR,
+            "mesh.task.replica_disagreement",
+            Some(id),
+            Outcome::Denied,
+            json!({"replies": held}),
+        )
+        .await?;
+        // Nobody can tell which replica was wrong: each one's standing
+        // records the disagreement.
+        for r in &replies {
+            crate::reputation::note(
+                s,
+                &req.ctx,
+                &r.node_id,
+                crate::reputation::Event::ReplicaDisagreement,
+            )
+            .await;
+        }
+    }
+    // A completion that cannot be logged now stays unpaid and is logged by
+    // the scheduled tick (the replicas' leases are spent).
+    let index = record(s, &req.ctx, &node.actor(), id).await?;
+    if agreed {
+        for r in &replies {
+            crate::reputation::note(s, &req.ctx, &r.node_id, crate::reputation::Event::Accepted)
+                .await;
+        }
+    }
+    let mut answer = json!({"task_id": id, "status": concluded.status, "ledger_index": index});
+    if !agreed {
+        answer["error_code"] = json!("replica_disagreement");
+    }
+    Ok(ok_json(&answer))
+}
+
+/// A finished task's `task-completion/v1` payload, from what is stored
+/// (so a retry writes the very bytes the first try did): what ran, the
+/// result, the priced work accepted and whom it pays.
+fn completion_entry(t: &store::tasks::Stored, payees: &[String], replies: &[Json]) -> Json {
+    let r: Json = t
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Json::Null);
+    let ok = r["ok"].as_bool().unwrap_or(false) && t.status.as_deref() == Some("completed");
+    let mut entry = json!({
+        "task_id": t.id,
+        "node_id": r["node_id"],
+        "submitter": t.submitter,
+        "module_digest": t.module_digest,
+        "input_digest": t.input_digest,
+        "ok": ok,
+        "output_digest": r["output_digest"],
+        "error_code": t.error_code.as_deref().map_or(r["error_code"].clone(), |c| json!(c)),
+        "duration_ms": r["duration_ms"],
+        "fuel_used": r["fuel_used"],
+    });
+    // An inference completion also records what ran: the model, the
+    // manifest its name resolved to, the seed and the token counts.
+    if let (Some(model), Some(obj)) = (&t.model, entry.as_object_mut()) {
+        obj.insert("model".into(), json!(model));
+        let i = &r["inference"];
+        if i.is_object() {
+            for k in [
+                "model_manifest_digest",
+                "seed",
+                "input_tokens",
+                "output_tokens",
+                "finish_reason",
+            ] {
+                obj.insert(k.into(), i[k].clone());
+            }
+        }
+    }
+    if let Some(obj) = entry.as_object_mut() {
+        if let Some(price) = t.price {
+            obj.insert("price".into(), json!(price));
+            if ok {
+                obj.insert("work".into(), json!(price));
+                obj.insert("payees".into(), json!(payees));
+            }
+        }
+        if t.replicas > 1 {
+            obj.insert("replicas".into(), json!(replies));
+        }
+    }
+    entry
+}
+
+/// Appends a finished task's completion entry (if it has none yet), records
+/// its index with an audit event, and settles its escrow; the index.
+pub(crate) async fn record(
+    s: &Services,
+    ctx: &edgecoder_kernel::RequestContext,
+    actor: &str,
+    id: &str,
+) -> Result<u64, Error> {
+    let t = store::tasks::task(s.sql.as_ref(), id)
+        .await?
+        .ok_or(Error::TaskNotFound)?;
+    if let Some(i) = t.ledger_index.and_then(|i| u64::try_from(i).ok()) {
+        crate::economy::settle(s, ctx, id).await?;
+        return Ok(i);
+    }
+    let payees = crate::economy::payees(s, &t).await?;
+    let replies: Vec<Json> = if t.replicas > 1 {
+        store::tasks::replies(s.sql.as_ref(), id)
+            .await?
+            .into_iter()
+            .map(|r| json!({"node_id": r.node_id, "output_digest": r.output_digest}))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let entry = completion_entry(&t, &payees, &replies);
+    // Per lease: an append whose answer was lost followed by a different
+    // node's result must not reuse the first entry. A replicated task's
+    // leases are spent before it ends, so it has one completion.
+    let key = if t.replicas > 1 {
+        format!("task-completion:{id}:replicas")
+    } else {
+        format!(
+            "task-completion:{id}:{}",
+            t.lease_id.as_deref().unwrap_or_default()
+        )
+    };
+    let index = s
+        .ledger
+        .append(TASK_COMPLETION_V1, entry.to_string().as_bytes(), &key)
+        .await?;
+    let ok = entry["ok"].as_bool().unwrap_or(false);
     s.sql
         .batch(vec![
-            store::tasks::set_ledger_index(&id, index),
-            audit::statement_for(s, &req.ctx,
-                &node.actor(),
-                if body.ok {
-                    "mesh.task.complete"
-                } else {
-                    "mesh.task.fail"
-                },
-                Some(&id),
+            store::tasks::set_ledger_index(id, index),
+            audit::statement_for(
+                s,
+                ctx,
+                actor,
+                if ok { "mesh.task.complete" } else { "mesh.task.fail" },
+                Some(id),
                 Outcome::Success,
-                json!({"ledger_index": index, "error_code": body.error_code, "output_digest": body.output_digest}),
+                json!({"ledger_index": index, "error_code": entry["error_code"], "output_digest": entry["output_digest"]}),
             ),
         ])
         .await?;
-    if body.ok {
-        crate::reputation::note(
-            s,
-            &req.ctx,
-            &node.node_id,
-            crate::reputation::Event::Accepted,
-        )
-        .await;
-    }
-    Ok(ok_json(
-        &json!({"task_id": id, "status": status, "ledger_index": index}),
-    ))
+    crate::economy::settle(s, ctx, id).await?;
+    Ok(index)
 }
 
 /// `GET /mesh/tasks/{id}`: its submitter or an operator.
@@ -790,16 +1057,19 @@ fn submit_doc() -> RouteDoc {
             "resources": resources,
             "priority": {"type": "integer", "minimum": -10, "maximum": 10},
             "tenant": {"type": "string"},
+            "replicas": {"type": "integer", "minimum": 1, "maximum": edgecoder_proto::economy::MAX_REPLICAS},
         }),
     );
     DOCS.op(
         "submit_task",
-        "Submit a wasm task over frozen, content-addressed inputs (verified user or service)",
+        "Submit a wasm task over frozen, content-addressed inputs (verified user); its price (per the published table, times replicas) is escrowed from the submitter's available credits",
         body,
         vec![
-            ok(201, "{task_id, status: queued}"),
+            ok(201, "{task_id, status: queued, price, replicas}"),
+            err(400, "invalid_request"),
             err(401, "mesh_unauthorized / invalid_token"),
             err(403, "forbidden (email unverified) / account_blacklisted"),
+            err(409, "insufficient_credits: nothing was queued"),
             err(
                 422,
                 "outside_subset / limits_exceeded / digest_mismatch / blob_unknown",

@@ -19,6 +19,7 @@
 //! wasm32-unknown-unknown and wasm32-wasip2 without a platform crate.
 
 pub mod dsse;
+pub mod economy;
 pub mod federation;
 pub mod httpsig;
 pub mod inference;

@@ -192,8 +192,20 @@ enum Command {
         /// (default: one per --witness).
         #[arg(long)]
         min_cosignatures: Option<usize>,
-        /// Verify a transfer receipt (`GET /ledger/transfers/{id}/receipt`)
-        /// instead of a whole log.
+        /// Also recompute every issuance epoch from the log alone and compare
+        /// it with the logged allocation.
+        #[arg(long)]
+        epochs: bool,
+        /// A coordinator key whose signature over an epoch's close counts
+        /// (base64 SEC1 or SPKI, as /mesh/identity gives it). Repeatable.
+        #[arg(long, requires = "epochs")]
+        coordinator_key: Vec<String>,
+        /// Signatures by distinct --coordinator-key keys each close must carry
+        /// (default: one per key).
+        #[arg(long, requires = "epochs")]
+        quorum: Option<usize>,
+        /// Verify a receipt (`GET /ledger/entries/{index}/receipt` of a credit
+        /// transfer or an issuance credit) instead of a whole log.
         #[arg(long, conflicts_with_all = ["url", "db"])]
         receipt: Option<PathBuf>,
     },
@@ -335,6 +347,9 @@ fn main() -> Result<()> {
             entry,
             witness,
             min_cosignatures,
+            epochs,
+            coordinator_key,
+            quorum,
             receipt,
         } => {
             use edgecoder_native::verify;
@@ -384,6 +399,13 @@ fn main() -> Result<()> {
             if let Some(t) = trust {
                 trusted.extend(verify::read_trust_file(&t)?);
             }
+            let coordinators = coordinator_key
+                .iter()
+                .map(|k| verify::parse_coordinator_key(k))
+                .collect::<Result<Vec<_>>>()?;
+            if quorum.is_some_and(|q| q > coordinators.len()) {
+                anyhow::bail!("--quorum needs at least that many --coordinator-key keys");
+            }
             let state = state.unwrap_or_else(|| {
                 let base = std::env::var_os("XDG_STATE_HOME")
                     .map(PathBuf::from)
@@ -401,6 +423,9 @@ fn main() -> Result<()> {
                 entry,
                 witnesses,
                 min_cosignatures,
+                epochs,
+                quorum: quorum.unwrap_or(coordinators.len()),
+                coordinators,
             })?;
             println!("{summary}");
             Ok(())

@@ -50,6 +50,12 @@ pub struct Options {
     pub witnesses: Vec<TrustedKey>,
     /// Cosignatures by distinct `witnesses` the checkpoint must carry.
     pub min_cosignatures: usize,
+    /// Also recompute every issuance epoch from the log.
+    pub epochs: bool,
+    /// Coordinator keys whose signatures over a close count.
+    pub coordinators: Vec<p256::ecdsa::VerifyingKey>,
+    /// Signatures by distinct `coordinators` each close must carry.
+    pub quorum: usize,
 }
 
 /// Parses a `--witness` value: a c2sp.org/signed-note verifier key of type
@@ -86,6 +92,18 @@ pub fn parse_key(name: &str, value: &str) -> Result<TrustedKey> {
         name: name.to_owned(),
         key: parse_p256_key(value)?.into(),
     })
+}
+
+/// A coordinator key: base64url SEC1 (as `/mesh/identity` publishes it), or
+/// PEM / base64 SPKI, inline or in a file.
+pub fn parse_coordinator_key(value: &str) -> Result<p256::ecdsa::VerifyingKey> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    if let Ok(point) = URL_SAFE_NO_PAD.decode(value.trim())
+        && let Ok(key) = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+    {
+        return Ok(key);
+    }
+    parse_p256_key(value).map_err(|e| anyhow!("--coordinator-key {value}: {e}"))
 }
 
 /// A P-256 public key: PEM or base64 DER SubjectPublicKeyInfo, inline or in
@@ -141,6 +159,9 @@ trait Log {
         Ok(Vec::new())
     }
     fn entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>>;
+    /// The coordinators' signatures over an epoch's close entry, as
+    /// `(keyid, base64 DER signature)`.
+    fn close_signatures(&mut self, epoch: u64) -> Result<Vec<(String, String)>>;
     fn inclusion(&mut self, index: u64, size: u64) -> Result<Option<Vec<Vec<u8>>>>;
     fn consistency(&mut self, first: u64, second: u64) -> Result<Option<Vec<Vec<u8>>>>;
 }
@@ -191,6 +212,22 @@ impl Log for Http {
         self.get("/ledger/checkpoint")
     }
 
+    fn close_signatures(&mut self, epoch: u64) -> Result<Vec<(String, String)>> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.get(&format!("/mesh/credits/epochs/{epoch}"))?)?;
+        Ok(v["close"]["signatures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["keyid"].as_str().unwrap_or_default().to_owned(),
+                    s["sig"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
     fn cosigned_checkpoint(&mut self, min: usize) -> Result<String> {
         self.get(&format!("/ledger/checkpoint?min_cosignatures={min}"))
             .with_context(|| format!("no checkpoint with {min} witness cosignatures"))
@@ -230,6 +267,20 @@ impl Log for Http {
 struct Sqlite(rusqlite::Connection);
 
 impl Log for Sqlite {
+    fn close_signatures(&mut self, epoch: u64) -> Result<Vec<(String, String)>> {
+        // A database without the economy's tables (a ledger-only copy) has
+        // no signatures to offer.
+        let Ok(mut stmt) = self.0.prepare_cached(
+            "SELECT key_id, signature FROM econ_close_signatures WHERE epoch = ?1 ORDER BY origin",
+        ) else {
+            return Ok(Vec::new());
+        };
+        let rows = stmt.query_map([i64::try_from(epoch)?], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     fn checkpoint(&mut self) -> Result<String> {
         self.0
             .query_row(
@@ -567,6 +618,12 @@ pub fn run(opts: &Options) -> Result<String> {
         merkle::verify_inclusion::<Sha256>(index, cp.size, &leaf, &proof, &cp.root)
             .map_err(|e| anyhow!("inclusion proof of entry {index} fails: {e}"))?;
     }
+    let epochs = if opts.epochs {
+        let report = epochs(log.as_mut(), cp.size, &opts.coordinators, opts.quorum)?;
+        format!("; {report}")
+    } else {
+        String::new()
+    };
     let state = State {
         origin: cp.origin.clone(),
         size: cp.size,
@@ -581,7 +638,7 @@ pub fn run(opts: &Options) -> Result<String> {
     #[allow(clippy::cast_precision_loss)]
     let rate = cp.size as f64 / secs;
     Ok(format!(
-        "ok: {} size {} root {} ({} entries verified, {rate:.0} entries/s)",
+        "ok: {} size {} root {} ({} entries verified, {rate:.0} entries/s){epochs}",
         cp.origin,
         cp.size,
         b64(&cp.root),
@@ -589,11 +646,212 @@ pub fn run(opts: &Options) -> Result<String> {
     ))
 }
 
+/// An entry's type, principal and payload, if it is an envelope.
+fn open_envelope(bytes: &[u8]) -> Option<(String, String, Vec<u8>)> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    Some((
+        v["type"].as_str()?.to_owned(),
+        v["principal"].as_str().unwrap_or_default().to_owned(),
+        STANDARD.decode(v["payload"].as_str()?).ok()?,
+    ))
+}
+
+/// Recomputes every issuance epoch in the first `size` entries from the log
+/// alone: each close must count exactly the completions between the previous
+/// close's boundary and its own, its allocation (largest remainder over the
+/// priced work) must hash to the digest it logged, the credit entries that
+/// follow must be that allocation row for row, and (with coordinator keys)
+/// the close must carry a quorum of their signatures.
+fn epochs(
+    log: &mut dyn Log,
+    size: u64,
+    coordinators: &[p256::ecdsa::VerifyingKey],
+    quorum: usize,
+) -> Result<String> {
+    use edgecoder_proto::economy::{self, Completion, EpochEntry};
+    use std::collections::BTreeMap;
+    let mut completions: Vec<(u64, Completion)> = Vec::new();
+    let mut closes: Vec<(u64, EpochEntry, Vec<u8>)> = Vec::new();
+    let mut credits: BTreeMap<u64, Vec<(u64, String, u64, u64)>> = BTreeMap::new();
+    let mut start = 0;
+    while start < size {
+        let end = (start + PAGE).min(size);
+        for e in log.entries(start, end)? {
+            let Some((t, principal, payload)) = open_envelope(&e.bytes) else {
+                continue;
+            };
+            // Only the mesh's own records count; the append route refuses
+            // these types to anyone else.
+            if principal != "service:mesh" {
+                continue;
+            }
+            if t == economy::TASK_COMPLETION_V1 {
+                let c: Completion = serde_json::from_slice(&payload)
+                    .map_err(|err| anyhow!("entry {}: a malformed completion: {err}", e.index))?;
+                completions.push((e.index, c));
+            } else if t == economy::ISSUANCE_EPOCH_V1 {
+                let entry: EpochEntry = serde_json::from_slice(&payload)
+                    .map_err(|err| anyhow!("entry {}: a malformed epoch entry: {err}", e.index))?;
+                match entry {
+                    EpochEntry::Credit {
+                        epoch,
+                        account,
+                        work,
+                        amount,
+                        ..
+                    } => credits
+                        .entry(epoch)
+                        .or_default()
+                        .push((e.index, account, work, amount)),
+                    close @ EpochEntry::Close { .. } => closes.push((e.index, close, payload)),
+                }
+            }
+        }
+        start = end;
+    }
+    let mut boundary = 0u64;
+    let mut last_epoch: Option<u64> = None;
+    let mut issued = 0u64;
+    let mut signed = 0usize;
+    for (index, close, payload) in &closes {
+        let EpochEntry::Close {
+            epoch,
+            from_index,
+            through_index,
+            pool,
+            accounts,
+            total_work,
+            allocation_digest,
+            ..
+        } = close
+        else {
+            continue;
+        };
+        if last_epoch.is_some_and(|l| *epoch <= l) {
+            bail!("epoch {epoch} (entry {index}) is closed twice or out of order");
+        }
+        if *from_index != boundary {
+            bail!(
+                "epoch {epoch} counts from entry {from_index}, but the previous close ended at {boundary}: epochs overlap or leave a gap"
+            );
+        }
+        if through_index < from_index || through_index > index {
+            bail!(
+                "epoch {epoch}: its range [{from_index}, {through_index}) does not end before its close (entry {index})"
+            );
+        }
+        let work = economy::epoch_work(&completions, *from_index, *through_index);
+        let rows = economy::allocate(*pool, &work);
+        let digest = economy::allocation_digest(*epoch, *pool, &rows);
+        if digest != *allocation_digest {
+            bail!(
+                "epoch {epoch}: the logged allocation digest {allocation_digest} is not the one the log's completions give ({digest})"
+            );
+        }
+        let total: u64 = rows.iter().map(|r| r.work).sum();
+        if *total_work != total || *accounts != u64::try_from(rows.len()).unwrap_or(u64::MAX) {
+            bail!("epoch {epoch}: the close's totals do not match its allocation");
+        }
+        let mut logged: Vec<(String, u64, u64)> = credits
+            .remove(epoch)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(i, a, w, n)| {
+                if i < *index {
+                    // Credits follow their close.
+                    (format!("{a} (before its close)"), w, n)
+                } else {
+                    (a, w, n)
+                }
+            })
+            .collect();
+        logged.sort();
+        let expected: Vec<(String, u64, u64)> = rows
+            .iter()
+            .map(|r| (r.account.clone(), r.work, r.amount))
+            .collect();
+        if logged != expected {
+            let wrong = expected
+                .iter()
+                .zip(logged.iter())
+                .find(|(a, b)| a != b)
+                .map_or_else(
+                    || {
+                        format!(
+                            "{} credit entries for {} allocation rows",
+                            logged.len(),
+                            expected.len()
+                        )
+                    },
+                    |(a, b)| {
+                        format!(
+                            "{} gets {} by the log's completions, {} is credited {}",
+                            a.0, a.2, b.0, b.2
+                        )
+                    },
+                );
+            bail!(
+                "epoch {epoch}: the credited allocation differs from the recomputed one: {wrong}"
+            );
+        }
+        if quorum > 0 {
+            let message = edgecoder_proto::dsse::pae(economy::ISSUANCE_EPOCH_V1, payload);
+            let sigs = log.close_signatures(*epoch)?;
+            let mut by = std::collections::BTreeSet::new();
+            for (keyid, sig) in &sigs {
+                let Some(key) = coordinators
+                    .iter()
+                    .find(|k| edgecoder_proto::keys::key_id(k) == *keyid)
+                else {
+                    continue;
+                };
+                let ok = STANDARD
+                    .decode(sig)
+                    .ok()
+                    .and_then(|der| p256::ecdsa::DerSignature::from_bytes(&der).ok())
+                    .is_some_and(|sig| {
+                        use p256::ecdsa::signature::Verifier as _;
+                        key.verify(&message, &sig).is_ok()
+                    });
+                if !ok {
+                    bail!(
+                        "epoch {epoch}: a signature by coordinator key {keyid} does not verify over the logged close"
+                    );
+                }
+                by.insert(keyid.clone());
+            }
+            if by.len() < quorum {
+                bail!(
+                    "epoch {epoch}: the close carries {} of the {quorum} coordinator signatures required: its credits are not final",
+                    by.len()
+                );
+            }
+            signed += 1;
+        }
+        issued += rows.iter().map(|r| r.amount).sum::<u64>();
+        boundary = *through_index;
+        last_epoch = Some(*epoch);
+    }
+    if let Some((epoch, _)) = credits.iter().next() {
+        bail!("credit entries for epoch {epoch}, which no close in the log names");
+    }
+    Ok(format!(
+        "{} epochs recomputed from {} completions ({issued} credits issued{})",
+        closes.len(),
+        completions.len(),
+        if quorum > 0 {
+            format!(", {signed} with a quorum of {quorum}")
+        } else {
+            String::new()
+        }
+    ))
+}
+
 /// Verifies a transfer receipt offline: a c2sp.org/tlog-proof whose
 /// `extra` is the log entry. The checkpoint must be signed by a trusted key,
 /// the entry's RFC 6962 leaf hash must be included at the proof's index, and
-/// the (now authenticated) entry must be a credit transfer written by the
-/// ledger itself; the transfer's id and postings are printed.
+/// the (now authenticated) entry must be a credit transfer or an issuance
+/// credit written by the mesh itself; what it moves is printed.
 pub fn verify_receipt(path: &Path, trusted: &[TrustedKey], origin: Option<&str>) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -617,9 +875,24 @@ pub fn verify_receipt(path: &Path, trusted: &[TrustedKey], origin: Option<&str>)
     // Only the ledger writes transfer entries, as `service`, keyed by the
     // transfer id; the HTTP append route refuses the type.
     let expected_key = format!("edgecoder.dev/credit-transfer/v1 {transfer}");
+    if envelope["type"] == edgecoder_proto::economy::ISSUANCE_EPOCH_V1
+        && envelope["principal"] == "service:mesh"
+        && payload["kind"] == "credit"
+    {
+        return Ok(format!(
+            "ok: issuance credit {} of epoch {} to {} ({} credits) is entry {} of {} (size {})",
+            payload["transfer"],
+            payload["epoch"],
+            payload["account"],
+            payload["amount"],
+            proof.index,
+            cp.origin,
+            cp.size
+        ));
+    }
     if transfer.is_empty()
         || envelope["type"] != "edgecoder.dev/credit-transfer/v1"
-        || envelope["principal"] != "service"
+        || envelope["principal"] != "service:mesh"
         || envelope["key"] != expected_key.as_str()
     {
         bail!("the entry at {} is not a credit transfer", proof.index);

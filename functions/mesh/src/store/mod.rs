@@ -11,6 +11,7 @@
 //! in the same batches through the `Statement`s returned here.
 
 pub mod blacklist;
+pub mod credits;
 pub mod federation;
 pub mod models;
 pub mod nodes;

@@ -63,6 +63,7 @@ pub async fn blobs(
 }
 
 /// A task to queue.
+#[derive(Clone, Copy)]
 pub struct NewTask<'a> {
     /// Task id.
     pub id: &'a str,
@@ -90,14 +91,24 @@ pub struct NewTask<'a> {
     pub max_attempts: i64,
     /// Milliseconds since the epoch.
     pub now: i64,
+    /// Agreeing results it needs, from distinct owners' nodes.
+    pub replicas: i64,
+    /// The escrowed price (all replicas) and the account it came from.
+    pub price: i64,
+    /// `user:<id>`.
+    pub payer: &'a str,
+    /// The escrow transfer: the task is queued only if it was made.
+    pub escrow_transfer: &'a str,
 }
 
-/// The INSERT of a queued task.
+/// The INSERT of a queued task, made only if its escrow transfer was.
 pub fn insert_task(t: &NewTask<'_>) -> Statement {
     Statement::new(
         "INSERT INTO mesh_tasks (id, submitter, tenant, kind, module_digest, input_digest, timeout_ms, \
-           memory_mb, fuel, priority, status, attempts, max_attempts, created_at, updated_at, model) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?12, ?13)",
+           memory_mb, fuel, priority, status, attempts, max_attempts, created_at, updated_at, model, \
+           replicas, price, payer) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?12, ?13, ?14, ?15, ?16 \
+         WHERE EXISTS (SELECT 1 FROM credit_transfers WHERE id = ?17)",
         vec![
             t.id.into(),
             t.submitter.into(),
@@ -112,6 +123,10 @@ pub fn insert_task(t: &NewTask<'_>) -> Statement {
             Value::Integer(t.max_attempts),
             Value::Integer(t.now),
             t.model.into(),
+            Value::Integer(t.replicas),
+            Value::Integer(t.price),
+            t.payer.into(),
+            t.escrow_transfer.into(),
         ],
     )
 }
@@ -206,6 +221,9 @@ pub struct Fit<'a> {
     pub models: &'a [String],
     /// Its resource limits.
     pub limits: &'a Limits,
+    /// Its owner: a task never goes to two nodes of one owner (replicas
+    /// are independent opinions).
+    pub owner: &'a str,
 }
 
 impl Fit<'_> {
@@ -221,21 +239,25 @@ fn fits(p: usize) -> String {
     format!(
         "status = 'queued' AND kind = ?{k} \
          AND (kind = 'wasm' OR model IN (SELECT value FROM json_each(?{m}))) \
-         AND timeout_ms <= ?{p} AND memory_mb <= ?{mem} AND fuel <= ?{f}",
+         AND timeout_ms <= ?{p} AND memory_mb <= ?{mem} AND fuel <= ?{f} \
+         AND (replicas = 1 OR NOT EXISTS (SELECT 1 FROM mesh_task_replies r \
+                                          WHERE r.task_id = mesh_tasks.id AND r.owner_id = ?{o}))",
         mem = p + 1,
         f = p + 2,
         k = p + 3,
         m = p + 4,
+        o = p + 5,
     )
 }
 
-fn fit_params(fit: &Fit<'_>) -> [Value; 5] {
+fn fit_params(fit: &Fit<'_>) -> [Value; 6] {
     [
         Value::Integer(fit.limits.timeout_ms),
         Value::Integer(fit.limits.memory_mb),
         Value::Integer(fit.limits.fuel),
         fit.kind.as_str().into(),
         fit.models_json().into(),
+        fit.owner.into(),
     ]
 }
 
@@ -459,6 +481,14 @@ pub struct Stored {
     pub created_at: Option<i64>,
     /// Milliseconds since the epoch.
     pub updated_at: Option<i64>,
+    /// Agreeing results it needs.
+    pub replicas: i64,
+    /// The escrowed price; `None` for tasks from before the economy.
+    pub price: Option<i64>,
+    /// The account the escrow came from.
+    pub payer: Option<String>,
+    /// `paid` or `refunded`, once settled.
+    pub settlement: Option<String>,
 }
 
 /// One task by id.
@@ -467,7 +497,8 @@ pub async fn task(sql: &dyn Sql, id: &str) -> Result<Option<Stored>, Error> {
         .execute(Statement::new(
             "SELECT id, submitter, tenant, kind, module_digest, input_digest, model, timeout_ms, memory_mb, fuel, \
                priority, status, attempts, max_attempts, lease_expires_at, lease_id, lease_node, result, output, error_code, \
-               completed_by, ledger_index, created_at, updated_at FROM mesh_tasks WHERE id = ?1",
+               completed_by, ledger_index, created_at, updated_at, replicas, price, payer, settlement \
+             FROM mesh_tasks WHERE id = ?1",
             vec![id.into()],
         ))
         .await?;
@@ -501,5 +532,185 @@ pub async fn task(sql: &dyn Sql, id: &str) -> Result<Option<Stored>, Error> {
         ledger_index: int("ledger_index"),
         created_at: int("created_at"),
         updated_at: int("updated_at"),
+        replicas: int("replicas").unwrap_or(1),
+        price: int("price"),
+        payer: text("payer"),
+        settlement: text("settlement"),
     }))
+}
+
+/// A replica's result that the coordinator holds for comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The node that ran it.
+    pub node_id: String,
+    /// Its owner.
+    pub owner_id: String,
+    /// The output's digest.
+    pub output_digest: String,
+}
+
+/// A replica's successful result under its lease (from the lease holder,
+/// before the lease expires).
+pub struct ReplicaResult<'a> {
+    /// Task id.
+    pub id: &'a str,
+    /// The lease reported on.
+    pub lease_id: &'a str,
+    /// The reporting node.
+    pub node_id: &'a str,
+    /// Its owner.
+    pub owner_id: &'a str,
+    /// The output's digest.
+    pub output_digest: &'a str,
+    /// Milliseconds since the epoch.
+    pub now: i64,
+}
+
+/// Records a replica's result and frees the task for the next replica, in
+/// one batch; every reply so far, or `None` if the lease is not valid.
+pub async fn reply(sql: &dyn Sql, r: &ReplicaResult<'_>) -> Result<Option<Vec<Reply>>, Error> {
+    let done = sql
+        .batch(vec![
+            Statement::new(
+                "INSERT OR IGNORE INTO mesh_task_replies (task_id, node_id, owner_id, lease_id, output_digest, created_at) \
+                 SELECT id, ?3, ?4, ?2, ?5, ?6 FROM mesh_tasks \
+                 WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 AND lease_node = ?3 AND lease_expires_at > ?6",
+                vec![
+                    r.id.into(),
+                    r.lease_id.into(),
+                    r.node_id.into(),
+                    r.owner_id.into(),
+                    r.output_digest.into(),
+                    Value::Integer(r.now),
+                ],
+            ),
+            Statement::new(
+                "UPDATE mesh_tasks SET status = 'queued', lease_id = NULL, lease_node = NULL, \
+                   lease_expires_at = NULL, updated_at = ?3 \
+                 WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 \
+                   AND EXISTS (SELECT 1 FROM mesh_task_replies WHERE task_id = ?1 AND lease_id = ?2)",
+                vec![r.id.into(), r.lease_id.into(), Value::Integer(r.now)],
+            ),
+            Statement::new(
+                "SELECT node_id, owner_id, output_digest FROM mesh_task_replies \
+                 WHERE task_id = ?1 ORDER BY created_at, node_id",
+                vec![r.id.into()],
+            ),
+        ])
+        .await?;
+    if done.get(1).is_none_or(|u| u.changes != 1) {
+        return Ok(None);
+    }
+    Ok(done.get(2).map(|rows| {
+        (0..rows.rows.len())
+            .map(|i| Reply {
+                node_id: rows.get_str(i, "node_id").unwrap_or_default().to_owned(),
+                owner_id: rows.get_str(i, "owner_id").unwrap_or_default().to_owned(),
+                output_digest: rows
+                    .get_str(i, "output_digest")
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+            .collect()
+    }))
+}
+
+/// Every reply recorded for a task.
+pub async fn replies(sql: &dyn Sql, id: &str) -> Result<Vec<Reply>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT node_id, owner_id, output_digest FROM mesh_task_replies \
+             WHERE task_id = ?1 ORDER BY created_at, node_id",
+            vec![id.into()],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .map(|i| Reply {
+            node_id: rows.get_str(i, "node_id").unwrap_or_default().to_owned(),
+            owner_id: rows.get_str(i, "owner_id").unwrap_or_default().to_owned(),
+            output_digest: rows
+                .get_str(i, "output_digest")
+                .unwrap_or_default()
+                .to_owned(),
+        })
+        .collect())
+}
+
+/// How a replicated task ends once its replies are in: `completed` with the
+/// last result (all agreed) or `failed` with `replica_disagreement`. Only a
+/// task that is not finished yet changes; the answer is what the row holds
+/// after (`None`: another report finished it first).
+pub struct Conclude<'a> {
+    /// Task id.
+    pub id: &'a str,
+    /// Whether the replicas agreed.
+    pub agreed: bool,
+    /// The node whose result closes it.
+    pub node_id: &'a str,
+    /// The result summary (JSON text).
+    pub summary: String,
+    /// Output bytes (agreed).
+    pub output: Option<Vec<u8>>,
+    /// Milliseconds since the epoch.
+    pub now: i64,
+}
+
+/// Finishes a replicated task; `Some` with what [`report`] returns when this
+/// call finished it.
+pub async fn conclude(sql: &dyn Sql, c: &Conclude<'_>) -> Result<Option<Reported>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "UPDATE mesh_tasks SET status = ?2, error_code = ?3, result = ?4, output = ?5, completed_by = ?6, \
+               lease_id = NULL, lease_node = NULL, lease_expires_at = NULL, updated_at = ?7 \
+             WHERE id = ?1 AND status IN ('queued', 'leased') \
+             RETURNING status, submitter, module_digest, input_digest, model",
+            vec![
+                c.id.into(),
+                if c.agreed { "completed" } else { "failed" }.into(),
+                (!c.agreed).then_some("replica_disagreement").into(),
+                c.summary.as_str().into(),
+                c.output.clone().into(),
+                c.node_id.into(),
+                Value::Integer(c.now),
+            ],
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        return Ok(None);
+    }
+    let text = |col: &str| rows.get_str(0, col).map(str::to_owned);
+    Ok(Some(Reported {
+        status: text("status").unwrap_or_default(),
+        submitter: text("submitter"),
+        module_digest: text("module_digest"),
+        input_digest: text("input_digest"),
+        model: text("model"),
+    }))
+}
+
+/// Finished, priced tasks whose escrow is not settled yet (failed, or
+/// completed with their completion logged), oldest first.
+pub async fn unsettled(sql: &dyn Sql, limit: i64) -> Result<Vec<String>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT id FROM mesh_tasks WHERE price IS NOT NULL AND settlement IS NULL \
+               AND (status = 'failed' OR (status = 'completed' AND ledger_index IS NOT NULL)) \
+             ORDER BY updated_at, id LIMIT ?1",
+            vec![Value::Integer(limit)],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .filter_map(|i| rows.get_str(i, "id").map(str::to_owned))
+        .collect())
+}
+
+/// The statement that marks a task settled by `transfer` (only if it was
+/// not, and only if the transfer was made in the same batch).
+pub fn mark_settled(id: &str, settlement: &str, transfer: &str) -> Statement {
+    Statement::new(
+        "UPDATE mesh_tasks SET settlement = ?2, settlement_transfer = ?3 \
+         WHERE id = ?1 AND settlement IS NULL AND EXISTS (SELECT 1 FROM credit_transfers WHERE id = ?3)",
+        vec![id.into(), settlement.into(), transfer.into()],
+    )
 }
