@@ -787,20 +787,25 @@ fn logged_completions(x: &Ctx) -> Result<Vec<(u64, Completion)>, String> {
     }
 }
 
-fn credits_epochs_recompute_from_the_log_and_are_final_with_their_quorum(
-    x: &Ctx,
-) -> Result<(), String> {
-    let (owner, node) = active(x, "epoch-node")?;
-    let user = x.account("epoch-user", true)?;
+/// A new node owner's node runs one paid task of a new user's: the owner
+/// and the completion's log index.
+pub fn completed_task(x: &Ctx, tag: &str) -> Result<(Account, u64), String> {
+    let (owner, node) = active(x, &format!("{tag}-node"))?;
+    let user = x.account(&format!("{tag}-user"), true)?;
     fund(x, &user.id, 1000)?;
     let v = want(
-        &submit(x, &user.access, &wasm(b"epoch work", 30_000, 1))?,
+        &submit(x, &user.access, &wasm(tag.as_bytes(), 30_000, 1))?,
         201,
         "submit",
     )?;
     let id = v["task_id"].as_str().unwrap_or("").to_owned();
     let index = finish(x, &node, &id, b"worked")?;
-    // Wait for the epoch (60 s in the suite) to end, then close it.
+    Ok((owner, index))
+}
+
+/// Waits for the current epoch (a minute, as deployments under test are
+/// configured) to end, then has the admin close what has ended.
+pub fn close_after_this_epoch(x: &Ctx) -> Result<Json, String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?
@@ -820,7 +825,14 @@ fn credits_epochs_recompute_from_the_log_and_are_final_with_their_quorum(
         )?,
         200,
         "close",
-    )?;
+    )
+}
+
+fn credits_epochs_recompute_from_the_log_and_are_final_with_their_quorum(
+    x: &Ctx,
+) -> Result<(), String> {
+    let (owner, index) = completed_task(x, "epoch")?;
+    close_after_this_epoch(x)?;
     let list = want(&x.c.get("/mesh/credits/epochs?limit=100")?, 200, "epochs")?;
     let i = i64::try_from(index).unwrap_or(i64::MAX);
     let holding: Vec<&Json> = list["epochs"]

@@ -607,3 +607,228 @@ fn a_blake3_log_is_refused_by_version_by_the_server_and_the_verifier() {
         "{problem}"
     );
 }
+
+/// The coordinator key a deployment under test signs epoch closes with, as
+/// `/mesh/identity` publishes it.
+fn coordinator_key(base: &str) -> String {
+    let v = Client::new(base)
+        .get("/mesh/identity")
+        .expect("identity")
+        .json()
+        .expect("json");
+    v["coordinator_key"]["public_key"]
+        .as_str()
+        .expect("a coordinator key")
+        .to_owned()
+}
+
+/// Rewrites entry `index` with `edit` applied to its payload, then rebuilds
+/// what an operator holding the log key would: leaf hashes, the root and one
+/// freshly signed checkpoint over the rewritten history.
+fn rewrite_payload(f: &Fixture, index: i64, edit: impl Fn(&mut serde_json::Value)) {
+    use edgecoder_tlog::merkle::{Frontier, Hasher, Sha256};
+    let db = f.db();
+    let bytes: Vec<u8> = db
+        .query_row(
+            "SELECT entry FROM ledger_entries WHERE idx = ?1",
+            [index],
+            |r| r.get(0),
+        )
+        .expect("entry");
+    let mut envelope: serde_json::Value = serde_json::from_slice(&bytes).expect("envelope");
+    let mut payload: serde_json::Value = serde_json::from_slice(
+        &STANDARD
+            .decode(envelope["payload"].as_str().expect("payload"))
+            .expect("b64"),
+    )
+    .expect("payload json");
+    edit(&mut payload);
+    envelope["payload"] = serde_json::json!(STANDARD.encode(payload.to_string()));
+    let forged = envelope.to_string().into_bytes();
+    let leaf = Sha256::leaf(&forged);
+    db.execute(
+        "UPDATE ledger_entries SET entry = ?2, leaf_hash = ?3 WHERE idx = ?1",
+        rusqlite::params![index, forged, leaf.to_vec()],
+    )
+    .expect("rewrite");
+    let mut frontier = Frontier::new();
+    let mut stmt = db
+        .prepare("SELECT entry FROM ledger_entries ORDER BY idx")
+        .expect("entries");
+    let rows = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .expect("rows");
+    for e in rows {
+        frontier.push::<Sha256>(Sha256::leaf(&e.expect("row")));
+    }
+    let signer =
+        edgecoder_kernel::SigningKey::from_secret(&job_key(&f.key, "checkpoint")).expect("key");
+    let cp = edgecoder_tlog::checkpoint::Checkpoint {
+        origin: ORIGIN.into(),
+        size: frontier.size(),
+        root: frontier.root::<Sha256>(),
+    };
+    let note = edgecoder_tlog::checkpoint::sign(&cp, &cp.origin, signer.ecdsa()).expect("sign");
+    db.execute("DELETE FROM ledger_checkpoints", [])
+        .expect("forget");
+    db.execute(
+        "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, 0)",
+        rusqlite::params![
+            i64::try_from(cp.size).expect("size"),
+            cp.root.to_vec(),
+            note
+        ],
+    )
+    .expect("sign");
+}
+
+#[test]
+fn verify_epochs_recomputes_every_allocation_and_catches_a_tampered_one() {
+    let f = Fixture::new("epochs", 3);
+    let client = Client::new(&f.server.base);
+    let target = conformance_target(&f.server.base, &f.key);
+    let admin_id = client
+        .send_with(
+            "GET",
+            "/auth/me",
+            &[("authorization", &format!("Bearer {}", f.admin))],
+            &[],
+        )
+        .expect("me")
+        .json()
+        .expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let x =
+        edgecoder_conformance::identity::Ctx::new(&client, &target).with_admin(&admin_id, &f.admin);
+    let (a, _) = edgecoder_conformance::economy::completed_task(&x, "tamper-a").expect("task a");
+    let (b, _) = edgecoder_conformance::economy::completed_task(&x, "tamper-b").expect("task b");
+    edgecoder_conformance::economy::close_after_this_epoch(&x).expect("close");
+    f.checkpoint();
+    let key = coordinator_key(&f.server.base);
+    let db = f.dir.join("edgecoder.sqlite");
+    let db = db.to_str().expect("path");
+    let run = |state: &str| {
+        let out = Command::new(edgecoder_binary())
+            .args(["verify", "--key", &f.spki, "--origin", ORIGIN, "--db", db])
+            .args(["--epochs", "--coordinator-key", &key, "--state"])
+            .arg(f.dir.join(state))
+            .output()
+            .expect("verify");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run("honest.json");
+    assert!(ok, "{out}");
+    assert!(out.contains("1 epochs recomputed"), "{out}");
+    // The credit entries of the one close: a's and b's (half the pool each).
+    let credit_of = |account: &str| -> i64 {
+        let conn = f.db();
+        let mut stmt = conn
+            .prepare("SELECT idx, entry FROM ledger_entries WHERE payload_type = ?1 ORDER BY idx")
+            .expect("query");
+        let rows = stmt
+            .query_map(["edgecoder.dev/issuance-epoch/v1"], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .expect("rows");
+        for row in rows {
+            let (idx, bytes) = row.expect("row");
+            let env: serde_json::Value = serde_json::from_slice(&bytes).expect("envelope");
+            let p: serde_json::Value = serde_json::from_slice(
+                &STANDARD
+                    .decode(env["payload"].as_str().expect("payload"))
+                    .expect("b64"),
+            )
+            .expect("json");
+            if p["kind"] == "credit" && p["account"] == account {
+                return idx;
+            }
+        }
+        panic!("no credit entry for {account}");
+    };
+    let (to_a, to_b) = (
+        credit_of(&format!("user:{}", a.id)),
+        credit_of(&format!("user:{}", b.id)),
+    );
+    // An operator who holds the log key moves one credit from b to a, and
+    // re-signs the rewritten history: the log verifies, the epoch does not.
+    rewrite_payload(&f, to_a, |p| {
+        p["amount"] = serde_json::json!(p["amount"].as_u64().expect("amount") + 1)
+    });
+    rewrite_payload(&f, to_b, |p| {
+        p["amount"] = serde_json::json!(p["amount"].as_u64().expect("amount") - 1)
+    });
+    let (ok, out) = Command::new(edgecoder_binary())
+        .args([
+            "verify", "--key", &f.spki, "--origin", ORIGIN, "--db", db, "--state",
+        ])
+        .arg(f.dir.join("plain.json"))
+        .output()
+        .map(|o| {
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .expect("verify");
+    assert!(ok, "the rewritten log itself verifies: {out}");
+    must_fail(run("tampered.json"), "differs from the recomputed one");
+    // Also rewriting the close's digest to the forged table's does not help:
+    // the log's completions give another one.
+    let close: i64 = f
+        .db()
+        .query_row(
+            "SELECT close_index FROM econ_epochs WHERE close_index IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("close index");
+    let forged_rows: Vec<edgecoder_proto::economy::Allocation> = {
+        let conn = f.db();
+        let mut rows = Vec::new();
+        for idx in [to_a, to_b] {
+            let bytes: Vec<u8> = conn
+                .query_row(
+                    "SELECT entry FROM ledger_entries WHERE idx = ?1",
+                    [idx],
+                    |r| r.get(0),
+                )
+                .expect("entry");
+            let env: serde_json::Value = serde_json::from_slice(&bytes).expect("envelope");
+            let p: serde_json::Value = serde_json::from_slice(
+                &STANDARD
+                    .decode(env["payload"].as_str().expect("payload"))
+                    .expect("b64"),
+            )
+            .expect("json");
+            rows.push(edgecoder_proto::economy::Allocation {
+                account: p["account"].as_str().expect("account").to_owned(),
+                work: p["work"].as_u64().expect("work"),
+                amount: p["amount"].as_u64().expect("amount"),
+            });
+        }
+        rows.sort_by(|l, r| l.account.cmp(&r.account));
+        rows
+    };
+    rewrite_payload(&f, close, |p| {
+        let epoch = p["epoch"].as_u64().expect("epoch");
+        let pool = p["pool"].as_u64().expect("pool");
+        p["allocation_digest"] = serde_json::json!(edgecoder_proto::economy::allocation_digest(
+            epoch,
+            pool,
+            &forged_rows
+        ));
+    });
+    must_fail(
+        run("digest.json"),
+        "is not the one the log's completions give",
+    );
+}

@@ -399,6 +399,14 @@ mod tests {
                 edgecoder_mesh::models::MODEL_ROLLOUT_V1,
             ),
             (edgecoder_mesh::NAME, edgecoder_mesh::peers::PEER_V1),
+            (
+                edgecoder_mesh::NAME,
+                edgecoder_mesh::economy::CREDIT_TRANSFER_V1,
+            ),
+            (
+                edgecoder_mesh::NAME,
+                edgecoder_mesh::economy::ISSUANCE_EPOCH_V1,
+            ),
         ];
         written.sort_unstable();
         let mut accepted = edgecoder_ledger::api::APPENDED_BY.to_vec();

@@ -14,7 +14,7 @@
 
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::{RequestContext, Services, Statement};
-use edgecoder_proto::economy::CREDIT_TRANSFER_V1;
+pub use edgecoder_proto::economy::{CREDIT_TRANSFER_V1, ISSUANCE_EPOCH_V1};
 use serde_json::{Value as Json, json};
 
 use crate::store::credits::{self as db, Created, Guard, NewTransfer};

@@ -28,7 +28,7 @@ use crate::store;
 use crate::{DOCS, Error, rfc3339, signed};
 
 /// The ledger payload type of task completions.
-pub const TASK_COMPLETION_V1: &str = "edgecoder.dev/task-completion/v1";
+pub use edgecoder_proto::economy::TASK_COMPLETION_V1;
 /// Largest stored blob.
 pub const MAX_BLOB_BYTES: usize = 1 << 20;
 /// Largest reported output.
