@@ -11,6 +11,7 @@ ALTER TABLE mesh_tasks ADD COLUMN payer TEXT;                    -- the account 
 ALTER TABLE mesh_tasks ADD COLUMN replicas INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE mesh_tasks ADD COLUMN settlement TEXT CHECK (settlement IS NULL OR settlement IN ('paid', 'refunded'));
 ALTER TABLE mesh_tasks ADD COLUMN settlement_transfer TEXT;
+ALTER TABLE mesh_tasks ADD COLUMN payees TEXT CHECK (payees IS NULL OR json_valid(payees));  -- as its completion entry names them
 CREATE INDEX mesh_tasks_unsettled ON mesh_tasks (status) WHERE price IS NOT NULL AND settlement IS NULL;
 CREATE INDEX mesh_tasks_payer ON mesh_tasks (payer) WHERE price IS NOT NULL AND settlement IS NULL;
 
@@ -85,3 +86,26 @@ INSERT INTO mesh_reputation_events_v2 (id, node_id, kind, at) SELECT id, node_id
 DROP TABLE mesh_reputation_events;
 ALTER TABLE mesh_reputation_events_v2 RENAME TO mesh_reputation_events;
 CREATE INDEX mesh_reputation_events_node ON mesh_reputation_events (node_id, at);
+
+-- Peers' closes this coordinator checks before it signs them: the priced
+-- work of each completion read (and proven) from a peer's log by the
+-- federation pull, per payee, until a close covers it; and each close seen
+-- there, with the verdict and this coordinator's signature.
+CREATE TABLE econ_peer_work (
+    origin   TEXT NOT NULL,
+    idx      INTEGER NOT NULL,
+    account  TEXT NOT NULL,
+    work     INTEGER NOT NULL,
+    PRIMARY KEY (origin, idx, account)
+);
+CREATE TABLE econ_peer_closes (
+    origin       TEXT NOT NULL,
+    epoch        INTEGER NOT NULL,
+    close_index  INTEGER NOT NULL,
+    verdict      TEXT NOT NULL CHECK (verdict IN ('signed', 'mismatch')),
+    key_id       TEXT,
+    signature    TEXT,
+    delivered    INTEGER NOT NULL DEFAULT 0 CHECK (delivered IN (0, 1)),
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (origin, epoch)
+);

@@ -323,10 +323,16 @@ fn credits_an_accepted_result_pays_the_node_owner_once_minus_the_fee(
     let id = v["task_id"].as_str().unwrap_or("").to_owned();
     let got = pull_task(x, &node, &id)?;
     let lease = got["lease_id"].as_str().unwrap_or("").to_owned();
-    want(&report(x, &node, &id, &lease, b"paid")?, 200, "report")?;
-    // The same result again, and another: no second payment.
+    let first = want(&report(x, &node, &id, &lease, b"paid")?, 200, "report")?;
+    // The same result again (an answer lost on the way) gets the same
+    // answer, and another node's report is refused: no second payment.
+    let again = want(&report(x, &node, &id, &lease, b"paid")?, 200, "resent")?;
+    if again["ledger_index"] != first["ledger_index"] {
+        return Err(format!("a resent result was logged again: {again}"));
+    }
+    let (_, other) = active(x, "pay-other")?;
     expect_problem(
-        &report(x, &node, &id, &lease, b"paid")?,
+        &report(x, &other, &id, &lease, b"paid")?,
         409,
         "lease_invalid",
     )?;
@@ -430,8 +436,12 @@ fn credits_replicas_pay_once_when_they_agree_and_refund_when_they_do_not(
     if done["status"] != "completed" {
         return Err(format!("after two agreeing replicas: {done}"));
     }
+    let again = want(&report(x, &node2, &id, &lease2, b"same")?, 200, "resent")?;
+    if again["ledger_index"] != done["ledger_index"] {
+        return Err(format!("a resent replica was logged again: {again}"));
+    }
     expect_problem(
-        &report(x, &node2, &id, &lease2, b"same")?,
+        &report(x, &node1, &id, &lease2, b"same")?,
         409,
         "lease_invalid",
     )?;

@@ -873,3 +873,111 @@ fn gossip_is_refused_unsigned_forged_unknown_expired_replayed_misattributed_or_u
     );
     assert_eq!(audits(&b, "mesh.federation.envelope_refused"), 6);
 }
+
+#[test]
+fn an_epoch_close_is_final_once_a_peer_has_recomputed_it_from_the_log_and_signed_it() {
+    use edgecoder_conformance::economy::{close_after_this_epoch, completed_task};
+    let root = scratch("epochs");
+    let (pa, pb) = (free_port(), free_port());
+    // A needs two signatures on each close: its own and its peer's.
+    let a = Coordinator::start_bin(
+        &edgecoder_binary(),
+        &root.0,
+        "a",
+        pa,
+        &[("b", pb)],
+        &[("economy_close_quorum", "2")],
+    );
+    let b = Coordinator::start_with(&root.0, "b", pb, &[("a", pa)]);
+    peer(&a, &b);
+    let x = a.ctx();
+    let (owner, index) = completed_task(&x, "fed-epoch").expect("a task at a");
+    close_after_this_epoch(&x).expect("close");
+    let epoch = {
+        let r = x
+            .send("GET", "/mesh/credits/epochs", None, None, &[])
+            .expect("epochs");
+        let list = want(&r, 200, None, "epochs");
+        list["epochs"]
+            .as_array()
+            .and_then(|v| {
+                v.iter().find(|e| {
+                    let (from, through) = (
+                        e["from_index"].as_u64().unwrap_or(0),
+                        e["through_index"].as_u64().unwrap_or(0),
+                    );
+                    (from..through).contains(&index)
+                })
+            })
+            .and_then(|e| e["epoch"].as_u64())
+            .expect("the epoch holding the completion")
+    };
+    // B pulls A's log, recomputes the close from the completions it proved
+    // there, and signs it: A's close becomes final.
+    let e = eventually(30, "b's signature makes a's close final", || {
+        let r = x
+            .send(
+                "GET",
+                &format!("/mesh/credits/epochs/{epoch}"),
+                None,
+                None,
+                &[],
+            )
+            .expect("epoch");
+        let e = want(&r, 200, None, "epoch");
+        (e["state"] == "final").then_some(e)
+    });
+    let signers: Vec<(String, String)> = e["close"]["signatures"]
+        .as_array()
+        .expect("signatures")
+        .iter()
+        .map(|s| {
+            (
+                s["origin"].as_str().unwrap_or_default().to_owned(),
+                s["keyid"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        signers.contains(&(b.origin().to_owned(), b.kid())),
+        "{signers:?}"
+    );
+    assert_eq!(signers.len(), 2, "{signers:?}");
+    // Final: the owner's issuance is credited, nothing is pending.
+    let r = x
+        .send(
+            "GET",
+            &format!("/mesh/credits/accounts/user:{}", owner.id),
+            Some(&owner.access),
+            None,
+            &[],
+        )
+        .expect("balance");
+    let balance = want(&r, 200, None, "balance");
+    assert_eq!(balance["pending"], 0, "{balance}");
+    assert_eq!(audits(&a, "mesh.epoch.cosign"), 1);
+    // A signature that does not verify with the peer's pinned key, or from a
+    // coordinator that is no peer, is refused.
+    let forged = json!({"origin": b.origin(), "keyid": b.kid(), "sig": STANDARD.encode([7u8; 70])});
+    let r = x
+        .send(
+            "POST",
+            &format!("/mesh/credits/epochs/{epoch}/signatures"),
+            None,
+            Some(&forged),
+            &[],
+        )
+        .expect("forged");
+    want(&r, 401, Some("signature_invalid"), "a forged signature");
+    let stranger = json!({"origin": "http://127.0.0.1:9", "keyid": b.kid(), "sig": "AAAA"});
+    let r = x
+        .send(
+            "POST",
+            &format!("/mesh/credits/epochs/{epoch}/signatures"),
+            None,
+            Some(&stranger),
+            &[],
+        )
+        .expect("stranger");
+    want(&r, 401, Some("unknown_peer"), "no peer");
+}

@@ -251,7 +251,8 @@ fn check_key_and_memo(key: &str, memo: Option<&str>) -> Result<(), Error> {
 /// `POST /mesh/credits/transfers`: a user sends some of their own
 /// available credits to another user.
 async fn send(s: &Services, req: Request) -> Result<Response, Error> {
-    let caller = authn::bearer(s, &req).await?;
+    // A verified user whose account is not banned.
+    let caller = authn::submitter(s, &req).await?;
     let body: Send = req.json()?;
     let from = caller.actor();
     if account_kind(&body.to) != Some("user") || body.to == from {
@@ -440,6 +441,7 @@ pub fn routes(r: Router) -> Router {
                         .with_schema(transfer_schema.clone()),
                     err(400, "invalid_transfer"),
                     err(401, "invalid_token"),
+                    err(403, "forbidden (email unverified) / account_blacklisted"),
                     err(409, "insufficient_credits"),
                     err(422, "idempotency_key_reused"),
                 ],

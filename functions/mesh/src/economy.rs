@@ -14,7 +14,7 @@
 
 use edgecoder_kernel::audit::{self, Outcome};
 use edgecoder_kernel::{RequestContext, Services, Statement};
-pub use edgecoder_proto::economy::{CREDIT_TRANSFER_V1, ISSUANCE_EPOCH_V1};
+pub use edgecoder_proto::economy::{CREDIT_TRANSFER_V1, ISSUANCE_EPOCH_V1, TASK_COMPLETION_V1};
 use serde_json::{Value as Json, json};
 
 use crate::store::credits::{self as db, Created, Guard, NewTransfer};
@@ -68,6 +68,14 @@ pub fn escrow(s: &Services, task_id: &str, payer: &str, price: i64) -> (String, 
 /// Who a finished task's payment goes to: the owners of the nodes whose
 /// agreeing results were accepted (one per replica), as accounts.
 pub async fn payees(s: &Services, t: &Stored) -> Result<Vec<String>, Error> {
+    // Once the completion is logged, whom it names is whom it pays.
+    if let Some(logged) = t
+        .payees
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Vec<String>>(p).ok())
+    {
+        return Ok(logged);
+    }
     if t.replicas > 1 {
         let mut owners: Vec<String> = tasks_db::replies(s.sql.as_ref(), &t.id)
             .await?
@@ -217,6 +225,16 @@ pub async fn log_transfer(s: &Services, id: &str) -> Result<u64, Error> {
 /// left unsettled, and logs transfers whose append failed.
 pub async fn tick(s: &Services) -> Result<Json, Error> {
     let ctx = s.new_context(None);
+    // Completions whose append failed (a request's answer is not waited
+    // for: a minute's quiet first).
+    let mut recorded = 0;
+    let quiet = s.clock.now_ms() - 60_000;
+    for id in tasks_db::unlogged_finished(s.sql.as_ref(), quiet, 100).await? {
+        if crate::tasks::record(s, &ctx, SYSTEM, &id).await.is_err() {
+            break;
+        }
+        recorded += 1;
+    }
     let mut settled = 0;
     for id in tasks_db::unsettled(s.sql.as_ref(), 200).await? {
         if settle(s, &ctx, &id).await?.is_some() {
@@ -231,5 +249,5 @@ pub async fn tick(s: &Services) -> Result<Json, Error> {
         logged += 1;
     }
     let epochs = crate::epochs::tick(s, &ctx).await?;
-    Ok(json!({"settled": settled, "logged": logged, "epochs": epochs}))
+    Ok(json!({"recorded": recorded, "settled": settled, "logged": logged, "epochs": epochs}))
 }

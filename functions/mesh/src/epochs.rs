@@ -12,7 +12,7 @@
 //! largest-remainder rule (`edgecoder_proto::economy::allocate`).
 //!
 //! An epoch without accepted work is kept but not logged (it issues
-//! nothing, and its boundary stays put). Any other close is stored (one row
+//! nothing; the log shows a gap without work before the next close). Any other close is stored (one row
 //! per epoch: a second, different close is refused and alerted), then logged as one `issuance-epoch/v1` close entry
 //! (with the allocation table's digest) and one credit entry per account.
 //! Its credits are pending until `economy_close_quorum` coordinators (this
@@ -21,10 +21,11 @@
 //! transfer out of `issuance`.
 //!
 //! In scope: closing, signing, taking peers' signatures, finalising, the
-//! epoch routes. Out of scope: offline recomputation (`edgecoder verify
-//! --epochs`, over the same `edgecoder_proto::economy` code), and asking
-//! peers to sign (a peer signs a close after recomputing it from our log;
-//! see the README).
+//! epoch routes, and the other side: recomputing a peer's closes from the
+//! entries the federation pull proved in its log, signing those that match
+//! and delivering the signature. Out of scope: offline recomputation
+//! (`edgecoder verify --epochs`, over the same `edgecoder_proto::economy`
+//! code) and reading peers' logs (`federation`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -190,7 +191,8 @@ pub async fn tick(s: &Services, ctx: &RequestContext) -> Result<Json, Error> {
             finalised.push(epoch);
         }
     }
-    Ok(json!({"closed": closed, "final": finalised}))
+    let delivered = redeliver(s).await.unwrap_or(0);
+    Ok(json!({"closed": closed, "final": finalised, "signatures_delivered": delivered}))
 }
 
 /// Closes epoch `epoch` (which has ended): computes its allocation from the
@@ -232,8 +234,6 @@ pub async fn commit(
     let entries = completions(s, from, through).await?;
     let work = economy::epoch_work(&entries, from, through);
     let rows = allocate(pool, &work);
-    // An empty epoch's boundary stays where the previous close put it.
-    let through = if rows.is_empty() { from } else { through };
     let digest = allocation_digest(epoch, pool, &rows);
     let total_work: u64 = rows.iter().map(|r| r.work).sum();
     let issued = if rows.is_empty() { 0 } else { pool };
@@ -251,8 +251,9 @@ pub async fn commit(
         .map_err(|e| edgecoder_kernel::Error::Storage(format!("close payload: {e}")))?;
     let now = s.clock.now_ms();
     // An epoch without accepted work issues nothing: it is kept (so it is
-    // not computed again) but not logged, and its boundary stays where the
-    // previous close put it, so the next logged close starts there.
+    // not computed again, and the next close starts at its boundary) but
+    // not logged; a verifier sees a gap between two logged closes, and
+    // checks that it holds no work.
     let empty = rows.is_empty();
     let mut stmts = vec![Statement::new(
         "INSERT INTO econ_epochs (epoch, epoch_secs, from_index, through_index, pool, total_work, accounts, \
@@ -413,7 +414,7 @@ async fn advance(s: &Services, ctx: &RequestContext, epoch: u64) -> Result<bool,
         .await?;
     }
     sign_own(s, &e).await?;
-    if signatures(s, epoch).await?.len() < usize::try_from(e.quorum).unwrap_or(usize::MAX) {
+    if counted(s, epoch).await? < usize::try_from(e.quorum).unwrap_or(usize::MAX) {
         return Ok(false);
     }
     let rows = allocations(s, epoch).await?;
@@ -499,6 +500,40 @@ async fn sign_own(s: &Services, e: &Stored) -> Result<(), Error> {
         ))
         .await?;
     Ok(())
+}
+
+/// The signatures that count toward the quorum now: this coordinator's by
+/// its current key, and those of peers that are active, not banned, and
+/// signed with the key pinned for them (a peer suspended, banned or re-keyed
+/// since no longer counts).
+async fn counted(s: &Services, epoch: u64) -> Result<usize, Error> {
+    let settings = Settings::of(s)?;
+    let own_kid = settings
+        .coordinator_keys
+        .current
+        .as_ref()
+        .map(|k| k.kid().to_owned());
+    let me = own_origin(settings);
+    let mut n = 0;
+    for sig in signatures(s, epoch).await? {
+        let (origin, kid) = (
+            sig["origin"].as_str().unwrap_or_default(),
+            sig["keyid"].as_str().unwrap_or_default(),
+        );
+        let ok = if origin == me {
+            own_kid.as_deref() == Some(kid)
+        } else {
+            crate::store::peers::by_origin(s.sql.as_ref(), origin)
+                .await?
+                .is_some_and(|p| {
+                    p.status() == crate::store::peers::PeerStatus::Active
+                        && !p.banned
+                        && p.key_id == kid
+                })
+        };
+        n += usize::from(ok);
+    }
+    Ok(n)
 }
 
 async fn signatures(s: &Services, epoch: u64) -> Result<Vec<Json>, Error> {
@@ -639,14 +674,15 @@ async fn cosign(s: &Services, req: Request) -> Result<Response, Error> {
         keyid: String,
         sig: String,
     }
+    // Budgeted by address: a budget by the origin named in the body would
+    // let anyone spend a peer's before its signature is checked.
+    let who = edgecoder_kernel::ratelimit::ip_subject(&req.ctx).unwrap_or_else(|| "unknown".into());
+    authn::charge(s, &format!("epoch-cosign:{who}"), 60).await?;
     let body: Body = req.json()?;
-    authn::charge(s, &format!("epoch-cosign:{}", body.origin), 60).await?;
     let e = stored(s, epoch).await?.ok_or(Error::EpochNotFound)?;
     let peer = crate::store::peers::by_origin(s.sql.as_ref(), &body.origin)
         .await?
-        .filter(|p| {
-            p.local_approved && p.remote_approved && !p.suspended && !p.removed && !p.banned
-        })
+        .filter(|p| p.status() == crate::store::peers::PeerStatus::Active && !p.banned)
         .ok_or(Error::UnknownPeer)?;
     let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&peer.public_key)
         .map_err(|_| edgecoder_kernel::Error::Storage("a peer's pinned key".into()))?;
@@ -688,6 +724,207 @@ async fn cosign(s: &Services, req: Request) -> Result<Response, Error> {
     Ok(ok_json(
         &json!({"epoch": epoch, "final": made_final || stored(s, epoch).await?.is_some_and(|e| e.is_final)}),
     ))
+}
+
+/// What a peer's log says about the economy, as the federation pull reads
+/// (and proves) it: its completions' priced work, kept per payee until a
+/// close covers them, and its closes, each recomputed from that work and
+/// signed here only if the allocation digest is the one the completions
+/// give. A close that does not match is recorded and audited
+/// (`mesh.epoch.peer_mismatch`), never signed.
+pub async fn take_peer_entries(
+    s: &Services,
+    ctx: &RequestContext,
+    origin: &str,
+    entries: &[(u64, String, Vec<u8>)],
+) -> Result<usize, Error> {
+    let mut stmts = Vec::new();
+    for (index, t, payload) in entries {
+        if t != TASK_COMPLETION_V1 {
+            continue;
+        }
+        let Ok(c) = serde_json::from_slice::<Completion>(payload) else {
+            continue;
+        };
+        for (account, work) in economy::epoch_work(&[(*index, c)], *index, index + 1) {
+            stmts.push(Statement::new(
+                "INSERT INTO econ_peer_work (origin, idx, account, work) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING",
+                vec![origin.into(), int(*index), account.into(), int(work)],
+            ));
+        }
+    }
+    for chunk in stmts.chunks(200) {
+        s.sql.batch(chunk.to_vec()).await?;
+    }
+    let mut signed = 0;
+    for (index, t, payload) in entries {
+        if t != ISSUANCE_EPOCH_V1 {
+            continue;
+        }
+        if let Ok(close @ EpochEntry::Close { .. }) = serde_json::from_slice::<EpochEntry>(payload)
+            && check_peer_close(s, ctx, origin, *index, &close, payload).await?
+        {
+            signed += 1;
+        }
+    }
+    Ok(signed)
+}
+
+/// Recomputes a peer's close from the work read from its log, signs it when
+/// it matches, and delivers the signature; whether it was signed.
+async fn check_peer_close(
+    s: &Services,
+    ctx: &RequestContext,
+    origin: &str,
+    index: u64,
+    close: &EpochEntry,
+    payload: &[u8],
+) -> Result<bool, Error> {
+    let EpochEntry::Close {
+        epoch,
+        from_index,
+        through_index,
+        pool,
+        accounts,
+        total_work,
+        allocation_digest: digest,
+        ..
+    } = close
+    else {
+        return Ok(false);
+    };
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT account, SUM(work) AS work FROM econ_peer_work \
+             WHERE origin = ?1 AND idx >= ?2 AND idx < ?3 GROUP BY account",
+            vec![origin.into(), int(*from_index), int(*through_index)],
+        ))
+        .await?;
+    let work: std::collections::BTreeMap<String, u64> = (0..rows.rows.len())
+        .map(|i| {
+            (
+                rows.get_str(i, "account").unwrap_or_default().to_owned(),
+                uint(rows.get_i64(i, "work")),
+            )
+        })
+        .collect();
+    let table = allocate(*pool, &work);
+    let matches = allocation_digest(*epoch, *pool, &table) == *digest
+        && *accounts == u64::try_from(table.len()).unwrap_or(u64::MAX)
+        && *total_work == table.iter().map(|r| r.work).sum::<u64>()
+        && through_index <= &index;
+    let settings = Settings::of(s)?;
+    let sealed = match (&settings.coordinator_keys.current, matches) {
+        (Some(key), true) => dsse::seal(ISSUANCE_EPOCH_V1, payload, &[key.ecdsa()])
+            .signatures
+            .into_iter()
+            .next(),
+        _ => None,
+    };
+    let verdict = if matches { "signed" } else { "mismatch" };
+    s.sql
+        .execute(Statement::new(
+            "INSERT INTO econ_peer_closes (origin, epoch, close_index, verdict, key_id, signature, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            vec![
+                origin.into(),
+                int(*epoch),
+                int(index),
+                verdict.into(),
+                sealed.as_ref().map(|x| x.keyid.clone()).into(),
+                sealed.as_ref().map(|x| x.sig.clone()).into(),
+                Value::Integer(s.clock.now_ms()),
+            ],
+        ))
+        .await?;
+    if !matches {
+        audit::note(
+            s,
+            ctx,
+            &format!("peer:{origin}"),
+            "mesh.epoch.peer_mismatch",
+            Some(&epoch.to_string()),
+            Outcome::Denied,
+            json!({"close_index": index, "logged_digest": digest,
+                   "recomputed_digest": allocation_digest(*epoch, *pool, &table)}),
+        )
+        .await?;
+        return Ok(false);
+    }
+    // Everything a later close could count starts at this one's end.
+    s.sql
+        .execute(Statement::new(
+            "DELETE FROM econ_peer_work WHERE origin = ?1 AND idx < ?2",
+            vec![origin.into(), int(*through_index)],
+        ))
+        .await?;
+    let _ = deliver(s, origin, *epoch).await;
+    Ok(sealed.is_some())
+}
+
+/// Sends this coordinator's signature over a peer's close to that peer.
+async fn deliver(s: &Services, origin: &str, epoch: u64) -> Result<(), Error> {
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT key_id, signature FROM econ_peer_closes \
+             WHERE origin = ?1 AND epoch = ?2 AND verdict = 'signed' AND delivered = 0",
+            vec![origin.into(), int(epoch)],
+        ))
+        .await?;
+    let (Some(keyid), Some(sig)) = (rows.get_str(0, "key_id"), rows.get_str(0, "signature")) else {
+        return Ok(());
+    };
+    let me = Settings::of(s)?.origin()?.to_owned();
+    let body = json!({"origin": me, "keyid": keyid, "sig": sig}).to_string();
+    let resp = s
+        .outbound
+        .send(edgecoder_kernel::OutboundRequest {
+            method: Method::POST,
+            url: format!("{origin}/mesh/credits/epochs/{epoch}/signatures"),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into_bytes(),
+        })
+        .await
+        .map_err(|e| Error::PeerUnreachable(e.to_string()))?;
+    if resp.status != 200 {
+        return Err(Error::PeerUnreachable(format!(
+            "{origin} took no signature for epoch {epoch}: {}",
+            resp.status
+        )));
+    }
+    s.sql
+        .execute(Statement::new(
+            "UPDATE econ_peer_closes SET delivered = 1 WHERE origin = ?1 AND epoch = ?2",
+            vec![origin.into(), int(epoch)],
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Signatures over peers' closes that could not be delivered yet.
+async fn redeliver(s: &Services) -> Result<usize, Error> {
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT origin, epoch FROM econ_peer_closes WHERE verdict = 'signed' AND delivered = 0 \
+             ORDER BY created_at LIMIT 16",
+            vec![],
+        ))
+        .await?;
+    let mut sent = 0;
+    for i in 0..rows.rows.len() {
+        let origin = rows.get_str(i, "origin").unwrap_or_default().to_owned();
+        if deliver(s, &origin, uint(rows.get_i64(i, "epoch")))
+            .await
+            .is_ok()
+        {
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 /// The epoch routes.
@@ -750,8 +987,7 @@ pub fn routes(r: Router) -> Router {
             ),
             vec![
                 ok(200, "{epoch, final}"),
-                err(401, "unknown_peer"),
-                err(403, "signature_invalid"),
+                err(401, "unknown_peer / signature_invalid"),
                 err(404, "epoch_not_found"),
             ],
         ),

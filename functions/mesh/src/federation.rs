@@ -306,6 +306,7 @@ async fn pull(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, 
             ));
         }
         let mut mine: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut economy: Vec<(u64, String, Vec<u8>)> = Vec::new();
         for (at, e) in (next..).zip(entries) {
             let bytes = e["entry"]
                 .as_str()
@@ -321,6 +322,17 @@ async fn pull(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, 
                     .and_then(|p| STANDARD.decode(p).ok())
             {
                 mine.push((at, p));
+            } else if (envelope["type"] == crate::economy::TASK_COMPLETION_V1
+                || envelope["type"] == crate::economy::ISSUANCE_EPOCH_V1)
+                && envelope["principal"] == MESH_PRINCIPAL
+                && let (Some(t), Some(p)) = (
+                    envelope["type"].as_str(),
+                    envelope["payload"]
+                        .as_str()
+                        .and_then(|p| STANDARD.decode(p).ok()),
+                )
+            {
+                economy.push((at, t.to_owned(), p));
             }
         }
         let proven = if end == size {
@@ -356,6 +368,9 @@ async fn pull(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, 
             *n = json!(n.as_u64().unwrap_or(0) + 1);
         }
         taken += mine.len();
+        // Its completions and closes: the closes this coordinator checks
+        // and, when they match, signs.
+        crate::epochs::take_peer_entries(s, ctx, origin, &economy).await?;
         next = end;
         keep(s, origin, next, &frontier).await?;
     }

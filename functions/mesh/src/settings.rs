@@ -18,6 +18,7 @@
 //! | `mesh_lease_grace_ms` | var | `30000` | a lease lasts the task's timeout plus this (0–600000) |
 //! | `mesh_origins` | var | the `issuer` in production; any in development | comma-separated origins (`https://host[:port]`) node signatures must name in `@target-uri` / `@authority`: a request signed for another coordinator is refused (421 `misdirected_request`) even where the same key is registered |
 //!
+//! | `mesh_queue_ttl_secs` | var | `86400` | a task no node has taken this long after its submission fails with `queue_expired` and is refunded (60–2592000) |
 //! | `economy_prices` | var | `{"fee_bps":500,"kinds":{"wasm":{"base":10,"per_second":1,"per_256_mib":1},"inference":{"base":20,"per_second":2,"per_256_mib":1}}}` | the published price table (`GET /mesh/credits/prices`): a task's price per replica is `base + per_second × ⌈timeout_ms / 1000⌉ + per_256_mib × ⌈memory_mb / 256⌉`, and `fee_bps` of each payment goes to `fees` |
 //! | `economy_epoch_secs` | var | `86400` | issuance epochs' length (60–2678400 seconds), aligned to the Unix epoch (UTC) |
 //! | `economy_epoch_pool` | var | `10000` | credits each epoch issues to the owners of the nodes whose work it accepted (0–2^40) |
@@ -64,6 +65,8 @@ pub struct Settings {
     /// The witness: its key name (`host[:port]/mesh/witness`) and Ed25519
     /// key, when an origin and a key are configured.
     pub witness: Option<(String, ed25519_dalek::SigningKey)>,
+    /// How long a task may wait in the queue.
+    pub queue_ttl_ms: i64,
     /// The published price table.
     pub prices: edgecoder_proto::economy::PriceTable,
     /// Issuance epochs' length in seconds.
@@ -220,6 +223,7 @@ impl Settings {
         };
         Ok(Settings {
             prices,
+            queue_ttl_ms: vars.bounded("mesh_queue_ttl_secs", 86_400, 60, 2_592_000)? * 1000,
             epoch_secs: vars.bounded("economy_epoch_secs", 86_400, 60, 2_678_400)?,
             epoch_pool: vars.bounded("economy_epoch_pool", 10_000, 0, 1 << 40)?,
             close_quorum: vars.bounded("economy_close_quorum", 1, 1, 64)?,

@@ -367,8 +367,23 @@ pub async fn sweep(s: &Services, req: &Request) -> Result<(), Error> {
     for n in &lapsed {
         crate::reputation::note(s, &req.ctx, n, crate::reputation::Event::LeaseExpired).await;
     }
+    // A task nobody could take within the queue's time to live fails too.
+    let ttl = crate::Settings::of(s)?.queue_ttl_ms;
+    let stale = store::tasks::expire_queued(s.sql.as_ref(), now, ttl).await?;
+    for id in &stale {
+        audit::note(
+            s,
+            &req.ctx,
+            "system:scheduler",
+            "mesh.task.fail",
+            Some(id),
+            Outcome::Success,
+            json!({"reason": "queue_expired"}),
+        )
+        .await?;
+    }
     // An expired task's escrow goes back to its submitter.
-    for id in &failed {
+    for id in failed.iter().chain(&stale) {
         crate::economy::settle(s, &req.ctx, id).await?;
     }
     Ok(())
@@ -528,7 +543,9 @@ fn capped(s: &Option<String>) -> Option<String> {
     s.as_ref().map(|t| t.chars().take(MAX_LOG_CHARS).collect())
 }
 
-/// A node that signs two different results for one lease is banned: both
+/// Whether a report on a finished task is its node resending the result it
+/// reported under the same lease (its answer may have been lost). A node
+/// that signs two different results for one lease is banned: both
 /// came under its own signature, checked here, so this is evidence the
 /// coordinator verified itself (a resent identical result is not). Nobody
 /// else's report about a node can lead here: only the node that reported
@@ -539,16 +556,16 @@ async fn equivocation(
     node: &Node,
     id: &str,
     body: &TaskResult,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let Some(t) = store::tasks::task(s.sql.as_ref(), id).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let finished = matches!(t.status.as_deref(), Some("completed" | "failed"));
     if !finished
         || t.lease_id.as_deref() != Some(body.lease_id.as_str())
         || t.completed_by.as_deref() != Some(node.node_id.as_str())
     {
-        return Ok(());
+        return Ok(false);
     }
     let first: Json = t
         .result
@@ -559,7 +576,7 @@ async fn equivocation(
         && first["output_digest"] == json!(body.output_digest)
         && first["error_code"] == json!(body.error_code);
     if same {
-        return Ok(());
+        return Ok(true);
     }
     let mut evidence = blake3::Hasher::new();
     evidence.update(first.to_string().as_bytes());
@@ -583,7 +600,7 @@ async fn equivocation(
         origin: None,
     };
     match crate::blacklist::apply(s, &req.ctx, &ban).await {
-        Ok(_) | Err(Error::AlreadyBlacklisted) => Ok(()),
+        Ok(_) | Err(Error::AlreadyBlacklisted) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -700,7 +717,7 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
     )
     .await?;
     let Some(reported) = reported else {
-        return Err(refused(s, &req, &node, &id, &body).await?);
+        return refused(s, &req, &node, &id, &body).await;
     };
     let status = reported.status;
     if status == "queued" {
@@ -716,41 +733,46 @@ pub async fn result(s: &Services, req: Request) -> Result<Response, Error> {
         .await?;
         return Ok(ok_json(&json!({"task_id": id, "status": status})));
     }
-    match record(s, &req.ctx, &node.actor(), &id).await {
-        Ok(index) => {
-            if body.ok {
-                crate::reputation::note(
-                    s,
-                    &req.ctx,
-                    &node.node_id,
-                    crate::reputation::Event::Accepted,
-                )
-                .await;
-            }
-            Ok(ok_json(
-                &json!({"task_id": id, "status": status, "ledger_index": index}),
-            ))
-        }
-        Err(e) => {
-            // Unrecorded completions must not stand: the lease holder may
-            // report again while its lease lasts.
-            store::tasks::unreport(s.sql.as_ref(), &id, &body.lease_id, &status).await?;
-            Err(e)
-        }
+    // The first valid result stands. If its completion cannot be logged
+    // now, the node may resend it (and gets this answer once it is), and
+    // the scheduled tick logs it anyway; nothing is paid before.
+    let index = record(s, &req.ctx, &node.actor(), &id).await?;
+    if body.ok {
+        crate::reputation::note(
+            s,
+            &req.ctx,
+            &node.node_id,
+            crate::reputation::Event::Accepted,
+        )
+        .await;
     }
+    Ok(ok_json(
+        &json!({"task_id": id, "status": status, "ledger_index": index}),
+    ))
 }
 
-/// The answer to a report that no live lease of this node's matches (after
-/// the equivocation check).
+/// The answer to a report that no live lease of this node's matches: the
+/// same result resent by the node that reported it gets the first answer
+/// (its completion logged now if it was not), anything else 409
+/// `lease_invalid` (after the equivocation check).
 async fn refused(
     s: &Services,
     req: &Request,
     node: &Node,
     id: &str,
     body: &TaskResult,
-) -> Result<Error, Error> {
-    equivocation(s, req, node, id, body).await?;
-    Ok(audit::denied(
+) -> Result<Response, Error> {
+    if equivocation(s, req, node, id, body).await? {
+        let index = record(s, &req.ctx, &node.actor(), id).await?;
+        let status = store::tasks::task(s.sql.as_ref(), id)
+            .await?
+            .and_then(|t| t.status)
+            .unwrap_or_default();
+        return Ok(ok_json(
+            &json!({"task_id": id, "status": status, "ledger_index": index}),
+        ));
+    }
+    Err(audit::denied(
         s,
         &req.ctx,
         &node.actor(),
@@ -790,7 +812,7 @@ async fn replica_result(
     )
     .await?
     else {
-        return Err(refused(s, req, node, id, body).await?);
+        return refused(s, req, node, id, body).await;
     };
     let mut digests: Vec<&str> = replies.iter().map(|r| r.output_digest.as_str()).collect();
     digests.sort_unstable();
@@ -855,7 +877,7 @@ async fn replica_result(
         }
     }
     // A completion that cannot be logged now stays unpaid and is logged by
-    // the scheduled tick (the replicas' leases are spent).
+    // the scheduled tick (`economy::tick`).
     let index = record(s, &req.ctx, &node.actor(), id).await?;
     if agreed {
         for r in &replies {
@@ -936,7 +958,8 @@ pub(crate) async fn record(
         .await?
         .ok_or(Error::TaskNotFound)?;
     if let Some(i) = t.ledger_index.and_then(|i| u64::try_from(i).ok()) {
-        crate::economy::settle(s, ctx, id).await?;
+        // Settled now or by the tick: the completion stands either way.
+        let _ = crate::economy::settle(s, ctx, id).await;
         return Ok(i);
     }
     let payees = crate::economy::payees(s, &t).await?;
@@ -966,9 +989,11 @@ pub(crate) async fn record(
         .append(TASK_COMPLETION_V1, entry.to_string().as_bytes(), &key)
         .await?;
     let ok = entry["ok"].as_bool().unwrap_or(false);
+    let paid: Vec<String> = if ok { payees.clone() } else { Vec::new() };
     s.sql
         .batch(vec![
             store::tasks::set_ledger_index(id, index),
+            store::tasks::set_payees(id, &paid),
             audit::statement_for(
                 s,
                 ctx,
@@ -980,7 +1005,7 @@ pub(crate) async fn record(
             ),
         ])
         .await?;
-    crate::economy::settle(s, ctx, id).await?;
+    let _ = crate::economy::settle(s, ctx, id).await;
     Ok(index)
 }
 

@@ -144,9 +144,10 @@ pub struct Allocation {
 /// Splits `pool` over `work` (account → priced work) in proportion, in
 /// whole credits: each account first gets the floor of its exact share, and
 /// the credits left over go one each to the largest remainders, ties broken
-/// by account id (ascending). Accounts with no work get nothing and are not
-/// listed; with no work at all, nothing is issued. The rows come sorted by
-/// account id.
+/// by account id (ascending). Accounts with no work, and those whose share
+/// rounds to no credit, are not listed (a row is a transfer, and a transfer
+/// moves something); with no work at all, nothing is issued. The rows come
+/// sorted by account id.
 pub fn allocate(pool: u64, work: &BTreeMap<String, u64>) -> Vec<Allocation> {
     let total: u128 = work.values().map(|w| u128::from(*w)).sum();
     if total == 0 {
@@ -179,7 +180,10 @@ pub fn allocate(pool: u64, work: &BTreeMap<String, u64>) -> Vec<Allocation> {
         rows[i].0.amount += 1;
         left -= 1;
     }
-    rows.into_iter().map(|(r, _)| r).collect()
+    rows.into_iter()
+        .map(|(r, _)| r)
+        .filter(|r| r.amount > 0)
+        .collect()
 }
 
 /// The allocation table's digest: blake3 over one line per row,
@@ -261,14 +265,22 @@ pub enum EpochEntry {
 /// `task-completion/v1` payload) with `from <= index < through`: each
 /// accepted completion's work, divided equally among its payees (the
 /// remainder to the payees in account order, one credit of work each). A
-/// payee who submitted the task earns no issuance from it: running one's
-/// own tasks costs only the fee, and must not farm the pool.
+/// task counts once, at the first accepted completion of it among `entries`
+/// (one before `from` means it counted in an earlier epoch). A payee who
+/// submitted the task earns no issuance from it: running one's own tasks
+/// costs only the fee, and must not farm the pool.
 pub fn epoch_work(entries: &[(u64, Completion)], from: u64, through: u64) -> BTreeMap<String, u64> {
     let mut work: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, c) in entries.iter().filter(|(i, _)| (from..through).contains(i)) {
+    // `entries` are in log order: the first accepted completion of a task
+    // is the one that counts.
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in entries {
         let (Some(w), true) = (c.work, c.ok) else {
             continue;
         };
+        if *i >= through || !seen.insert(c.task_id.as_str()) || *i < from {
+            continue;
+        }
         let mut payees = c.payees.clone();
         payees.sort();
         payees.dedup();
@@ -345,8 +357,8 @@ mod tests {
 
     #[test]
     fn work_of_a_shared_completion_is_split_among_payees() {
-        let c = |w, payees: &[&str]| Completion {
-            task_id: "t".into(),
+        let c = |w: u64, payees: &[&str]| Completion {
+            task_id: format!("t{w}{payees:?}"),
             submitter: "user:s".into(),
             ok: true,
             work: Some(w),
@@ -364,5 +376,11 @@ mod tests {
         assert_eq!(w.get("user:z"), None);
         // Running one's own task earns no issuance.
         assert_eq!(w.get("user:s"), None);
+        // A task logged twice counts once, where it was first accepted.
+        let mut again = c(7, &["user:b"]);
+        again.task_id = "dup".into();
+        let twice = vec![(1, again.clone()), (4, again)];
+        assert_eq!(epoch_work(&twice, 0, 9).get("user:b"), Some(&7));
+        assert!(epoch_work(&twice, 2, 9).is_empty());
     }
 }

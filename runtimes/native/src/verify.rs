@@ -673,6 +673,7 @@ fn epochs(
     let mut completions: Vec<(u64, Completion)> = Vec::new();
     let mut closes: Vec<(u64, EpochEntry, Vec<u8>)> = Vec::new();
     let mut credits: BTreeMap<u64, Vec<(u64, String, u64, u64)>> = BTreeMap::new();
+    let mut grants = 0usize;
     let mut start = 0;
     while start < size {
         let end = (start + PAGE).min(size);
@@ -685,7 +686,35 @@ fn epochs(
             if principal != "service:mesh" {
                 continue;
             }
-            if t == economy::TASK_COMPLETION_V1 {
+            if t == economy::CREDIT_TRANSFER_V1 {
+                // Every transfer balances, and `issuance` pays out only
+                // once outside epochs: the bootstrap grant.
+                let v: serde_json::Value = serde_json::from_slice(&payload)
+                    .map_err(|err| anyhow!("entry {}: a malformed transfer: {err}", e.index))?;
+                let postings = v["postings"].as_array().cloned().unwrap_or_default();
+                let sum: i128 = postings
+                    .iter()
+                    .map(|p| i128::from(p["amount"].as_i64().unwrap_or(0)))
+                    .sum();
+                if sum != 0 || postings.len() < 2 {
+                    bail!(
+                        "entry {}: a credit transfer whose postings do not balance",
+                        e.index
+                    );
+                }
+                if postings
+                    .iter()
+                    .any(|p| p["account"] == "issuance" && p["amount"].as_i64().unwrap_or(0) < 0)
+                {
+                    if v["memo"] != "bootstrap grant" || grants > 0 {
+                        bail!(
+                            "entry {}: credits issued outside an epoch (only one bootstrap grant may be)",
+                            e.index
+                        );
+                    }
+                    grants += 1;
+                }
+            } else if t == economy::TASK_COMPLETION_V1 {
                 let c: Completion = serde_json::from_slice(&payload)
                     .map_err(|err| anyhow!("entry {}: a malformed completion: {err}", e.index))?;
                 completions.push((e.index, c));
@@ -730,9 +759,19 @@ fn epochs(
         if last_epoch.is_some_and(|l| *epoch <= l) {
             bail!("epoch {epoch} (entry {index}) is closed twice or out of order");
         }
-        if *from_index != boundary {
+        if *from_index < boundary {
             bail!(
-                "epoch {epoch} counts from entry {from_index}, but the previous close ended at {boundary}: epochs overlap or leave a gap"
+                "epoch {epoch} counts from entry {from_index}, but the previous close ended at {boundary}: epochs overlap"
+            );
+        }
+        // Epochs without work are not logged: what lies between two logged
+        // closes must hold no work that would have counted.
+        if let Some((account, _)) = economy::epoch_work(&completions, boundary, *from_index)
+            .into_iter()
+            .next()
+        {
+            bail!(
+                "epoch {epoch} counts from entry {from_index}, leaving work of {account} in [{boundary}, {from_index}) in no epoch"
             );
         }
         if through_index < from_index || through_index > index {

@@ -563,3 +563,91 @@ fn conservation_holds_over_randomised_runs() {
     // The runs went through payments, issuance, disagreements and refunds.
     assert!(exercised.iter().all(|n| *n > 0), "{exercised:?}");
 }
+
+#[test]
+fn a_task_nobody_takes_is_refunded_when_its_time_in_the_queue_ends() {
+    block_on(async {
+        let w = World::new(&[("mesh_queue_ttl_secs", "3600")]).await;
+        let (user, account) = w.funded("submitter@example.com", 100).await;
+        // Two replicas, and only one owner's node in the mesh: never runs.
+        let (a, _) = w.worker("node-a").await;
+        let (s, v) = w.submit(&user, "lonely", 2).await;
+        assert_eq!(s, 201, "{v}");
+        let (task, lease) = w.pull(&a).await.expect("the first replica");
+        let (s, v) = w.report(&a, &task, &lease, b"out").await;
+        assert_eq!((s, v["status"].as_str()), (200, Some("queued")), "{v}");
+        assert!(
+            w.pull(&a).await.is_none(),
+            "no second opinion from one owner"
+        );
+        let b = w.balance(&account).await;
+        assert!(int(&b["escrowed"]) > 0, "{b}");
+        assert_eq!(int(&b["available"]) + int(&b["escrowed"]), 100, "{b}");
+        w.e.advance_ms(3_600_001);
+        assert!(w.pull(&a).await.is_none());
+        let b = w.balance(&account).await;
+        assert_eq!((int(&b["available"]), int(&b["escrowed"])), (100, 0), "{b}");
+        let (s, t) =
+            w.e.call(
+                Method::GET,
+                &format!("/mesh/tasks/{task}"),
+                Some(&w.admin().await),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{t}");
+        assert_eq!(
+            (t["status"].as_str(), t["error_code"].as_str()),
+            (Some("failed"), Some("queue_expired"))
+        );
+    });
+}
+
+#[test]
+fn a_completion_the_ledger_could_not_record_is_logged_and_paid_by_the_tick() {
+    block_on(async {
+        let w = World::new(&[]).await;
+        let (user, _) = w.funded("submitter@example.com", 100).await;
+        let (a, owner) = w.worker("node-a").await;
+        let (s, v) = w.submit(&user, "later", 1).await;
+        assert_eq!(s, 201, "{v}");
+        let (task, lease) = w.pull(&a).await.expect("task");
+        w.e.ledger_down.set(true);
+        let (s, _) = w.report(&a, &task, &lease, b"out").await;
+        assert_eq!(s, 503);
+        w.e.ledger_down.set(false);
+        // Nothing is paid before the completion is in the log.
+        assert_eq!(int(&w.balance(&owner).await["available"]), 0);
+        // The node never comes back; the scheduled tick logs and pays.
+        w.e.advance_ms(61_000);
+        let (s, v) =
+            w.e.call(Method::POST, "/mesh/federation/tick", None, None)
+                .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, t) =
+            w.e.call(
+                Method::GET,
+                &format!("/mesh/tasks/{task}"),
+                Some(&user),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{t}");
+        assert_eq!(t["status"], "completed");
+        assert!(t["ledger_index"].as_u64().is_some(), "{t}");
+        let paid = int(&w.balance(&owner).await["available"]);
+        assert!(paid > 0, "the owner was paid: {paid}");
+        // The node resending its result now gets the first answer.
+        let (s, v) = w.report(&a, &task, &lease, b"out").await;
+        assert_eq!(
+            (s, v["ledger_index"].clone()),
+            (200, t["ledger_index"].clone()),
+            "{v}"
+        );
+        assert_eq!(
+            int(&w.balance(&owner).await["available"]),
+            paid,
+            "paid once"
+        );
+    });
+}

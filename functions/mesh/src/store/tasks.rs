@@ -406,23 +406,10 @@ pub async fn report(sql: &dyn Sql, r: &Report<'_>) -> Result<Option<Reported>, E
     }))
 }
 
-/// Puts a reported task back under its lease (its completion could not be
-/// recorded), so the holder may report again while the lease lasts.
-pub async fn unreport(sql: &dyn Sql, id: &str, lease_id: &str, status: &str) -> Result<(), Error> {
-    sql.execute(Statement::new(
-        "UPDATE mesh_tasks SET status = 'leased', error_code = NULL, result = NULL, output = NULL, \
-           completed_by = NULL \
-         WHERE id = ?1 AND lease_id = ?2 AND status = ?3",
-        vec![id.into(), lease_id.into(), status.into()],
-    ))
-    .await?;
-    Ok(())
-}
-
 /// The UPDATE naming a finished task's ledger entry.
 pub fn set_ledger_index(id: &str, index: u64) -> Statement {
     Statement::new(
-        "UPDATE mesh_tasks SET ledger_index = ?2 WHERE id = ?1",
+        "UPDATE mesh_tasks SET ledger_index = ?2 WHERE id = ?1 AND ledger_index IS NULL",
         vec![
             id.into(),
             Value::Integer(i64::try_from(index).unwrap_or(-1)),
@@ -489,6 +476,8 @@ pub struct Stored {
     pub payer: Option<String>,
     /// `paid` or `refunded`, once settled.
     pub settlement: Option<String>,
+    /// Whom its completion entry pays (JSON array of accounts).
+    pub payees: Option<String>,
 }
 
 /// One task by id.
@@ -497,7 +486,7 @@ pub async fn task(sql: &dyn Sql, id: &str) -> Result<Option<Stored>, Error> {
         .execute(Statement::new(
             "SELECT id, submitter, tenant, kind, module_digest, input_digest, model, timeout_ms, memory_mb, fuel, \
                priority, status, attempts, max_attempts, lease_expires_at, lease_id, lease_node, result, output, error_code, \
-               completed_by, ledger_index, created_at, updated_at, replicas, price, payer, settlement \
+               completed_by, ledger_index, created_at, updated_at, replicas, price, payer, settlement, payees \
              FROM mesh_tasks WHERE id = ?1",
             vec![id.into()],
         ))
@@ -536,6 +525,7 @@ pub async fn task(sql: &dyn Sql, id: &str) -> Result<Option<Stored>, Error> {
         price: int("price"),
         payer: text("payer"),
         settlement: text("settlement"),
+        payees: text("payees"),
     }))
 }
 
@@ -585,11 +575,21 @@ pub async fn reply(sql: &dyn Sql, r: &ReplicaResult<'_>) -> Result<Option<Vec<Re
                     Value::Integer(r.now),
                 ],
             ),
+            // Back to the queue only while more agreeing replies are
+            // needed: the reply that completes the set, or one that
+            // disagrees, keeps the lease until the task is concluded, so no
+            // other node can slip a reply in between.
             Statement::new(
-                "UPDATE mesh_tasks SET status = 'queued', lease_id = NULL, lease_node = NULL, \
-                   lease_expires_at = NULL, updated_at = ?3 \
-                 WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 \
-                   AND EXISTS (SELECT 1 FROM mesh_task_replies WHERE task_id = ?1 AND lease_id = ?2)",
+                format!(
+                    "UPDATE mesh_tasks SET updated_at = ?3, \
+                       status = CASE WHEN {more} THEN 'queued' ELSE status END, \
+                       lease_id = CASE WHEN {more} THEN NULL ELSE lease_id END, \
+                       lease_node = CASE WHEN {more} THEN NULL ELSE lease_node END, \
+                       lease_expires_at = CASE WHEN {more} THEN NULL ELSE lease_expires_at END \
+                     WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 \
+                       AND EXISTS (SELECT 1 FROM mesh_task_replies WHERE task_id = ?1 AND lease_id = ?2)",
+                    more = "(SELECT COUNT(*) < mesh_tasks.replicas AND COUNT(DISTINCT output_digest) = 1 FROM mesh_task_replies WHERE task_id = ?1)"
+                ),
                 vec![r.id.into(), r.lease_id.into(), Value::Integer(r.now)],
             ),
             Statement::new(
@@ -662,8 +662,8 @@ pub async fn conclude(sql: &dyn Sql, c: &Conclude<'_>) -> Result<Option<Reported
     let rows = sql
         .execute(Statement::new(
             "UPDATE mesh_tasks SET status = ?2, error_code = ?3, result = ?4, output = ?5, completed_by = ?6, \
-               lease_id = NULL, lease_node = NULL, lease_expires_at = NULL, updated_at = ?7 \
-             WHERE id = ?1 AND status IN ('queued', 'leased') \
+               updated_at = ?7 \
+             WHERE id = ?1 AND status = 'leased' AND lease_node = ?6 \
              RETURNING status, submitter, module_digest, input_digest, model",
             vec![
                 c.id.into(),
@@ -703,6 +703,55 @@ pub async fn unsettled(sql: &dyn Sql, limit: i64) -> Result<Vec<String>, Error> 
     Ok((0..rows.rows.len())
         .filter_map(|i| rows.get_str(i, "id").map(str::to_owned))
         .collect())
+}
+
+/// Finished tasks whose completion entry is still to be appended (its
+/// append failed, or the process stopped before it), last changed before
+/// `before`.
+pub async fn unlogged_finished(
+    sql: &dyn Sql,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<String>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "SELECT id FROM mesh_tasks WHERE status IN ('completed', 'failed') AND ledger_index IS NULL \
+               AND result IS NOT NULL AND updated_at <= ?1 ORDER BY updated_at, id LIMIT ?2",
+            vec![Value::Integer(before), Value::Integer(limit)],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .filter_map(|i| rows.get_str(i, "id").map(str::to_owned))
+        .collect())
+}
+
+/// Queued tasks nobody took within `ttl_ms` of their submission fail with
+/// `queue_expired` (their escrow is then refunded); their ids.
+pub async fn expire_queued(sql: &dyn Sql, now: i64, ttl_ms: i64) -> Result<Vec<String>, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "UPDATE mesh_tasks SET status = 'failed', error_code = 'queue_expired', updated_at = ?1 \
+             WHERE status = 'queued' AND created_at <= ?1 - ?2 RETURNING id",
+            vec![Value::Integer(now), Value::Integer(ttl_ms)],
+        ))
+        .await?;
+    Ok((0..rows.rows.len())
+        .filter_map(|i| rows.get_str(i, "id").map(str::to_owned))
+        .collect())
+}
+
+/// The statement that records whom a finished task pays (as its completion
+/// entry names them), with its ledger index.
+pub fn set_payees(id: &str, payees: &[String]) -> Statement {
+    Statement::new(
+        "UPDATE mesh_tasks SET payees = ?2 WHERE id = ?1 AND payees IS NULL",
+        vec![
+            id.into(),
+            serde_json::to_string(payees)
+                .unwrap_or_else(|_| "[]".into())
+                .into(),
+        ],
+    )
 }
 
 /// The statement that marks a task settled by `transfer` (only if it was
