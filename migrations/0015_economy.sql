@@ -94,15 +94,32 @@ CREATE INDEX mesh_reputation_events_node ON mesh_reputation_events (node_id, at)
 CREATE TABLE econ_peer_work (
     origin   TEXT NOT NULL,
     idx      INTEGER NOT NULL,
+    task_id  TEXT NOT NULL,
     account  TEXT NOT NULL,
     work     INTEGER NOT NULL,
     PRIMARY KEY (origin, idx, account)
+);
+-- A task counts once per peer, at its first accepted completion.
+CREATE TABLE econ_peer_tasks (
+    origin   TEXT NOT NULL,
+    task_id  TEXT NOT NULL,
+    idx      INTEGER NOT NULL,
+    PRIMARY KEY (origin, task_id)
+);
+-- Where this coordinator started reading each peer's economy, and the last
+-- close of the peer it checked: the next must follow it.
+CREATE TABLE econ_peer_state (
+    origin        TEXT PRIMARY KEY,
+    first_index   INTEGER NOT NULL,
+    last_epoch    INTEGER,
+    last_through  INTEGER
 );
 CREATE TABLE econ_peer_closes (
     origin       TEXT NOT NULL,
     epoch        INTEGER NOT NULL,
     close_index  INTEGER NOT NULL,
-    verdict      TEXT NOT NULL CHECK (verdict IN ('signed', 'mismatch')),
+    verdict      TEXT NOT NULL CHECK (verdict IN ('signed', 'mismatch', 'unverifiable')),
+    reason       TEXT,
     key_id       TEXT,
     signature    TEXT,
     delivered    INTEGER NOT NULL DEFAULT 0 CHECK (delivered IN (0, 1)),

@@ -230,10 +230,10 @@ pub async fn tick(s: &Services) -> Result<Json, Error> {
     let mut recorded = 0;
     let quiet = s.clock.now_ms() - 60_000;
     for id in tasks_db::unlogged_finished(s.sql.as_ref(), quiet, 100).await? {
-        if crate::tasks::record(s, &ctx, SYSTEM, &id).await.is_err() {
-            break;
+        // One that cannot be logged does not hold up the others.
+        if crate::tasks::record(s, &ctx, SYSTEM, &id).await.is_ok() {
+            recorded += 1;
         }
-        recorded += 1;
     }
     let mut settled = 0;
     for id in tasks_db::unsettled(s.sql.as_ref(), 200).await? {

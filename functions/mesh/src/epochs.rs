@@ -489,7 +489,9 @@ async fn sign_own(s: &Services, e: &Stored) -> Result<(), Error> {
     s.sql
         .execute(Statement::new(
             "INSERT INTO econ_close_signatures (epoch, origin, key_id, signature, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (epoch, origin) DO UPDATE SET \
+               key_id = excluded.key_id, signature = excluded.signature, created_at = excluded.created_at \
+             WHERE key_id <> excluded.key_id",
             vec![
                 int(e.epoch),
                 own_origin(settings).into(),
@@ -700,7 +702,9 @@ async fn cosign(s: &Services, req: Request) -> Result<Response, Error> {
     s.sql
         .execute(Statement::new(
             "INSERT INTO econ_close_signatures (epoch, origin, key_id, signature, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (epoch, origin) DO UPDATE SET \
+               key_id = excluded.key_id, signature = excluded.signature, created_at = excluded.created_at \
+             WHERE key_id <> excluded.key_id",
             vec![
                 int(epoch),
                 peer.origin.as_str().into(),
@@ -727,17 +731,30 @@ async fn cosign(s: &Services, req: Request) -> Result<Response, Error> {
 }
 
 /// What a peer's log says about the economy, as the federation pull reads
-/// (and proves) it: its completions' priced work, kept per payee until a
-/// close covers them, and its closes, each recomputed from that work and
-/// signed here only if the allocation digest is the one the completions
-/// give. A close that does not match is recorded and audited
-/// (`mesh.epoch.peer_mismatch`), never signed.
+/// (and proves) it, a page starting at `start` at a time: its completions'
+/// priced work, kept per payee (a task once, at its first accepted
+/// completion) until a close covers them, and its closes, each checked here
+/// and signed only if it is one this coordinator would have made: the
+/// network's epoch length and pool, an epoch that has ended and follows the
+/// last one checked, a range that starts where that one ended with no work
+/// left out, and the allocation digest its completions give. A close that
+/// fails is recorded and audited (`mesh.epoch.peer_mismatch`), never signed.
+/// Cosigning vouches for the arithmetic over what the peer logged; it cannot
+/// tell whether the peer's own completions were real.
 pub async fn take_peer_entries(
     s: &Services,
     ctx: &RequestContext,
     origin: &str,
+    start: u64,
     entries: &[(u64, String, Vec<u8>)],
 ) -> Result<usize, Error> {
+    // Reading starts here: earlier work is unknown to this coordinator.
+    s.sql
+        .execute(Statement::new(
+            "INSERT INTO econ_peer_state (origin, first_index) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            vec![origin.into(), int(start)],
+        ))
+        .await?;
     let mut stmts = Vec::new();
     for (index, t, payload) in entries {
         if t != TASK_COMPLETION_V1 {
@@ -746,11 +763,32 @@ pub async fn take_peer_entries(
         let Ok(c) = serde_json::from_slice::<Completion>(payload) else {
             continue;
         };
-        for (account, work) in economy::epoch_work(&[(*index, c)], *index, index + 1) {
+        // Work beyond any price this network could charge is not work.
+        if c.work.is_some_and(|w| w > 1 << 40) {
+            continue;
+        }
+        let task = c.task_id.clone();
+        let shares = economy::epoch_work(&[(*index, c)], *index, index + 1);
+        if shares.is_empty() {
+            continue;
+        }
+        stmts.push(Statement::new(
+            "INSERT INTO econ_peer_tasks (origin, task_id, idx) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            vec![origin.into(), task.as_str().into(), int(*index)],
+        ));
+        for (account, work) in shares {
             stmts.push(Statement::new(
-                "INSERT INTO econ_peer_work (origin, idx, account, work) VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO econ_peer_work (origin, idx, task_id, account, work) \
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS \
+                   (SELECT 1 FROM econ_peer_tasks WHERE origin = ?1 AND task_id = ?3 AND idx = ?2) \
                  ON CONFLICT DO NOTHING",
-                vec![origin.into(), int(*index), account.into(), int(work)],
+                vec![
+                    origin.into(),
+                    int(*index),
+                    task.as_str().into(),
+                    account.into(),
+                    int(work),
+                ],
             ));
         }
     }
@@ -763,16 +801,78 @@ pub async fn take_peer_entries(
             continue;
         }
         if let Ok(close @ EpochEntry::Close { .. }) = serde_json::from_slice::<EpochEntry>(payload)
-            && check_peer_close(s, ctx, origin, *index, &close, payload).await?
         {
-            signed += 1;
+            // A close this coordinator cannot judge is refused, not a
+            // reason to stop reading the peer's log.
+            match check_peer_close(s, ctx, origin, *index, &close, payload).await {
+                Ok(true) => signed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = refuse(
+                        s,
+                        ctx,
+                        origin,
+                        *index,
+                        &close,
+                        "unverifiable",
+                        &e.to_string(),
+                    )
+                    .await;
+                }
+            }
         }
     }
     Ok(signed)
 }
 
-/// Recomputes a peer's close from the work read from its log, signs it when
-/// it matches, and delivers the signature; whether it was signed.
+/// Records (and audits) a peer's close that this coordinator will not sign.
+async fn refuse(
+    s: &Services,
+    ctx: &RequestContext,
+    origin: &str,
+    index: u64,
+    close: &EpochEntry,
+    verdict: &str,
+    why: &str,
+) -> Result<(), Error> {
+    let EpochEntry::Close {
+        epoch,
+        allocation_digest: digest,
+        ..
+    } = close
+    else {
+        return Ok(());
+    };
+    s.sql
+        .execute(Statement::new(
+            "INSERT INTO econ_peer_closes (origin, epoch, close_index, verdict, reason, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            vec![
+                origin.into(),
+                int(*epoch),
+                int(index),
+                verdict.into(),
+                why.into(),
+                Value::Integer(s.clock.now_ms()),
+            ],
+        ))
+        .await?;
+    audit::note(
+        s,
+        ctx,
+        &format!("peer:{origin}"),
+        "mesh.epoch.peer_mismatch",
+        Some(&epoch.to_string()),
+        Outcome::Denied,
+        json!({"close_index": index, "logged_digest": digest, "verdict": verdict, "reason": why}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Checks a peer's close against the work read from its log and the
+/// network's terms, signs it when it holds, and delivers the signature;
+/// whether it was signed.
 async fn check_peer_close(
     s: &Services,
     ctx: &RequestContext,
@@ -783,25 +883,83 @@ async fn check_peer_close(
 ) -> Result<bool, Error> {
     let EpochEntry::Close {
         epoch,
+        epoch_secs,
         from_index,
         through_index,
         pool,
         accounts,
         total_work,
         allocation_digest: digest,
-        ..
     } = close
     else {
         return Ok(false);
     };
-    let rows = s
+    let settings = Settings::of(s)?;
+    let state = s
         .sql
         .execute(Statement::new(
-            "SELECT account, SUM(work) AS work FROM econ_peer_work \
-             WHERE origin = ?1 AND idx >= ?2 AND idx < ?3 GROUP BY account",
-            vec![origin.into(), int(*from_index), int(*through_index)],
+            "SELECT first_index, last_epoch, last_through FROM econ_peer_state WHERE origin = ?1",
+            vec![origin.into()],
         ))
         .await?;
+    let first = uint(state.get_i64(0, "first_index"));
+    let last_epoch = state
+        .get_i64(0, "last_epoch")
+        .and_then(|e| u64::try_from(e).ok());
+    let boundary = state
+        .get_i64(0, "last_through")
+        .and_then(|t| u64::try_from(t).ok())
+        .unwrap_or(first);
+    let now_s = u64::try_from(s.clock.now_ms() / 1000).unwrap_or(0);
+    let terms = if u64::try_from(settings.epoch_secs).ok() != Some(*epoch_secs)
+        || u64::try_from(settings.epoch_pool).ok() != Some(*pool)
+    {
+        Some("its epoch length or pool is not this network's")
+    } else if epoch.saturating_add(1).saturating_mul(*epoch_secs) > now_s {
+        Some("the epoch has not ended")
+    } else if last_epoch.is_some_and(|l| *epoch <= l) {
+        Some("the epoch does not follow the last one checked")
+    } else if *from_index < boundary || through_index < from_index || *through_index > index {
+        Some(
+            "its range overlaps the last close, starts before this coordinator read the log, or does not end before the close",
+        )
+    } else {
+        None
+    };
+    if let Some(why) = terms {
+        refuse(s, ctx, origin, index, close, "mismatch", why).await?;
+        return Ok(false);
+    }
+    let sum = |from: u64, to: u64| {
+        Statement::new(
+            "SELECT account, SUM(work) AS work FROM econ_peer_work \
+             WHERE origin = ?1 AND idx >= ?2 AND idx < ?3 GROUP BY account",
+            vec![origin.into(), int(from), int(to)],
+        )
+    };
+    let got = s
+        .sql
+        .batch(vec![
+            sum(boundary, *from_index),
+            sum(*from_index, *through_index),
+        ])
+        .await?;
+    let (Some(gap), Some(rows)) = (got.first(), got.get(1)) else {
+        return Ok(false);
+    };
+    if !gap.rows.is_empty() {
+        refuse(
+            s,
+            ctx,
+            origin,
+            index,
+            close,
+            "mismatch",
+            "work before its range is in no epoch",
+        )
+        .await?;
+        return Ok(false);
+    }
     let work: std::collections::BTreeMap<String, u64> = (0..rows.rows.len())
         .map(|i| {
             (
@@ -811,57 +969,60 @@ async fn check_peer_close(
         })
         .collect();
     let table = allocate(*pool, &work);
-    let matches = allocation_digest(*epoch, *pool, &table) == *digest
+    let recomputed = allocation_digest(*epoch, *pool, &table);
+    let matches = recomputed == *digest
         && *accounts == u64::try_from(table.len()).unwrap_or(u64::MAX)
-        && *total_work == table.iter().map(|r| r.work).sum::<u64>()
-        && through_index <= &index;
-    let settings = Settings::of(s)?;
-    let sealed = match (&settings.coordinator_keys.current, matches) {
-        (Some(key), true) => dsse::seal(ISSUANCE_EPOCH_V1, payload, &[key.ecdsa()])
-            .signatures
-            .into_iter()
-            .next(),
-        _ => None,
-    };
-    let verdict = if matches { "signed" } else { "mismatch" };
-    s.sql
-        .execute(Statement::new(
-            "INSERT INTO econ_peer_closes (origin, epoch, close_index, verdict, key_id, signature, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-            vec![
-                origin.into(),
-                int(*epoch),
-                int(index),
-                verdict.into(),
-                sealed.as_ref().map(|x| x.keyid.clone()).into(),
-                sealed.as_ref().map(|x| x.sig.clone()).into(),
-                Value::Integer(s.clock.now_ms()),
-            ],
-        ))
-        .await?;
+        && *total_work == table.iter().fold(0u64, |a, r| a.saturating_add(r.work));
     if !matches {
-        audit::note(
+        refuse(
             s,
             ctx,
-            &format!("peer:{origin}"),
-            "mesh.epoch.peer_mismatch",
-            Some(&epoch.to_string()),
-            Outcome::Denied,
-            json!({"close_index": index, "logged_digest": digest,
-                   "recomputed_digest": allocation_digest(*epoch, *pool, &table)}),
+            origin,
+            index,
+            close,
+            "mismatch",
+            &format!("its completions give {recomputed}"),
         )
         .await?;
         return Ok(false);
     }
-    // Everything a later close could count starts at this one's end.
+    let Some(key) = &settings.coordinator_keys.current else {
+        return Ok(false);
+    };
+    let sealed = dsse::seal(ISSUANCE_EPOCH_V1, payload, &[key.ecdsa()])
+        .signatures
+        .into_iter()
+        .next();
+    let Some(sealed) = sealed else {
+        return Ok(false);
+    };
     s.sql
-        .execute(Statement::new(
-            "DELETE FROM econ_peer_work WHERE origin = ?1 AND idx < ?2",
-            vec![origin.into(), int(*through_index)],
-        ))
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO econ_peer_closes (origin, epoch, close_index, verdict, key_id, signature, created_at) \
+                 VALUES (?1, ?2, ?3, 'signed', ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                vec![
+                    origin.into(),
+                    int(*epoch),
+                    int(index),
+                    sealed.keyid.as_str().into(),
+                    sealed.sig.as_str().into(),
+                    Value::Integer(s.clock.now_ms()),
+                ],
+            ),
+            Statement::new(
+                "UPDATE econ_peer_state SET last_epoch = ?2, last_through = ?3 WHERE origin = ?1",
+                vec![origin.into(), int(*epoch), int(*through_index)],
+            ),
+            // Everything a later close could count starts at this one's end.
+            Statement::new(
+                "DELETE FROM econ_peer_work WHERE origin = ?1 AND idx < ?2",
+                vec![origin.into(), int(*through_index)],
+            ),
+        ])
         .await?;
     let _ = deliver(s, origin, *epoch).await;
-    Ok(sealed.is_some())
+    Ok(true)
 }
 
 /// Sends this coordinator's signature over a peer's close to that peer.

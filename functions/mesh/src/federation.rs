@@ -370,7 +370,7 @@ async fn pull(s: &Services, ctx: &RequestContext, origin: &str) -> Result<Json, 
         taken += mine.len();
         // Its completions and closes: the closes this coordinator checks
         // and, when they match, signs.
-        crate::epochs::take_peer_entries(s, ctx, origin, &economy).await?;
+        crate::epochs::take_peer_entries(s, ctx, origin, next, &economy).await?;
         next = end;
         keep(s, origin, next, &frontier).await?;
     }

@@ -21,7 +21,7 @@
 //! | `mesh_queue_ttl_secs` | var | `86400` | a task no node has taken this long after its submission fails with `queue_expired` and is refunded (60–2592000) |
 //! | `economy_prices` | var | `{"fee_bps":500,"kinds":{"wasm":{"base":10,"per_second":1,"per_256_mib":1},"inference":{"base":20,"per_second":2,"per_256_mib":1}}}` | the published price table (`GET /mesh/credits/prices`): a task's price per replica is `base + per_second × ⌈timeout_ms / 1000⌉ + per_256_mib × ⌈memory_mb / 256⌉`, and `fee_bps` of each payment goes to `fees` |
 //! | `economy_epoch_secs` | var | `86400` | issuance epochs' length (60–2678400 seconds), aligned to the Unix epoch (UTC) |
-//! | `economy_epoch_pool` | var | `10000` | credits each epoch issues to the owners of the nodes whose work it accepted (0–2^40) |
+//! | `economy_epoch_pool` | var | `10000` | credits each epoch issues to the owners of the nodes whose work it accepted (1–2^40); coordinators that cosign each other's closes must agree on it and on `economy_epoch_secs` |
 //! | `economy_close_quorum` | var | `1` | coordinators (this one and its active peers) whose signatures make an epoch's close final (1–64) |
 //!
 //! `mesh_origins` is what nodes are told to sign for, so it must be the
@@ -225,7 +225,7 @@ impl Settings {
             prices,
             queue_ttl_ms: vars.bounded("mesh_queue_ttl_secs", 86_400, 60, 2_592_000)? * 1000,
             epoch_secs: vars.bounded("economy_epoch_secs", 86_400, 60, 2_678_400)?,
-            epoch_pool: vars.bounded("economy_epoch_pool", 10_000, 0, 1 << 40)?,
+            epoch_pool: vars.bounded("economy_epoch_pool", 10_000, 1, 1 << 40)?,
             close_quorum: vars.bounded("economy_close_quorum", 1, 1, 64)?,
             coordinator_keys,
             rotation,

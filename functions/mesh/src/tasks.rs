@@ -840,6 +840,7 @@ async fn replica_result(
             id,
             agreed,
             node_id: &node.node_id,
+            lease_id: &body.lease_id,
             summary: summary.to_string(),
             output: output.filter(|_| agreed),
             now,

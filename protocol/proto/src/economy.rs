@@ -291,7 +291,8 @@ pub fn epoch_work(entries: &[(u64, Completion)], from: u64, through: u64) -> BTr
         for (k, p) in payees.into_iter().enumerate() {
             let extra = u64::from(u64::try_from(k).unwrap_or(u64::MAX) < w % n);
             if p != c.submitter {
-                *work.entry(p).or_default() += w / n + extra;
+                let e = work.entry(p).or_default();
+                *e = e.saturating_add(w / n + extra);
             }
         }
     }

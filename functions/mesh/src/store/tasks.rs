@@ -587,10 +587,19 @@ pub async fn reply(sql: &dyn Sql, r: &ReplicaResult<'_>) -> Result<Option<Vec<Re
                        lease_node = CASE WHEN {more} THEN NULL ELSE lease_node END, \
                        lease_expires_at = CASE WHEN {more} THEN NULL ELSE lease_expires_at END \
                      WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 \
-                       AND EXISTS (SELECT 1 FROM mesh_task_replies WHERE task_id = ?1 AND lease_id = ?2)",
+                       AND EXISTS (SELECT 1 FROM mesh_task_replies \
+                                   WHERE task_id = ?1 AND lease_id = ?2 AND output_digest = ?4)",
                     more = "(SELECT COUNT(*) < mesh_tasks.replicas AND COUNT(DISTINCT output_digest) = 1 FROM mesh_task_replies WHERE task_id = ?1)"
                 ),
-                vec![r.id.into(), r.lease_id.into(), Value::Integer(r.now)],
+                // Only the request whose digest was stored goes on: two
+                // racing replies of one node under one lease cannot swap
+                // the output in.
+                vec![
+                    r.id.into(),
+                    r.lease_id.into(),
+                    Value::Integer(r.now),
+                    r.output_digest.into(),
+                ],
             ),
             Statement::new(
                 "SELECT node_id, owner_id, output_digest FROM mesh_task_replies \
@@ -648,6 +657,8 @@ pub struct Conclude<'a> {
     pub agreed: bool,
     /// The node whose result closes it.
     pub node_id: &'a str,
+    /// Its lease.
+    pub lease_id: &'a str,
     /// The result summary (JSON text).
     pub summary: String,
     /// Output bytes (agreed).
@@ -663,7 +674,7 @@ pub async fn conclude(sql: &dyn Sql, c: &Conclude<'_>) -> Result<Option<Reported
         .execute(Statement::new(
             "UPDATE mesh_tasks SET status = ?2, error_code = ?3, result = ?4, output = ?5, completed_by = ?6, \
                updated_at = ?7 \
-             WHERE id = ?1 AND status = 'leased' AND lease_node = ?6 \
+             WHERE id = ?1 AND status = 'leased' AND lease_node = ?6 AND lease_id = ?8 \
              RETURNING status, submitter, module_digest, input_digest, model",
             vec![
                 c.id.into(),
@@ -673,6 +684,7 @@ pub async fn conclude(sql: &dyn Sql, c: &Conclude<'_>) -> Result<Option<Reported
                 c.output.clone().into(),
                 c.node_id.into(),
                 Value::Integer(c.now),
+                c.lease_id.into(),
             ],
         ))
         .await?;
@@ -716,7 +728,9 @@ pub async fn unlogged_finished(
     let rows = sql
         .execute(Statement::new(
             "SELECT id FROM mesh_tasks WHERE status IN ('completed', 'failed') AND ledger_index IS NULL \
-               AND result IS NOT NULL AND updated_at <= ?1 ORDER BY updated_at, id LIMIT ?2",
+               AND result IS NOT NULL AND updated_at <= ?1 \
+               AND COALESCE(error_code, '') NOT IN ('attempts_exhausted', 'queue_expired') \
+             ORDER BY updated_at, id LIMIT ?2",
             vec![Value::Integer(before), Value::Integer(limit)],
         ))
         .await?;
