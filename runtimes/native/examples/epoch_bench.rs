@@ -118,7 +118,7 @@ fn main() {
         let t = Instant::now();
         let mut i = 0;
         while i < tasks {
-            let n = 500.min(tasks - i);
+            let n = log::MAX_BATCH.min(tasks - i);
             log::append(&db, clock.as_ref(), &OsRng, &completions(i, n, nodes))
                 .await
                 .expect("append");
