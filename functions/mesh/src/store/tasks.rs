@@ -1,7 +1,7 @@
 //! Blobs in `mesh_blobs` and tasks in `mesh_tasks`: intake, leases,
 //! results and the sweep of expired leases.
 
-use edgecoder_kernel::{Sql, Statement, Value};
+use edgecoder_kernel::{Rows, Sql, Statement, Value};
 use edgecoder_proto::mesh::{FailureCode, TaskKind};
 
 use crate::Error;
@@ -364,6 +364,22 @@ pub struct Reported {
     pub model: Option<String>,
 }
 
+/// The finished row a `RETURNING status, submitter, module_digest,
+/// input_digest, model` gave, if any.
+fn reported(rows: &Rows) -> Option<Reported> {
+    if rows.rows.is_empty() {
+        return None;
+    }
+    let text = |c: &str| rows.get_str(0, c).map(str::to_owned);
+    Some(Reported {
+        status: text("status").unwrap_or_default(),
+        submitter: text("submitter"),
+        module_digest: text("module_digest"),
+        input_digest: text("input_digest"),
+        model: text("model"),
+    })
+}
+
 /// Stores a report if it comes from the holder of a live lease; `None`
 /// otherwise (the first valid report wins).
 pub async fn report(sql: &dyn Sql, r: &Report<'_>) -> Result<Option<Reported>, Error> {
@@ -393,17 +409,7 @@ pub async fn report(sql: &dyn Sql, r: &Report<'_>) -> Result<Option<Reported>, E
             ],
         ))
         .await?;
-    if rows.rows.is_empty() {
-        return Ok(None);
-    }
-    let text = |c: &str| rows.get_str(0, c).map(str::to_owned);
-    Ok(Some(Reported {
-        status: text("status").unwrap_or_default(),
-        submitter: text("submitter"),
-        module_digest: text("module_digest"),
-        input_digest: text("input_digest"),
-        model: text("model"),
-    }))
+    Ok(reported(&rows))
 }
 
 /// The UPDATE naming a finished task's ledger entry.
@@ -611,18 +617,20 @@ pub async fn reply(sql: &dyn Sql, r: &ReplicaResult<'_>) -> Result<Option<Vec<Re
     if done.get(1).is_none_or(|u| u.changes != 1) {
         return Ok(None);
     }
-    Ok(done.get(2).map(|rows| {
-        (0..rows.rows.len())
-            .map(|i| Reply {
-                node_id: rows.get_str(i, "node_id").unwrap_or_default().to_owned(),
-                owner_id: rows.get_str(i, "owner_id").unwrap_or_default().to_owned(),
-                output_digest: rows
-                    .get_str(i, "output_digest")
-                    .unwrap_or_default()
-                    .to_owned(),
-            })
-            .collect()
-    }))
+    Ok(done.get(2).map(replies_of))
+}
+
+fn replies_of(rows: &Rows) -> Vec<Reply> {
+    (0..rows.rows.len())
+        .map(|i| Reply {
+            node_id: rows.get_str(i, "node_id").unwrap_or_default().to_owned(),
+            owner_id: rows.get_str(i, "owner_id").unwrap_or_default().to_owned(),
+            output_digest: rows
+                .get_str(i, "output_digest")
+                .unwrap_or_default()
+                .to_owned(),
+        })
+        .collect()
 }
 
 /// Every reply recorded for a task.
@@ -634,16 +642,7 @@ pub async fn replies(sql: &dyn Sql, id: &str) -> Result<Vec<Reply>, Error> {
             vec![id.into()],
         ))
         .await?;
-    Ok((0..rows.rows.len())
-        .map(|i| Reply {
-            node_id: rows.get_str(i, "node_id").unwrap_or_default().to_owned(),
-            owner_id: rows.get_str(i, "owner_id").unwrap_or_default().to_owned(),
-            output_digest: rows
-                .get_str(i, "output_digest")
-                .unwrap_or_default()
-                .to_owned(),
-        })
-        .collect())
+    Ok(replies_of(&rows))
 }
 
 /// How a replicated task ends once its replies are in: `completed` with the
@@ -688,17 +687,7 @@ pub async fn conclude(sql: &dyn Sql, c: &Conclude<'_>) -> Result<Option<Reported
             ],
         ))
         .await?;
-    if rows.rows.is_empty() {
-        return Ok(None);
-    }
-    let text = |col: &str| rows.get_str(0, col).map(str::to_owned);
-    Ok(Some(Reported {
-        status: text("status").unwrap_or_default(),
-        submitter: text("submitter"),
-        module_digest: text("module_digest"),
-        input_digest: text("input_digest"),
-        model: text("model"),
-    }))
+    Ok(reported(&rows))
 }
 
 /// Finished, priced tasks whose escrow is not settled yet (failed, or
