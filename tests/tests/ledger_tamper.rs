@@ -156,27 +156,43 @@ impl Fixture {
 
     /// Runs `edgecoder verify` with extra arguments; (success, stdout+stderr).
     fn verify(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(edgecoder_binary())
-            .arg("verify")
-            .args(["--key", &self.spki, "--origin", ORIGIN, "--state"])
-            .arg(self.state())
-            .args(args)
-            .output()
-            .expect("edgecoder verify");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let (code, out) = self.verify_status(args);
+        (code == 0, out)
+    }
+
+    /// [`Fixture::verify`] with the exit status.
+    fn verify_status(&self, args: &[&str]) -> (i32, String) {
+        let state = self.state();
+        let mut full = vec!["--key", &self.spki, "--origin", ORIGIN];
+        full.extend_from_slice(args);
+        if !args.contains(&"--state") {
+            full.push("--state");
+            full.push(state.to_str().expect("path"));
+        }
+        run_verify(&full)
     }
 
     fn verify_db(&self) -> (bool, String) {
         let db = self.dir.join("edgecoder.sqlite");
         self.verify(&["--db", db.to_str().expect("path")])
     }
+}
+
+/// Runs `edgecoder verify ARGS`: (exit status, stdout+stderr).
+fn run_verify(args: &[&str]) -> (i32, String) {
+    let out = Command::new(edgecoder_binary())
+        .arg("verify")
+        .args(args)
+        .output()
+        .expect("edgecoder verify");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 fn must_fail(result: (bool, String), needle: &str) {
@@ -573,17 +589,80 @@ fn verify_needs_the_logs_origin_and_refuses_another() {
     assert!(ok, "{out}");
 }
 
+// Every development server names its log `localhost:<port>/ledger`; each
+// has its own key, so the state keeps them apart instead of calling the
+// second one a rewound first one. The same log (same key) is still held to
+// what was verified before.
 #[test]
-fn verify_refuses_a_log_whose_origin_changed() {
-    let f = Fixture::new("origin", 4);
-    // A previous run remembered another origin: a log that renamed itself
-    // must not get a fresh start.
-    std::fs::write(
-        f.state(),
-        r#"{"origin": "old.example/ledger", "size": 4, "root": "AAAA"}"#,
-    )
-    .expect("state");
-    must_fail(f.verify_db(), "origin changed");
+fn verify_keeps_two_logs_of_one_origin_apart_by_their_keys() {
+    let big = Fixture::new("twologs-a", 5);
+    big.append("later", 4);
+    big.checkpoint();
+    let small = Fixture::new("twologs-b", 3);
+    let state = big.dir.join("shared-state.json");
+    let state = state.to_str().expect("path");
+    let (code, out) = big.verify_status(&["--url", &big.server.base, "--state", state]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = small.verify_status(&["--url", &small.server.base, "--state", state]);
+    assert_eq!(
+        code, 0,
+        "a second log of the same origin is not a rewind: {out}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state).expect("state")).expect("json");
+    assert_eq!(saved["logs"].as_array().map(Vec::len), Some(2), "{saved}");
+    // The first log, rewound, is still caught under its own key.
+    big.db()
+        .execute("DELETE FROM ledger_checkpoints WHERE size = 9", [])
+        .expect("tamper");
+    let db = big.dir.join("edgecoder.sqlite");
+    let (code, out) = big.verify_status(&["--db", db.to_str().expect("path"), "--state", state]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("log rewound"), "{out}");
+}
+
+// A tampered log, an unreachable one and a wrong command line each get
+// their own exit status, and `--json` says which in one object.
+#[test]
+fn verify_exit_status_tells_tampered_from_unreachable_from_usage() {
+    let f = Fixture::new("exit", 6);
+    let (code, out) = f.verify_status(&["--url", &f.server.base, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["status"], "verified");
+    assert_eq!(v["size"], 6);
+    assert_eq!(v["origin"], ORIGIN);
+
+    f.db()
+        .execute(
+            "UPDATE ledger_entries SET entry = CAST(replace(CAST(entry AS TEXT), 'audit', 'audiT') AS BLOB) WHERE idx = 3",
+            [],
+        )
+        .expect("tamper");
+    let db = f.dir.join("edgecoder.sqlite");
+    let (code, out) = f.verify_status(&["--db", db.to_str().expect("path"), "--json"]);
+    assert_eq!(code, 1, "tampered: {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["status"], "refused", "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("entry 3"), "{v}");
+
+    // Nothing listens on this port.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (code, out) = f.verify_status(&["--url", &closed, "--json"]);
+    assert_eq!(code, 3, "unreachable: {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["status"], "unavailable", "{v}");
+    let missing = f.dir.join("no-such.sqlite");
+    let (code, out) = f.verify_status(&["--db", missing.to_str().expect("path")]);
+    assert_eq!(code, 3, "missing file: {out}");
+
+    let (code, out) = run_verify(&["--url", &f.server.base, "--key", &f.spki]);
+    assert_eq!(code, 2, "--key without --origin: {out}");
+    assert!(out.contains("--origin"), "{out}");
+    let (code, out) = run_verify(&["--url", &f.server.base]);
+    assert_eq!(code, 2, "no key: {out}");
+    let (code, out) = run_verify(&["--no-such-flag"]);
+    assert_eq!(code, 2, "clap's own usage error: {out}");
 }
 
 #[test]

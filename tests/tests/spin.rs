@@ -86,10 +86,8 @@ fn start_serving(
     if let Some(source) = source {
         cmd.arg("--source").arg(source);
     }
-    // The auth component reaches the ledger component through this app.
-    cmd.args(["--var", &format!("ledger_url=http://127.0.0.1:{port}")]);
-    // The mesh component reaches the auth component the same way.
-    cmd.args(["--var", &format!("auth_url=http://127.0.0.1:{port}")]);
+    // The components reach each other by the manifest's defaults (service
+    // chaining), which the host resolves exactly as Spin does.
     // Signed requests must be addressed to this app.
     cmd.args(["--var", &format!("mesh_origins=http://127.0.0.1:{port}")]);
     for v in vars {
@@ -304,7 +302,7 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
             .unwrap_or_default();
         let want: Vec<&str> = match f {
             "auth" => vec![
-                "{{ ledger_url }}",
+                "http://ledger.spin.internal",
                 "{{ mail_api_base }}",
                 "https://accounts.google.com",
                 "https://oauth2.googleapis.com",
@@ -316,11 +314,11 @@ fn spin_manifest_grants_each_function_only_its_own_stores() {
                 "{{ oauth_outbound_host }}",
             ],
             "mesh" => vec![
-                "{{ auth_url }}",
-                "{{ ledger_url }}",
+                "http://auth.spin.internal",
+                "http://ledger.spin.internal",
                 "{{ mesh_peer_hosts }}",
             ],
-            "ledger" => vec!["{{ auth_url }}", "{{ log_witness_hosts }}"],
+            "ledger" => vec!["http://auth.spin.internal", "{{ log_witness_hosts }}"],
             _ => vec![],
         };
         assert_eq!(outbound, want, "{f}.allowed_outbound_hosts");

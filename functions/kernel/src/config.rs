@@ -75,6 +75,21 @@ pub fn is_secure_or_local(url: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
+/// Whether `url` names one of Spin's addresses inside an app: a component
+/// by id (`http://<id>.spin.internal`, service chaining: handed over in
+/// memory) or the app itself (`http://self.alt`, a self request to its own
+/// listener). Neither leaves the host, so plain http is right for them.
+pub fn is_spin_internal(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    host == "self.alt"
+        || host
+            .strip_suffix(".spin.internal")
+            .is_some_and(|id| !id.is_empty() && !id.contains(['.', ':', '@']))
+}
+
 /// Whether `origin` is a bare origin (`scheme://host[:port]`, no path).
 pub fn is_origin(origin: &str) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
@@ -184,9 +199,11 @@ impl Vars<'_> {
     /// localhost.
     pub fn service_url(&self, name: &str) -> Result<Option<String>, Error> {
         match self.var(name) {
-            Some(u) if is_secure_or_local(&u) => Ok(Some(u.trim_end_matches('/').to_owned())),
+            Some(u) if is_secure_or_local(&u) || is_spin_internal(&u) => {
+                Ok(Some(u.trim_end_matches('/').to_owned()))
+            }
             Some(_) => Err(Error::Config(format!(
-                "{name} must be https (or http on localhost)"
+                "{name} must be https (or http on localhost, or Spin's http://<component>.spin.internal or http://self.alt)"
             ))),
             None => Ok(None),
         }
@@ -418,6 +435,18 @@ mod tests {
         fn secret(&self, name: &str) -> Option<String> {
             self.0.get(name).cloned()
         }
+    }
+
+    #[test]
+    fn spin_internal_addresses_are_the_app_and_its_components_only() {
+        assert!(is_spin_internal("http://ledger.spin.internal"));
+        assert!(is_spin_internal("http://self.alt"));
+        // `self` is not Spin's name for the app in a URL: it is a host.
+        assert!(!is_spin_internal("http://self"));
+        assert!(!is_spin_internal("http://evil.com.spin.internal"));
+        assert!(!is_spin_internal("http://.spin.internal"));
+        assert!(!is_spin_internal("http://ledger.spin.internal.example.com"));
+        assert!(!is_spin_internal("http://x@ledger.spin.internal"));
     }
 
     fn pem() -> String {

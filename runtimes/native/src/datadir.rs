@@ -61,6 +61,25 @@ impl DataDir {
         Ok(dd)
     }
 
+    /// An existing data directory, for commands that only read: refuses a
+    /// missing one (naming where it looked) instead of creating it, so a
+    /// mistyped `--data-dir` never leaves a new directory and key behind.
+    pub fn existing(root: &Path) -> Result<DataDir> {
+        let dd = DataDir {
+            root: root.to_path_buf(),
+        };
+        if !dd.sql_path().is_file() {
+            let shown = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+            anyhow::bail!(
+                "no EdgeCoder data directory at {} (looked for {}): pass --data-dir (or set \
+                 EDGECODER_DATA_DIR) to the directory `edgecoder serve` uses",
+                shown.display(),
+                shown.join("edgecoder.sqlite").display()
+            );
+        }
+        Ok(dd)
+    }
+
     /// The root.
     pub fn root(&self) -> &Path {
         &self.root

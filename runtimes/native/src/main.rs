@@ -45,7 +45,8 @@ impl From<ModeArg> for Mode {
 
 #[derive(clap::Args)]
 struct DataArgs {
-    /// Data directory (databases and secrets); created on first run.
+    /// Data directory (databases and secrets). `serve` and `migrate` create
+    /// it; commands that only read refuse a missing one.
     #[arg(long, env = "EDGECODER_DATA_DIR", default_value = ".edgecoder")]
     data_dir: PathBuf,
     /// Development generates missing keys and allows development-only settings;
@@ -157,58 +158,12 @@ enum Command {
     },
     /// Verify a ledger offline: checkpoint signature against pinned keys, every
     /// entry against the signed root, no rewind or fork since the last run.
-    Verify {
-        /// A running deployment's base URL.
-        #[arg(long, conflicts_with = "db")]
-        url: Option<String>,
-        /// A copy of the SQLite database (`<data-dir>/edgecoder.sqlite`).
-        #[arg(long)]
-        db: Option<PathBuf>,
-        /// A trusted checkpoint key: PEM or base64 SPKI (as `GET /ledger/keys`
-        /// gives), inline or a file path. Repeatable.
-        #[arg(long)]
-        key: Vec<String>,
-        /// The log's origin (`GET /ledger/keys` gives it): the name `--key`
-        /// signs under, and the only log accepted (also with `--trust`).
-        /// Required with `--key`: a checkpoint must name the log you meant,
-        /// not just carry a signature by a key you trust.
-        #[arg(long)]
-        origin: Option<String>,
-        /// A trust file: `<key name> <base64 SPKI>` per line.
-        #[arg(long)]
-        trust: Option<PathBuf>,
-        /// Where the last verified checkpoint is remembered.
-        #[arg(long)]
-        state: Option<PathBuf>,
-        /// Also verify this entry's inclusion proof.
-        #[arg(long)]
-        entry: Option<u64>,
-        /// A witness whose cosignature counts: its verifier key
-        /// (`<name>+<id>+<base64>`, cosignature/v1, as a coordinator's
-        /// /mesh/identity gives it). Repeatable.
-        #[arg(long)]
-        witness: Vec<String>,
-        /// Cosignatures by distinct --witness keys the checkpoint must carry
-        /// (default: one per --witness).
-        #[arg(long)]
-        min_cosignatures: Option<usize>,
-        /// Also recompute every issuance epoch from the log alone and compare
-        /// it with the logged allocation.
-        #[arg(long)]
-        epochs: bool,
-        /// A coordinator key whose signature over an epoch's close counts
-        /// (base64 SEC1 or SPKI, as /mesh/identity gives it). Repeatable.
-        #[arg(long, requires = "epochs")]
-        coordinator_key: Vec<String>,
-        /// Signatures by distinct --coordinator-key keys each close must carry
-        /// (default: one per key).
-        #[arg(long, requires = "epochs")]
-        quorum: Option<usize>,
-        /// Verify a receipt (`GET /ledger/entries/{index}/receipt` of a credit
-        /// transfer or an issuance credit) instead of a whole log.
-        #[arg(long, conflicts_with_all = ["url", "db"])]
-        receipt: Option<PathBuf>,
-    },
+    ///
+    /// Exit status: 0 verified; 1 refused (tampered, inconsistent, or not
+    /// signed as the trust given requires); 2 usage (bad arguments); 3
+    /// unavailable (the log, a file or the state could not be fetched,
+    /// read or written). `--json` prints one JSON object either way.
+    Verify(VerifyArgs),
     /// Print the development mail outbox (newest first); refused in production.
     Outbox {
         #[command(flatten)]
@@ -219,7 +174,77 @@ enum Command {
         /// How many messages.
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// Print only the link in the newest message (e.g. to verify an
+        /// email address just signed up).
+        #[arg(long, conflicts_with = "limit")]
+        latest_link: bool,
     },
+}
+
+/// `edgecoder verify`'s arguments.
+#[derive(clap::Args)]
+#[command(
+    after_help = "The last verified checkpoint of each log (origin and key) is \
+remembered in $XDG_STATE_HOME/edgecoder/verify.json, else ~/.local/state/edgecoder/verify.json \
+(--state to choose)."
+)]
+struct VerifyArgs {
+    /// A running deployment's base URL.
+    #[arg(long, conflicts_with = "db")]
+    url: Option<String>,
+    /// A copy of the SQLite database (`<data-dir>/edgecoder.sqlite`).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// A trusted checkpoint key: PEM or base64 SPKI (as `GET /ledger/keys`
+    /// gives), inline or a file path. Repeatable.
+    #[arg(long)]
+    key: Vec<String>,
+    /// The log's origin (`GET /ledger/keys` gives it): the name `--key`
+    /// signs under, and the only log accepted (also with `--trust`).
+    /// Required with `--key`: a checkpoint must name the log you meant,
+    /// not just carry a signature by a key you trust.
+    #[arg(long)]
+    origin: Option<String>,
+    /// A trust file: `<key name> <base64 SPKI>` per line.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// Where the last verified checkpoint of each log is remembered
+    /// (default: $XDG_STATE_HOME/edgecoder/verify.json, else
+    /// ~/.local/state/edgecoder/verify.json).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Print the outcome as one JSON object (`status`: verified,
+    /// refused, usage or unavailable).
+    #[arg(long)]
+    json: bool,
+    /// Also verify this entry's inclusion proof.
+    #[arg(long)]
+    entry: Option<u64>,
+    /// A witness whose cosignature counts: its verifier key
+    /// (`<name>+<id>+<base64>`, cosignature/v1, as a coordinator's
+    /// /mesh/identity gives it). Repeatable.
+    #[arg(long)]
+    witness: Vec<String>,
+    /// Cosignatures by distinct --witness keys the checkpoint must carry
+    /// (default: one per --witness).
+    #[arg(long)]
+    min_cosignatures: Option<usize>,
+    /// Also recompute every issuance epoch from the log alone and compare
+    /// it with the logged allocation.
+    #[arg(long)]
+    epochs: bool,
+    /// A coordinator key whose signature over an epoch's close counts
+    /// (base64 SEC1 or SPKI, as /mesh/identity gives it). Repeatable.
+    #[arg(long, requires = "epochs")]
+    coordinator_key: Vec<String>,
+    /// Signatures by distinct --coordinator-key keys each close must carry
+    /// (default: one per key).
+    #[arg(long, requires = "epochs")]
+    quorum: Option<usize>,
+    /// Verify a receipt (`GET /ledger/entries/{index}/receipt` of a credit
+    /// transfer or an issuance credit) instead of a whole log.
+    #[arg(long, conflicts_with_all = ["url", "db"])]
+    receipt: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -231,8 +256,8 @@ enum AdminCommand {
         /// The account's email address.
         #[arg(long)]
         email: String,
-        /// `system_admin` or `coordinator_owner`.
-        #[arg(long, default_value = "system_admin")]
+        /// The role to grant.
+        #[arg(long, default_value = "system_admin", value_parser = clap::builder::PossibleValuesParser::new(edgecoder_auth::session::GRANTABLE_ROLES))]
         role: String,
     },
 }
@@ -303,9 +328,9 @@ fn main() -> Result<()> {
             action,
             limit,
         } => rt.block_on(async {
-            let runtime = open(&data)?;
+            let db = open_read_only(&data)?;
             let events = audit::query(
-                &runtime.db,
+                &db,
                 &audit::Filter {
                     action,
                     limit,
@@ -321,6 +346,8 @@ fn main() -> Result<()> {
         Command::Admin {
             command: AdminCommand::Grant { data, email, role },
         } => rt.block_on(async {
+            // The account must exist already: never start a new directory.
+            datadir::DataDir::existing(&data.data_dir)?;
             let runtime = open(&data)?;
             runtime.migrate().await?;
             let s = runtime.services();
@@ -337,116 +364,177 @@ fn main() -> Result<()> {
             println!("granted {role} to user {user}");
             Ok(())
         }),
-        Command::Verify {
-            url,
-            db,
-            key,
-            origin,
-            trust,
-            state,
-            entry,
-            witness,
-            min_cosignatures,
-            epochs,
-            coordinator_key,
-            quorum,
-            receipt,
-        } => {
-            use edgecoder_native::verify;
-            let witnesses = witness
-                .iter()
-                .map(|w| verify::parse_witness(w))
-                .collect::<Result<Vec<_>>>()?;
-            let min_cosignatures = min_cosignatures.unwrap_or(witnesses.len());
-            if min_cosignatures > witnesses.len() {
-                anyhow::bail!(
-                    "--min-cosignatures {min_cosignatures} needs at least that many --witness keys"
-                );
-            }
-            let name = match (&origin, key.is_empty()) {
-                (Some(o), _) => o.clone(),
-                (None, true) => String::new(),
-                (None, false) => anyhow::bail!(
-                    "--key needs --origin: the log's origin, as GET /ledger/keys names it"
-                ),
-            };
-            if let Some(path) = receipt {
-                let mut trusted = key
-                    .iter()
-                    .map(|k| verify::parse_key(&name, k))
-                    .collect::<Result<Vec<_>>>()?;
-                if let Some(t) = &trust {
-                    trusted.extend(verify::read_trust_file(t)?);
+        Command::Verify(args) => {
+            let json = args.json;
+            match verify_command(args) {
+                Ok(verified) => {
+                    let (mut v, text) = match verified {
+                        Verified::Log(report) => {
+                            (serde_json::to_value(&report)?, report.to_string())
+                        }
+                        Verified::Receipt(line) => (serde_json::json!({"receipt": line}), line),
+                    };
+                    if json {
+                        v["status"] = "verified".into();
+                        println!("{v}");
+                    } else {
+                        println!("{text}");
+                    }
+                    Ok(())
                 }
-                if trusted.is_empty() {
-                    anyhow::bail!("no trusted key: pass --key or --trust");
+                Err((status, e)) => {
+                    let word = match status {
+                        VERIFY_USAGE => "usage",
+                        VERIFY_UNAVAILABLE => "unavailable",
+                        _ => "refused",
+                    };
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"status": word, "error": format!("{e:#}")})
+                        );
+                    } else {
+                        eprintln!("edgecoder verify: {word}: {e:#}");
+                    }
+                    std::process::exit(status);
                 }
-                println!(
-                    "{}",
-                    verify::verify_receipt(&path, &trusted, origin.as_deref())?
-                );
-                return Ok(());
             }
-            let source = match (url, db) {
-                (Some(u), None) => verify::Source::Url(u),
-                (None, Some(d)) => verify::Source::Db(d),
-                _ => anyhow::bail!("pass exactly one of --url and --db"),
-            };
-            let mut trusted = key
-                .iter()
-                .map(|k| verify::parse_key(&name, k))
-                .collect::<Result<Vec<_>>>()?;
-            if let Some(t) = trust {
-                trusted.extend(verify::read_trust_file(&t)?);
-            }
-            let coordinators = coordinator_key
-                .iter()
-                .map(|k| verify::parse_coordinator_key(k))
-                .collect::<Result<Vec<_>>>()?;
-            if quorum.is_some_and(|q| q > coordinators.len()) {
-                anyhow::bail!("--quorum needs at least that many --coordinator-key keys");
-            }
-            let state = state.unwrap_or_else(|| {
-                let base = std::env::var_os("XDG_STATE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))
-                    })
-                    .unwrap_or_else(|| PathBuf::from("."));
-                base.join("edgecoder/verify.json")
-            });
-            let summary = verify::run(&verify::Options {
-                source,
-                trusted,
-                origin,
-                state,
-                entry,
-                witnesses,
-                min_cosignatures,
-                epochs,
-                quorum: quorum.unwrap_or(coordinators.len()),
-                coordinators,
-            })?;
-            println!("{summary}");
-            Ok(())
         }
-        Command::Outbox { data, to, limit } => rt.block_on(async {
+        Command::Outbox {
+            data,
+            to,
+            limit,
+            latest_link,
+        } => rt.block_on(async {
             if matches!(data.mode, ModeArg::Production) {
                 anyhow::bail!(
                     "the outbox is development-only; production mail goes to mail_provider"
                 );
             }
-            let runtime = open(&data)?;
-            runtime.migrate().await?;
-            let messages =
-                edgecoder_auth::outbox_messages(&runtime.db, to.as_deref(), limit.clamp(1, 1000))
-                    .await?;
+            let db = open_read_only(&data)?;
+            let limit = if latest_link { 1 } else { limit.clamp(1, 1000) };
+            let messages = edgecoder_auth::outbox_messages(&db, to.as_deref(), limit)
+                .await
+                .context("reading the outbox (run `edgecoder migrate` on an older directory)")?;
+            if latest_link {
+                let body = messages
+                    .first()
+                    .and_then(|m| m["body"].as_str())
+                    .ok_or_else(|| anyhow::anyhow!("the outbox is empty"))?;
+                let link = body
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+                    .ok_or_else(|| anyhow::anyhow!("the newest message has no link"))?;
+                println!("{link}");
+                return Ok(());
+            }
             for m in messages {
                 println!("{}", serde_json::to_string(&m)?);
             }
             Ok(())
         }),
     }
+}
+
+/// The shared database of an existing data directory, read-only: nothing
+/// is created, migrated or keyed.
+fn open_read_only(data: &DataArgs) -> Result<edgecoder_native::sqlite::Db> {
+    let dir = datadir::DataDir::existing(&data.data_dir)?;
+    edgecoder_native::sqlite::Db::open_read_only(&dir.sql_path())
+        .with_context(|| format!("opening {}", dir.sql_path().display()))
+}
+
+/// `edgecoder verify`'s exit statuses besides 0 (verified) and 1 (refused).
+const VERIFY_USAGE: i32 = 2;
+const VERIFY_UNAVAILABLE: i32 = 3;
+
+/// Runs `edgecoder verify`; a failure carries its exit status.
+fn verify_command(a: VerifyArgs) -> Result<Verified, (i32, anyhow::Error)> {
+    use edgecoder_native::verify;
+    let usage = |e: anyhow::Error| (VERIFY_USAGE, e);
+    let witnesses = a
+        .witness
+        .iter()
+        .map(|w| verify::parse_witness(w))
+        .collect::<Result<Vec<_>>>()
+        .map_err(usage)?;
+    let min_cosignatures = a.min_cosignatures.unwrap_or(witnesses.len());
+    if min_cosignatures > witnesses.len() {
+        return Err(usage(anyhow::anyhow!(
+            "--min-cosignatures {min_cosignatures} needs at least that many --witness keys"
+        )));
+    }
+    let name = match (&a.origin, a.key.is_empty()) {
+        (Some(o), _) => o.clone(),
+        (None, true) => String::new(),
+        (None, false) => {
+            return Err(usage(anyhow::anyhow!(
+                "--key needs --origin: the log's origin, as GET /ledger/keys names it"
+            )));
+        }
+    };
+    let mut trusted = a
+        .key
+        .iter()
+        .map(|k| verify::parse_key(&name, k))
+        .collect::<Result<Vec<_>>>()
+        .map_err(usage)?;
+    if let Some(t) = &a.trust {
+        trusted.extend(verify::read_trust_file(t).map_err(usage)?);
+    }
+    if trusted.is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "no trusted key: pass --key or --trust"
+        )));
+    }
+    let classify = |e: anyhow::Error| {
+        if verify::is_unavailable(&e) {
+            (VERIFY_UNAVAILABLE, e)
+        } else {
+            (1, e)
+        }
+    };
+    if let Some(path) = a.receipt {
+        let line =
+            verify::verify_receipt(&path, &trusted, a.origin.as_deref()).map_err(classify)?;
+        return Ok(Verified::Receipt(line));
+    }
+    let source = match (a.url, a.db) {
+        (Some(u), None) => verify::Source::Url(u),
+        (None, Some(d)) => verify::Source::Db(d),
+        _ => return Err(usage(anyhow::anyhow!("pass exactly one of --url and --db"))),
+    };
+    let coordinators = a
+        .coordinator_key
+        .iter()
+        .map(|k| verify::parse_coordinator_key(k))
+        .collect::<Result<Vec<_>>>()
+        .map_err(usage)?;
+    if a.quorum.is_some_and(|q| q > coordinators.len()) {
+        return Err(usage(anyhow::anyhow!(
+            "--quorum needs at least that many --coordinator-key keys"
+        )));
+    }
+    verify::run(&verify::Options {
+        source,
+        trusted,
+        origin: a.origin,
+        state: a.state.unwrap_or_else(verify::default_state_path),
+        entry: a.entry,
+        witnesses,
+        min_cosignatures,
+        epochs: a.epochs,
+        quorum: a.quorum.unwrap_or(coordinators.len()),
+        coordinators,
+    })
+    .map(Verified::Log)
+    .map_err(classify)
+}
+
+/// What `edgecoder verify` verified.
+enum Verified {
+    Log(edgecoder_native::verify::Report),
+    Receipt(String),
 }
 
 fn open(data: &DataArgs) -> Result<Runtime> {

@@ -47,6 +47,22 @@ impl Db {
         })
     }
 
+    /// Opens an existing database for reading only: nothing is created,
+    /// migrated or switched to WAL (for the CLI's read-only commands, which
+    /// must not leave a new database behind a mistyped path).
+    pub fn open_read_only(path: &Path) -> Result<Db, Error> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(Error::storage)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(Error::storage)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, Error> {
         self.conn
             .lock()

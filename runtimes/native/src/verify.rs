@@ -74,6 +74,100 @@ struct State {
     origin: String,
     size: u64,
     root: String,
+    /// The trusted keys (`name+hex key id`) this log was verified with. A
+    /// record without them (written by an older verifier) counts for its
+    /// origin whatever the keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    keys: Vec<String>,
+}
+
+/// The state file: the last verified checkpoint of every log, a log being
+/// its origin and the keys that sign it. Two development servers both
+/// named `localhost:8787/ledger` have different keys, so they are two
+/// logs; a production log whose key rotated is the same log as long as the
+/// old key is still passed (`--trust` with both) for one run.
+#[derive(Serialize, Deserialize, Default)]
+struct StateFile {
+    logs: Vec<State>,
+}
+
+impl StateFile {
+    fn read(path: &Path) -> Result<StateFile> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StateFile::default()),
+            Err(e) => {
+                return Err(anyhow::Error::new(Unavailable(format!(
+                    "reading {}: {e}",
+                    path.display()
+                ))));
+            }
+        };
+        if let Ok(file) = serde_json::from_slice::<StateFile>(&bytes) {
+            return Ok(file);
+        }
+        // The single-log form of earlier versions.
+        match serde_json::from_slice::<State>(&bytes) {
+            Ok(one) => Ok(StateFile { logs: vec![one] }),
+            Err(e) => bail!(
+                "the state file {} is not one this verifier wrote ({e}); move it away to start over",
+                path.display()
+            ),
+        }
+    }
+
+    /// The records of the log named `origin` signed by any of `keys`.
+    fn matching<'a>(
+        &'a self,
+        origin: &'a str,
+        keys: &'a [String],
+    ) -> impl Iterator<Item = &'a State> {
+        self.logs.iter().filter(move |s| {
+            s.origin == origin && (s.keys.is_empty() || s.keys.iter().any(|k| keys.contains(k)))
+        })
+    }
+}
+
+/// The default state file: `$XDG_STATE_HOME/edgecoder/verify.json`, or
+/// `~/.local/state/edgecoder/verify.json`.
+pub fn default_state_path() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("edgecoder/verify.json")
+}
+
+/// What a successful verification found.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The log's origin.
+    pub origin: String,
+    /// The verified checkpoint's size.
+    pub size: u64,
+    /// Its root hash, base64.
+    pub root: String,
+    /// Entries per second.
+    pub entries_per_second: u64,
+    /// The issuance epochs' summary, with `--epochs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<String>,
+    /// Where the checkpoint is remembered.
+    pub state: PathBuf,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ok: {} size {} root {} ({} entries verified, {} entries/s)",
+            self.origin, self.size, self.root, self.size, self.entries_per_second
+        )?;
+        if let Some(e) = &self.epochs {
+            write!(f, "; {e}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Parses `--key` values: a PEM or base64 DER SubjectPublicKeyInfo (as
@@ -147,6 +241,60 @@ struct Entry {
     index: u64,
     bytes: Vec<u8>,
     leaf_hash: Vec<u8>,
+}
+
+/// The log (or a file the verifier needs) could not be fetched or read: a
+/// network failure, an HTTP error status, an unreadable database or file.
+/// Every other failure means the log was read and fails a check. The CLI
+/// exits with a distinct status for each.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+fn unavailable(e: &anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Unavailable(format!("{e:#}")))
+}
+
+/// Whether `e` is (or was caused by) a failure to fetch or read.
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Unavailable>())
+}
+
+/// Reading from a source: what fails here is the source, not the log's
+/// consistency, so every error is marked [`Unavailable`].
+struct Reading(Box<dyn Log>);
+
+impl Log for Reading {
+    fn checkpoint(&mut self) -> Result<String> {
+        self.0.checkpoint().map_err(|e| unavailable(&e))
+    }
+    fn cosigned_checkpoint(&mut self, min: usize) -> Result<String> {
+        self.0.cosigned_checkpoint(min).map_err(|e| unavailable(&e))
+    }
+    fn signed_checkpoints(&mut self) -> Result<Vec<String>> {
+        self.0.signed_checkpoints().map_err(|e| unavailable(&e))
+    }
+    fn entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
+        self.0.entries(start, end).map_err(|e| unavailable(&e))
+    }
+    fn close_signatures(&mut self, epoch: u64) -> Result<Vec<(String, String)>> {
+        self.0.close_signatures(epoch).map_err(|e| unavailable(&e))
+    }
+    fn inclusion(&mut self, index: u64, size: u64) -> Result<Option<Vec<Vec<u8>>>> {
+        self.0.inclusion(index, size).map_err(|e| unavailable(&e))
+    }
+    fn consistency(&mut self, first: u64, second: u64) -> Result<Option<Vec<Vec<u8>>>> {
+        self.0
+            .consistency(first, second)
+            .map_err(|e| unavailable(&e))
+    }
 }
 
 trait Log {
@@ -383,12 +531,13 @@ fn expect_origin(cp: &Checkpoint, origin: Option<&str>) -> Result<()> {
     }
 }
 
-/// Runs the verification; `Ok` carries the summary line.
-pub fn run(opts: &Options) -> Result<String> {
+/// Runs the verification. An error marked [`Unavailable`] means the log
+/// could not be read; any other means it was read and fails a check.
+pub fn run(opts: &Options) -> Result<Report> {
     if opts.trusted.is_empty() {
         bail!("no trusted key: pass --key or --trust");
     }
-    let mut log: Box<dyn Log> = match &opts.source {
+    let source: Box<dyn Log> = match &opts.source {
         Source::Url(base) => Box::new(Http {
             base: base.clone(),
             agent: ureq::Agent::config_builder()
@@ -401,11 +550,13 @@ pub fn run(opts: &Options) -> Result<String> {
                 path,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
             )
-            .with_context(|| format!("opening {}", path.display()))?;
+            .with_context(|| format!("opening {}", path.display()))
+            .map_err(|e| unavailable(&e))?;
             check_tree_hash(&conn)?;
             Box::new(Sqlite(conn))
         }
     };
+    let mut log: Box<dyn Log> = Box::new(Reading(source));
     let note = if opts.min_cosignatures > 0 {
         // A log with no such checkpoint is judged on its latest (and the
         // count below names what is missing).
@@ -446,27 +597,34 @@ pub fn run(opts: &Options) -> Result<String> {
             }
         );
     }
-    let previous: Option<State> = std::fs::read(&opts.state)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(p) = &previous
-        && p.origin != cp.origin
+    // The log's keys, by name and id: which earlier records describe it.
+    let keys: Vec<String> = opts
+        .trusted
+        .iter()
+        .filter(|k| k.name == cp.origin)
+        .filter_map(|k| {
+            k.key.key_id(&k.name).ok().map(|id| {
+                let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+                format!("{}+{hex}", k.name)
+            })
+        })
+        .collect();
+    let mut state_file = StateFile::read(&opts.state)?;
+    if let Some(p) = state_file
+        .matching(&cp.origin, &keys)
+        .find(|p| cp.size < p.size)
     {
         bail!(
-            "the log's origin changed from {} to {}: refusing to forget the old one (use another --state to start over)",
-            p.origin,
-            cp.origin
-        );
-    }
-    if let Some(p) = &previous
-        && cp.size < p.size
-    {
-        bail!(
-            "log rewound: a checkpoint of size {} was verified before, now the log signs size {}",
+            "log rewound: a checkpoint of size {} was verified before (state {}), now the log signs size {}",
             p.size,
+            opts.state.display(),
             cp.size
         );
     }
+    let previous: Vec<(u64, String)> = state_file
+        .matching(&cp.origin, &keys)
+        .map(|p| (p.size, p.root.clone()))
+        .collect();
 
     // Every checkpoint the log signed must describe the same history: the
     // newest one agreeing with the entries proves nothing about the older
@@ -542,14 +700,11 @@ pub fn run(opts: &Options) -> Result<String> {
             }
             frontier.push::<Sha256>(leaf);
             expected += 1;
-            if let Some(p) = &previous
-                && frontier.size() == p.size
-                && b64(&frontier.root::<Sha256>()) != p.root
+            if let Some((size, root)) = previous.iter().find(|(size, _)| frontier.size() == *size)
+                && b64(&frontier.root::<Sha256>()) != *root
             {
                 bail!(
-                    "fork: the first {} entries no longer hash to the root verified before ({})",
-                    p.size,
-                    p.root
+                    "fork: the first {size} entries no longer hash to the root verified before ({root})"
                 );
             }
             if let Some(root) = older.get(&frontier.size())
@@ -579,19 +734,14 @@ pub fn run(opts: &Options) -> Result<String> {
             b64(&cp.root)
         );
     }
-    if let Some(p) = &previous
-        && p.size > 0
-        && p.size < cp.size
-    {
-        let root1 = STANDARD.decode(&p.root).unwrap_or_default();
-        if let Some(proof) = log.consistency(p.size, cp.size)? {
-            merkle::verify_consistency::<Sha256>(p.size, cp.size, &proof, &root1, &cp.root)
-                .map_err(|e| {
-                    anyhow!(
-                        "the log's consistency proof from size {} fails: {e}",
-                        p.size
-                    )
-                })?;
+    for (size, root) in &previous {
+        if *size == 0 || *size >= cp.size {
+            continue;
+        }
+        let root1 = STANDARD.decode(root).unwrap_or_default();
+        if let Some(proof) = log.consistency(*size, cp.size)? {
+            merkle::verify_consistency::<Sha256>(*size, cp.size, &proof, &root1, &cp.root)
+                .map_err(|e| anyhow!("the log's consistency proof from size {size} fails: {e}"))?;
         }
     }
     if let Some(index) = opts.entry {
@@ -619,31 +769,53 @@ pub fn run(opts: &Options) -> Result<String> {
             .map_err(|e| anyhow!("inclusion proof of entry {index} fails: {e}"))?;
     }
     let epochs = if opts.epochs {
-        let report = epochs(log.as_mut(), cp.size, &opts.coordinators, opts.quorum)?;
-        format!("; {report}")
+        Some(epochs(
+            log.as_mut(),
+            cp.size,
+            &opts.coordinators,
+            opts.quorum,
+        )?)
     } else {
-        String::new()
+        None
     };
-    let state = State {
+    // This log's records give way to the new one; other logs' stay.
+    state_file.logs.retain(|p| {
+        !(p.origin == cp.origin && (p.keys.is_empty() || p.keys.iter().any(|k| keys.contains(k))))
+    });
+    state_file.logs.push(State {
         origin: cp.origin.clone(),
         size: cp.size,
         root: b64(&cp.root),
+        keys,
+    });
+    let write = || -> Result<()> {
+        if let Some(dir) = opts.state.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&opts.state, serde_json::to_vec_pretty(&state_file)?)?;
+        Ok(())
     };
-    if let Some(dir) = opts.state.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&opts.state, serde_json::to_vec_pretty(&state)?)
-        .with_context(|| format!("writing {}", opts.state.display()))?;
+    write().map_err(|e| {
+        anyhow::Error::new(Unavailable(format!(
+            "writing {}: {e:#}",
+            opts.state.display()
+        )))
+    })?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    #[allow(clippy::cast_precision_loss)]
-    let rate = cp.size as f64 / secs;
-    Ok(format!(
-        "ok: {} size {} root {} ({} entries verified, {rate:.0} entries/s){epochs}",
-        cp.origin,
-        cp.size,
-        b64(&cp.root),
-        cp.size
-    ))
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rate = (cp.size as f64 / secs) as u64;
+    Ok(Report {
+        origin: cp.origin.clone(),
+        size: cp.size,
+        root: b64(&cp.root),
+        entries_per_second: rate,
+        epochs,
+        state: opts.state.clone(),
+    })
 }
 
 /// An entry's type, principal and payload, if it is an envelope.
@@ -892,8 +1064,8 @@ fn epochs(
 /// the (now authenticated) entry must be a credit transfer or an issuance
 /// credit written by the mesh itself; what it moves is printed.
 pub fn verify_receipt(path: &Path, trusted: &[TrustedKey], origin: Option<&str>) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Unavailable(format!("reading {}: {e}", path.display())))?;
     let proof = TlogProof::parse(&text).map_err(|e| anyhow!("not a tlog-proof: {e}"))?;
     let (cp, entry) = proof.verify_extra(trusted).map_err(|e| match e {
         edgecoder_tlog::Error::Untrusted | edgecoder_tlog::Error::BadSignature(_) => {

@@ -469,11 +469,17 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             headers.append(k, v);
         }
     }
-    let client_ip = headers
+    let client_addr = headers
         .get("spin-client-addr")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
-        .map(|a| a.ip());
+        .and_then(|v| v.parse::<std::net::SocketAddr>().ok());
+    // Spin hands a service-chained request (another component of this app
+    // calling `http://<id>.spin.internal`) over in memory, from the client
+    // address 0.0.0.0:0, which no network peer can have. It crossed no
+    // network: it has no client address, and the https rule and the
+    // addressed origin do not apply to it.
+    let chained = client_addr.is_some_and(|a| a.ip().is_unspecified() && a.port() == 0);
+    let client_ip = client_addr.map(|a| a.ip()).filter(|_| !chained);
     let method =
         Method::from_bytes(spin_method_str(&req.method()).as_bytes()).unwrap_or(Method::GET);
     let limit = services.config.max_body_bytes;
@@ -504,7 +510,11 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
         }
     }
-    let (scheme, authority) = addressed(&headers);
+    let (scheme, authority) = if chained {
+        (None, None)
+    } else {
+        addressed(&headers)
+    };
     let ctx = edgecoder_kernel::RequestContext {
         request_id,
         client_ip,

@@ -55,11 +55,24 @@ pub struct State {
     pub outbound: OutboundPolicy,
 }
 
-/// Spin's `allowed_outbound_hosts`: an outgoing request whose origin
-/// (`scheme://host:port`, default port added) is not listed is refused.
+/// Spin's outbound HTTP rules for one component, as Spin 3.x applies them:
+///
+/// - a request with no authority, or to the host `self.alt`, is a *self
+///   request*: allowed when `allowed_outbound_hosts` lists `self` or
+///   `self.alt` (either form allows both), and sent to the address the app
+///   listens on, over the network, routed by path;
+/// - any other request must match an entry's origin (`scheme://host:port`,
+///   default ports filled in). The `self`/`self.alt` entries match no real
+///   host: a URL naming the host `self` is an ordinary, refused, request;
+/// - an allowed request to `<component-id>.spin.internal` is *service
+///   chaining*: handed in-process to that component, whatever its route.
 pub struct OutboundPolicy {
-    /// Allowed origins.
+    /// Allowed entries, templates already expanded.
     pub allowed: Vec<String>,
+    /// The app, for chained requests.
+    pub app: std::sync::Weak<crate::Server>,
+    /// Where self requests go: the address the app listens on.
+    pub self_origin: String,
 }
 
 fn origin_of(scheme: &str, authority: &str) -> String {
@@ -74,58 +87,140 @@ fn origin_of(scheme: &str, authority: &str) -> String {
     }
 }
 
-impl OutboundPolicy {
-    /// Whether a request to `scheme://authority` may go out.
-    pub fn allows(&self, scheme: &str, authority: &str) -> bool {
-        let want = origin_of(scheme, authority);
-        self.allowed.iter().any(|a| {
-            a.split_once("://")
-                .is_some_and(|(s, auth)| origin_of(s, auth) == want)
-        })
+/// The host of an entry or authority, without port.
+fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
     }
 }
+
+/// Whether an allow-list entry is Spin's `self` form (`http://self`,
+/// `https://self.alt`, ...), which allows self requests and no host.
+fn is_self_entry(entry: &str) -> bool {
+    entry
+        .split_once("://")
+        .is_some_and(|(_, auth)| matches!(host_of(auth), "self" | "self.alt"))
+}
+
+/// How Spin would treat one outgoing request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outbound {
+    /// To the app's own listener, routed by path.
+    SelfRequest,
+    /// In-process to this component.
+    Chained(String),
+    /// Out to the network.
+    Network,
+    /// Not allowed.
+    Denied,
+}
+
+impl OutboundPolicy {
+    /// Classifies a request to `scheme://authority` (`authority` empty for
+    /// a path-only URL).
+    pub fn classify(&self, scheme: &str, authority: &str) -> Outbound {
+        let host = host_of(authority);
+        if authority.is_empty() || host == "self.alt" {
+            return if self.allowed.iter().any(|a| is_self_entry(a)) {
+                Outbound::SelfRequest
+            } else {
+                Outbound::Denied
+            };
+        }
+        let want = origin_of(scheme, authority);
+        let allowed = self.allowed.iter().any(|a| {
+            !is_self_entry(a)
+                && a.split_once("://")
+                    .is_some_and(|(s, auth)| origin_of(s, auth) == want)
+        });
+        if !allowed {
+            return Outbound::Denied;
+        }
+        match host.strip_suffix(".spin.internal") {
+            Some(id) if !id.is_empty() => Outbound::Chained(id.to_owned()),
+            _ => Outbound::Network,
+        }
+    }
+}
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    hyper::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+                ),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
 
 impl wasmtime_wasi_http::WasiHttpHooks for OutboundPolicy {
     fn send_request(
         &mut self,
-        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+        mut request: hyper::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn std::future::Future<
-                Output = Result<
-                    (
-                        hyper::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<
-                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                                + Send,
-                        >,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
+    ) -> SendFuture {
         _ = fut;
-        let uri = request.uri();
+        let uri = request.uri().clone();
         let scheme = uri.scheme_str().unwrap_or("http").to_owned();
         let authority = uri
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
-        if !self.allows(&scheme, &authority) {
-            eprintln!(
-                "spin-host: outbound request to {scheme}://{authority} refused (not in allowed_outbound_hosts)"
-            );
-            return Box::new(async { Err(wasmtime_wasi_http::Error::DestinationIpProhibited) });
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        match self.classify(&scheme, &authority) {
+            Outbound::Denied => {
+                eprintln!(
+                    "spin-host: outbound request to {scheme}://{authority} refused (not in allowed_outbound_hosts)"
+                );
+                Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+            }
+            Outbound::Chained(id) => {
+                let app = self.app.upgrade();
+                Box::new(async move {
+                    let Some(app) = app else {
+                        return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                    };
+                    let resp = app.chained(&id, request).await.map_err(|e| {
+                        eprintln!("spin-host: chained request to {id}: {e}");
+                        wasmtime_wasi_http::Error::HttpRequestDenied
+                    })?;
+                    Ok((
+                        resp,
+                        Box::new(async { Ok(()) })
+                            as Box<dyn std::future::Future<Output = _> + Send>,
+                    ))
+                })
+            }
+            outcome => {
+                if outcome == Outbound::SelfRequest {
+                    let Ok(to) = format!("http://{}{path}", self.self_origin).parse() else {
+                        return Box::new(async {
+                            Err(wasmtime_wasi_http::Error::HttpRequestUriInvalid)
+                        });
+                    };
+                    *request.uri_mut() = to;
+                    if let Ok(h) = self.self_origin.parse() {
+                        request.headers_mut().insert(hyper::header::HOST, h);
+                    }
+                }
+                Box::new(async move {
+                    use http_body_util::BodyExt;
+                    let (res, io) =
+                        wasmtime_wasi_http::default_send_request(request, options).await?;
+                    Ok((
+                        res.map(BodyExt::boxed_unsync),
+                        Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+                    ))
+                })
+            }
         }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
-            ))
-        })
     }
 }
 
@@ -369,23 +464,72 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtim
 }
 
 #[cfg(test)]
-mod outbound_tests {
-    use super::OutboundPolicy;
+mod tests {
+    use super::*;
+
+    fn policy(allowed: &[&str]) -> OutboundPolicy {
+        OutboundPolicy {
+            allowed: allowed.iter().map(|s| (*s).to_owned()).collect(),
+            app: std::sync::Weak::new(),
+            self_origin: "127.0.0.1:3000".into(),
+        }
+    }
+
+    // The default this project once shipped: `http://self` names a host
+    // called "self", which Spin never treats as the app itself.
+    #[test]
+    fn a_url_naming_the_host_self_is_refused_even_with_the_self_entry() {
+        let p = policy(&["http://self"]);
+        assert_eq!(p.classify("http", "self"), Outbound::Denied);
+        assert_eq!(p.classify("http", "self.alt"), Outbound::SelfRequest);
+        assert_eq!(p.classify("http", ""), Outbound::SelfRequest);
+    }
+
+    #[test]
+    fn self_requests_need_a_self_entry() {
+        let p = policy(&["https://api.example.com"]);
+        assert_eq!(p.classify("http", "self.alt"), Outbound::Denied);
+        assert_eq!(p.classify("http", ""), Outbound::Denied);
+    }
+
+    #[test]
+    fn service_chaining_needs_the_component_listed() {
+        let p = policy(&["http://ledger.spin.internal"]);
+        assert_eq!(
+            p.classify("http", "ledger.spin.internal"),
+            Outbound::Chained("ledger".into())
+        );
+        assert_eq!(p.classify("http", "auth.spin.internal"), Outbound::Denied);
+        assert_eq!(
+            policy(&[]).classify("http", "ledger.spin.internal"),
+            Outbound::Denied
+        );
+    }
 
     #[test]
     fn only_listed_origins_go_out() {
-        let p = OutboundPolicy {
-            allowed: vec![
-                "http://127.0.0.1:8080".into(),
-                "https://api.resend.com".into(),
-            ],
-        };
-        assert!(p.allows("http", "127.0.0.1:8080"));
-        assert!(p.allows("https", "api.resend.com"));
-        assert!(p.allows("https", "api.resend.com:443"));
-        assert!(!p.allows("http", "127.0.0.1:8081"));
-        assert!(!p.allows("http", "api.resend.com"));
-        assert!(!p.allows("https", "evil.example"));
-        assert!(!OutboundPolicy { allowed: vec![] }.allows("https", "api.resend.com"));
+        let p = policy(&["http://127.0.0.1:8080", "https://api.resend.com"]);
+        assert_eq!(p.classify("http", "127.0.0.1:8080"), Outbound::Network);
+        assert_eq!(p.classify("https", "api.resend.com"), Outbound::Network);
+        assert_eq!(p.classify("http", "127.0.0.1:8081"), Outbound::Denied);
+        assert_eq!(p.classify("https", "evil.example"), Outbound::Denied);
+        assert_eq!(
+            policy(&[]).classify("https", "api.resend.com"),
+            Outbound::Denied
+        );
+    }
+
+    #[test]
+    fn other_hosts_match_by_origin_with_default_ports() {
+        let p = policy(&["https://api.example.com"]);
+        assert_eq!(
+            p.classify("https", "api.example.com:443"),
+            Outbound::Network
+        );
+        assert_eq!(p.classify("http", "api.example.com"), Outbound::Denied);
+        assert_eq!(
+            p.classify("https", "api.example.com:8443"),
+            Outbound::Denied
+        );
     }
 }

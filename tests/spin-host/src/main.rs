@@ -8,11 +8,15 @@
 //! with Spin's least-privilege rules. The Spin CLI is on no registry this project can
 //! reach, so this host stands in for `spin up` in tests; operators use Spin.
 //!
-//! Outbound HTTP is checked against the component's `allowed_outbound_hosts`
-//! (exact origins, default ports filled in) before wasmtime's client sends it.
+//! Outbound HTTP follows Spin's rules and nothing more (`host::OutboundPolicy`):
+//! exact origins from `allowed_outbound_hosts` (default ports filled in), self
+//! requests (no authority, or the host `self.alt`) sent to this host's own
+//! listener, and service chaining (`http://<component>.spin.internal`) handed
+//! in-process to the component with the headers Spin gives a chained request.
+//! A URL naming the host `self` is refused, as Spin refuses it.
 //!
-//! Out of scope: other triggers, TLS, Spin's runtime-config, wildcard
-//! allow-list entries and `http://self` routing.
+//! Out of scope: other triggers, TLS, Spin's runtime-config and wildcard
+//! allow-list entries.
 
 mod host;
 mod manifest;
@@ -65,10 +69,12 @@ struct Served {
     pre: ProxyPre<State>,
 }
 
-struct Server {
+pub(crate) struct Server {
     app: App,
     served: Vec<Served>,
     data_dir: PathBuf,
+    /// The address this host listens on: where self requests go.
+    listen: SocketAddr,
 }
 
 #[tokio::main]
@@ -120,13 +126,13 @@ async fn main() -> Result<()> {
             pre,
         });
     }
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let server = Arc::new(Server {
         app,
         served,
         data_dir: args.data_dir,
+        listen: listener.local_addr()?,
     });
-
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("spin-host listening on http://{}", listener.local_addr()?);
     loop {
         let (stream, peer) = listener.accept().await?;
@@ -148,7 +154,7 @@ async fn main() -> Result<()> {
 
 impl Server {
     async fn handle(
-        &self,
+        self: Arc<Self>,
         mut req: hyper::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> Result<hyper::Response<HyperOutgoingBody>> {
@@ -160,7 +166,7 @@ impl Server {
                 .status(404)
                 .body(body.map_err(|never| match never {}).boxed_unsync())?);
         };
-        let served = &self.served[route.component];
+        let component = route.component;
         // Spin sets these itself; a client cannot supply them. `spin-full-url`
         // is the URL as the client addressed it (the `Host` it sent).
         let full_url = format!(
@@ -187,7 +193,64 @@ impl Server {
             )
             .parse()?,
         );
+        self.run(component, req).await
+    }
 
+    /// A service-chained request (`http://<id>.spin.internal/...`), as Spin's
+    /// outbound interceptor hands it over: to the component by id, whatever
+    /// its routes, from the client address `0.0.0.0:0`, with a `Host` naming
+    /// `*.spin.internal` removed (so `spin-full-url` says `localhost`) and
+    /// the whole path as `spin-path-info` under the synthetic route `/...`.
+    pub(crate) async fn chained(
+        self: Arc<Self>,
+        id: &str,
+        mut req: hyper::Request<wasmtime_wasi_http::WasiBody>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>> {
+        let Some(component) = self.served.iter().position(|s| s.component.id == id) else {
+            bail!("no component {id} in this app");
+        };
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.split(':')
+                    .next()
+                    .unwrap_or("")
+                    .ends_with(".spin.internal")
+            })
+            .unwrap_or("localhost")
+            .to_owned();
+        let scheme = req.uri().scheme_str().unwrap_or("http").to_owned();
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let path = req.uri().path().to_owned();
+        let headers = req.headers_mut();
+        headers.remove("host");
+        headers.insert(
+            "spin-full-url",
+            format!("{scheme}://{host}{path_and_query}").parse()?,
+        );
+        headers.insert("spin-client-addr", "0.0.0.0:0".parse()?);
+        headers.insert("spin-path-info", path.parse()?);
+        headers.insert("spin-matched-route", "/...".parse()?);
+        Box::pin(self.run(component, req)).await
+    }
+
+    /// Runs one request through a fresh instance of a component.
+    async fn run<B>(
+        self: Arc<Self>,
+        component: usize,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>>
+    where
+        B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let served = &self.served[component];
         let mut store = Store::new(
             served.pre.engine(),
             State {
@@ -198,6 +261,8 @@ impl Server {
                 data_dir: self.data_dir.clone(),
                 outbound: host::OutboundPolicy {
                     allowed: served.component.allowed_outbound_hosts.clone(),
+                    app: Arc::downgrade(&self),
+                    self_origin: self.listen.to_string(),
                 },
             },
         );

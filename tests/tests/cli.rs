@@ -1,0 +1,126 @@
+//! The `edgecoder` CLI as a new user meets it: commands that only read
+//! never create a data directory or a key behind a mistyped path, and
+//! `outbox --latest-link` prints the link a new account must open.
+
+use std::process::Command;
+use std::time::Duration;
+
+use edgecoder_conformance::Client;
+use edgecoder_conformance::harness::{
+    Server, conformance_target, dev_settings, edgecoder_binary, env_name, free_port,
+    signing_key_base64,
+};
+
+fn edgecoder(args: &[&str]) -> (i32, String) {
+    let out = Command::new(edgecoder_binary())
+        .args(args)
+        .env_remove("EDGECODER_DATA_DIR")
+        .env_remove("EDGECODER_MODE")
+        .output()
+        .expect("edgecoder");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn read_only_commands_refuse_a_missing_data_directory_and_create_nothing() {
+    let typo = std::env::temp_dir().join(format!("edgecoder-typo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&typo);
+    let path = typo.to_str().expect("path");
+    for args in [
+        vec!["audit", "--data-dir", path],
+        vec!["outbox", "--data-dir", path],
+        vec!["outbox", "--latest-link", "--data-dir", path],
+        vec![
+            "admin",
+            "grant",
+            "--email",
+            "a@example.com",
+            "--data-dir",
+            path,
+        ],
+    ] {
+        let (code, out) = edgecoder(&args);
+        assert_ne!(code, 0, "{args:?} must fail: {out}");
+        assert!(
+            out.contains(path) && out.contains("no EdgeCoder data directory"),
+            "{args:?} must say where it looked: {out}"
+        );
+        assert!(!typo.exists(), "{args:?} created {path}");
+    }
+}
+
+#[test]
+fn admin_grant_lists_the_roles_it_accepts() {
+    let (code, out) = edgecoder(&["admin", "grant", "--help"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("system_admin") && out.contains("coordinator_owner"),
+        "{out}"
+    );
+    let (code, out) = edgecoder(&[
+        "admin",
+        "grant",
+        "--email",
+        "a@example.com",
+        "--role",
+        "root",
+    ]);
+    assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn outbox_latest_link_prints_the_verification_link_of_a_new_account() {
+    let dir = std::env::temp_dir().join(format!("edgecoder-cli-outbox-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let key = signing_key_base64();
+    let port = free_port();
+    let mut cmd = Command::new(edgecoder_binary());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(&dir)
+    .env_remove("EDGECODER_MODE")
+    .env("EDGECODER_LOG", "warn");
+    for (k, v) in dev_settings(&key) {
+        cmd.env(env_name(k), v);
+    }
+    let mut server = Server::spawn(cmd, format!("http://127.0.0.1:{port}"));
+    server
+        .wait_ready("/auth/health", Duration::from_secs(30))
+        .expect("edgecoder starts");
+    let target = conformance_target(&server.base, &key);
+    let client = Client::new(&server.base);
+    let ctx = edgecoder_conformance::identity::Ctx::new(&client, &target);
+    let r = ctx.signup("new-user@example.com").expect("signup");
+    assert!(r.status < 300, "signup: {}", r.status);
+    let token = ctx.mailed_token("new-user@example.com").expect("token");
+
+    let (code, out) = edgecoder(&[
+        "outbox",
+        "--latest-link",
+        "--data-dir",
+        dir.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let link = out.trim();
+    assert!(
+        link.starts_with("http") && !link.contains(char::is_whitespace),
+        "one link: {out}"
+    );
+    assert!(
+        link.contains(&token),
+        "the link carries the token {token}: {link}"
+    );
+    server.terminate(Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(&dir);
+}
