@@ -302,6 +302,16 @@ impl MeshClient {
         }
     }
 
+    /// `POST /mesh/tasks/{id}/release`: gives a leased task back unfinished.
+    pub fn release(&self, task_id: &str, lease_id: &str) -> Result<(), Error> {
+        let path = format!("/mesh/tasks/{}/release", path_segment(task_id));
+        let r = self.post_json(&path, &serde_json::json!({ "lease_id": lease_id }))?;
+        match r.status {
+            200..=299 => Ok(()),
+            _ => Err(r.problem()),
+        }
+    }
+
     /// `POST /mesh/tasks/{id}/result`.
     pub fn report(&self, task_id: &str, result: &TaskResult) -> Result<(), Error> {
         let path = format!("/mesh/tasks/{}/result", path_segment(task_id));

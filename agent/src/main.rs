@@ -1,10 +1,12 @@
 //! `edgecoder-agent`: the device agent's command line.
 //!
-//! In scope: `init` (key and settings), `register` (enrollment with a
-//! coordinator), `status` (local state, and the coordinator's view when
-//! reachable) and `run` (the work loop, or one round with `--once`). Exit
-//! codes: 0 done, 1 error, 2 usage, 3 the coordinator refused the node's
-//! signature or identity.
+//! In scope: `init` (key, settings and the detected device class),
+//! `register` (enrollment with a coordinator), `status` (local state, and
+//! the coordinator's view when reachable) and `run` (the work loop, or one
+//! round with `--once`; SIGTERM or SIGINT stops it gracefully: a task in
+//! progress is halted and its lease released, so the coordinator hands it
+//! to another node at once). Exit codes: 0 done, 1 error, 2 usage, 3 the
+//! coordinator refused the node's signature or identity.
 //!
 //! Out of scope: everything the library does (see `edgecoder_agent`).
 
@@ -48,6 +50,10 @@ enum Command {
         /// Replace an existing key (the node must register again).
         #[arg(long)]
         force: bool,
+        /// The device class (default: detected; see `status`). A server
+        /// takes work at any time, the others only when idle and powered.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(DeviceType::ALL.map(DeviceType::as_str)))]
+        device_type: Option<String>,
     },
     /// Register this node with a coordinator using an enrollment token.
     Register {
@@ -78,10 +84,15 @@ enum Command {
         /// One heartbeat and at most one task, then exit.
         #[arg(long)]
         once: bool,
-        /// Device class reported in telemetry.
-        #[arg(long, default_value = "server", value_parser = clap::builder::PossibleValuesParser::new(DeviceType::ALL.map(DeviceType::as_str)))]
-        device_type: String,
+        /// Device class reported in telemetry for this run (default: the one
+        /// `init` saved, detected then).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(DeviceType::ALL.map(DeviceType::as_str)))]
+        device_type: Option<String>,
     },
+}
+
+fn parse_device_type(d: &str) -> Result<DeviceType, Error> {
+    DeviceType::parse(d).ok_or_else(|| Error::Config(format!("invalid device type {d:?}")))
 }
 
 fn dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf, Error> {
@@ -110,15 +121,28 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             node_id,
             kind,
             force,
+            device_type,
         } => {
             let dir = dir_or_default(dir)?;
             let kind = NodeKind::parse(&kind)
                 .ok_or_else(|| Error::Config(format!("invalid node kind {kind:?}")))?;
-            let node = Node::init(&dir, node_id.as_deref(), kind, force)?;
-            println!("node id:    {}", node.node_id());
-            println!("key id:     {}", node.key_id());
-            println!("public key: {}", node.public_key());
-            println!("directory:  {}", dir.display());
+            let (device_type, why) = match device_type {
+                Some(d) => (
+                    parse_device_type(&d)?,
+                    "given with --device-type".to_owned(),
+                ),
+                None => {
+                    let d = telemetry::detect_device_type();
+                    (d.device_type, format!("detected from {}", d.reason))
+                }
+            };
+            let mut node = Node::init(&dir, node_id.as_deref(), kind, force)?;
+            node.set_device_type(device_type)?;
+            println!("node id:     {}", node.node_id());
+            println!("key id:      {}", node.key_id());
+            println!("public key:  {}", node.public_key());
+            println!("device type: {} ({why})", device_type.as_str());
+            println!("directory:   {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Register {
@@ -146,6 +170,12 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             let node = Node::load(&dir_or_default(dir)?)?;
             println!("node id:     {}", node.node_id());
             println!("kind:        {}", node.config().kind.as_str());
+            println!(
+                "device type: {}",
+                node.config()
+                    .device_type
+                    .map_or("(not saved; detected at the next run)", DeviceType::as_str)
+            );
             println!("key id:      {}", node.key_id());
             println!("directory:   {}", node.dir().display());
             let Some(coordinator) = node.config().coordinator.clone() else {
@@ -183,23 +213,49 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             once,
             device_type,
         } => {
-            let node = Node::load(&dir_or_default(dir)?)?;
+            let mut node = Node::load(&dir_or_default(dir)?)?;
+            let device_type = match (device_type, node.config().device_type) {
+                (Some(d), _) => parse_device_type(&d)?,
+                (None, Some(saved)) => saved,
+                // An agent directory from before detection: detect once, keep it.
+                (None, None) => {
+                    let d = telemetry::detect_device_type();
+                    log(format_args!(
+                        "device type: {} (detected from {}; change it with `init --force --device-type`)",
+                        d.device_type.as_str(),
+                        d.reason
+                    ));
+                    node.set_device_type(d.device_type)?;
+                    d.device_type
+                }
+            };
             let coordinator = coordinator
                 .or_else(|| node.config().coordinator.clone())
                 .ok_or_else(|| {
                     Error::Config("no coordinator: run `register` or pass --coordinator".into())
                 })?;
             let client = MeshClient::new(&coordinator, node.signing_key().clone())?;
-            let device_type = DeviceType::parse(&device_type)
-                .ok_or_else(|| Error::Config(format!("invalid device type {device_type:?}")))?;
             let mut runner = Runner::new(client, Sandbox::new()?, device_type);
             log(format_args!(
-                "node {} (key {}) -> {coordinator}",
+                "node {} (key {}, {}) -> {coordinator}",
                 node.node_id(),
-                node.key_id()
+                node.key_id(),
+                device_type.as_str()
             ));
+            let stop = runner.stop_flag();
+            ctrlc::set_handler(move || {
+                if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    // Asked twice: the owner wants out now.
+                    log("stopping now");
+                    std::process::exit(130);
+                }
+                log("stopping: a task in progress is halted and given back (signal again to quit at once)");
+            })
+            .map_err(|e| Error::Config(format!("cannot handle stop signals: {e}")))?;
             if !once {
-                runner.run_forever();
+                runner.run_until_stopped();
+                log("stopped");
+                return Ok(ExitCode::SUCCESS);
             }
             log(runner.once()?);
             Ok(ExitCode::SUCCESS)

@@ -42,6 +42,11 @@ pub struct AgentConfig {
     /// The coordinator's base URL, once registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<String>,
+    /// The device class reported in telemetry, detected at `init` (or set
+    /// there with `--device-type`): the coordinator's policy for a laptop
+    /// or phone differs from a server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<edgecoder_proto::mesh::DeviceType>,
 }
 
 /// The node: its directory, settings and key.
@@ -150,6 +155,7 @@ impl Node {
             node_id: node_id.map_or_else(|| format!("node-{key_id}"), str::to_owned),
             kind,
             coordinator: None,
+            device_type: None,
         };
         let node = Node {
             dir: dir.to_owned(),
@@ -224,6 +230,15 @@ impl Node {
         let path = self.dir.join(CONFIG_FILE);
         std::fs::rename(&tmp, &path)
             .map_err(|e| Error::io(format!("replacing {}", path.display()), e))
+    }
+
+    /// Records the device class and saves `agent.json`.
+    pub fn set_device_type(
+        &mut self,
+        device_type: edgecoder_proto::mesh::DeviceType,
+    ) -> Result<(), Error> {
+        self.config.device_type = Some(device_type);
+        self.save_config()
     }
 
     /// Records the coordinator's URL and saves `agent.json`.

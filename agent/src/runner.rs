@@ -12,6 +12,8 @@
 //! Out of scope: signing and HTTP ([`crate::client`]), the sandbox itself
 //! ([`crate::sandbox`]), telemetry readings ([`crate::telemetry`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -46,7 +48,10 @@ pub fn log(message: impl std::fmt::Display) {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "edgecoder-agent".into());
-    eprintln!("{program}: {message}");
+    // UTC with milliseconds: lines from a device and from the coordinator's
+    // logs can be put side by side.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    eprintln!("{now} {program}: {message}");
 }
 
 /// Ceilings the agent keeps whatever a coordinator's policy says (the
@@ -207,6 +212,12 @@ pub enum Step {
     /// The policy asks for no work (why, once a heartbeat gave a policy);
     /// nothing was pulled.
     Paused(Option<PolicyReason>),
+    /// The agent is stopping: the task it held (if any) went back to the
+    /// coordinator unfinished, and nothing more is pulled.
+    Stopped {
+        /// The task whose lease was released.
+        released: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Step {
@@ -233,6 +244,10 @@ impl std::fmt::Display for Step {
                 "policy asks for no work ({})",
                 reason.map_or("no policy yet", |r| r.as_str())
             ),
+            Step::Stopped { released: Some(id) } => {
+                write!(f, "stopped; task {id} released to the coordinator")
+            }
+            Step::Stopped { released: None } => f.write_str("stopped"),
         }
     }
 }
@@ -305,6 +320,7 @@ pub struct Runner<W: Worker = SandboxWorker> {
     worker: W,
     policy: Option<Policy>,
     heartbeat_interval: Duration,
+    stop: Arc<AtomicBool>,
 }
 
 impl<W: Worker> std::fmt::Debug for Runner<W> {
@@ -318,14 +334,19 @@ impl<W: Worker> std::fmt::Debug for Runner<W> {
 
 impl Runner<SandboxWorker> {
     /// A device agent's runner, reporting `device_type` in its telemetry.
+    /// Setting [`Runner::stop_flag`] also halts a task running in the
+    /// sandbox.
     pub fn new(client: MeshClient, sandbox: Sandbox, device_type: DeviceType) -> Self {
-        Runner::with_worker(
+        let halt = sandbox.halt_flag();
+        let mut runner = Runner::with_worker(
             client,
             SandboxWorker {
                 sandbox,
                 device_type,
             },
-        )
+        );
+        runner.stop = halt;
+        runner
     }
 }
 
@@ -337,6 +358,30 @@ impl<W: Worker> Runner<W> {
             worker,
             policy: None,
             heartbeat_interval: Duration::from_secs(DEFAULT_HEARTBEAT_SECS),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set it (from a signal handler) to stop: a task in progress is given
+    /// back to the coordinator (its lease released) instead of reported, and
+    /// [`Runner::run_until_stopped`] returns.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `d`, waking early when asked to stop.
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
         }
     }
 
@@ -372,6 +417,9 @@ impl<W: Worker> Runner<W> {
     /// Pulls at most one task, runs it and reports. Needs a policy from a
     /// heartbeat first; without one nothing is pulled.
     pub fn pull_and_work(&mut self) -> Result<Step, Error> {
+        if self.stopping() {
+            return Ok(Step::Stopped { released: None });
+        }
         let Some(policy) = self.policy.clone() else {
             return Ok(Step::Paused(None));
         };
@@ -386,6 +434,13 @@ impl<W: Worker> Runner<W> {
             Pull::Task(assignment) => {
                 log(format_args!("task {}: running", assignment.task_id));
                 let result = self.worker.execute(&assignment, &policy);
+                if self.stopping() {
+                    // Whatever the run was cut to is not the task's result.
+                    self.release(&assignment.task_id, &assignment.lease_id);
+                    return Ok(Step::Stopped {
+                        released: Some(assignment.task_id),
+                    });
+                }
                 log(format_args!(
                     "task {}: {} in {} ms, fuel {}",
                     assignment.task_id,
@@ -424,6 +479,17 @@ impl<W: Worker> Runner<W> {
         }
     }
 
+    /// Gives a task back unfinished. A failure is logged, not returned: the
+    /// lease then simply expires and the coordinator re-queues the task.
+    fn release(&self, task_id: &str, lease_id: &str) {
+        match self.client.release(task_id, lease_id) {
+            Ok(()) => log(format_args!("task {task_id}: released unfinished")),
+            Err(e) => log(format_args!(
+                "task {task_id}: release failed ({e}); the lease will expire instead"
+            )),
+        }
+    }
+
     /// One heartbeat and at most one pull/run/report.
     pub fn once(&mut self) -> Result<Step, Error> {
         match self.heartbeat() {
@@ -435,12 +501,13 @@ impl<W: Worker> Runner<W> {
         self.pull_and_work()
     }
 
-    /// Runs until the process is stopped.
-    pub fn run_forever(&mut self) -> ! {
+    /// Runs until [`Runner::stop_flag`] is set: then a task in progress
+    /// is released, and it returns.
+    pub fn run_until_stopped(&mut self) {
         let mut idle = Backoff::new(Duration::from_secs(1));
         let mut errors = Backoff::new(Duration::from_secs(1));
         let mut next_heartbeat = Instant::now();
-        loop {
+        while !self.stopping() {
             if Instant::now() >= next_heartbeat {
                 match self.heartbeat() {
                     Ok(()) => {
@@ -451,7 +518,7 @@ impl<W: Worker> Runner<W> {
                         log("node not active yet (awaiting approval)");
                         let wait = self.heartbeat_interval.max(NOT_ACTIVE_WAIT);
                         next_heartbeat = Instant::now() + wait;
-                        std::thread::sleep(wait);
+                        self.pause(wait);
                         continue;
                     }
                     // Banned: no pulls; a slow heartbeat learns of a lift.
@@ -459,14 +526,14 @@ impl<W: Worker> Runner<W> {
                         log(Step::Blacklisted);
                         let wait = self.heartbeat_interval.max(NOT_ACTIVE_WAIT);
                         next_heartbeat = Instant::now() + wait;
-                        std::thread::sleep(wait);
+                        self.pause(wait);
                         continue;
                     }
                     Err(e) => {
                         // Refusals are logged and retried too: an operator
                         // may fix the node's registration without a restart.
                         log(format_args!("heartbeat: {e}"));
-                        std::thread::sleep(errors.step());
+                        self.pause(errors.step());
                         continue;
                     }
                 }
@@ -497,6 +564,10 @@ impl<W: Worker> Runner<W> {
                     wait
                 }
                 Ok(Step::Paused(_)) => until_heartbeat,
+                Ok(step @ Step::Stopped { .. }) => {
+                    log(step);
+                    return;
+                }
                 Err(e) => {
                     log(format_args!("pull: {e}"));
                     if e.is_transient() {
@@ -507,7 +578,7 @@ impl<W: Worker> Runner<W> {
                 }
             };
             if !delay.is_zero() {
-                std::thread::sleep(delay);
+                self.pause(delay);
             }
         }
     }

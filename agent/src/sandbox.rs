@@ -27,7 +27,8 @@
 //! per-run state.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -216,6 +217,8 @@ enum HostStop {
     OutputTooLarge,
     Exit(i32),
     Timeout,
+    /// The agent is shutting down ([`Sandbox::halt_flag`]).
+    Halted,
 }
 
 /// Memory and table caps for one store; remembers that a cap was hit so the
@@ -299,6 +302,7 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<Guest>,
     modules: Mutex<HashMap<String, Prepared>>,
+    halt: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -342,7 +346,15 @@ impl Sandbox {
             engine,
             linker,
             modules: Mutex::new(HashMap::new()),
+            halt: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// A flag that, once set, stops every run in progress at the next
+    /// deadline tick (within a few milliseconds) and every later run before
+    /// it starts: how an agent that is shutting down gets its thread back.
+    pub fn halt_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.halt)
     }
 
     /// Runs `module_bytes` on `input` under `limits`. Both digests are checked
@@ -440,8 +452,12 @@ impl Sandbox {
         // makes this store compare the clock with its own deadline, so
         // concurrent runs cannot cut each other short.
         store.set_epoch_deadline(1);
+        let halt = Arc::clone(&self.halt);
         store.epoch_deadline_callback(move |mut ctx| {
-            if Instant::now() >= deadline {
+            if halt.load(Ordering::SeqCst) {
+                ctx.data_mut().stop.get_or_insert(HostStop::Halted);
+                Ok(UpdateDeadline::Interrupt)
+            } else if Instant::now() >= deadline {
                 ctx.data_mut().stop.get_or_insert(HostStop::Timeout);
                 Ok(UpdateDeadline::Interrupt)
             } else {
@@ -517,6 +533,12 @@ fn classify(error: &wasmtime::Error, guest: &Guest) -> Option<Failure> {
             return Some(Failure::new(
                 FailureReason::Timeout,
                 "wall-clock deadline passed",
+            ));
+        }
+        Some(HostStop::Halted) => {
+            return Some(Failure::new(
+                FailureReason::Timeout,
+                "stopped: the agent is shutting down",
             ));
         }
         None => {}

@@ -7,8 +7,12 @@
 //! the file is missing (containers, other systems): the heartbeat must go out
 //! regardless.
 //!
-//! Out of scope: sampling over time, per-process accounting, non-Linux
-//! platforms (they send the defaults).
+//! The device class is detected once (`init`) and saved: on Linux from the
+//! SMBIOS chassis type, a battery, or a hypervisor or container (servers);
+//! on macOS from the model name (`MacBook…` is a laptop).
+//!
+//! Out of scope: sampling over time, per-process accounting; other
+//! platforms' readings (they send the defaults).
 
 use std::path::Path;
 
@@ -54,6 +58,115 @@ pub fn sample_from(root: &Path, device_type: DeviceType, cores: u32) -> Telemetr
         models: Vec::new(),
         accelerator: None,
         model_status: Vec::new(),
+    }
+}
+
+/// The device class and why it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected {
+    /// The class.
+    pub device_type: DeviceType,
+    /// What it was read from, for the owner to check.
+    pub reason: String,
+}
+
+/// Detects this machine's device class.
+pub fn detect_device_type() -> Detected {
+    if cfg!(target_os = "macos") {
+        let model = std::process::Command::new("sysctl")
+            .args(["-n", "hw.model"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        return detect_mac(&model);
+    }
+    detect_from(Path::new("/"))
+}
+
+/// On macOS, from `sysctl hw.model` (`MacBookPro18,1`, `Mac14,3`, ...).
+pub fn detect_mac(model: &str) -> Detected {
+    let device_type = if model.starts_with("MacBook") {
+        DeviceType::Laptop
+    } else {
+        // Newer models are all `MacNN,N`; the laptop ones also have a
+        // battery, which `pmset` would show, but a desktop's idle-only
+        // policy is the safe side of that doubt.
+        DeviceType::Desktop
+    };
+    Detected {
+        device_type,
+        reason: format!("macOS model {model:?}"),
+    }
+}
+
+/// On Linux, from a filesystem rooted at `root` (tests point it at a fake
+/// tree): a battery means a laptop whatever the chassis says; then the
+/// SMBIOS chassis type; then a hypervisor's or a container's marks (a
+/// server); anything else a desktop, whose policy takes work only when
+/// idle, never a server's, which takes it always.
+pub fn detect_from(root: &Path) -> Detected {
+    let read = |rel: &str| {
+        std::fs::read_to_string(root.join(rel))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    if read_power(&root.join("sys/class/power_supply"))
+        .battery_percent
+        .is_some()
+    {
+        return Detected {
+            device_type: DeviceType::Laptop,
+            reason: "a battery in /sys/class/power_supply".into(),
+        };
+    }
+    let chassis = read("sys/class/dmi/id/chassis_type").and_then(|c| c.parse::<u32>().ok());
+    // SMBIOS 3.x, System Enclosure or Chassis Types.
+    let by_chassis = chassis.and_then(|c| match c {
+        8 | 9 | 10 | 14 | 31 | 32 => Some(DeviceType::Laptop),
+        30 => Some(DeviceType::Tablet),
+        11 => Some(DeviceType::Phone),
+        17 | 23 | 25 | 28 | 29 => Some(DeviceType::Server),
+        3..=7 | 13 | 15 | 16 | 24 | 34..=36 => Some(DeviceType::Desktop),
+        _ => None,
+    });
+    if let (Some(device_type), Some(c)) = (by_chassis, chassis) {
+        return Detected {
+            device_type,
+            reason: format!("SMBIOS chassis type {c}"),
+        };
+    }
+    let vendor = read("sys/class/dmi/id/sys_vendor").unwrap_or_default();
+    let product = read("sys/class/dmi/id/product_name").unwrap_or_default();
+    let virtual_machine = [
+        "QEMU",
+        "Amazon EC2",
+        "Google",
+        "Xen",
+        "DigitalOcean",
+        "Hetzner",
+        "VMware, Inc.",
+        "OpenStack Foundation",
+    ]
+    .iter()
+    .any(|v| vendor.starts_with(v))
+        || product == "Virtual Machine"
+        || root.join("sys/hypervisor/type").exists();
+    if virtual_machine {
+        return Detected {
+            device_type: DeviceType::Server,
+            reason: format!("a virtual machine ({vendor} {product})").replace(" )", ")"),
+        };
+    }
+    if root.join(".dockerenv").exists() || root.join("run/.containerenv").exists() {
+        return Detected {
+            device_type: DeviceType::Server,
+            reason: "a container".into(),
+        };
+    }
+    Detected {
+        device_type: DeviceType::Desktop,
+        reason: "nothing conclusive (no battery, chassis or hypervisor found)".into(),
     }
 }
 
@@ -157,6 +270,52 @@ mod tests {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, text).expect("write");
+    }
+
+    fn fake_root(tag: &str) -> std::path::PathBuf {
+        let mut suffix = [0u8; 8];
+        crate::node::random_bytes(&mut suffix).expect("randomness");
+        let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        std::env::temp_dir().join(format!("edgecoder-detect-{tag}-{hex}"))
+    }
+
+    // The default this agent once had: every device called itself a
+    // server, which gives a laptop a server's always-on policy.
+    #[test]
+    fn a_laptop_is_detected_by_its_battery_or_chassis_not_called_a_server() {
+        let root = fake_root("battery");
+        write(&root, "sys/class/power_supply/BAT0/type", "Battery\n");
+        write(&root, "sys/class/power_supply/BAT0/capacity", "80\n");
+        write(&root, "sys/class/dmi/id/chassis_type", "3\n");
+        assert_eq!(detect_from(&root).device_type, DeviceType::Laptop);
+        let root = fake_root("notebook");
+        write(&root, "sys/class/dmi/id/chassis_type", "10\n");
+        let d = detect_from(&root);
+        assert_eq!(d.device_type, DeviceType::Laptop);
+        assert!(d.reason.contains("chassis type 10"), "{d:?}");
+    }
+
+    #[test]
+    fn servers_desktops_and_the_undecided() {
+        let root = fake_root("rack");
+        write(&root, "sys/class/dmi/id/chassis_type", "23\n");
+        assert_eq!(detect_from(&root).device_type, DeviceType::Server);
+        let root = fake_root("tower");
+        write(&root, "sys/class/dmi/id/chassis_type", "7\n");
+        assert_eq!(detect_from(&root).device_type, DeviceType::Desktop);
+        let root = fake_root("kvm");
+        write(&root, "sys/class/dmi/id/chassis_type", "1\n");
+        write(&root, "sys/class/dmi/id/sys_vendor", "QEMU\n");
+        assert_eq!(detect_from(&root).device_type, DeviceType::Server);
+        let root = fake_root("container");
+        write(&root, ".dockerenv", "");
+        assert_eq!(detect_from(&root).device_type, DeviceType::Server);
+        // Nothing to go on: idle-only, never a server's always-on policy.
+        let root = fake_root("empty");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        assert_eq!(detect_from(&root).device_type, DeviceType::Desktop);
+        assert_eq!(detect_mac("MacBookAir10,1").device_type, DeviceType::Laptop);
+        assert_eq!(detect_mac("Mac14,3").device_type, DeviceType::Desktop);
     }
 
     #[test]

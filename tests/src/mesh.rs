@@ -417,6 +417,10 @@ pub fn checks() -> Vec<(&'static str, MeshCheck)> {
         ),
         ("results_need_the_live_lease", results_need_the_live_lease),
         (
+            "a_lease_is_released_only_by_its_holder_and_the_task_requeued",
+            a_lease_is_released_only_by_its_holder_and_the_task_requeued,
+        ),
+        (
             "expired_leases_requeue_then_exhaust",
             expired_leases_requeue_then_exhaust,
         ),
@@ -1260,6 +1264,75 @@ fn results_need_the_live_lease(x: &Ctx) -> Result<(), String> {
         200,
         "second attempt",
     )?;
+    Ok(())
+}
+
+fn release(x: &Ctx, node: &Node, task_id: &str, lease: &str) -> Result<Reply, String> {
+    signed(
+        x,
+        node,
+        "POST",
+        &format!("/mesh/tasks/{task_id}/release"),
+        Some(&json!({ "lease_id": lease })),
+        &ok_sig(),
+    )
+}
+
+// An agent that stops gives its task back: only the holder of the live
+// lease may, the task is queued at once for another node, and the attempt
+// it had is not counted.
+fn a_lease_is_released_only_by_its_holder_and_the_task_requeued(x: &Ctx) -> Result<(), String> {
+    let (_, holder) = active(x, "releaser")?;
+    let (_, other) = active(x, "takeover")?;
+    let user = x.account("release-user", true)?;
+    let v = want(
+        &submit(x, &user.access, &task(b"give back", 30_000))?,
+        201,
+        "submit",
+    )?;
+    let id = v["task_id"].as_str().unwrap_or("").to_owned();
+    let got = pull_task(x, &holder, &id)?;
+    let lease = got["lease_id"].as_str().unwrap_or("").to_owned();
+    expect_problem(&release(x, &other, &id, &lease)?, 409, "lease_invalid")
+        .map_err(|e| format!("non-holder: {e}"))?;
+    expect_problem(&release(x, &holder, &id, "0123")?, 409, "lease_invalid")
+        .map_err(|e| format!("made-up lease: {e}"))?;
+    let r = want(&release(x, &holder, &id, &lease)?, 200, "release")?;
+    if r["status"] != "queued" {
+        return Err(format!("release answered {r}"));
+    }
+    // Released once: the same lease cannot be released or reported again.
+    expect_problem(&release(x, &holder, &id, &lease)?, 409, "lease_invalid")
+        .map_err(|e| format!("second release: {e}"))?;
+    expect_problem(
+        &report(x, &holder, &id, &lease, b"x")?,
+        409,
+        "lease_invalid",
+    )
+    .map_err(|e| format!("report after release: {e}"))?;
+    let t = want(
+        &x.send(
+            "GET",
+            &format!("/mesh/tasks/{id}"),
+            Some(&user.access),
+            None,
+            &[],
+        )?,
+        200,
+        "task",
+    )?;
+    if t["status"] != "queued" || t["attempts"] != 0 {
+        return Err(format!("want queued with no attempt counted: {t}"));
+    }
+    let again = pull_task(x, &other, &id)?;
+    let lease2 = again["lease_id"].as_str().unwrap_or("").to_owned();
+    want(&report(x, &other, &id, &lease2, b"x")?, 200, "taken over")?;
+    let events = mesh_audit(x, &id)?;
+    if !events.iter().any(|e| e == "mesh.task.release:success")
+        || !events.iter().any(|e| e == "mesh.task.release:denied")
+    {
+        return Err(format!("release audit missing: {events:?}"));
+    }
     Ok(())
 }
 

@@ -75,9 +75,20 @@ fn ok(r: Result<Reply, String>, status: u16, what: &str) -> Json {
 }
 
 fn submit(x: &Ctx, token: &str, module: &[u8], input: &[u8], timeout_ms: i64) -> String {
+    submit_with_fuel(x, token, module, input, timeout_ms, 50_000_000)
+}
+
+fn submit_with_fuel(
+    x: &Ctx,
+    token: &str,
+    module: &[u8],
+    input: &[u8],
+    timeout_ms: i64,
+    fuel: u64,
+) -> String {
     let body = json!({
         "kind": "wasm", "module": blob(module), "input": blob(input),
-        "timeout_ms": timeout_ms, "resources": {"memory_mb": 16, "fuel": 50_000_000},
+        "timeout_ms": timeout_ms, "resources": {"memory_mb": 16, "fuel": fuel},
     });
     edgecoder_conformance::economy::fund_bearer(x, token).expect("credits");
     let v = ok(
@@ -125,8 +136,14 @@ fn agent_joins_runs_a_task_and_survives_hostile_ones() {
     let node_id = format!("e2e-{}", std::process::id());
     let token = enroll(&x, &owner, &node_id).expect("enroll");
     let dir = data.join("agent");
-    let (code, out) = agent(&dir, &["init", "--node-id", &node_id]);
+    // A server: its policy takes work at any time (a detected laptop or
+    // desktop would wait for idle and mains power).
+    let (code, out) = agent(
+        &dir,
+        &["init", "--node-id", &node_id, "--device-type", "server"],
+    );
     assert_eq!(code, 0, "init: {out}");
+    assert!(out.contains("device type: server (given"), "{out}");
     let (code, out) = agent(
         &dir,
         &["register", "--coordinator", &server.base, "--token", &token],
@@ -287,7 +304,14 @@ fn agent_loop_survives_a_coordinator_restart() {
     let node_id = format!("restart-{}", std::process::id());
     let token = enroll(&x, &owner, &node_id).expect("enroll");
     let dir = data.join("agent");
-    assert_eq!(agent(&dir, &["init", "--node-id", &node_id]).0, 0);
+    assert_eq!(
+        agent(
+            &dir,
+            &["init", "--node-id", &node_id, "--device-type", "server"]
+        )
+        .0,
+        0
+    );
     let (code, out) = agent(
         &dir,
         &["register", "--coordinator", &server.base, "--token", &token],
@@ -361,6 +385,128 @@ fn agent_loop_survives_a_coordinator_restart() {
         format!("blake3:{}", blake3::hash(b"AFTER").to_hex()).as_str()
     );
     drop(running);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+// SIGTERM mid-task: the agent halts the task, gives its lease back and
+// exits 0 at once; the task is queued again without losing an attempt, and
+// the next pull leases it again.
+#[test]
+fn agent_stops_on_sigterm_mid_task_and_the_task_is_leased_again() {
+    let bin = edgecoder_binary();
+    let key = signing_key_base64();
+    let env = settings(&key);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let data = std::env::temp_dir().join(format!("edgecoder-sigterm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let server = start_native(&bin, &data.join("server"), &env);
+    let target = conformance_target(&server.base, &key);
+    let client = Client::new(&server.base);
+    let x = Ctx::new(&client, &target);
+    let owner = x.account("sigterm-owner", true).expect("owner");
+    let node_id = format!("sigterm-{}", std::process::id());
+    let token = enroll(&x, &owner, &node_id).expect("enroll");
+    let dir = data.join("agent");
+    let (code, out) = agent(
+        &dir,
+        &["init", "--node-id", &node_id, "--device-type", "server"],
+    );
+    assert_eq!(code, 0, "init: {out}");
+    let (code, out) = agent(
+        &dir,
+        &["register", "--coordinator", &server.base, "--token", &token],
+    );
+    assert_eq!(code, 0, "register: {out}");
+    let (_, admin) = x.admin().expect("admin");
+    ok(
+        x.send(
+            "POST",
+            &format!("/mesh/nodes/{node_id}/approve"),
+            Some(&admin),
+            None,
+            &[],
+        ),
+        200,
+        "approve",
+    );
+    let user = x.account("sigterm-user", true).expect("user");
+    // Spins until its 8 s deadline (the fuel would last longer): long
+    // enough to be stopped in the middle.
+    let id = submit_with_fuel(
+        &x,
+        &user.access,
+        &wat::parse_str(SPIN).expect("wat"),
+        b"",
+        8_000,
+        10_000_000_000,
+    );
+
+    let log_path = data.join("agent.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = Command::new(agent_binary())
+        .args(["run", "--dir"])
+        .arg(&dir)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("edgecoder-agent run");
+    let agent_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while task(&x, &user.access, &id)["status"] != "leased" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never leased; agent log:\n{}",
+            agent_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Let the module start spinning, then ask the agent to stop.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let stopped_at = std::time::Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < std::time::Duration::from_secs(5),
+            "the agent did not stop within 5 s of SIGTERM; log:\n{}",
+            agent_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit {status:?}; log:\n{}", agent_log());
+    let text = agent_log();
+    assert!(
+        text.contains(&format!("task {id}: released unfinished")),
+        "{text}"
+    );
+    // Log lines start with an RFC 3339 UTC time.
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.len() > 24 && first.as_bytes()[4] == b'-' && first[..24].ends_with('Z'),
+        "timestamped: {first}"
+    );
+    let t = task(&x, &user.access, &id);
+    assert_eq!(t["status"], "queued", "given back at once: {t}");
+
+    // The next pull leases it again (and, spinning, it runs out of time or
+    // fuel this time); the released lease did not cost an attempt.
+    let (code, out) = agent(&dir, &["run", "--once"]);
+    assert_eq!(code, 0, "second round: {out}");
+    assert!(out.contains(&format!("task {id}: running")), "{out}");
+    let t = task(&x, &user.access, &id);
+    assert_eq!(t["status"], "failed", "{t}");
+    assert!(
+        t["error_code"] == "timeout" || t["error_code"] == "fuel_exhausted",
+        "{t}"
+    );
+    assert_eq!(t["attempts"], 1, "{t}");
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -1159,6 +1159,57 @@ fn result_doc() -> RouteDoc {
     )
 }
 
+/// `POST /mesh/tasks/{id}/release {lease_id}`: the lease holder gives a
+/// task back unfinished (an agent shutting down), so another node can take
+/// it now rather than after the lease expires.
+pub async fn release(s: &Services, req: Request) -> Result<Response, Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        lease_id: String,
+    }
+    let node = authn::active_node(s, &req).await?;
+    let id = req.param("id").unwrap_or_default().to_owned();
+    let body: Body = req.json()?;
+    let now = s.clock.now_ms();
+    if !store::tasks::release(s.sql.as_ref(), &id, &body.lease_id, &node.node_id, now).await? {
+        return Err(audit::denied(
+            s,
+            &req.ctx,
+            &node.actor(),
+            "mesh.task.release",
+            Some(&id),
+            json!({"reason": "lease_invalid"}),
+            Error::LeaseInvalid,
+        )
+        .await);
+    }
+    audit::note(
+        s,
+        &req.ctx,
+        &node.actor(),
+        "mesh.task.release",
+        Some(&id),
+        Outcome::Success,
+        json!({"lease_id": body.lease_id}),
+    )
+    .await?;
+    Ok(ok_json(&json!({"task_id": id, "status": "queued"})))
+}
+
+fn release_doc() -> RouteDoc {
+    DOCS.op(
+        "release_task",
+        "Give a leased task back unfinished: the lease holder only, before the lease expires; the task is queued again at once and the attempt is not counted",
+        object(&["lease_id"], json!({"lease_id": {"type": "string"}})),
+        signed(vec![
+            ok(200, "{task_id, status: queued}"),
+            err(403, "node_not_active"),
+            err(409, "lease_invalid"),
+        ]),
+    )
+}
+
 /// The task routes.
 pub fn routes(r: Router) -> Router {
     let get_doc = DOCS.op(
@@ -1188,6 +1239,12 @@ pub fn routes(r: Router) -> Router {
         "/mesh/tasks/{id}/result",
         endpoint(|s, r| async move { result(&s, r).await }),
         result_doc(),
+    )
+    .route(
+        Method::POST,
+        "/mesh/tasks/{id}/release",
+        endpoint(|s, r| async move { release(&s, r).await }),
+        release_doc(),
     )
     .route(
         Method::GET,

@@ -469,7 +469,8 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 log(format_args!("first heartbeat: {e}"));
             }
             if !once {
-                runner.run_forever();
+                runner.run_until_stopped();
+                return Ok(ExitCode::SUCCESS);
             }
             log(runner.once()?);
             Ok(ExitCode::SUCCESS)

@@ -188,6 +188,34 @@ pub async fn sweep(sql: &dyn Sql, now: i64) -> Result<Vec<Swept>, Error> {
         .collect())
 }
 
+/// Ends `node_id`'s live lease `lease_id` on task `id` early, at the
+/// holder's own request (an agent stopping): the task goes back to the
+/// queue at once, and the attempt it was given is returned, since nothing
+/// was tried to the end. Whether a lease was released.
+pub async fn release(
+    sql: &dyn Sql,
+    id: &str,
+    lease_id: &str,
+    node_id: &str,
+    now: i64,
+) -> Result<bool, Error> {
+    let rows = sql
+        .execute(Statement::new(
+            "UPDATE mesh_tasks SET status = 'queued', attempts = MAX(attempts - 1, 0), \
+               lease_id = NULL, lease_node = NULL, lease_expires_at = NULL, updated_at = ?4 \
+             WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 AND lease_node = ?3 AND lease_expires_at > ?4 \
+             RETURNING id",
+            vec![
+                id.into(),
+                lease_id.into(),
+                node_id.into(),
+                Value::Integer(now),
+            ],
+        ))
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
 /// A task leased to a node.
 #[derive(Debug, Clone)]
 pub struct Leased {
