@@ -69,7 +69,7 @@ ec_npm_tools() {
   sum="$(cat "$EC_ROOT/tools/npm/package.json" "$EC_ROOT/tools/npm/package-lock.json" | sha256sum | cut -c1-16)"
   dir="$EC_TOOLS/npm-$sum"
   if [[ ! -f "$dir/.done" ]]; then
-    ec_log "npm ci (wrangler, esbuild, binaryen, node 22) into $dir"
+    ec_log "npm ci (wrangler, esbuild, binaryen, node 22, openapi-typescript, typescript) into $dir"
     rm -rf "$dir"
     mkdir -p "$dir"
     cp "$EC_ROOT/tools/npm/package.json" "$EC_ROOT/tools/npm/package-lock.json" "$dir/"
@@ -81,6 +81,8 @@ ec_npm_tools() {
   export WASM_OPT_BIN="$dir/node_modules/.bin/wasm-opt"
   export ESBUILD_BIN="$dir/node_modules/.bin/esbuild"
   export WRANGLER_BIN="$dir/node_modules/.bin/wrangler"
+  export OPENAPI_TS_BIN="$dir/node_modules/.bin/openapi-typescript"
+  export TSC_BIN="$dir/node_modules/.bin/tsc"
   export WRANGLER_SEND_METRICS=false
   export WRANGLER_SEND_ERROR_REPORTS=false
 }
@@ -175,6 +177,8 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   if [[ "${1:-}" == "--env" ]]; then
     printf 'NODE22_BIN=%s\n' "$NODE22_BIN"
     printf 'WRANGLER_BIN=%s\n' "$WRANGLER_BIN"
+    printf 'OPENAPI_TS_BIN=%s\n' "$OPENAPI_TS_BIN"
+    printf 'TSC_BIN=%s\n' "$TSC_BIN"
     printf 'WASM_TOOLS_BIN=%s\n' "$(command -v wasm-tools)"
     printf 'OIDC_PROVIDER_MODULE=%s\n' "$OIDC_PROVIDER_MODULE"
     printf 'EC_PYTHON=%s\n' "$EC_PYTHON"

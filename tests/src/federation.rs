@@ -285,6 +285,39 @@ pub fn send_signed(
         .expect("request")
 }
 
+/// Fails unless each of `routes` (method, path template) left an audit
+/// event at one of `coordinators` for a request it was sent (the suite's
+/// audit coverage check leaves these routes to the federation tests).
+#[track_caller]
+pub fn assert_audited(coordinators: &[&Coordinator], routes: &[(&str, &str)]) {
+    let mut missing = Vec::new();
+    for (method, template) in routes {
+        let route = vec![((*method).to_owned(), (*template).to_owned())];
+        let mut why = Vec::new();
+        let covered = coordinators.iter().any(|c| {
+            match crate::unaudited_routes(&c.client, &c.admin, &route) {
+                Ok(m) if m.is_empty() => true,
+                Ok(m) => {
+                    why.extend(m);
+                    false
+                }
+                Err(e) => {
+                    why.push(e);
+                    false
+                }
+            }
+        });
+        if !covered {
+            missing.push(format!("{method} {template}: {}", why.join("; ")));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "no audit event from: {}",
+        missing.join(", ")
+    );
+}
+
 /// A problem's `code`.
 pub fn code(r: &Reply) -> String {
     r.json()

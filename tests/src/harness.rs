@@ -463,6 +463,10 @@ pub fn service_keys(signing_key: &str) -> String {
     serde_json::json!({"auth": [public("auth")], "mesh": [public("mesh")]}).to_string()
 }
 
+/// The monitor credential the suite's deployments accept for the audit
+/// export (its digest is in [`dev_settings`]).
+pub const MONITOR_TOKEN: &str = "emt_the-suite-monitor-credential";
+
 /// The settings (by their snake_case names) a conformance deployment runs
 /// with; each harness passes them the way its runtime takes settings.
 pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
@@ -495,6 +499,11 @@ pub fn dev_settings(signing_key: &str) -> Vec<(&'static str, String)> {
         ("mesh_federation_interval_secs", "3600".into()),
         // The suite signs up a few hundred accounts from one address.
         ("signup_per_ip_per_hour", "100000".into()),
+        // The suite's monitor (a SIEM) follows the audit export with this.
+        (
+            "audit_monitor_tokens",
+            format!("blake3:{}", blake3::hash(MONITOR_TOKEN.as_bytes()).to_hex()),
+        ),
     ]
 }
 

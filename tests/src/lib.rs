@@ -78,6 +78,9 @@ pub struct Client {
     checked: bool,
     /// Every (method, path, status) answered, for the document check.
     seen: std::sync::Mutex<Vec<(String, String, u16)>>,
+    /// Every (method, path, request id, status) answered, for the audit
+    /// coverage check.
+    requests: std::sync::Mutex<Vec<(String, String, String, u16)>>,
 }
 
 impl Client {
@@ -94,6 +97,7 @@ impl Client {
             agent,
             checked: true,
             seen: std::sync::Mutex::new(Vec::new()),
+            requests: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -163,6 +167,17 @@ impl Client {
             headers,
             body,
         };
+        if let Some(id) = reply.header("x-request-id") {
+            self.requests
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((
+                    method.to_owned(),
+                    path.split('?').next().unwrap_or("").to_owned(),
+                    id.to_owned(),
+                    reply.status,
+                ));
+        }
         if self.checked {
             invariants(method, path, &reply)?;
             self.seen
@@ -180,6 +195,15 @@ impl Client {
     /// Every (method, path, status) this client has been answered, so far.
     pub fn seen(&self) -> Vec<(String, String, u16)> {
         self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every (method, path, request id, status) this client has been
+    /// answered.
+    pub fn requests(&self) -> Vec<(String, String, String, u16)> {
+        self.requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -590,7 +614,7 @@ pub fn trial(name: &str, check: fn()) -> Trial {
 
 /// The operation of `doc` that `method path` is an instance of: the path
 /// template with the most literal segments that matches.
-fn documented_operation<'a>(doc: &'a Json, method: &str, path: &str) -> Option<&'a Json> {
+pub fn documented_operation<'a>(doc: &'a Json, method: &str, path: &str) -> Option<&'a Json> {
     let want: Vec<&str> = path.split('/').collect();
     let method = if method == "HEAD" { "get" } else { method };
     doc["paths"]
@@ -608,6 +632,75 @@ fn documented_operation<'a>(doc: &'a Json, method: &str, path: &str) -> Option<&
         })
         .max_by_key(|(literal, _)| *literal)
         .and_then(|(_, item)| item.get(method.to_ascii_lowercase()))
+}
+
+/// Of `routes` (method, path template), those that no request `c` sent
+/// left an audit event for, each read back through its function's export
+/// (`GET /{function}/audit/events?request_id=`) with `bearer` (a
+/// system_admin or a monitor credential). Each entry says whether the route
+/// ever answered 2xx to `c`.
+pub fn unaudited_routes(
+    c: &Client,
+    bearer: &str,
+    routes: &[(String, String)],
+) -> Result<Vec<String>, String> {
+    let doc = c.get("/openapi.json")?.json()?;
+    let template_of = |method: &str, path: &str| {
+        let op = documented_operation(&doc, method, path)?;
+        doc["paths"].as_object()?.iter().find_map(|(t, item)| {
+            (item.get(method.to_ascii_lowercase())?["operationId"] == op["operationId"])
+                .then(|| t.clone())
+        })
+    };
+    let mut sent: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    let mut succeeded = std::collections::BTreeSet::new();
+    for (method, path, id, status) in c.requests() {
+        if let Some(template) = template_of(&method, &path) {
+            if (200..300).contains(&status) {
+                succeeded.insert((method.clone(), template.clone()));
+            }
+            sent.entry((method, template)).or_default().push(id);
+        }
+    }
+    let mut missing = Vec::new();
+    for (method, template) in routes {
+        let function = template.split('/').nth(1).unwrap_or_default();
+        let Some(ids) = sent.get(&(method.clone(), template.clone())) else {
+            missing.push(format!("{method} {template} (never called)"));
+            continue;
+        };
+        let mut covered = false;
+        // The newest requests first, a few of them: a suite's later calls
+        // are the ones that succeed most often.
+        for id in ids.iter().rev().take(8) {
+            let r = c.send_with(
+                "GET",
+                &format!("/{function}/audit/events?request_id={id}&limit=1"),
+                &[("authorization", &format!("Bearer {bearer}"))],
+                &[],
+            )?;
+            if r.status != 200 {
+                return Err(format!(
+                    "/{function}/audit/events: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            if !r.body.iter().all(u8::is_ascii_whitespace) {
+                covered = true;
+                break;
+            }
+        }
+        if !covered {
+            let how = if succeeded.contains(&(method.clone(), template.clone())) {
+                "succeeded unaudited"
+            } else {
+                "never succeeded"
+            };
+            missing.push(format!("{method} {template} ({how})"));
+        }
+    }
+    Ok(missing)
 }
 
 /// The OpenAPI document is the contract a portal team generates a client

@@ -261,6 +261,17 @@ fn peering_needs_both_operators_and_only_active_peers_are_answered() {
         )
         .expect("request");
     want(&r, 403, Some("forbidden"), "a user");
+    assert_audited(
+        &[&a, &b],
+        &[
+            ("POST", "/mesh/peers"),
+            ("POST", "/mesh/peers/hello"),
+            ("POST", "/mesh/peers/suspend"),
+            ("POST", "/mesh/peers/resume"),
+            ("POST", "/mesh/peers/remove"),
+            ("POST", "/mesh/peers/refresh"),
+        ],
+    );
 }
 
 #[test]
@@ -637,6 +648,13 @@ fn our_witness_cosigns_a_sigsum_log_and_sigsum_verifies_the_cosignature() {
         .expect("witness");
     policy.set_quorum("edgecoder".into()).expect("quorum");
     assert!(sigsum::verify(&message, &signature, &[submitter_pub], &policy.build()).is_err());
+    assert_audited(
+        &[&w],
+        &[
+            ("PUT", "/mesh/witness/logs"),
+            ("POST", "/mesh/witness/add-checkpoint"),
+        ],
+    );
 }
 
 #[test]
@@ -750,6 +768,39 @@ fn a_ban_reaches_peers_by_their_policy_is_enforced_there_and_converges_without_i
     });
     // What B applied before its restart is still there.
     assert!(has_entry(&b, "lift", &node.kid, a.origin()));
+
+    // C's operator turns the other ban down.
+    let review = eventually(20, "c queues a's other ban", || {
+        let r = c
+            .ctx()
+            .send(
+                "GET",
+                "/mesh/blacklist/reviews?pending=true",
+                Some(&c.admin),
+                None,
+                &[],
+            )
+            .expect("reviews");
+        want(&r, 200, None, "reviews")["reviews"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["entry"]["subject"] == other).cloned())
+    });
+    let id = review["id"].as_i64().expect("id");
+    let r = c.operator(
+        "POST",
+        &format!("/mesh/blacklist/reviews/{id}/reject"),
+        &json!({}),
+    );
+    want(&r, 200, None, "reject");
+    assert!(!has_entry(&c, "add", other, a.origin()));
+    assert_audited(
+        &[&a, &b, &c],
+        &[
+            ("POST", "/mesh/peers/policy"),
+            ("POST", "/mesh/blacklist/reviews/{id}/accept"),
+            ("POST", "/mesh/blacklist/reviews/{id}/reject"),
+        ],
+    );
 }
 
 #[test]
@@ -872,6 +923,7 @@ fn gossip_is_refused_unsigned_forged_unknown_expired_replayed_misattributed_or_u
             .any(|e| e["subject"] == "fedcba9876543210")
     );
     assert_eq!(audits(&b, "mesh.federation.envelope_refused"), 6);
+    assert_audited(&[&a, &b, &c], &[("POST", "/mesh/federation/gossip")]);
 }
 
 #[test]
@@ -980,4 +1032,24 @@ fn an_epoch_close_is_final_once_a_peer_has_recomputed_it_from_the_log_and_signed
         )
         .expect("stranger");
     want(&r, 401, Some("unknown_peer"), "no peer");
+    // B's genuine signature, delivered again (by anyone: it proves itself),
+    // changes nothing and is on record like the first delivery.
+    let genuine = e["close"]["signatures"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["origin"] == b.origin()).cloned())
+        .expect("b's signature");
+    let r = x
+        .send(
+            "POST",
+            &format!("/mesh/credits/epochs/{epoch}/signatures"),
+            None,
+            Some(&json!({"origin": b.origin(), "keyid": genuine["keyid"], "sig": genuine["sig"]})),
+            &[],
+        )
+        .expect("again");
+    want(&r, 200, None, "the genuine signature again");
+    assert_audited(
+        &[&a],
+        &[("POST", "/mesh/credits/epochs/{epoch}/signatures")],
+    );
 }

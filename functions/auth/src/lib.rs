@@ -85,12 +85,12 @@ pub fn router(config: &Config) -> Router {
             err(404, "not_found"),
         ],
     );
-    let r = health::routes(NAME, "/auth/health", "/auth/health/ready").route(
-        Method::GET,
-        JWKS_PATH,
-        handler(jwks),
-        jwks_doc,
-    );
+    let r = health::routes(NAME, "/auth/health", "/auth/health/ready")
+        .merge(edgecoder_kernel::audit::export_routes(
+            NAME,
+            "/auth/audit/events",
+        ))
+        .route(Method::GET, JWKS_PATH, handler(jwks), jwks_doc);
     let r = api::accounts::routes(r);
     let r = api::nodes::routes(api::admin::routes(api::sessions::routes(r))).route(
         Method::GET,

@@ -230,3 +230,172 @@ pub async fn query(sql: &dyn Sql, filter: &Filter) -> Result<Vec<StoredAuditEven
     }
     Ok(out)
 }
+
+/// The content type of the export: one JSON event per line.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// The export's cursor header: pass it back as `?after=` for what follows.
+pub const NEXT_CURSOR_HEADER: &str = "edgecoder-next-cursor";
+
+/// `GET {path}`: the function's audit events as NDJSON, oldest first, after
+/// a cursor, for a monitor (a SIEM) to follow the stream: `?after=` (the
+/// previous page's `edgecoder-next-cursor`, default 0), `limit` (1 to
+/// 1000, default 100), `action`, `target`, `request_id`. The cursor is the
+/// row's insertion order, which only grows (events are never deleted), so a
+/// follower misses nothing and sees nothing twice, whatever the clocks did.
+///
+/// Readable by a holder of a monitor credential (`audit_monitor_tokens`:
+/// read-only, this route and nothing else, no person's session behind it)
+/// or by a `system_admin` now (roles from storage).
+///
+/// Where the functions share a database (native, the single Worker) each
+/// function's export is the deployment's whole stream; where each has its
+/// own (Spin, split Workers) it is that function's.
+pub fn export_routes(function: &'static str, path: &'static str) -> crate::Router {
+    use crate::router::{RouteDoc, common_problem_docs, handler, response_doc};
+    let mut responses = vec![
+        response_doc(
+            200,
+            "events, one JSON object per line, each with its `cursor`; header edgecoder-next-cursor",
+            Some(NDJSON),
+        ),
+        response_doc(
+            400,
+            "invalid_request: a bad query parameter",
+            Some(crate::error::PROBLEM_JSON),
+        ),
+        response_doc(
+            401,
+            "invalid_token: no valid monitor credential or access token",
+            Some(crate::error::PROBLEM_JSON),
+        ),
+        response_doc(
+            403,
+            "forbidden: not a system_admin",
+            Some(crate::error::PROBLEM_JSON),
+        ),
+    ];
+    responses.extend(
+        common_problem_docs()
+            .into_iter()
+            .filter(|d| d.status == 405),
+    );
+    let doc = RouteDoc {
+        operation_id: format!("{function}_audit_events"),
+        summary: "Audit events as NDJSON after a cursor, oldest first (monitor credential or system_admin): ?after=&limit=&action=&target=&request_id=",
+        tag: function,
+        request_schema: None,
+        responses,
+    };
+    crate::Router::new().route(
+        http::Method::GET,
+        path,
+        handler(move |s, r| async move { export(&s, &r).await.map_err(Into::into) }),
+        doc,
+    )
+}
+
+/// Who may read the export: a monitor credential or a current
+/// `system_admin`; the actor it is audited as otherwise.
+async fn export_reader(s: &Services, req: &crate::Request) -> Result<String, Error> {
+    let token = req
+        .bearer()
+        .ok_or(Error::InvalidToken("no bearer credential"))?;
+    let digest = *blake3::hash(token.as_bytes()).as_bytes();
+    // Compared in full and in constant time per entry: the digests are not
+    // secret, but the token behind one is.
+    if s.config
+        .monitor_tokens
+        .iter()
+        .any(|d| constant_time_eq(d, &digest))
+    {
+        return Ok("monitor".into());
+    }
+    match s.identity.caller(token).await? {
+        Some(c) if c.has_role("system_admin") => Ok(format!("user:{}", c.user_id)),
+        Some(_) => Err(Error::Forbidden(
+            "Only a system_admin or a monitor credential reads the audit stream.",
+        )),
+        None => Err(Error::InvalidToken(
+            "not a monitor credential or live access token",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn export(s: &Services, req: &crate::Request) -> Result<crate::Response, Error> {
+    export_reader(s, req).await?;
+    let bad = |what: &str| Error::InvalidRequest(what.to_owned());
+    let after = match req.query_param("after") {
+        Some(a) => a
+            .parse::<i64>()
+            .ok()
+            .filter(|a| *a >= 0)
+            .ok_or_else(|| bad("after must be a cursor (a non-negative integer)."))?,
+        None => 0,
+    };
+    let limit = match req.query_param("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| bad("limit must be 1 to 1000."))?,
+        None => 100,
+    };
+    let rows = s
+        .sql
+        .execute(Statement::new(
+            "SELECT rowid AS cursor, id, time, actor, action, target, outcome, request_id, client_ip, details \
+             FROM audit_events WHERE rowid > ?1 AND (?2 IS NULL OR action = ?2) \
+               AND (?3 IS NULL OR target = ?3) AND (?4 IS NULL OR request_id = ?4) \
+             ORDER BY rowid LIMIT ?5",
+            vec![
+                Value::Integer(after),
+                req.query_param("action").into(),
+                req.query_param("target").into(),
+                req.query_param("request_id").into(),
+                Value::Integer(limit),
+            ],
+        ))
+        .await?;
+    let mut body = Vec::new();
+    let mut next = after;
+    for i in 0..rows.rows.len() {
+        let text = |c: &str| rows.get_str(i, c).map(str::to_owned);
+        let cursor = rows.get_i64(i, "cursor").unwrap_or_default();
+        next = next.max(cursor);
+        let line = serde_json::json!({
+            "cursor": cursor,
+            "id": text("id"),
+            "time": crate::http::rfc3339(rows.get_i64(i, "time").unwrap_or_default()),
+            "actor": text("actor"),
+            "action": text("action"),
+            "target": text("target"),
+            "outcome": text("outcome"),
+            "request_id": text("request_id"),
+            "client_ip": text("client_ip"),
+            "details": text("details")
+                .and_then(|d| serde_json::from_str::<Json>(&d).ok())
+                .unwrap_or(Json::Null),
+        });
+        serde_json::to_writer(&mut body, &line).map_err(|e| Error::Storage(e.to_string()))?;
+        body.push(b'\n');
+    }
+    let mut resp = crate::Response::new(body);
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(NDJSON),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&next.to_string()) {
+        headers.insert(NEXT_CURSOR_HEADER, v);
+    }
+    Ok(resp)
+}

@@ -28,6 +28,7 @@
 //! | `max_body_bytes` | var | `262144` | request body cap (1 KiB to 16 MiB) |
 //! | `trusted_proxies` | var | — | comma-separated IPs or CIDRs whose `X-Forwarded-*` headers are believed (native runtime) |
 //! | `insecure_test_routes` | var | `false` | mounts the test routes in builds with the `danger-test-routes` feature; refused in production |
+//! | `audit_monitor_tokens` | var | — | comma-separated `blake3:<hex>` digests of monitor credentials (`edgecoder monitor-token`): read-only bearer credentials for the audit export (`GET /{auth,mesh,ledger}/audit/events`) and nothing else |
 //!
 //! Key rotation: put the new key in `signing_key`, the old one in
 //! `previous_signing_key` and the switch time in `previous_key_retired_at`.
@@ -148,6 +149,9 @@ pub struct Config {
     pub service_key: Option<SigningKey>,
     /// The callers' public keys, for the calls this component receives.
     pub service_keys: crate::service::ServiceKeys,
+    /// blake3 digests of the monitor credentials that may read the audit
+    /// export (`audit_monitor_tokens`).
+    pub monitor_tokens: Vec<[u8; 32]>,
     /// Weakened settings in force, for the runtime to log at start.
     pub warnings: Vec<String>,
 }
@@ -360,6 +364,7 @@ impl Config {
             Some(v) => crate::service::ServiceKeys::parse(&v)?,
             None => crate::service::ServiceKeys::default(),
         };
+        let monitor_tokens = parse_monitor_tokens(vars.var("audit_monitor_tokens").as_deref())?;
 
         let mut warnings = Vec::new();
         if mode == Mode::Production {
@@ -396,9 +401,31 @@ impl Config {
             allowed_origins,
             service_key,
             service_keys,
+            monitor_tokens,
             warnings,
         })
     }
+}
+
+/// `audit_monitor_tokens`: comma-separated `blake3:<64 hex>` digests of
+/// monitor credentials (`edgecoder monitor-token` makes one). Only digests
+/// are configured, so the setting is not a secret.
+fn parse_monitor_tokens(v: Option<&str>) -> Result<Vec<[u8; 32]>, Error> {
+    let mut out = Vec::new();
+    for item in v.unwrap_or_default().split(',').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let hex = item.strip_prefix("blake3:").unwrap_or("");
+        let digest = blake3::Hash::from_hex(hex).map_err(|_| {
+            Error::Config(
+                "audit_monitor_tokens lists blake3:<64 hex> digests (edgecoder monitor-token)"
+                    .into(),
+            )
+        })?;
+        out.push(*digest.as_bytes());
+    }
+    Ok(out)
 }
 
 impl Config {

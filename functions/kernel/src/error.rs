@@ -83,6 +83,9 @@ pub enum Error {
     /// Configuration is missing or invalid; the function must not serve.
     #[error("configuration error: {0}")]
     Config(String),
+    /// The caller is known but may not read or do this.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
 }
 
 impl Error {
@@ -242,6 +245,9 @@ impl From<Error> for Problem {
                     "Internal error",
                 )
             },
+            Error::Forbidden(what) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(what)
+            }
             Error::HttpsRequired => Problem::new(
                 StatusCode::FORBIDDEN,
                 "https_required",

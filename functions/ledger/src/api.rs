@@ -125,6 +125,8 @@ pub async fn append(s: &Services, req: Request) -> Result<Response, Error> {
     let payload = STANDARD
         .decode(body.payload.as_bytes())
         .map_err(|_| Error::InvalidEntry("payload must be base64"))?;
+    let payload_type = body.payload_type.clone();
+    let actor = principal.clone();
     let entry = NewEntry {
         payload_type: body.payload_type,
         payload,
@@ -135,6 +137,18 @@ pub async fn append(s: &Services, req: Request) -> Result<Response, Error> {
     let Some(a) = done.first() else {
         return Err(Error::Busy);
     };
+    if !a.duplicate {
+        edgecoder_kernel::audit::note(
+            s,
+            &req.ctx,
+            &actor,
+            "ledger.entry.append",
+            Some(&a.index.to_string()),
+            edgecoder_kernel::audit::Outcome::Success,
+            json!({"payload_type": payload_type}),
+        )
+        .await?;
+    }
     let status = if a.duplicate {
         StatusCode::OK
     } else {
@@ -393,8 +407,19 @@ pub async fn get_checkpoint(s: &Services, req: Request) -> Result<Response, Erro
 /// `POST /ledger/checkpoint`: sign the current head now (a current
 /// `system_admin`; no function needs to).
 pub async fn post_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
-    admin(s, req.bearer().ok_or(Error::Unauthorized)?).await?;
+    let actor = admin(s, req.bearer().ok_or(Error::Unauthorized)?).await?;
     let note = current_checkpoint(s, true).await?;
+    let size = note.lines().nth(1).unwrap_or_default().to_owned();
+    edgecoder_kernel::audit::note(
+        s,
+        &req.ctx,
+        &actor,
+        "ledger.checkpoint.sign",
+        Some(&size),
+        edgecoder_kernel::audit::Outcome::Success,
+        json!({"size": size}),
+    )
+    .await?;
     // Asked now, so the answer carries what the witnesses said.
     if let Some(round) = crate::witnesses::Round::of(s, own_keys(s)?)? {
         round.run(&note).await;

@@ -44,7 +44,9 @@ pub(crate) fn b64() -> Json {
 
 /// The function's routes under the given configuration.
 pub fn router(config: &Config) -> Router {
-    let r = health::routes(NAME, "/ledger/health", "/ledger/health/ready");
+    let r = health::routes(NAME, "/ledger/health", "/ledger/health/ready").merge(
+        edgecoder_kernel::audit::export_routes(NAME, "/ledger/audit/events"),
+    );
     let r = api::routes(r);
     // Conformance echo and ports routes: only in builds with
     // `danger-test-routes`, only with the setting on.

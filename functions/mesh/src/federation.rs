@@ -153,6 +153,16 @@ async fn receive(s: &Services, req: Request) -> Result<Response, Error> {
     // A claim only: it is acted on once the pull proves it in the peer's
     // cosigned log.
     db::mark_due(s.sql.as_ref(), &peer.origin).await?;
+    audit::note(
+        s,
+        &req.ctx,
+        &format!("peer:{}", peer.origin),
+        "mesh.federation.gossip",
+        Some(&peer.origin),
+        Outcome::Success,
+        json!({"ledger_index": g.ledger_index}),
+    )
+    .await?;
     let owned = s.clone();
     let ctx = req.ctx.clone();
     let origin = peer.origin.clone();
@@ -578,13 +588,30 @@ async fn tick_route(s: &Services, req: Request) -> Result<Response, Error> {
     authn::charge(s, &format!("federation-tick:{who}"), 30).await?;
     // Which peers and why a pull failed are for operators; others get
     // counts.
-    let operator = req.bearer().is_some() && authn::operator(s, &req).await.is_ok();
+    let operator = match req.bearer() {
+        Some(_) => authn::operator(s, &req).await.ok(),
+        None => None,
+    };
     let done = tick(s).await?;
-    if operator {
-        return Ok(ok_json(&done));
-    }
     let pulled = done["pulled"].as_array().cloned().unwrap_or_default();
     let failed = pulled.iter().filter(|p| p.get("error").is_some()).count();
+    // An open route that makes the coordinator pull and close epochs: who
+    // asked, and what came of it, is on record.
+    audit::note(
+        s,
+        &req.ctx,
+        &operator
+            .as_ref()
+            .map_or_else(|| "anonymous".to_owned(), |c| format!("user:{}", c.user_id)),
+        "mesh.federation.tick",
+        None,
+        Outcome::Success,
+        json!({"pulled": pulled.len() - failed, "failed": failed}),
+    )
+    .await?;
+    if operator.is_some() {
+        return Ok(ok_json(&done));
+    }
     Ok(ok_json(
         &json!({"pulled": pulled.len() - failed, "failed": failed}),
     ))

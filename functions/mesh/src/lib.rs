@@ -182,12 +182,17 @@ pub fn router(config: &Config) -> Router {
             err(403, "forbidden / step_up_required"),
         ],
     );
-    let r = health::routes(NAME, "/mesh/health", "/mesh/health/ready").route(
-        Method::GET,
-        "/mesh/identity",
-        endpoint(|s, r| async move { identity(&s, r).await }),
-        identity_doc,
-    );
+    let r = health::routes(NAME, "/mesh/health", "/mesh/health/ready")
+        .merge(edgecoder_kernel::audit::export_routes(
+            NAME,
+            "/mesh/audit/events",
+        ))
+        .route(
+            Method::GET,
+            "/mesh/identity",
+            endpoint(|s, r| async move { identity(&s, r).await }),
+            identity_doc,
+        );
     let r = nodes::routes(r);
     let r = tasks::routes(r);
     let r = inference::routes(r);

@@ -931,6 +931,35 @@ enum Op {
 async fn operate(s: &Services, req: Request, op: Op) -> Result<Response, Error> {
     let caller = authn::operator(s, &req).await?;
     let actor = format!("user:{}", caller.user_id);
+    let ctx = req.ctx.clone();
+    let target = req.param("id").map(str::to_owned);
+    match operate_as(s, req, op, &actor).await {
+        // An operator's step the rollout's state or gates refused is on
+        // record as much as one it took.
+        Err(e @ (Error::GateNotMet(_) | Error::RolloutState(_))) => {
+            let action = match op {
+                Op::Advance => "mesh.rollout.advance",
+                Op::Halt => "mesh.rollout.halt",
+                Op::Rollback => "mesh.rollout.rollback",
+            };
+            let reason = e.to_string();
+            Err(audit::denied(
+                s,
+                &ctx,
+                &actor,
+                action,
+                target.as_deref(),
+                json!({ "reason": reason }),
+                e,
+            )
+            .await)
+        }
+        other => other,
+    }
+}
+
+async fn operate_as(s: &Services, req: Request, op: Op, actor: &str) -> Result<Response, Error> {
+    let actor = actor.to_owned();
     let body: Operate = if req.body.is_empty() {
         Operate::default()
     } else {

@@ -679,7 +679,7 @@ async fn policy(s: &Services, req: Request) -> Result<Response, Error> {
 
 /// `POST /mesh/peers/refresh`: re-read a peer's identity now (operator).
 async fn refresh_route(s: &Services, req: Request) -> Result<Response, Error> {
-    authn::operator(s, &req).await?;
+    let caller = authn::operator(s, &req).await?;
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -692,7 +692,18 @@ async fn refresh_route(s: &Services, req: Request) -> Result<Response, Error> {
         .await?
         .filter(|p| !p.removed)
         .ok_or(Error::PeerNotFound)?;
+    let before = p.key_id.clone();
     let p = refresh(s, &req.ctx, p).await?;
+    audit::note(
+        s,
+        &req.ctx,
+        &format!("user:{}", caller.user_id),
+        "mesh.peer.refresh",
+        Some(&p.origin),
+        Outcome::Success,
+        json!({"key_id": p.key_id, "rotated": p.key_id != before}),
+    )
+    .await?;
     Ok(ok_json(&describe(&p)))
 }
 

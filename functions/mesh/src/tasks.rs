@@ -1091,7 +1091,20 @@ fn submit_doc() -> RouteDoc {
         "Submit a wasm task over frozen, content-addressed inputs (verified user); its price (per the published table, times replicas) is escrowed from the submitter's available credits",
         body,
         vec![
-            ok(201, "{task_id, status: queued, price, replicas}"),
+            ok(201, "{task_id, status: queued, price, replicas}").with_schema(
+                object(
+                    &["task_id", "status", "module_digest", "input_digest", "price", "replicas"],
+                    json!({
+                        "task_id": {"type": "string"},
+                        "status": {"const": "queued"},
+                        "module_digest": digest_schema(),
+                        "input_digest": digest_schema(),
+                        "price": {"type": "integer", "minimum": 0},
+                        "replicas": {"type": "integer", "minimum": 1},
+                    }),
+                )
+                .unwrap_or_default(),
+            ),
             err(400, "invalid_request"),
             err(401, "mesh_unauthorized / invalid_token"),
             err(403, "forbidden (email unverified) / account_blacklisted"),

@@ -278,6 +278,17 @@ async fn add_checkpoint(s: &Services, req: Request) -> Result<Response, Error> {
     match accept(s, &req.ctx, &log, body.old, &body.proof, body.note, &cp).await? {
         Accepted::Stale(size) => Ok(size_response(size)),
         Accepted::Cosigned(line) => {
+            // The witness's state moved: what it vouched for is on record.
+            audit::note(
+                s,
+                &req.ctx,
+                &format!("log:{}", log.origin),
+                "mesh.witness.cosign",
+                Some(&log.origin),
+                audit::Outcome::Success,
+                serde_json::json!({"size": cp.size}),
+            )
+            .await?;
             let mut resp = edgecoder_kernel::http_types::Response::new(line.into_bytes());
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

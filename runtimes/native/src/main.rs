@@ -135,6 +135,11 @@ enum Command {
         #[arg(long, value_name = "KEY_FILE", conflicts_with_all = ["out", "base64"])]
         public: Option<PathBuf>,
     },
+    /// Make a monitor credential: a read-only bearer token for the audit
+    /// export (`GET /{auth,mesh,ledger}/audit/events`). Prints the token
+    /// (give it to the monitor, e.g. a SIEM) and the digest to add to the
+    /// `audit_monitor_tokens` setting.
+    MonitorToken,
     /// Model releases: sign a model directory's manifest, or verify one.
     Model {
         #[command(subcommand)]
@@ -320,6 +325,20 @@ fn main() -> Result<()> {
                 }
                 None => print!("{pem}"),
             }
+            Ok(())
+        }
+        Command::MonitorToken => {
+            let mut bytes = [0u8; 32];
+            edgecoder_kernel::Rng::fill(&OsRng, &mut bytes);
+            let token = format!(
+                "emt_{}",
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+            );
+            println!("token:  {token}");
+            println!("digest: blake3:{}", blake3::hash(token.as_bytes()).to_hex());
+            eprintln!(
+                "add the digest to audit_monitor_tokens (comma-separated); the token is shown once"
+            );
             Ok(())
         }
         Command::Model { command } => model_command(command),
