@@ -512,3 +512,110 @@ fn agent_stops_on_sigterm_mid_task_and_the_task_is_leased_again() {
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+// The README's first task, as a new user runs it: `edgecoder task submit`
+// with a `.wat` file and an input file (digests computed by the CLI), an
+// agent runs it, `task status` and `task result` read it back.
+#[test]
+fn the_cli_submits_a_wat_task_an_agent_runs_and_its_result_reads_back() {
+    let bin = edgecoder_binary();
+    let key = signing_key_base64();
+    let env = settings(&key);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let data = std::env::temp_dir().join(format!("edgecoder-cli-task-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let server = start_native(&bin, &data.join("server"), &env);
+    let target = conformance_target(&server.base, &key);
+    let client = Client::new(&server.base);
+    let x = Ctx::new(&client, &target);
+    let owner = x.account("cli-owner", true).expect("owner");
+    let node_id = format!("cli-{}", std::process::id());
+    let token = enroll(&x, &owner, &node_id).expect("enroll");
+    let dir = data.join("agent");
+    let (code, out) = agent(
+        &dir,
+        &["init", "--node-id", &node_id, "--device-type", "server"],
+    );
+    assert_eq!(code, 0, "init: {out}");
+    let (code, out) = agent(
+        &dir,
+        &["register", "--coordinator", &server.base, "--token", &token],
+    );
+    assert_eq!(code, 0, "register: {out}");
+    let (_, admin) = x.admin().expect("admin");
+    ok(
+        x.send(
+            "POST",
+            &format!("/mesh/nodes/{node_id}/approve"),
+            Some(&admin),
+            None,
+            &[],
+        ),
+        200,
+        "approve",
+    );
+    let user = x.account("cli-user", true).expect("user");
+    edgecoder_conformance::economy::fund_bearer(&x, &user.access).expect("credits");
+    std::fs::write(data.join("upper.wat"), UPPERCASE).expect("wat");
+    std::fs::write(data.join("input.txt"), "hello from the cli").expect("input");
+    let cli = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .args(args)
+            .args(["--url", &server.base])
+            .env("EDGECODER_TOKEN", &user.access)
+            .output()
+            .expect("edgecoder");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let module = data.join("upper.wat");
+    let input = data.join("input.txt");
+    let (code, id, err) = cli(&[
+        "task",
+        "submit",
+        "--module",
+        module.to_str().expect("path"),
+        "--input",
+        input.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "submit: {err}");
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 32, "a task id: {id:?} {err}");
+    let (code, status, err) = cli(&["task", "status", &id]);
+    assert_eq!(code, 0, "status: {err}");
+    let v: Json = serde_json::from_str(&status).expect("json");
+    assert_eq!(v["status"], "queued", "{v}");
+    assert_eq!(
+        v["input_digest"],
+        format!("blake3:{}", blake3::hash(b"hello from the cli").to_hex()).as_str()
+    );
+    let (code, _, err) = cli(&["task", "result", &id]);
+    assert_ne!(code, 0, "no result before it ran");
+    assert!(err.contains("queued"), "{err}");
+
+    let (code, out) = agent(&dir, &["run", "--once"]);
+    assert_eq!(code, 0, "agent: {out}");
+    let (code, out, err) = cli(&["task", "result", &id]);
+    assert_eq!(code, 0, "result: {err}");
+    assert_eq!(out, "HELLO FROM THE CLI");
+    // Someone else's token reads nothing of it.
+    let other = x.account("cli-other", true).expect("other");
+    let out = Command::new(&bin)
+        .args([
+            "task",
+            "status",
+            &id,
+            "--url",
+            &server.base,
+            "--token",
+            &other.access,
+        ])
+        .output()
+        .expect("edgecoder");
+    assert!(!out.status.success());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}

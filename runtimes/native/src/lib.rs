@@ -11,6 +11,7 @@ pub mod model;
 pub mod platform;
 pub mod server;
 pub mod sqlite;
+pub mod task;
 pub mod verify;
 
 use std::path::Path;

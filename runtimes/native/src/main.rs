@@ -169,6 +169,12 @@ enum Command {
     /// unavailable (the log, a file or the state could not be fetched,
     /// read or written). `--json` prints one JSON object either way.
     Verify(VerifyArgs),
+    /// Submit work to a deployment and read it back (as the signed-in user
+    /// whose access token you pass).
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
     /// Print the development mail outbox (newest first); refused in production.
     Outbox {
         #[command(flatten)]
@@ -250,6 +256,77 @@ struct VerifyArgs {
     /// transfer or an issuance credit) instead of a whole log.
     #[arg(long, conflicts_with_all = ["url", "db"])]
     receipt: Option<PathBuf>,
+}
+
+/// Where and as whom `edgecoder task` talks.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The deployment's base URL.
+    #[arg(long, env = "EDGECODER_URL", default_value = "http://127.0.0.1:8787")]
+    url: String,
+    /// An access token (`access_token` from `POST /auth/login`).
+    #[arg(long, env = "EDGECODER_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Submit a wasm task: the module (`.wat` text or `.wasm`) and its input
+    /// file; the digests are computed here. Prints the task id.
+    Submit {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The module: WebAssembly text or binary, exporting `run`.
+        #[arg(long)]
+        module: PathBuf,
+        /// The input file (its bytes are what `read_input` gives the module).
+        #[arg(long)]
+        input: PathBuf,
+        /// Wall-clock limit.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// Memory limit.
+        #[arg(long, default_value_t = 64)]
+        memory_mb: u64,
+        /// Instruction budget.
+        #[arg(long, default_value_t = 1_000_000_000)]
+        fuel: u64,
+        /// Nodes of distinct owners that must agree (1 to 5).
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+    },
+    /// Submit an inference task to the GPU hosts serving `model`. Prints the
+    /// task id.
+    Infer {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The model, `name@version`.
+        #[arg(long)]
+        model: String,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: u32,
+    },
+    /// A task's status, as JSON.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The task id.
+        id: String,
+    },
+    /// A finished task's output (raw bytes, or the generated text).
+    Result {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The task id.
+        id: String,
+        /// Write it to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -342,6 +419,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Model { command } => model_command(command),
+        Command::Task { command } => task_command(command),
         Command::Audit {
             data,
             action,
@@ -453,6 +531,65 @@ fn main() -> Result<()> {
             Ok(())
         }),
     }
+}
+
+fn task_command(command: TaskCommand) -> Result<()> {
+    use edgecoder_native::task::{Api, Wasm, output};
+    match command {
+        TaskCommand::Submit {
+            api,
+            module,
+            input,
+            timeout_ms,
+            memory_mb,
+            fuel,
+            replicas,
+        } => {
+            let v = Api::new(&api.url, &api.token).submit(&Wasm {
+                module: &module,
+                input: &input,
+                timeout_ms,
+                memory_mb,
+                fuel,
+                replicas,
+            })?;
+            eprintln!(
+                "queued; escrowed {} credits (status: edgecoder task status {})",
+                v["price"],
+                v["task_id"].as_str().unwrap_or_default()
+            );
+            println!("{}", v["task_id"].as_str().unwrap_or_default());
+        }
+        TaskCommand::Infer {
+            api,
+            model,
+            prompt,
+            max_new_tokens,
+        } => {
+            let v = Api::new(&api.url, &api.token).infer(&model, &prompt, max_new_tokens)?;
+            println!("{}", v["task_id"].as_str().unwrap_or_default());
+        }
+        TaskCommand::Status { api, id } => {
+            let mut v = Api::new(&api.url, &api.token).task(&id)?;
+            // The status, not the (possibly large) output.
+            if let Some(o) = v.as_object_mut() {
+                o.remove("output");
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        TaskCommand::Result { api, id, out } => {
+            let bytes = output(&Api::new(&api.url, &api.token).task(&id)?)?;
+            match out {
+                Some(path) => std::fs::write(&path, &bytes)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => {
+                    use std::io::Write as _;
+                    std::io::stdout().write_all(&bytes)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The shared database of an existing data directory, read-only: nothing
