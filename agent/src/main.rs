@@ -73,6 +73,12 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print a shell completion script (e.g. `edgecoder-agent completions
+    /// zsh > ~/.zfunc/_edgecoder-agent`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Heartbeat, pull tasks, run them and report results.
     Run {
         /// Agent directory.
@@ -116,6 +122,13 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<ExitCode, Error> {
     match command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "edgecoder-agent", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Init {
             dir,
             node_id,

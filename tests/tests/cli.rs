@@ -124,3 +124,72 @@ fn outbox_latest_link_prints_the_verification_link_of_a_new_account() {
     server.terminate(Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn config_check_lists_every_setting_with_its_source_and_judges_production() {
+    let dir = std::env::temp_dir().join(format!("edgecoder-cfg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("secrets")).expect("mkdir");
+    let key = signing_key_base64();
+    std::fs::write(dir.join("secrets/signing_key"), &key).expect("key");
+    let run = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut cmd = Command::new(edgecoder_binary());
+        cmd.args(["config", "check", "--data-dir"])
+            .arg(&dir)
+            .args(extra)
+            .env_remove("EDGECODER_MODE")
+            .env_remove("EDGECODER_DATA_DIR");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("edgecoder");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&[("EDGECODER_ISSUER", "https://edge.example.com")], &[]);
+    assert_eq!(code, 0, "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not listed: {out}"))
+            .to_owned()
+    };
+    assert!(line("issuer").contains("environment EDGECODER_ISSUER"));
+    assert!(
+        line("signing_key").contains("file "),
+        "{}",
+        line("signing_key")
+    );
+    assert!(line("checkpoint_key").contains("unset"));
+    assert!(line("economy_epoch_secs").contains("default"));
+    assert!(out.contains("development: accepted"), "{out}");
+    // Production needs the log's and the coordinator's keys too.
+    assert!(out.contains("production: would refuse"), "{out}");
+    let (code, out) = run(
+        &[("EDGECODER_ISSUER", "https://edge.example.com")],
+        &["--production"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("production: refused"), "{out}");
+    // Nothing was created or changed.
+    assert_eq!(
+        std::fs::read_dir(&dir).expect("dir").count(),
+        1,
+        "only secrets/ is there"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn shell_completions_name_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out) = edgecoder(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {out}");
+        assert!(
+            out.contains("verify") && out.contains("monitor-token") && out.contains("task"),
+            "{shell}"
+        );
+    }
+}

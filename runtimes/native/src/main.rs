@@ -169,6 +169,19 @@ enum Command {
     /// unavailable (the log, a file or the state could not be fetched,
     /// read or written). `--json` prints one JSON object either way.
     Verify(VerifyArgs),
+    /// Settings: `edgecoder config check` lists every setting the functions
+    /// read, where its value comes from, and whether production mode would
+    /// accept the whole.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script (e.g. `edgecoder completions bash >
+    /// ~/.local/share/bash-completion/completions/edgecoder`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Submit work to a deployment and read it back (as the signed-in user
     /// whose access token you pass).
     Task {
@@ -256,6 +269,21 @@ struct VerifyArgs {
     /// transfer or an issuance credit) instead of a whole log.
     #[arg(long, conflicts_with_all = ["url", "db"])]
     receipt: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Every setting with its source (environment, secret file, default)
+    /// and whether this mode, and production, accept the configuration.
+    /// Exit status 1 when the chosen mode would refuse to start.
+    Check {
+        /// Data directory whose `secrets/` hold secret files (not created).
+        #[arg(long, env = "EDGECODER_DATA_DIR", default_value = ".edgecoder")]
+        data_dir: PathBuf,
+        /// Check as production (default: the mode the settings give).
+        #[arg(long)]
+        production: bool,
+    },
 }
 
 /// Where and as whom `edgecoder task` talks.
@@ -420,6 +448,26 @@ fn main() -> Result<()> {
         }
         Command::Model { command } => model_command(command),
         Command::Task { command } => task_command(command),
+        Command::Config {
+            command:
+                ConfigCommand::Check {
+                    data_dir,
+                    production,
+                },
+        } => {
+            if !config_check(&data_dir, production) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "edgecoder", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not a failure.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(())
+        }
         Command::Audit {
             data,
             action,
@@ -531,6 +579,113 @@ fn main() -> Result<()> {
             Ok(())
         }),
     }
+}
+
+/// Records each setting the loader reads and where its value comes from.
+struct Recording {
+    inner: NativeConfig,
+    secrets: PathBuf,
+    seen: std::cell::RefCell<std::collections::BTreeMap<String, (&'static str, String)>>,
+}
+
+impl edgecoder_kernel::ConfigSource for Recording {
+    fn var(&self, name: &str) -> Option<String> {
+        let v = self.inner.var(name);
+        let env = NativeConfig::env_name(name);
+        let source = match (&v, std::env::var_os(&env)) {
+            (Some(_), Some(_)) => format!("environment {env}"),
+            (Some(_), None) => "set by the command".to_owned(),
+            (None, _) => "default".to_owned(),
+        };
+        self.seen
+            .borrow_mut()
+            .entry(name.to_owned())
+            .or_insert(("var", source));
+        v
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        let v = self.inner.secret(name);
+        let env = NativeConfig::env_name(name);
+        let file = self.secrets.join(name);
+        let source = if v.is_none() {
+            "unset".to_owned()
+        } else if std::env::var_os(&env).is_some() {
+            format!("environment {env}")
+        } else {
+            format!("file {}", file.display())
+        };
+        self.seen
+            .borrow_mut()
+            .insert(name.to_owned(), ("secret", source));
+        v
+    }
+}
+
+/// `edgecoder config check`: whether the chosen mode accepts the settings.
+fn config_check(data_dir: &std::path::Path, production: bool) -> bool {
+    use edgecoder_gateway::{Loaded, Selection};
+    let secrets = data_dir.join("secrets");
+    let base = NativeConfig::new(None).with_secrets_dir(&secrets);
+    let configured = edgecoder_kernel::ConfigSource::var(&base, "mode");
+    let mut in_mode = NativeConfig::clone(&base);
+    in_mode.set(
+        "mode",
+        if production {
+            "production"
+        } else {
+            configured.as_deref().unwrap_or("development")
+        },
+    );
+    // Every setting, as development reads them all without stopping at the
+    // first missing secret.
+    let mut dev = NativeConfig::clone(&base);
+    dev.set("mode", "development");
+    let listing = Recording {
+        inner: dev,
+        secrets: secrets.clone(),
+        seen: Default::default(),
+    };
+    let _ = Loaded::load(&listing, Selection::All);
+    let recorded = Recording {
+        inner: in_mode,
+        secrets,
+        seen: Default::default(),
+    };
+    let verdict = Loaded::load(&recorded, Selection::All);
+    let mut seen = listing.seen.into_inner();
+    seen.extend(recorded.seen.into_inner());
+    let width = seen.keys().map(String::len).max().unwrap_or(0);
+    for (name, (kind, source)) in &seen {
+        println!("{name:width$}  {kind:6}  {source}");
+    }
+    let mode = if production {
+        "production"
+    } else {
+        configured.as_deref().unwrap_or("development")
+    };
+    let ok = match &verdict {
+        Ok(loaded) => {
+            println!("\n{mode}: accepted");
+            for w in &loaded.warnings {
+                println!("  warning: {w}");
+            }
+            true
+        }
+        Err(e) => {
+            println!("\n{mode}: refused: {e}");
+            false
+        }
+    };
+    if !production && mode != "production" {
+        let mut prod = NativeConfig::new(None).with_secrets_dir(&data_dir.join("secrets"));
+        prod.set("mode", "production");
+        match Loaded::load(&prod, Selection::All) {
+            Ok(_) => println!("production: accepted"),
+            Err(e) => println!("production: would refuse: {e}"),
+        }
+    }
+    ok
 }
 
 fn task_command(command: TaskCommand) -> Result<()> {

@@ -69,7 +69,8 @@ impl NativeConfig {
         self.overrides.insert(name.to_owned(), value.into());
     }
 
-    fn env_name(name: &str) -> String {
+    /// The environment variable a setting is read from.
+    pub fn env_name(name: &str) -> String {
         format!("EDGECODER_{}", name.to_ascii_uppercase())
     }
 }
