@@ -42,7 +42,7 @@ ec_cargo_tool() {
     root="$root-$(printf '%s ' "$@" | sha256sum | cut -c1-8)"
   fi
   if [[ ! -x "$root/bin/$bin" ]]; then
-    ec_log "cargo install $crate $version $* (cached in $root)"
+    ec_log "cargo install $crate $version $* (once; several minutes on 2 cores; cached in $root)"
     local args=(install "$crate" --version "=$version" --root "$root" "$@")
     [[ "$locked" == locked ]] && args+=(--locked)
     cargo "${args[@]}"

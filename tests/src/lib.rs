@@ -341,6 +341,10 @@ type Check = fn(&Client) -> Result<(), String>;
 pub fn checks() -> Vec<(&'static str, Check)> {
     vec![
         ("health_is_pass_health_json", health_is_pass_health_json),
+        (
+            "an_inbound_request_id_is_honoured_and_a_malformed_one_replaced",
+            an_inbound_request_id_is_honoured_and_a_malformed_one_replaced,
+        ),
         ("head_health_has_no_body", head_health_has_no_body),
         (
             "ready_checks_sql_kv_and_migrations",
@@ -733,6 +737,26 @@ fn every_response_is_documented(c: &Client) -> Result<(), String> {
             outside.len(),
             outside.into_iter().collect::<Vec<_>>().join(", ")
         ));
+    }
+    Ok(())
+}
+
+// A proxy's or caller's `x-request-id` follows the request (echoed, logged,
+// in audit events); one that is not safe to repeat is replaced by our own.
+fn an_inbound_request_id_is_honoured_and_a_malformed_one_replaced(
+    c: &Client,
+) -> Result<(), String> {
+    for f in FUNCTIONS {
+        let path = format!("/{f}/health");
+        let r = c.send_with("GET", &path, &[("x-request-id", "edge-test.42_a-b")], &[])?;
+        if r.header("x-request-id") != Some("edge-test.42_a-b") {
+            return Err(format!("{path}: echoed {:?}", r.header("x-request-id")));
+        }
+        let r = c.send_with("GET", &path, &[("x-request-id", "bad id<script>")], &[])?;
+        match r.header("x-request-id") {
+            Some(id) if id != "bad id<script>" && !id.is_empty() => {}
+            other => return Err(format!("{path}: a malformed id came back as {other:?}")),
+        }
     }
     Ok(())
 }

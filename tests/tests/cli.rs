@@ -193,3 +193,69 @@ fn shell_completions_name_the_commands() {
         );
     }
 }
+
+// Logs a log shipper can read: JSON lines (never an escape code) when
+// stderr is not a terminal, with the request's id (the caller's, when it
+// sent one), its traceparent, route, status and latency.
+#[test]
+fn serve_logs_json_lines_with_request_id_traceparent_status_and_latency() {
+    let dir = std::env::temp_dir().join(format!("edgecoder-logs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let log = std::fs::File::create(dir.join("serve.log")).expect("log");
+    let port = free_port();
+    let mut child = Command::new(edgecoder_binary())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .env_remove("EDGECODER_MODE")
+        .env_remove("EDGECODER_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("serve");
+    let client = Client::new(&format!("http://127.0.0.1:{port}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client.get("/auth/health").is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = client
+        .send_with(
+            "GET",
+            "/ledger/checkpoint",
+            &[("x-request-id", "log-check-1"), ("traceparent", trace)],
+            &[],
+        )
+        .expect("request");
+    assert_eq!(r.header("x-request-id"), Some("log-check-1"));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(dir.join("serve.log")).expect("log");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in a log file:\n{text}"
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let line = lines
+        .iter()
+        .find(|l| l["request_id"] == "log-check-1")
+        .unwrap_or_else(|| panic!("no line for the request:\n{text}"));
+    assert_eq!(line["traceparent"], trace, "{line}");
+    assert_eq!(line["path"], "/ledger/checkpoint", "{line}");
+    assert!(line["status"].as_u64().is_some(), "{line}");
+    assert!(line["latency_ms"].as_f64().is_some(), "{line}");
+    assert!(line["timestamp"].as_str().is_some(), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

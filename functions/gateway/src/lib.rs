@@ -320,8 +320,14 @@ fn all_functions(config: &Config) -> Router {
 pub fn openapi(config: &Config) -> Json {
     // Document the openapi route itself too: build the table once with a
     // placeholder document, then describe that table.
-    openapi_route(all_functions(config), Rc::new(Json::Null))
-        .openapi("EdgeCoder Edge", env!("CARGO_PKG_VERSION"))
+    let mut doc = openapi_route(all_functions(config), Rc::new(Json::Null))
+        .openapi("EdgeCoder Edge", env!("CARGO_PKG_VERSION"));
+    // The deployment's own origin: a generated client's base URL.
+    doc["servers"] = serde_json::json!([{
+        "url": config.issuer.trim_end_matches('/'),
+        "description": "this deployment (its issuer)"
+    }]);
+    doc
 }
 
 /// How often the scheduled work ([`scheduled`]) should run, if the services
@@ -502,6 +508,59 @@ mod tests {
             assert!(op.is_object(), "{method} {path} missing from openapi");
             assert!(op["operationId"].is_string());
         }
+    }
+
+    // What a generated client needs beyond paths: where to send requests,
+    // which credential each operation takes, its query parameters and the
+    // headers that come back.
+    #[test]
+    fn openapi_declares_servers_security_parameters_and_headers() {
+        let cfg = Config::load(&Dev).expect("config");
+        let doc = openapi(&cfg);
+        assert_eq!(doc["servers"][0]["url"], cfg.issuer.trim_end_matches('/'));
+        for scheme in [
+            "bearerAuth",
+            "refreshCookie",
+            "httpMessageSignature",
+            "serviceCredential",
+            "monitorCredential",
+        ] {
+            assert!(
+                doc["components"]["securitySchemes"][scheme].is_object(),
+                "{scheme}"
+            );
+        }
+        let op = |path: &str, method: &str| doc["paths"][path][method].clone();
+        let schemes = |v: &Json| -> Vec<String> {
+            v["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_object()?.keys().next().cloned())
+                .collect()
+        };
+        assert_eq!(
+            schemes(&op("/mesh/tasks/pull", "post")),
+            ["httpMessageSignature"]
+        );
+        assert_eq!(schemes(&op("/auth/me", "get")), ["bearerAuth"]);
+        assert_eq!(
+            schemes(&op("/auth/audit/events", "get")),
+            ["monitorCredential", "bearerAuth"]
+        );
+        assert!(schemes(&op("/ledger/checkpoint", "get")).is_empty());
+        let params: Vec<String> = op("/ledger/entries", "get")["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query")
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(params, ["start", "end"]);
+        let login = op("/auth/login", "post");
+        assert!(login["responses"]["200"]["headers"]["Set-Cookie"].is_object());
+        assert!(login["responses"]["200"]["headers"]["x-request-id"].is_object());
+        assert!(login["responses"]["429"]["headers"]["Retry-After"].is_object());
     }
 
     #[test]

@@ -30,6 +30,61 @@ pub struct RequestContext {
     /// The authority (`host[:port]`) the client addressed, when known:
     /// `@authority`.
     pub authority: Option<String>,
+    /// The W3C `traceparent` the request arrived with, when well-formed:
+    /// logged with the request, so a trace spans the caller and us.
+    pub traceparent: Option<String>,
+}
+
+/// Whether `id` may stand as a request id taken from a caller: 1 to 128
+/// characters of `A-Z a-z 0-9 . _ -`, so it is safe in logs, headers and
+/// audit queries.
+pub fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether `v` is a W3C Trace Context `traceparent` of version 00:
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero.
+pub fn valid_traceparent(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
+/// Takes the caller's request id and trace context: an inbound
+/// `x-request-id` (or, where the platform sets one, `cf-ray`) that is safe
+/// to repeat replaces the generated id, so one id follows a request through
+/// a proxy, us and the functions we call; a valid `traceparent` is kept.
+/// Anything malformed is ignored (the generated id stays).
+pub fn accept_inbound(ctx: &mut RequestContext, headers: &http::HeaderMap) {
+    let value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(id) = value("x-request-id")
+        .filter(|v| valid_request_id(v))
+        .or_else(|| value("cf-ray").filter(|v| valid_request_id(v)))
+    {
+        ctx.request_id = id.to_owned();
+    }
+    ctx.traceparent = value("traceparent")
+        .filter(|v| valid_traceparent(v))
+        .map(str::to_owned);
 }
 
 /// The scheme and authority the client addressed on the native runtime: the
@@ -106,6 +161,49 @@ pub fn client_ip_behind_proxies<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbound_request_ids_and_trace_context_are_taken_only_when_safe() {
+        let mut ctx = RequestContext {
+            request_id: "generated".into(),
+            ..RequestContext::default()
+        };
+        let mut h = http::HeaderMap::new();
+        h.insert("x-request-id", "abc-123_x.y".parse().expect("value"));
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .expect("value"),
+        );
+        accept_inbound(&mut ctx, &h);
+        assert_eq!(ctx.request_id, "abc-123_x.y");
+        assert!(ctx.traceparent.is_some());
+        for bad in ["a b", "x\"y", "<script>", &"a".repeat(129)] {
+            let mut ctx = RequestContext {
+                request_id: "generated".into(),
+                ..RequestContext::default()
+            };
+            let mut h = http::HeaderMap::new();
+            if let Ok(v) = bad.parse() {
+                h.insert("x-request-id", v);
+            }
+            h.insert(
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+                    .parse()
+                    .expect("value"),
+            );
+            accept_inbound(&mut ctx, &h);
+            assert_eq!(ctx.request_id, "generated", "{bad}");
+            assert_eq!(ctx.traceparent, None);
+        }
+        // Workers: Cloudflare's ray id when the caller sent none.
+        let mut h = http::HeaderMap::new();
+        h.insert("cf-ray", "8f1a2b3c4d5e6f70-LHR".parse().expect("value"));
+        accept_inbound(&mut ctx, &h);
+        assert_eq!(ctx.request_id, "8f1a2b3c4d5e6f70-LHR");
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")

@@ -319,6 +319,38 @@ impl Router {
             },
             "paths": paths,
             "components": {
+                "securitySchemes": {
+                    "bearerAuth": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "bearerFormat": "JWT",
+                        "description": "An ES256 access token from /auth/login (or refresh, OAuth, passkeys); what it may do is decided from current roles and sessions"
+                    },
+                    "refreshCookie": {
+                        "type": "apiKey",
+                        "in": "cookie",
+                        "name": "edgecoder_refresh",
+                        "description": "The browser's refresh token (HttpOnly, SameSite=Strict, Path=/auth/token); device clients send theirs in the body"
+                    },
+                    "httpMessageSignature": {
+                        "type": "apiKey",
+                        "in": "header",
+                        "name": "Signature",
+                        "description": "An RFC 9421 HTTP message signature (Signature and Signature-Input, covering @method, @target-uri, content-digest (RFC 9530), created, nonce and keyid) by a node's or a peer coordinator's P-256 key"
+                    },
+                    "serviceCredential": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "bearerFormat": "EdgeCoder service token",
+                        "description": "A short-lived token one function signs with its own service_key for a call to another (bound to the method, path and body)"
+                    },
+                    "monitorCredential": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "bearerFormat": "emt_ monitor token",
+                        "description": "A read-only credential for the audit export (edgecoder monitor-token; only its digest is configured)"
+                    }
+                },
                 "schemas": {
                     "Problem": {
                         "type": "object",
@@ -339,11 +371,100 @@ impl Router {
     }
 }
 
+/// Query parameters an operation's summary documents as `?name=&other=`.
+fn query_params(summary: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = summary;
+    while let Some(i) = rest.find('?') {
+        rest = &rest[i + 1..];
+        loop {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name.is_empty() || !rest[name.len()..].starts_with('=') {
+                break;
+            }
+            if !out.contains(&name) {
+                out.push(name.clone());
+            }
+            rest = &rest[name.len() + 1..];
+            // `?a=&b=`: the next name follows an `&`.
+            match rest.strip_prefix('&') {
+                Some(r) => rest = r,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+/// Who may call an operation, as OpenAPI security requirements, from what
+/// the operation documents it answers when the caller is not let in: a
+/// signed-request refusal (`signature_invalid`) means an RFC 9421 signature
+/// (a node or a peer coordinator), `invalid_token` or another 401 an access
+/// token; the audit export also takes a monitor credential, the ledger's
+/// append a function's service credential, the refresh route its cookie.
+/// No 401 documented: public.
+fn security(r: &Route) -> Json {
+    let four01: Vec<&str> = r
+        .doc
+        .responses
+        .iter()
+        .filter(|d| d.status == 401)
+        .map(|d| d.description)
+        .collect();
+    if r.path.ends_with("/audit/events") {
+        return json!([{"monitorCredential": []}, {"bearerAuth": []}]);
+    }
+    if r.path == "/auth/token/refresh" {
+        return json!([{"refreshCookie": []}, {}]);
+    }
+    if four01.iter().any(|d| d.contains("signature_invalid")) {
+        return json!([{"httpMessageSignature": []}]);
+    }
+    if r.path == "/ledger/entries" && r.method == Method::POST {
+        return json!([{"serviceCredential": []}, {"bearerAuth": []}]);
+    }
+    if four01.is_empty() {
+        json!([])
+    } else {
+        json!([{"bearerAuth": []}])
+    }
+}
+
+/// Routes whose success sets (or clears) the refresh cookie.
+const SETS_COOKIE: [&str; 5] = [
+    "/auth/login",
+    "/auth/token/refresh",
+    "/auth/logout",
+    "/auth/oauth/{provider}/callback",
+    "/auth/passkeys/login/verify",
+];
+
 fn operation(r: &Route) -> Json {
     let mut responses = Map::new();
     for d in &r.doc.responses {
         let mut resp = Map::new();
         resp.insert("description".into(), json!(d.description));
+        let mut headers = Map::new();
+        headers.insert(
+            "x-request-id".into(),
+            json!({"description": "The request's id (the caller's, when it sent a valid one), also in audit events and logs", "schema": {"type": "string"}}),
+        );
+        if d.status == 429 || d.status == 503 {
+            headers.insert(
+                "Retry-After".into(),
+                json!({"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}),
+            );
+        }
+        if (200..300).contains(&d.status) && SETS_COOKIE.contains(&r.path) {
+            headers.insert(
+                "Set-Cookie".into(),
+                json!({"description": "The refresh token's HttpOnly, SameSite=Strict cookie (browser clients)", "schema": {"type": "string"}}),
+            );
+        }
+        resp.insert("headers".into(), Json::Object(headers));
         if let Some(mt) = d.media_type {
             let schema = if mt == crate::error::PROBLEM_JSON {
                 json!({"$ref": "#/components/schemas/Problem"})
@@ -398,12 +519,18 @@ fn operation(r: &Route) -> Json {
     op.insert("operationId".into(), json!(r.doc.operation_id));
     op.insert("summary".into(), json!(r.doc.summary));
     op.insert("tags".into(), json!([r.doc.tag]));
-    let params: Vec<Json> = r
+    let mut params: Vec<Json> = r
         .path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
+    params.extend(
+        query_params(r.doc.summary)
+            .into_iter()
+            .map(|name| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})),
+    );
+    op.insert("security".into(), security(r));
     if !params.is_empty() {
         op.insert("parameters".into(), Json::Array(params));
     }

@@ -664,7 +664,7 @@ pub fn routes(r: Router) -> Router {
     }));
     let page_doc = DOCS.op(
         "ledger_entries",
-        "Entries [start, end), at most 1000",
+        "Entries [start, end), at most 1000: ?start=&end=",
         None,
         vec![
             ok(200, "a page").with_schema(entries),

@@ -578,11 +578,12 @@ async fn fetch(
         Some(p) => format!("{h}:{p}"),
         None => h.to_owned(),
     });
-    let ctx = edgecoder_kernel::RequestContext {
+    let mut ctx = edgecoder_kernel::RequestContext {
         request_id,
         client_ip,
         scheme: Some(url.scheme().to_owned()),
         authority,
+        traceparent: None,
     };
 
     let mut headers = HeaderMap::new();
@@ -594,6 +595,9 @@ async fn fetch(
             headers.append(k, v);
         }
     }
+    // The caller's `x-request-id` (else Cloudflare's `cf-ray`) and
+    // `traceparent` follow the request.
+    edgecoder_kernel::context::accept_inbound(&mut ctx, &headers);
     // The raw method string: the worker crate's enum maps unknown methods to GET.
     let Ok(method) = Method::from_bytes(req.inner().method().as_bytes()) else {
         let e = Error::InvalidRequest("The request method is not a valid token.".into());

@@ -371,9 +371,11 @@ async fn handle(
         &lines("x-forwarded-host"),
         &services.config.trusted_proxies,
     );
+    let started = std::time::Instant::now();
     let mut ctx = services.new_context(Some(client_ip));
     ctx.scheme = Some(scheme);
     ctx.authority = authority;
+    edgecoder_kernel::context::accept_inbound(&mut ctx, req.headers());
     let (parts, body) = req.into_parts();
     let path_and_query = parts
         .uri
@@ -423,13 +425,15 @@ async fn handle(
     if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>()
         && status.is_server_error()
     {
-        tracing::error!(request_id = %ctx.request_id, %method, path = %parts.uri.path(), %status, cause = %msg, "request failed");
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::error!(request_id = %ctx.request_id, traceparent = ctx.traceparent.as_deref(), %method, path = %parts.uri.path(), status = status.as_u16(), latency_ms, cause = %msg, "request failed");
     } else {
         let cause = resp
             .extensions()
             .get::<InternalError>()
             .map(|InternalError(m)| m.as_str());
-        tracing::info!(request_id = %ctx.request_id, %method, path = %parts.uri.path(), %status, client_ip = %client_ip, cause, "request");
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(request_id = %ctx.request_id, traceparent = ctx.traceparent.as_deref(), %method, path = %parts.uri.path(), status = status.as_u16(), latency_ms, client_ip = %client_ip, cause, "request");
     }
     let (rparts, rbody) = resp.into_parts();
     Ok(hyper::Response::from_parts(

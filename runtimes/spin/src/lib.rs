@@ -515,12 +515,14 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     } else {
         addressed(&headers)
     };
-    let ctx = edgecoder_kernel::RequestContext {
+    let mut ctx = edgecoder_kernel::RequestContext {
         request_id,
         client_ip,
         scheme,
         authority,
+        traceparent: None,
     };
+    edgecoder_kernel::context::accept_inbound(&mut ctx, &headers);
     let mut kreq = Request::new(method, &path_and_query, ctx);
     kreq.headers = headers;
     kreq.body = body;

@@ -145,6 +145,7 @@ impl Env {
             client_ip: "192.0.2.7".parse().ok(),
             scheme: Some("http".into()),
             authority: Some(AUTHORITY.into()),
+            traceparent: None,
         };
         let resp = self.router.handle(self.services.clone(), req).await;
         let status = resp.status().as_u16();
