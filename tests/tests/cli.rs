@@ -259,3 +259,71 @@ fn serve_logs_json_lines_with_request_id_traceparent_status_and_latency() {
     assert!(line["timestamp"].as_str().is_some(), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Prometheus metrics of the native runtime, on a loopback listener: requests
+// by route template and status, latency, auth failures by code, and gauges
+// read from the database at each scrape.
+#[test]
+fn serve_exposes_prometheus_metrics_on_loopback_only() {
+    let dir = std::env::temp_dir().join(format!("edgecoder-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (code, out) = edgecoder(&[
+        "serve",
+        "--data-dir",
+        dir.join("refused").to_str().expect("path"),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "0.0.0.0:9",
+    ]);
+    assert_ne!(code, 0, "a public metrics address must be refused: {out}");
+    assert!(out.contains("loopback"), "{out}");
+
+    let port = free_port();
+    let metrics_port = free_port();
+    let mut child = Command::new(edgecoder_binary())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .env_remove("EDGECODER_MODE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    let client = Client::new(&format!("http://127.0.0.1:{port}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client.get("/auth/health").is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..3 {
+        let r = client.get("/auth/me").expect("me");
+        assert_eq!(r.status, 401);
+    }
+    let r = client.get("/mesh/tasks/abc").expect("task");
+    assert_eq!(r.status, 401);
+    let scrape = Client::unchecked(&format!("http://127.0.0.1:{metrics_port}"));
+    let r = scrape.get("/metrics").expect("metrics");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    for want in [
+        r#"edgecoder_http_requests_total{method="GET",route="/auth/me",status="401"} 3"#,
+        r#"edgecoder_http_requests_total{method="GET",route="/mesh/tasks/{id}",status="401"} 1"#,
+        "edgecoder_http_request_duration_seconds_bucket{",
+        r#"edgecoder_auth_failures_total{code="#,
+        "edgecoder_ledger_size ",
+        "edgecoder_ledger_checkpoint_age_seconds ",
+        "edgecoder_mesh_queue_depth 0",
+        "edgecoder_mesh_leases_expired 0",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -299,6 +299,13 @@ impl Router {
         Ok(resp)
     }
 
+    /// The route template `path` matches (`/mesh/tasks/{id}`), for metrics
+    /// and logs that must not carry one series per id.
+    pub fn template(&self, path: &str) -> Option<&'static str> {
+        let found = self.matcher.at(path).ok()?;
+        self.paths.get(*found.value).map(|(t, _)| *t)
+    }
+
     /// The OpenAPI 3.1 document for this table.
     pub fn openapi(&self, title: &str, version: &str) -> Json {
         let mut paths = Map::new();

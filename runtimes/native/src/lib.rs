@@ -7,6 +7,7 @@
 //! list it in `trusted_proxies`).
 
 pub mod datadir;
+pub mod metrics;
 pub mod model;
 pub mod platform;
 pub mod server;

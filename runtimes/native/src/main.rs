@@ -116,6 +116,10 @@ enum Command {
         /// Request-handling threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Serve Prometheus metrics (`GET /metrics`) on this loopback
+        /// address, e.g. 127.0.0.1:9465. Off by default.
+        #[arg(long, env = "EDGECODER_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Apply pending migrations and exit.
     Migrate {
@@ -402,7 +406,8 @@ fn main() -> Result<()> {
             data,
             listen,
             threads,
-        } => rt.block_on(serve(data, listen, threads)),
+            metrics_listen,
+        } => rt.block_on(serve(data, listen, threads, metrics_listen)),
         Command::Migrate { data } => rt.block_on(async {
             let runtime = open(&data)?;
             let applied = runtime.migrate().await?;
@@ -864,7 +869,12 @@ fn open(data: &DataArgs) -> Result<Runtime> {
     Runtime::open(&data.data_dir, data.mode.into(), NativeConfig::new(None))
 }
 
-async fn serve(data: DataArgs, listen: SocketAddr, threads: usize) -> Result<()> {
+async fn serve(
+    data: DataArgs,
+    listen: SocketAddr,
+    threads: usize,
+    metrics_listen: Option<SocketAddr>,
+) -> Result<()> {
     let runtime = open(&data)?;
     for warning in &runtime.loaded.warnings {
         tracing::warn!("{warning}");
@@ -882,10 +892,18 @@ async fn serve(data: DataArgs, listen: SocketAddr, threads: usize) -> Result<()>
     // Harnesses and scripts wait for this exact line to learn the port.
     println!("edgecoder listening on http://{local}");
     tracing::info!(data_dir = %runtime.dir.root().display(), mode = runtime.loaded.config.mode.as_str(), "serving auth, mesh and ledger");
+    let metrics = Arc::new(edgecoder_native::metrics::Metrics::default());
+    if let Some(addr) = metrics_listen {
+        let bound =
+            edgecoder_native::metrics::serve(addr, Arc::clone(&metrics), runtime.db.clone())
+                .await?;
+        tracing::info!(%bound, "metrics on http://{bound}/metrics");
+    }
     let shared = Arc::new(Shared {
         db: runtime.db.clone(),
         kv: runtime.kv.handle(),
         loaded: runtime.loaded.clone(),
+        metrics,
     });
     server::serve(listener, shared, threads, shutdown_signal()).await;
     tracing::info!("stopped");

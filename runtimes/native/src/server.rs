@@ -168,6 +168,8 @@ pub struct Shared {
     pub kv: SqliteKv,
     /// Every validated setting.
     pub loaded: Loaded,
+    /// Request metrics (`--metrics-listen`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 thread_local! {
@@ -422,6 +424,23 @@ async fn handle(
     };
 
     let status = resp.status();
+    let problem_code = (resp
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json")))
+    .then(|| {
+        serde_json::from_slice::<serde_json::Value>(resp.body())
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+    })
+    .flatten();
+    shared.metrics.observe(
+        method.as_str(),
+        router.template(parts.uri.path()),
+        status.as_u16(),
+        started.elapsed().as_secs_f64(),
+        problem_code.as_deref(),
+    );
     if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>()
         && status.is_server_error()
     {

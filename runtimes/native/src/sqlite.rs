@@ -63,6 +63,15 @@ impl Db {
         })
     }
 
+    /// The first column of the first row of `sql` as an integer (`None`
+    /// for NULL or no row): for the metrics gauges. A missing table (a
+    /// database of another schema) is an error.
+    pub fn scalar_i64(&self, sql: &str) -> Result<Option<i64>, Error> {
+        let conn = self.lock()?;
+        conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+            .map_err(Error::storage)
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, Error> {
         self.conn
             .lock()
