@@ -390,8 +390,8 @@ fn agent_loop_survives_a_coordinator_restart() {
 }
 
 // SIGTERM mid-task: the agent halts the task, gives its lease back and
-// exits 0 at once; the task is queued again without losing an attempt, and
-// the next pull leases it again.
+// exits 0 at once; the task is queued again at once, and the next pull
+// leases it again.
 #[test]
 fn agent_stops_on_sigterm_mid_task_and_the_task_is_leased_again() {
     let bin = edgecoder_binary();
@@ -496,19 +496,17 @@ fn agent_stops_on_sigterm_mid_task_and_the_task_is_leased_again() {
     assert_eq!(t["status"], "queued", "given back at once: {t}");
 
     // The next pull leases it again (and, spinning, it runs out of time or
-    // fuel this time); the released lease did not cost an attempt.
+    // fuel this time): its second and last attempt.
     let (code, out) = agent(&dir, &["run", "--once"]);
     assert_eq!(code, 0, "second round: {out}");
     assert!(out.contains(&format!("task {id}: running")), "{out}");
-    // A timeout requeues the task (one attempt left), fuel running out
-    // fails it; either way this run was its first counted attempt.
     let t = task(&x, &user.access, &id);
     assert_eq!(t["result"]["node_id"], node_id.as_str(), "{t}");
     assert!(
         t["error_code"] == "timeout" || t["error_code"] == "fuel_exhausted",
         "{t}"
     );
-    assert_eq!(t["attempts"], 1, "{t}");
+    assert_eq!(t["attempts"], 2, "{t}");
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }

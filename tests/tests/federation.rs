@@ -923,7 +923,13 @@ fn gossip_is_refused_unsigned_forged_unknown_expired_replayed_misattributed_or_u
             .any(|e| e["subject"] == "fedcba9876543210")
     );
     assert_eq!(audits(&b, "mesh.federation.envelope_refused"), 6);
-    assert_audited(&[&a, &b, &c], &[("POST", "/mesh/federation/gossip")]);
+    assert_audited(
+        &[&a, &b, &c],
+        &[
+            ("POST", "/mesh/federation/gossip"),
+            ("POST", "/mesh/federation/tick"),
+        ],
+    );
 }
 
 #[test]

@@ -149,8 +149,57 @@ fn main() {
                 "spin_manifest_grants_each_function_only_its_own_stores",
                 spin_manifest_grants_each_function_only_its_own_stores,
             ),
+            trial(
+                "a_clients_own_spin_headers_do_not_change_its_address_or_scheme",
+                a_clients_own_spin_headers_do_not_change_its_address_or_scheme,
+            ),
         ],
     )
+}
+
+/// Spin appends the headers it sets (`spin-client-addr`, `spin-full-url`)
+/// after the client's own: a client that sends them, even claiming to be a
+/// chained request (`0.0.0.0:0`), is still recorded at its real address.
+fn a_clients_own_spin_headers_do_not_change_its_address_or_scheme() {
+    let (_, host) = build();
+    let key = signing_key_base64();
+    let vars = dev_vars(&key);
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let server = start(&host, "spoof", &vars);
+    let client = Client::new(&server.base);
+    for spoof in ["0.0.0.0:0", "203.0.113.9:1"] {
+        let body = br#"{"email":"nobody@example.com","password":"not the password"}"#;
+        let r = client
+            .send_with(
+                "POST",
+                "/auth/login",
+                &[
+                    ("content-type", "application/json"),
+                    ("spin-client-addr", spoof),
+                    ("spin-full-url", "https://evil.example/auth/login"),
+                ],
+                body,
+            )
+            .expect("login");
+        assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+        let id = r.header("x-request-id").expect("request id").to_owned();
+        let events = client
+            .send_with(
+                "GET",
+                &format!("/auth/audit/events?request_id={id}"),
+                &[(
+                    "authorization",
+                    &format!("Bearer {}", edgecoder_conformance::harness::MONITOR_TOKEN),
+                )],
+                &[],
+            )
+            .expect("export");
+        assert_eq!(events.status, 200);
+        let text = String::from_utf8_lossy(&events.body).into_owned();
+        let event: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("an event")).expect("json");
+        assert_eq!(event["client_ip"], "127.0.0.1", "spoofed {spoof}: {event}");
+    }
 }
 
 fn spin_production_mode_without_signing_key_refuses_to_serve() {

@@ -66,8 +66,11 @@ pub fn valid_traceparent(v: &str) -> bool {
 
 /// Takes the caller's request id and trace context: an inbound
 /// `x-request-id` (or, where the platform sets one, `cf-ray`) that is safe
-/// to repeat replaces the generated id, so one id follows a request through
-/// a proxy, us and the functions we call; a valid `traceparent` is kept.
+/// to repeat becomes the prefix of the request's id (`<caller's>.<ours>`),
+/// so a search for the caller's id finds the request in our logs, answers
+/// and audit events, while the id stays ours and unique: things keyed by
+/// it (ledger idempotency keys, single-use token claims) can never be made
+/// to collide by a caller repeating an id. A valid `traceparent` is kept.
 /// Anything malformed is ignored (the generated id stays).
 pub fn accept_inbound(ctx: &mut RequestContext, headers: &http::HeaderMap) {
     let value = |name: &str| {
@@ -80,7 +83,7 @@ pub fn accept_inbound(ctx: &mut RequestContext, headers: &http::HeaderMap) {
         .filter(|v| valid_request_id(v))
         .or_else(|| value("cf-ray").filter(|v| valid_request_id(v)))
     {
-        ctx.request_id = id.to_owned();
+        ctx.request_id = format!("{id}.{}", ctx.request_id);
     }
     ctx.traceparent = value("traceparent")
         .filter(|v| valid_traceparent(v))
@@ -177,7 +180,7 @@ mod tests {
                 .expect("value"),
         );
         accept_inbound(&mut ctx, &h);
-        assert_eq!(ctx.request_id, "abc-123_x.y");
+        assert_eq!(ctx.request_id, "abc-123_x.y.generated");
         assert!(ctx.traceparent.is_some());
         for bad in ["a b", "x\"y", "<script>", &"a".repeat(129)] {
             let mut ctx = RequestContext {
@@ -199,10 +202,14 @@ mod tests {
             assert_eq!(ctx.traceparent, None);
         }
         // Workers: Cloudflare's ray id when the caller sent none.
+        let mut ctx = RequestContext {
+            request_id: "generated".into(),
+            ..RequestContext::default()
+        };
         let mut h = http::HeaderMap::new();
         h.insert("cf-ray", "8f1a2b3c4d5e6f70-LHR".parse().expect("value"));
         accept_inbound(&mut ctx, &h);
-        assert_eq!(ctx.request_id, "8f1a2b3c4d5e6f70-LHR");
+        assert_eq!(ctx.request_id, "8f1a2b3c4d5e6f70-LHR.generated");
     }
 
     fn ip(s: &str) -> IpAddr {

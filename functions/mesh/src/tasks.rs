@@ -1185,7 +1185,9 @@ pub async fn release(s: &Services, req: Request) -> Result<Response, Error> {
     let id = req.param("id").unwrap_or_default().to_owned();
     let body: Body = req.json()?;
     let now = s.clock.now_ms();
-    if !store::tasks::release(s.sql.as_ref(), &id, &body.lease_id, &node.node_id, now).await? {
+    let Some(status) =
+        store::tasks::release(s.sql.as_ref(), &id, &body.lease_id, &node.node_id, now).await?
+    else {
         return Err(audit::denied(
             s,
             &req.ctx,
@@ -1196,7 +1198,7 @@ pub async fn release(s: &Services, req: Request) -> Result<Response, Error> {
             Error::LeaseInvalid,
         )
         .await);
-    }
+    };
     audit::note(
         s,
         &req.ctx,
@@ -1204,19 +1206,23 @@ pub async fn release(s: &Services, req: Request) -> Result<Response, Error> {
         "mesh.task.release",
         Some(&id),
         Outcome::Success,
-        json!({"lease_id": body.lease_id}),
+        json!({"lease_id": body.lease_id, "status": status}),
     )
     .await?;
-    Ok(ok_json(&json!({"task_id": id, "status": "queued"})))
+    if status == "failed" {
+        // Its last attempt given back: the submitter is refunded.
+        crate::economy::settle(s, &req.ctx, &id).await?;
+    }
+    Ok(ok_json(&json!({"task_id": id, "status": status})))
 }
 
 fn release_doc() -> RouteDoc {
     DOCS.op(
         "release_task",
-        "Give a leased task back unfinished: the lease holder only, before the lease expires; the task is queued again at once and the attempt is not counted",
+        "Give a leased task back unfinished: the lease holder only, before the lease expires; the task is queued again at once (the attempt counts; after the last one it fails, refunded)",
         object(&["lease_id"], json!({"lease_id": {"type": "string"}})),
         signed(vec![
-            ok(200, "{task_id, status: queued}"),
+            ok(200, "{task_id, status: queued / failed}"),
             err(403, "node_not_active"),
             err(409, "lease_invalid"),
         ]),

@@ -717,7 +717,7 @@ fn task_command(command: TaskCommand) -> Result<()> {
             fuel,
             replicas,
         } => {
-            let v = Api::new(&api.url, &api.token).submit(&Wasm {
+            let v = Api::new(&api.url, &api.token)?.submit(&Wasm {
                 module: &module,
                 input: &input,
                 timeout_ms,
@@ -738,11 +738,11 @@ fn task_command(command: TaskCommand) -> Result<()> {
             prompt,
             max_new_tokens,
         } => {
-            let v = Api::new(&api.url, &api.token).infer(&model, &prompt, max_new_tokens)?;
+            let v = Api::new(&api.url, &api.token)?.infer(&model, &prompt, max_new_tokens)?;
             println!("{}", v["task_id"].as_str().unwrap_or_default());
         }
         TaskCommand::Status { api, id } => {
-            let mut v = Api::new(&api.url, &api.token).task(&id)?;
+            let mut v = Api::new(&api.url, &api.token)?.task(&id)?;
             // The status, not the (possibly large) output.
             if let Some(o) = v.as_object_mut() {
                 o.remove("output");
@@ -750,7 +750,7 @@ fn task_command(command: TaskCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         TaskCommand::Result { api, id, out } => {
-            let bytes = output(&Api::new(&api.url, &api.token).task(&id)?)?;
+            let bytes = output(&Api::new(&api.url, &api.token)?.task(&id)?)?;
             match out {
                 Some(path) => std::fs::write(&path, &bytes)
                     .with_context(|| format!("writing {}", path.display()))?,

@@ -143,6 +143,12 @@ impl Metrics {
         problem_code: Option<&str>,
     ) {
         let route = route.unwrap_or("unmatched").to_owned();
+        // Any token is a method to hyper: only the standard ones get a
+        // series of their own, so random methods cannot grow the registry.
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => method,
+            _ => "other",
+        };
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_owned(),

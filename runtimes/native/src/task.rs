@@ -73,16 +73,20 @@ pub struct Api {
 }
 
 impl Api {
-    /// `base` (e.g. `http://127.0.0.1:8787`) with an access token.
-    pub fn new(base: &str, token: &str) -> Api {
-        Api {
+    /// `base` (e.g. `http://127.0.0.1:8787`) with an access token; the
+    /// token goes over https only, or plain http to this machine.
+    pub fn new(base: &str, token: &str) -> Result<Api> {
+        if !edgecoder_kernel::config::is_secure_or_local(base) {
+            bail!("{base}: an access token is sent over https only (or http to localhost)");
+        }
+        Ok(Api {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .build()
                 .into(),
-        }
+        })
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Json>) -> Result<(u16, Json)> {

@@ -116,16 +116,31 @@ impl StateFile {
         }
     }
 
-    /// The records of the log named `origin` signed by any of `keys`.
+    /// The records of the log named `origin`. A deployed log is its origin,
+    /// whatever key it signs with now (a new key must not buy a fresh
+    /// history: a rewind signed with it is still a rewind). Only a
+    /// development log (named `localhost…`, `127.0.0.1…` or `[::1]…`, which
+    /// every development server calls itself) is told apart by its keys.
     fn matching<'a>(
         &'a self,
         origin: &'a str,
         keys: &'a [String],
     ) -> impl Iterator<Item = &'a State> {
-        self.logs.iter().filter(move |s| {
-            s.origin == origin && (s.keys.is_empty() || s.keys.iter().any(|k| keys.contains(k)))
-        })
+        self.logs.iter().filter(move |s| same_log(s, origin, keys))
     }
+}
+
+fn local_origin(origin: &str) -> bool {
+    ["localhost", "127.0.0.1", "[::1]"].iter().any(|p| {
+        origin
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+    })
+}
+
+fn same_log(s: &State, origin: &str, keys: &[String]) -> bool {
+    s.origin == origin
+        && (!local_origin(origin) || s.keys.is_empty() || s.keys.iter().any(|k| keys.contains(k)))
 }
 
 /// The default state file: `$XDG_STATE_HOME/edgecoder/verify.json`, or
@@ -267,36 +282,6 @@ pub fn is_unavailable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<Unavailable>())
 }
 
-/// Reading from a source: what fails here is the source, not the log's
-/// consistency, so every error is marked [`Unavailable`].
-struct Reading(Box<dyn Log>);
-
-impl Log for Reading {
-    fn checkpoint(&mut self) -> Result<String> {
-        self.0.checkpoint().map_err(|e| unavailable(&e))
-    }
-    fn cosigned_checkpoint(&mut self, min: usize) -> Result<String> {
-        self.0.cosigned_checkpoint(min).map_err(|e| unavailable(&e))
-    }
-    fn signed_checkpoints(&mut self) -> Result<Vec<String>> {
-        self.0.signed_checkpoints().map_err(|e| unavailable(&e))
-    }
-    fn entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
-        self.0.entries(start, end).map_err(|e| unavailable(&e))
-    }
-    fn close_signatures(&mut self, epoch: u64) -> Result<Vec<(String, String)>> {
-        self.0.close_signatures(epoch).map_err(|e| unavailable(&e))
-    }
-    fn inclusion(&mut self, index: u64, size: u64) -> Result<Option<Vec<Vec<u8>>>> {
-        self.0.inclusion(index, size).map_err(|e| unavailable(&e))
-    }
-    fn consistency(&mut self, first: u64, second: u64) -> Result<Option<Vec<Vec<u8>>>> {
-        self.0
-            .consistency(first, second)
-            .map_err(|e| unavailable(&e))
-    }
-}
-
 trait Log {
     fn checkpoint(&mut self) -> Result<String>;
     /// The newest checkpoint with at least `min` cosignatures, with them.
@@ -322,20 +307,25 @@ struct Http {
 impl Http {
     fn get(&self, path: &str) -> Result<String> {
         let url = format!("{}{path}", self.base.trim_end_matches('/'));
+        // Only what stops us from reading the log is "unavailable": the
+        // network, or a server that will not answer. What it does answer is
+        // judged (a malformed page is a refusal, not an outage).
         let mut resp = self
             .agent
             .get(&url)
             .call()
-            .with_context(|| format!("GET {url}"))?;
+            .map_err(|e| anyhow::Error::new(Unavailable(format!("GET {url}: {e}"))))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
             .with_config()
             .limit(64 * 1024 * 1024)
             .read_to_string()
-            .with_context(|| format!("reading {url}"))?;
+            .map_err(|e| anyhow::Error::new(Unavailable(format!("reading {url}: {e}"))))?;
         if status != 200 {
-            bail!("GET {url}: {status}: {body}");
+            return Err(anyhow::Error::new(Unavailable(format!(
+                "GET {url}: {status}: {body}"
+            ))));
         }
         Ok(body)
     }
@@ -556,7 +546,7 @@ pub fn run(opts: &Options) -> Result<Report> {
             Box::new(Sqlite(conn))
         }
     };
-    let mut log: Box<dyn Log> = Box::new(Reading(source));
+    let mut log = source;
     let note = if opts.min_cosignatures > 0 {
         // A log with no such checkpoint is judged on its latest (and the
         // count below names what is missing).
@@ -779,9 +769,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         None
     };
     // This log's records give way to the new one; other logs' stay.
-    state_file.logs.retain(|p| {
-        !(p.origin == cp.origin && (p.keys.is_empty() || p.keys.iter().any(|k| keys.contains(k))))
-    });
+    state_file.logs.retain(|p| !same_log(p, &cp.origin, &keys));
     state_file.logs.push(State {
         origin: cp.origin.clone(),
         size: cp.size,

@@ -469,9 +469,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             headers.append(k, v);
         }
     }
-    let client_addr = headers
-        .get("spin-client-addr")
-        .and_then(|v| v.to_str().ok())
+    let client_addr = spin_header(&headers, "spin-client-addr")
         .and_then(|v| v.parse::<std::net::SocketAddr>().ok());
     // Spin hands a service-chained request (another component of this app
     // calling `http://<id>.spin.internal`) over in memory, from the client
@@ -541,8 +539,19 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
 /// which the Spin host sets (replacing any the client sent) to the URL it
 /// received: what RFC 9421 derives `@scheme`, `@authority` and
 /// `@target-uri` from.
+/// A header the Spin host sets: its last value. Spin adds its own after
+/// the client's headers, so a client that sends `spin-client-addr` or
+/// `spin-full-url` itself gets its value listed first, never last.
+fn spin_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+}
+
 fn addressed(headers: &HeaderMap) -> (Option<String>, Option<String>) {
-    let Some(url) = headers.get("spin-full-url").and_then(|v| v.to_str().ok()) else {
+    let Some(url) = spin_header(headers, "spin-full-url") else {
         return (None, None);
     };
     match url.split_once("://") {

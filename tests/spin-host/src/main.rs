@@ -177,9 +177,12 @@ impl Server {
                 .unwrap_or_default(),
             req.uri().path_and_query().map_or("/", |p| p.as_str())
         );
+        // Appended after whatever the client sent under the same names, as
+        // Spin's executor extends the request's headers: the runtime must
+        // read the last value.
         let headers = req.headers_mut();
-        headers.insert("spin-full-url", full_url.parse()?);
-        headers.insert("spin-client-addr", peer.to_string().parse()?);
+        headers.append("spin-full-url", full_url.parse()?);
+        headers.append("spin-client-addr", peer.to_string().parse()?);
         headers.insert(
             "spin-path-info",
             path.strip_prefix(&route.prefix).unwrap_or("").parse()?,

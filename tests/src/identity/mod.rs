@@ -637,7 +637,11 @@ fn audit_export_follows_a_cursor_with_a_read_only_monitor_credential(
 /// deployment (they need peer coordinators), and the test (in
 /// `tests/tests/federation.rs`) that drives them and checks their audit
 /// events with [`crate::unaudited_routes`] instead.
-pub const AUDITED_ELSEWHERE: [(&str, &str); 13] = [
+pub const AUDITED_ELSEWHERE: [(&str, &str); 14] = [
+    (
+        "/mesh/federation/tick",
+        "gossip_is_refused_unsigned_forged_unknown_expired_replayed_misattributed_or_unlogged",
+    ),
     (
         "/mesh/peers",
         "peering_needs_both_operators_and_only_active_peers_are_answered",

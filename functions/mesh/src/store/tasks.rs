@@ -190,21 +190,25 @@ pub async fn sweep(sql: &dyn Sql, now: i64) -> Result<Vec<Swept>, Error> {
 
 /// Ends `node_id`'s live lease `lease_id` on task `id` early, at the
 /// holder's own request (an agent stopping): the task goes back to the
-/// queue at once, and the attempt it was given is returned, since nothing
-/// was tried to the end. Whether a lease was released.
+/// queue at once (or fails, if that was its last attempt). The attempt
+/// stays counted: a node that leased and released over and over would
+/// otherwise hold a task hostage until its queue time ran out. The task's
+/// status after, if a lease was released.
 pub async fn release(
     sql: &dyn Sql,
     id: &str,
     lease_id: &str,
     node_id: &str,
     now: i64,
-) -> Result<bool, Error> {
+) -> Result<Option<String>, Error> {
     let rows = sql
         .execute(Statement::new(
-            "UPDATE mesh_tasks SET status = 'queued', attempts = MAX(attempts - 1, 0), \
+            "UPDATE mesh_tasks SET \
+               status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+               error_code = CASE WHEN attempts >= max_attempts THEN 'attempts_exhausted' ELSE error_code END, \
                lease_id = NULL, lease_node = NULL, lease_expires_at = NULL, updated_at = ?4 \
              WHERE id = ?1 AND status = 'leased' AND lease_id = ?2 AND lease_node = ?3 AND lease_expires_at > ?4 \
-             RETURNING id",
+             RETURNING id, status",
             vec![
                 id.into(),
                 lease_id.into(),
@@ -213,7 +217,7 @@ pub async fn release(
             ],
         ))
         .await?;
-    Ok(!rows.rows.is_empty())
+    Ok((!rows.rows.is_empty()).then(|| rows.get_str(0, "status").unwrap_or("queued").to_owned()))
 }
 
 /// A task leased to a node.
