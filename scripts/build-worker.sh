@@ -37,6 +37,12 @@ export PATH="$root/bin:$PATH"
 out=build
 features=()
 if [[ "${1:-}" == "--test-routes" ]]; then
+  # The conformance build runs on machines that cannot reach GitHub (the
+  # harnesses' `wrangler dev`, also outside scripts/test): it takes
+  # wasm-bindgen, wasm-opt and esbuild from the test toolchain's cache.
+  # shellcheck source=scripts/setup-tools.sh
+  . scripts/setup-tools.sh
+  ec_setup_all >&2
   out=build-test
   features=(--features danger-test-routes)
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/test-routes"
