@@ -923,6 +923,10 @@ fn gossip_is_refused_unsigned_forged_unknown_expired_replayed_misattributed_or_u
             .any(|e| e["subject"] == "fedcba9876543210")
     );
     assert_eq!(audits(&b, "mesh.federation.envelope_refused"), 6);
+    // An operator's tick is on record whether or not a pull was due (an
+    // anonymous one only when it pulled something).
+    let r = b.operator("POST", "/mesh/federation/tick", &json!({}));
+    want(&r, 200, None, "an operator's tick");
     assert_audited(
         &[&a, &b, &c],
         &[
