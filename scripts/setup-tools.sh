@@ -17,7 +17,6 @@ EC_TOOLS="${EDGECODER_TOOLS:-$HOME/.cache/edgecoder-tools}"
 mkdir -p "$EC_TOOLS"
 
 WORKER_BUILD_VERSION=0.8.7
-WASM_TOOLS_VERSION=1.263.0
 
 ec_log() { printf '==> %s\n' "$*" >&2; }
 
@@ -43,18 +42,13 @@ ec_cargo_tool() {
   fi
   if [[ ! -x "$root/bin/$bin" ]]; then
     ec_log "cargo install $crate $version $* (once; several minutes on 2 cores; cached in $root)"
-    local args=(install "$crate" --version "=$version" --root "$root" "$@")
+    # One build directory for every tool: what they share (clap, serde,
+    # syn, ...) compiles once in a cold run. Removed once all are installed.
+    local args=(install "$crate" --version "=$version" --root "$root" --target-dir "$EC_TOOLS/cargo-build" "$@")
     [[ "$locked" == locked ]] && args+=(--locked)
     cargo "${args[@]}"
   fi
   export PATH="$root/bin:$PATH"
-}
-
-# Only the wasm-tools subcommands we use (validate, component wit, strip),
-# which builds far less than the default feature set.
-ec_wasm_tools() {
-  ec_cargo_tool wasm-tools "$WASM_TOOLS_VERSION" wasm-tools locked \
-    --no-default-features --features validate,component,strip
 }
 
 # wasm-bindgen-cli must be exactly the lockfile's wasm-bindgen version; it is
@@ -159,7 +153,6 @@ ec_setup_all() {
   ec_python_tools
   ec_inference_tools
   ec_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build locked
-  ec_wasm_tools
   local wbg
   wbg="$(ec_wasm_bindgen_version)"
   if [[ -z "$wbg" ]]; then
@@ -168,6 +161,7 @@ ec_setup_all() {
   fi
   ec_cargo_tool wasm-bindgen-cli "$wbg" wasm-bindgen unlocked
   export WASM_BINDGEN_BIN="$EC_TOOLS/wasm-bindgen-cli-$wbg/bin/wasm-bindgen"
+  rm -rf "$EC_TOOLS/cargo-build"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
@@ -179,7 +173,6 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     printf 'WRANGLER_BIN=%s\n' "$WRANGLER_BIN"
     printf 'OPENAPI_TS_BIN=%s\n' "$OPENAPI_TS_BIN"
     printf 'TSC_BIN=%s\n' "$TSC_BIN"
-    printf 'WASM_TOOLS_BIN=%s\n' "$(command -v wasm-tools)"
     printf 'OIDC_PROVIDER_MODULE=%s\n' "$OIDC_PROVIDER_MODULE"
     printf 'EC_PYTHON=%s\n' "$EC_PYTHON"
     printf 'EC_INFER_PYTHON=%s\n' "$EC_INFER_PYTHON"

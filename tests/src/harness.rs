@@ -26,7 +26,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// A tool path the harnesses need (`NODE22_BIN`, `WRANGLER_BIN`,
-/// `WASM_TOOLS_BIN`): from the environment when `scripts/test` set it,
+/// `EC_PYTHON`): from the environment when `scripts/test` set it,
 /// otherwise from `scripts/setup-tools.sh --env`, which installs what is
 /// missing (once per test binary), so a bare `cargo test` works too.
 pub fn tool(name: &str) -> PathBuf {

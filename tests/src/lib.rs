@@ -21,6 +21,7 @@ pub mod mesh;
 pub mod models;
 pub mod oauth;
 pub mod passkeys;
+pub mod wasm;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -71,7 +71,7 @@ fn the_agent_depends_on_the_protocol_not_on_the_kernel_or_functions() {
 #[test]
 fn protocol_crates_build_for_both_wasm_targets() {
     // Makes sure the setup ran (it adds the wasm targets).
-    let _ = edgecoder_conformance::harness::tool("WASM_TOOLS_BIN");
+    let _ = edgecoder_conformance::harness::tool("NODE22_BIN");
     for target in ["wasm32-unknown-unknown", "wasm32-wasip2"] {
         let status = cargo()
             .args([

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use edgecoder_conformance::harness::{tool, workspace_root};
+use edgecoder_conformance::harness::workspace_root;
 use edgecoder_conformance::inference::{Kit, MODEL, add_model, kit, reference};
 use edgecoder_gpu_host::host::{Device, Host, HostLimits, InferenceError, init_onnxruntime};
 use edgecoder_gpu_host::metrics::{self, Metrics};
@@ -300,18 +300,8 @@ fn the_vendored_wasi_nn_wit_is_the_one_wasmtime_wasi_nn_ships() {
     );
 }
 
-fn wasm_tools_wit(path: &Path) -> String {
-    let out = std::process::Command::new(tool("WASM_TOOLS_BIN"))
-        .args(["component", "wit"])
-        .arg(path)
-        .output()
-        .expect("wasm-tools");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn component_wit(path: &Path) -> String {
+    edgecoder_conformance::wasm::component_wit(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The items (types, functions, uses) of `interface name { ... }` in
@@ -357,8 +347,10 @@ fn interface(wit: &str, name: &str) -> std::collections::BTreeSet<Vec<String>> {
 #[test]
 fn the_built_guest_has_the_world_in_the_wit_files() {
     let kit = ready();
-    let guest = wasm_tools_wit(&kit.guest);
-    let source = wasm_tools_wit(&workspace_root().join("wit/inference"));
+    edgecoder_conformance::wasm::validate(&kit.guest, edgecoder_conformance::wasm::Features::All)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let guest = component_wit(&kit.guest);
+    let source = component_wit(&workspace_root().join("wit/inference"));
     // Our package only: wasi:nn has an interface called `inference` too. A
     // component renders it as a nested package; the source renders it at
     // top level with its dependencies nested after it.

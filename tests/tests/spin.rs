@@ -8,9 +8,9 @@
 //! the host serves in place of the release build with `--source`; the release
 //! build itself is checked by `release_artefacts.rs`.
 //!
-//! Also checks the artefact itself with `wasm-tools`: it must import only the
-//! WASI and `fermyon:spin` interfaces it needs (wasm-tools and the wasm target
-//! come from `scripts/setup-tools.sh`, which the harness runs if needed).
+//! Also checks the artefact itself, in process (`edgecoder_conformance::wasm`:
+//! wasmparser and wit-component): it must be a valid component that imports
+//! only the WASI and `fermyon:spin` interfaces it needs.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,10 +18,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use edgecoder_conformance::harness::{
-    Server, conformance_target, dev_settings, free_port, signing_key_base64, target_dir, tool,
+    Server, conformance_target, dev_settings, free_port, signing_key_base64, target_dir,
     workspace_root,
 };
-use edgecoder_conformance::{Client, Deployment, trial};
+use edgecoder_conformance::{Client, Deployment, trial, wasm};
 
 fn cargo(args: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -254,30 +254,9 @@ fn spin_release_component_has_no_test_routes() {
 
 fn spin_component_imports_only_what_it_needs() {
     let (wasm, _) = build();
-    let tools = tool("WASM_TOOLS_BIN");
-    let out = Command::new(&tools)
-        .args(["component", "wit"])
-        .arg(&wasm)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run through scripts/test)", tools.display()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let wit = String::from_utf8_lossy(&out.stdout);
-    let imports: BTreeSet<String> = wit
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("import "))
-        .map(|i| {
-            // `wasi:io/streams@0.2.12;` -> `wasi:io/streams`
-            i.trim_end_matches(';')
-                .split('@')
-                .next()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
+    wasm::validate(&wasm, wasm::Features::All).unwrap_or_else(|e| panic!("{e}"));
+    let imports = wasm::component_imports(&wasm).unwrap_or_else(|e| panic!("{e}"));
+    let wit = wasm::component_wit(&wasm).unwrap_or_else(|e| panic!("{e}"));
     let allowed: BTreeSet<&str> = [
         "fermyon:spin/key-value",
         "fermyon:spin/sqlite",
