@@ -82,6 +82,8 @@ pub struct Client {
     /// Every (method, path, request id, status) answered, for the audit
     /// coverage check.
     requests: std::sync::Mutex<Vec<(String, String, String, u16)>>,
+    /// Every problem code answered, for the catalogue check.
+    codes: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Client {
@@ -99,6 +101,7 @@ impl Client {
             checked: true,
             seen: std::sync::Mutex::new(Vec::new()),
             requests: std::sync::Mutex::new(Vec::new()),
+            codes: Default::default(),
         }
     }
 
@@ -181,6 +184,7 @@ impl Client {
         }
         if self.checked {
             invariants(method, path, &reply)?;
+            self.record_code(&reply);
             self.seen
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -256,8 +260,33 @@ impl Client {
             .unwrap_or(("", ""));
         if self.checked {
             invariants(method, path, &reply)?;
+            self.record_code(&reply);
         }
         Ok(reply)
+    }
+
+    fn record_code(&self, reply: &Reply) {
+        if reply.media_type() != "application/problem+json" {
+            return;
+        }
+        if let Some(code) = reply
+            .json()
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+        {
+            self.codes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(code);
+        }
+    }
+
+    /// Every problem code this client has been answered.
+    pub fn codes(&self) -> std::collections::BTreeSet<String> {
+        self.codes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -317,6 +346,10 @@ fn problem_shape(at: &str, r: &Reply) -> Result<(), String> {
     if !v["title"].is_string() || !v["type"].is_string() {
         return Err(format!("{at}: problem lacks title or type"));
     }
+    // The type names the code's entry in the deployment's catalogue page.
+    if v["type"] != format!("/problems#{code}").as_str() {
+        return Err(format!("{at}: type {} is not /problems#{code}", v["type"]));
+    }
     Ok(())
 }
 
@@ -352,6 +385,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             ready_checks_sql_kv_and_migrations,
         ),
         ("openapi_lists_every_route", openapi_lists_every_route),
+        (
+            "a_problem_type_resolves_to_its_catalogue_entry",
+            a_problem_type_resolves_to_its_catalogue_entry,
+        ),
         ("unknown_route_is_not_found", unknown_route_is_not_found),
         (
             "dot_segments_resolve_like_urls",
@@ -572,10 +609,15 @@ impl Suite {
                     .with_ignored_flag(subset),
             );
         }
-        // Last: every answer the suite saw is one the document promises.
+        // Last: every answer the suite saw is one the document promises,
+        // and every problem code it saw is in the catalogue.
         out.push(self.trial(
             "core::every_response_the_suite_saw_is_in_the_openapi_document".to_owned(),
             |x| every_response_is_documented(x.c),
+        ));
+        out.push(self.trial(
+            "core::every_problem_code_the_suite_saw_is_in_the_catalogue".to_owned(),
+            |x| every_problem_code_is_catalogued(x.c),
         ));
         out
     }
@@ -858,6 +900,65 @@ fn dot_segments_resolve_like_urls(c: &Client) -> Result<(), String> {
         if r.status != 200 {
             return Err(format!("GET {path}: {}", r.status));
         }
+    }
+    Ok(())
+}
+
+/// The codes the catalogue (`/problems.json`) lists.
+fn catalogued_codes(c: &Client) -> Result<std::collections::BTreeSet<String>, String> {
+    let r = c.get("/problems.json")?;
+    if r.status != 200 || r.media_type() != "application/json" {
+        return Err(format!("/problems.json: {} {}", r.status, r.media_type()));
+    }
+    Ok(r.json()?
+        .as_array()
+        .ok_or("/problems.json is not an array")?
+        .iter()
+        .filter_map(|t| t["code"].as_str().map(str::to_owned))
+        .collect())
+}
+
+fn every_problem_code_is_catalogued(c: &Client) -> Result<(), String> {
+    let listed = catalogued_codes(c)?;
+    let seen = c.codes();
+    // A suite run sees most codes; a filtered one at least a few.
+    let missing: Vec<&String> = seen.iter().filter(|code| !listed.contains(*code)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "codes answered but not in the catalogue: {missing:?}"
+        ))
+    }
+}
+
+// A problem's `type` is a reference into the deployment's own catalogue
+// page (RFC 9457 §3.1.1: a URI reference, resolved against the request's
+// URL), which has a section for the code; the page runs and loads nothing.
+fn a_problem_type_resolves_to_its_catalogue_entry(c: &Client) -> Result<(), String> {
+    let r = c.get("/auth/nope")?;
+    let problem = r.json()?;
+    let type_ = problem["type"].as_str().ok_or("no type")?;
+    let (page, fragment) = type_.split_once('#').ok_or("type has no fragment")?;
+    if !page.starts_with('/') || fragment != "not_found" {
+        return Err(format!("type {type_:?}"));
+    }
+    let r = c.get(page)?;
+    if r.status != 200 || r.media_type() != "text/html" {
+        return Err(format!("GET {page}: {} {}", r.status, r.media_type()));
+    }
+    let csp = r.header("content-security-policy").unwrap_or("");
+    if !csp.contains("default-src 'none'") || !csp.contains("frame-ancestors 'none'") {
+        return Err(format!("GET {page}: content-security-policy {csp:?}"));
+    }
+    let html = String::from_utf8_lossy(&r.body);
+    for code in catalogued_codes(c)? {
+        if !html.contains(&format!("<section id=\"{code}\">")) {
+            return Err(format!("GET {page}: no section for {code}"));
+        }
+    }
+    if !html.contains("<section id=\"not_found\">") {
+        return Err(format!("GET {page}: no section for not_found"));
     }
     Ok(())
 }

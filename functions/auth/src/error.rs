@@ -8,7 +8,7 @@ use edgecoder_kernel::Problem;
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
 
 /// What can go wrong in the auth function.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::EnumIter, strum::EnumMessage)]
 pub enum Error {
     /// The password breaks a policy rule (named by the string).
     #[error("weak password: {0}")]
@@ -511,6 +511,30 @@ impl From<Error> for Problem {
             Error::Kernel(k) => k.into(),
         }
     }
+}
+
+/// The auth function's entries in the problem catalogue: one per variant,
+/// and one per passkey refusal.
+pub fn problem_types() -> Vec<(&'static str, edgecoder_kernel::problems::Meaning)> {
+    use edgecoder_kernel::problems::{Example, catalogue};
+    use strum::{EnumMessage, IntoEnumIterator};
+    let examples = Error::iter().flat_map(|e| -> Vec<Example<Error>> {
+        match e {
+            Error::Passkey(_) => crate::webauthn::Refusal::iter()
+                .map(|r| Example {
+                    doc: r.get_documentation(),
+                    error: Error::Passkey(r),
+                })
+                .collect(),
+            // The kernel lists its own.
+            Error::Kernel(_) => Vec::new(),
+            e => vec![Example {
+                doc: e.get_documentation(),
+                error: e,
+            }],
+        }
+    });
+    catalogue("auth", examples)
 }
 
 #[cfg(test)]

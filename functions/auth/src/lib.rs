@@ -49,7 +49,7 @@ use edgecoder_kernel::{
 };
 use serde_json::{Value as Json, json};
 
-pub use error::Error;
+pub use error::{Error, problem_types};
 pub use settings::Settings;
 
 /// The function's name and path prefix.

@@ -40,12 +40,23 @@ pub const RS256: i64 = -257;
 pub const MAX_CREDENTIAL_ID: usize = 1023;
 
 /// Why a WebAuthn response was refused (the check that failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    thiserror::Error,
+    strum::EnumIter,
+    strum::EnumMessage,
+)]
 pub enum Refusal {
     /// Bytes that do not parse as what the field must hold.
     #[error("malformed {0}")]
     Malformed(&'static str),
     /// `type` is not the ceremony's.
+    #[default]
     #[error("wrong ceremony type")]
     Type,
     /// The origin is not an allowed one.

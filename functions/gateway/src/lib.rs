@@ -6,9 +6,12 @@
 //! setting's name), assembling the [`Services`] handlers receive from the
 //! ports a runtime provides ([`Loaded::services`]: which cross-function
 //! clients are in-process and which go over HTTP), merging the functions'
-//! routers, and `GET /openapi.json`, the OpenAPI 3.1 document of every route
-//! of every function, generated from the same route tables that dispatch.
-//! Unknown paths fall through to the kernel's `not_found` problem.
+//! routers, `GET /openapi.json`, the OpenAPI 3.1 document of every route
+//! of every function, generated from the same route tables that dispatch,
+//! and the problem catalogue (`GET /problems`, `GET /problems.json`: every
+//! function's error enums, see `edgecoder_kernel::problems`), which every
+//! problem's `type` points into. Unknown paths fall through to the kernel's
+//! `not_found` problem.
 //!
 //! Out of scope: platform bindings (the runtimes implement the ports) and any
 //! logic of the functions themselves.
@@ -21,13 +24,15 @@
 //! Deployments: the native runtime and the Worker serve [`Selection::All`] on one
 //! origin. On Spin each function is its own component ([`Selection::Only`]) with
 //! only its own stores, and a storage-less `gateway` component
-//! ([`Selection::Gateway`]) answers `/openapi.json` and every other path.
+//! ([`Selection::Gateway`]) answers `/openapi.json`, `/problems` and every
+//! other path.
 
 use std::rc::Rc;
 
 use edgecoder_kernel::config::Vars;
 use edgecoder_kernel::http::{JSON, json_response};
-use edgecoder_kernel::http_types::{Method, StatusCode};
+use edgecoder_kernel::http_types::{HeaderValue, Method, StatusCode, header};
+use edgecoder_kernel::problems::{self, ProblemType};
 use edgecoder_kernel::router::{RouteDoc, handler, response_doc};
 use edgecoder_kernel::{
     Clock, Config, ConfigSource, Defer, Error, FunctionSettings, IdentityClient, Kv, LedgerClient,
@@ -310,6 +315,105 @@ fn openapi_route(router: Router, doc: Rc<Json>) -> Router {
     )
 }
 
+/// Every problem code of every function, merged by code.
+pub fn problem_catalogue() -> Vec<ProblemType> {
+    let mut entries = problems::kernel();
+    entries.extend(edgecoder_auth::problem_types());
+    entries.extend(edgecoder_mesh::problem_types());
+    entries.extend(edgecoder_ledger::problem_types());
+    problems::merge(entries)
+}
+
+/// A page that runs nothing and loads nothing.
+const CATALOGUE_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// `GET /problems` (the page every problem's `type` points into) and `GET
+/// /problems.json` (the same entries, for a client mapping codes to
+/// sentences).
+fn catalogue_routes(router: Router) -> Router {
+    let types = Rc::new(problem_catalogue());
+    let page = Rc::new(problems::render_html(&types));
+    router
+        .route(
+            Method::GET,
+            problems::CATALOGUE_PATH,
+            handler(move |_s, _r| {
+                let page = Rc::clone(&page);
+                async move {
+                    let mut resp = edgecoder_kernel::http_types::Response::new(
+                        page.as_bytes().to_vec(),
+                    );
+                    let h = resp.headers_mut();
+                    h.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                    h.insert(
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static(CATALOGUE_CSP),
+                    );
+                    h.insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("public, max-age=3600"),
+                    );
+                    Ok(resp)
+                }
+            }),
+            RouteDoc {
+                operation_id: "problem_catalogue".into(),
+                summary: "The problem codes: one HTML section per code, whose id is the fragment of every problem's `type`",
+                tag: "meta",
+                request_schema: None,
+                responses: vec![response_doc(200, "the page", Some("text/html"))],
+            },
+        )
+        .route(
+            Method::GET,
+            PROBLEMS_JSON_PATH,
+            handler(move |_s, _r| {
+                let types = Rc::clone(&types);
+                async move { Ok(json_response(StatusCode::OK, JSON, types.as_ref())) }
+            }),
+            RouteDoc {
+                operation_id: "problem_catalogue_json".into(),
+                summary: "The problem codes as JSON: code, type, and each meaning's status, title, description and function",
+                tag: "meta",
+                request_schema: None,
+                responses: vec![
+                    response_doc(200, "the catalogue", Some(JSON)).with_schema(serde_json::json!({
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["code", "type", "meanings"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "type": {"type": "string", "format": "uri-reference"},
+                                "meanings": {"type": "array", "items": {
+                                    "type": "object",
+                                    "required": ["status", "title", "description", "function"],
+                                    "properties": {
+                                        "status": {"type": "integer"},
+                                        "title": {"type": "string"},
+                                        "description": {"type": "string"},
+                                        "function": {"type": "string"},
+                                    },
+                                }},
+                            },
+                        },
+                    })),
+                ],
+            },
+        )
+}
+
+const PROBLEMS_JSON_PATH: &str = "/problems.json";
+
+/// What the gateway itself serves: the OpenAPI document and the problem
+/// catalogue.
+fn meta_routes(router: Router, doc: Rc<Json>) -> Router {
+    catalogue_routes(openapi_route(router, doc))
+}
+
 fn all_functions(config: &Config) -> Router {
     Function::ALL
         .into_iter()
@@ -320,7 +424,7 @@ fn all_functions(config: &Config) -> Router {
 pub fn openapi(config: &Config) -> Json {
     // Document the openapi route itself too: build the table once with a
     // placeholder document, then describe that table.
-    let mut doc = openapi_route(all_functions(config), Rc::new(Json::Null))
+    let mut doc = meta_routes(all_functions(config), Rc::new(Json::Null))
         .openapi("EdgeCoder Edge", env!("CARGO_PKG_VERSION"));
     // The deployment's own origin: a generated client's base URL.
     doc["servers"] = serde_json::json!([{
@@ -358,9 +462,9 @@ pub async fn scheduled(services: &Services) -> Json {
 /// The router for a deployment unit.
 pub fn router(selection: Selection, config: &Config) -> Router {
     match selection {
-        Selection::All => openapi_route(all_functions(config), Rc::new(openapi(config))),
+        Selection::All => meta_routes(all_functions(config), Rc::new(openapi(config))),
         Selection::Only(f) => f.router(config),
-        Selection::Gateway => openapi_route(Router::new(), Rc::new(openapi(config))),
+        Selection::Gateway => meta_routes(Router::new(), Rc::new(openapi(config))),
     }
 }
 
@@ -368,6 +472,60 @@ pub fn router(selection: Selection, config: &Config) -> Router {
 mod tests {
     use super::*;
     use edgecoder_kernel::ConfigSource;
+
+    #[test]
+    fn the_problem_catalogue_lists_every_function_s_codes_once_with_a_description() {
+        let types = problem_catalogue();
+        let codes: Vec<&str> = types.iter().map(|t| t.code).collect();
+        let mut sorted = codes.clone();
+        sorted.dedup();
+        assert_eq!(codes, sorted, "one entry per code, sorted");
+        for t in &types {
+            assert!(
+                t.code.starts_with(|c: char| c.is_ascii_lowercase())
+                    && t.code
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{} is not snake_case",
+                t.code
+            );
+            assert_eq!(t.type_, format!("/problems#{}", t.code));
+            assert!(!t.meanings.is_empty());
+            for m in &t.meanings {
+                assert!(
+                    !m.description.is_empty() && !m.title.is_empty(),
+                    "{}: {m:?}",
+                    t.code
+                );
+                assert!((400..600).contains(&m.status), "{}: {m:?}", t.code);
+            }
+        }
+        // One from each function, from wrapped refusal enums, and the
+        // runtime's own.
+        for code in [
+            "not_found",
+            "weak_password",
+            "passkey_origin_invalid",
+            "signature_expired",
+            "content_digest_mismatch",
+            "source_not_allowed",
+            "envelope_signature_invalid",
+            "history_rewritten",
+            "server_busy",
+        ] {
+            assert!(codes.contains(&code), "{code} missing from {codes:?}");
+        }
+        // Unreachable through a request signature: not listed as one.
+        let expired = types
+            .iter()
+            .find(|t| t.code == "manifest_expired")
+            .expect("a release's expired manifest");
+        assert!(expired.meanings.iter().all(|m| m.status == 422));
+        let page = problems::render_html(&types);
+        for code in &codes {
+            assert!(page.contains(&format!("<section id=\"{code}\">")), "{code}");
+        }
+    }
 
     #[test]
     fn the_ledger_accepts_exactly_the_types_the_other_functions_append() {

@@ -18,14 +18,16 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// Longest `instance` (request path) echoed in a problem, in characters.
 pub const MAX_INSTANCE_CHARS: usize = 256;
 
-/// Where problem type URIs live; `{PROBLEM_TYPE_BASE}{code}` names each one.
-pub const PROBLEM_TYPE_BASE: &str = "https://edgecoder.dev/problems/";
-
 /// The kernel's errors: request-shape failures detected before any handler logic,
 /// storage and configuration failures reported by the ports.
-#[derive(Debug, thiserror::Error)]
+///
+/// Every variant is listed in the problem catalogue ([`crate::problems`]):
+/// `EnumIter` makes one value of each (fields at their defaults) and
+/// `EnumMessage` gives its doc comment, which is the catalogue's description.
+#[derive(Debug, Default, thiserror::Error, strum::EnumIter, strum::EnumMessage)]
 pub enum Error {
-    /// No route matches the path.
+    /// No resource exists at this path.
+    #[default]
     #[error("no route for this path")]
     NotFound,
     /// The path exists but not for this method.
@@ -166,7 +168,7 @@ impl Problem {
             None => p,
         });
         let body = ProblemBody {
-            type_: format!("{PROBLEM_TYPE_BASE}{}", self.code),
+            type_: crate::problems::type_uri(self.code),
             title: self.title,
             status: self.status.as_u16(),
             code: self.code,
@@ -332,10 +334,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(resp.body()).expect("json");
         assert_eq!(v["code"], "payload_too_large");
         assert_eq!(v["status"], 413);
-        assert_eq!(
-            v["type"],
-            "https://edgecoder.dev/problems/payload_too_large"
-        );
+        // A reference into this deployment's catalogue page.
+        assert_eq!(v["type"], "/problems#payload_too_large");
         assert_eq!(v["instance"], "/auth/x");
         assert_eq!(v["request_id"], "rid");
     }

@@ -5,6 +5,8 @@
 //! - [`ports`]: the capabilities a runtime provides (`Sql`, `Kv`, `Clock`, `Rng`,
 //!   `ConfigSource`, `Outbound`, `Defer`, `LedgerClient`, `IdentityClient`), as traits with no platform types;
 //! - [`error`]: the crate's one error enum and RFC 9457 problem+json rendering;
+//! - [`problems`]: the catalogue of problem codes, generated from the error
+//!   enums, that every problem's `type` points into;
 //! - [`config`]: the settings every function shares, production-mode
 //!   refusals, and `Vars` for each function's own settings;
 //! - [`context`] and [`http`]: request context (request id, client IP), requests,
@@ -34,6 +36,7 @@ pub mod http;
 pub mod keys;
 pub mod migrations;
 pub mod ports;
+pub mod problems;
 pub mod ratelimit;
 pub mod router;
 pub mod service;

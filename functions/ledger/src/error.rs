@@ -4,7 +4,7 @@ use edgecoder_kernel::Problem;
 use edgecoder_kernel::http_types::{HeaderValue, StatusCode, header};
 
 /// What can go wrong in the ledger function.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::EnumIter, strum::EnumMessage)]
 pub enum Error {
     /// A range or size that makes no sense for this log.
     #[error("invalid range: {0}")]
@@ -140,4 +140,20 @@ impl From<Error> for Problem {
             Error::Kernel(k) => k.into(),
         }
     }
+}
+
+/// The ledger's entries in the problem catalogue, one per variant.
+pub fn problem_types() -> Vec<(&'static str, edgecoder_kernel::problems::Meaning)> {
+    use edgecoder_kernel::problems::{Example, catalogue};
+    use strum::{EnumMessage, IntoEnumIterator};
+    catalogue(
+        "ledger",
+        Error::iter()
+            // The kernel lists its own.
+            .filter(|e| !matches!(e, Error::Kernel(_)))
+            .map(|e| Example {
+                doc: e.get_documentation(),
+                error: e,
+            }),
+    )
 }

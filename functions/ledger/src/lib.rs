@@ -28,7 +28,7 @@ use edgecoder_kernel::router::Docs;
 use edgecoder_kernel::{Config, Router, health};
 use serde_json::{Value as Json, json};
 
-pub use error::Error;
+pub use error::{Error, problem_types};
 pub use settings::Settings;
 
 /// The function's name and path prefix.

@@ -9,7 +9,7 @@ use edgecoder_kernel::http_types::StatusCode;
 use edgecoder_proto::Error as SigError;
 
 /// What can go wrong in the mesh function.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::EnumIter, strum::EnumMessage)]
 pub enum Error {
     /// Neither a node signature nor an acceptable access token.
     #[error("mesh authentication required")]
@@ -627,4 +627,48 @@ impl From<Error> for Problem {
             Error::Kernel(k) => k.into(),
         }
     }
+}
+
+/// The mesh's entries in the problem catalogue: one per variant, and a
+/// variant that wraps a refusal enum once per refusal it can carry.
+pub fn problem_types() -> Vec<(&'static str, edgecoder_kernel::problems::Meaning)> {
+    use edgecoder_kernel::problems::{Example, catalogue};
+    use edgecoder_proto::federation::GossipRefusal;
+    use edgecoder_proto::supply::Failure;
+    use strum::{EnumMessage, IntoEnumIterator};
+    let examples = Error::iter().flat_map(|e| -> Vec<Example<Error>> {
+        match e {
+            Error::Signature(_) => SigError::iter()
+                // Manifest refusals come from model manifests, never from a
+                // request signature.
+                .filter(|s| !matches!(s, SigError::ManifestExpired | SigError::NotApproved(_)))
+                .map(|s| Example {
+                    doc: s.get_documentation(),
+                    error: Error::Signature(s),
+                })
+                .collect(),
+            Error::Release(..) => Failure::iter()
+                // Registration checks the manifest; fetching is a host's
+                // (reported in its heartbeat), and `unknown` is only read.
+                .filter(|f| !matches!(f, Failure::FetchFailed | Failure::Unknown))
+                .map(|f| Example {
+                    doc: f.get_documentation(),
+                    error: Error::Release(f, String::new()),
+                })
+                .collect(),
+            Error::Gossip(_) => GossipRefusal::iter()
+                .map(|g| Example {
+                    doc: g.get_documentation(),
+                    error: Error::Gossip(g),
+                })
+                .collect(),
+            // The kernel lists its own.
+            Error::Kernel(_) => Vec::new(),
+            e => vec![Example {
+                doc: e.get_documentation(),
+                error: e,
+            }],
+        }
+    });
+    catalogue("mesh", examples)
 }

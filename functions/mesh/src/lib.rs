@@ -58,7 +58,7 @@ use edgecoder_proto::httpsig;
 use serde_json::{Value as Json, json};
 
 pub use edgecoder_kernel::http::rfc3339;
-pub use error::Error;
+pub use error::{Error, problem_types};
 pub use settings::Settings;
 
 /// The function's name and path prefix.

@@ -133,9 +133,10 @@ pub struct Gossip {
 }
 
 /// Why an envelope was refused (each a stable code).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumIter, strum::EnumMessage)]
 pub enum GossipRefusal {
     /// Not an envelope, too large, or a payload that does not parse.
+    #[default]
     Malformed,
     /// A payload type this version does not know.
     UnknownType,

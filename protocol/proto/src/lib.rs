@@ -33,9 +33,12 @@ pub use node_id::NodeId;
 
 /// Why a signed request, a node id or a key was refused; each maps to a
 /// stable problem code ([`Error::code`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, thiserror::Error, strum::EnumIter, strum::EnumMessage,
+)]
 pub enum Error {
     /// No signature headers.
+    #[default]
     #[error("request is not signed")]
     Missing,
     /// Headers present but not parseable, or a required part missing.

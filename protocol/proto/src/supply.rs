@@ -185,7 +185,19 @@ pub fn check_url(url: &str) -> Result<(), Failure> {
 }
 
 /// Why a host did not serve a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::EnumIter,
+    strum::EnumMessage,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Failure {
     /// The family is not allowed, the release is not the one assigned, or the
@@ -203,6 +215,7 @@ pub enum Failure {
     /// The files could not be fetched (retried on the next heartbeat).
     FetchFailed,
     /// A code this side does not know.
+    #[default]
     #[serde(other)]
     Unknown,
 }

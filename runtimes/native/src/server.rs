@@ -143,9 +143,15 @@ fn refuse_bounded(
 /// hold the task.
 async fn refuse(mut stream: tokio::net::TcpStream, why: &'static str) {
     use tokio::io::AsyncWriteExt as _;
-    let body = format!(
-        "{{\"type\":\"https://edgecoder.dev/problems/server_busy\",\"title\":\"Server busy\",\"status\":503,\"code\":\"server_busy\",\"detail\":\"{why}\"}}"
-    );
+    let busy = edgecoder_kernel::problems::SERVER_BUSY;
+    let body = serde_json::json!({
+        "type": edgecoder_kernel::problems::type_uri(busy.code),
+        "title": busy.title,
+        "status": 503,
+        "code": busy.code,
+        "detail": why,
+    })
+    .to_string();
     let resp = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
