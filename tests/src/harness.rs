@@ -606,5 +606,6 @@ pub fn conformance_target(base: &str, signing_key: &str) -> crate::Target {
         issuer: ISSUER.to_owned(),
         bootstrap_secret: BOOTSTRAP_SECRET.to_owned(),
         allowed_origin: ALLOWED_ORIGIN.to_owned(),
+        functions_over_http: false,
     }
 }

@@ -72,13 +72,31 @@ impl Reply {
     }
 }
 
+/// One answer, as the document check needs it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The request's method.
+    pub method: String,
+    /// The request's path, without the query.
+    pub path: String,
+    /// The answer's status.
+    pub status: u16,
+    /// Its media type, without parameters (empty: none).
+    pub media_type: String,
+    /// Its body, when it is JSON of a size worth keeping.
+    pub body: Option<Json>,
+}
+
+/// Bodies up to this size are kept for the schema check.
+const SEEN_BODY_MAX: usize = 256 * 1024;
+
 /// A tiny HTTP client bound to a base URL.
 pub struct Client {
     base: String,
     agent: ureq::Agent,
     checked: bool,
-    /// Every (method, path, status) answered, for the document check.
-    seen: std::sync::Mutex<Vec<(String, String, u16)>>,
+    /// Every answer, for the document check.
+    seen: std::sync::Mutex<Vec<Seen>>,
     /// Every (method, path, request id, status) answered, for the audit
     /// coverage check.
     requests: std::sync::Mutex<Vec<(String, String, String, u16)>>,
@@ -185,20 +203,26 @@ impl Client {
         if self.checked {
             invariants(method, path, &reply)?;
             self.record_code(&reply);
+            let media_type = reply.media_type();
+            let body = (media_type.ends_with("json") && reply.body.len() <= SEEN_BODY_MAX)
+                .then(|| reply.json().ok())
+                .flatten();
             self.seen
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push((
-                    method.to_owned(),
-                    path.split('?').next().unwrap_or("").to_owned(),
-                    reply.status,
-                ));
+                .push(Seen {
+                    method: method.to_owned(),
+                    path: path.split('?').next().unwrap_or("").to_owned(),
+                    status: reply.status,
+                    media_type,
+                    body,
+                });
         }
         Ok(reply)
     }
 
-    /// Every (method, path, status) this client has been answered, so far.
-    pub fn seen(&self) -> Vec<(String, String, u16)> {
+    /// Every answer this client has been given, so far.
+    pub fn seen(&self) -> Vec<Seen> {
         self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -448,6 +472,9 @@ pub struct Target {
     pub bootstrap_secret: String,
     /// The one configured `allowed_origins` entry.
     pub allowed_origin: String,
+    /// Whether the functions call each other over HTTP (a database each:
+    /// the split Workers, Spin) rather than in-process.
+    pub functions_over_http: bool,
 }
 
 impl Target {
@@ -463,6 +490,7 @@ impl Target {
             issuer: String::new(),
             bootstrap_secret: std::env::var("EDGECODER_BENCH_BOOTSTRAP_SECRET").unwrap_or_default(),
             allowed_origin: String::new(),
+            functions_over_http: false,
         }
     }
 
@@ -559,6 +587,7 @@ impl Suite {
         check: impl FnOnce(&identity::Ctx<'static>) -> Result<(), String> + Send + 'static,
     ) -> Trial {
         let shared = Arc::clone(&self.shared);
+        let name_for_timing = name.clone();
         Trial::test(name, move || {
             // A check that panicked poisons nothing the next one relies on.
             let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -572,7 +601,17 @@ impl Suite {
                     _deployment: deployment,
                 }
             });
-            check(&r.ctx).map_err(Failed::from)
+            // Slow checks are what a long test run is made of: name them.
+            let started = std::time::Instant::now();
+            let result = check(&r.ctx).map_err(Failed::from);
+            let took = started.elapsed();
+            if took > Duration::from_secs(5) {
+                eprintln!(
+                    "slow check: {name_for_timing} took {:.1} s",
+                    took.as_secs_f64()
+                );
+            }
+            result
         })
     }
 
@@ -755,9 +794,20 @@ pub fn unaudited_routes(
 /// the auth, mesh and ledger functions must be one that operation lists.
 fn every_response_is_documented(c: &Client) -> Result<(), String> {
     let doc = c.get("/openapi.json")?.json()?;
+    let problem_schema = doc["components"]["schemas"]["Problem"].clone();
     let mut outside = std::collections::BTreeSet::new();
-    for (method, path, status) in c.seen() {
-        let ours = ["/auth/", "/mesh/", "/ledger/", "/.well-known/"]
+    let mut invalid = std::collections::BTreeMap::new();
+    let mut validators: std::collections::HashMap<String, jsonschema::Validator> =
+        Default::default();
+    for seen in c.seen() {
+        let Seen {
+            method,
+            path,
+            status,
+            media_type,
+            body,
+        } = seen;
+        let ours = ["/auth/", "/mesh/", "/ledger/", "/.well-known/", "/problems"]
             .iter()
             .any(|p| path.starts_with(p));
         if !ours {
@@ -767,21 +817,82 @@ fn every_response_is_documented(c: &Client) -> Result<(), String> {
             // Unknown paths and methods: 404/405, not an operation's answer.
             continue;
         };
-        if op["responses"].get(status.to_string()).is_none() {
-            outside.insert(format!(
-                "{method} {} -> {status}",
-                op["operationId"].as_str().unwrap_or(&path)
-            ));
+        let op_id = op["operationId"].as_str().unwrap_or(&path).to_owned();
+        let Some(response) = op["responses"].get(status.to_string()) else {
+            outside.insert(format!("{method} {op_id} -> {status}"));
+            continue;
+        };
+        // The body against the schema the document gives for its media type.
+        let Some(body) = body else { continue };
+        if method == "HEAD" {
+            continue;
+        }
+        let Some(schema) = response["content"].get(&media_type).map(|c| &c["schema"]) else {
+            outside.insert(format!("{method} {op_id} -> {status} as {media_type}"));
+            continue;
+        };
+        let key = format!("{op_id} {status} {media_type}");
+        if !validators.contains_key(&key) {
+            let mut schema = schema.clone();
+            inline_problem_ref(&mut schema, &problem_schema);
+            let v = jsonschema::validator_for(&schema)
+                .map_err(|e| format!("{key}: the document's schema does not compile: {e}"))?;
+            validators.insert(key.clone(), v);
+        }
+        if let Some(v) = validators.get(&key)
+            && let Some(e) = v.iter_errors(&body).next()
+        {
+            invalid
+                .entry(key)
+                .or_insert_with(|| format!("{e} at {}", e.instance_path()));
         }
     }
+    let mut problems = Vec::new();
     if !outside.is_empty() {
-        return Err(format!(
+        problems.push(format!(
             "{} answers outside the document: {}",
             outside.len(),
             outside.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
-    Ok(())
+    if !invalid.is_empty() {
+        problems.push(format!(
+            "{} answers do not match their schema: {}",
+            invalid.len(),
+            invalid
+                .into_iter()
+                .map(|(k, e)| format!("{k}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Replaces the document's one reference (`#/components/schemas/Problem`)
+/// with the schema it names, so each response schema compiles on its own.
+fn inline_problem_ref(schema: &mut Json, problem: &Json) {
+    match schema {
+        Json::Object(map) => {
+            if map.get("$ref").and_then(Json::as_str) == Some("#/components/schemas/Problem") {
+                *schema = problem.clone();
+                return;
+            }
+            for v in map.values_mut() {
+                inline_problem_ref(v, problem);
+            }
+        }
+        Json::Array(items) => {
+            for v in items {
+                inline_problem_ref(v, problem);
+            }
+        }
+        _ => {}
+    }
 }
 
 // A proxy's or caller's `x-request-id` follows the request as the prefix of

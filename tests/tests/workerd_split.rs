@@ -202,7 +202,10 @@ fn deployment() -> Deployment {
     }
     let server = server.owning(persist);
     Deployment {
-        target: conformance_target(&server.base, &key),
+        target: edgecoder_conformance::Target {
+            functions_over_http: true,
+            ..conformance_target(&server.base, &key)
+        },
         keep: vec![Box::new(server), Box::new(op)],
     }
 }

@@ -233,7 +233,16 @@ impl Loaded {
     /// function reaches the others over HTTP with tokens signed by its own
     /// `service_key` (`ledger_url`, `auth_url`), and a client that cannot be built answers
     /// every call with a configuration error naming what to set.
-    pub fn services(&self, ports: Ports, selection: Selection) -> Services {
+    ///
+    /// `request` is the request the services answer, when there is one: the
+    /// clients that call another function over HTTP then send its request id
+    /// and trace along ([`edgecoder_kernel::context::Propagating`]).
+    pub fn services(
+        &self,
+        ports: Ports,
+        selection: Selection,
+        request: Option<&edgecoder_kernel::RequestContext>,
+    ) -> Services {
         let owns =
             |f: Function| matches!(selection, Selection::All) || selection == Selection::Only(f);
         // The name this component signs its calls as: the one function it
@@ -244,6 +253,13 @@ impl Loaded {
             _ => None,
         };
         let service = caller.zip(self.config.service_key.clone());
+        let between_functions: Rc<dyn edgecoder_kernel::Outbound> = match request {
+            Some(ctx) => Rc::new(edgecoder_kernel::context::Propagating::new(
+                ports.outbound.clone(),
+                ctx,
+            )),
+            None => ports.outbound.clone(),
+        };
         let ledger: Rc<dyn LedgerClient> = match (&self.ledger_url, &service) {
             _ if owns(Function::Ledger) => Rc::new(edgecoder_ledger::client::InProcess {
                 sql: ports.sql.clone(),
@@ -256,7 +272,7 @@ impl Loaded {
                 key: key.clone(),
                 clock: ports.clock.clone(),
                 rng: ports.rng.clone(),
-                outbound: ports.outbound.clone(),
+                outbound: between_functions.clone(),
             }),
             _ => Rc::new(edgecoder_ledger::client::Unavailable(
                 "set ledger_url and this component's service_key so it can reach the ledger",
@@ -273,7 +289,7 @@ impl Loaded {
                 service: service.clone(),
                 clock: ports.clock.clone(),
                 rng: ports.rng.clone(),
-                outbound: ports.outbound.clone(),
+                outbound: between_functions,
             }),
             None => Rc::new(edgecoder_auth::client::Unavailable(
                 "set auth_url so this component can reach the auth function",

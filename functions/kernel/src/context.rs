@@ -8,14 +8,23 @@
 //! `spin-client-addr` and `spin-full-url`, set by the Spin host; native: the
 //! socket peer and `Host`).
 //!
+//! Also the correlation of one request across functions: [`accept_inbound`]
+//! takes a caller's `x-request-id` (as the prefix of ours) and `traceparent`,
+//! and [`Propagating`] sends both on a function's calls to another function
+//! of the same deployment (the split Workers, Spin components), so the
+//! callee's logs and audit events name the request that caused them.
+//!
 //! `X-Forwarded-For` is attacker-controlled unless the hop that appended to it is
 //! ours, so it is believed only when the socket peer is a configured trusted
 //! proxy, and then read right to left, skipping further trusted proxies: the
 //! first untrusted address is the client.
 
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use ipnet::IpNet;
+
+use crate::ports::{Outbound, OutboundRequest, OutboundResponse};
 
 /// Facts about the request that do not come from the request body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,6 +97,103 @@ pub fn accept_inbound(ctx: &mut RequestContext, headers: &http::HeaderMap) {
     ctx.traceparent = value("traceparent")
         .filter(|v| valid_traceparent(v))
         .map(str::to_owned);
+}
+
+/// An [`Outbound`] for one request's calls to another function of the same
+/// deployment: each call carries the request's id as `x-request-id`, which
+/// the callee makes the prefix of its own ([`accept_inbound`]), and the
+/// request's `traceparent` unchanged (functions record no spans of their own,
+/// so they pass the caller's parent through). Only the cross-function
+/// clients get it: a third party (an OAuth provider, a peer coordinator) is
+/// not told our request ids.
+pub struct Propagating {
+    inner: Rc<dyn Outbound>,
+    request_id: String,
+    traceparent: Option<String>,
+}
+
+impl Propagating {
+    /// Calls through `inner` on behalf of the request `ctx` describes.
+    pub fn new(inner: Rc<dyn Outbound>, ctx: &RequestContext) -> Self {
+        // A callee takes ids of up to 128 characters. A caller's long prefix
+        // plus ours can be longer: then our own part (the last segment)
+        // alone still joins the callee's lines to ours.
+        let request_id = if valid_request_id(&ctx.request_id) {
+            ctx.request_id.clone()
+        } else {
+            ctx.request_id
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Propagating {
+            inner,
+            request_id,
+            traceparent: ctx.traceparent.clone(),
+        }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Outbound for Propagating {
+    async fn send(&self, mut req: OutboundRequest) -> Result<OutboundResponse, crate::Error> {
+        let mut add = |name: &str, value: &str| {
+            req.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            req.headers.push((name.to_owned(), value.to_owned()));
+        };
+        if valid_request_id(&self.request_id) {
+            add("x-request-id", &self.request_id);
+        }
+        if let Some(t) = &self.traceparent {
+            add("traceparent", t);
+        }
+        self.inner.send(req).await
+    }
+}
+
+/// The problem `code` of a problem+json answer, for logs and metrics.
+pub fn problem_code(resp: &crate::Response) -> Option<String> {
+    let is_problem = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(crate::error::PROBLEM_JSON.as_bytes())
+        });
+    if !is_problem {
+        return None;
+    }
+    serde_json::from_slice::<serde_json::Value>(resp.body())
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned))
+}
+
+/// One answered request as a JSON log line, for the runtimes whose platform
+/// collects a function's output (Workers Logs indexes each field of a JSON
+/// line; Spin hosts keep a component's stderr): what the native runtime
+/// logs and counts in its metrics, so the same counts (requests by route
+/// and status, auth failures by code, rate-limit hits, latency) come from
+/// a query over these lines. `route` is the route template, never the raw
+/// path's ids.
+pub fn access_log(
+    ctx: &RequestContext,
+    method: &http::Method,
+    route: Option<&str>,
+    resp: &crate::Response,
+    latency_ms: f64,
+) -> String {
+    serde_json::json!({
+        "message": "request",
+        "request_id": ctx.request_id,
+        "traceparent": ctx.traceparent,
+        "method": method.as_str(),
+        "route": route.unwrap_or("(unrouted)"),
+        "status": resp.status().as_u16(),
+        "code": problem_code(resp),
+        "latency_ms": (latency_ms * 1000.0).round() / 1000.0,
+    })
+    .to_string()
 }
 
 /// The scheme and authority the client addressed on the native runtime: the
@@ -164,6 +270,97 @@ pub fn client_ip_behind_proxies<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Recorder(std::cell::RefCell<Vec<Vec<(String, String)>>>);
+
+    #[async_trait::async_trait(?Send)]
+    impl Outbound for Recorder {
+        async fn send(&self, req: OutboundRequest) -> Result<OutboundResponse, crate::Error> {
+            self.0.borrow_mut().push(req.headers);
+            Ok(OutboundResponse {
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+            })
+        }
+    }
+
+    fn ctx(request_id: &str, traceparent: Option<&str>) -> RequestContext {
+        RequestContext {
+            request_id: request_id.into(),
+            client_ip: None,
+            scheme: None,
+            authority: None,
+            traceparent: traceparent.map(str::to_owned),
+        }
+    }
+
+    fn sent_through(ctx: &RequestContext, headers: Vec<(String, String)>) -> Vec<(String, String)> {
+        let rec = Rc::new(Recorder(Default::default()));
+        let out = Propagating::new(rec.clone(), ctx);
+        futures_executor::block_on(out.send(OutboundRequest {
+            method: http::Method::POST,
+            url: "http://ledger.spin.internal/ledger/entries".into(),
+            headers,
+            body: Vec::new(),
+        }))
+        .expect("sent");
+        rec.0.borrow_mut().pop().expect("one call")
+    }
+
+    #[test]
+    fn the_access_log_line_names_the_route_template_and_the_problem_code() {
+        let resp = crate::Problem::from(crate::Error::RateLimited {
+            retry_after_secs: 3,
+        })
+        .into_response(Some("/auth/login"), Some("rid"));
+        let line = access_log(
+            &ctx("edge.1", None),
+            &http::Method::POST,
+            Some("/auth/login"),
+            &resp,
+            1.23456,
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["route"], "/auth/login");
+        assert_eq!(v["status"], 429);
+        assert_eq!(v["code"], "rate_limited");
+        assert_eq!(v["request_id"], "edge.1");
+        assert_eq!(v["latency_ms"], 1.235);
+        let ok = crate::http::ok_json(&serde_json::json!({}));
+        assert!(problem_code(&ok).is_none());
+    }
+
+    #[test]
+    fn calls_between_functions_carry_the_request_id_and_trace() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let headers = sent_through(
+            &ctx("edge.42.0123456789abcdef", Some(tp)),
+            vec![
+                ("authorization".into(), "Bearer t".into()),
+                // Whatever a handler put there is replaced, not repeated.
+                ("X-Request-Id".into(), "other".into()),
+            ],
+        );
+        assert_eq!(
+            headers,
+            vec![
+                ("authorization".to_owned(), "Bearer t".to_owned()),
+                (
+                    "x-request-id".to_owned(),
+                    "edge.42.0123456789abcdef".to_owned()
+                ),
+                ("traceparent".to_owned(), tp.to_owned()),
+            ]
+        );
+        // Over the callee's limit: our own part alone.
+        let long = format!("{}.0123456789abcdef", "a".repeat(120));
+        let headers = sent_through(&ctx(&long, None), Vec::new());
+        assert_eq!(
+            headers,
+            vec![("x-request-id".to_owned(), "0123456789abcdef".to_owned())]
+        );
+    }
 
     #[test]
     fn inbound_request_ids_and_trace_context_are_taken_only_when_safe() {

@@ -362,6 +362,7 @@ async fn scheduled(_event: worker::ScheduledEvent, env: Env, ctx: worker::Schedu
             signatures: Rc::new(WebCryptoSignatures),
         },
         selection,
+        None,
     );
     let outcome = edgecoder_gateway::scheduled(&services).await;
     worker::console_log!("scheduled work: {outcome}");
@@ -497,6 +498,7 @@ async fn fetch(
     env: Env,
     ctx: worker::Context,
 ) -> worker::Result<worker::Response> {
+    let started_ms = worker::Date::now().as_millis();
     let wait_until = WaitUntil(ctx);
     let client_ip = req
         .headers()
@@ -559,19 +561,6 @@ async fn fetch(
                 Rc::new(edgecoder_kernel::ports::NoStorage),
             )
         };
-    let services = Rc::new(loaded.services(
-        Ports {
-            sql,
-            kv,
-            clock: Rc::new(DateClock),
-            rng: Rc::new(CryptoRng),
-            outbound: Rc::new(Fetch(env.clone())),
-            defer: Rc::new(wait_until),
-            signatures: Rc::new(WebCryptoSignatures),
-        },
-        selection,
-    ));
-    let limit = services.config.max_body_bytes;
     // The URL the client addressed, as Cloudflare's edge received it: what
     // RFC 9421 derives `@scheme`, `@authority` and `@target-uri` from.
     let authority = url.host_str().map(|h| match url.port() {
@@ -598,6 +587,20 @@ async fn fetch(
     // The caller's `x-request-id` (else Cloudflare's `cf-ray`) and
     // `traceparent` follow the request.
     edgecoder_kernel::context::accept_inbound(&mut ctx, &headers);
+    let services = Rc::new(loaded.services(
+        Ports {
+            sql,
+            kv,
+            clock: Rc::new(DateClock),
+            rng: Rc::new(CryptoRng),
+            outbound: Rc::new(Fetch(env.clone())),
+            defer: Rc::new(wait_until),
+            signatures: Rc::new(WebCryptoSignatures),
+        },
+        selection,
+        Some(&ctx),
+    ));
+    let limit = services.config.max_body_bytes;
     // The raw method string: the worker crate's enum maps unknown methods to GET.
     let Ok(method) = Method::from_bytes(req.inner().method().as_bytes()) else {
         let e = Error::InvalidRequest("The request method is not a valid token.".into());
@@ -637,7 +640,8 @@ async fn fetch(
             }
         }
     }
-    let mut kreq = Request::new(method, &path_and_query, ctx);
+    let log_ctx = ctx.clone();
+    let mut kreq = Request::new(method.clone(), &path_and_query, ctx);
     kreq.headers = headers;
     kreq.body = body;
     let router = cached_router(&services.config, selection);
@@ -645,5 +649,19 @@ async fn fetch(
     if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
         worker::console_error!("{} {path}: {msg}", resp.status());
     }
+    // One JSON line per request: Workers Logs indexes its fields, and the
+    // native metrics' counts come from queries over them (README, "Logs,
+    // metrics, audit"). Wall time: Workers reports CPU time itself.
+    let latency_ms = worker::Date::now().as_millis().saturating_sub(started_ms) as f64;
+    worker::console_log!(
+        "{}",
+        edgecoder_kernel::context::access_log(
+            &log_ctx,
+            &method,
+            router.template(&path),
+            &resp,
+            latency_ms
+        )
+    );
     to_worker(resp)
 }

@@ -77,6 +77,7 @@ impl Runtime {
                 signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
             },
             Selection::All,
+            None,
         )
     }
 

@@ -197,6 +197,7 @@ fn pipeline(shared: &Shared) -> (Rc<Router>, Rc<Services>) {
                         signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
                     },
                     Selection::All,
+                    None,
                 );
                 let router = edgecoder_gateway::router(Selection::All, &services.config);
                 (Rc::new(router), Rc::new(services))
@@ -430,16 +431,7 @@ async fn handle(
     };
 
     let status = resp.status();
-    let problem_code = (resp
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json")))
-    .then(|| {
-        serde_json::from_slice::<serde_json::Value>(resp.body())
-            .ok()
-            .and_then(|v| v["code"].as_str().map(str::to_owned))
-    })
-    .flatten();
+    let problem_code = edgecoder_kernel::context::problem_code(&resp);
     shared.metrics.observe(
         method.as_str(),
         router.template(parts.uri.path()),

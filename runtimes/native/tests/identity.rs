@@ -66,6 +66,7 @@ fn env(settings: &[(&str, &str)]) -> Env {
             signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
         },
         edgecoder_gateway::Selection::All,
+        None,
     ));
     Env {
         _dir: dir,

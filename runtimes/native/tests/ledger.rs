@@ -45,6 +45,7 @@ async fn setup(settings: &[(&str, &str)]) -> (tempfile::TempDir, Db, Services) {
             signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
         },
         Selection::All,
+        None,
     );
     migrations::apply(&db, &SystemClock, &OsRng, "system:test")
         .await

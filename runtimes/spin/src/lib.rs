@@ -392,7 +392,11 @@ thread_local! {
 
 /// The component's services: its own stores (none for the gateway), the
 /// gateway's wiring to the other components over HTTP.
-fn services(selection: Selection, loaded: &Loaded) -> Services {
+fn services(
+    selection: Selection,
+    loaded: &Loaded,
+    ctx: &edgecoder_kernel::RequestContext,
+) -> Services {
     let (sql, kv): (Rc<dyn Sql>, Rc<dyn Kv>) = match selection {
         Selection::Only(f) => (
             Rc::new(SpinSql {
@@ -423,13 +427,17 @@ fn services(selection: Selection, loaded: &Loaded) -> Services {
             signatures: Rc::new(edgecoder_kernel::SoftwareSignatures),
         },
         selection,
+        Some(ctx),
     )
 }
 
-async fn prepare(selection_name: Option<String>) -> Result<(Selection, Rc<Services>), Error> {
+async fn prepare(
+    selection_name: Option<String>,
+    ctx: &edgecoder_kernel::RequestContext,
+) -> Result<(Selection, Rc<Services>), Error> {
     let selection = Selection::from_name(selection_name.as_deref().unwrap_or(""))?;
     let loaded = Loaded::load(&SpinConfig, selection)?;
-    let services = services(selection, &loaded);
+    let services = services(selection, &loaded, ctx);
     Ok((selection, Rc::new(services)))
 }
 
@@ -447,18 +455,11 @@ mod entry {
 }
 
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let started = std::time::Instant::now();
     let rng = WasiRng;
     let request_id = edgecoder_kernel::ports::random_hex(&rng, 16);
     let path_and_query = req.path_with_query().unwrap_or_else(|| "/".into());
     let path = path_and_query.split('?').next().unwrap_or("/").to_owned();
-
-    let (selection, services) = match prepare(variables::get("function").ok()).await {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("refusing to serve: {e}");
-            return respond(out, problem_response(e, &path, &request_id)).await;
-        }
-    };
 
     let mut headers = HeaderMap::new();
     for (k, v) in req.headers().entries() {
@@ -480,34 +481,6 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let client_ip = client_addr.map(|a| a.ip()).filter(|_| !chained);
     let method =
         Method::from_bytes(spin_method_str(&req.method()).as_bytes()).unwrap_or(Method::GET);
-    let limit = services.config.max_body_bytes;
-    if edgecoder_kernel::http::declared_length_exceeds(&headers, limit) {
-        return respond(
-            out,
-            problem_response(Error::PayloadTooLarge { limit }, &path, &request_id),
-        )
-        .await;
-    }
-    let mut body = Vec::new();
-    let mut stream = req.into_body_stream();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => {
-                body.extend_from_slice(&bytes);
-                if body.len() > limit {
-                    return respond(
-                        out,
-                        problem_response(Error::PayloadTooLarge { limit }, &path, &request_id),
-                    )
-                    .await;
-                }
-            }
-            Err(_) => {
-                let e = Error::InvalidRequest("The request body could not be read.".into());
-                return respond(out, problem_response(e, &path, &request_id)).await;
-            }
-        }
-    }
     let (scheme, authority) = if chained {
         (None, None)
     } else {
@@ -521,7 +494,44 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         traceparent: None,
     };
     edgecoder_kernel::context::accept_inbound(&mut ctx, &headers);
-    let mut kreq = Request::new(method, &path_and_query, ctx);
+    let (selection, services) = match prepare(variables::get("function").ok(), &ctx).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("refusing to serve: {e}");
+            return respond(out, problem_response(e, &path, &ctx.request_id)).await;
+        }
+    };
+
+    let limit = services.config.max_body_bytes;
+    if edgecoder_kernel::http::declared_length_exceeds(&headers, limit) {
+        return respond(
+            out,
+            problem_response(Error::PayloadTooLarge { limit }, &path, &ctx.request_id),
+        )
+        .await;
+    }
+    let mut body = Vec::new();
+    let mut stream = req.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                body.extend_from_slice(&bytes);
+                if body.len() > limit {
+                    return respond(
+                        out,
+                        problem_response(Error::PayloadTooLarge { limit }, &path, &ctx.request_id),
+                    )
+                    .await;
+                }
+            }
+            Err(_) => {
+                let e = Error::InvalidRequest("The request body could not be read.".into());
+                return respond(out, problem_response(e, &path, &ctx.request_id)).await;
+            }
+        }
+    }
+    let log_ctx = ctx.clone();
+    let mut kreq = Request::new(method.clone(), &path_and_query, ctx);
     kreq.headers = headers;
     kreq.body = body;
     let router = edgecoder_gateway::router(selection, &services.config);
@@ -529,6 +539,19 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
         eprintln!("{} {path}: {msg}", resp.status());
     }
+    // One JSON line per request on stderr, which Spin hosts keep per
+    // component: the same fields as the native log and Workers Logs.
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    eprintln!(
+        "{}",
+        edgecoder_kernel::context::access_log(
+            &log_ctx,
+            &method,
+            router.template(&path),
+            &resp,
+            latency_ms
+        )
+    );
     respond(out, resp).await;
     for task in DEFERRED.with(|d| d.take()) {
         task.await;

@@ -534,6 +534,10 @@ pub fn checks() -> Vec<(&'static str, IdCheck)> {
             audit_export_follows_a_cursor_with_a_read_only_monitor_credential,
         ),
         (
+            "a_request_id_follows_a_call_between_functions",
+            a_request_id_follows_a_call_between_functions,
+        ),
+        (
             "every_mutating_route_emits_an_audit_event",
             every_mutating_route_emits_an_audit_event,
         ),
@@ -669,6 +673,87 @@ fn audit_export_follows_a_cursor_with_a_read_only_monitor_credential(
                 r.status
             ));
         }
+    }
+    Ok(())
+}
+
+// One request, followed across functions: a caller's `x-request-id` is the
+// prefix of the id in auth's audit event, and where auth reaches the ledger
+// over HTTP (the split Workers, Spin) the ledger's own event for the append
+// carries the same prefix (auth sends its id on, the ledger prefixes it).
+// Where the ledger is in-process (native, the single Worker) the append is
+// part of auth's request and has no event of its own.
+fn a_request_id_follows_a_call_between_functions(x: &Ctx) -> Result<(), String> {
+    let monitor = crate::harness::MONITOR_TOKEN;
+    let (_, admin) = x.admin()?;
+    let user = x.account("trace", true)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let caller_id = format!("trace-check.{nanos}");
+    let r = x.send(
+        "POST",
+        &format!("/auth/admin/users/{}/roles", user.id),
+        Some(&admin),
+        Some(&json!({"role": "coordinator_owner"})),
+        &[("x-request-id", &caller_id)],
+    )?;
+    if r.status != 200 {
+        return Err(format!(
+            "grant: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ));
+    }
+    let prefix = format!("{caller_id}.");
+    if !r
+        .header("x-request-id")
+        .is_some_and(|id| id.starts_with(&prefix))
+    {
+        return Err(format!("answered with id {:?}", r.header("x-request-id")));
+    }
+    let index = r.json()?["ledger_index"]
+        .as_u64()
+        .ok_or("the grant was not logged")?;
+    let events = |path: String| -> Result<Vec<Json>, String> {
+        let r = x.send("GET", &path, Some(monitor), None, &[])?;
+        if r.status != 200 {
+            return Err(format!("{path}: {}", r.status));
+        }
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .map(|l| serde_json::from_str::<Json>(l).map_err(|e| format!("{path}: {e}")))
+            .collect()
+    };
+    let granted = events(format!(
+        "/auth/audit/events?action=auth.role.grant&target={}",
+        user.id
+    ))?;
+    if granted.is_empty()
+        || !granted.iter().all(|e| {
+            e["request_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(&prefix))
+        })
+    {
+        return Err(format!("auth's events: {granted:?}"));
+    }
+    let appended = events(format!(
+        "/ledger/audit/events?action=ledger.entry.append&target={index}"
+    ))?;
+    if x.target.functions_over_http && appended.is_empty() {
+        return Err(format!(
+            "the ledger recorded no append of entry {index} (auth calls it over HTTP here)"
+        ));
+    }
+    if let Some(e) = appended.iter().find(|e| {
+        !e["request_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with(&prefix))
+    }) {
+        return Err(format!(
+            "the ledger's event for entry {index} names another request: {e}"
+        ));
     }
     Ok(())
 }
