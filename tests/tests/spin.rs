@@ -70,18 +70,34 @@ fn start_serving(
     vars: &[&str],
     status: u16,
 ) -> Server {
-    let port = free_port();
+    serve(
+        host,
+        Path::new("spin.toml"),
+        free_port(),
+        source,
+        tag,
+        vars,
+        status,
+    )
+}
+
+/// Serves `manifest` on `port`.
+fn serve(
+    host: &Path,
+    manifest: &Path,
+    port: u16,
+    source: Option<&Path>,
+    tag: &str,
+    vars: &[&str],
+    status: u16,
+) -> Server {
     let data = std::env::temp_dir().join(format!("edgecoder-spin-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let mut cmd = Command::new(host);
     cmd.current_dir(workspace_root())
-        .args([
-            "--manifest",
-            "spin.toml",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
+        .arg("--manifest")
+        .arg(manifest)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&data);
     if let Some(source) = source {
         cmd.arg("--source").arg(source);
@@ -125,7 +141,10 @@ fn deployment() -> Deployment {
     let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
     let server = start(&host, "conformance", &vars);
     Deployment {
-        target: conformance_target(&server.base, &key),
+        target: edgecoder_conformance::Target {
+            functions_over_http: true,
+            ..conformance_target(&server.base, &key)
+        },
         keep: vec![Box::new(server), Box::new(op)],
     }
 }
@@ -152,6 +171,10 @@ fn main() {
             trial(
                 "a_clients_own_spin_headers_do_not_change_its_address_or_scheme",
                 a_clients_own_spin_headers_do_not_change_its_address_or_scheme,
+            ),
+            trial(
+                "the_fermyon_cloud_manifest_reaches_functions_through_the_app_origin",
+                the_fermyon_cloud_manifest_reaches_functions_through_the_app_origin,
             ),
         ],
     )
@@ -302,6 +325,69 @@ fn spin_component_imports_only_what_it_needs() {
         wit.contains("export wasi:http/incoming-handler@0.2"),
         "must export wasi:http/incoming-handler@0.2.x:\n{wit}"
     );
+}
+
+// Fermyon Cloud takes neither variable templates in allowed_outbound_hosts
+// nor service chaining: `edgecoder spin-manifest fermyon-cloud` writes
+// literal hosts and the app's own origin instead. Served by the host (which
+// allows exactly the listed hosts, and resolves no chaining the manifest
+// does not list), auth's role change still reaches the ledger, now over the
+// network through the app's origin, and the log records it.
+fn the_fermyon_cloud_manifest_reaches_functions_through_the_app_origin() {
+    let (wasm, host) = build();
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let dir = target_dir().join("spin-fermyon-cloud");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let out = Command::new(target_dir().join("debug/edgecoder"))
+        .current_dir(workspace_root())
+        .args(["spin-manifest", "fermyon-cloud", "--origin", &origin])
+        .output()
+        .expect("edgecoder spin-manifest");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let manifest: toml::Table = toml::from_str(&text).expect("toml");
+    for (id, c) in manifest["component"].as_table().expect("components") {
+        for h in c
+            .get("allowed_outbound_hosts")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let h = h.as_str().unwrap_or_default();
+            assert!(
+                !h.contains("{{") && !h.contains(".spin.internal"),
+                "{id}: {h}"
+            );
+        }
+    }
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, &text).expect("write");
+    let key = signing_key_base64();
+    let vars = dev_vars(&key);
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let server = serve(&host, &path, port, Some(&wasm), "fermyon-cloud", &vars, 200);
+    let client = Client::new(&server.base);
+    let target = conformance_target(&server.base, &key);
+    let x = edgecoder_conformance::identity::Ctx::new(&client, &target);
+    let (_, admin) = x.admin().expect("admin");
+    let user = x.account("cloud", true).expect("account");
+    let r = x
+        .send(
+            "POST",
+            &format!("/auth/admin/users/{}/roles", user.id),
+            Some(&admin),
+            Some(&serde_json::json!({"role": "coordinator_owner"})),
+            &[],
+        )
+        .expect("grant");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let index = r.json().expect("json")["ledger_index"].as_u64();
+    assert!(index.is_some(), "the grant was not logged: {r:?}");
 }
 
 fn spin_manifest_grants_each_function_only_its_own_stores() {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod platform;
 pub mod server;
+pub mod spin_manifest;
 pub mod sqlite;
 pub mod task;
 pub mod verify;

@@ -3,8 +3,9 @@
 //! Commands: `serve` (every function on one port), `migrate` (apply the shared
 //! migrations), `keygen` (a P-256 signing key for a secret store), `audit`
 //! (print recent audit events), `admin grant` (give a verified account a role:
-//! how the first `system_admin` is made) and `outbox` (print the development
-//! mail outbox).
+//! how the first `system_admin` is made), `outbox` (print the development
+//! mail outbox), `spin-manifest fermyon-cloud` (spin.toml for Fermyon Cloud)
+//! and the others `--help` lists.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -105,6 +106,26 @@ enum ModelCommand {
 }
 
 #[derive(Subcommand)]
+enum SpinManifestCommand {
+    /// spin.toml for Fermyon Cloud: literal outbound hosts (it takes no
+    /// variable templates there) and the app's own https origin in place of
+    /// service chaining (it has none). Writes to standard output.
+    FermyonCloud {
+        /// The app's https origin, e.g. https://edgecoder-edge.fermyon.app.
+        #[arg(long)]
+        origin: String,
+        /// The manifest to rewrite.
+        #[arg(long, default_value = "spin.toml")]
+        manifest: PathBuf,
+        /// A host variable's value, NAME=VALUE, as comma-separated hosts:
+        /// mail_api_base, oauth_outbound_host, mesh_peer_hosts,
+        /// log_witness_hosts (default: the manifest's default).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Serve every function on one port.
     Serve {
@@ -191,6 +212,12 @@ enum Command {
     Task {
         #[command(subcommand)]
         command: TaskCommand,
+    },
+    /// Write a Spin manifest for a target that does not take the
+    /// repository's `spin.toml` as it is.
+    SpinManifest {
+        #[command(subcommand)]
+        command: SpinManifestCommand,
     },
     /// Print the development mail outbox (newest first); refused in production.
     Outbox {
@@ -475,6 +502,28 @@ fn main() -> Result<()> {
             if !config_check(&data_dir, production) {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::SpinManifest {
+            command:
+                SpinManifestCommand::FermyonCloud {
+                    origin,
+                    manifest,
+                    vars,
+                },
+        } => {
+            let text = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?;
+            let mut given = std::collections::BTreeMap::new();
+            for v in vars {
+                let (name, value) = v
+                    .split_once('=')
+                    .with_context(|| format!("--var {v:?}: want NAME=VALUE"))?;
+                given.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+            let out = edgecoder_native::spin_manifest::fermyon_cloud(&text, &origin, &given)
+                .map_err(anyhow::Error::msg)?;
+            print!("{out}");
             Ok(())
         }
         Command::Completions { shell } => {
