@@ -14,7 +14,6 @@ device="${1:-cpu}"
 # shellcheck source=scripts/setup-tools.sh
 . scripts/setup-tools.sh
 ec_targets >&2
-ec_wasm_tools
 ec_inference_tools
 guest="$(bash scripts/build-inference.sh | tail -n1)"
 features=()

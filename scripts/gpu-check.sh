@@ -15,7 +15,6 @@ export EDGECODER_ONNXRUNTIME="${EDGECODER_ONNXRUNTIME:-onnxruntime-gpu}"
 # shellcheck source=scripts/setup-tools.sh
 . scripts/setup-tools.sh
 ec_targets >&2
-ec_wasm_tools
 ec_inference_tools
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 guest="$(bash scripts/build-inference.sh | tail -n1)"

@@ -835,7 +835,11 @@ fn every_response_is_documented(c: &Client) -> Result<(), String> {
         if !validators.contains_key(&key) {
             let mut schema = schema.clone();
             inline_problem_ref(&mut schema, &problem_schema);
-            let v = jsonschema::validator_for(&schema)
+            // Formats too (date-time, email, uri-reference): a generated
+            // client may check them.
+            let v = jsonschema::options()
+                .should_validate_formats(true)
+                .build(&schema)
                 .map_err(|e| format!("{key}: the document's schema does not compile: {e}"))?;
             validators.insert(key.clone(), v);
         }

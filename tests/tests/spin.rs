@@ -341,7 +341,13 @@ fn the_fermyon_cloud_manifest_reaches_functions_through_the_app_origin() {
     std::fs::create_dir_all(&dir).expect("dir");
     let out = Command::new(target_dir().join("debug/edgecoder"))
         .current_dir(workspace_root())
-        .args(["spin-manifest", "fermyon-cloud", "--origin", &origin])
+        .args([
+            "spin-manifest",
+            "fermyon-cloud",
+            "--insecure-loopback",
+            "--origin",
+            &origin,
+        ])
         .output()
         .expect("edgecoder spin-manifest");
     assert!(

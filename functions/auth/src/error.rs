@@ -529,7 +529,7 @@ pub fn problem_types() -> Vec<(&'static str, edgecoder_kernel::problems::Meaning
             // The kernel lists its own.
             Error::Kernel(_) => Vec::new(),
             e => vec![Example {
-                doc: e.get_documentation(),
+                doc: e.get_message().or_else(|| e.get_documentation()),
                 error: e,
             }],
         }

@@ -178,7 +178,7 @@ pub fn problem_code(resp: &crate::Response) -> Option<String> {
 /// path's ids.
 pub fn access_log(
     ctx: &RequestContext,
-    method: &http::Method,
+    method: &str,
     route: Option<&str>,
     resp: &crate::Response,
     latency_ms: f64,
@@ -187,7 +187,7 @@ pub fn access_log(
         "message": "request",
         "request_id": ctx.request_id,
         "traceparent": ctx.traceparent,
-        "method": method.as_str(),
+        "method": method,
         "route": route.unwrap_or("(unrouted)"),
         "status": resp.status().as_u16(),
         "code": problem_code(resp),
@@ -316,7 +316,7 @@ mod tests {
         .into_response(Some("/auth/login"), Some("rid"));
         let line = access_log(
             &ctx("edge.1", None),
-            &http::Method::POST,
+            "POST",
             Some("/auth/login"),
             &resp,
             1.23456,

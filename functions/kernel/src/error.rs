@@ -50,6 +50,9 @@ pub enum Error {
     #[error("https required")]
     HttpsRequired,
     /// A bearer token was refused; the reason goes to the log only.
+    #[strum(
+        message = "The access token is missing, malformed, expired or not issued by this deployment: sign in again."
+    )]
     #[error("invalid access token: {0}")]
     InvalidToken(&'static str),
     /// The KV key is empty or longer than the platforms allow.
@@ -71,6 +74,9 @@ pub enum Error {
     /// nothing was written. The ports report it as its own variant on every
     /// runtime, so callers decide what a conflict means without reading
     /// driver messages.
+    #[strum(
+        message = "The request conflicts with a concurrent change; nothing was written. Retry."
+    )]
     #[error("unique constraint violated: {0}")]
     UniqueViolation(String),
     /// A rate limit refused the request.

@@ -54,10 +54,15 @@ pub struct Meaning {
 pub struct Example<E> {
     /// One value of the variant (fields at their defaults).
     pub error: E,
-    /// The variant's doc comment (of the innermost enum, for a variant
-    /// that wraps another error enum).
+    /// What the catalogue says about the variant: its `#[strum(message)]`
+    /// where the doc comment is written for developers, else the doc
+    /// comment (of the innermost enum, for a variant that wraps another).
     pub doc: Option<&'static str>,
 }
+
+/// What the catalogue says of a server-side failure: its causes are the
+/// operator's business, so the variant's doc comment is not shown.
+const SERVER_SIDE: &str = "The server could not complete the request. It logged the cause with the request id: retry later, and give the operator the request_id if it persists.";
 
 /// Entries for every example of `function`'s error enum, one per variant.
 pub fn catalogue<E: Into<Problem>>(
@@ -68,15 +73,20 @@ pub fn catalogue<E: Into<Problem>>(
         .into_iter()
         .map(|Example { error, doc }| {
             let p: Problem = error.into();
-            // The variant's doc comment says what the code means in
-            // general; a problem's detail is written for one occurrence
-            // (and the example's is built from default data), so it is
-            // only the fallback.
-            let description = doc
-                .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
-                .filter(|d| !d.is_empty())
-                .or_else(|| p.detail.filter(|d| !d.trim().is_empty()))
-                .unwrap_or_default();
+            // The variant's text says what the code means in general; a
+            // problem's detail is written for one occurrence (and the
+            // example's is built from default data), so it is only the
+            // fallback. A 5xx says nothing of its internal causes.
+            let description = if p.status.is_server_error() {
+                p.detail
+                    .filter(|d| !d.trim().is_empty())
+                    .unwrap_or_else(|| SERVER_SIDE.to_owned())
+            } else {
+                doc.map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .filter(|d| !d.is_empty())
+                    .or_else(|| p.detail.filter(|d| !d.trim().is_empty()))
+                    .unwrap_or_default()
+            };
             (
                 p.code,
                 Meaning {
@@ -97,7 +107,7 @@ pub fn kernel() -> Vec<(&'static str, Meaning)> {
     let mut out = catalogue(
         "kernel",
         Error::iter().map(|e| Example {
-            doc: e.get_documentation(),
+            doc: e.get_message().or_else(|| e.get_documentation()),
             error: e,
         }),
     );

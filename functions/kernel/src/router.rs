@@ -363,7 +363,7 @@ impl Router {
                         "type": "object",
                         "required": ["type", "title", "status", "code"],
                         "properties": {
-                            "type": {"type": "string", "format": "uri"},
+                            "type": {"type": "string", "format": "uri-reference", "description": "/problems#<code>: the code's entry in this deployment's catalogue page (a URI reference, RFC 9457 §3.1.1)"},
                             "title": {"type": "string"},
                             "status": {"type": "integer"},
                             "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},

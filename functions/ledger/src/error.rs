@@ -152,7 +152,7 @@ pub fn problem_types() -> Vec<(&'static str, edgecoder_kernel::problems::Meaning
             // The kernel lists its own.
             .filter(|e| !matches!(e, Error::Kernel(_)))
             .map(|e| Example {
-                doc: e.get_documentation(),
+                doc: e.get_message().or_else(|| e.get_documentation()),
                 error: e,
             }),
     )

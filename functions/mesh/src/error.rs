@@ -640,8 +640,17 @@ pub fn problem_types() -> Vec<(&'static str, edgecoder_kernel::problems::Meaning
         match e {
             Error::Signature(_) => SigError::iter()
                 // Manifest refusals come from model manifests, never from a
-                // request signature.
-                .filter(|s| !matches!(s, SigError::ManifestExpired | SigError::NotApproved(_)))
+                // request signature; a bad node id or key becomes its own
+                // variant (`From<SigError>`), answered 400.
+                .filter(|s| {
+                    !matches!(
+                        s,
+                        SigError::ManifestExpired
+                            | SigError::NotApproved(_)
+                            | SigError::InvalidNodeId
+                            | SigError::InvalidPublicKey
+                    )
+                })
                 .map(|s| Example {
                     doc: s.get_documentation(),
                     error: Error::Signature(s),
@@ -665,7 +674,7 @@ pub fn problem_types() -> Vec<(&'static str, edgecoder_kernel::problems::Meaning
             // The kernel lists its own.
             Error::Kernel(_) => Vec::new(),
             e => vec![Example {
-                doc: e.get_documentation(),
+                doc: e.get_message().or_else(|| e.get_documentation()),
                 error: e,
             }],
         }

@@ -492,6 +492,44 @@ fn cached_router(config: &Config, selection: Selection) -> Rc<edgecoder_kernel::
     })
 }
 
+/// One JSON line per request: Workers Logs indexes its fields, and the
+/// native metrics' counts come from queries over them (README, "Logs,
+/// metrics, audit"). Wall time: Workers reports CPU time itself.
+fn log_request(
+    ctx: &edgecoder_kernel::RequestContext,
+    method: &str,
+    route: Option<&str>,
+    resp: &edgecoder_kernel::Response,
+    started_ms: u64,
+) {
+    let latency_ms = worker::Date::now().as_millis().saturating_sub(started_ms) as f64;
+    worker::console_log!(
+        "{}",
+        edgecoder_kernel::context::access_log(ctx, method, route, resp, latency_ms)
+    );
+}
+
+/// A refusal before the router runs, logged like every other answer.
+fn refuse(
+    e: Error,
+    path: &str,
+    ctx: &edgecoder_kernel::RequestContext,
+    method: &str,
+    started_ms: u64,
+) -> worker::Result<worker::Response> {
+    let resp = problem_response(e, path, &ctx.request_id);
+    log_request(ctx, method, None, &resp, started_ms);
+    to_worker(resp)
+}
+
+/// The context of a refusal made before the request's context exists.
+fn early(request_id: &str) -> edgecoder_kernel::RequestContext {
+    edgecoder_kernel::RequestContext {
+        request_id: request_id.to_owned(),
+        ..Default::default()
+    }
+}
+
 #[event(fetch)]
 async fn fetch(
     mut req: worker::Request,
@@ -499,6 +537,8 @@ async fn fetch(
     ctx: worker::Context,
 ) -> worker::Result<worker::Response> {
     let started_ms = worker::Date::now().as_millis();
+    // The raw method string: the worker crate's enum maps unknown methods to GET.
+    let raw_method = req.inner().method();
     let wait_until = WaitUntil(ctx);
     let client_ip = req
         .headers()
@@ -519,7 +559,7 @@ async fn fetch(
         Ok(s) => s,
         Err(e) => {
             worker::console_error!("refusing to serve: {e}");
-            return to_worker(problem_response(e, &path, &request_id));
+            return refuse(e, &path, &early(&request_id), &raw_method, started_ms);
         }
     };
     // A split deployment's gateway hands each function's requests, as they
@@ -532,7 +572,7 @@ async fn fetch(
             Err(_) => {
                 let e = Error::Config(format!("the {name} Service Binding is required"));
                 worker::console_error!("refusing to serve: {e}");
-                to_worker(problem_response(e, &path, &request_id))
+                refuse(e, &path, &early(&request_id), &raw_method, started_ms)
             }
         };
     }
@@ -540,7 +580,7 @@ async fn fetch(
         Ok(l) => l,
         Err(e) => {
             worker::console_error!("refusing to serve: {e}");
-            return to_worker(problem_response(e, &path, &request_id));
+            return refuse(e, &path, &early(&request_id), &raw_method, started_ms);
         }
     };
     let (sql, kv): (Rc<dyn edgecoder_kernel::Sql>, Rc<dyn edgecoder_kernel::Kv>) =
@@ -552,7 +592,7 @@ async fn fetch(
                         "the {D1_BINDING} (D1) and {KV_BINDING} (KV) bindings are required"
                     ));
                     worker::console_error!("refusing to serve: {e}");
-                    return to_worker(problem_response(e, &path, &request_id));
+                    return refuse(e, &path, &early(&request_id), &raw_method, started_ms);
                 }
             }
         } else {
@@ -601,21 +641,23 @@ async fn fetch(
         Some(&ctx),
     ));
     let limit = services.config.max_body_bytes;
-    // The raw method string: the worker crate's enum maps unknown methods to GET.
-    let Ok(method) = Method::from_bytes(req.inner().method().as_bytes()) else {
+    let Ok(method) = Method::from_bytes(raw_method.as_bytes()) else {
         let e = Error::InvalidRequest("The request method is not a valid token.".into());
-        return to_worker(problem_response(e, &path, &ctx.request_id));
+        // Not a token: not repeated into the log either.
+        return refuse(e, &path, &ctx, "(invalid)", started_ms);
     };
     let path_and_query = match url.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
     if edgecoder_kernel::http::declared_length_exceeds(&headers, limit) {
-        return to_worker(problem_response(
+        return refuse(
             Error::PayloadTooLarge { limit },
             &path,
-            &ctx.request_id,
-        ));
+            &ctx,
+            &raw_method,
+            started_ms,
+        );
     }
     // Read at most the cap + 1 bytes, whatever Content-Length said (or did
     // not say, for a chunked upload).
@@ -626,16 +668,18 @@ async fn fetch(
                 Ok(bytes) => {
                     body.extend_from_slice(&bytes);
                     if body.len() > limit {
-                        return to_worker(problem_response(
+                        return refuse(
                             Error::PayloadTooLarge { limit },
                             &path,
-                            &ctx.request_id,
-                        ));
+                            &ctx,
+                            &raw_method,
+                            started_ms,
+                        );
                     }
                 }
                 Err(_) => {
                     let e = Error::InvalidRequest("The request body could not be read.".into());
-                    return to_worker(problem_response(e, &path, &ctx.request_id));
+                    return refuse(e, &path, &ctx, &raw_method, started_ms);
                 }
             }
         }
@@ -649,19 +693,12 @@ async fn fetch(
     if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
         worker::console_error!("{} {path}: {msg}", resp.status());
     }
-    // One JSON line per request: Workers Logs indexes its fields, and the
-    // native metrics' counts come from queries over them (README, "Logs,
-    // metrics, audit"). Wall time: Workers reports CPU time itself.
-    let latency_ms = worker::Date::now().as_millis().saturating_sub(started_ms) as f64;
-    worker::console_log!(
-        "{}",
-        edgecoder_kernel::context::access_log(
-            &log_ctx,
-            &method,
-            router.template(&path),
-            &resp,
-            latency_ms
-        )
+    log_request(
+        &log_ctx,
+        method.as_str(),
+        router.template(&path),
+        &resp,
+        started_ms,
     );
     to_worker(resp)
 }

@@ -117,11 +117,14 @@ enum SpinManifestCommand {
         /// The manifest to rewrite.
         #[arg(long, default_value = "spin.toml")]
         manifest: PathBuf,
-        /// A host variable's value, NAME=VALUE, as comma-separated hosts:
-        /// mail_api_base, oauth_outbound_host, mesh_peer_hosts,
+        /// A host variable's value, NAME=VALUE, as comma-separated https
+        /// origins: mail_api_base, oauth_outbound_host, mesh_peer_hosts,
         /// log_witness_hosts (default: the manifest's default).
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
+        /// Accept plain http on a loopback address (a local test host only).
+        #[arg(long, hide = true)]
+        insecure_loopback: bool,
     },
 }
 
@@ -510,6 +513,7 @@ fn main() -> Result<()> {
                     origin,
                     manifest,
                     vars,
+                    insecure_loopback,
                 },
         } => {
             let text = std::fs::read_to_string(&manifest)
@@ -521,8 +525,13 @@ fn main() -> Result<()> {
                     .with_context(|| format!("--var {v:?}: want NAME=VALUE"))?;
                 given.insert(name.trim().to_owned(), value.trim().to_owned());
             }
-            let out = edgecoder_native::spin_manifest::fermyon_cloud(&text, &origin, &given)
-                .map_err(anyhow::Error::msg)?;
+            let out = edgecoder_native::spin_manifest::fermyon_cloud(
+                &text,
+                &origin,
+                &given,
+                insecure_loopback,
+            )
+            .map_err(anyhow::Error::msg)?;
             print!("{out}");
             Ok(())
         }

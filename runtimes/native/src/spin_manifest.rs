@@ -24,13 +24,17 @@ use toml::{Table, Value};
 
 /// Rewrites `manifest` (the text of `spin.toml`) for an app served at
 /// `origin`, with `vars` (variable name to value) for the outbound hosts.
+/// Every host written must be an https origin (a `*.` wildcard subdomain
+/// allowed); `loopback` also lets the origin and hosts be plain http on a
+/// loopback address, which only a local test host serves.
 pub fn fermyon_cloud(
     manifest: &str,
     origin: &str,
     vars: &BTreeMap<String, String>,
+    loopback: bool,
 ) -> Result<String, String> {
     let origin = origin.trim_end_matches('/');
-    if !edgecoder_kernel::config::is_origin(origin) {
+    if !edgecoder_kernel::config::is_origin(origin) || !host_allowed(origin, loopback) {
         return Err(format!(
             "--origin {origin:?} must be the app's https origin (e.g. https://edgecoder-edge.fermyon.app)"
         ));
@@ -58,6 +62,7 @@ pub fn fermyon_cloud(
         var.insert("default".into(), Value::String(value.clone()));
         Ok(value)
     };
+    let mut used: Vec<String> = Vec::new();
     let mut rewritten: Vec<(String, Vec<String>)> = Vec::new();
     let components = doc
         .get("component")
@@ -76,12 +81,19 @@ pub fn fermyon_cloud(
                 .as_str()
                 .ok_or_else(|| format!("component {id}: a host entry is not a string"))?;
             let expanded: Vec<String> = if let Some(name) = template_name(entry) {
-                value_of(name)?
+                used.push(name.to_owned());
+                let hosts: Vec<String> = value_of(name)?
                     .split(',')
                     .map(str::trim)
                     .filter(|h| !h.is_empty())
-                    .map(str::to_owned)
-                    .collect()
+                    .map(|h| h.trim_end_matches('/').to_owned())
+                    .collect();
+                if let Some(bad) = hosts.iter().find(|h| !host_allowed(h, loopback)) {
+                    return Err(format!(
+                        "{name}: {bad:?} is not an https origin (https://host[:port], or https://*.domain)"
+                    ));
+                }
+                hosts
             } else if entry.contains("{{") {
                 return Err(format!(
                     "component {id}: {entry:?} mixes a template with text; write it literally"
@@ -98,6 +110,16 @@ pub fn fermyon_cloud(
             }
         }
         rewritten.push((id.clone(), out));
+    }
+    // A value for a variable no host entry uses would change nothing the
+    // manifest allows: most likely a misspelt name.
+    if let Some(unused) = vars.keys().find(|k| !used.contains(k)) {
+        used.sort();
+        used.dedup();
+        return Err(format!(
+            "--var {unused}: no allowed_outbound_hosts entry uses it (those that do: {})",
+            used.join(", ")
+        ));
     }
     for name in ["ledger_url", "auth_url"] {
         if let Some(var) = variables.get_mut(name).and_then(Value::as_table_mut) {
@@ -124,6 +146,31 @@ pub fn fermyon_cloud(
          # service chaining, which Fermyon Cloud does not support. Regenerate it\n\
          # rather than editing it.\n{body}"
     ))
+}
+
+/// Whether `host` may be written as an allowed outbound host: an https
+/// origin without a path (a `*.` wildcard subdomain allowed, a bare `*` not),
+/// or with `loopback`, plain http to a loopback address.
+fn host_allowed(host: &str, loopback: bool) -> bool {
+    let Some((scheme, authority)) = host.split_once("://") else {
+        return false;
+    };
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', '{', ' ']) {
+        return false;
+    }
+    let name = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(authority, |(h, _)| h);
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    if name.is_empty() || name.contains('*') {
+        return false;
+    }
+    match scheme {
+        "https" => true,
+        "http" => loopback && matches!(name, "127.0.0.1" | "localhost" | "[::1]"),
+        _ => false,
+    }
 }
 
 /// `name` of an entry that is exactly `{{ name }}`.
@@ -168,7 +215,8 @@ mod tests {
             "mesh_peer_hosts".to_owned(),
             "https://peer-a.example, https://peer-b.example".to_owned(),
         );
-        let out = fermyon_cloud(&manifest(), "https://edge.fermyon.app/", &vars).expect("rewrite");
+        let out =
+            fermyon_cloud(&manifest(), "https://edge.fermyon.app/", &vars, false).expect("rewrite");
         let doc: Table = out.parse().expect("toml");
         for (id, c) in doc["component"].as_table().expect("components") {
             for h in c
@@ -214,15 +262,41 @@ mod tests {
     #[test]
     fn an_unknown_template_or_a_bad_origin_is_refused() {
         let m = manifest();
-        let err = fermyon_cloud(&m, "http://edge.example", &BTreeMap::new()).expect_err("http");
-        assert!(err.contains("https origin"), "{err}");
+        let none = BTreeMap::new();
+        for origin in [
+            "http://edge.example",
+            "http://127.0.0.1:3000",
+            "https://e.example/path",
+        ] {
+            let err = fermyon_cloud(&m, origin, &none, false).expect_err(origin);
+            assert!(err.contains("https origin"), "{origin}: {err}");
+        }
+        fermyon_cloud(&m, "http://127.0.0.1:3000", &none, true).expect("a local test host");
+        for value in [
+            "*://*:*",
+            "http://peer.example",
+            "https://*",
+            "https://p.example/x",
+        ] {
+            let vars = BTreeMap::from([("mesh_peer_hosts".to_owned(), value.to_owned())]);
+            let err = fermyon_cloud(&m, "https://e.fermyon.app", &vars, false).expect_err(value);
+            assert!(err.contains("mesh_peer_hosts"), "{value}: {err}");
+        }
+        let vars = BTreeMap::from([("mesh_peer_host".to_owned(), "https://p.example".to_owned())]);
+        let err = fermyon_cloud(&m, "https://e.fermyon.app", &vars, false).expect_err("typo");
+        assert!(err.contains("mesh_peer_host:"), "{err}");
+        let vars = BTreeMap::from([(
+            "mesh_peer_hosts".to_owned(),
+            "https://*.peers.example".to_owned(),
+        )]);
+        fermyon_cloud(&m, "https://e.fermyon.app", &vars, false).expect("a wildcard subdomain");
         let broken = m.replacen("\"{{ mail_api_base }}\"", "\"{{ nope }}\"", 1);
-        let err =
-            fermyon_cloud(&broken, "https://e.fermyon.app", &BTreeMap::new()).expect_err("unknown");
+        let err = fermyon_cloud(&broken, "https://e.fermyon.app", &BTreeMap::new(), false)
+            .expect_err("unknown");
         assert!(err.contains("nope"), "{err}");
         let mixed = m.replacen("\"{{ mail_api_base }}\"", "\"https://{{ x }}\"", 1);
-        let err =
-            fermyon_cloud(&mixed, "https://e.fermyon.app", &BTreeMap::new()).expect_err("mixed");
+        let err = fermyon_cloud(&mixed, "https://e.fermyon.app", &BTreeMap::new(), false)
+            .expect_err("mixed");
         assert!(err.contains("literally"), "{err}");
     }
 }

@@ -454,6 +454,36 @@ mod entry {
     }
 }
 
+/// One JSON line per request on stderr, which Spin hosts keep per
+/// component: the same fields as the native log and Workers Logs.
+fn log_request(
+    ctx: &edgecoder_kernel::RequestContext,
+    method: &str,
+    route: Option<&str>,
+    resp: &edgecoder_kernel::Response,
+    started: std::time::Instant,
+) {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    eprintln!(
+        "{}",
+        edgecoder_kernel::context::access_log(ctx, method, route, resp, latency_ms)
+    );
+}
+
+/// A refusal before the router runs, logged like every other answer.
+async fn refuse(
+    out: ResponseOutparam,
+    e: Error,
+    path: &str,
+    ctx: &edgecoder_kernel::RequestContext,
+    method: &str,
+    started: std::time::Instant,
+) {
+    let resp = problem_response(e, path, &ctx.request_id);
+    log_request(ctx, method, None, &resp, started);
+    respond(out, resp).await;
+}
+
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let started = std::time::Instant::now();
     let rng = WasiRng;
@@ -498,15 +528,19 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("refusing to serve: {e}");
-            return respond(out, problem_response(e, &path, &ctx.request_id)).await;
+            return refuse(out, e, &path, &ctx, method.as_str(), started).await;
         }
     };
 
     let limit = services.config.max_body_bytes;
     if edgecoder_kernel::http::declared_length_exceeds(&headers, limit) {
-        return respond(
+        return refuse(
             out,
-            problem_response(Error::PayloadTooLarge { limit }, &path, &ctx.request_id),
+            Error::PayloadTooLarge { limit },
+            &path,
+            &ctx,
+            method.as_str(),
+            started,
         )
         .await;
     }
@@ -517,16 +551,20 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             Ok(bytes) => {
                 body.extend_from_slice(&bytes);
                 if body.len() > limit {
-                    return respond(
+                    return refuse(
                         out,
-                        problem_response(Error::PayloadTooLarge { limit }, &path, &ctx.request_id),
+                        Error::PayloadTooLarge { limit },
+                        &path,
+                        &ctx,
+                        method.as_str(),
+                        started,
                     )
                     .await;
                 }
             }
             Err(_) => {
                 let e = Error::InvalidRequest("The request body could not be read.".into());
-                return respond(out, problem_response(e, &path, &ctx.request_id)).await;
+                return refuse(out, e, &path, &ctx, method.as_str(), started).await;
             }
         }
     }
@@ -539,18 +577,12 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     if let Some(InternalError(msg)) = resp.extensions().get::<InternalError>() {
         eprintln!("{} {path}: {msg}", resp.status());
     }
-    // One JSON line per request on stderr, which Spin hosts keep per
-    // component: the same fields as the native log and Workers Logs.
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    eprintln!(
-        "{}",
-        edgecoder_kernel::context::access_log(
-            &log_ctx,
-            &method,
-            router.template(&path),
-            &resp,
-            latency_ms
-        )
+    log_request(
+        &log_ctx,
+        method.as_str(),
+        router.template(&path),
+        &resp,
+        started,
     );
     respond(out, resp).await;
     for task in DEFERRED.with(|d| d.take()) {
